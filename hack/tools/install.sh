@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the pinned tools (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+# kwok, kwokctl, helm, ct) from Go modules into a cache outside the repository, keyed by version,
+# so a fresh clone reuses them. Prints nothing but progress on stderr; the bin directory is
+#   ${IMAGE_PREWARMER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-prewarmer}/bin
+# Usage: hack/tools/install.sh [tool ...]   (default: all)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${IMAGE_PREWARMER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-prewarmer}
+bin="$cache/bin"
+mkdir -p "$bin" "$cache/versions"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# build NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]
+# Builds PACKAGE inside the tools module MODULE_DIR into $cache/versions/NAME-VERSION and links
+# $bin/NAME to it. Skips the build when that exact version is already there.
+build() {
+  local name=$1 version=$2 dir=$3 pkg=$4 ldflags=${5:-}
+  local out="$cache/versions/$name-$version"
+  if [[ ! -x "$out" ]]; then
+    log "building $name $version (first time only; cached in $cache)"
+    local start=$SECONDS
+    (cd "$here/$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GONOSUMDB=github.com/helm/chart-testing \
+      go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+    mv "$out.tmp" "$out"
+    log "built $name in $((SECONDS - start))s"
+  fi
+  ln -sfn "$out" "$bin/$name"
+}
+
+kube_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION}"
+kube_ldflags+=" -X k8s.io/component-base/version.gitMajor=$(echo "${KUBE_VERSION#v}" | cut -d. -f1)"
+kube_ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "${KUBE_VERSION#v}" | cut -d. -f2)"
+kube_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=${KUBE_VERSION}"
+
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+ct_ldflags="-s -w -X github.com/helm/chart-testing/v3/ct/cmd.Version=${CT_VERSION}"
+
+tools=("$@")
+[[ ${#tools[@]} -gt 0 ]] || tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm ct)
+
+for t in "${tools[@]}"; do
+  case $t in
+    etcd) build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "-s -w" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+      build "$t" "$KUBE_VERSION" kube "k8s.io/kubernetes/cmd/$t" "$kube_ldflags" ;;
+    kwok|kwokctl) build "$t" "$KWOK_VERSION" kwok "sigs.k8s.io/kwok/cmd/$t" "-s -w" ;;
+    helm) build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
+    ct) build ct "$CT_VERSION" ct github.com/helm/chart-testing/v3/ct "$ct_ldflags" ;;
+    *) echo "unknown tool: $t" >&2; exit 2 ;;
+  esac
+done
+echo "$bin"

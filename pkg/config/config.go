@@ -1,0 +1,472 @@
+// Package config defines the orchestrator's configuration file (kind OrchestratorConfig), its
+// defaults, strict decoding and validation with field paths.
+//
+// The Helm chart renders this file from its values; the orchestrator reads it at start-up and
+// refuses to start when it is invalid, naming the offending field.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/upgrade"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	// APIVersion is the only configuration version this binary reads.
+	APIVersion = "image-prewarmer.io/v1alpha1"
+	// Kind is the configuration file's kind.
+	Kind = "OrchestratorConfig"
+	// DefaultPath is where the chart mounts the configuration.
+	DefaultPath = "/etc/image-prewarmer/config.yaml"
+)
+
+// OnWarmTimeout says what happens to a node whose warmer pod is not Ready within maxWaitForWarm.
+type OnWarmTimeout string
+
+const (
+	// OnWarmTimeoutRelease releases the node (fail-open) with a Warning Event.
+	OnWarmTimeoutRelease OnWarmTimeout = "release"
+	// OnWarmTimeoutKeep keeps the node tainted (fail-closed) with a Warning Event.
+	OnWarmTimeoutKeep OnWarmTimeout = "keep"
+)
+
+// Config is the orchestrator's configuration file.
+type Config struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+
+	// Instance identifies this installation on the nodes it manages (annotation
+	// image-prewarmer.io/owner). The chart sets <namespace>/<release>. Defaults to
+	// <warmer.namespace>/<warmer.daemonSetName>.
+	Instance string `json:"instance,omitempty"`
+
+	Pool        Pool        `json:"pool"`
+	Taint       Taint       `json:"taint"`
+	StatusLabel StatusLabel `json:"statusLabel"`
+	Upgrade     Upgrade     `json:"upgrade"`
+	Maintenance Maintenance `json:"maintenance"`
+	Warmer      Warmer      `json:"warmer"`
+
+	// MaxConcurrent caps the nodes in phase tainted or warming: an integer or a percentage of
+	// the pool ("25%"). 0 means no limit.
+	MaxConcurrent intstr.IntOrString `json:"maxConcurrent"`
+	// CancelAfter is how long a tainted, not yet upgraded node may be out of the maintenance set
+	// before it is released (reason cancelled).
+	CancelAfter Duration `json:"cancelAfter"`
+	// MaxWaitForUpgrade is how long a node may stay tainted without its upgrade being seen.
+	MaxWaitForUpgrade Duration `json:"maxWaitForUpgrade"`
+	// MaxWaitForWarm is how long a node may stay warming without a Ready warmer pod.
+	MaxWaitForWarm Duration `json:"maxWaitForWarm"`
+	// OnWarmTimeout is release (default) or keep.
+	OnWarmTimeout OnWarmTimeout `json:"onWarmTimeout"`
+
+	Events Events `json:"events"`
+	Client Client `json:"client"`
+}
+
+// Pool selects the nodes this installation manages.
+type Pool struct {
+	// NodeSelector is a set of labels every pool node carries. Required, non-empty.
+	NodeSelector map[string]string `json:"nodeSelector"`
+}
+
+// Taint is the taint added to nodes in maintenance and removed once they are warm.
+type Taint struct {
+	Key    string             `json:"key"`
+	Value  string             `json:"value"`
+	Effect corev1.TaintEffect `json:"effect"`
+}
+
+// StatusLabel is the label that tells the warmer DaemonSet where it may run.
+type StatusLabel struct {
+	Key string `json:"key"`
+	// Value is set while the node waits for its upgrade (phase tainted).
+	Value string `json:"value"`
+	// WarmingValue is set once the upgrade is seen (phase warming).
+	WarmingValue string `json:"warmingValue"`
+}
+
+// Upgrade says how an upgraded node is recognised.
+type Upgrade struct {
+	// KernelVersions, when set, are the target kernels: a node is upgraded when its kernel is
+	// one of them. Otherwise a node is upgraded when its kernel or boot ID changed.
+	KernelVersions []string `json:"kernelVersions,omitempty"`
+	// KernelVersionLabel is a node label holding the kernel version; when empty or absent on a
+	// node, status.nodeInfo.kernelVersion is used.
+	KernelVersionLabel string `json:"kernelVersionLabel,omitempty"`
+	// When is a Go template (with sprig functions) that renders "true" or "false"; it replaces
+	// the default rule. See pkg/upgrade for the data it receives.
+	When string `json:"when,omitempty"`
+}
+
+// Maintenance lists the sources of "this node is about to be upgraded". The set is their union.
+type Maintenance struct {
+	NodeMaintenance NodeMaintenanceSource `json:"nodeMaintenance"`
+	NodeLabel       NodeLabelSource       `json:"nodeLabel"`
+	Cordoned        CordonedSource        `json:"cordoned"`
+}
+
+// NodeMaintenanceSource reads objects of a resource that name a node (medik8s NodeMaintenance
+// by default). An object that exists is an active maintenance; its UID is the maintenance's identity.
+type NodeMaintenanceSource struct {
+	Enabled  bool   `json:"enabled"`
+	Group    string `json:"group"`
+	Version  string `json:"version"`
+	Resource string `json:"resource"`
+	// Namespace restricts a namespaced resource to one namespace; empty means all namespaces
+	// (and is required for cluster-scoped resources).
+	Namespace string `json:"namespace,omitempty"`
+	// NodeNameField is the dotted path of the node name in each object.
+	NodeNameField string `json:"nodeNameField"`
+}
+
+// NodeLabelSource treats pool nodes matching a label selector as in maintenance.
+type NodeLabelSource struct {
+	Enabled bool `json:"enabled"`
+	// Selector is a label selector in kubectl syntax, e.g. "upgrade.example.com/pending=true".
+	Selector string `json:"selector,omitempty"`
+}
+
+// CordonedSource treats cordoned pool nodes (spec.unschedulable) as in maintenance.
+type CordonedSource struct {
+	Enabled bool `json:"enabled"`
+}
+
+// Warmer names the warmer DaemonSet whose pods prove a node warm.
+type Warmer struct {
+	Namespace     string `json:"namespace"`
+	DaemonSetName string `json:"daemonSetName"`
+}
+
+// Events configures the Kubernetes Events the orchestrator emits about nodes.
+type Events struct {
+	// Namespace holds Events about nodes (cluster-scoped objects). Default "default", as the kubelet does.
+	Namespace string `json:"namespace"`
+}
+
+// Client tunes the Kubernetes client.
+type Client struct {
+	QPS     float32  `json:"qps"`
+	Burst   int      `json:"burst"`
+	Timeout Duration `json:"timeout"`
+}
+
+// Default returns the configuration with every default set and no pool (which must be given).
+func Default() *Config {
+	return &Config{
+		APIVersion: APIVersion,
+		Kind:       Kind,
+		Taint:      Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+		StatusLabel: StatusLabel{
+			Key:          "os-upgrade/status",
+			Value:        "upgrading",
+			WarmingValue: "warming",
+		},
+		Maintenance: Maintenance{
+			NodeMaintenance: NodeMaintenanceSource{
+				Enabled:       true,
+				Group:         "nodemaintenance.medik8s.io",
+				Version:       "v1beta1",
+				Resource:      "nodemaintenances",
+				NodeNameField: "spec.nodeName",
+			},
+		},
+		Warmer:            Warmer{Namespace: "image-prewarmer", DaemonSetName: "image-prewarmer-warmer"},
+		MaxConcurrent:     intstr.FromInt32(0),
+		CancelAfter:       NewDuration(15 * time.Minute),
+		MaxWaitForUpgrade: NewDuration(24 * time.Hour),
+		MaxWaitForWarm:    NewDuration(2 * time.Hour),
+		OnWarmTimeout:     OnWarmTimeoutRelease,
+		Events:            Events{Namespace: "default"},
+		Client:            Client{QPS: 50, Burst: 100, Timeout: NewDuration(30 * time.Second)},
+	}
+}
+
+// Load reads, decodes and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a configuration strictly over the defaults and validates it. An unknown or
+// duplicated field is an error that names it.
+func Parse(data []byte) (*Config, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("empty configuration: apiVersion %s, kind %s and pool.nodeSelector are required", APIVersion, Kind)
+	}
+	jsonData, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	cfg := Default()
+	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
+	if err != nil {
+		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
+	}
+	if len(strictErrs) > 0 {
+		msgs := make([]string, 0, len(strictErrs))
+		for _, e := range strictErrs {
+			msgs = append(msgs, e.Error())
+		}
+		return nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
+	}
+	cfg.complete()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// complete fills values derived from others.
+func (c *Config) complete() {
+	if c.Instance == "" {
+		c.Instance = c.Warmer.Namespace + "/" + c.Warmer.DaemonSetName
+	}
+}
+
+// Validate checks every field and returns all problems at once, each with its field path.
+func (c *Config) Validate() error {
+	var errs field.ErrorList
+	if c.APIVersion != APIVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
+	}
+	if c.Kind != Kind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
+	}
+	if c.Instance == "" || len(c.Instance) > validation.LabelValueMaxLength*2 {
+		errs = append(errs, field.Invalid(field.NewPath("instance"), c.Instance, "must be a non-empty <namespace>/<release>"))
+	}
+	errs = append(errs, c.validatePool()...)
+	errs = append(errs, c.validateTaintAndLabel()...)
+	errs = append(errs, c.validateUpgrade()...)
+	errs = append(errs, c.validateMaintenance()...)
+
+	wp := field.NewPath("warmer")
+	for _, msg := range validation.IsDNS1123Label(c.Warmer.Namespace) {
+		errs = append(errs, field.Invalid(wp.Child("namespace"), c.Warmer.Namespace, msg))
+	}
+	for _, msg := range validation.IsDNS1123Subdomain(c.Warmer.DaemonSetName) {
+		errs = append(errs, field.Invalid(wp.Child("daemonSetName"), c.Warmer.DaemonSetName, msg))
+	}
+
+	errs = append(errs, validateBudget(field.NewPath("maxConcurrent"), c.MaxConcurrent)...)
+	errs = append(errs, c.CancelAfter.validate(field.NewPath("cancelAfter"), false)...)
+	errs = append(errs, c.MaxWaitForUpgrade.validate(field.NewPath("maxWaitForUpgrade"), true)...)
+	errs = append(errs, c.MaxWaitForWarm.validate(field.NewPath("maxWaitForWarm"), true)...)
+	switch c.OnWarmTimeout {
+	case OnWarmTimeoutRelease, OnWarmTimeoutKeep:
+	default:
+		errs = append(errs, field.NotSupported(field.NewPath("onWarmTimeout"), c.OnWarmTimeout,
+			[]OnWarmTimeout{OnWarmTimeoutRelease, OnWarmTimeoutKeep}))
+	}
+	for _, msg := range validation.IsDNS1123Label(c.Events.Namespace) {
+		errs = append(errs, field.Invalid(field.NewPath("events", "namespace"), c.Events.Namespace, msg))
+	}
+	cp := field.NewPath("client")
+	if c.Client.QPS <= 0 {
+		errs = append(errs, field.Invalid(cp.Child("qps"), c.Client.QPS, "must be greater than 0"))
+	}
+	if c.Client.Burst < 1 {
+		errs = append(errs, field.Invalid(cp.Child("burst"), c.Client.Burst, "must be at least 1"))
+	}
+	errs = append(errs, c.Client.Timeout.validate(cp.Child("timeout"), true)...)
+	return errs.ToAggregate()
+}
+
+func (c *Config) validatePool() field.ErrorList {
+	var errs field.ErrorList
+	p := field.NewPath("pool", "nodeSelector")
+	if len(c.Pool.NodeSelector) == 0 {
+		return append(errs, field.Required(p, "the pool must be selected by at least one label; an empty selector would manage every node"))
+	}
+	for k, v := range c.Pool.NodeSelector {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs = append(errs, field.Invalid(p.Key(k), k, msg))
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			errs = append(errs, field.Invalid(p.Key(k), v, msg))
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateTaintAndLabel() field.ErrorList {
+	var errs field.ErrorList
+	tp := field.NewPath("taint")
+	for _, msg := range validation.IsQualifiedName(c.Taint.Key) {
+		errs = append(errs, field.Invalid(tp.Child("key"), c.Taint.Key, msg))
+	}
+	for _, msg := range validation.IsValidLabelValue(c.Taint.Value) {
+		errs = append(errs, field.Invalid(tp.Child("value"), c.Taint.Value, msg))
+	}
+	switch c.Taint.Effect {
+	case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+	default:
+		errs = append(errs, field.NotSupported(tp.Child("effect"), c.Taint.Effect, []corev1.TaintEffect{
+			corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute}))
+	}
+	lp := field.NewPath("statusLabel")
+	for _, msg := range validation.IsQualifiedName(c.StatusLabel.Key) {
+		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, msg))
+	}
+	if _, inPool := c.Pool.NodeSelector[c.StatusLabel.Key]; inPool {
+		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must not be one of the pool's selector labels"))
+	}
+	if c.StatusLabel.Key == c.Upgrade.KernelVersionLabel && c.StatusLabel.Key != "" {
+		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must differ from upgrade.kernelVersionLabel"))
+	}
+	for name, v := range map[string]string{"value": c.StatusLabel.Value, "warmingValue": c.StatusLabel.WarmingValue} {
+		if v == "" {
+			errs = append(errs, field.Required(lp.Child(name), "a non-empty label value"))
+			continue
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			errs = append(errs, field.Invalid(lp.Child(name), v, msg))
+		}
+	}
+	if c.StatusLabel.Value != "" && c.StatusLabel.Value == c.StatusLabel.WarmingValue {
+		errs = append(errs, field.Invalid(lp.Child("warmingValue"), c.StatusLabel.WarmingValue, "must differ from statusLabel.value"))
+	}
+	return errs
+}
+
+func (c *Config) validateUpgrade() field.ErrorList {
+	var errs field.ErrorList
+	up := field.NewPath("upgrade")
+	seen := map[string]bool{}
+	for i, v := range c.Upgrade.KernelVersions {
+		p := up.Child("kernelVersions").Index(i)
+		switch {
+		case strings.TrimSpace(v) == "":
+			errs = append(errs, field.Invalid(p, v, "must not be empty"))
+		case seen[v]:
+			errs = append(errs, field.Duplicate(p, v))
+		}
+		seen[v] = true
+		if c.Upgrade.KernelVersionLabel != "" {
+			// The DaemonSet's affinity matches these against the label, so they must be label values.
+			for _, msg := range validation.IsValidLabelValue(v) {
+				errs = append(errs, field.Invalid(p, v, msg+" (it is matched against label "+c.Upgrade.KernelVersionLabel+")"))
+			}
+		}
+	}
+	if c.Upgrade.KernelVersionLabel != "" {
+		for _, msg := range validation.IsQualifiedName(c.Upgrade.KernelVersionLabel) {
+			errs = append(errs, field.Invalid(up.Child("kernelVersionLabel"), c.Upgrade.KernelVersionLabel, msg))
+		}
+	}
+	if c.Upgrade.When != "" {
+		if _, err := upgrade.NewRule(c.Upgrade.KernelVersions, c.Upgrade.KernelVersionLabel, c.Upgrade.When); err != nil {
+			errs = append(errs, field.Invalid(up.Child("when"), c.Upgrade.When, err.Error()))
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateMaintenance() field.ErrorList {
+	var errs field.ErrorList
+	mp := field.NewPath("maintenance")
+	m := c.Maintenance
+	if !m.NodeMaintenance.Enabled && !m.NodeLabel.Enabled && !m.Cordoned.Enabled {
+		errs = append(errs, field.Required(mp, "enable at least one of nodeMaintenance, nodeLabel, cordoned"))
+	}
+	if nm := m.NodeMaintenance; nm.Enabled {
+		p := mp.Child("nodeMaintenance")
+		if nm.Group != "" {
+			for _, msg := range validation.IsDNS1123Subdomain(nm.Group) {
+				errs = append(errs, field.Invalid(p.Child("group"), nm.Group, msg))
+			}
+		}
+		if nm.Version == "" {
+			errs = append(errs, field.Required(p.Child("version"), ""))
+		}
+		for _, msg := range validation.IsDNS1123Label(nm.Resource) {
+			errs = append(errs, field.Invalid(p.Child("resource"), nm.Resource, msg+" (the plural resource name, e.g. nodemaintenances)"))
+		}
+		if nm.Namespace != "" {
+			for _, msg := range validation.IsDNS1123Label(nm.Namespace) {
+				errs = append(errs, field.Invalid(p.Child("namespace"), nm.Namespace, msg))
+			}
+		}
+		if nm.NodeNameField == "" || strings.HasPrefix(nm.NodeNameField, ".") || strings.HasSuffix(nm.NodeNameField, ".") || strings.Contains(nm.NodeNameField, "..") {
+			errs = append(errs, field.Invalid(p.Child("nodeNameField"), nm.NodeNameField, "must be a dotted field path such as spec.nodeName"))
+		}
+	}
+	if nl := m.NodeLabel; nl.Enabled {
+		p := mp.Child("nodeLabel", "selector")
+		if strings.TrimSpace(nl.Selector) == "" {
+			errs = append(errs, field.Required(p, "a label selector such as upgrade.example.com/pending=true"))
+		} else if sel, err := labels.Parse(nl.Selector); err != nil {
+			errs = append(errs, field.Invalid(p, nl.Selector, err.Error()))
+		} else if sel.Empty() {
+			errs = append(errs, field.Invalid(p, nl.Selector, "must select something"))
+		}
+	}
+	return errs
+}
+
+func validateBudget(p *field.Path, v intstr.IntOrString) field.ErrorList {
+	if v.Type == intstr.Int {
+		if v.IntVal < 0 {
+			return field.ErrorList{field.Invalid(p, v.IntVal, "must be 0 (no limit) or more")}
+		}
+		return nil
+	}
+	s := v.StrVal
+	if !strings.HasSuffix(s, "%") {
+		return field.ErrorList{field.Invalid(p, s, "must be an integer or a percentage such as 25%")}
+	}
+	var n int
+	if _, err := fmt.Sscanf(strings.TrimSuffix(s, "%"), "%d", &n); err != nil || fmt.Sprintf("%d%%", n) != s || n < 0 || n > 100 {
+		return field.ErrorList{field.Invalid(p, s, "must be a percentage from 0% to 100%")}
+	}
+	return nil
+}
+
+// PoolSelector returns the pool's node selector as a labels.Selector.
+func (c *Config) PoolSelector() labels.Selector {
+	return labels.SelectorFromSet(c.Pool.NodeSelector)
+}
+
+// NodeLabelSelector returns the nodeLabel source's selector, or nil when that source is off.
+func (c *Config) NodeLabelSelector() labels.Selector {
+	if !c.Maintenance.NodeLabel.Enabled {
+		return nil
+	}
+	sel, err := labels.Parse(c.Maintenance.NodeLabel.Selector)
+	if err != nil { // Validate refused it already.
+		return labels.Nothing()
+	}
+	return sel
+}
+
+// cleanJSONError shortens encoding/json's messages about wrong types so they read as
+// "pool.nodeSelector: cannot unmarshal number into a string".
+func cleanJSONError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("%s: expected %s, got %s", te.Field, te.Type.String(), te.Value)
+	}
+	return err
+}

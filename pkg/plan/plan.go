@@ -1,0 +1,664 @@
+// Package plan is the pure heart of image-prewarmer: from one Snapshot of the cluster it computes
+// the Actions that move each node through its lifecycle (design.md, "Node lifecycle").
+//
+// It does no I/O, keeps no clock of its own and logs nothing: the same snapshot always gives the
+// same plan, which is what makes --dry-run exact and every transition testable with a table.
+package plan
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/pkg/upgrade"
+)
+
+// Maintenance sources.
+const (
+	SourceNodeMaintenance = "nodeMaintenance"
+	SourceNodeLabel       = "nodeLabel"
+	SourceCordoned        = "cordoned"
+)
+
+// Maintenance is one active maintenance of a node.
+type Maintenance struct {
+	// Source is SourceNodeMaintenance, SourceNodeLabel or SourceCordoned.
+	Source string
+	// ID is the maintenance's identity: the object's UID for nodeMaintenance, the source's name
+	// for nodeLabel and cordoned (whose identity is the node's unbroken presence in the set).
+	ID string
+	// Object names the maintenance object, for messages ("" for presence sources).
+	Object string
+}
+
+// Snapshot is everything one cycle knows.
+type Snapshot struct {
+	// Nodes are the pool's nodes and the nodes carrying the status label, each once.
+	Nodes []*corev1.Node
+	// Maintenance maps a node name to its active maintenances.
+	Maintenance map[string][]Maintenance
+	// DaemonSet is the warmer DaemonSet, nil when it does not exist.
+	DaemonSet *appsv1.DaemonSet
+	// Revisions are the DaemonSet's ControllerRevisions.
+	Revisions []*appsv1.ControllerRevision
+	// Pods are the warmer pods (any that may belong to the DaemonSet).
+	Pods []*corev1.Pod
+	// Now is the cycle's time.
+	Now time.Time
+}
+
+// ActionType is what an action does to a node.
+type ActionType string
+
+// Action types.
+const (
+	Enter    ActionType = "enter"    // taint, label, record the baseline
+	Adopt    ActionType = "adopt"    // a node that joined with our taint becomes warming
+	Upgraded ActionType = "upgraded" // upgrade seen: tainted -> warming
+	Release  ActionType = "release"  // taint and label off, record kept
+	Record   ActionType = "record"   // bookkeeping annotations only (left maintenance, last error)
+)
+
+// Action is one patch to one node, with the Events that explain it.
+type Action struct {
+	Node string
+	Type ActionType
+	// Reason is the release reason for Release actions, otherwise a short word.
+	Reason string
+	// Message says why, for logs and --dry-run.
+	Message string
+	Change  Change
+	Events  []Event
+}
+
+// Change is what an action changes on a node. Nil map values remove the key.
+type Change struct {
+	// AddTaint adds this taint when no taint with its key and effect is present.
+	AddTaint *corev1.Taint
+	// RemoveTaint removes taints with this key and effect.
+	RemoveTaint *corev1.Taint
+	Labels      map[string]*string
+	Annotations map[string]*string
+}
+
+// Event is a Kubernetes Event about a node.
+type Event struct {
+	Type    string // corev1.EventTypeNormal or corev1.EventTypeWarning
+	Reason  string
+	Message string
+}
+
+// Note is something the planner skipped or could not decide, for the log.
+type Note struct {
+	Node    string
+	Message string
+}
+
+// Plan is the outcome of one computation.
+type Plan struct {
+	Actions []Action
+	Notes   []Note
+}
+
+// Planner computes plans for one configuration.
+type Planner struct {
+	cfg  *config.Config
+	rule *upgrade.Rule
+	pool labels.Selector
+}
+
+// New returns a planner for a validated configuration.
+func New(cfg *config.Config) (*Planner, error) {
+	rule, err := upgrade.NewRule(cfg.Upgrade.KernelVersions, cfg.Upgrade.KernelVersionLabel, cfg.Upgrade.When)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade.when: %w", err)
+	}
+	return &Planner{cfg: cfg, rule: rule, pool: cfg.PoolSelector()}, nil
+}
+
+// Rule returns the planner's upgrade rule.
+func (p *Planner) Rule() *upgrade.Rule { return p.rule }
+
+// InPool reports whether node matches the pool selector.
+func (p *Planner) InPool(node *corev1.Node) bool { return p.pool.Matches(labels.Set(node.Labels)) }
+
+// Owns reports whether node is managed (has a phase) by this installation.
+func (p *Planner) Owns(node *corev1.Node) bool {
+	return state.PhaseOf(node) != "" && node.Annotations[state.Owner] == p.cfg.Instance
+}
+
+// Compute returns the actions that move every node of the snapshot one step on.
+func (p *Planner) Compute(s Snapshot) Plan {
+	c := p.newCycle(s)
+	var out Plan
+	nodes := slices.Clone(s.Nodes)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+
+	// Managed nodes first, so releases free budget for entries in the same cycle.
+	var candidates []*corev1.Node
+	for _, n := range nodes {
+		switch phase := state.PhaseOf(n); {
+		case phase == "":
+			a, candidate := p.planUnmanaged(c, n)
+			if candidate {
+				candidates = append(candidates, n)
+			} else if a != nil {
+				out.Actions = append(out.Actions, *a)
+			}
+		case n.Annotations[state.Owner] != p.cfg.Instance:
+			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
+				"skipped: phase %q is owned by %q, not this installation (%s)", phase, n.Annotations[state.Owner], p.cfg.Instance)})
+		case phase != state.PhaseTainted && phase != state.PhaseWarming:
+			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf("skipped: unknown phase %q", phase)})
+		default:
+			if a, ok := p.planManaged(c, n); ok {
+				out.Actions = append(out.Actions, a)
+				if a.Type == Release {
+					c.active--
+				}
+			}
+		}
+	}
+
+	for _, n := range candidates {
+		if c.limit > 0 && c.active >= c.limit {
+			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
+				"waiting: in maintenance, but maxConcurrent (%d) nodes are already tainted or warming", c.limit)})
+			continue
+		}
+		out.Actions = append(out.Actions, p.enter(c, n))
+		c.active++
+	}
+	if s.DaemonSet == nil && c.managed > 0 {
+		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf("warmer DaemonSet %s/%s not found: no node can become warm",
+			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)})
+	}
+	return out
+}
+
+// cycle holds what Compute derives once from the snapshot.
+type cycle struct {
+	s        Snapshot
+	now      string
+	pods     map[string][]*corev1.Pod // by node name, owned by the DaemonSet
+	revision string                   // current revision hash, "" when unknown
+	active   int                      // nodes tainted or warming, owned by us
+	managed  int
+	limit    int // 0: no limit
+}
+
+func (p *Planner) newCycle(s Snapshot) *cycle {
+	c := &cycle{s: s, now: state.FormatTime(s.Now), pods: map[string][]*corev1.Pod{}}
+	if ds := s.DaemonSet; ds != nil {
+		for _, pod := range s.Pods {
+			if owned(pod, ds) && pod.Spec.NodeName != "" {
+				c.pods[pod.Spec.NodeName] = append(c.pods[pod.Spec.NodeName], pod)
+			}
+		}
+		c.revision = CurrentRevision(ds, s.Revisions)
+	}
+	poolSize := 0
+	for _, n := range s.Nodes {
+		if p.InPool(n) {
+			poolSize++
+		}
+		if p.Owns(n) {
+			c.managed++
+			if ph := state.PhaseOf(n); ph == state.PhaseTainted || ph == state.PhaseWarming {
+				c.active++
+			}
+		}
+	}
+	c.limit = Budget(p.cfg.MaxConcurrent, poolSize)
+	return c
+}
+
+// Budget returns the maximum number of nodes in phase tainted or warming for a pool of
+// poolSize nodes; 0 means no limit. Percentages round up, so a non-zero percentage of a
+// non-empty pool always allows at least one node.
+func Budget(v intstr.IntOrString, poolSize int) int {
+	if v.Type == intstr.Int {
+		return int(v.IntVal)
+	}
+	pct, err := strconv.Atoi(strings.TrimSuffix(v.StrVal, "%"))
+	if err != nil || pct <= 0 {
+		return 0
+	}
+	n := int(math.Ceil(float64(pct) * float64(poolSize) / 100))
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+// CurrentRevision returns the controller-revision-hash of the DaemonSet's newest
+// ControllerRevision, or "" while the DaemonSet controller has not observed its latest spec.
+func CurrentRevision(ds *appsv1.DaemonSet, revisions []*appsv1.ControllerRevision) string {
+	if ds.Status.ObservedGeneration < ds.Generation {
+		return ""
+	}
+	var newest *appsv1.ControllerRevision
+	for _, r := range revisions {
+		if !ownedBy(r.OwnerReferences, ds) {
+			continue
+		}
+		if newest == nil || r.Revision > newest.Revision {
+			newest = r
+		}
+	}
+	if newest == nil {
+		return ""
+	}
+	return newest.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]
+}
+
+func owned(pod *corev1.Pod, ds *appsv1.DaemonSet) bool { return ownedBy(pod.OwnerReferences, ds) }
+
+func ownedBy(refs []metav1.OwnerReference, ds *appsv1.DaemonSet) bool {
+	for _, ref := range refs {
+		if ref.Controller != nil && *ref.Controller && ref.UID == ds.UID && ref.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
+}
+
+// planUnmanaged handles a node with no phase: it returns the action to take, if any, and
+// whether the node is a candidate to enter maintenance if the budget allows.
+func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
+	if !p.InPool(n) {
+		// Listed only because it carries the status label; without a phase it is not ours.
+		return nil, false
+	}
+	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+		a := p.adopt(c, n)
+		return &a, false
+	}
+	active := c.s.Maintenance[n.Name]
+	if len(active) == 0 {
+		return p.recordMaintenanceEnded(c, n), false
+	}
+	return nil, !p.releasedFor(n, active)
+}
+
+// releasedFor reports whether the node was already released for one of these maintenances.
+func (p *Planner) releasedFor(n *corev1.Node, active []Maintenance) bool {
+	id, ok := n.Annotations[state.MaintenanceID]
+	if !ok {
+		return false
+	}
+	for _, m := range active {
+		if m.ID != id {
+			continue
+		}
+		if m.Source == SourceNodeMaintenance {
+			return true
+		}
+		// A presence source: the same maintenance only while the node never left the set.
+		_, ended := n.Annotations[state.MaintenanceEnded]
+		return !ended
+	}
+	return false
+}
+
+// recordMaintenanceEnded marks a released node whose presence-based maintenance is over, so the
+// next time it enters that set it is a new maintenance.
+func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
+	id := n.Annotations[state.MaintenanceID]
+	if !isPresenceID(id) {
+		return nil
+	}
+	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
+		return nil
+	}
+	return &Action{
+		Node: n.Name, Type: Record, Reason: "maintenance-ended",
+		Message: fmt.Sprintf("no longer in maintenance source %s", id),
+		Change:  Change{Annotations: map[string]*string{state.MaintenanceEnded: ptr(c.now)}},
+	}
+}
+
+func isPresenceID(id string) bool { return id == SourceNodeLabel || id == SourceCordoned }
+
+func (p *Planner) enter(c *cycle, n *corev1.Node) Action {
+	m := primary(c.s.Maintenance[n.Name])
+	ann := map[string]*string{
+		state.Phase:          ptr(state.PhaseTainted),
+		state.Owner:          ptr(p.cfg.Instance),
+		state.BaselineKernel: ptr(p.rule.Kernel(n)),
+		state.BaselineBootID: ptr(n.Status.NodeInfo.BootID),
+		state.TaintedAt:      ptr(c.now),
+		state.MaintenanceID:  ptr(m.ID),
+	}
+	for _, k := range append(slices.Clone(state.RecordAnnotations), state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
+		if _, ok := n.Annotations[k]; ok {
+			ann[k] = nil
+		}
+	}
+	// A warmer pod already here (keepAfterRelease) must not count as warm unless it restarts.
+	if pod := livePod(c.pods[n.Name]); pod != nil {
+		ann[state.WarmerPodUID] = ptr(string(pod.UID))
+		ann[state.WarmerPodRestarts] = ptr(strconv.FormatInt(state.PodRestarts(pod), 10))
+	}
+	taint := p.taint()
+	msg := fmt.Sprintf("in maintenance (%s): tainted %s until its images are warm after the upgrade", describe(m), taintString(taint))
+	return Action{
+		Node: n.Name, Type: Enter, Reason: m.Source, Message: msg,
+		Change: Change{
+			AddTaint:    &taint,
+			Labels:      map[string]*string{p.cfg.StatusLabel.Key: ptr(p.cfg.StatusLabel.Value)},
+			Annotations: ann,
+		},
+		Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmTainted", Message: msg}},
+	}
+}
+
+func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
+	if pod := p.warmPod(c, n); pod != nil {
+		return p.release(c, n, state.ReasonWarm, fmt.Sprintf("joined with taint %s and warmer pod %s is Ready", p.cfg.Taint.Key, pod.Name))
+	}
+	msg := fmt.Sprintf("joined with taint %s: warming until warmer pod is Ready", p.cfg.Taint.Key)
+	ann := map[string]*string{
+		state.Phase:          ptr(state.PhaseWarming),
+		state.Owner:          ptr(p.cfg.Instance),
+		state.BaselineKernel: ptr(p.rule.Kernel(n)),
+		state.BaselineBootID: ptr(n.Status.NodeInfo.BootID),
+		state.TaintedAt:      ptr(c.now),
+		state.UpgradedAt:     ptr(c.now),
+	}
+	for _, k := range append(slices.Clone(state.RecordAnnotations), state.MaintenanceID, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
+		if _, ok := n.Annotations[k]; ok {
+			ann[k] = nil
+		}
+	}
+	return Action{
+		Node: n.Name, Type: Adopt, Reason: "joined-tainted", Message: msg,
+		Change: Change{
+			Labels:      map[string]*string{p.cfg.StatusLabel.Key: ptr(p.cfg.StatusLabel.WarmingValue)},
+			Annotations: ann,
+		},
+		Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmAdopted", Message: msg}},
+	}
+}
+
+func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
+	if !p.InPool(n) {
+		return p.release(c, n, state.ReasonLeftPool, "no longer matches the pool selector"), true
+	}
+	if !state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+		return p.release(c, n, state.ReasonExternal, fmt.Sprintf("taint %s was removed by someone else; not re-tainting", p.cfg.Taint.Key)), true
+	}
+	if state.PhaseOf(n) == state.PhaseTainted {
+		return p.planTainted(c, n)
+	}
+	return p.planWarming(c, n)
+}
+
+func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
+	baseline := upgrade.Baseline{Kernel: n.Annotations[state.BaselineKernel], BootID: n.Annotations[state.BaselineBootID]}
+	taintedAt, hasTaintedAt := state.Time(n, state.TaintedAt)
+	baseline.TaintedAt = taintedAt
+	upgraded, err := p.rule.Upgraded(n, baseline)
+	if err != nil {
+		return p.problem(c, n, "UpgradeRuleError", "upgrade.when: "+err.Error())
+	}
+	if upgraded && state.NodeReady(n) {
+		if pod := p.warmPod(c, n); pod != nil {
+			return p.release(c, n, state.ReasonWarm, fmt.Sprintf("upgraded (kernel %s) and warmer pod %s is Ready", p.rule.Kernel(n), pod.Name)), true
+		}
+		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", p.rule.Kernel(n), baseline.Kernel)
+		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
+		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
+			ann[state.LeftMaintenanceAt] = nil
+		}
+		return Action{
+			Node: n.Name, Type: Upgraded, Reason: "upgrade-seen", Message: msg,
+			Change: Change{
+				Labels:      map[string]*string{p.cfg.StatusLabel.Key: ptr(p.cfg.StatusLabel.WarmingValue)},
+				Annotations: ann,
+			},
+			Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmUpgradeSeen", Message: msg}},
+		}, true
+	}
+
+	if len(c.s.Maintenance[n.Name]) == 0 {
+		leftAt, recorded := state.Time(n, state.LeftMaintenanceAt)
+		if !recorded {
+			leftAt = c.s.Now
+		}
+		if c.s.Now.Sub(leftAt) >= p.cfg.CancelAfter.Duration {
+			return p.release(c, n, state.ReasonCancelled, fmt.Sprintf("left maintenance at %s without being upgraded", state.FormatTime(leftAt))), true
+		}
+		if !recorded {
+			return Action{
+				Node: n.Name, Type: Record, Reason: "left-maintenance",
+				Message: fmt.Sprintf("left maintenance before its upgrade; released in %s unless it returns or upgrades", p.cfg.CancelAfter.Duration),
+				Change:  Change{Annotations: map[string]*string{state.LeftMaintenanceAt: ptr(c.now)}},
+			}, true
+		}
+	}
+	if hasTaintedAt && c.s.Now.Sub(taintedAt) >= p.cfg.MaxWaitForUpgrade.Duration {
+		msg := fmt.Sprintf("upgrade not seen within maxWaitForUpgrade (%s); released without pre-warming", p.cfg.MaxWaitForUpgrade.Duration)
+		a := p.release(c, n, state.ReasonTimeout, msg)
+		a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmTimeout", Message: msg}}
+		return a, true
+	}
+	if len(c.s.Maintenance[n.Name]) > 0 {
+		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
+			return Action{
+				Node: n.Name, Type: Record, Reason: "back-in-maintenance", Message: "back in maintenance",
+				Change: Change{Annotations: map[string]*string{state.LeftMaintenanceAt: nil}},
+			}, true
+		}
+	}
+	return p.podProblem(c, n)
+}
+
+func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
+	if pod := p.warmPod(c, n); pod != nil {
+		return p.release(c, n, state.ReasonWarm, fmt.Sprintf("warmer pod %s is Ready", pod.Name)), true
+	}
+	upgradedAt, ok := state.Time(n, state.UpgradedAt)
+	if ok && c.s.Now.Sub(upgradedAt) >= p.cfg.MaxWaitForWarm.Duration {
+		if p.cfg.OnWarmTimeout == config.OnWarmTimeoutKeep {
+			return p.problem(c, n, "WarmTimeout", fmt.Sprintf(
+				"warmer pod not Ready within maxWaitForWarm (%s); kept tainted (onWarmTimeout: keep)%s",
+				p.cfg.MaxWaitForWarm.Duration, p.lastProblemSuffix(c, n)))
+		}
+		msg := fmt.Sprintf("warmer pod not Ready within maxWaitForWarm (%s); released cold%s",
+			p.cfg.MaxWaitForWarm.Duration, p.lastProblemSuffix(c, n))
+		a := p.release(c, n, state.ReasonTimeout, msg)
+		a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmTimeout", Message: msg}}
+		return a, true
+	}
+	return p.podProblem(c, n)
+}
+
+func (p *Planner) lastProblemSuffix(c *cycle, n *corev1.Node) string {
+	if reason, msg := PodProblem(c.pods[n.Name]); reason != "" {
+		return "; last problem: " + reason + ": " + msg
+	}
+	return ""
+}
+
+// podProblem records a warmer pod problem on the node, once per category.
+func (p *Planner) podProblem(c *cycle, n *corev1.Node) (Action, bool) {
+	reason, msg := PodProblem(c.pods[n.Name])
+	if reason == "" {
+		return Action{}, false
+	}
+	return p.problem(c, n, reason, msg)
+}
+
+// problem sets last-error and emits a Warning Event, unless last-error already has this reason.
+func (p *Planner) problem(_ *cycle, n *corev1.Node, reason, msg string) (Action, bool) {
+	if strings.HasPrefix(n.Annotations[state.LastError], reason+":") {
+		return Action{}, false
+	}
+	value := truncate(reason+": "+msg, 1024)
+	return Action{
+		Node: n.Name, Type: Record, Reason: reason, Message: msg,
+		Change: Change{Annotations: map[string]*string{state.LastError: ptr(value)}},
+		Events: []Event{{Type: corev1.EventTypeWarning, Reason: "Prewarm" + reason, Message: truncate(msg, 1024)}},
+	}, true
+}
+
+// release takes the taint and status label off and keeps the record.
+func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
+	ch := Change{Annotations: map[string]*string{
+		state.ReleasedAt:    ptr(c.now),
+		state.ReleaseReason: ptr(reason),
+	}}
+	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+		t := p.taint()
+		ch.RemoveTaint = &t
+	}
+	if _, ok := n.Labels[p.cfg.StatusLabel.Key]; ok {
+		ch.Labels = map[string]*string{p.cfg.StatusLabel.Key: nil}
+	}
+	for _, k := range state.ManagedAnnotations {
+		if _, ok := n.Annotations[k]; ok {
+			ch.Annotations[k] = nil
+		}
+	}
+	if reason == state.ReasonWarm {
+		if _, ok := n.Annotations[state.LastError]; ok {
+			ch.Annotations[state.LastError] = nil
+		}
+	}
+	// A presence maintenance that is already over is marked ended now, saving a patch later.
+	if id := n.Annotations[state.MaintenanceID]; isPresenceID(id) && !hasSource(c.s.Maintenance[n.Name], id) {
+		ch.Annotations[state.MaintenanceEnded] = ptr(c.now)
+	}
+	return Action{
+		Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch,
+		Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmReleased", Message: fmt.Sprintf("released (%s): %s", reason, msg)}},
+	}
+}
+
+// warmPod returns a warmer pod that proves the node warm: on this node, owned by the DaemonSet,
+// of its current revision, Ready, not terminating, and not the pod that was already there when
+// the node was tainted unless its containers restarted since.
+func (p *Planner) warmPod(c *cycle, n *corev1.Node) *corev1.Pod {
+	if c.revision == "" {
+		return nil
+	}
+	preUID := n.Annotations[state.WarmerPodUID]
+	preRestarts, _ := state.Int(n, state.WarmerPodRestarts)
+	for _, pod := range c.pods[n.Name] {
+		if pod.DeletionTimestamp != nil || pod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] != c.revision || !state.PodReady(pod) {
+			continue
+		}
+		if preUID != "" && string(pod.UID) == preUID && state.PodRestarts(pod) <= preRestarts {
+			continue
+		}
+		return pod
+	}
+	return nil
+}
+
+// problemReasons maps container waiting reasons that mean "this pull is failing" to the category
+// recorded in last-error. Pull errors alternate between ErrImagePull and ImagePullBackOff; one
+// category keeps that from emitting an Event every cycle.
+var problemReasons = map[string]string{
+	"ErrImagePull":               "ImagePull",
+	"ImagePullBackOff":           "ImagePull",
+	"ErrImageNeverPull":          "ImagePull",
+	"RegistryUnavailable":        "ImagePull",
+	"SignatureValidationFailed":  "ImagePull",
+	"InvalidImageName":           "InvalidImageName",
+	"CreateContainerConfigError": "CreateContainerConfigError",
+	"CreateContainerError":       "CreateContainerError",
+	"RunContainerError":          "RunContainerError",
+	"CrashLoopBackOff":           "CrashLoopBackOff",
+	"PreCreateHookError":         "CreateContainerError",
+	"PreStartHookError":          "RunContainerError",
+}
+
+// PodProblem returns the category and message of the first problem among the pods' containers
+// (init containers first), or "" when there is none. An unschedulable pod is a problem too.
+func PodProblem(pods []*corev1.Pod) (string, string) {
+	for _, pod := range pods {
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		statuses := append(slices.Clone(pod.Status.InitContainerStatuses), pod.Status.ContainerStatuses...)
+		for _, cs := range statuses {
+			if w := cs.State.Waiting; w != nil {
+				if cat, ok := problemReasons[w.Reason]; ok {
+					return cat, fmt.Sprintf("pod %s container %s (image %s): %s: %s", pod.Name, cs.Name, cs.Image, w.Reason, w.Message)
+				}
+			}
+		}
+		for _, cond := range pod.Status.Conditions {
+			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+				return "Unschedulable", fmt.Sprintf("pod %s: %s", pod.Name, cond.Message)
+			}
+		}
+	}
+	return "", ""
+}
+
+func livePod(pods []*corev1.Pod) *corev1.Pod {
+	for _, pod := range pods {
+		if pod.DeletionTimestamp == nil {
+			return pod
+		}
+	}
+	return nil
+}
+
+// primary picks the maintenance recorded on the node: objects first (by name), then labels, then cordons.
+func primary(ms []Maintenance) Maintenance {
+	order := map[string]int{SourceNodeMaintenance: 0, SourceNodeLabel: 1, SourceCordoned: 2}
+	best := ms[0]
+	for _, m := range ms[1:] {
+		if order[m.Source] < order[best.Source] || (m.Source == best.Source && m.Object < best.Object) {
+			best = m
+		}
+	}
+	return best
+}
+
+func hasSource(ms []Maintenance, source string) bool {
+	for _, m := range ms {
+		if m.Source == source {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(m Maintenance) string {
+	if m.Object != "" {
+		return m.Source + " " + m.Object
+	}
+	return m.Source
+}
+
+func (p *Planner) taint() corev1.Taint {
+	return corev1.Taint{Key: p.cfg.Taint.Key, Value: p.cfg.Taint.Value, Effect: p.cfg.Taint.Effect}
+}
+
+func taintString(t corev1.Taint) string { return fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect) }
+
+func ptr(s string) *string { return &s }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -1,0 +1,129 @@
+// Package state names what image-prewarmer records on a Node and reads it back.
+//
+// All state lives on the Node, so any run, or a new replica, picks up where the last one stopped.
+package state
+
+import (
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Prefix of every annotation this product writes.
+const Prefix = "image-prewarmer.io/"
+
+// Annotations on managed and released nodes.
+const (
+	Phase             = Prefix + "phase"
+	Owner             = Prefix + "owner"
+	BaselineKernel    = Prefix + "baseline-kernel"
+	BaselineBootID    = Prefix + "baseline-boot-id"
+	TaintedAt         = Prefix + "tainted-at"
+	UpgradedAt        = Prefix + "upgraded-at"
+	LeftMaintenanceAt = Prefix + "left-maintenance-at"
+	WarmerPodUID      = Prefix + "warmer-pod-uid"
+	WarmerPodRestarts = Prefix + "warmer-pod-restarts"
+	LastError         = Prefix + "last-error"
+	MaintenanceID     = Prefix + "maintenance-id"
+	MaintenanceEnded  = Prefix + "maintenance-ended-at"
+	ReleasedAt        = Prefix + "released-at"
+	ReleaseReason     = Prefix + "release-reason"
+)
+
+// Phases of a managed node. A released node has no phase.
+const (
+	PhaseTainted = "tainted"
+	PhaseWarming = "warming"
+)
+
+// Release reasons recorded in the release-reason annotation.
+const (
+	ReasonWarm      = "warm"
+	ReasonCancelled = "cancelled"
+	ReasonTimeout   = "timeout"
+	ReasonExternal  = "external"
+	ReasonLeftPool  = "left-pool"
+	ReasonCleanup   = "cleanup"
+)
+
+// ManagedAnnotations are removed when a node is released. MaintenanceID, ReleasedAt,
+// ReleaseReason, MaintenanceEnded and LastError stay for the record.
+var ManagedAnnotations = []string{
+	Phase, Owner, BaselineKernel, BaselineBootID, TaintedAt, UpgradedAt,
+	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts,
+}
+
+// RecordAnnotations are what a released node keeps; a new maintenance clears them.
+var RecordAnnotations = []string{ReleasedAt, ReleaseReason, LastError, MaintenanceEnded}
+
+// FormatTime is the one time format on nodes: RFC 3339 in UTC, to the second.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// Time reads a time annotation; ok is false when it is absent or malformed.
+func Time(node *corev1.Node, key string) (time.Time, bool) {
+	v, found := node.Annotations[key]
+	if !found {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// Int reads an integer annotation; ok is false when it is absent or malformed.
+func Int(node *corev1.Node, key string) (int64, bool) {
+	v, found := node.Annotations[key]
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
+// PhaseOf returns the node's phase ("" when it is not managed).
+func PhaseOf(node *corev1.Node) string { return node.Annotations[Phase] }
+
+// HasTaint reports whether node carries a taint with key and effect (any value).
+func HasTaint(node *corev1.Node, key string, effect corev1.TaintEffect) bool {
+	for _, t := range node.Spec.Taints {
+		if t.Key == key && t.Effect == effect {
+			return true
+		}
+	}
+	return false
+}
+
+// NodeReady reports whether the node's Ready condition is True.
+func NodeReady(node *corev1.Node) bool {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// PodReady reports whether the pod's Ready condition is True.
+func PodReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// PodRestarts sums the restart counts of the pod's init and app containers.
+func PodRestarts(pod *corev1.Pod) int64 {
+	var n int64
+	for _, s := range pod.Status.InitContainerStatuses {
+		n += int64(s.RestartCount)
+	}
+	for _, s := range pod.Status.ContainerStatuses {
+		n += int64(s.RestartCount)
+	}
+	return n
+}

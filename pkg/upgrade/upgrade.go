@@ -1,0 +1,147 @@
+// Package upgrade decides whether a node has been upgraded since it was tainted.
+//
+// Three rules, chosen by configuration:
+//   - target kernels: the node's kernel is one of the configured versions;
+//   - change (default): the kernel or the boot ID differs from the baseline recorded at taint time;
+//   - template: a Go template with sprig functions renders "true" or "false" over TemplateData.
+package upgrade
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/Masterminds/sprig/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Baseline is what the node looked like when it was tainted.
+type Baseline struct {
+	Kernel    string
+	BootID    string
+	TaintedAt time.Time
+}
+
+// TemplateData is what an upgrade.when template sees.
+//
+//	.Node            the Node object (e.g. .Node.Status.NodeInfo.OSImage, .Node.Labels)
+//	.Labels          the node's labels
+//	.Kernel          the node's kernel (kernel label if configured and present, else nodeInfo)
+//	.BootID          the node's boot ID
+//	.Baseline        .Kernel, .BootID and .TaintedAt recorded when the node was tainted
+//	.KernelVersions  the configured target kernels (may be empty)
+type TemplateData struct {
+	Node           *corev1.Node
+	Labels         map[string]string
+	Kernel         string
+	BootID         string
+	Baseline       Baseline
+	KernelVersions []string
+}
+
+// Rule is a compiled upgrade rule. It is safe for concurrent use.
+type Rule struct {
+	kernelVersions []string
+	kernelLabel    string
+	when           *template.Template
+}
+
+// NewRule compiles a rule. A template that does not parse, or that fails or renders something
+// other than "true"/"false" on a sample node, is refused.
+func NewRule(kernelVersions []string, kernelLabel, when string) (*Rule, error) {
+	r := &Rule{kernelVersions: slices.Clone(kernelVersions), kernelLabel: kernelLabel}
+	if strings.TrimSpace(when) == "" {
+		return r, nil
+	}
+	t, err := template.New("upgrade.when").Funcs(sprig.TxtFuncMap()).Option("missingkey=error").Parse(when)
+	if err != nil {
+		return nil, fmt.Errorf("parsing template: %w", err)
+	}
+	r.when = t
+	if _, err := r.evaluate(sampleData(kernelVersions)); err != nil {
+		return nil, fmt.Errorf("template fails on a sample node: %w", err)
+	}
+	return r, nil
+}
+
+// Kernel returns the node's kernel version: the configured label when the node has it,
+// otherwise status.nodeInfo.kernelVersion.
+func (r *Rule) Kernel(node *corev1.Node) string {
+	if r.kernelLabel != "" {
+		if v, ok := node.Labels[r.kernelLabel]; ok && v != "" {
+			return v
+		}
+	}
+	return node.Status.NodeInfo.KernelVersion
+}
+
+// HasKernelTargets reports whether target kernel versions are configured.
+func (r *Rule) HasKernelTargets() bool { return len(r.kernelVersions) > 0 }
+
+// Upgraded reports whether node has been upgraded relative to baseline.
+func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
+	kernel := r.Kernel(node)
+	if r.when != nil {
+		return r.evaluate(TemplateData{
+			Node:           node,
+			Labels:         node.Labels,
+			Kernel:         kernel,
+			BootID:         node.Status.NodeInfo.BootID,
+			Baseline:       baseline,
+			KernelVersions: r.kernelVersions,
+		})
+	}
+	if len(r.kernelVersions) > 0 {
+		return slices.Contains(r.kernelVersions, kernel), nil
+	}
+	if kernel != baseline.Kernel {
+		return true, nil
+	}
+	bootID := node.Status.NodeInfo.BootID
+	return bootID != "" && bootID != baseline.BootID, nil
+}
+
+func (r *Rule) evaluate(data TemplateData) (bool, error) {
+	var buf bytes.Buffer
+	if err := r.when.Execute(&buf, data); err != nil {
+		return false, err
+	}
+	switch out := strings.TrimSpace(buf.String()); out {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	default:
+		return false, fmt.Errorf("template rendered %q, want \"true\" or \"false\"", truncate(out, 64))
+	}
+}
+
+func sampleData(kernelVersions []string) TemplateData {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "sample", Labels: map[string]string{"kubernetes.io/hostname": "sample"}},
+		Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{
+			KernelVersion: "6.8.0-1", BootID: "00000000-0000-0000-0000-000000000002",
+			OSImage: "Sample OS", KubeletVersion: "v1.36.0",
+		}},
+	}
+	return TemplateData{
+		Node:     node,
+		Labels:   node.Labels,
+		Kernel:   "6.8.0-1",
+		BootID:   node.Status.NodeInfo.BootID,
+		Baseline: Baseline{Kernel: "6.8.0-0", BootID: "00000000-0000-0000-0000-000000000001", TaintedAt: time.Unix(0, 0).UTC()},
+		// Never nil, so templates may index or range over it.
+		KernelVersions: append([]string{}, kernelVersions...),
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
