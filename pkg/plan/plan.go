@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -143,8 +142,7 @@ func (p *Planner) Owns(node *corev1.Node) bool {
 func (p *Planner) Compute(s Snapshot) Plan {
 	c := p.newCycle(s)
 	var out Plan
-	nodes := slices.Clone(s.Nodes)
-	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+	nodes := sortedByName(s.Nodes)
 
 	// Managed nodes first, so releases free budget for entries in the same cycle.
 	var candidates []*corev1.Node

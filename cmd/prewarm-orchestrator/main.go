@@ -1,0 +1,23 @@
+// Command prewarm-orchestrator keeps upgraded nodes closed to user pods until their base images
+// are on disk. See the README and docs/ for how it works.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := cli.NewRootCommand(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "prewarm-orchestrator: "+err.Error())
+	}
+	os.Exit(cli.ExitCode(err))
+}

@@ -1,0 +1,196 @@
+// Package cli is the prewarm-orchestrator command tree.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/version"
+)
+
+// Exit codes.
+const (
+	ExitFailure = 1 // the command could not do its job (API unreachable, RBAC denied, ...)
+	ExitConfig  = 2 // invalid configuration or usage
+)
+
+// ConfigError marks an error in the configuration or the command line.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ExitCode maps an error returned by the command tree to a process exit code.
+func ExitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return ExitConfig
+	}
+	return ExitFailure
+}
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	configPath string
+	kubeconfig string
+	dryRun     bool
+	logFormat  string
+	verbosity  int
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// NewRootCommand builds the command tree writing to stdout and stderr.
+func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	o := &globalOptions{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "prewarm-orchestrator",
+		Short: "Keep upgraded nodes closed to user pods until their base images are on disk",
+		Long: `prewarm-orchestrator taints the pool nodes that are about to be OS-upgraded, waits until the
+warmer DaemonSet's pod is Ready on each upgraded node (the kubelet pulled the images), then removes
+the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ConfigError{err} })
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.configPath, "config", config.DefaultPath, "path of the OrchestratorConfig file")
+	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path of a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
+	pf.BoolVar(&o.dryRun, "dry-run", false, "compute and print the plan, write nothing")
+	pf.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	pf.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 or more debug")
+
+	root.AddCommand(
+		newRunCommand(o),
+		newStatusCommand(o),
+		newCleanupCommand(o),
+		newHoldCommand(o),
+		newVersionCommand(o),
+	)
+	return root
+}
+
+// logger builds the process logger from the flags. Only the command layer configures logging.
+func (o *globalOptions) logger() (*slog.Logger, error) {
+	level := slog.LevelInfo
+	if o.verbosity > 0 {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(o.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(o.stderr, opts)), nil
+	default:
+		return nil, &ConfigError{fmt.Errorf("--log-format: %q is not text or json", o.logFormat)}
+	}
+}
+
+// loadConfig reads and validates the configuration file.
+func (o *globalOptions) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(o.configPath)
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	return cfg, nil
+}
+
+// restConfig resolves the cluster: --kubeconfig, then $KUBECONFIG, then in-cluster, then ~/.kube/config.
+func (o *globalOptions) restConfig(cfg *config.Config) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	switch {
+	case o.kubeconfig != "":
+		rc, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	case os.Getenv("KUBECONFIG") != "":
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	default:
+		rc, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			rules := clientcmd.NewDefaultClientConfigLoadingRules()
+			rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+		}
+	}
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("loading cluster credentials: %w", err)}
+	}
+	rc.QPS = cfg.Client.QPS
+	rc.Burst = cfg.Client.Burst
+	rc.Timeout = cfg.Client.Timeout.Duration
+	rc.UserAgent = "prewarm-orchestrator/" + version.Version
+	return rc, nil
+}
+
+// newEngine wires an engine from the flags and configuration.
+func (o *globalOptions) newEngine(dryRun bool) (*engine.Engine, *slog.Logger, error) {
+	log, err := o.logger()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := o.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	rc, err := o.restConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating client: %w", err)
+	}
+	var dyn dynamic.Interface
+	if cfg.Maintenance.NodeMaintenance.Enabled {
+		if dyn, err = dynamic.NewForConfig(rc); err != nil {
+			return nil, nil, fmt.Errorf("creating dynamic client: %w", err)
+		}
+	}
+	e, err := engine.New(engine.Options{
+		Config: cfg, Client: client, Dynamic: dyn, Logger: log, DryRun: dryRun, Reporter: reporter(),
+	})
+	if err != nil {
+		return nil, nil, &ConfigError{err}
+	}
+	return e, log, nil
+}
+
+// reporter names this process in Events: the pod name when running in a pod.
+func reporter() string {
+	for _, k := range []string{"POD_NAME", "HOSTNAME"} {
+		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+			return v
+		}
+	}
+	return "prewarm-orchestrator"
+}
+
+func newVersionCommand(o *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, commit and Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(o.stdout, "prewarm-orchestrator "+version.String())
+			return err
+		},
+	}
+}

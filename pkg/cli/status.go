@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"sigs.k8s.io/yaml"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+)
+
+type statusOptions struct {
+	output   string
+	all      bool
+	watch    bool
+	interval time.Duration
+}
+
+func newStatusCommand(o *globalOptions) *cobra.Command {
+	so := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the pool's managed nodes: phase, kernel, time in phase, warmer pod, last problem",
+		Long: `status reads the pool (it never writes) and shows each node that is tainted, warming, waiting
+to enter maintenance or released, with totals. -o json or -o yaml for machines; --watch redraws in
+place on a terminal and prints one block per interval when piped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch so.output {
+			case "table", "json", "yaml":
+			default:
+				return &ConfigError{fmt.Errorf("-o: %q is not table, json or yaml", so.output)}
+			}
+			if so.interval <= 0 {
+				return &ConfigError{fmt.Errorf("--interval: must be positive, got %s", so.interval)}
+			}
+			e, _, err := o.newEngine(true)
+			if err != nil {
+				return err
+			}
+			if !so.watch {
+				return printStatusOnce(cmd.Context(), o.stdout, e, so)
+			}
+			return watchStatus(cmd.Context(), o.stdout, e, so)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&so.output, "output", "o", "table", "output format: table, json or yaml")
+	f.BoolVar(&so.all, "all", false, "list every pool node, not only those with something to show")
+	f.BoolVarP(&so.watch, "watch", "w", false, "keep refreshing until interrupted")
+	f.DurationVar(&so.interval, "interval", 2*time.Second, "refresh interval with --watch")
+	return cmd
+}
+
+func statusOf(ctx context.Context, e *engine.Engine, all bool) (plan.Status, error) {
+	obs, err := e.Observe(ctx)
+	if err != nil {
+		return plan.Status{}, err
+	}
+	return e.Planner().Describe(obs.Snapshot, all), nil
+}
+
+func printStatusOnce(ctx context.Context, w io.Writer, e *engine.Engine, so *statusOptions) error {
+	st, err := statusOf(ctx, e, so.all)
+	if err != nil {
+		return err
+	}
+	return renderStatus(w, st, so.output)
+}
+
+func watchStatus(ctx context.Context, w io.Writer, e *engine.Engine, so *statusOptions) error {
+	f, isFile := w.(*os.File)
+	tty := isFile && term.IsTerminal(int(f.Fd()))
+	ticker := time.NewTicker(so.interval)
+	defer ticker.Stop()
+	for {
+		st, err := statusOf(ctx, e, so.all)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var buf strings.Builder
+		if err != nil {
+			fmt.Fprintf(&buf, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+		} else if rerr := renderStatus(&buf, st, so.output); rerr != nil {
+			return rerr
+		}
+		if tty {
+			// Home the cursor, draw, clear what the previous frame left below.
+			fmt.Fprint(w, "\x1b[H\x1b[2J"+buf.String())
+		} else {
+			fmt.Fprint(w, buf.String())
+			if so.output == "table" {
+				fmt.Fprintln(w)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+func renderStatus(w io.Writer, st plan.Status, output string) error {
+	switch output {
+	case "json":
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(st)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	fmt.Fprintf(w, "%s  %s  %s\n", st.Time.UTC().Format(time.RFC3339), st.Instance, totalsLine(st.Totals))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tPHASE\tIN PHASE\tKERNEL\tWARMER\tMAINTENANCE\tLAST PROBLEM")
+	for _, n := range st.Nodes {
+		phase := n.Phase
+		if phase == "released" && n.ReleaseReason != "" {
+			phase += " (" + n.ReleaseReason + ")"
+		}
+		if phase == "" {
+			phase = "-"
+		}
+		kernel := n.Kernel
+		if n.BaselineKernel != "" && n.BaselineKernel != n.Kernel {
+			kernel = n.BaselineKernel + " -> " + n.Kernel
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, phase, age(st.Time, n.Since), orDash(kernel),
+			n.Warmer, orDash(n.Maintenance), orDash(oneLine(n.LastProblem, 80)))
+	}
+	return tw.Flush()
+}
+
+// totalsLine renders the totals in a fixed order, then any others alphabetically.
+func totalsLine(t map[string]int) string {
+	order := []string{"pool", "inMaintenance", "waiting", "tainted", "warming", "released", "foreign"}
+	var parts []string
+	seen := map[string]bool{}
+	for _, k := range order {
+		seen[k] = true
+		parts = append(parts, fmt.Sprintf("%s=%d", k, t[k]))
+	}
+	var rest []string
+	for k := range t {
+		if !seen[k] {
+			rest = append(rest, k)
+		}
+	}
+	sort.Strings(rest)
+	for _, k := range rest {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, t[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func age(now, since time.Time) string {
+	if since.IsZero() {
+		return "-"
+	}
+	d := now.Sub(since).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}

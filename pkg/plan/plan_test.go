@@ -1,0 +1,648 @@
+package plan_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+const (
+	instance = "prewarm/test"
+	poolKey  = "pool"
+	poolVal  = "notebooks"
+	taintKey = "os-upgrade"
+	labelKey = "os-upgrade/status"
+)
+
+func testConfig(t testing.TB, mutate ...func(*config.Config)) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Instance = instance
+	cfg.Warmer = config.Warmer{Namespace: "prewarm", DaemonSetName: "warmer"}
+	cfg.Pool.NodeSelector = map[string]string{poolKey: poolVal}
+	cfg.CancelAfter = config.NewDuration(10 * time.Minute)
+	cfg.MaxWaitForUpgrade = config.NewDuration(6 * time.Hour)
+	cfg.MaxWaitForWarm = config.NewDuration(2 * time.Hour)
+	for _, m := range mutate {
+		m(cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	return cfg
+}
+
+func inPool() tu.NodeOption { return tu.WithLabels(poolKey, poolVal) }
+
+// managed builds the state a node has after Enter (tainted) or after the upgrade (warming).
+func managed(phase string, taintedAt time.Time) tu.NodeOption {
+	return func(n *corev1.Node) {
+		tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)(n)
+		value := "upgrading"
+		if phase == state.PhaseWarming {
+			value = "warming"
+			n.Annotations[state.UpgradedAt] = state.FormatTime(taintedAt.Add(30 * time.Minute))
+		}
+		n.Labels[labelKey] = value
+		n.Annotations[state.Phase] = phase
+		n.Annotations[state.Owner] = instance
+		n.Annotations[state.BaselineKernel] = "5.15.0-1"
+		n.Annotations[state.BaselineBootID] = "boot-1"
+		n.Annotations[state.TaintedAt] = state.FormatTime(taintedAt)
+		n.Annotations[state.MaintenanceID] = "uid-nm-" + n.Name
+	}
+}
+
+func upgradedTo(kernel string) []tu.NodeOption {
+	return []tu.NodeOption{tu.WithKernel(kernel), tu.WithBootID("boot-2")}
+}
+
+func nm(node string) []plan.Maintenance {
+	return []plan.Maintenance{{Source: plan.SourceNodeMaintenance, ID: "uid-nm-" + node, Object: "nm-" + node}}
+}
+
+var (
+	ds      = tu.DaemonSet("prewarm", "warmer")
+	revOld  = tu.Revision(ds, 1, "old")
+	revNew  = tu.Revision(ds, 2, "new")
+	otherDS = func() *appsv1.DaemonSet { d := tu.DaemonSet("prewarm", "other"); return d }()
+)
+
+func snapshot(now time.Time, nodes []*corev1.Node, maint map[string][]plan.Maintenance, pods ...*corev1.Pod) plan.Snapshot {
+	if maint == nil {
+		maint = map[string][]plan.Maintenance{}
+	}
+	return plan.Snapshot{
+		Nodes: nodes, Maintenance: maint, DaemonSet: ds,
+		Revisions: []*appsv1.ControllerRevision{revOld, revNew}, Pods: pods, Now: now,
+	}
+}
+
+func compute(t *testing.T, cfg *config.Config, s plan.Snapshot) plan.Plan {
+	t.Helper()
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	out := p.Compute(s)
+	assertInvariants(t, cfg, p, s, out)
+	return out
+}
+
+type want struct {
+	node   string
+	typ    plan.ActionType
+	reason string
+}
+
+func summarize(p plan.Plan) []want {
+	var out []want
+	for _, a := range p.Actions {
+		out = append(out, want{a.Node, a.Type, a.Reason})
+	}
+	return out
+}
+
+func action(t *testing.T, p plan.Plan, node string) plan.Action {
+	t.Helper()
+	for _, a := range p.Actions {
+		if a.Node == node {
+			return a
+		}
+	}
+	t.Fatalf("no action for node %s in %+v", node, summarize(p))
+	return plan.Action{}
+}
+
+func TestTransitions(t *testing.T) {
+	kernelTarget := func(c *config.Config) {
+		c.Upgrade.KernelVersions = []string{"6.8.0-1"}
+		c.Upgrade.KernelVersionLabel = "kernel-version"
+	}
+	cases := []struct {
+		name  string
+		cfg   func(*config.Config)
+		now   time.Time
+		nodes []*corev1.Node
+		maint map[string][]plan.Maintenance
+		pods  []*corev1.Pod
+		want  []want
+	}{
+		{
+			name:  "enter: pool node in maintenance is tainted",
+			nodes: []*corev1.Node{tu.Node("a", inPool()), tu.Node("b", inPool()), tu.Node("x")},
+			maint: map[string][]plan.Maintenance{"a": nm("a"), "x": nm("x")},
+			want:  []want{{"a", plan.Enter, plan.SourceNodeMaintenance}},
+		},
+		{
+			name:  "enter: not again for the maintenance it was released from",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "uid-nm-a", state.ReleaseReason, "warm"))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+		{
+			name:  "enter: again for a new maintenance object",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "uid-nm-old", state.ReleaseReason, "warm"))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Enter, plan.SourceNodeMaintenance}},
+		},
+		{
+			name: "enter: not again while still cordoned after release",
+			cfg:  func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true },
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.Cordoned(),
+				tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, "warm"))},
+			maint: map[string][]plan.Maintenance{"a": {{Source: plan.SourceCordoned, ID: plan.SourceCordoned}}},
+		},
+		{
+			name: "enter: cordoned again after the cordon ended is a new maintenance",
+			cfg:  func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true },
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.Cordoned(), tu.WithAnnotations(
+				state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, "warm", state.MaintenanceEnded, state.FormatTime(t0)))},
+			maint: map[string][]plan.Maintenance{"a": {{Source: plan.SourceCordoned, ID: plan.SourceCordoned}}},
+			want:  []want{{"a", plan.Enter, plan.SourceCordoned}},
+		},
+		{
+			name:  "released node that left its cordon is marked so the next cordon is new",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, "warm"))},
+			want:  []want{{"a", plan.Record, "maintenance-ended"}},
+		},
+		{
+			name:  "adopt: pool node that joined with our taint becomes warming",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))},
+			want:  []want{{"a", plan.Adopt, "joined-tainted"}},
+		},
+		{
+			name:  "adopt: already warm is released at once",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())},
+			want:  []want{{"a", plan.Release, state.ReasonWarm}},
+		},
+		{
+			name:  "adopt: a taint with our key but another effect is not ours",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoExecute))},
+		},
+		{
+			name:  "tainted, not upgraded, still in maintenance: nothing",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+		{
+			name:  "upgrade seen by kernel change",
+			nodes: []*corev1.Node{tu.Node("a", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))}, tu.WithKernel("6.8.0-1"))...)},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Upgraded, "upgrade-seen"}},
+		},
+		{
+			name:  "upgrade seen by boot ID change alone",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithBootID("boot-2"))},
+			want:  []want{{"a", plan.Upgraded, "upgrade-seen"}},
+		},
+		{
+			name:  "upgraded but NotReady: wait",
+			nodes: []*corev1.Node{tu.Node("a", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.NotReady()}, upgradedTo("6.8.0-1")...)...)},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+		{
+			name:  "kernel target: reboot onto another kernel is not the upgrade",
+			cfg:   kernelTarget,
+			nodes: []*corev1.Node{tu.Node("a", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))}, upgradedTo("6.1.0-9")...)...)},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+		{
+			name: "kernel target: kernel label matches",
+			cfg:  kernelTarget,
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+				tu.WithLabels("kernel-version", "6.8.0-1"))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Upgraded, "upgrade-seen"}},
+		},
+		{
+			name: "kernel target: upgraded and already warm goes straight to released",
+			cfg:  kernelTarget,
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+				tu.WithLabels("kernel-version", "6.8.0-1"))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())},
+			want:  []want{{"a", plan.Release, state.ReasonWarm}},
+		},
+		{
+			name: "template rule replaces the default",
+			cfg: func(c *config.Config) {
+				c.Upgrade.When = `{{ ne .Node.Status.NodeInfo.OSImage "Old OS" }}`
+			},
+			nodes: []*corev1.Node{
+				tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithKernel("9.9"), func(n *corev1.Node) { n.Status.NodeInfo.OSImage = "Old OS" }),
+				tu.Node("b", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), func(n *corev1.Node) { n.Status.NodeInfo.OSImage = "New OS" }),
+			},
+			maint: map[string][]plan.Maintenance{"a": nm("a"), "b": nm("b")},
+			want:  []want{{"b", plan.Upgraded, "upgrade-seen"}},
+		},
+		{
+			name:  "warm: Ready pod of the current revision releases",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())},
+			want:  []want{{"a", plan.Release, state.ReasonWarm}},
+		},
+		{
+			name:  "warm: pod of an old revision does not count",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "old", tu.Ready())},
+		},
+		{
+			name:  "warm: pod not Ready does not count",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new")},
+		},
+		{
+			name:  "warm: pod of another DaemonSet does not count",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready(), tu.OwnedBy(otherDS))},
+		},
+		{
+			name:  "warm: terminating pod does not count",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready(), tu.Terminating())},
+		},
+		{
+			name:  "warm: pod on another node does not count",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "b", "new", tu.Ready())},
+		},
+		{
+			name: "warm: pod that was Ready before the reboot does not count",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+				tu.WithAnnotations(state.WarmerPodUID, "pre", state.WarmerPodRestarts, "0"))},
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(0))},
+		},
+		{
+			name: "warm: pod from before the reboot counts once its containers restarted",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+				tu.WithAnnotations(state.WarmerPodUID, "pre", state.WarmerPodRestarts, "0"))},
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(1))},
+			want: []want{{"a", plan.Release, state.ReasonWarm}},
+		},
+		{
+			name:  "cancelled: left maintenance is recorded first",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))},
+			want:  []want{{"a", plan.Record, "left-maintenance"}},
+		},
+		{
+			name: "cancelled: released once cancelAfter has passed",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+				tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(-10*time.Minute))))},
+			want: []want{{"a", plan.Release, state.ReasonCancelled}},
+		},
+		{
+			name: "cancelled: not a second before cancelAfter",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+				tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(-10*time.Minute+time.Second))))},
+		},
+		{
+			name: "cancelled: back in maintenance clears the record",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+				tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(-5*time.Minute))))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Record, "back-in-maintenance"}},
+		},
+		{
+			name:  "cancelled: upgraded nodes are not cancelled when maintenance ends",
+			nodes: []*corev1.Node{tu.Node("a", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))}, upgradedTo("6.8.0-1")...)...)},
+			want:  []want{{"a", plan.Upgraded, "upgrade-seen"}},
+		},
+		{
+			name:  "timeout: tainted exactly maxWaitForUpgrade",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-6*time.Hour)))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Release, state.ReasonTimeout}},
+		},
+		{
+			name:  "timeout: tainted a second less than maxWaitForUpgrade",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-6*time.Hour+time.Second)))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+		{
+			name: "timeout: warming exactly maxWaitForWarm releases",
+			// managed() sets upgraded-at 30 minutes after tainted-at.
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-2*time.Hour-30*time.Minute)))},
+			want:  []want{{"a", plan.Release, state.ReasonTimeout}},
+		},
+		{
+			name:  "timeout: warming with onWarmTimeout keep stays tainted and says so",
+			cfg:   func(c *config.Config) { c.OnWarmTimeout = config.OnWarmTimeoutKeep },
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-3*time.Hour)))},
+			want:  []want{{"a", plan.Record, "WarmTimeout"}},
+		},
+		{
+			name: "timeout: keep says so only once",
+			cfg:  func(c *config.Config) { c.OnWarmTimeout = config.OnWarmTimeoutKeep },
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-3*time.Hour)),
+				tu.WithAnnotations(state.LastError, "WarmTimeout: earlier"))},
+		},
+		{
+			name:  "pull problem: recorded with a Warning",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ImagePullBackOff", "Back-off pulling image"))},
+			want:  []want{{"a", plan.Record, "ImagePull"}},
+		},
+		{
+			name: "pull problem: ErrImagePull after ImagePullBackOff is the same problem, no new Event",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+				tu.WithAnnotations(state.LastError, "ImagePull: pod x container warm-0: ImagePullBackOff"))},
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ErrImagePull", "not found"))},
+		},
+		{
+			name:  "pull problem: invalid image name",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "Bad Name", "InvalidImageName", "invalid"))},
+			want:  []want{{"a", plan.Record, "InvalidImageName"}},
+		},
+		{
+			name:  "pull problem: ContainerCreating is not a problem",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			pods:  []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ContainerCreating", ""))},
+		},
+		{
+			name:  "external: taint removed by an operator releases without re-tainting",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), func(n *corev1.Node) { n.Spec.Taints = nil })},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Release, state.ReasonExternal}},
+		},
+		{
+			name:  "external: not re-entered while the same maintenance lasts",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "uid-nm-a", state.ReleaseReason, state.ReasonExternal))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+		{
+			name:  "left pool: a managed node whose labels changed is released",
+			nodes: []*corev1.Node{tu.Node("a", managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithLabels(poolKey, "other"))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Release, state.ReasonLeftPool}},
+		},
+		{
+			name:  "ownership: another installation's node is never touched",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithAnnotations(state.Owner, "other/release"))},
+		},
+		{
+			name:  "ownership: not even when it left our pool",
+			nodes: []*corev1.Node{tu.Node("a", managed(state.PhaseWarming, t0.Add(-time.Hour)), tu.WithAnnotations(state.Owner, "other/release"))},
+		},
+		{
+			name:  "not in pool and not ours: status label alone is not enough",
+			nodes: []*corev1.Node{tu.Node("a", tu.WithLabels(labelKey, "upgrading"), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mut []func(*config.Config)
+			if tc.cfg != nil {
+				mut = append(mut, tc.cfg)
+			}
+			cfg := testConfig(t, mut...)
+			now := tc.now
+			if now.IsZero() {
+				now = t0
+			}
+			got := compute(t, cfg, snapshot(now, tc.nodes, tc.maint, tc.pods...))
+			assert.Equal(t, tc.want, summarize(got))
+		})
+	}
+}
+
+func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), tu.WithKernel("5.15.0-1"), tu.WithBootID("boot-1"),
+		tu.WithAnnotations(state.ReleaseReason, "warm", state.ReleasedAt, "2026-01-01T00:00:00Z", state.LastError, "ImagePull: old"))
+	pre := tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(2))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}, pre))
+	a := action(t, got, "a")
+
+	require.Equal(t, plan.Enter, a.Type)
+	require.NotNil(t, a.Change.AddTaint)
+	assert.Equal(t, corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}, *a.Change.AddTaint)
+	assert.Equal(t, map[string]*string{labelKey: ptr("upgrading")}, a.Change.Labels)
+	assert.Equal(t, map[string]*string{
+		state.Phase:             ptr(state.PhaseTainted),
+		state.Owner:             ptr(instance),
+		state.BaselineKernel:    ptr("5.15.0-1"),
+		state.BaselineBootID:    ptr("boot-1"),
+		state.TaintedAt:         ptr("2026-11-25T12:00:00Z"),
+		state.MaintenanceID:     ptr("uid-nm-a"),
+		state.WarmerPodUID:      ptr("pre"),
+		state.WarmerPodRestarts: ptr("2"),
+		state.ReleaseReason:     nil,
+		state.ReleasedAt:        nil,
+		state.LastError:         nil,
+	}, a.Change.Annotations)
+	require.Len(t, a.Events, 1)
+	assert.Equal(t, corev1.EventTypeNormal, a.Events[0].Type)
+}
+
+func TestReleaseRemovesOnlyOursAndKeepsRecord(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+		tu.WithTaint("dedicated", "gpu", corev1.TaintEffectNoSchedule), tu.WithLabels("team", "ml"),
+		tu.WithAnnotations("example.com/keep", "me"), tu.Cordoned())
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready())))
+	a := action(t, got, "a")
+
+	require.Equal(t, plan.Release, a.Type)
+	assert.Equal(t, &corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}, a.Change.RemoveTaint)
+	assert.Nil(t, a.Change.AddTaint)
+	assert.Equal(t, map[string]*string{labelKey: nil}, a.Change.Labels)
+	assert.Equal(t, ptr(state.ReasonWarm), a.Change.Annotations[state.ReleaseReason])
+	assert.Equal(t, ptr("2026-11-25T12:00:00Z"), a.Change.Annotations[state.ReleasedAt])
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "maintenance-id is kept for the record")
+	for _, k := range []string{state.Phase, state.Owner, state.TaintedAt, state.UpgradedAt, state.BaselineKernel} {
+		assert.Contains(t, a.Change.Annotations, k)
+		assert.Nil(t, a.Change.Annotations[k], k)
+	}
+}
+
+func TestTimeoutEmitsWarning(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-5*time.Hour)))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil,
+		tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ImagePullBackOff", "Back-off"))))
+	a := action(t, got, "a")
+	require.Equal(t, plan.Release, a.Type)
+	require.Len(t, a.Events, 1)
+	assert.Equal(t, corev1.EventTypeWarning, a.Events[0].Type)
+	assert.Contains(t, a.Events[0].Message, "ImagePull", "the timeout says what went wrong")
+}
+
+func TestPullProblemEventAndAnnotation(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil,
+		tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ErrImagePull", "manifest unknown"))))
+	a := action(t, got, "a")
+	require.Len(t, a.Events, 1)
+	assert.Equal(t, corev1.EventTypeWarning, a.Events[0].Type)
+	assert.Equal(t, "PrewarmImagePull", a.Events[0].Reason)
+	require.NotNil(t, a.Change.Annotations[state.LastError])
+	assert.True(t, strings.HasPrefix(*a.Change.Annotations[state.LastError], "ImagePull: "))
+	assert.Contains(t, *a.Change.Annotations[state.LastError], "example.com/big:1")
+	assert.Nil(t, a.Change.AddTaint)
+	assert.Nil(t, a.Change.RemoveTaint)
+}
+
+func TestBudget(t *testing.T) {
+	var nodes []*corev1.Node
+	maint := map[string][]plan.Maintenance{}
+	for _, name := range []string{"n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"} {
+		nodes = append(nodes, tu.Node(name, inPool()))
+		maint[name] = nm(name)
+	}
+	cases := []struct {
+		name      string
+		budget    intstr.IntOrString
+		nodes     []*corev1.Node
+		wantEnter int
+	}{
+		{"no limit", intstr.FromInt32(0), nodes, 10},
+		{"3 of 10", intstr.FromInt32(3), nodes, 3},
+		{"30 percent of 10", intstr.FromString("30%"), nodes, 3},
+		{"1 percent rounds up to 1", intstr.FromString("1%"), nodes, 1},
+		{"full budget: none", intstr.FromInt32(2), append([]*corev1.Node{
+			tu.Node("m1", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))),
+			tu.Node("m2", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour))),
+		}, nodes...), 0},
+		{"a release this cycle frees a slot", intstr.FromInt32(2), append([]*corev1.Node{
+			tu.Node("m1", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))),
+			tu.Node("m2", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), func(n *corev1.Node) { n.Spec.Taints = nil }),
+		}, nodes...), 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, func(c *config.Config) { c.MaxConcurrent = tc.budget })
+			m := map[string][]plan.Maintenance{"m1": nm("m1"), "m2": nm("m2")}
+			for k, v := range maint {
+				m[k] = v
+			}
+			got := compute(t, cfg, snapshot(t0, tc.nodes, m))
+			var entered []string
+			for _, a := range got.Actions {
+				if a.Type == plan.Enter {
+					entered = append(entered, a.Node)
+				}
+			}
+			assert.Len(t, entered, tc.wantEnter)
+			if tc.wantEnter > 0 && tc.wantEnter < 10 {
+				assert.Equal(t, "n0", entered[0], "entry order is by name, so runs agree")
+			}
+		})
+	}
+}
+
+func TestRevisionUnknownWhileControllerCatchesUp(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	s := snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready()))
+	stale := ds.DeepCopy()
+	stale.Generation = 2 // spec changed, controller has not observed it: "new" may already be old
+	s.DaemonSet = stale
+	got := compute(t, cfg, s)
+	assert.Empty(t, got.Actions)
+
+	s.DaemonSet = nil
+	got = compute(t, cfg, s)
+	assert.Empty(t, got.Actions)
+	require.NotEmpty(t, got.Notes)
+	assert.Contains(t, got.Notes[len(got.Notes)-1].Message, "warmer DaemonSet prewarm/warmer not found")
+}
+
+func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
+	cfg := testConfig(t)
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	nodes := []*corev1.Node{
+		tu.Node("a", inPool(), managed(state.PhaseTainted, t0)),
+		tu.Node("b", managed(state.PhaseWarming, t0)), // left the pool, still ours
+		tu.Node("c", inPool(), managed(state.PhaseTainted, t0), tu.WithAnnotations(state.Owner, "other/x")),
+		tu.Node("d", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)), // joined tainted, never adopted
+		tu.Node("e", inPool()),
+	}
+	got := p.Cleanup(snapshot(t0, nodes, nil))
+	assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}}, summarize(got))
+}
+
+func TestTemplateErrorIsReportedOnce(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) {
+		// Renders on the sample node used at start-up, fails on real nodes.
+		c.Upgrade.When = `{{ if eq .Node.Name "sample" }}true{{ else }}{{ .Labels.nope }}{{ end }}`
+	})
+	n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	maint := map[string][]plan.Maintenance{"a": nm("a")}
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+	a := action(t, got, "a")
+	assert.Equal(t, plan.Record, a.Type)
+	assert.Equal(t, "UpgradeRuleError", a.Reason)
+	require.Len(t, a.Events, 1)
+	assert.Equal(t, corev1.EventTypeWarning, a.Events[0].Type)
+
+	n.Annotations[state.LastError] = *a.Change.Annotations[state.LastError]
+	got = compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+	assert.Empty(t, got.Actions, "the same error is not reported twice")
+}
+
+func TestDeterministic(t *testing.T) {
+	cfg := testConfig(t)
+	nodes := []*corev1.Node{tu.Node("b", inPool()), tu.Node("a", inPool()), tu.Node("c", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))}
+	maint := map[string][]plan.Maintenance{"a": nm("a"), "b": nm("b")}
+	first := compute(t, cfg, snapshot(t0, nodes, maint, tu.Pod(ds, "c", "new", tu.Ready())))
+	reversed := []*corev1.Node{nodes[2], nodes[1], nodes[0]}
+	second := compute(t, cfg, snapshot(t0, reversed, maint, tu.Pod(ds, "c", "new", tu.Ready())))
+	assert.Equal(t, first, second)
+}
+
+// assertInvariants checks design.md's invariants on any plan: nodes written are in the pool or
+// ours; only our taint, status label and annotations change; nothing is added and removed twice.
+func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.Snapshot, out plan.Plan) {
+	t.Helper()
+	byName := map[string]*corev1.Node{}
+	for _, n := range s.Nodes {
+		byName[n.Name] = n
+	}
+	seen := map[string]bool{}
+	for _, a := range out.Actions {
+		n := byName[a.Node]
+		require.NotNil(t, n, "action for a node not in the snapshot: %s", a.Node)
+		assert.False(t, seen[a.Node], "two actions for node %s", a.Node)
+		seen[a.Node] = true
+		if !p.InPool(n) {
+			assert.True(t, p.Owns(n), "node %s is neither in the pool nor ours", a.Node)
+			assert.Equal(t, plan.Release, a.Type, "a node outside the pool is only ever released")
+		}
+		if a.Change.AddTaint != nil {
+			assert.Equal(t, cfg.Taint.Key, a.Change.AddTaint.Key)
+		}
+		if a.Change.RemoveTaint != nil {
+			assert.Equal(t, cfg.Taint.Key, a.Change.RemoveTaint.Key)
+			assert.Equal(t, cfg.Taint.Effect, a.Change.RemoveTaint.Effect)
+		}
+		for k := range a.Change.Labels {
+			assert.Equal(t, cfg.StatusLabel.Key, k, "only the status label is ever written")
+		}
+		for k := range a.Change.Annotations {
+			assert.True(t, strings.HasPrefix(k, state.Prefix), "annotation %s is not ours", k)
+		}
+		if a.Type == plan.Release {
+			for _, ev := range a.Events {
+				if a.Reason == state.ReasonTimeout {
+					assert.Equal(t, corev1.EventTypeWarning, ev.Type, "a timeout release says so with a Warning")
+				}
+			}
+		}
+	}
+}
+
+func ptr(s string) *string { return &s }

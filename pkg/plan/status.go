@@ -1,0 +1,113 @@
+package plan
+
+import (
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+)
+
+// NodeStatus is what `status` shows for one node.
+type NodeStatus struct {
+	Name string `json:"name"`
+	// Phase is tainted, warming, released, waiting (in maintenance, held back by the budget or
+	// released for this maintenance already), or "" for an idle pool node.
+	Phase string `json:"phase"`
+	// Since is when the node entered its phase (zero when unknown).
+	Since          time.Time `json:"since,omitzero"`
+	Kernel         string    `json:"kernel"`
+	BaselineKernel string    `json:"baselineKernel,omitempty"`
+	Maintenance    string    `json:"maintenance,omitempty"`
+	// Warmer is the state of the warmer pod on the node: none, pending, ready, ready (old
+	// revision), ready (pre-existing), or a problem category such as ImagePull.
+	Warmer        string `json:"warmer"`
+	LastProblem   string `json:"lastProblem,omitempty"`
+	ReleaseReason string `json:"releaseReason,omitempty"`
+	InPool        bool   `json:"inPool"`
+}
+
+// Status is the pool at a glance.
+type Status struct {
+	Time     time.Time      `json:"time"`
+	Instance string         `json:"instance"`
+	Nodes    []NodeStatus   `json:"nodes"`
+	Totals   map[string]int `json:"totals"`
+}
+
+// Describe summarises a snapshot for humans. With all, every pool node is listed; otherwise only
+// nodes with something to show (managed, in maintenance, or released).
+func (p *Planner) Describe(s Snapshot, all bool) Status {
+	c := p.newCycle(s)
+	st := Status{Time: s.Now, Instance: p.cfg.Instance, Totals: map[string]int{}}
+	for _, n := range sortedByName(s.Nodes) {
+		ns := NodeStatus{
+			Name:           n.Name,
+			Kernel:         p.rule.Kernel(n),
+			BaselineKernel: n.Annotations[state.BaselineKernel],
+			LastProblem:    n.Annotations[state.LastError],
+			Warmer:         p.warmerState(c, n),
+			InPool:         p.InPool(n),
+		}
+		if ms := s.Maintenance[n.Name]; len(ms) > 0 {
+			ns.Maintenance = describe(primary(ms))
+		}
+		switch phase := state.PhaseOf(n); {
+		case phase != "" && p.Owns(n):
+			ns.Phase = phase
+			key := state.TaintedAt
+			if phase == state.PhaseWarming {
+				key = state.UpgradedAt
+			}
+			ns.Since, _ = state.Time(n, key)
+		case phase != "":
+			ns.Phase = "foreign"
+		case ns.Maintenance != "" && ns.InPool && !p.releasedFor(n, s.Maintenance[n.Name]):
+			ns.Phase = "waiting"
+		case n.Annotations[state.ReleaseReason] != "":
+			ns.Phase = "released"
+			ns.ReleaseReason = n.Annotations[state.ReleaseReason]
+			ns.Since, _ = state.Time(n, state.ReleasedAt)
+		}
+		if ns.InPool {
+			st.Totals["pool"]++
+		}
+		if ns.Maintenance != "" {
+			st.Totals["inMaintenance"]++
+		}
+		if ns.Phase != "" {
+			st.Totals[ns.Phase]++
+		}
+		if ns.Phase == "" && !all {
+			continue
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	return st
+}
+
+func (p *Planner) warmerState(c *cycle, n *corev1.Node) string {
+	pods := c.pods[n.Name]
+	if len(pods) == 0 {
+		return "none"
+	}
+	if p.warmPod(c, n) != nil {
+		return "ready"
+	}
+	if reason, _ := PodProblem(pods); reason != "" {
+		return reason
+	}
+	for _, pod := range pods {
+		if !state.PodReady(pod) || pod.DeletionTimestamp != nil {
+			continue
+		}
+		if pod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] != c.revision {
+			return "ready (old revision)"
+		}
+		if string(pod.UID) == n.Annotations[state.WarmerPodUID] {
+			return "ready (pre-existing)"
+		}
+	}
+	return "pending"
+}

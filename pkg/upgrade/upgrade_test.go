@@ -1,0 +1,66 @@
+package upgrade_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/upgrade"
+)
+
+func node(kernel, boot string, labels map[string]string) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: labels},
+		Status:     corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{KernelVersion: kernel, BootID: boot, OSImage: "Ubuntu 24.04"}},
+	}
+}
+
+func TestRules(t *testing.T) {
+	base := upgrade.Baseline{Kernel: "5.15", BootID: "b1"}
+	cases := []struct {
+		name     string
+		versions []string
+		label    string
+		when     string
+		node     *corev1.Node
+		want     bool
+	}{
+		{"change: nothing changed", nil, "", "", node("5.15", "b1", nil), false},
+		{"change: new kernel", nil, "", "", node("6.8", "b1", nil), true},
+		{"change: reboot, same kernel", nil, "", "", node("5.15", "b2", nil), true},
+		{"change: boot ID not reported", nil, "", "", node("5.15", "", nil), false},
+		{"target: reached", []string{"6.8", "6.9"}, "", "", node("6.9", "b2", nil), true},
+		{"target: other kernel", []string{"6.8"}, "", "", node("6.1", "b2", nil), false},
+		{"target: label wins over nodeInfo", []string{"6.8"}, "kv", "", node("5.15", "b1", map[string]string{"kv": "6.8"}), true},
+		{"target: label absent, nodeInfo used", []string{"6.8"}, "kv", "", node("6.8", "b1", nil), true},
+		{"template: OS image", nil, "", `{{ hasPrefix "Ubuntu 24" .Node.Status.NodeInfo.OSImage }}`, node("5.15", "b1", nil), true},
+		{"template: sprig and baseline", nil, "", `{{ and (ne .Kernel .Baseline.Kernel) (semverCompare ">=6.0" .Kernel) }}`, node("6.8", "b1", nil), true},
+		{"template: false", nil, "", `{{ ne .BootID .Baseline.BootID }}`, node("6.8", "b1", nil), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := upgrade.NewRule(tc.versions, tc.label, tc.when)
+			require.NoError(t, err)
+			got, err := r.Upgraded(tc.node, base)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestTemplateRefused(t *testing.T) {
+	for name, when := range map[string]string{
+		"parse error":      `{{ .Kernel `,
+		"unknown function": `{{ frobnicate .Kernel }}`,
+		"not a boolean":    `{{ .Kernel }}`,
+		"unknown field":    `{{ .Nope }}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := upgrade.NewRule(nil, "", when)
+			require.Error(t, err)
+		})
+	}
+}
