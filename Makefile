@@ -40,11 +40,11 @@ lint: ## gofmt and go vet.
 
 .PHONY: unit
 unit: ## Unit tests (no cluster).
-	go test -count=1 ./pkg/... ./cmd/...
+	go test -count=1 ./pkg/... ./cmd/... ./hack/...
 
 .PHONY: e2e
 e2e: tools ## End-to-end tests against a local control plane (brought up and down by the tests).
-	go test -count=1 -timeout 30m ./test/...
+	go test -count=1 -timeout 30m ./test/e2e/...
 
 .PHONY: test
 test: lint unit e2e chart-lint chart-test ## Everything CI runs: lint, unit, e2e, chart lint and install.
@@ -56,3 +56,29 @@ cluster-up: tools ## Start the local cluster (etcd, apiserver, controller-manage
 .PHONY: cluster-down
 cluster-down: ## Stop and delete the local cluster.
 	hack/cluster.sh down
+
+.PHONY: chart-lint
+chart-lint: ## Lint the chart: ct lint (helm lint + yamllint) for every ci values file, README values table, chart tests.
+	@command -v yamllint >/dev/null 2>&1 || { echo "chart-lint: yamllint is not installed (ct lint needs it): apt-get install -y yamllint" >&2; exit 1; }
+	hack/tools/install.sh helm ct >/dev/null
+	ct lint --config ct.yaml --all
+	yamllint -c lintconf.yaml --strict values-examples ct.yaml lintconf.yaml
+	go run ./hack/chart-readme -check
+	go test -count=1 ./test/chart/...
+
+.PHONY: chart-test
+chart-test: ## Install the chart into a local kwok cluster: ct install (ci values + helm test) and every values-examples file.
+	test/chart/ct-install.sh
+
+.PHONY: chart-docs
+chart-docs: ## Regenerate the values table of charts/image-prewarmer/README.md from values.yaml.
+	go run ./hack/chart-readme
+
+IMAGE_REPO ?= ghcr.io/image-prewarmer/prewarm-orchestrator
+REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+.PHONY: image
+image: ## Build the orchestrator image (linux/amd64) into dist/prewarm-orchestrator-$(VERSION).tar, no Docker engine needed.
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-amd64/prewarm-orchestrator ./cmd/prewarm-orchestrator
+	go run ./hack/image -binary dist/linux-amd64/prewarm-orchestrator -repository $(IMAGE_REPO) \
+	  -version $(VERSION) -revision $(REVISION) -output dist/prewarm-orchestrator-$(VERSION).tar

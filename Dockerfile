@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# The orchestrator image for those with a Docker engine; `make image` (hack/image) builds the same
+# image without one. Build with:
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
+#     --build-arg COMMIT=$(git rev-parse --short HEAD) --build-arg REVISION=$(git rev-parse HEAD) \
+#     -t ghcr.io/image-prewarmer/prewarm-orchestrator:dev .
+
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+ARG VERSION=dev
+ARG COMMIT=unknown
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY cmd/ cmd/
+COPY pkg/ pkg/
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+      -ldflags "-s -w -X github.com/image-prewarmer/image-prewarmer/pkg/version.Version=${VERSION} -X github.com/image-prewarmer/image-prewarmer/pkg/version.Commit=${COMMIT}" \
+      -o /out/prewarm-orchestrator ./cmd/prewarm-orchestrator
+
+# Static base with /etc/passwd entries for nonroot (65532), CA certificates and tzdata.
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="prewarm-orchestrator" \
+      org.opencontainers.image.source="https://github.com/image-prewarmer/image-prewarmer" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=build /out/prewarm-orchestrator /usr/local/bin/prewarm-orchestrator
+USER 65532:65532
+WORKDIR /
+ENTRYPOINT ["/usr/local/bin/prewarm-orchestrator"]

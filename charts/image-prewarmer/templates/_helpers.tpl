@@ -1,0 +1,251 @@
+{{/*
+Chart name, truncated to 63 characters (label value limit).
+*/}}
+{{- define "image-prewarmer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: release name + chart name (once), truncated to 63 characters.
+*/}}
+{{- define "image-prewarmer.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "image-prewarmer.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels of every object. Pod templates use selectorLabels (stable) instead.
+*/}}
+{{- define "image-prewarmer.labels" -}}
+helm.sh/chart: {{ include "image-prewarmer.chart" . }}
+{{ include "image-prewarmer.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.orchestrator.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: image-prewarmer
+{{- end }}
+
+{{/*
+Selector labels: stable across chart and app versions.
+*/}}
+{{- define "image-prewarmer.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "image-prewarmer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the orchestrator's ServiceAccount.
+*/}}
+{{- define "image-prewarmer.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "image-prewarmer.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the warmer DaemonSet (also written into the orchestrator's config).
+*/}}
+{{- define "image-prewarmer.warmerName" -}}
+{{- printf "%s-warmer" (include "image-prewarmer.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Name of cluster-scoped objects (ClusterRole, ClusterRoleBinding) and of objects outside the release
+namespace (the events Role): includes the release namespace, so the same release name installed in two
+namespaces does not collide.
+*/}}
+{{- define "image-prewarmer.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "image-prewarmer.fullname" .) }}
+{{- end }}
+
+{{/*
+The orchestrator image reference.
+*/}}
+{{- define "image-prewarmer.image" -}}
+{{- printf "%s:%s" .Values.orchestrator.image.repository (.Values.orchestrator.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Path of the orchestrator binary in its image.
+*/}}
+{{- define "image-prewarmer.binary" -}}
+/usr/local/bin/prewarm-orchestrator
+{{- end }}
+
+{{/*
+The installation's taint as a toleration (operator Equal: exactly this key, value and effect).
+*/}}
+{{- define "image-prewarmer.taintToleration" -}}
+- key: {{ .Values.taint.key | quote }}
+  operator: Equal
+  value: {{ .Values.taint.value | quote }}
+  effect: {{ .Values.taint.effect | quote }}
+{{- end }}
+
+{{/*
+Restricted Pod Security: pod-level securityContext.
+*/}}
+{{- define "image-prewarmer.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Restricted Pod Security: container-level securityContext (also forces the user, so images whose
+default user is root still run).
+*/}}
+{{- define "image-prewarmer.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Checks that combine several values (values.schema.json checks each value alone).
+*/}}
+{{- define "image-prewarmer.validate" -}}
+{{- if eq .Values.orchestrator.mode "deployment" }}
+{{- fail "orchestrator.mode: \"deployment\" (the long-running, event-driven orchestrator) is not available in this chart version yet; use orchestrator.mode=cronjob" }}
+{{- end }}
+{{- if and .Values.upgrade.kernelVersions (not .Values.upgrade.kernelVersionLabel) }}
+{{- fail "upgrade.kernelVersionLabel is required when upgrade.kernelVersions is set: the warmer's node affinity matches the kernel version against that node label (e.g. feature.node.kubernetes.io/kernel-version.full)" }}
+{{- end }}
+{{- if hasKey .Values.pool.nodeSelector .Values.statusLabel.key }}
+{{- fail (printf "statusLabel.key %q must not be one of the labels of pool.nodeSelector" .Values.statusLabel.key) }}
+{{- end }}
+{{- if eq .Values.statusLabel.value .Values.statusLabel.warmingValue }}
+{{- fail (printf "statusLabel.warmingValue %q must differ from statusLabel.value" .Values.statusLabel.warmingValue) }}
+{{- end }}
+{{- if and .Values.maintenance.nodeLabel.enabled (not .Values.maintenance.nodeLabel.selector) }}
+{{- fail "maintenance.nodeLabel.selector is required when maintenance.nodeLabel.enabled is true" }}
+{{- end }}
+{{- if not (or .Values.maintenance.nodeMaintenance.enabled .Values.maintenance.nodeLabel.enabled .Values.maintenance.cordoned.enabled) }}
+{{- fail "maintenance: enable at least one of maintenance.nodeMaintenance, maintenance.nodeLabel, maintenance.cordoned" }}
+{{- end }}
+{{- if and (eq .Values.prewarm.method "imageVolume") (semverCompare "<1.35-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "prewarm.method: \"imageVolume\" needs Kubernetes 1.35 or later (image volumes); this cluster is %s. Use prewarm.method=hold" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod spec of the orchestrator's pods (CronJob, pre-delete cleanup hook, helm test).
+Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never").
+*/}}
+{{- define "image-prewarmer.orchestratorPodSpec" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $o := $v.orchestrator -}}
+serviceAccountName: {{ include "image-prewarmer.serviceAccountName" $root }}
+automountServiceAccountToken: true
+restartPolicy: {{ .restartPolicy | default "Never" }}
+{{- with $o.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $o.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "image-prewarmer.podSecurityContext" $root | nindent 2 }}
+{{- with $o.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $o.affinity }}
+affinity:
+  {{- toYaml $o.affinity | nindent 2 }}
+{{- else }}
+affinity:
+  nodeAffinity:
+    # Prefer nodes outside the pool (system nodes): a node matching every pool label scores lower.
+    preferredDuringSchedulingIgnoredDuringExecution:
+      {{- range $k, $val := $v.pool.nodeSelector }}
+      - weight: 100
+        preference:
+          matchExpressions:
+            - key: {{ $k | quote }}
+              operator: NotIn
+              values: [{{ $val | quote }}]
+      {{- end }}
+{{- end }}
+tolerations:
+  # The installation's own taint, always: the product must never lock itself out.
+  {{- include "image-prewarmer.taintToleration" $root | nindent 2 }}
+  {{- with $o.tolerations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+containers:
+  - name: orchestrator
+    image: {{ include "image-prewarmer.image" $root | quote }}
+    imagePullPolicy: {{ $o.image.pullPolicy }}
+    command: [{{ include "image-prewarmer.binary" $root | quote }}]
+    args:
+      {{- range .args }}
+      - {{ . | quote }}
+      {{- end }}
+      - "--config=/etc/image-prewarmer/config.yaml"
+      - "--log-format={{ $o.logFormat }}"
+      - "-v={{ $o.verbosity }}"
+    {{- with $o.resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- include "image-prewarmer.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      - name: config
+        mountPath: /etc/image-prewarmer
+        readOnly: true
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "image-prewarmer.fullname" $root }}
+{{- end }}
+
+{{/*
+The pool selector as node-affinity match expressions (one "In" per label, sorted by key).
+*/}}
+{{- define "image-prewarmer.poolExpressions" -}}
+{{- range $k, $val := .Values.pool.nodeSelector }}
+- key: {{ $k | quote }}
+  operator: In
+  values: [{{ $val | quote }}]
+{{- end }}
+{{- end }}
+
+{{/*
+The pool selector in kubectl syntax (k1=v1,k2=v2), sorted by key.
+*/}}
+{{- define "image-prewarmer.poolSelectorString" -}}
+{{- $parts := list }}
+{{- range $k, $val := .Values.pool.nodeSelector }}
+{{- $parts = append $parts (printf "%s=%s" $k $val) }}
+{{- end }}
+{{- join "," $parts }}
+{{- end }}

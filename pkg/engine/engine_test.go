@@ -1,0 +1,155 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// These tests cover error paths with a fake clientset; behaviour against a real API server
+// (patch semantics, conflicts, RBAC) is covered by the e2e suite in test/e2e.
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func testEngine(t *testing.T, client *fake.Clientset, dryRun bool) *Engine {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Instance = "prewarm/test"
+	cfg.Pool.NodeSelector = map[string]string{"pool": "notebooks"}
+	cfg.Maintenance.NodeMaintenance.Enabled = false
+	cfg.Maintenance.Cordoned.Enabled = true
+	require.NoError(t, cfg.Validate())
+	e, err := New(Options{
+		Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), DryRun: dryRun,
+	})
+	require.NoError(t, err)
+	return e
+}
+
+func patches(client *fake.Clientset) []k8stesting.PatchAction {
+	var out []k8stesting.PatchAction
+	for _, a := range client.Actions() {
+		if p, ok := a.(k8stesting.PatchAction); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func TestConflictRereadsAndReplans(t *testing.T) {
+	n := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	client := fake.NewClientset(n)
+	conflicts := 0
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts == 0 {
+			conflicts++
+			// Someone else adds a taint between our read and our write.
+			fresh, _ := client.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, "", "a")
+			node := fresh.(*corev1.Node).DeepCopy()
+			node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: "other", Effect: corev1.TaintEffectNoSchedule})
+			node.ResourceVersion = "2"
+			require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, node, ""))
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("modified"))
+		}
+		return false, nil, nil
+	})
+	e := testEngine(t, client, false)
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Enter])
+
+	ps := patches(client)
+	require.Len(t, ps, 2, "one conflicting patch, one retry")
+	var second map[string]any
+	require.NoError(t, json.Unmarshal(ps[1].GetPatch(), &second))
+	meta := second["metadata"].(map[string]any)
+	assert.Equal(t, "2", meta["resourceVersion"], "the retry is guarded by the fresh resourceVersion")
+	taints := second["spec"].(map[string]any)["taints"].([]any)
+	require.Len(t, taints, 2, "the other writer's taint is kept")
+	assert.Equal(t, "other", taints[0].(map[string]any)["key"])
+	assert.Equal(t, "os-upgrade", taints[1].(map[string]any)["key"])
+}
+
+func TestFailedPatchFailsTheCycleButOthersAreApplied(t *testing.T) {
+	a := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	b := tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	client := fake.NewClientset(a, b)
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() == "a" {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("RBAC"))
+		}
+		return false, nil, nil
+	})
+	e := testEngine(t, client, false)
+	res, err := e.RunOnce(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "patching node a")
+	assert.Equal(t, 1, res.Applied[plan.Enter], "node b is still handled")
+}
+
+func TestDryRunWritesNothing(t *testing.T) {
+	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	e := testEngine(t, client, true)
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Len(t, res.Plan.Actions, 1)
+	for _, act := range client.Actions() {
+		assert.Contains(t, []string{"list", "get"}, act.GetVerb(), "dry run only reads (got %s %s)", act.GetVerb(), act.GetResource().Resource)
+	}
+}
+
+func TestDeletedNodeIsForgotten(t *testing.T) {
+	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, "a")
+	})
+	_, err := testEngine(t, client, false).RunOnce(context.Background())
+	require.NoError(t, err)
+}
+
+func TestMergePatch(t *testing.T) {
+	n := tu.Node("a", tu.WithTaint("keep", "1", corev1.TaintEffectNoSchedule), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
+	n.ResourceVersion = "42"
+	remove := corev1.Taint{Key: "os-upgrade", Effect: corev1.TaintEffectNoSchedule}
+	b, err := mergePatch(n, plan.Change{
+		RemoveTaint: &remove,
+		Labels:      map[string]*string{"os-upgrade/status": nil},
+		Annotations: map[string]*string{state.ReleaseReason: ptr("warm")},
+	})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"metadata":{"resourceVersion":"42","labels":{"os-upgrade/status":null},
+		"annotations":{"image-prewarmer.io/release-reason":"warm"}},
+		"spec":{"taints":[{"key":"keep","value":"1","effect":"NoSchedule"}]}}`, string(b))
+
+	only := tu.Node("b", tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
+	b, err = mergePatch(only, plan.Change{RemoveTaint: &remove})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"metadata":{"resourceVersion":"1"},"spec":{"taints":null}}`, string(b))
+
+	add := corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}
+	b, err = mergePatch(only, plan.Change{AddTaint: &add})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"metadata":{"resourceVersion":"1"}}`, string(b), "our taint already there: not added twice")
+}
+
+func ptr(s string) *string { return &s }

@@ -1,0 +1,817 @@
+package chart_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
+	"k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/test/chart/valuesdoc"
+)
+
+func TestWarmerToleratesExactlyTheTaint(t *testing.T) {
+	cases := []struct {
+		name  string
+		extra string
+		want  corev1.Toleration
+	}{
+		{"default", "", corev1.Toleration{Key: "os-upgrade", Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+		{"custom", "taint: {key: example.com/prewarm, value: pending, effect: NoExecute}",
+			corev1.Toleration{Key: "example.com/prewarm", Operator: corev1.TolerationOpEqual, Value: "pending", Effect: corev1.TaintEffectNoExecute}},
+		{"empty value", `taint: {key: upgrade, value: "", effect: PreferNoSchedule}`,
+			corev1.Toleration{Key: "upgrade", Operator: corev1.TolerationOpEqual, Value: "", Effect: corev1.TaintEffectPreferNoSchedule}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustRender(t, minimal(t, tc.extra))
+			cfg := parsedConfig(t, r)
+			taint := corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect}
+
+			// One source of truth: the config's taint is the values' taint, and the warmer tolerates
+			// exactly it (nothing broader).
+			assert.Equal(t, tc.want.Key, taint.Key)
+			assert.Equal(t, tc.want.Value, taint.Value)
+			assert.Equal(t, tc.want.Effect, taint.Effect)
+			tols := warmer(t, r).Spec.Template.Spec.Tolerations
+			assert.Equal(t, []corev1.Toleration{tc.want}, tols)
+			assert.True(t, tols[0].ToleratesTaint(klog.Background(), &taint, false))
+			other := corev1.Taint{Key: "dedicated", Value: "gpu", Effect: corev1.TaintEffectNoSchedule}
+			assert.False(t, tols[0].ToleratesTaint(klog.Background(), &other, false))
+
+			// The orchestrator's pods always tolerate it too, so the product never locks itself out.
+			for name, pod := range orchestratorPods(t, r) {
+				assert.Contains(t, pod.Tolerations, tc.want, name)
+			}
+		})
+	}
+
+	t.Run("extra tolerations are added after the taint", func(t *testing.T) {
+		r := mustRender(t, minimal(t, "prewarm: {extraTolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]}",
+			"orchestrator: {tolerations: [{key: CriticalAddonsOnly, operator: Exists}]}"))
+		tols := warmer(t, r).Spec.Template.Spec.Tolerations
+		require.Len(t, tols, 2)
+		assert.Equal(t, "os-upgrade", tols[0].Key)
+		assert.Equal(t, "dedicated", tols[1].Key)
+		for name, pod := range orchestratorPods(t, r) {
+			require.Len(t, pod.Tolerations, 2, name)
+			assert.Equal(t, "os-upgrade", pod.Tolerations[0].Key, name)
+			assert.Equal(t, "CriticalAddonsOnly", pod.Tolerations[1].Key, name)
+		}
+	})
+}
+
+// node builds a node with the given labels.
+func node(labels map[string]string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: labels}}
+}
+
+func TestWarmerAffinity(t *testing.T) {
+	const kernelLabel = "feature.node.kubernetes.io/kernel-version.full"
+	pool := map[string]string{"pool": "notebooks", "tier": "gpu"}
+	with := func(extra map[string]string) map[string]string {
+		out := map[string]string{"kubernetes.io/hostname": "n"}
+		for k, v := range pool {
+			out[k] = v
+		}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
+	}
+	nodes := map[string]map[string]string{
+		"pool, released":                    with(nil),
+		"pool, upgrading, old kernel":       with(map[string]string{"os-upgrade/status": "upgrading", kernelLabel: "6.1.0"}),
+		"pool, upgrading, target kernel":    with(map[string]string{"os-upgrade/status": "upgrading", kernelLabel: "6.8.0"}),
+		"pool, upgrading, no kernel label":  with(map[string]string{"os-upgrade/status": "upgrading"}),
+		"pool, warming":                     with(map[string]string{"os-upgrade/status": "warming"}),
+		"pool, warming, old kernel":         with(map[string]string{"os-upgrade/status": "warming", kernelLabel: "6.1.0"}),
+		"half pool, warming":                {"pool": "notebooks", "os-upgrade/status": "warming"},
+		"other pool, warming":               {"pool": "batch", "tier": "gpu", "os-upgrade/status": "warming"},
+		"other pool, upgrading, new kernel": {"pool": "batch", "tier": "gpu", "os-upgrade/status": "upgrading", kernelLabel: "6.8.0"},
+		"other pool, released":              {"pool": "batch", "tier": "gpu"},
+	}
+	cases := []struct {
+		name    string
+		extra   string
+		terms   int
+		matches []string
+	}{
+		{
+			name:    "warming term only",
+			terms:   1,
+			matches: []string{"pool, warming", "pool, warming, old kernel"},
+		},
+		{
+			name:    "with target kernels",
+			extra:   "upgrade: {kernelVersions: [6.8.0, 6.8.1], kernelVersionLabel: " + kernelLabel + "}",
+			terms:   2,
+			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, upgrading, target kernel"},
+		},
+		{
+			name:    "keepAfterRelease",
+			extra:   "prewarm: {keepAfterRelease: true}",
+			terms:   2,
+			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, released"},
+		},
+		{
+			name:    "keepAfterRelease with target kernels",
+			extra:   "{prewarm: {keepAfterRelease: true}, upgrade: {kernelVersions: [6.8.0], kernelVersionLabel: " + kernelLabel + "}}",
+			terms:   3,
+			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, upgrading, target kernel", "pool, released"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := minimal(t, tc.extra)
+			vals["pool"] = map[string]any{"nodeSelector": map[string]any{"pool": "notebooks", "tier": "gpu"}}
+			r := mustRender(t, vals)
+			spec := warmer(t, r).Spec.Template.Spec
+			require.NotNil(t, spec.Affinity)
+			require.NotNil(t, spec.Affinity.NodeAffinity)
+			required := spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+			require.NotNil(t, required)
+			assert.Len(t, required.NodeSelectorTerms, tc.terms)
+			assert.Empty(t, spec.NodeSelector)
+
+			// Every term carries the whole pool selector.
+			for i, term := range required.NodeSelectorTerms {
+				for k, v := range pool {
+					assert.Contains(t, term.MatchExpressions,
+						corev1.NodeSelectorRequirement{Key: k, Operator: corev1.NodeSelectorOpIn, Values: []string{v}}, "term %d", i)
+				}
+			}
+
+			// And, evaluated the way the scheduler and the DaemonSet controller do, it admits exactly
+			// the expected nodes.
+			pod := &corev1.Pod{Spec: spec}
+			aff := nodeaffinity.GetRequiredNodeAffinity(pod)
+			var got []string
+			for name, labels := range nodes {
+				ok, err := aff.Match(node(labels))
+				require.NoError(t, err)
+				if ok {
+					got = append(got, name)
+				}
+			}
+			assert.ElementsMatch(t, tc.matches, got)
+		})
+	}
+
+	t.Run("custom status label values", func(t *testing.T) {
+		r := mustRender(t, minimal(t, "statusLabel: {key: example.com/phase, value: pending, warmingValue: pulling}",
+			"upgrade: {kernelVersions: [6.8.0], kernelVersionLabel: example.com/kernel}"))
+		aff := nodeaffinity.GetRequiredNodeAffinity(&corev1.Pod{Spec: warmer(t, r).Spec.Template.Spec})
+		for labels, want := range map[*map[string]string]bool{
+			{"pool": "notebooks", "example.com/phase": "pulling"}:                                true,
+			{"pool": "notebooks", "example.com/phase": "pending", "example.com/kernel": "6.8.0"}: true,
+			{"pool": "notebooks", "example.com/phase": "pending", "example.com/kernel": "6.1.0"}: false,
+			{"pool": "notebooks", "os-upgrade/status": "warming"}:                                false,
+		} {
+			ok, err := aff.Match(node(*labels))
+			require.NoError(t, err)
+			assert.Equal(t, want, ok, "%v", *labels)
+		}
+	})
+}
+
+func TestConfigMapMatchesValues(t *testing.T) {
+	vals := minimal(t, `
+pool: {nodeSelector: {pool: notebooks, example.com/tier: gpu}}
+taint: {key: example.com/prewarm, value: "yes", effect: NoExecute}
+statusLabel: {key: example.com/prewarm-status, value: waiting, warmingValue: pulling}
+upgrade:
+  kernelVersions: [6.8.0-1, 6.8.0-2]
+  kernelVersionLabel: example.com/kernel
+  when: '{{ ne .Node.Status.NodeInfo.BootID .Baseline.BootID }}'
+maintenance:
+  nodeMaintenance: {enabled: true, group: upgrades.example.com, version: v2, resource: drains, namespace: ops, nodeNameField: spec.target.node}
+  nodeLabel: {enabled: true, selector: upgrade.example.com/pending=true}
+  cordoned: {enabled: true}
+maxConcurrent: "30%"
+cancelAfter: 7m
+maxWaitForUpgrade: 36h
+maxWaitForWarm: 90m
+onWarmTimeout: keep
+events: {namespace: ops-events}
+orchestrator: {client: {qps: 7.5, burst: 15, timeout: 45s}}
+`)
+	r := mustRender(t, vals)
+	cfg := parsedConfig(t, r)
+
+	assert.Equal(t, config.APIVersion, cfg.APIVersion)
+	assert.Equal(t, config.Kind, cfg.Kind)
+	assert.Equal(t, releaseNS+"/"+releaseName, cfg.Instance)
+	assert.Equal(t, map[string]string{"pool": "notebooks", "example.com/tier": "gpu"}, cfg.Pool.NodeSelector)
+	assert.Equal(t, config.Taint{Key: "example.com/prewarm", Value: "yes", Effect: corev1.TaintEffectNoExecute}, cfg.Taint)
+	assert.Equal(t, config.StatusLabel{Key: "example.com/prewarm-status", Value: "waiting", WarmingValue: "pulling"}, cfg.StatusLabel)
+	assert.Equal(t, []string{"6.8.0-1", "6.8.0-2"}, cfg.Upgrade.KernelVersions)
+	assert.Equal(t, "example.com/kernel", cfg.Upgrade.KernelVersionLabel)
+	assert.Equal(t, "{{ ne .Node.Status.NodeInfo.BootID .Baseline.BootID }}", cfg.Upgrade.When)
+	assert.Equal(t, config.NodeMaintenanceSource{Enabled: true, Group: "upgrades.example.com", Version: "v2", Resource: "drains",
+		Namespace: "ops", NodeNameField: "spec.target.node"}, cfg.Maintenance.NodeMaintenance)
+	assert.Equal(t, config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}, cfg.Maintenance.NodeLabel)
+	assert.True(t, cfg.Maintenance.Cordoned.Enabled)
+	assert.Equal(t, intstr.FromString("30%"), cfg.MaxConcurrent)
+	assert.Equal(t, 7*time.Minute, cfg.CancelAfter.Duration)
+	assert.Equal(t, 36*time.Hour, cfg.MaxWaitForUpgrade.Duration)
+	assert.Equal(t, 90*time.Minute, cfg.MaxWaitForWarm.Duration)
+	assert.Equal(t, config.OnWarmTimeoutKeep, cfg.OnWarmTimeout)
+	assert.Equal(t, "ops-events", cfg.Events.Namespace)
+	assert.InDelta(t, 7.5, cfg.Client.QPS, 1e-9)
+	assert.Equal(t, 15, cfg.Client.Burst)
+	assert.Equal(t, 45*time.Second, cfg.Client.Timeout.Duration)
+
+	// The warmer the orchestrator watches is the DaemonSet the chart renders.
+	ds := warmer(t, r)
+	assert.Equal(t, config.Warmer{Namespace: releaseNS, DaemonSetName: ds.Name}, cfg.Warmer)
+	assert.Equal(t, releaseNS, ds.Namespace)
+}
+
+func TestConfigDefaultsMatchTheOrchestrator(t *testing.T) {
+	// With only the required values, the chart's config equals the orchestrator's own defaults
+	// (apart from what the chart must set), so values.yaml and pkg/config do not drift apart.
+	r := mustRender(t, minimal(t))
+	cfg := parsedConfig(t, r)
+	def := config.Default()
+	assert.Equal(t, def.Taint, cfg.Taint)
+	assert.Equal(t, def.StatusLabel, cfg.StatusLabel)
+	assert.Equal(t, def.Maintenance, cfg.Maintenance)
+	assert.Equal(t, def.MaxConcurrent, cfg.MaxConcurrent)
+	assert.Equal(t, def.CancelAfter.Duration, cfg.CancelAfter.Duration)
+	assert.Equal(t, def.MaxWaitForUpgrade.Duration, cfg.MaxWaitForUpgrade.Duration)
+	assert.Equal(t, def.MaxWaitForWarm.Duration, cfg.MaxWaitForWarm.Duration)
+	assert.Equal(t, def.OnWarmTimeout, cfg.OnWarmTimeout)
+	assert.Equal(t, def.Events, cfg.Events)
+	assert.Equal(t, def.Client.QPS, cfg.Client.QPS)
+	assert.Equal(t, def.Client.Burst, cfg.Client.Burst)
+	assert.Equal(t, def.Client.Timeout.Duration, cfg.Client.Timeout.Duration)
+	assert.Equal(t, def.Upgrade.KernelVersionLabel, cfg.Upgrade.KernelVersionLabel)
+	assert.Empty(t, cfg.Upgrade.KernelVersions)
+	assert.Empty(t, cfg.Upgrade.When)
+}
+
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	read := []string{"get", "list", "watch"}
+	cases := []struct {
+		name        string
+		extra       string
+		clusterRole []rbacv1.PolicyRule
+		eventsNS    string
+	}{
+		{
+			name: "defaults",
+			clusterRole: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: read},
+			},
+			eventsNS: "default",
+		},
+		{
+			name:  "custom maintenance resource",
+			extra: "{maintenance: {nodeMaintenance: {group: upgrades.example.com, resource: drains}}, events: {namespace: ops}}",
+			clusterRole: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+				{APIGroups: []string{"upgrades.example.com"}, Resources: []string{"drains"}, Verbs: read},
+			},
+			eventsNS: "ops",
+		},
+		{
+			name:  "no nodeMaintenance source",
+			extra: "maintenance: {nodeMaintenance: {enabled: false}, cordoned: {enabled: true}}",
+			clusterRole: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+			},
+			eventsNS: "default",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustRender(t, minimal(t, tc.extra))
+			sa := find[*corev1.ServiceAccount](t, r, "")
+			assert.Equal(t, releaseNS, sa.Namespace)
+
+			cr := find[*rbacv1.ClusterRole](t, r, "")
+			assert.Equal(t, tc.clusterRole, cr.Rules)
+
+			roles := all[*rbacv1.Role](r)
+			require.Len(t, roles, 2)
+			byNS := map[string]*rbacv1.Role{}
+			for _, role := range roles {
+				if strings.HasSuffix(role.Name, "-events") {
+					byNS["events"] = role
+				} else {
+					byNS["release"] = role
+				}
+			}
+			require.Contains(t, byNS, "release")
+			require.Contains(t, byNS, "events")
+			assert.Equal(t, releaseNS, byNS["release"].Namespace)
+			assert.Equal(t, []rbacv1.PolicyRule{
+				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "controllerrevisions"}, Verbs: read},
+				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: read},
+			}, byNS["release"].Rules)
+			assert.Equal(t, tc.eventsNS, byNS["events"].Namespace)
+			assert.Equal(t, []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			}, byNS["events"].Rules)
+
+			// Every binding grants its role to the orchestrator's ServiceAccount and nothing else.
+			subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: releaseNS}}
+			crb := find[*rbacv1.ClusterRoleBinding](t, r, "")
+			assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}, crb.RoleRef)
+			assert.Equal(t, subject, crb.Subjects)
+			bindings := all[*rbacv1.RoleBinding](r)
+			require.Len(t, bindings, 2)
+			for _, rb := range bindings {
+				assert.Equal(t, subject, rb.Subjects)
+				role := byNS["release"]
+				if rb.Namespace == tc.eventsNS && strings.HasSuffix(rb.Name, "-events") {
+					role = byNS["events"]
+				}
+				assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}, rb.RoleRef)
+				assert.Equal(t, role.Namespace, rb.Namespace)
+			}
+
+			// Every orchestrator pod runs as that ServiceAccount.
+			for name, pod := range orchestratorPods(t, r) {
+				assert.Equal(t, sa.Name, pod.ServiceAccountName, name)
+			}
+		})
+	}
+
+	t.Run("cluster-scoped names include the namespace", func(t *testing.T) {
+		r := mustRender(t, minimal(t))
+		assert.Equal(t, releaseNS+"-"+releaseName+"-image-prewarmer", find[*rbacv1.ClusterRole](t, r, "").Name)
+	})
+
+	t.Run("existing ServiceAccount", func(t *testing.T) {
+		r := mustRender(t, minimal(t, "serviceAccount: {create: false, name: platform-sa}"))
+		assert.Empty(t, all[*corev1.ServiceAccount](r))
+		assert.Equal(t, "platform-sa", find[*rbacv1.ClusterRoleBinding](t, r, "").Subjects[0].Name)
+		for name, pod := range orchestratorPods(t, r) {
+			assert.Equal(t, "platform-sa", pod.ServiceAccountName, name)
+		}
+		_, err := render(t, minimal(t, "serviceAccount: {create: false}"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "serviceAccount.name")
+	})
+}
+
+func TestPodsMeetRestrictedPodSecurity(t *testing.T) {
+	evaluator, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	require.NoError(t, err)
+	restricted := api.LevelVersion{Level: api.LevelRestricted, Version: api.LatestVersion()}
+
+	for _, method := range []string{"hold", "imageVolume"} {
+		t.Run(method, func(t *testing.T) {
+			r := mustRender(t, minimal(t, "prewarm: {method: "+method+"}"))
+			pods := orchestratorPods(t, r)
+			ds := warmer(t, r)
+			pods["daemonset/"+ds.Name] = ds.Spec.Template.Spec
+			require.Len(t, pods, 4, "CronJob, cleanup hook, test hook, warmer")
+
+			for name, spec := range pods {
+				// The admission plugin's own checks, at the restricted level.
+				meta := &metav1.ObjectMeta{Name: name}
+				for _, res := range evaluator.EvaluatePod(restricted, meta, &spec) {
+					assert.True(t, res.Allowed, "%s: %s: %s", name, res.ForbiddenReason, res.ForbiddenDetail)
+				}
+				// And the chart's own bar, beyond the standard.
+				require.NotNil(t, spec.SecurityContext, name)
+				assert.Equal(t, ptrTo(true), spec.SecurityContext.RunAsNonRoot, name)
+				assert.Equal(t, ptrTo(int64(65532)), spec.SecurityContext.RunAsUser, name)
+				require.NotNil(t, spec.SecurityContext.SeccompProfile, name)
+				assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, spec.SecurityContext.SeccompProfile.Type, name)
+				containers := append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...)
+				require.NotEmpty(t, containers)
+				for _, c := range containers {
+					sc := c.SecurityContext
+					require.NotNil(t, sc, "%s/%s", name, c.Name)
+					assert.Equal(t, ptrTo(true), sc.RunAsNonRoot, "%s/%s", name, c.Name)
+					assert.Equal(t, ptrTo(int64(65532)), sc.RunAsUser, "%s/%s", name, c.Name)
+					assert.Equal(t, ptrTo(false), sc.AllowPrivilegeEscalation, "%s/%s", name, c.Name)
+					assert.Equal(t, ptrTo(true), sc.ReadOnlyRootFilesystem, "%s/%s", name, c.Name)
+					require.NotNil(t, sc.Capabilities, "%s/%s", name, c.Name)
+					assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop, "%s/%s", name, c.Name)
+					assert.Empty(t, sc.Capabilities.Add, "%s/%s", name, c.Name)
+					require.NotNil(t, sc.SeccompProfile, "%s/%s", name, c.Name)
+					assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, sc.SeccompProfile.Type, "%s/%s", name, c.Name)
+					assert.NotNil(t, c.Resources.Limits.Memory(), "%s/%s", name, c.Name)
+					assert.False(t, c.Resources.Requests.Memory().IsZero(), "%s/%s has no memory request", name, c.Name)
+				}
+			}
+
+			// The warmer needs no API access: no token.
+			assert.Equal(t, ptrTo(false), ds.Spec.Template.Spec.AutomountServiceAccountToken)
+			assert.Empty(t, ds.Spec.Template.Spec.ServiceAccountName)
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func TestWarmerDaemonSet(t *testing.T) {
+	r := mustRender(t, minimal(t, "prewarm: {priorityClassName: prewarm, imagePullSecrets: [{name: regcred}]}"))
+	ds := warmer(t, r)
+	require.NotNil(t, ds.Spec.UpdateStrategy.RollingUpdate)
+	assert.Equal(t, appsv1.RollingUpdateDaemonSetStrategyType, ds.Spec.UpdateStrategy.Type)
+	assert.Equal(t, intstr.FromString("100%"), *ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable)
+	spec := ds.Spec.Template.Spec
+	require.NotNil(t, spec.TerminationGracePeriodSeconds)
+	assert.LessOrEqual(t, *spec.TerminationGracePeriodSeconds, int64(10))
+	assert.Equal(t, "prewarm", spec.PriorityClassName)
+	assert.Equal(t, []corev1.LocalObjectReference{{Name: "regcred"}}, spec.ImagePullSecrets)
+
+	// Pod template labels are stable (no chart or app version) and select the pods.
+	podLabels := ds.Spec.Template.Labels
+	for k := range podLabels {
+		assert.NotContains(t, []string{"helm.sh/chart", "app.kubernetes.io/version"}, k)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	require.NoError(t, err)
+	assert.True(t, sel.Matches(labelSet(podLabels)))
+	// The object's labels include the selector labels.
+	for k, v := range ds.Spec.Selector.MatchLabels {
+		assert.Equal(t, v, ds.Labels[k], k)
+	}
+
+	t.Run("chart version does not change the pod template", func(t *testing.T) {
+		c := loadChart(t)
+		c.Metadata.Version = "9.9.9"
+		c.Metadata.AppVersion = "9.9.9"
+		other := warmer(t, mustRender(t, minimal(t, "prewarm: {priorityClassName: prewarm, imagePullSecrets: [{name: regcred}]}",
+			"orchestrator: {image: {tag: '0.1.0'}}"), renderOpts{chart: c}))
+		assert.NotEqual(t, ds.Labels["helm.sh/chart"], other.Labels["helm.sh/chart"])
+		assert.Equal(t, ds.Spec.Template, other.Spec.Template)
+	})
+}
+
+type labelSet map[string]string
+
+func (l labelSet) Has(k string) bool              { _, ok := l[k]; return ok }
+func (l labelSet) Get(k string) string            { return l[k] }
+func (l labelSet) Lookup(k string) (string, bool) { v, ok := l[k]; return v, ok }
+
+func TestHoldMethod(t *testing.T) {
+	images := []string{"registry.example.com/a:1", "registry.example.com/b@sha256:" + strings.Repeat("ab", 32), "scratch-only:2"}
+	vals := minimal(t, "orchestrator: {image: {repository: example.com/orch, tag: v9}}")
+	vals["images"] = []any{images[0], images[1], images[2]}
+	spec := warmer(t, mustRender(t, vals)).Spec.Template.Spec
+
+	require.Len(t, spec.InitContainers, 1)
+	init := spec.InitContainers[0]
+	assert.Equal(t, "example.com/orch:v9", init.Image)
+	assert.Equal(t, []string{"/usr/local/bin/prewarm-orchestrator", "hold", "--copy-to", "/prewarm/prewarm-orchestrator"},
+		append(append([]string{}, init.Command...), init.Args...))
+	assert.Equal(t, []corev1.VolumeMount{{Name: "prewarm", MountPath: "/prewarm"}}, init.VolumeMounts)
+
+	require.Len(t, spec.Volumes, 1)
+	assert.Equal(t, "prewarm", spec.Volumes[0].Name)
+	assert.NotNil(t, spec.Volumes[0].EmptyDir)
+
+	require.Len(t, spec.Containers, len(images))
+	names := map[string]bool{}
+	for i, c := range spec.Containers {
+		assert.Equal(t, images[i], c.Image)
+		assert.Equal(t, corev1.PullIfNotPresent, c.ImagePullPolicy)
+		assert.Equal(t, []string{"/prewarm/prewarm-orchestrator", "hold"}, append(append([]string{}, c.Command...), c.Args...))
+		assert.Equal(t, []corev1.VolumeMount{{Name: "prewarm", MountPath: "/prewarm", ReadOnly: true}}, c.VolumeMounts)
+		names[c.Name] = true
+	}
+	assert.Len(t, names, len(images), "container names are unique")
+
+	t.Run("no images: one hold container of the orchestrator image", func(t *testing.T) {
+		vals := minimal(t)
+		vals["images"] = []any{}
+		r := mustRender(t, vals)
+		spec := warmer(t, r).Spec.Template.Spec
+		assert.Empty(t, spec.InitContainers)
+		require.Len(t, spec.Containers, 1)
+		assert.Equal(t, "ghcr.io/image-prewarmer/prewarm-orchestrator:0.1.0", spec.Containers[0].Image)
+		assert.Equal(t, []string{"hold"}, spec.Containers[0].Args)
+		assert.Contains(t, r.Notes, "WARNING: images is empty")
+	})
+}
+
+func TestImageVolumeMethod(t *testing.T) {
+	vals := minimal(t, "prewarm: {method: imageVolume}")
+
+	for _, v := range []string{"v1.34.2", "v1.30.0"} {
+		t.Run("refused on "+v, func(t *testing.T) {
+			_, err := render(t, vals, renderOpts{kubeVersion: v})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "prewarm.method")
+			assert.Contains(t, err.Error(), "1.35")
+		})
+	}
+	for _, v := range []string{"v1.35.0", "v1.36.3"} {
+		t.Run("rendered on "+v, func(t *testing.T) {
+			spec := warmer(t, mustRender(t, vals, renderOpts{kubeVersion: v})).Spec.Template.Spec
+			assert.Empty(t, spec.InitContainers)
+			require.Len(t, spec.Containers, 1)
+			c := spec.Containers[0]
+			assert.Equal(t, "ghcr.io/image-prewarmer/prewarm-orchestrator:0.1.0", c.Image)
+			assert.Equal(t, []string{"/usr/local/bin/prewarm-orchestrator", "hold"}, append(append([]string{}, c.Command...), c.Args...))
+			images := []string{"registry.example.com/a:1", "registry.example.com/b:2"}
+			require.Len(t, spec.Volumes, len(images))
+			require.Len(t, c.VolumeMounts, len(images))
+			for i, vol := range spec.Volumes {
+				require.NotNil(t, vol.Image, vol.Name)
+				assert.Equal(t, images[i], vol.Image.Reference)
+				assert.Equal(t, corev1.PullIfNotPresent, vol.Image.PullPolicy)
+				assert.Equal(t, vol.Name, c.VolumeMounts[i].Name)
+				assert.True(t, c.VolumeMounts[i].ReadOnly)
+			}
+		})
+	}
+}
+
+func TestCronJob(t *testing.T) {
+	r := mustRender(t, minimal(t, `{schedule: "*/7 * * * *", orchestrator: {cronJob: {suspend: true, timeZone: Etc/UTC}, podAnnotations: {team: platform}}}`))
+	cj := find[*batchv1.CronJob](t, r, "")
+	assert.Equal(t, "*/7 * * * *", cj.Spec.Schedule)
+	assert.Equal(t, batchv1.ForbidConcurrent, cj.Spec.ConcurrencyPolicy)
+	assert.Equal(t, ptrTo(true), cj.Spec.Suspend)
+	assert.Equal(t, ptrTo("Etc/UTC"), cj.Spec.TimeZone)
+	assert.Equal(t, ptrTo(int64(300)), cj.Spec.StartingDeadlineSeconds)
+	assert.Equal(t, ptrTo(int32(3)), cj.Spec.SuccessfulJobsHistoryLimit)
+	assert.Equal(t, ptrTo(int32(3)), cj.Spec.FailedJobsHistoryLimit)
+	job := cj.Spec.JobTemplate.Spec
+	assert.Equal(t, ptrTo(int32(2)), job.BackoffLimit)
+	assert.Equal(t, ptrTo(int64(600)), job.ActiveDeadlineSeconds)
+	pod := job.Template
+	assert.Equal(t, "platform", pod.Annotations["team"])
+	require.Len(t, pod.Spec.Containers, 1)
+	c := pod.Spec.Containers[0]
+	assert.Equal(t, []string{"/usr/local/bin/prewarm-orchestrator"}, c.Command)
+	assert.Equal(t, []string{"run", "--once", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
+	assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "config", MountPath: "/etc/image-prewarmer", ReadOnly: true})
+	assert.Equal(t, config.DefaultPath, "/etc/image-prewarmer/config.yaml")
+	cm := find[*corev1.ConfigMap](t, r, "")
+	require.Len(t, pod.Spec.Volumes, 1)
+	assert.Equal(t, cm.Name, pod.Spec.Volumes[0].ConfigMap.Name)
+
+	t.Run("checksum/config follows the config", func(t *testing.T) {
+		sum := pod.Annotations["checksum/config"]
+		require.Len(t, sum, 64)
+		same := find[*batchv1.CronJob](t, mustRender(t, minimal(t, `{schedule: "*/7 * * * *", orchestrator: {cronJob: {suspend: true, timeZone: Etc/UTC}, podAnnotations: {team: platform}}}`)), "")
+		assert.Equal(t, sum, same.Spec.JobTemplate.Spec.Template.Annotations["checksum/config"])
+		changed := find[*batchv1.CronJob](t, mustRender(t, minimal(t, "maxWaitForWarm: 3h")), "")
+		assert.NotEqual(t, sum, changed.Spec.JobTemplate.Spec.Template.Annotations["checksum/config"])
+	})
+
+	t.Run("dryRun, log format, verbosity", func(t *testing.T) {
+		r := mustRender(t, minimal(t, "orchestrator: {dryRun: true, logFormat: text, verbosity: 3}"))
+		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		assert.Equal(t, []string{"run", "--once", "--dry-run", "--config=/etc/image-prewarmer/config.yaml", "--log-format=text", "-v=3"}, c.Args)
+		assert.Contains(t, r.Notes, "WARNING: orchestrator.dryRun is true")
+	})
+
+	t.Run("orchestrator pods prefer nodes outside the pool unless affinity is set", func(t *testing.T) {
+		spec := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec
+		require.NotNil(t, spec.Affinity)
+		pref := spec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+		require.Len(t, pref, 1)
+		assert.Equal(t, []corev1.NodeSelectorRequirement{{Key: "pool", Operator: corev1.NodeSelectorOpNotIn, Values: []string{"notebooks"}}},
+			pref[0].Preference.MatchExpressions)
+		assert.Nil(t, spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution)
+
+		custom := mustRender(t, minimal(t, "orchestrator: {affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: role, operator: In, values: [system]}]}]}}}}"))
+		cspec := find[*batchv1.CronJob](t, custom, "").Spec.JobTemplate.Spec.Template.Spec
+		assert.Nil(t, cspec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution)
+		assert.NotNil(t, cspec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution)
+	})
+}
+
+func TestHooks(t *testing.T) {
+	r := mustRender(t, minimal(t))
+	cm := find[*corev1.ConfigMap](t, r, "")
+	cases := []struct {
+		suffix string
+		events []string
+		args   []string
+		policy string
+	}{
+		{"-cleanup", []string{"pre-delete"}, []string{"cleanup"}, "before-hook-creation,hook-succeeded"},
+		{"-test", []string{"test"}, []string{"run", "--once", "--dry-run"}, "before-hook-creation,hook-succeeded"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.suffix, func(t *testing.T) {
+			job := find[*batchv1.Job](t, r, tc.suffix)
+			assert.Equal(t, tc.events, r.Hooks[job.Name])
+			assert.Equal(t, tc.policy, job.Annotations["helm.sh/hook-delete-policy"])
+			assert.Equal(t, releaseNS, job.Namespace)
+			require.NotNil(t, job.Spec.BackoffLimit)
+			require.NotNil(t, job.Spec.ActiveDeadlineSeconds)
+			spec := job.Spec.Template.Spec
+			assert.Equal(t, corev1.RestartPolicyNever, spec.RestartPolicy)
+			require.Len(t, spec.Containers, 1)
+			c := spec.Containers[0]
+			assert.Equal(t, append(tc.args, "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"), c.Args)
+			assert.Equal(t, cm.Name, spec.Volumes[0].ConfigMap.Name)
+		})
+	}
+	// Only these two are hooks: the ServiceAccount, RBAC and ConfigMap the hooks use are ordinary
+	// release objects, which Helm deletes only after the pre-delete hook has run.
+	assert.Len(t, r.Hooks, 2)
+}
+
+func TestNotes(t *testing.T) {
+	r := mustRender(t, minimal(t))
+	assert.Contains(t, r.Notes, "kubectl get nodes -l pool=notebooks -L os-upgrade/status")
+	assert.Contains(t, r.Notes, "prewarm-orchestrator status")
+	assert.NotContains(t, r.Notes, "WARNING")
+
+	r = mustRender(t, minimal(t, "onWarmTimeout: keep"))
+	assert.Contains(t, r.Notes, `WARNING: onWarmTimeout is "keep"`)
+}
+
+func TestBadValuesAreRefused(t *testing.T) {
+	cases := []struct {
+		name  string
+		extra string // YAML merged over minimal values; "pool: null" style removals are explicit below
+		set   func(map[string]any)
+		want  []string // substrings of the error: the value's path and the reason
+	}{
+		{name: "empty schedule", extra: `schedule: ""`, want: []string{"/schedule"}},
+		{name: "schedule not a string", extra: `schedule: 5`, want: []string{"/schedule", "want string"}},
+		{name: "empty pool selector", set: func(v map[string]any) { v["pool"] = map[string]any{"nodeSelector": map[string]any{}} }, want: []string{"/pool/nodeSelector", "minProperties"}},
+		{name: "no pool", set: func(v map[string]any) { delete(v, "pool") }, want: []string{"/pool/nodeSelector", "minProperties"}},
+		{name: "pool label value not a string", extra: "pool: {nodeSelector: {pool: 3}}", want: []string{"/pool/nodeSelector/pool"}},
+		{name: "bad pool label key", extra: "pool: {nodeSelector: {'bad key': x}}", want: []string{"/pool/nodeSelector"}},
+		{name: "unknown top-level key", extra: "imagez: [a]", want: []string{"additional properties 'imagez' not allowed"}},
+		{name: "unknown nested key", extra: "prewarm: {keepAfterReleas: true}", want: []string{"/prewarm", "keepAfterReleas"}},
+		{name: "unknown orchestrator key", extra: "orchestrator: {cronjob: {suspend: true}}", want: []string{"/orchestrator", "cronjob"}},
+		{name: "images not a list", extra: "images: registry.example.com/a:1", want: []string{"/images", "want array"}},
+		{name: "image not a string", extra: "images: [3]", want: []string{"/images/0"}},
+		{name: "empty image", extra: `images: [""]`, want: []string{"/images/0"}},
+		{name: "negative cancelAfter", extra: "cancelAfter: -5m", want: []string{"/cancelAfter"}},
+		{name: "malformed maxWaitForUpgrade", extra: "maxWaitForUpgrade: 1 day", want: []string{"/maxWaitForUpgrade"}},
+		{name: "zero maxWaitForWarm", extra: "maxWaitForWarm: 0s", want: []string{"/maxWaitForWarm"}},
+		{name: "duration as a number", extra: "maxWaitForWarm: 3600", want: []string{"/maxWaitForWarm"}},
+		{name: "negative client timeout", extra: "orchestrator: {client: {timeout: -1s}}", want: []string{"/orchestrator/client/timeout"}},
+		{name: "negative budget", extra: "maxConcurrent: -1", want: []string{"/maxConcurrent"}},
+		{name: "budget over 100%", extra: "maxConcurrent: 101%", want: []string{"/maxConcurrent"}},
+		{name: "budget not a percentage", extra: "maxConcurrent: lots", want: []string{"/maxConcurrent"}},
+		{name: "fractional budget", extra: "maxConcurrent: 1.5", want: []string{"/maxConcurrent"}},
+		{name: "bad onWarmTimeout", extra: "onWarmTimeout: retry", want: []string{"/onWarmTimeout", "release", "keep"}},
+		{name: "bad taint effect", extra: "taint: {effect: NoScheduleX}", want: []string{"/taint/effect", "NoSchedule"}},
+		{name: "bad taint key", extra: "taint: {key: 'os upgrade'}", want: []string{"/taint/key"}},
+		{name: "empty status value", extra: `statusLabel: {value: ""}`, want: []string{"/statusLabel/value"}},
+		{name: "bad prewarm method", extra: "prewarm: {method: pull}", want: []string{"/prewarm/method", "hold", "imageVolume"}},
+		{name: "bad mode", extra: "orchestrator: {mode: daemon}", want: []string{"/orchestrator/mode", "cronjob"}},
+		{name: "bad log format", extra: "orchestrator: {logFormat: xml}", want: []string{"/orchestrator/logFormat"}},
+		{name: "bad pull policy", extra: "orchestrator: {image: {pullPolicy: Sometimes}}", want: []string{"/orchestrator/image/pullPolicy"}},
+		{name: "kernel version not a string", extra: "upgrade: {kernelVersions: [6.8], kernelVersionLabel: k}", want: []string{"/upgrade/kernelVersions/0", "want string"}},
+		{name: "bool as string", extra: "prewarm: {keepAfterRelease: 'yes'}", want: []string{"/prewarm/keepAfterRelease", "want boolean"}},
+		{name: "negative backoff", extra: "orchestrator: {cronJob: {backoffLimit: -1}}", want: []string{"/orchestrator/cronJob/backoffLimit"}},
+		{name: "bad events namespace", extra: "events: {namespace: Events_NS}", want: []string{"/events/namespace"}},
+		{name: "pull secrets as strings", extra: "prewarm: {imagePullSecrets: [regcred]}", want: []string{"/prewarm/imagePullSecrets/0"}},
+		// Combinations the templates refuse with a message naming the values.
+		{name: "deployment mode not available yet", extra: "orchestrator: {mode: deployment}", want: []string{"orchestrator.mode", "deployment", "cronjob"}},
+		{name: "kernel versions without label", extra: "upgrade: {kernelVersions: ['6.8.0']}", want: []string{"upgrade.kernelVersionLabel", "upgrade.kernelVersions"}},
+		{name: "status label key in pool", extra: "statusLabel: {key: pool}", want: []string{"statusLabel.key", "pool.nodeSelector"}},
+		{name: "equal status values", extra: "statusLabel: {value: x, warmingValue: x}", want: []string{"statusLabel.warmingValue"}},
+		{name: "node label source without selector", extra: "maintenance: {nodeLabel: {enabled: true}}", want: []string{"maintenance.nodeLabel.selector"}},
+		{name: "no maintenance source", extra: "maintenance: {nodeMaintenance: {enabled: false}}", want: []string{"maintenance", "nodeMaintenance", "nodeLabel", "cordoned"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := minimal(t)
+			if tc.extra != "" {
+				vals = minimal(t, tc.extra)
+			}
+			if tc.set != nil {
+				tc.set(vals)
+			}
+			_, err := render(t, vals)
+			require.Error(t, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestGoodValuesAreAccepted(t *testing.T) {
+	// The other side of the refusals: edge values that are valid must render and validate.
+	for _, extra := range []string{
+		"maxConcurrent: 0", "maxConcurrent: 100%", "maxConcurrent: 0%", "maxConcurrent: 250",
+		"cancelAfter: 0s", "cancelAfter: 1h30m", "maxWaitForWarm: 1.5h",
+		"orchestrator: {cronJob: {startingDeadlineSeconds: null}}",
+		"upgrade: {kernelVersions: [6.8.0-1075-azure], kernelVersionLabel: feature.node.kubernetes.io/kernel-version.full}",
+		"maintenance: {nodeMaintenance: {enabled: false}, nodeLabel: {enabled: true, selector: 'a=b,c in (d)'}}",
+		"global: {imageRegistry: example.com}",
+		"fullnameOverride: prewarmer",
+	} {
+		t.Run(extra, func(t *testing.T) {
+			parsedConfig(t, mustRender(t, minimal(t, extra)))
+		})
+	}
+}
+
+func TestExamplesRenderAndValidate(t *testing.T) {
+	files := exampleFiles(t)
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f))
+	}
+	for _, want := range []string{"dev.yaml", "staging.yaml", "prod.yaml", "medik8s-nodemaintenance.yaml",
+		"startup-taint.yaml", "cordon-kured.yaml", "demo.yaml", "default-values.yaml", "keep-kernel-values.yaml"} {
+		assert.Contains(t, names, want)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			vals := valuesFile(t, f)
+			r := mustRender(t, vals)
+			cfg := parsedConfig(t, r)
+			ds := warmer(t, r)
+			assert.Equal(t, ds.Name, cfg.Warmer.DaemonSetName)
+
+			// The values file's own settings reach the config.
+			pool, _ := vals["pool"].(map[string]any)
+			sel, _ := pool["nodeSelector"].(map[string]any)
+			require.NotEmpty(t, sel)
+			require.Len(t, cfg.Pool.NodeSelector, len(sel))
+			for k, v := range sel {
+				assert.Equal(t, v, cfg.Pool.NodeSelector[k])
+			}
+			if imgs, ok := vals["images"].([]any); ok && len(imgs) > 0 {
+				got := map[string]bool{}
+				for _, c := range ds.Spec.Template.Spec.Containers {
+					got[c.Image] = true
+				}
+				for _, v := range ds.Spec.Template.Spec.Volumes {
+					if v.Image != nil {
+						got[v.Image.Reference] = true
+					}
+				}
+				for _, img := range imgs {
+					assert.True(t, got[img.(string)], "image %s not in the warmer", img)
+				}
+			}
+		})
+	}
+}
+
+func TestReadmeValuesTableInSync(t *testing.T) {
+	vals, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	require.NoError(t, err)
+	readme, err := os.ReadFile(filepath.Join(chartDir, "README.md"))
+	require.NoError(t, err)
+
+	documented, err := valuesdoc.Parse(vals)
+	require.NoError(t, err, "every value in values.yaml needs a # -- comment")
+	updated, err := valuesdoc.Update(readme, vals)
+	require.NoError(t, err)
+	if string(updated) != string(readme) {
+		t.Errorf("charts/image-prewarmer/README.md is stale: run make chart-docs\n%s", lineDiff(string(readme), string(updated)))
+	}
+
+	// Every documented key appears in the table, and is a key the schema knows.
+	for _, v := range documented {
+		assert.Contains(t, string(readme), "| `"+v.Key+"` |")
+	}
+}
+
+// lineDiff lists the lines only in have (-) and only in want (+).
+func lineDiff(have, want string) string {
+	count := func(s string) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l]++
+		}
+		return m
+	}
+	h, w := count(have), count(want)
+	var b strings.Builder
+	for _, l := range strings.Split(have, "\n") {
+		if h[l] > w[l] {
+			b.WriteString("- " + l + "\n")
+			h[l]--
+		}
+	}
+	h = count(have)
+	for _, l := range strings.Split(want, "\n") {
+		if w[l] > h[l] {
+			b.WriteString("+ " + l + "\n")
+			w[l]--
+		}
+	}
+	return b.String()
+}

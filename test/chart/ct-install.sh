@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# make chart-test: installs the chart into a local kwok cluster (hack/cluster.sh, a dedicated cluster
+# so it never disturbs a development one) and always deletes that cluster at the end.
+#   1. `ct install` installs the chart with each charts/image-prewarmer/ci/*-values.yaml (`--wait`),
+#      runs `helm test` (a Job: one `run --once --dry-run` cycle), and uninstalls it (pre-delete
+#      cleanup hook), all in a namespace that enforces the restricted Pod Security Standard. The kwok
+#      nodes of testdata/kwok-nodes.yaml put a warmer pod on a tainted pool node for each ci file, so
+#      `--wait` proves the warmer is admitted, scheduled and Ready.
+#   2. Every values-examples/*.yaml is installed as is into its own restricted namespace, tested and
+#      uninstalled; nothing of the release may be left behind.
+# Under kwok no container really runs: Jobs complete and pods become Ready through kwok's stages, so
+# this proves that the objects are valid and admitted (schema, API validation, RBAC, Pod Security).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here="$root/test/chart"
+cluster=${CHART_TEST_CLUSTER:-image-prewarmer-ct}
+chart="$root/charts/image-prewarmer"
+log() { printf '[chart-test] %s\n' "$*" >&2; }
+
+bin=$("$root/hack/tools/install.sh" helm ct kubectl)
+export PATH="$bin:$PATH"
+command -v yamllint >/dev/null 2>&1 || { log "yamllint is not installed (ct needs it): apt-get install -y yamllint"; exit 1; }
+
+down() {
+  local rc=$?
+  log "deleting cluster $cluster"
+  "$root/hack/cluster.sh" down "$cluster" || true
+  exit "$rc"
+}
+trap down EXIT
+
+KUBECONFIG=$("$root/hack/cluster.sh" up "$cluster")
+export KUBECONFIG
+log "cluster $cluster is up (KUBECONFIG=$KUBECONFIG)"
+
+kubectl apply -f "$here/testdata/kwok-nodes.yaml" >/dev/null
+kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
+
+restricted_ns() {
+  kubectl create namespace "$1" >/dev/null
+  kubectl label namespace "$1" >/dev/null \
+    pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest \
+    pod-security.kubernetes.io/warn=restricted
+}
+
+# 1. ct install, each ci/*-values.yaml, in a restricted namespace.
+restricted_ns ct-restricted
+(cd "$root" && ct install --config ct.yaml --all --namespace ct-restricted --release-label app.kubernetes.io/instance)
+kubectl delete namespace ct-restricted --wait=false >/dev/null
+
+# 2. values-examples/*.yaml, each as is.
+leftovers() { # NAMESPACE RELEASE: the release's objects still present
+  kubectl get configmap,serviceaccount,role,rolebinding,daemonset,cronjob -n "$1" -l "app.kubernetes.io/instance=$2" -o name
+  kubectl get clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$2" -o name
+  kubectl get role,rolebinding -A -l "app.kubernetes.io/instance=$2" -o name
+}
+failed=()
+for f in "$root"/values-examples/*.yaml; do
+  name=$(basename "$f" .yaml)
+  ns="example-$name"
+  rel="ex-$name"
+  left=""
+  log "values-examples/$name.yaml: install, test, uninstall in namespace $ns"
+  restricted_ns "$ns"
+  if helm install "$rel" "$chart" -n "$ns" -f "$f" --wait --timeout 180s >/dev/null &&
+    helm test "$rel" -n "$ns" --timeout 180s >/dev/null &&
+    helm uninstall "$rel" -n "$ns" --wait --timeout 180s >/dev/null &&
+    left=$(leftovers "$ns" "$rel") && [[ -z $left ]]; then
+    log "values-examples/$name.yaml: ok"
+  else
+    log "values-examples/$name.yaml: FAILED ${left:+(left behind: $left)}"
+    kubectl get all,events -n "$ns" >&2 || true
+    failed+=("$name")
+  fi
+  kubectl delete namespace "$ns" --wait=false >/dev/null
+done
+if ((${#failed[@]} > 0)); then
+  log "failed: ${failed[*]}"
+  exit 1
+fi
+log "all ci values and values-examples installed, tested and uninstalled"

@@ -1,0 +1,185 @@
+package orchestrator_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// orchestratorBinary builds cmd/prewarm-orchestrator once per test run.
+func orchestratorBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "prewarm-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "prewarm-orchestrator")
+		out, err := exec.Command("go", "build", "-o", binary, "github.com/image-prewarmer/image-prewarmer/cmd/prewarm-orchestrator").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	require.NoError(t, buildErr)
+	return binary
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+	took           time.Duration
+}
+
+func (e *env) runBinary(configYAML string, args ...string) result {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	cfgPath := filepath.Join(dir, "config.yaml")
+	require.NoError(e.t, os.WriteFile(cfgPath, []byte(configYAML), 0o600))
+	return runBinaryWith(e.t, append([]string{"--config", cfgPath}, args...), nil)
+}
+
+func runBinaryWith(t *testing.T, args []string, env []string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, orchestratorBinary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), env...)
+	start := time.Now()
+	err := cmd.Run()
+	res := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		res.code = exit.ExitCode()
+	default:
+		require.NoError(t, err)
+	}
+	return res
+}
+
+func (e *env) configYAML() string {
+	e.t.Helper()
+	b, err := yaml.Marshal(e.cfg)
+	require.NoError(e.t, err)
+	return string(b)
+}
+
+// lastLine is the one-line reason main prints on failure.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// 11. Unreachable API server: non-zero exit with a one-line reason, in bounded time.
+func TestUnreachableAPIServer(t *testing.T) {
+	e := newEnv(t)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: gone, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: gone, user: u}}]
+current-context: c
+`), 0o600))
+	res := e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
+	assert.Equal(t, 1, res.code, res.stderr)
+	assert.Less(t, res.took, time.Minute)
+	line := lastLine(res.stderr)
+	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: listing pool nodes"), line)
+	assert.Contains(t, line, "127.0.0.1:1")
+}
+
+// 12. Invalid config: non-zero exit naming the field; nothing written.
+func TestInvalidConfigWritesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.warmer()
+	e.maintenance("a")
+	valid := e.configYAML()
+	cases := []struct {
+		name, config, field string
+	}{
+		{"unknown field", valid + "maxConcurent: 3\n", `unknown field "maxConcurent"`},
+		{"bad duration", strings.Replace(valid, "maxWaitForWarm: 2h0m0s", "maxWaitForWarm: soon", 1), "maxWaitForWarm"},
+		{"bad template", strings.Replace(valid, "upgrade: {}", "upgrade:\n  when: '{{ .Kernel'", 1), "upgrade.when"},
+		{"empty pool selector", strings.Replace(valid, "e2e.image-prewarmer.io/pool: "+e.name, "{}", 1), "pool.nodeSelector"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NotEqual(t, valid, tc.config, "the case must change the config")
+			res := e.runBinary(tc.config, "run", "--once", "--kubeconfig", cluster.Kubeconfig)
+			assert.Equal(t, 2, res.code, res.stderr)
+			assert.Contains(t, lastLine(res.stderr), tc.field)
+			e.requireUntouched("a")
+		})
+	}
+}
+
+// 13. --dry-run prints the plan and writes nothing; the same run without it writes.
+func TestDryRun(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.poolNode("b")
+	e.warmer()
+	e.maintenance("a")
+	res := e.runBinary(e.configYAML(), "run", "--once", "--dry-run", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "1 action(s), nothing written")
+	assert.Regexp(t, e.nodeName("a")+`\s+enter\s+nodeMaintenance`, res.stdout)
+	assert.NotContains(t, res.stdout, e.nodeName("b"))
+	e.requireUntouched("a")
+	require.Empty(t, e.events("a", ""))
+
+	res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", cluster.Kubeconfig, "--log-format", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	assert.Contains(t, res.stderr, `"msg":"cycle complete"`)
+
+	// status reads what the run wrote.
+	res = e.runBinary(e.configYAML(), "status", "-o", "json", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, `"phase": "tainted"`)
+
+	// cleanup releases it.
+	res = e.runBinary(e.configYAML(), "cleanup", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	e.requireReleased("a", state.ReasonCleanup)
+}
+
+func TestHold(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "copy")
+	res := runBinaryWith(t, []string{"hold", "--copy-to", dst}, nil)
+	require.Equal(t, 0, res.code, res.stderr)
+	info, err := os.Stat(dst)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), info.Mode().Perm())
+
+	cmd := exec.Command(dst, "hold")
+	require.NoError(t, cmd.Start())
+	time.Sleep(500 * time.Millisecond) // let it install its signal handler
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	require.NoError(t, cmd.Wait(), "hold exits 0 on SIGINT")
+}

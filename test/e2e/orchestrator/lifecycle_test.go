@@ -1,0 +1,482 @@
+package orchestrator_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
+)
+
+const newKernel = "6.8.0-100"
+
+func kernelTarget(c *config.Config) {
+	c.Upgrade.KernelVersions = []string{newKernel}
+	c.Upgrade.KernelVersionLabel = "kernel-version"
+}
+
+// consistentlyNoWarmer asserts that no warmer pod appears on the node for a while: the
+// DaemonSet's affinity must not admit a node before its upgrade.
+func (e *env) consistentlyNoWarmer(short string, d time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		require.Empty(e.t, e.warmerPods(short), "no warmer pod may run on %s before its upgrade", short)
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// 1. The seed scenario, with a kernel target.
+func TestSeedScenario(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	foreignTaint := corev1.Taint{Key: "example.com/foreign", Value: "x", Effect: corev1.TaintEffectPreferNoSchedule}
+	e.poolNode("a", framework.WithTaints(foreignTaint), framework.WithLabels(map[string]string{"team": "ml"}))
+	e.poolNode("b")
+	e.poolNode("c")
+	e.otherNode("x")
+	e.warmer()
+	for _, n := range []string{"a", "b", "x"} {
+		e.maintenance(n)
+	}
+
+	res := e.cycle()
+	assert.Equal(t, 2, res.Applied[plan.Enter])
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.requirePhase("b", state.PhaseTainted, "upgrading")
+	e.requireUntouched("c")
+	e.requireUntouched("x")
+	a := e.node("a")
+	assert.Equal(t, "5.15.0-100", a.Annotations[state.BaselineKernel])
+	assert.NotEmpty(t, a.Annotations[state.BaselineBootID])
+	assert.Equal(t, e.name+"/prewarm", a.Annotations[state.Owner])
+	require.Len(t, e.events("a", "PrewarmTainted"), 1)
+
+	e.consistentlyNoWarmer("a", 2*time.Second)
+
+	// The pipeline cordons, reboots onto the new kernel; the kernel term starts the warmer.
+	_, err := cluster.Cordon(e.ctx, e.nodeName("a"))
+	require.NoError(t, err)
+	e.reboot("a", newKernel)
+	e.waitWarmerReady("a")
+
+	res = e.cycle()
+	assert.Equal(t, 1, res.Applied[plan.Release])
+	released := e.requireReleased("a", state.ReasonWarm)
+	e.requirePhase("b", state.PhaseTainted, "upgrading")
+	e.requireUntouched("c")
+	e.requireUntouched("x")
+
+	// Foreign taints, labels and cordons are intact.
+	assert.Contains(t, released.Spec.Taints, foreignTaint)
+	assert.Equal(t, "ml", released.Labels["team"])
+	assert.True(t, released.Spec.Unschedulable, "the pipeline's cordon is not ours to remove")
+	require.Len(t, e.events("a", "PrewarmReleased"), 1)
+
+	// Released while its NodeMaintenance still exists: not tainted again.
+	e.cycle()
+	e.requireReleased("a", state.ReasonWarm)
+}
+
+// 2. No kernel target: a pod Ready before the reboot does not release the node; one Ready after it does.
+func TestPodReadyBeforeRebootDoesNotCount(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.warmer(func(o *framework.WarmerOptions) { o.KeepAfterRelease = true })
+	pre := e.waitWarmerReady("a") // keepAfterRelease: warmer pods run on every pool node
+
+	e.maintenance("a")
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	assert.Equal(t, string(pre.UID), e.node("a").Annotations[state.WarmerPodUID])
+
+	e.reboot("a", newKernel)
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming") // the old pod is still Ready: not warm
+
+	// The reboot re-creates the pod (kwok does not restart containers): a new pod, Ready after it.
+	require.NoError(t, e.client.CoreV1().Pods(pre.Namespace).Delete(e.ctx, pre.Name, metav1.DeleteOptions{}))
+	e.eventually("a new warmer pod", func() bool {
+		for _, p := range e.warmerPods("a") {
+			if p.UID != pre.UID && state.PodReady(&p) {
+				return true
+			}
+		}
+		return false
+	})
+	e.cycle()
+	e.requireReleased("a", state.ReasonWarm)
+}
+
+// 3. Maintenance cancelled before the upgrade: released after cancelAfter.
+func TestCancelledMaintenance(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.warmer()
+	e.maintenance("a")
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+
+	e.endMaintenance("a")
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	assert.Contains(t, e.node("a").Annotations, state.LeftMaintenanceAt)
+
+	e.clock.Advance(9 * time.Minute)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+
+	e.clock.Advance(time.Minute)
+	e.cycle()
+	e.requireReleased("a", state.ReasonCancelled)
+	require.Len(t, e.events("a", "PrewarmReleased"), 1)
+}
+
+// 4. The DaemonSet is updated (new image list): a pod of the old revision does not count.
+func TestOldRevisionDoesNotCount(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	ds := e.warmer()
+	e.maintenance("a")
+	e.cycle()
+	e.reboot("a", newKernel)
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	old := e.waitWarmerReady("a")
+
+	// New image list; OnDelete keeps the old pod around so the orchestrator sees it.
+	patch := `{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null},"template":{"spec":{"containers":[{"name":"warm-0","image":"registry.example.com/notebook/base:2026.12"}]}}}}`
+	_, err := e.client.AppsV1().DaemonSets(ds.Namespace).Patch(e.ctx, ds.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	require.NoError(t, err)
+	e.eventually("the DaemonSet controller to observe the update", func() bool {
+		cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.ctx, ds.Name, metav1.GetOptions{})
+		return err == nil && cur.Status.ObservedGeneration >= cur.Generation && cur.Generation > ds.Generation
+	})
+
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+
+	require.NoError(t, e.client.CoreV1().Pods(old.Namespace).Delete(e.ctx, old.Name, metav1.DeleteOptions{}))
+	e.eventually("a warmer pod of the new revision", func() bool {
+		for _, p := range e.warmerPods("a") {
+			if p.UID != old.UID && state.PodReady(&p) {
+				return true
+			}
+		}
+		return false
+	})
+	e.cycle()
+	e.requireReleased("a", state.ReasonWarm)
+}
+
+// 5. Image pull failure: a Warning Event and last-error, then the warm timeout releases (default)
+// or keeps (onWarmTimeout: keep).
+func TestPullFailure(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			e := newEnv(t, func(c *config.Config) {
+				if keep {
+					c.OnWarmTimeout = config.OnWarmTimeoutKeep
+				}
+			})
+			e.images = []string{framework.FailPullImage("registry.example.com/notebook/missing:1")}
+			e.poolNode("a")
+			e.warmer()
+			e.maintenance("a")
+			e.cycle()
+			e.reboot("a", newKernel)
+			e.cycle()
+			e.requirePhase("a", state.PhaseWarming, "warming")
+			e.eventually("the warmer container to fail its pull", func() bool {
+				reason, _ := plan.PodProblem(podPtrs(e.warmerPods("a")))
+				return reason == "ImagePull"
+			})
+
+			e.cycle()
+			n := e.node("a")
+			assert.True(t, strings.HasPrefix(n.Annotations[state.LastError], "ImagePull: "), n.Annotations[state.LastError])
+			assert.Contains(t, n.Annotations[state.LastError], "missing")
+			warnings := e.events("a", "PrewarmImagePull")
+			require.Len(t, warnings, 1)
+			assert.Equal(t, corev1.EventTypeWarning, warnings[0].Type)
+
+			e.cycle() // the same problem is not reported twice
+			require.Len(t, e.events("a", "PrewarmImagePull"), 1)
+			e.requirePhase("a", state.PhaseWarming, "warming")
+
+			e.clock.Advance(2 * time.Hour)
+			e.cycle()
+			if keep {
+				e.requirePhase("a", state.PhaseWarming, "warming")
+				assert.True(t, strings.HasPrefix(e.node("a").Annotations[state.LastError], "WarmTimeout: "))
+				require.Len(t, e.events("a", "PrewarmWarmTimeout"), 1)
+				return
+			}
+			e.requireReleased("a", state.ReasonTimeout)
+			timeouts := e.events("a", "PrewarmTimeout")
+			require.Len(t, timeouts, 1)
+			assert.Equal(t, corev1.EventTypeWarning, timeouts[0].Type)
+			assert.Contains(t, timeouts[0].Message, "ImagePull")
+		})
+	}
+}
+
+func podPtrs(pods []corev1.Pod) []*corev1.Pod {
+	out := make([]*corev1.Pod, len(pods))
+	for i := range pods {
+		out[i] = &pods[i]
+	}
+	return out
+}
+
+// 6. A node that joins with the taint is adopted and released once warm.
+func TestJoinedTaintedIsAdopted(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.poolNode("a", framework.WithTaints(corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}))
+	e.warmer()
+	e.consistentlyNoWarmer("a", time.Second)
+
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	require.Len(t, e.events("a", "PrewarmAdopted"), 1)
+	e.waitWarmerReady("a")
+	e.cycle()
+	e.requireReleased("a", state.ReasonWarm)
+}
+
+// 7. maxConcurrent 3 with 10 nodes in maintenance: exactly 3 tainted; more as they are released.
+func TestBudget(t *testing.T) {
+	e := newEnv(t, kernelTarget, func(c *config.Config) { c.MaxConcurrent = intstr.FromInt32(3) })
+	e.warmer()
+	var names []string
+	for i := range 10 {
+		short := fmt.Sprintf("n%02d", i)
+		names = append(names, short)
+		e.poolNode(short)
+		e.maintenance(short)
+	}
+	phases := func() map[string][]string {
+		out := map[string][]string{}
+		for _, s := range names {
+			n := e.node(s)
+			p := n.Annotations[state.Phase]
+			if p == "" {
+				p = n.Annotations[state.ReleaseReason]
+			}
+			out[p] = append(out[p], s)
+		}
+		return out
+	}
+
+	e.cycle()
+	first := phases()[state.PhaseTainted]
+	require.Len(t, first, 3)
+	e.cycle()
+	require.Len(t, phases()[state.PhaseTainted], 3, "the budget holds across cycles")
+
+	for _, s := range first {
+		e.reboot(s, newKernel)
+	}
+	for _, s := range first {
+		e.waitWarmerReady(s)
+	}
+	e.cycle()
+	got := phases()
+	assert.ElementsMatch(t, first, got[state.ReasonWarm])
+	assert.Len(t, got[state.PhaseTainted], 3, "released nodes make room for the next three")
+}
+
+// 8. A second writer changes other taints and labels on the same nodes while cycles run:
+// nothing of theirs is lost, nothing of ours is duplicated.
+func TestConcurrentWriter(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.warmer()
+	var names []string
+	for i := range 5 {
+		short := fmt.Sprintf("w%d", i)
+		names = append(names, short)
+		e.poolNode(short)
+		e.maintenance(short)
+	}
+
+	const rounds = 15
+	var wg sync.WaitGroup
+	wg.Add(1)
+	errs := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		for r := range rounds {
+			for _, s := range names {
+				if err := otherWriter(e, cluster.Client, e.nodeName(s), r); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	for i := 0; i < 6; i++ {
+		if i == 2 {
+			for _, s := range names {
+				e.reboot(s, newKernel)
+			}
+		}
+		_, err := e.engine().RunOnce(e.ctx)
+		require.NoError(t, err)
+	}
+	wg.Wait()
+	close(errs)
+	require.NoError(t, <-errs)
+
+	e.eventually("every node released", func() bool {
+		e.cycle()
+		for _, s := range names {
+			if e.node(s).Annotations[state.ReleaseReason] == "" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range names {
+		n := e.requireReleased(s, state.ReasonWarm)
+		for r := range rounds {
+			assert.Equal(t, "yes", n.Labels[fmt.Sprintf("writer.example.com/r%d", r)], "label of round %d on %s", r, s)
+			assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: fmt.Sprintf("writer.example.com/r%d", r), Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
+		}
+	}
+}
+
+// otherWriter is another controller: read-modify-update with retry on conflict.
+func otherWriter(e *env, client kubernetes.Interface, node string, round int) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := client.CoreV1().Nodes().Get(e.ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		key := fmt.Sprintf("writer.example.com/r%d", round)
+		n.Labels[key] = "yes"
+		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: key, Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
+		_, err = client.CoreV1().Nodes().Update(e.ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// 9. A cycle that dies after part of its patches: the next cycle converges.
+func TestCycleDiesHalfway(t *testing.T) {
+	e := newEnv(t)
+	e.warmer()
+	var names []string
+	for i := range 6 {
+		short := fmt.Sprintf("h%d", i)
+		names = append(names, short)
+		e.poolNode(short)
+		e.maintenance(short)
+	}
+	counter := &requestCounter{failAfter: 3}
+	broken, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	_, err = e.engine(func(o *engine.Options) { o.Client = broken }).RunOnce(e.ctx)
+	require.Error(t, err, "the cycle reports that it could not finish")
+
+	tainted := 0
+	for _, s := range names {
+		if state.HasTaint(e.node(s), "os-upgrade", corev1.TaintEffectNoSchedule) {
+			tainted++
+		}
+	}
+	require.Equal(t, 3, tainted, "three patches went through before the failure")
+
+	e.cycle()
+	for _, s := range names {
+		n := e.node(s)
+		e.requirePhase(s, state.PhaseTainted, "upgrading")
+		count := 0
+		for _, tt := range n.Spec.Taints {
+			if tt.Key == "os-upgrade" {
+				count++
+			}
+		}
+		assert.Equal(t, 1, count, "one taint on %s", s)
+	}
+	e.cycle() // idempotent: nothing left to do
+	for _, s := range names {
+		require.Len(t, e.events(s, "PrewarmTainted"), 1, "one Tainted event on %s", s)
+	}
+}
+
+// 14. API cost: a cycle over a 200-node pool is a constant number of list calls plus one patch
+// per node that changes state.
+func TestAPICost(t *testing.T) {
+	e := newEnv(t)
+	e.warmer()
+	const pool, inMaintenance = 200, 20
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range pool {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			short := fmt.Sprintf("p%03d", i)
+			e.poolNode(short)
+			if i < inMaintenance {
+				e.maintenance(short)
+			}
+		}()
+	}
+	wg.Wait()
+
+	counter := &requestCounter{}
+	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	run := func() engine.Result {
+		res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.ctx)
+		require.NoError(t, err)
+		return res
+	}
+
+	res := run()
+	require.Equal(t, inMaintenance, res.Applied[plan.Enter])
+	t.Logf("first cycle requests: %v", summarizeRequests(counter.all()))
+	assert.Equal(t, 2, counter.count("GET", "/api/v1/nodes"), "two node lists")
+	assert.Equal(t, 1, counter.count("GET", "/daemonsets/warmer"))
+	assert.Equal(t, 1, counter.count("GET", "/controllerrevisions"))
+	assert.Equal(t, 1, counter.count("GET", "/pods"))
+	assert.Equal(t, inMaintenance, counter.count("PATCH", "/api/v1/nodes/"), "one patch per node that changes state")
+	assert.Equal(t, inMaintenance, counter.count("POST", "/events"))
+	assert.Equal(t, 0, counter.count("GET", "/api/v1/nodes/"), "no per-node reads")
+
+	counter.reset()
+	run()
+	assert.Equal(t, 0, counter.count("PATCH", ""), "nothing changed: no writes")
+	assert.Equal(t, 2, counter.count("GET", "/api/v1/nodes"))
+}
+
+func summarizeRequests(reqs []string) map[string]int {
+	out := map[string]int{}
+	for _, r := range reqs {
+		parts := strings.SplitN(r, " ", 2)
+		path := parts[1]
+		if i := strings.Index(path, "/nodes/"); i >= 0 {
+			path = path[:i] + "/nodes/*"
+		}
+		out[parts[0]+" "+path]++
+	}
+	return out
+}

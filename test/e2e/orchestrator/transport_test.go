@@ -1,0 +1,66 @@
+package orchestrator_test
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// requestCounter counts the API requests made through a client, and can make PATCH requests fail
+// after a number of them (a cycle that dies half-way).
+type requestCounter struct {
+	mu           sync.Mutex
+	requests     []string // "VERB path"
+	failAfter    int      // fail PATCHes once this many succeeded; 0: never
+	patchesMade  int
+	patchFailure error
+}
+
+func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		c.mu.Lock()
+		c.requests = append(c.requests, req.Method+" "+req.URL.Path)
+		if req.Method == http.MethodPatch {
+			if c.failAfter > 0 && c.patchesMade >= c.failAfter {
+				c.mu.Unlock()
+				if c.patchFailure == nil {
+					c.patchFailure = errors.New("injected: connection lost mid-cycle")
+				}
+				return nil, c.patchFailure
+			}
+			c.patchesMade++
+		}
+		c.mu.Unlock()
+		return rt.RoundTrip(req)
+	})
+}
+
+// count returns how many requests had the method and a path containing fragment.
+func (c *requestCounter) count(method, fragment string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, r := range c.requests {
+		if strings.HasPrefix(r, method+" ") && strings.Contains(r, fragment) {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *requestCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.requests = nil
+}
+
+func (c *requestCounter) all() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.requests...)
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
