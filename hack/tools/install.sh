@@ -39,7 +39,13 @@ kube_ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "${KUBE_VERSION
 kube_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=${KUBE_VERSION}"
 
+# Helm's default Kubernetes version (for `helm template` and `helm lint` without a cluster) is
+# set at build time, as helm's own Makefile does, to the Kubernetes version the cluster runs.
+kube_minor=$(echo "${KUBE_VERSION#v}" | cut -d. -f2)
 helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=${kube_minor}"
+done
 ct_ldflags="-s -w -X github.com/helm/chart-testing/v3/ct/cmd.Version=${CT_VERSION}"
 
 tools=("$@")
@@ -51,7 +57,7 @@ for t in "${tools[@]}"; do
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
       build "$t" "$KUBE_VERSION" kube "k8s.io/kubernetes/cmd/$t" "$kube_ldflags" ;;
     kwok|kwokctl) build "$t" "$KWOK_VERSION" kwok "sigs.k8s.io/kwok/cmd/$t" "-s -w" ;;
-    helm) build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
+    helm) build helm "$HELM_VERSION+k8s1.$kube_minor" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
     ct) build ct "$CT_VERSION" ct github.com/helm/chart-testing/v3/ct "$ct_ldflags" ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac

@@ -39,8 +39,13 @@ type WarmerOptions struct {
 	Taint corev1.Taint
 	// Images become one container each; at least one is needed.
 	Images []string
-	// KeepAfterRelease keeps warmer pods on every pool node: the affinity is the pool selector alone.
+	// KeepAfterRelease adds the chart's third term: pool selector and no status label, which keeps
+	// warmer pods on released pool nodes (their images stay referenced, safe from image GC).
 	KeepAfterRelease bool
+	// AnyPoolNode makes the affinity the pool selector alone, so a warmer pod stays on its node
+	// through the taint and the reboot: a hand-written warmer, and the case the orchestrator's
+	// "pod already there before the reboot" rule exists for.
+	AnyPoolNode bool
 }
 
 func (o WarmerOptions) withDefaults() WarmerOptions {
@@ -63,7 +68,8 @@ func (o WarmerOptions) withDefaults() WarmerOptions {
 // WarmerDaemonSet builds (without creating) a warmer DaemonSet as design.md "Warmer DaemonSet"
 // describes it: node affinity with two ORed terms (pool selector + status label = WarmingValue;
 // and, only when KernelVersions are given, pool selector + status label = StatusValue + kernel
-// label In KernelVersions), or just the pool selector with KeepAfterRelease; a toleration of
+// label In KernelVersions), plus pool selector + no status label with KeepAfterRelease, or just
+// the pool selector with AnyPoolNode; a toleration of
 // exactly the given taint; one container per image; rolling updates with maxUnavailable 100%.
 // Containers are never run under kwok, so they have no command; images containing "fail-pull" or
 // "slow-pull-<duration>" trigger the simulated pulls of hack/kwok/stages.yaml.
@@ -75,7 +81,7 @@ func WarmerDaemonSet(opts WarmerOptions) *appsv1.DaemonSet {
 	}
 	pool := poolRequirements(o.PoolSelector)
 	var terms []corev1.NodeSelectorTerm
-	if o.KeepAfterRelease {
+	if o.AnyPoolNode {
 		if len(pool) > 0 {
 			terms = append(terms, corev1.NodeSelectorTerm{MatchExpressions: pool})
 		}
@@ -85,6 +91,10 @@ func WarmerDaemonSet(opts WarmerOptions) *appsv1.DaemonSet {
 		if len(o.KernelVersions) > 0 {
 			terms = append(terms, corev1.NodeSelectorTerm{MatchExpressions: append(slices.Clone(pool),
 				in(o.StatusLabelKey, o.StatusValue), in(o.KernelLabel, o.KernelVersions...))})
+		}
+		if o.KeepAfterRelease {
+			terms = append(terms, corev1.NodeSelectorTerm{MatchExpressions: append(slices.Clone(pool),
+				corev1.NodeSelectorRequirement{Key: o.StatusLabelKey, Operator: corev1.NodeSelectorOpDoesNotExist})})
 		}
 	}
 	var affinity *corev1.Affinity

@@ -43,8 +43,16 @@ func TestWarmerDaemonSetShape(t *testing.T) {
 			},
 		},
 		{
-			name:  "pool selector alone with keepAfterRelease",
-			opts:  framework.WarmerOptions{PoolSelector: pool, StatusLabelKey: "st", KernelVersions: []string{"6.1"}, KeepAfterRelease: true},
+			name: "released-node term with keepAfterRelease",
+			opts: framework.WarmerOptions{PoolSelector: pool, StatusLabelKey: "st", WarmingValue: "w", KeepAfterRelease: true},
+			terms: []corev1.NodeSelectorTerm{
+				{MatchExpressions: append(poolReqs[:2:2], status("w"))},
+				{MatchExpressions: append(poolReqs[:2:2], corev1.NodeSelectorRequirement{Key: "st", Operator: corev1.NodeSelectorOpDoesNotExist})},
+			},
+		},
+		{
+			name:  "pool selector alone with AnyPoolNode",
+			opts:  framework.WarmerOptions{PoolSelector: pool, StatusLabelKey: "st", KernelVersions: []string{"6.1"}, AnyPoolNode: true},
 			terms: []corev1.NodeSelectorTerm{{MatchExpressions: poolReqs}},
 		},
 	}

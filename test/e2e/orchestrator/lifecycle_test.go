@@ -96,8 +96,9 @@ func TestSeedScenario(t *testing.T) {
 func TestPodReadyBeforeRebootDoesNotCount(t *testing.T) {
 	e := newEnv(t)
 	e.poolNode("a")
-	e.warmer(func(o *framework.WarmerOptions) { o.KeepAfterRelease = true })
-	pre := e.waitWarmerReady("a") // keepAfterRelease: warmer pods run on every pool node
+	// A warmer that runs on every pool node keeps its pod through the taint and the reboot.
+	e.warmer(func(o *framework.WarmerOptions) { o.AnyPoolNode = true })
+	pre := e.waitWarmerReady("a")
 
 	e.maintenance("a")
 	e.cycle()

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+)
+
+func execute(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := NewRootCommand(&out, &errOut)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func TestExitCodes(t *testing.T) {
+	_, _, err := execute(t, "run", "--once", "--no-such-flag")
+	assert.Equal(t, ExitConfig, ExitCode(err), "an unknown flag is a usage error")
+
+	_, _, err = execute(t, "run", "--once", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	require.Error(t, err)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), "missing.yaml")
+
+	bad := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	_, _, err = execute(t, "status", "-o", "xml", "--config", bad)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), `"xml"`)
+
+	_, _, err = execute(t, "run", "--once", "--config", bad, "--log-format", "yaml")
+	assert.Equal(t, ExitConfig, ExitCode(err))
+
+	assert.Equal(t, ExitFailure, ExitCode(errors.New("listing pool nodes: connection refused")))
+	assert.Equal(t, 0, ExitCode(nil))
+}
+
+func TestVersion(t *testing.T) {
+	out, _, err := execute(t, "version")
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(out, "prewarm-orchestrator dev (commit unknown, go1."), out)
+}
+
+func TestRenderStatusTable(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	st := plan.Status{
+		Time: now, Instance: "prewarm/notebooks",
+		Totals: map[string]int{"pool": 20, "inMaintenance": 3, "tainted": 1, "warming": 1, "released": 4},
+		Nodes: []plan.NodeStatus{
+			{Name: "nb-1", Phase: "warming", Since: now.Add(-90 * time.Second), Kernel: "6.8.0-100", BaselineKernel: "5.15.0-100",
+				Warmer: "ImagePull", LastProblem: "ImagePull: pod w container warm-0 (image x): ErrImagePull: not found", InPool: true},
+			{Name: "nb-2", Phase: "released", ReleaseReason: "warm", Since: now.Add(-time.Hour), Kernel: "6.8.0-100", Warmer: "none", InPool: true},
+		},
+	}
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	out := buf.String()
+	assert.Contains(t, out, "pool=20 inMaintenance=3 waiting=0 tainted=1 warming=1 released=4")
+	assert.Regexp(t, `nb-1\s+warming\s+1m30s\s+5\.15\.0-100 -> 6\.8\.0-100\s+ImagePull\s+-\s+ImagePull: pod w`, out)
+	assert.Regexp(t, `nb-2\s+released \(warm\)\s+1h0m0s`, out)
+
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, st, "json"))
+	assert.Contains(t, buf.String(), `"releaseReason": "warm"`)
+}
+
+func TestPrintPlan(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, printPlan(&buf, plan.Plan{
+		Actions: []plan.Action{{Node: "nb-1", Type: plan.Enter, Reason: "nodeMaintenance", Message: "in maintenance"}},
+		Notes:   []plan.Note{{Message: "warmer DaemonSet x/y not found"}},
+	}))
+	assert.Contains(t, buf.String(), "# dry run: 1 action(s), nothing written")
+	assert.Regexp(t, `nb-1\s+enter\s+nodeMaintenance\s+in maintenance`, buf.String())
+	assert.Regexp(t, `-\s+note\s+warmer DaemonSet x/y not found`, buf.String())
+}
+
+func TestCopySelf(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "copy")
+	require.NoError(t, copySelf(dst))
+	info, err := os.Stat(dst)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), info.Mode().Perm())
+	self, err := os.Executable()
+	require.NoError(t, err)
+	selfInfo, err := os.Stat(self)
+	require.NoError(t, err)
+	assert.Equal(t, selfInfo.Size(), info.Size())
+
+	require.Error(t, copySelf(filepath.Join(t.TempDir(), "no", "such", "dir", "copy")))
+}
