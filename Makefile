@@ -4,7 +4,8 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The product version is the chart's appVersion: the image tag the chart deploys by default.
+VERSION ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/image-prewarmer/Chart.yaml)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/image-prewarmer/image-prewarmer/pkg/version.Version=$(VERSION) \
            -X github.com/image-prewarmer/image-prewarmer/pkg/version.Commit=$(COMMIT)

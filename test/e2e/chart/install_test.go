@@ -5,12 +5,10 @@ package chart_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,12 +21,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
-	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
@@ -46,23 +44,6 @@ const (
 	pool      = "chart-notebooks"
 	newKernel = "6.8.0-100"
 )
-
-type offsetClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *offsetClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-func (c *offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
-func (c *offsetClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset += d
-}
 
 func chartDir(t *testing.T) string {
 	_, file, _, ok := runtime.Caller(0)
@@ -87,8 +68,9 @@ func helmInstall(t *testing.T, ctx context.Context, vals map[string]any) *action
 	return cfg
 }
 
-// serviceAccountClients returns clients that authenticate with a token of the chart's ServiceAccount.
-func serviceAccountClients(t *testing.T, ctx context.Context, sa string) (kubernetes.Interface, dynamic.Interface) {
+// serviceAccountClient returns a client that authenticates with a token of the chart's
+// ServiceAccount, and the token.
+func serviceAccountClient(t *testing.T, ctx context.Context, sa string) (kubernetes.Interface, string) {
 	t.Helper()
 	expiry := int64(3600)
 	tr, err := cluster.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa,
@@ -98,9 +80,28 @@ func serviceAccountClients(t *testing.T, ctx context.Context, sa string) (kubern
 	rc.BearerToken = tr.Status.Token
 	client, err := kubernetes.NewForConfig(rc)
 	require.NoError(t, err)
-	dyn, err := dynamic.NewForConfig(rc)
+	return client, tr.Status.Token
+}
+
+// tokenKubeconfig writes the cluster's kubeconfig with its credentials replaced by token.
+func tokenKubeconfig(t *testing.T, dir, token string) string {
+	t.Helper()
+	kc, err := clientcmd.LoadFromFile(cluster.Kubeconfig)
 	require.NoError(t, err)
-	return client, dyn
+	for name := range kc.AuthInfos {
+		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	require.NoError(t, clientcmd.WriteToFile(*kc, path))
+	return path
+}
+
+func buildOrchestrator(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "prewarm-orchestrator")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/image-prewarmer/image-prewarmer/cmd/prewarm-orchestrator").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
 }
 
 func TestChartLifecycleUnderItsRBAC(t *testing.T) {
@@ -133,9 +134,10 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	}
 
 	helmCfg := helmInstall(t, ctx, map[string]any{
-		"pool":    map[string]any{"nodeSelector": map[string]any{poolLabel: pool}},
-		"images":  []any{"registry.example.com/notebook/base:2026.11", "registry.example.com/notebook/gpu:2026.11"},
-		"upgrade": map[string]any{"kernelVersions": []any{newKernel}, "kernelVersionLabel": "kernel-version"},
+		"pool":        map[string]any{"nodeSelector": map[string]any{poolLabel: pool}},
+		"images":      []any{"registry.example.com/notebook/base:2026.11", "registry.example.com/notebook/gpu:2026.11"},
+		"upgrade":     map[string]any{"kernelVersions": []any{newKernel}, "kernelVersionLabel": "kernel-version"},
+		"cancelAfter": "2s",
 		"orchestrator": map[string]any{
 			"cronJob": map[string]any{"suspend": true}, // this test runs the cycles itself
 		},
@@ -145,8 +147,10 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	cms, err := admin.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
 	require.NoError(t, err)
 	var cfg *config.Config
+	var configData string
 	for _, cm := range cms.Items {
 		if data, ok := cm.Data["config.yaml"]; ok {
+			configData = data
 			cfg, err = config.Parse([]byte(data))
 			require.NoError(t, err)
 		}
@@ -157,7 +161,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	sas, err := admin.CoreV1().ServiceAccounts(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
 	require.NoError(t, err)
 	require.Len(t, sas.Items, 1, "one ServiceAccount for the orchestrator")
-	client, dyn := serviceAccountClients(t, ctx, sas.Items[0].Name)
+	client, token := serviceAccountClient(t, ctx, sas.Items[0].Name)
 
 	// The token reads no Secrets and writes no pods.
 	_, err = client.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{})
@@ -167,18 +171,21 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	err = client.CoreV1().Pods(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	assert.True(t, apierrors.IsForbidden(err), "deleting pods must be forbidden, got %v", err)
 
-	clock := &offsetClock{}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("E2E_VERBOSE") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	eng, err := engine.New(engine.Options{Config: cfg, Client: client, Dynamic: dyn, Clock: clock, Logger: logger, Reporter: "chart-e2e"})
-	require.NoError(t, err)
-	cycle := func() {
+	// Run the orchestrator binary as the CronJob does: the chart's config.yaml and the chart's
+	// ServiceAccount token (in a kubeconfig, since the test runs outside the cluster).
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(configData), 0o600))
+	kubeconfig := tokenKubeconfig(t, dir, token)
+	bin := buildOrchestrator(t, dir)
+	run := func(args ...string) string {
 		t.Helper()
-		_, err := eng.RunOnce(ctx)
-		require.NoError(t, err, "a cycle under the chart's RBAC")
+		cmd := exec.CommandContext(ctx, bin, append(args, "--config", cfgPath, "--kubeconfig", kubeconfig)...)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "prewarm-orchestrator %v under the chart's RBAC:\n%s", args, out)
+		return string(out)
 	}
+	cycle := func() { t.Helper(); run("run", "--once") }
 	node := func(name string) *corev1.Node {
 		t.Helper()
 		n, err := admin.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -229,7 +236,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	require.NoError(t, cluster.DeleteNodeMaintenance(ctx, "chart-b"))
 	cycle()
 	assert.True(t, tainted("chart-b"))
-	clock.Advance(cfg.CancelAfter.Duration)
+	time.Sleep(cfg.CancelAfter.Duration) // the values set cancelAfter: 2s
 	cycle()
 	assert.False(t, tainted("chart-b"))
 	assert.Equal(t, state.ReasonCancelled, node("chart-b").Annotations[state.ReleaseReason])
@@ -239,8 +246,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	require.NoError(t, err)
 	cycle()
 	require.True(t, tainted("chart-c"))
-	_, err = eng.Cleanup(ctx)
-	require.NoError(t, err)
+	run("cleanup")
 	c := node("chart-c")
 	assert.False(t, state.HasTaint(c, cfg.Taint.Key, cfg.Taint.Effect))
 	assert.Equal(t, state.ReasonCleanup, c.Annotations[state.ReleaseReason])

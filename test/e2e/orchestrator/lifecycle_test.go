@@ -481,3 +481,82 @@ func summarizeRequests(reqs []string) map[string]int {
 	}
 	return out
 }
+
+// The cordon source (kured, system-upgrade-controller): cordon, reboot, uncordon; a later cordon
+// is a new maintenance.
+func TestCordonSource(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Maintenance.NodeMaintenance.Enabled = false
+		c.Maintenance.Cordoned.Enabled = true
+	})
+	e.poolNode("a")
+	e.poolNode("b")
+	e.warmer()
+
+	_, err := cluster.Cordon(e.ctx, e.nodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.requireUntouched("b")
+	assert.Equal(t, plan.SourceCordoned, e.node("a").Annotations[state.MaintenanceID])
+
+	// kured reboots (same kernel, new boot ID) and uncordons before the next cycle runs.
+	e.reboot("a", "5.15.0-100")
+	_, err = cluster.Uncordon(e.ctx, e.nodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	e.waitWarmerReady("a")
+	e.cycle()
+	n := e.requireReleased("a", state.ReasonWarm)
+	assert.Contains(t, n.Annotations, state.MaintenanceEnded, "the cordon was over at release")
+	assert.False(t, n.Spec.Unschedulable)
+
+	_, err = cluster.Cordon(e.ctx, e.nodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+}
+
+// The label source, and an operator who removes the taint by hand: released (external), not
+// tainted again while the same label stays, tainted again once the label comes back.
+func TestNodeLabelSourceAndExternalRelease(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Maintenance.NodeMaintenance.Enabled = false
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	e.poolNode("a")
+	e.warmer()
+	label := func(value *string) {
+		t.Helper()
+		v := "null"
+		if value != nil {
+			v = `"` + *value + `"`
+		}
+		_, err := e.client.CoreV1().Nodes().Patch(e.ctx, e.nodeName("a"), types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"upgrade.example.com/pending":`+v+`}}}`), metav1.PatchOptions{})
+		require.NoError(t, err)
+	}
+	yes := "true"
+
+	label(&yes)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+
+	// An operator opens the node by hand.
+	_, err := e.client.CoreV1().Nodes().Patch(e.ctx, e.nodeName("a"), types.JSONPatchType,
+		[]byte(`[{"op":"test","path":"/spec/taints/0/key","value":"os-upgrade"},{"op":"remove","path":"/spec/taints/0"}]`), metav1.PatchOptions{})
+	require.NoError(t, err)
+	e.cycle()
+	e.requireReleased("a", state.ReasonExternal)
+	require.Len(t, e.events("a", "PrewarmReleased"), 1)
+	e.cycle()
+	e.requireReleased("a", state.ReasonExternal) // operators win: not tainted again
+
+	label(nil)
+	e.cycle()
+	assert.Contains(t, e.node("a").Annotations, state.MaintenanceEnded)
+	label(&yes)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+}

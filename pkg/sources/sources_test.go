@@ -1,0 +1,125 @@
+package sources_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// Reading real objects through a real API server is covered by test/e2e; these tests cover the
+// odd objects a real cluster may hold.
+
+func nodeMaintenance(name string, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "nodemaintenance.medik8s.io/v1beta1",
+		"kind":       "NodeMaintenance",
+		"metadata":   map[string]any{"name": name, "uid": "uid-" + name},
+		"spec":       spec,
+	}}
+	return u
+}
+
+func collector(t *testing.T, mutate func(*config.Config), objs ...runtime.Object) (*sources.Collector, *dynamicfake.FakeDynamicClient) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Instance = "prewarm/test"
+	cfg.Pool.NodeSelector = map[string]string{"pool": "nb"}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	gvr := sources.GVR(cfg)
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"}, objs...)
+	return sources.NewCollector(cfg, dyn), dyn
+}
+
+func TestNodeMaintenanceObjects(t *testing.T) {
+	c, _ := collector(t, nil,
+		nodeMaintenance("ok", map[string]any{"nodeName": "a"}),
+		nodeMaintenance("no-name", map[string]any{"reason": "x"}),
+		nodeMaintenance("not-a-string", map[string]any{"nodeName": int64(42)}),
+		nodeMaintenance("other-pool", map[string]any{"nodeName": "z"}),
+	)
+	nodes := []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb")), tu.Node("z", tu.WithLabels("pool", "other"))}
+	res, err := c.Collect(context.Background(), nodes)
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]plan.Maintenance{
+		"a": {{Source: plan.SourceNodeMaintenance, ID: "uid-ok", Object: "ok"}},
+	}, res.Maintenance)
+	require.Len(t, res.Warnings, 2)
+	byObject := map[string]string{}
+	for _, w := range res.Warnings {
+		byObject[w.Object] = w.Message
+	}
+	assert.Contains(t, byObject["no-name"], "no node name at spec.nodeName")
+	assert.Contains(t, byObject["not-a-string"], "not a string")
+}
+
+func TestCustomFieldPath(t *testing.T) {
+	c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = "spec.target.node" },
+		nodeMaintenance("m", map[string]any{"target": map[string]any{"node": "a"}}))
+	res, err := c.Collect(context.Background(), []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
+	require.NoError(t, err)
+	assert.Len(t, res.Maintenance["a"], 1)
+}
+
+func TestResourceNotServedIsAWarning(t *testing.T) {
+	c, dyn := collector(t, nil)
+	dyn.PrependReactor("list", "nodemaintenances", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: "nodemaintenance.medik8s.io", Resource: "nodemaintenances"}, "")
+	})
+	res, err := c.Collect(context.Background(), []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
+	require.NoError(t, err)
+	assert.Empty(t, res.Maintenance)
+	require.Len(t, res.Warnings, 1)
+	assert.Contains(t, res.Warnings[0].Message, "is not served")
+}
+
+func TestListErrorFailsTheCycle(t *testing.T) {
+	c, dyn := collector(t, nil)
+	dyn.PrependReactor("list", "nodemaintenances", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodemaintenances"}, "", nil)
+	})
+	_, err := c.Collect(context.Background(), nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "listing nodemaintenance.medik8s.io/v1beta1")
+}
+
+func TestLabelAndCordonSources(t *testing.T) {
+	c, _ := collector(t, func(cfg *config.Config) {
+		cfg.Maintenance.NodeMaintenance.Enabled = false
+		cfg.Maintenance.Cordoned.Enabled = true
+		cfg.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade=pending"}
+	})
+	nodes := []*corev1.Node{
+		tu.Node("cordoned", tu.WithLabels("pool", "nb"), tu.Cordoned()),
+		tu.Node("labelled", tu.WithLabels("pool", "nb", "upgrade", "pending")),
+		tu.Node("both", tu.WithLabels("pool", "nb", "upgrade", "pending"), tu.Cordoned()),
+		tu.Node("idle", tu.WithLabels("pool", "nb")),
+		tu.Node("outside", tu.WithLabels("upgrade", "pending"), tu.Cordoned()),
+	}
+	res, err := c.Collect(context.Background(), nodes)
+	require.NoError(t, err)
+	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
+	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
+	assert.Equal(t, map[string][]plan.Maintenance{
+		"cordoned": {cordon},
+		"labelled": {label},
+		"both":     {label, cordon},
+	}, res.Maintenance)
+}
