@@ -80,6 +80,9 @@ type Action struct {
 	Message string
 	Change  Change
 	Events  []Event
+	// WarmPod is the warmer pod that proved the node warm (Release with reason warm only); the
+	// engine reads its Ready time for the warm-to-release latency metric.
+	WarmPod *corev1.Pod
 }
 
 // Change is what an action changes on a node. Nil map values remove the key.
@@ -330,21 +333,28 @@ func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 
 func isPresenceID(id string) bool { return id == SourceNodeLabel || id == SourceCordoned }
 
-func (p *Planner) enter(c *cycle, n *corev1.Node) Action {
-	m := primary(c.s.Maintenance[n.Name])
+// startAnnotations are the annotations a node gets when it becomes managed: phase, owner, the
+// baseline, and the removal of whatever an earlier maintenance left.
+func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[string]*string {
 	ann := map[string]*string{
-		state.Phase:          ptr(state.PhaseTainted),
+		state.Phase:          ptr(phase),
 		state.Owner:          ptr(p.cfg.Instance),
 		state.BaselineKernel: ptr(p.rule.Kernel(n)),
 		state.BaselineBootID: ptr(n.Status.NodeInfo.BootID),
 		state.TaintedAt:      ptr(c.now),
-		state.MaintenanceID:  ptr(m.ID),
 	}
 	for _, k := range append(slices.Clone(state.RecordAnnotations), state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
 		if _, ok := n.Annotations[k]; ok {
 			ann[k] = nil
 		}
 	}
+	return ann
+}
+
+func (p *Planner) enter(c *cycle, n *corev1.Node) Action {
+	m := primary(c.s.Maintenance[n.Name])
+	ann := p.startAnnotations(c, n, state.PhaseTainted)
+	ann[state.MaintenanceID] = ptr(m.ID)
 	// A warmer pod already here (keepAfterRelease) must not count as warm unless it restarts.
 	if pod := livePod(c.pods[n.Name]); pod != nil {
 		ann[state.WarmerPodUID] = ptr(string(pod.UID))
@@ -365,21 +375,15 @@ func (p *Planner) enter(c *cycle, n *corev1.Node) Action {
 
 func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 	if pod := p.warmPod(c, n); pod != nil {
-		return p.release(c, n, state.ReasonWarm, fmt.Sprintf("joined with taint %s and warmer pod %s is Ready", p.cfg.Taint.Key, pod.Name))
+		a := p.release(c, n, state.ReasonWarm, fmt.Sprintf("joined with taint %s and warmer pod %s is Ready", p.cfg.Taint.Key, pod.Name))
+		a.WarmPod = pod
+		return a
 	}
 	msg := fmt.Sprintf("joined with taint %s: warming until warmer pod is Ready", p.cfg.Taint.Key)
-	ann := map[string]*string{
-		state.Phase:          ptr(state.PhaseWarming),
-		state.Owner:          ptr(p.cfg.Instance),
-		state.BaselineKernel: ptr(p.rule.Kernel(n)),
-		state.BaselineBootID: ptr(n.Status.NodeInfo.BootID),
-		state.TaintedAt:      ptr(c.now),
-		state.UpgradedAt:     ptr(c.now),
-	}
-	for _, k := range append(slices.Clone(state.RecordAnnotations), state.MaintenanceID, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
-		if _, ok := n.Annotations[k]; ok {
-			ann[k] = nil
-		}
+	ann := p.startAnnotations(c, n, state.PhaseWarming)
+	ann[state.UpgradedAt] = ptr(c.now)
+	if _, ok := n.Annotations[state.MaintenanceID]; ok {
+		ann[state.MaintenanceID] = nil // it joined: no maintenance of ours brought it here
 	}
 	return Action{
 		Node: n.Name, Type: Adopt, Reason: "joined-tainted", Message: msg,
@@ -414,7 +418,9 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 	}
 	if upgraded && state.NodeReady(n) {
 		if pod := p.warmPod(c, n); pod != nil {
-			return p.release(c, n, state.ReasonWarm, fmt.Sprintf("upgraded (kernel %s) and warmer pod %s is Ready", p.rule.Kernel(n), pod.Name)), true
+			a := p.release(c, n, state.ReasonWarm, fmt.Sprintf("upgraded (kernel %s) and warmer pod %s is Ready", p.rule.Kernel(n), pod.Name))
+			a.WarmPod = pod
+			return a, true
 		}
 		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", p.rule.Kernel(n), baseline.Kernel)
 		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
@@ -466,7 +472,9 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 
 func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
 	if pod := p.warmPod(c, n); pod != nil {
-		return p.release(c, n, state.ReasonWarm, fmt.Sprintf("warmer pod %s is Ready", pod.Name)), true
+		a := p.release(c, n, state.ReasonWarm, fmt.Sprintf("warmer pod %s is Ready", pod.Name))
+		a.WarmPod = pod
+		return a, true
 	}
 	upgradedAt, ok := state.Time(n, state.UpgradedAt)
 	if ok && c.s.Now.Sub(upgradedAt) >= p.cfg.MaxWaitForWarm.Duration {

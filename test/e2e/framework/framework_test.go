@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
@@ -185,7 +186,7 @@ func TestWarmerPullFailure(t *testing.T) {
 		return slices.Contains(framework.WaitingReasons(&pod), "ImagePullBackOff"), nil
 	}))
 	assert.Equal(t, []string{"ImagePullBackOff"}, framework.WaitingReasons(&pod), "only the fail-pull container waits")
-	assert.False(t, framework.PodReady(&pod))
+	assert.False(t, state.PodReady(&pod))
 	assert.Equal(t, corev1.PodPending, pod.Status.Phase)
 
 	events, err := cluster.Events(ctx, "Pod", pod.Namespace, pod.Name)
@@ -232,7 +233,7 @@ func TestSlowPull(t *testing.T) {
 			return false, err
 		}
 		pods = append(dsPods, *p)
-		return len(pods) == 2 && framework.PodReady(&pods[0]) && framework.PodReady(&pods[1]), nil
+		return len(pods) == 2 && state.PodReady(&pods[0]) && state.PodReady(&pods[1]), nil
 	}))
 	for _, p := range pods {
 		// Both times are whole seconds and Ready >= creation + delay (a whole number of seconds),
@@ -322,7 +323,7 @@ func readyPodNodes(t *testing.T, ds *appsv1.DaemonSet, n int) []string {
 		}
 		nodes = nodes[:0]
 		for _, p := range pods {
-			if !framework.PodReady(&p) {
+			if !state.PodReady(&p) {
 				return false, nil
 			}
 			nodes = append(nodes, p.Spec.NodeName)

@@ -192,16 +192,6 @@ func (c *Cluster) PodsOnNode(ctx context.Context, namespace, node string, select
 	return list.Items, nil
 }
 
-// PodReady reports whether the pod's PodReady condition is True.
-func PodReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // WaitingReasons returns the waiting reasons of the pod's containers (init containers first),
 // e.g. ErrImagePull, ImagePullBackOff.
 func WaitingReasons(p *corev1.Pod) []string {

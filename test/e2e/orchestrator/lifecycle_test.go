@@ -41,6 +41,19 @@ func (e *env) consistentlyNoWarmer(short string, d time.Duration) {
 	}
 }
 
+// waitReplacementWarmer waits until a Ready warmer pod other than the one with uid runs on the node.
+func (e *env) waitReplacementWarmer(short string, uid types.UID) {
+	e.t.Helper()
+	e.eventually("a new warmer pod on "+short, func() bool {
+		for _, p := range e.warmerPods(short) {
+			if p.UID != uid && state.PodReady(&p) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // 1. The seed scenario, with a kernel target.
 func TestSeedScenario(t *testing.T) {
 	e := newEnv(t, kernelTarget)
@@ -113,14 +126,7 @@ func TestPodReadyBeforeRebootDoesNotCount(t *testing.T) {
 
 	// The reboot re-creates the pod (kwok does not restart containers): a new pod, Ready after it.
 	require.NoError(t, e.client.CoreV1().Pods(pre.Namespace).Delete(e.ctx, pre.Name, metav1.DeleteOptions{}))
-	e.eventually("a new warmer pod", func() bool {
-		for _, p := range e.warmerPods("a") {
-			if p.UID != pre.UID && state.PodReady(&p) {
-				return true
-			}
-		}
-		return false
-	})
+	e.waitReplacementWarmer("a", pre.UID)
 	e.cycle()
 	e.requireReleased("a", state.ReasonWarm)
 }
@@ -174,14 +180,7 @@ func TestOldRevisionDoesNotCount(t *testing.T) {
 	e.requirePhase("a", state.PhaseWarming, "warming")
 
 	require.NoError(t, e.client.CoreV1().Pods(old.Namespace).Delete(e.ctx, old.Name, metav1.DeleteOptions{}))
-	e.eventually("a warmer pod of the new revision", func() bool {
-		for _, p := range e.warmerPods("a") {
-			if p.UID != old.UID && state.PodReady(&p) {
-				return true
-			}
-		}
-		return false
-	})
+	e.waitReplacementWarmer("a", old.UID)
 	e.cycle()
 	e.requireReleased("a", state.ReasonWarm)
 }
