@@ -232,6 +232,11 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	assert.Contains(t, reasons, "PrewarmTainted")
 	assert.Contains(t, reasons, "PrewarmReleased")
 
+	// status reads the pool under the same RBAC.
+	status := run("status", "-o", "json")
+	assert.Contains(t, status, `"name": "chart-a"`)
+	assert.Contains(t, status, `"releaseReason": "warm"`)
+
 	// A cancelled maintenance.
 	require.NoError(t, cluster.DeleteNodeMaintenance(ctx, "chart-b"))
 	cycle()
