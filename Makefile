@@ -20,7 +20,7 @@ BIN := bin/prewarm-orchestrator
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build the orchestrator binary into bin/.
@@ -57,6 +57,14 @@ cluster-up: tools ## Start the local cluster (etcd, apiserver, controller-manage
 .PHONY: cluster-down
 cluster-down: ## Stop and delete the local cluster.
 	hack/cluster.sh down
+
+.PHONY: demo
+demo: ## A local cluster where a 20-node notebook pool goes through a rolling OS upgrade, live (1-3 min once tools are built).
+	go run ./hack/demo up
+
+.PHONY: demo-down
+demo-down: ## Delete the demo's cluster and files.
+	go run ./hack/demo down
 
 .PHONY: chart-lint
 chart-lint: ## Lint the chart: ct lint (helm lint + yamllint) for every ci values file, README values table, chart tests.
