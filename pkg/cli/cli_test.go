@@ -100,3 +100,26 @@ func TestCopySelf(t *testing.T) {
 
 	require.Error(t, copySelf(filepath.Join(t.TempDir(), "no", "such", "dir", "copy")))
 }
+
+// The event-driven mode refuses flags that make no sense for it before touching the cluster.
+func TestRunWatchUsageErrors(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(good, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"pushgateway without --once", []string{"run", "--pushgateway", "http://127.0.0.1:9091"}, "--pushgateway"},
+		{"zero resync", []string{"run", "--resync", "0s"}, "--resync"},
+		{"bad resync", []string{"run", "--resync", "soon"}, "resync"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := execute(t, append(tc.args, "--config", good, "--kubeconfig", filepath.Join(t.TempDir(), "none"))...)
+			require.Error(t, err)
+			assert.Equal(t, ExitConfig, ExitCode(err))
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}

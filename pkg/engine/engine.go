@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,8 +19,10 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
 
 // maxConflictRetries bounds re-read/re-plan/retry rounds for one node within one cycle.
@@ -37,6 +41,14 @@ type Options struct {
 	DryRun bool
 	// Reporter names this process in Events (e.g. the pod name).
 	Reporter string
+	// Workers bounds how many nodes are patched at once, across concurrent Apply calls
+	// (default 8). The client's QPS limit applies on top.
+	Workers int
+	// Metrics records transitions and latencies; nil records nothing.
+	Metrics *metrics.Metrics
+	// EventClient writes Events; default Client. A client of its own (own rate limiter) keeps
+	// Events from delaying node writes.
+	EventClient kubernetes.Interface
 }
 
 // Engine runs reconcile cycles.
@@ -49,6 +61,12 @@ type Engine struct {
 	log      *slog.Logger
 	dryRun   bool
 	reporter string
+	metrics  *metrics.Metrics
+	gate     *gate
+	events   kubernetes.Interface
+	// pendingEvents tracks Events being written in the background; RunOnce and Cleanup wait for them.
+	pendingEvents sync.WaitGroup
+	eventSlots    chan struct{}
 }
 
 // New returns an Engine for validated options.
@@ -67,7 +85,17 @@ func New(o Options) (*Engine, error) {
 		cfg: o.Config, client: o.Client, planner: p,
 		sources: sources.NewCollector(o.Config, o.Dynamic),
 		clock:   o.Clock, log: o.Logger, dryRun: o.DryRun, reporter: o.Reporter,
+		metrics: o.Metrics,
 	}
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	e.gate = newGate(o.Workers)
+	e.events = o.EventClient
+	if e.events == nil {
+		e.events = o.Client
+	}
+	e.eventSlots = make(chan struct{}, 4)
 	if e.clock == nil {
 		e.clock = clock.RealClock{}
 	}
@@ -91,6 +119,18 @@ type Result struct {
 	Applied map[plan.ActionType]int
 	// Warnings are objects the sources skipped.
 	Warnings []sources.Warning
+	// Written are the nodes this cycle patched, as the API server returned them.
+	Written []Written
+}
+
+// Written is one node patch of a cycle.
+type Written struct {
+	// Action is the action applied (after any re-plan on conflict).
+	Action plan.Action
+	// Before is the resourceVersion that guarded the patch: the node's version just before it.
+	Before string
+	// Node is the node as the patch left it.
+	Node *corev1.Node
 }
 
 // RunOnce observes, plans and applies one cycle. It returns an error when the cycle could not
@@ -105,7 +145,48 @@ func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 		e.log.Warn("maintenance source: "+w.Message, "source", w.Source, "object", w.Object)
 	}
 	p := e.planner.Compute(obs.Snapshot)
-	return e.apply(ctx, obs, p, e.planner.Compute)
+	res, err := e.apply(ctx, obs, p, e.planner.Compute, nil)
+	e.WaitEvents()
+	if !e.dryRun {
+		byPhase, pool := e.Count(After(obs.Snapshot.Nodes, res.Written))
+		e.metrics.SetNodes(byPhase, pool)
+	}
+	return res, err
+}
+
+// Count returns how many of nodes this installation manages, by phase, and how many are in the pool.
+func (e *Engine) Count(nodes []*corev1.Node) (byPhase map[string]int, pool int) {
+	byPhase = map[string]int{}
+	for _, n := range nodes {
+		if e.planner.InPool(n) {
+			pool++
+		}
+		if e.planner.Owns(n) {
+			byPhase[state.PhaseOf(n)]++
+		}
+	}
+	return byPhase, pool
+}
+
+// After returns nodes with those written replaced by the patched objects.
+func After(nodes []*corev1.Node, written []Written) []*corev1.Node {
+	if len(written) == 0 {
+		return nodes
+	}
+	byName := make(map[string]*corev1.Node, len(written))
+	for _, w := range written {
+		if w.Node != nil {
+			byName[w.Node.Name] = w.Node
+		}
+	}
+	out := make([]*corev1.Node, len(nodes))
+	for i, n := range nodes {
+		if w, ok := byName[n.Name]; ok {
+			n = w
+		}
+		out[i] = n
+	}
+	return out
 }
 
 // Cleanup releases every node this installation manages (reason cleanup).
@@ -114,12 +195,29 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return e.apply(ctx, obs, e.planner.Cleanup(obs.Snapshot), e.planner.Cleanup)
+	res, err := e.apply(ctx, obs, e.planner.Cleanup(obs.Snapshot), e.planner.Cleanup, nil)
+	e.WaitEvents()
+	return res, err
 }
 
-// apply writes the plan's actions. On a conflict it re-reads the node, re-plans with the fresh
+// Apply writes the plan's actions, computed by this engine's planner from obs, as run --once
+// does; the event-driven controller calls it with plans computed from its informer caches.
+// It is safe to call concurrently for plans about different nodes.
+func (e *Engine) Apply(ctx context.Context, obs Observation, p plan.Plan) (Result, error) {
+	return e.apply(ctx, obs, p, e.planner.Compute, nil)
+}
+
+// ApplyNotify is Apply that also calls done as each action's node is finished with (w is nil
+// when nothing was written), so a caller can act on a node before the whole plan is applied.
+// done may be called concurrently.
+func (e *Engine) ApplyNotify(ctx context.Context, obs Observation, p plan.Plan, done func(a plan.Action, w *Written, err error)) (Result, error) {
+	return e.apply(ctx, obs, p, e.planner.Compute, done)
+}
+
+// apply writes the plan's actions, up to Options.Workers nodes at a time (one action per node,
+// so their order does not matter). On a conflict it re-reads the node, re-plans with the fresh
 // object and retries; other nodes are applied regardless of one node's failure.
-func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan) (Result, error) {
+func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan, done func(plan.Action, *Written, error)) (Result, error) {
 	res := Result{Plan: p, Applied: map[plan.ActionType]int{}, Warnings: obs.Warnings}
 	for _, n := range p.Notes {
 		e.log.Info(n.Message, "node", n.Node)
@@ -134,27 +232,62 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	for _, n := range obs.Snapshot.Nodes {
 		nodes[n.Name] = n
 	}
-	var errs []error
-	for _, a := range p.Actions {
-		if err := ctx.Err(); err != nil {
-			return res, err
+	// Releases first: a user is waiting for those nodes.
+	actions := slices.Clone(p.Actions)
+	slices.SortStableFunc(actions, func(a, b plan.Action) int { return priority(b) - priority(a) })
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for i, a := range actions {
+		if err := e.gate.acquire(ctx, priority(a) > 0); err != nil {
+			if done != nil {
+				for _, left := range actions[i:] {
+					done(left, nil, err)
+				}
+			}
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return res, errors.Join(append(errs, err)...)
 		}
-		applied, err := e.applyNode(ctx, obs.Snapshot, nodes[a.Node], a, replan)
-		if err != nil {
-			errs = append(errs, err)
-			e.log.Error("applying action failed", "node", a.Node, "action", a.Type, "error", err)
-			continue
-		}
-		if applied != nil {
-			res.Applied[applied.Type]++
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := e.applyNode(ctx, obs.Snapshot, nodes[a.Node], a, replan)
+			e.gate.release()
+			if done != nil {
+				done(a, w, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				e.log.Error("applying action failed", "node", a.Node, "action", a.Type, "error", err)
+				return
+			}
+			if w != nil {
+				res.Applied[w.Action.Type]++
+				res.Written = append(res.Written, *w)
+			}
+		}()
 	}
+	wg.Wait()
 	return res, errors.Join(errs...)
 }
 
-// applyNode patches one node, re-planning it on conflict. It returns the action applied, or nil
+// priority orders actions: releases (a user waits for the node) before everything else.
+func priority(a plan.Action) int {
+	if a.Type == plan.Release {
+		return 1
+	}
+	return 0
+}
+
+// applyNode patches one node, re-planning it on conflict. It returns what was written, or nil
 // when a fresh read showed nothing left to do (or the node is gone).
-func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1.Node, a plan.Action, replan func(plan.Snapshot) plan.Plan) (*plan.Action, error) {
+func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1.Node, a plan.Action, replan func(plan.Snapshot) plan.Plan) (*Written, error) {
 	for attempt := 0; ; attempt++ {
 		if node == nil {
 			return nil, fmt.Errorf("node %s: not in the snapshot", a.Node)
@@ -163,12 +296,13 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		if err != nil {
 			return nil, err
 		}
-		_, err = e.client.CoreV1().Nodes().Patch(ctx, node.Name, typesMergePatch, patch, metav1.PatchOptions{FieldManager: fieldManager})
+		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, typesMergePatch, patch, metav1.PatchOptions{FieldManager: fieldManager})
 		switch {
 		case err == nil:
 			e.log.Info(string(a.Type), "node", a.Node, "reason", a.Reason, "message", a.Message)
+			e.metrics.Transition(node, a, e.clock.Now())
 			e.emit(ctx, node, a)
-			return &a, nil
+			return &Written{Action: a, Before: node.ResourceVersion, Node: patched}, nil
 		case apierrors.IsNotFound(err):
 			e.log.Info("node deleted; forgetting it", "node", a.Node)
 			return nil, nil
@@ -195,8 +329,16 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 }
 
 // replanNode re-runs the planner with one node replaced by its fresh copy and returns that
-// node's action, if it still has one.
+// node's action, if it still has one. Only an entry depends on other nodes (the maxConcurrent
+// budget), so the node is first planned alone, and the whole snapshot is planned again only when
+// that gives an entry: a conflict costs O(1) planning, not O(pool), in a burst of them.
 func replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(plan.Snapshot) plan.Plan) (plan.Action, bool) {
+	alone := snap
+	alone.Nodes = []*corev1.Node{fresh}
+	a, ok := actionFor(replan(alone), fresh.Name)
+	if !ok || a.Type != plan.Enter {
+		return a, ok
+	}
 	nodes := make([]*corev1.Node, len(snap.Nodes))
 	for i, n := range snap.Nodes {
 		if n.Name == fresh.Name {
@@ -205,8 +347,12 @@ func replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(plan.Snapsho
 		nodes[i] = n
 	}
 	snap.Nodes = nodes
-	for _, a := range replan(snap).Actions {
-		if a.Node == fresh.Name {
+	return actionFor(replan(snap), fresh.Name)
+}
+
+func actionFor(p plan.Plan, node string) (plan.Action, bool) {
+	for _, a := range p.Actions {
+		if a.Node == node {
 			return a, true
 		}
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,9 +13,30 @@ import (
 // Component is the source component of the Events this product emits.
 const Component = "image-prewarmer"
 
-// emit records the action's Events about node. Events are written synchronously, so a one-shot
-// run that exits right after its cycle loses none; a failure to write one is logged, never fatal.
+// emit records the action's Events about node, in the background (a few at a time, on the
+// EventClient) so that they never delay the next node's patch. RunOnce and Cleanup wait for them
+// before returning (WaitEvents), so a one-shot run that exits right after its cycle loses none.
+// A cancelled ctx does not cancel them. A failure to write one is logged, never fatal.
 func (e *Engine) emit(ctx context.Context, node *corev1.Node, a plan.Action) {
+	if len(a.Events) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	e.pendingEvents.Add(1)
+	go func() {
+		defer e.pendingEvents.Done()
+		e.eventSlots <- struct{}{}
+		defer func() { <-e.eventSlots }()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		e.writeEvents(ctx, node, a)
+	}()
+}
+
+// WaitEvents waits until the Events emitted so far are written (or failed).
+func (e *Engine) WaitEvents() { e.pendingEvents.Wait() }
+
+func (e *Engine) writeEvents(ctx context.Context, node *corev1.Node, a plan.Action) {
 	now := metav1.NewTime(e.clock.Now())
 	for _, ev := range a.Events {
 		obj := &corev1.Event{
@@ -36,7 +58,7 @@ func (e *Engine) emit(ctx context.Context, node *corev1.Node, a plan.Action) {
 			LastTimestamp:       now,
 			Count:               1,
 		}
-		if _, err := e.client.CoreV1().Events(e.cfg.Events.Namespace).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		if _, err := e.events.CoreV1().Events(e.cfg.Events.Namespace).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 			e.log.Error("recording event failed", "node", node.Name, "reason", ev.Reason, "error", err)
 		}
 	}

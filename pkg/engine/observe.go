@@ -3,12 +3,14 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
@@ -46,26 +48,24 @@ func (e *Engine) Observe(ctx context.Context) (Observation, error) {
 	return obs, nil
 }
 
+// nodePageSize is the page size of node lists: a 5,000-node list in one response would need the
+// whole response body and every decoded node in memory at once.
+const nodePageSize = 500
+
 // listNodes lists pool nodes and nodes carrying the status label (a node that left the pool
-// still has to be released), each once, sorted by name.
+// still has to be released), each once, sorted by name. Each list is paginated (one request per
+// 500 nodes) and each node is trimmed of what nothing reads as soon as its page is decoded.
 func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
-	pool, err := e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: e.cfg.PoolSelector().String()})
-	if err != nil {
+	byName := map[string]*corev1.Node{}
+	if err := e.listNodePages(ctx, e.cfg.PoolSelector().String(), byName); err != nil {
 		return nil, fmt.Errorf("listing pool nodes (%s): %w", e.cfg.PoolSelector(), err)
 	}
 	req, err := labels.NewRequirement(e.cfg.StatusLabel.Key, selection.Exists, nil)
 	if err != nil {
 		return nil, fmt.Errorf("status label %s: %w", e.cfg.StatusLabel.Key, err)
 	}
-	labelled, err := e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: labels.NewSelector().Add(*req).String()})
-	if err != nil {
+	if err := e.listNodePages(ctx, labels.NewSelector().Add(*req).String(), byName); err != nil {
 		return nil, fmt.Errorf("listing nodes labelled %s: %w", e.cfg.StatusLabel.Key, err)
-	}
-	byName := make(map[string]*corev1.Node, len(pool.Items)+len(labelled.Items))
-	for _, list := range [][]corev1.Node{pool.Items, labelled.Items} {
-		for i := range list {
-			byName[list[i].Name] = &list[i]
-		}
 	}
 	nodes := make([]*corev1.Node, 0, len(byName))
 	for _, n := range byName {
@@ -73,6 +73,57 @@ func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 	return nodes, nil
+}
+
+func (e *Engine) listNodePages(ctx context.Context, selector string, into map[string]*corev1.Node) error {
+	opts := metav1.ListOptions{LabelSelector: selector, Limit: nodePageSize}
+	for {
+		list, err := e.client.CoreV1().Nodes().List(ctx, opts)
+		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
+			// The continue token expired (a very slow cycle): start over in one request.
+			opts.Continue, opts.Limit = "", 0
+			clear(into)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for i := range list.Items {
+			n := &list.Items[i]
+			e.TrimNode(n)
+			into[n.Name] = n
+		}
+		if list.Continue == "" {
+			return nil
+		}
+		opts.Continue = list.Continue
+	}
+}
+
+// TrimNode drops what neither the planner nor the status command reads from a node, to keep a
+// large pool's memory small: managed fields always; and, unless an upgrade.when template (which
+// may read any field) is configured, images, volumes, capacity, addresses, conditions other than
+// Ready and the like. Labels, annotations, taints, spec.unschedulable, the Ready condition and
+// nodeInfo stay.
+func (e *Engine) TrimNode(n *corev1.Node) {
+	n.ManagedFields = nil
+	if e.cfg.Upgrade.When != "" {
+		return
+	}
+	st := &n.Status
+	st.Images, st.VolumesInUse, st.VolumesAttached = nil, nil, nil
+	st.Capacity, st.Allocatable, st.Addresses = nil, nil, nil
+	st.Config, st.Features, st.RuntimeHandlers = nil, nil, nil
+	st.DaemonEndpoints = corev1.NodeDaemonEndpoints{}
+	// Only the Ready condition is read.
+	var ready []corev1.NodeCondition
+	for _, c := range st.Conditions {
+		if c.Type == corev1.NodeReady {
+			c.Message = ""
+			ready = append(ready, c)
+		}
+	}
+	st.Conditions = ready
 }
 
 // observeWarmer reads the warmer DaemonSet, its ControllerRevisions and its pods. A missing
@@ -108,4 +159,51 @@ func (e *Engine) observeWarmer(ctx context.Context) (*appsv1.DaemonSet, []*appsv
 		pods[i] = &podList.Items[i]
 	}
 	return ds, revisions, pods, nil
+}
+
+// Cached is what an informer-based observer holds: the objects Observe would list, read from
+// caches instead. Revisions and Pods may include objects of other controllers; ObserveFrom keeps
+// those the DaemonSet's selector matches, as Observe's label-selected lists do.
+type Cached struct {
+	// Nodes are the pool nodes and the nodes carrying the status label, each once.
+	Nodes []*corev1.Node
+	// Maintenance are the nodeMaintenance objects; MaintenanceServed is false when the resource
+	// is not served (the source is then empty, with a warning).
+	Maintenance       []*unstructured.Unstructured
+	MaintenanceServed bool
+	DaemonSet         *appsv1.DaemonSet
+	Revisions         []*appsv1.ControllerRevision
+	Pods              []*corev1.Pod
+}
+
+// ObserveFrom builds the Observation of one cycle from cached objects, with no API call, at the
+// engine clock's now. The objects are read, never modified.
+func (e *Engine) ObserveFrom(c Cached) (Observation, error) {
+	nodes := slices.Clone(c.Nodes)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+	src := e.sources.CollectFrom(nodes, c.Maintenance, c.MaintenanceServed)
+	obs := Observation{
+		Snapshot: plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now()},
+		Warnings: src.Warnings,
+	}
+	ds := c.DaemonSet
+	if ds == nil {
+		return obs, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		return Observation{}, fmt.Errorf("warmer DaemonSet %s/%s selector: %w", ds.Namespace, ds.Name, err)
+	}
+	obs.Snapshot.DaemonSet = ds
+	for _, r := range c.Revisions {
+		if r.Namespace == ds.Namespace && sel.Matches(labels.Set(r.Labels)) {
+			obs.Snapshot.Revisions = append(obs.Snapshot.Revisions, r)
+		}
+	}
+	for _, p := range c.Pods {
+		if p.Namespace == ds.Namespace && sel.Matches(labels.Set(p.Labels)) {
+			obs.Snapshot.Pods = append(obs.Snapshot.Pods, p)
+		}
+	}
+	return obs, nil
 }

@@ -56,7 +56,23 @@ func GVR(cfg *config.Config) schema.GroupVersionResource {
 
 // Collect returns the maintenance set for the given nodes (the pool and status-labelled nodes
 // already listed). Maintenance of nodes not among them is ignored: they are not ours.
+// The nodeMaintenance source costs one list call.
 func (c *Collector) Collect(ctx context.Context, nodes []*corev1.Node) (Result, error) {
+	var objects []*unstructured.Unstructured
+	served := true
+	if c.cfg.Maintenance.NodeMaintenance.Enabled {
+		var err error
+		if objects, served, err = c.listObjects(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	return c.CollectFrom(nodes, objects, served), nil
+}
+
+// CollectFrom returns the maintenance set for the given nodes from nodeMaintenance objects
+// already read (an informer's cache in event-driven mode). served says whether the resource is
+// served at all; when it is not, the source is empty and a warning says why.
+func (c *Collector) CollectFrom(nodes []*corev1.Node, objects []*unstructured.Unstructured, served bool) Result {
 	res := Result{Maintenance: map[string][]plan.Maintenance{}}
 	known := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
@@ -71,34 +87,55 @@ func (c *Collector) Collect(ctx context.Context, nodes []*corev1.Node) (Result, 
 			res.add(n.Name, plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned})
 		}
 	}
-	if c.cfg.Maintenance.NodeMaintenance.Enabled {
-		if err := c.collectObjects(ctx, known, &res); err != nil {
-			return Result{}, err
-		}
+	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
+		return res
 	}
-	return res, nil
-}
-
-func (c *Collector) collectObjects(ctx context.Context, known map[string]bool, res *Result) error {
-	gvr := GVR(c.cfg)
-	nm := c.cfg.Maintenance.NodeMaintenance
-	var ri dynamic.ResourceInterface = c.dynamic.Resource(gvr)
-	if nm.Namespace != "" {
-		ri = c.dynamic.Resource(gvr).Namespace(nm.Namespace)
-	}
-	list, err := ri.List(ctx, metav1.ListOptions{})
-	if apierrors.IsNotFound(err) {
+	if !served {
+		gvr := GVR(c.cfg)
 		res.Warnings = append(res.Warnings, Warning{Source: plan.SourceNodeMaintenance, Message: fmt.Sprintf(
 			"resource %s is not served (is its CRD installed?); no %s maintenance is active. Disable maintenance.nodeMaintenance if it is not used",
 			gvr.String(), gvr.Resource)})
-		return nil
+		return res
+	}
+	c.addObjects(known, objects, &res)
+	return res
+}
+
+// DynamicClient returns the dynamic client the collector reads nodeMaintenance objects with.
+func (c *Collector) DynamicClient() dynamic.Interface { return c.dynamic }
+
+// Resource returns the client of the nodeMaintenance resource (namespaced when configured).
+func (c *Collector) Resource() dynamic.ResourceInterface {
+	gvr := GVR(c.cfg)
+	if ns := c.cfg.Maintenance.NodeMaintenance.Namespace; ns != "" {
+		return c.dynamic.Resource(gvr).Namespace(ns)
+	}
+	return c.dynamic.Resource(gvr)
+}
+
+// listObjects lists the nodeMaintenance objects; served is false when the API server does not
+// serve the resource (its CRD is not installed), which is not an error.
+func (c *Collector) listObjects(ctx context.Context) (objects []*unstructured.Unstructured, served bool, err error) {
+	gvr := GVR(c.cfg)
+	list, err := c.Resource().List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("listing %s: %w", gvr.String(), err)
+		return nil, false, fmt.Errorf("listing %s: %w", gvr.String(), err)
 	}
-	path := strings.Split(nm.NodeNameField, ".")
+	objects = make([]*unstructured.Unstructured, len(list.Items))
 	for i := range list.Items {
-		obj := &list.Items[i]
+		unstructured.RemoveNestedField(list.Items[i].Object, "metadata", "managedFields")
+		objects[i] = &list.Items[i]
+	}
+	return objects, true, nil
+}
+
+func (c *Collector) addObjects(known map[string]bool, objects []*unstructured.Unstructured, res *Result) {
+	nm := c.cfg.Maintenance.NodeMaintenance
+	path := strings.Split(nm.NodeNameField, ".")
+	for _, obj := range objects {
 		name := obj.GetName()
 		if ns := obj.GetNamespace(); ns != "" {
 			name = ns + "/" + name
@@ -123,7 +160,6 @@ func (c *Collector) collectObjects(ctx context.Context, known map[string]bool, r
 		}
 		res.add(nodeName, plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: string(obj.GetUID()), Object: name})
 	}
-	return nil
 }
 
 func (r *Result) add(node string, m plan.Maintenance) {

@@ -12,8 +12,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
@@ -272,6 +274,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		extra       string
 		clusterRole []rbacv1.PolicyRule
 		eventsNS    string
+		// lease: deployment mode, whose leader election needs the Lease in the release namespace.
+		lease bool
 	}{
 		{
 			name: "defaults",
@@ -289,6 +293,16 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				{APIGroups: []string{"upgrades.example.com"}, Resources: []string{"drains"}, Verbs: read},
 			},
 			eventsNS: "ops",
+		},
+		{
+			name:  "deployment mode",
+			extra: "orchestrator: {mode: deployment}",
+			clusterRole: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: read},
+			},
+			eventsNS: "default",
+			lease:    true,
 		},
 		{
 			name:  "no nodeMaintenance source",
@@ -321,10 +335,16 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			require.Contains(t, byNS, "release")
 			require.Contains(t, byNS, "events")
 			assert.Equal(t, releaseNS, byNS["release"].Namespace)
-			assert.Equal(t, []rbacv1.PolicyRule{
+			releaseRules := []rbacv1.PolicyRule{
 				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "controllerrevisions"}, Verbs: read},
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: read},
-			}, byNS["release"].Rules)
+			}
+			if tc.lease {
+				// client-go's LeaseLock: get, create, update; no list, watch or delete.
+				releaseRules = append(releaseRules, rbacv1.PolicyRule{
+					APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}})
+			}
+			assert.Equal(t, releaseRules, byNS["release"].Rules)
 			assert.Equal(t, tc.eventsNS, byNS["events"].Namespace)
 			assert.Equal(t, []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
@@ -377,13 +397,14 @@ func TestPodsMeetRestrictedPodSecurity(t *testing.T) {
 	require.NoError(t, err)
 	restricted := api.LevelVersion{Level: api.LevelRestricted, Version: api.LatestVersion()}
 
-	for _, method := range []string{"hold", "imageVolume"} {
-		t.Run(method, func(t *testing.T) {
-			r := mustRender(t, minimal(t, "prewarm: {method: "+method+"}"))
+	for _, tc := range []struct{ method, mode string }{{"hold", "cronjob"}, {"imageVolume", "cronjob"}, {"hold", "deployment"}} {
+		method := tc.method
+		t.Run(method+"/"+tc.mode, func(t *testing.T) {
+			r := mustRender(t, minimal(t, "prewarm: {method: "+method+"}", "orchestrator: {mode: "+tc.mode+"}"))
 			pods := orchestratorPods(t, r)
 			ds := warmer(t, r)
 			pods["daemonset/"+ds.Name] = ds.Spec.Template.Spec
-			require.Len(t, pods, 4, "CronJob, cleanup hook, test hook, warmer")
+			require.Len(t, pods, 4, "CronJob or Deployment, cleanup hook, test hook, warmer")
 
 			for name, spec := range pods {
 				// The admission plugin's own checks, at the restricted level.
@@ -582,6 +603,19 @@ func TestCronJob(t *testing.T) {
 		assert.Contains(t, r.Notes, "WARNING: orchestrator.dryRun is true")
 	})
 
+	t.Run("pushgateway", func(t *testing.T) {
+		r := mustRender(t, minimal(t, "orchestrator: {cronJob: {pushgateway: 'http://pushgateway.monitoring:9091'}}"))
+		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		assert.Equal(t, []string{"run", "--once", "--pushgateway=http://pushgateway.monitoring:9091", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
+	})
+
+	t.Run("no Deployment, Service or PDB in cronjob mode", func(t *testing.T) {
+		assert.Empty(t, all[*appsv1.Deployment](r))
+		assert.Empty(t, all[*corev1.Service](r))
+		assert.Empty(t, all[*policyv1.PodDisruptionBudget](r))
+		assert.Empty(t, all[*unstructured.Unstructured](r))
+	})
+
 	t.Run("orchestrator pods prefer nodes outside the pool unless affinity is set", func(t *testing.T) {
 		spec := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec
 		require.NotNil(t, spec.Affinity)
@@ -683,7 +717,11 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "bad events namespace", extra: "events: {namespace: Events_NS}", want: []string{"/events/namespace"}},
 		{name: "pull secrets as strings", extra: "prewarm: {imagePullSecrets: [regcred]}", want: []string{"/prewarm/imagePullSecrets/0"}},
 		// Combinations the templates refuse with a message naming the values.
-		{name: "deployment mode not available yet", extra: "orchestrator: {mode: deployment}", want: []string{"orchestrator.mode", "deployment", "cronjob"}},
+		{name: "unknown mode", extra: "orchestrator: {mode: daemon}", want: []string{"/orchestrator/mode"}},
+		{name: "serviceMonitor in cronjob mode", extra: "orchestrator: {metrics: {serviceMonitor: {enabled: true}}}", want: []string{"orchestrator.metrics.serviceMonitor.enabled", "deployment"}},
+		{name: "zero replicas", extra: "orchestrator: {mode: deployment, deployment: {replicas: 0}}", want: []string{"/orchestrator/deployment/replicas"}},
+		{name: "bad resync", extra: "orchestrator: {mode: deployment, deployment: {resync: soon}}", want: []string{"/orchestrator/deployment/resync"}},
+		{name: "pushgateway not a URL", extra: "orchestrator: {cronJob: {pushgateway: pushgateway:9091}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		{name: "kernel versions without label", extra: "upgrade: {kernelVersions: ['6.8.0']}", want: []string{"upgrade.kernelVersionLabel", "upgrade.kernelVersions"}},
 		{name: "status label key in pool", extra: "statusLabel: {key: pool}", want: []string{"statusLabel.key", "pool.nodeSelector"}},
 		{name: "equal status values", extra: "statusLabel: {value: x, warmingValue: x}", want: []string{"statusLabel.warmingValue"}},

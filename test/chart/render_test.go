@@ -19,7 +19,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -110,6 +112,12 @@ func mustRender(t *testing.T, vals map[string]any, opts ...renderOpts) *rendered
 func decode(t *testing.T, manifest string) runtime.Object {
 	t.Helper()
 	obj, _, err := strictDecoder.Decode([]byte(manifest), nil, nil)
+	if runtime.IsNotRegisteredError(err) {
+		// A kind client-go does not know (the Prometheus Operator's ServiceMonitor).
+		u := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte(manifest), &u.Object), "decoding manifest:\n%s", manifest)
+		return u
+	}
 	require.NoError(t, err, "decoding manifest:\n%s", manifest)
 	return obj
 }
@@ -185,6 +193,14 @@ func objName(o runtime.Object) string {
 		return v.Name
 	case *rbacv1.RoleBinding:
 		return v.Name
+	case *appsv1.Deployment:
+		return v.Name
+	case *corev1.Service:
+		return v.Name
+	case *policyv1.PodDisruptionBudget:
+		return v.Name
+	case *unstructured.Unstructured:
+		return v.GetName()
 	}
 	return fmt.Sprintf("%T", o)
 }
@@ -210,6 +226,9 @@ func orchestratorPods(t *testing.T, r *rendered) map[string]corev1.PodSpec {
 	pods := map[string]corev1.PodSpec{}
 	for _, cj := range all[*batchv1.CronJob](r) {
 		pods["cronjob/"+cj.Name] = cj.Spec.JobTemplate.Spec.Template.Spec
+	}
+	for _, d := range all[*appsv1.Deployment](r) {
+		pods["deployment/"+d.Name] = d.Spec.Template.Spec
 	}
 	for _, j := range all[*batchv1.Job](r) {
 		pods["job/"+j.Name] = j.Spec.Template.Spec

@@ -130,8 +130,8 @@ seccompProfile:
 Checks that combine several values (values.schema.json checks each value alone).
 */}}
 {{- define "image-prewarmer.validate" -}}
-{{- if eq .Values.orchestrator.mode "deployment" }}
-{{- fail "orchestrator.mode: \"deployment\" (the long-running, event-driven orchestrator) is not available in this chart version yet; use orchestrator.mode=cronjob" }}
+{{- if and .Values.orchestrator.metrics.serviceMonitor.enabled (ne .Values.orchestrator.mode "deployment") }}
+{{- fail "orchestrator.metrics.serviceMonitor.enabled needs orchestrator.mode=deployment (in cronjob mode, push metrics with orchestrator.cronJob.pushgateway)" }}
 {{- end }}
 {{- if and .Values.upgrade.kernelVersions (not .Values.upgrade.kernelVersionLabel) }}
 {{- fail "upgrade.kernelVersionLabel is required when upgrade.kernelVersions is set: the warmer's node affinity matches the kernel version against that node label (e.g. feature.node.kubernetes.io/kernel-version.full)" }}
@@ -154,8 +154,9 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- end }}
 
 {{/*
-Pod spec of the orchestrator's pods (CronJob, pre-delete cleanup hook, helm test).
-Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never").
+Pod spec of the orchestrator's pods (CronJob, Deployment, pre-delete cleanup hook, helm test).
+Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never"); "deployment" true adds
+the Deployment's parts: POD_NAME/POD_NAMESPACE, the HTTP port, probes and pod anti-affinity.
 */}}
 {{- define "image-prewarmer.orchestratorPodSpec" -}}
 {{- $root := .root }}
@@ -182,6 +183,18 @@ affinity:
   {{- toYaml $o.affinity | nindent 2 }}
 {{- else }}
 affinity:
+  {{- if .deployment }}
+  podAntiAffinity:
+    # Replicas on different nodes, so one node going away never takes the leader and its standby.
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "image-prewarmer.selectorLabels" $root | nindent 14 }}
+              app.kubernetes.io/component: orchestrator
+  {{- end }}
   nodeAffinity:
     # Prefer nodes outside the pool (system nodes): a node matching every pool label scores lower.
     preferredDuringSchedulingIgnoredDuringExecution:
@@ -212,6 +225,35 @@ containers:
       - "--config=/etc/image-prewarmer/config.yaml"
       - "--log-format={{ $o.logFormat }}"
       - "-v={{ $o.verbosity }}"
+    {{- if .deployment }}
+    env:
+      - name: POD_NAME
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.name
+      - name: POD_NAMESPACE
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.namespace
+    ports:
+      - name: http-metrics
+        containerPort: {{ $o.deployment.port }}
+        protocol: TCP
+    livenessProbe:
+      httpGet:
+        path: /healthz
+        port: http-metrics
+      periodSeconds: 10
+      timeoutSeconds: 5
+      failureThreshold: 3
+    readinessProbe:
+      httpGet:
+        path: /readyz
+        port: http-metrics
+      periodSeconds: 5
+      timeoutSeconds: 5
+      failureThreshold: 3
+    {{- end }}
     {{- with $o.resources }}
     resources:
       {{- toYaml . | nindent 6 }}

@@ -1,0 +1,939 @@
+// Command bench measures the orchestrator on the local cluster (test/e2e/framework) and writes
+// docs/benchmarks.md: release latency in event-driven mode (nodes joining tainted, nodes going
+// through an upgrade) and one `run --once` cycle at 1,000 and 5,000 nodes. It measures; it
+// asserts nothing. `make bench` runs it; it is not part of `make test`.
+//
+// Latency is measured from outside, as a user would see it: informers in this process note when
+// a warmer pod on a node is first seen Ready and when the node is first seen without the taint.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/yaml"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: "+err.Error())
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	out       string
+	joinSizes string
+	poolSize  int
+	upgrading int
+	onceSizes string
+	clients   string
+}
+
+// clientSetting is the orchestrator's client rate limit for a latency run.
+type clientSetting struct {
+	qps   float64
+	burst int
+}
+
+func (c clientSetting) String() string { return fmt.Sprintf("qps %g, burst %d", c.qps, c.burst) }
+
+func run(ctx context.Context) error {
+	var o options
+	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "report to write")
+	flag.StringVar(&o.joinSizes, "join", "100,1000", "sizes of the joining-tainted scenarios")
+	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
+	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
+	flag.StringVar(&o.clients, "clients", "50/100,500/1000", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	b := &bench{log: log, started: time.Now(), opts: o}
+
+	bin, err := buildBinary(ctx)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	b.bin = bin
+	start := time.Now()
+	c, err := framework.Start(ctx, "bench")
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	rc := rest.CopyConfig(c.RESTConfig)
+	rc.QPS, rc.Burst = 2000, 4000
+	if b.client, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	b.c = c
+	log.Info("cluster up", "took", time.Since(start).Round(time.Second).String())
+	if err := c.InstallNodeMaintenanceCRD(ctx); err != nil {
+		return err
+	}
+	settleCtx, stopSettling := context.WithCancel(ctx)
+	defer stopSettling()
+	go b.settle(settleCtx)
+	if err := b.scenarios(ctx); err != nil {
+		return err
+	}
+	return b.write()
+}
+
+type bench struct {
+	log     *slog.Logger
+	c       *framework.Cluster
+	bin     string
+	opts    options
+	started time.Time
+
+	latency []latencyRow
+	once    []onceRow
+	notes   []string
+	// created counts the nodes created so far.
+	created int
+	// client is a fast client for bulk creation.
+	client kubernetes.Interface
+	// keep and keepWatch carry the largest join scenario's orchestrator into the upgrade scenario.
+	keep      *controllerProc
+	keepWatch *watcher
+}
+
+type latencyRow struct {
+	scenario      string
+	client        clientSetting
+	nodes         int
+	samples       []time.Duration
+	missing       int
+	wall          time.Duration
+	controllerRSS int64
+	requests      float64
+}
+
+type onceRow struct {
+	pool, inMaintenance int
+	cycle, client       string
+	actions             int
+	wall                time.Duration
+	requests            map[string]float64
+	rssKiB              int64
+}
+
+func (b *bench) scenarios(ctx context.Context) error {
+	joins := ints(b.opts.joinSizes)
+	sizes := ints(b.opts.onceSizes)
+	var settings []clientSetting
+	for _, s := range strings.Split(b.opts.clients, ",") {
+		var c clientSetting
+		if _, err := fmt.Sscanf(s, "%g/%d", &c.qps, &c.burst); err == nil {
+			settings = append(settings, c)
+		}
+	}
+	// The run --once pool is filled up first, so that its nodes have settled (kwok Ready, the node
+	// lifecycle controller's not-ready taint gone) by the time it is measured: a node still being
+	// written by the control plane costs the orchestrator a conflict and a re-read.
+	joinNodes := 0
+	for _, n := range joins {
+		joinNodes += n * len(settings)
+	}
+	if fill := slices.Max(append(sizes, 0)) - joinNodes; fill > 0 {
+		if _, err := b.createNodes(ctx, "fill", fill, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
+			return err
+		}
+	}
+	for _, cs := range settings {
+		largest := ""
+		for i, n := range joins {
+			name := fmt.Sprintf("join%d-q%g", n, cs.qps)
+			keep := i == len(joins)-1 && b.opts.upgrading > 0
+			if err := b.joinScenario(ctx, name, n, cs, keep); err != nil {
+				return fmt.Errorf("scenario %s: %w", name, err)
+			}
+			largest = name
+		}
+		if b.opts.upgrading > 0 && largest != "" {
+			if err := b.upgradeScenario(ctx, largest, b.opts.upgrading, cs); err != nil {
+				return fmt.Errorf("upgrade scenario: %w", err)
+			}
+		}
+	}
+	for _, n := range sizes {
+		if err := b.onceScenario(ctx, n); err != nil {
+			return fmt.Errorf("run --once at %d nodes: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func ints(list string) []int {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Labels: every node carries bench-all=yes and bench-pool=<scenario>.
+const (
+	allLabel  = "bench.image-prewarmer.io/all"
+	poolLabel = "bench.image-prewarmer.io/pool"
+)
+
+func (b *bench) config(pool map[string]string, instance, ns string) *config.Config {
+	cfg := config.Default()
+	cfg.Instance = instance
+	cfg.Pool.NodeSelector = pool
+	cfg.Warmer = config.Warmer{Namespace: ns, DaemonSetName: "warmer"}
+	return cfg
+}
+
+func writeConfig(dir string, cfg *config.Config) (string, error) {
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "config.yaml")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+// joinScenario: a running orchestrator; n nodes join with the taint at once (adopt path).
+func (b *bench) joinScenario(ctx context.Context, name string, n int, cs clientSetting, keepRunning bool) error {
+	b.log.Info("scenario: nodes joining tainted", "nodes", n, "client", cs.String())
+	pool := map[string]string{poolLabel: name}
+	cfg := b.config(pool, "bench/"+name, strings.ReplaceAll(name, ".", "-"))
+	cfg.Client.QPS, cfg.Client.Burst = float32(cs.qps), cs.burst
+	if err := b.warmer(ctx, cfg); err != nil {
+		return err
+	}
+	w, err := b.watch(ctx, name, pool)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	proc, err := b.startController(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	taint := corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect}
+	start := time.Now()
+	names, err := b.createNodes(ctx, name, n, map[string]string{poolLabel: name, allLabel: "yes"}, &taint)
+	if err != nil {
+		return err
+	}
+	w.expect(names)
+	if err := w.waitReleased(ctx, names, 8*time.Minute); err != nil {
+		b.notes = append(b.notes, fmt.Sprintf("%s: %v", name, err))
+	}
+	wall := time.Since(start)
+	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)", n), client: cs, nodes: n, wall: wall}
+	row.samples, row.missing = w.latencies(names)
+	row.requests = proc.requests()
+	if !keepRunning {
+		row.controllerRSS = proc.stop()
+	} else {
+		b.keep = proc
+		b.keepWatch = w
+		w.keepOpen = true
+	}
+	b.latency = append(b.latency, row)
+	return nil
+}
+
+// upgradeScenario: k nodes of the pool kept running go through the whole upgrade.
+func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clientSetting) error {
+	proc, w := b.keep, b.keepWatch
+	if proc == nil {
+		return errors.New("no running orchestrator")
+	}
+	defer w.close()
+	b.log.Info("scenario: upgrade", "pool", name, "upgrading", k)
+	var names []string
+	for i := range k {
+		names = append(names, fmt.Sprintf("%s-%05d", name, i))
+	}
+	// The join scenario's warmer pods leave the released nodes when the DaemonSet controller gets to
+	// it; one still there when its node is tainted would rightly not count (design: a pod already on
+	// the node counts only if it restarts), and kwok never restarts it.
+	ns := strings.ReplaceAll(name, ".", "-")
+	if err := framework.Eventually(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+		pods, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		return err == nil && len(pods.Items) == 0, err
+	}); err != nil {
+		b.notes = append(b.notes, fmt.Sprintf("upgrade (%s): warmer pods of the join scenario still present: %v", cs, err))
+	}
+	w.reset(names)
+	start := time.Now()
+	if err := parallel(ctx, names, 32, func(ctx context.Context, node string) error {
+		_, err := b.c.CreateNodeMaintenance(ctx, "bench-"+node, node)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := w.waitTainted(ctx, names, 5*time.Minute); err != nil {
+		return err
+	}
+	tainted := time.Since(start)
+	if err := parallel(ctx, names, 32, func(ctx context.Context, node string) error {
+		_, err := b.c.Reboot(ctx, node, "6.8.0-100", nil)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := w.waitReleased(ctx, names, 8*time.Minute); err != nil {
+		b.notes = append(b.notes, fmt.Sprintf("upgrade: %v", err))
+	}
+	row := latencyRow{scenario: fmt.Sprintf("%d nodes of a %d-node pool go through the upgrade", k, w.size()), client: cs, nodes: k, wall: time.Since(start)}
+	row.samples, row.missing = w.latencies(names)
+	row.requests = proc.requests()
+	row.controllerRSS = proc.stop()
+	b.latency = append(b.latency, row)
+	b.notes = append(b.notes, fmt.Sprintf("upgrade scenario (%s): all %d NodeMaintenance objects to all %d nodes tainted: %s (wall, from the first create)", cs, k, k, tainted.Round(time.Millisecond)))
+	// Their maintenance is over.
+	return parallel(ctx, names, 32, func(ctx context.Context, node string) error {
+		return b.c.DeleteNodeMaintenance(ctx, "bench-"+node)
+	})
+}
+
+// onceScenario: a pool of n nodes (created as needed), 10% with a NodeMaintenance; one cycle
+// that enters them, then one with nothing to do.
+func (b *bench) onceScenario(ctx context.Context, n int) error {
+	b.log.Info("scenario: run --once", "pool", n)
+	if missing := n - b.created; missing > 0 {
+		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
+			return err
+		}
+	}
+	list, err := b.c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: allLabel + "=yes", ResourceVersion: "0"})
+	if err != nil {
+		return err
+	}
+	var all []string
+	for _, node := range list.Items {
+		all = append(all, node.Name)
+	}
+	slices.Sort(all)
+	all = all[:n]
+	if err := b.waitSettled(ctx, all); err != nil {
+		b.notes = append(b.notes, fmt.Sprintf("run --once at %d nodes: %v", n, err))
+	}
+	// The pool: exactly these n nodes.
+	poolValue := fmt.Sprintf("once%d", n)
+	if err := parallel(ctx, all, 64, func(ctx context.Context, node string) error {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, "bench.image-prewarmer.io/once", poolValue)
+		_, err := b.client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		return err
+	}); err != nil {
+		return err
+	}
+	var maint []string
+	for i, node := range all {
+		if i%10 == 0 {
+			maint = append(maint, node)
+		}
+	}
+	if err := parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
+		_, err := b.c.CreateNodeMaintenance(ctx, "once-"+node, node)
+		return err
+	}); err != nil {
+		return err
+	}
+	ns := poolValue
+	cfg := b.config(map[string]string{"bench.image-prewarmer.io/once": poolValue}, "bench/"+poolValue, ns)
+	if err := b.warmer(ctx, cfg); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "bench-once-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path, err := writeConfig(dir, cfg)
+	if err != nil {
+		return err
+	}
+	cleanup := func() error {
+		if out, err := exec.CommandContext(ctx, b.bin, "cleanup", "--config", path, "--kubeconfig", b.c.Kubeconfig).CombinedOutput(); err != nil {
+			return fmt.Errorf("cleanup: %w\n%s", err, lastLines(out, 5))
+		}
+		return nil
+	}
+	for _, cycle := range []string{"first (enters 10%)", "steady (no change)"} {
+		row, err := b.runOnce(ctx, path)
+		if err != nil {
+			return err
+		}
+		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, "qps 50, burst 100 (default)"
+		b.once = append(b.once, row)
+	}
+	// The first cycle again with a faster client: its writes are what the rate limit paces. A new
+	// maintenance for the same nodes (a node released for a maintenance is not tainted again for it).
+	if err := cleanup(); err != nil {
+		return err
+	}
+	if err := parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
+		if err := b.c.DeleteNodeMaintenance(ctx, "once-"+node); err != nil {
+			return err
+		}
+		_, err := b.c.CreateNodeMaintenance(ctx, "once2-"+node, node)
+		return err
+	}); err != nil {
+		return err
+	}
+	fast := *cfg
+	fast.Client.QPS, fast.Client.Burst = 500, 1000
+	fastDir, err := os.MkdirTemp("", "bench-once-fast-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(fastDir)
+	fastPath, err := writeConfig(fastDir, &fast)
+	if err != nil {
+		return err
+	}
+	row, err := b.runOnce(ctx, fastPath)
+	if err != nil {
+		return err
+	}
+	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", "qps 500, burst 1000"
+	b.once = append(b.once, row)
+	// Leave the nodes as they were for the next, larger pool.
+	if err := cleanup(); err != nil {
+		return err
+	}
+	return parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
+		return b.c.DeleteNodeMaintenance(ctx, "once2-"+node)
+	})
+}
+
+// settle stands in for the node lifecycle controller's removal of the not-ready taint, which
+// kube-controller-manager (20 QPS, shared with the DaemonSet controller) does at about five nodes a
+// second: minutes for the thousands of nodes this benchmark creates at once, during which no warmer
+// pod can be scheduled and every node write races with it. Once kwok reports a bench node Ready,
+// this removes that taint (resourceVersion-guarded; a conflict is retried on the next pass).
+func (b *bench) settle(ctx context.Context) {
+	// An informer, not a polling list: listing thousands of nodes twice a second would take a
+	// good share of the two cores from the components being measured.
+	f := informers.NewSharedInformerFactoryWithOptions(b.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = allLabel + "=yes"
+	}))
+	slots := make(chan struct{}, 16)
+	check := func(obj any) {
+		n, ok := obj.(*corev1.Node)
+		if !ok || !state.NodeReady(n) || !state.HasTaint(n, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
+			return
+		}
+		var taints []corev1.Taint
+		for _, t := range n.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady {
+				taints = append(taints, t)
+			}
+		}
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"resourceVersion": n.ResourceVersion},
+			"spec":     map[string]any{"taints": taints},
+		})
+		if err != nil {
+			return
+		}
+		go func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			// A conflict is fine: the informer delivers the newer version and this runs again.
+			_, _ = b.client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		}()
+	}
+	_, _ = f.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: check, UpdateFunc: func(_, n any) { check(n) },
+	})
+	f.Start(ctx.Done())
+	<-ctx.Done()
+	f.Shutdown()
+}
+
+// waitSettled waits until no node of names carries the not-ready taint any more.
+func (b *bench) waitSettled(ctx context.Context, names []string) error {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	start := time.Now()
+	err := framework.Eventually(ctx, 6*time.Minute, func(ctx context.Context) (bool, error) {
+		list, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: allLabel + "=yes", ResourceVersion: "0"})
+		if err != nil {
+			return false, err
+		}
+		for _, node := range list.Items {
+			if want[node.Name] && state.HasTaint(&node, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	b.log.Info("nodes settled", "nodes", len(names), "waited", time.Since(start).Round(time.Second).String())
+	if err != nil {
+		return fmt.Errorf("nodes not settled: %w", err)
+	}
+	return nil
+}
+
+// runOnce runs the built binary once with a Pushgateway stand-in to collect its request counts.
+func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
+	var (
+		mu     sync.Mutex
+		pushed map[string]*dto.MetricFamily
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fams := map[string]*dto.MetricFamily{}
+		dec := expfmt.NewDecoder(r.Body, expfmt.ResponseFormat(r.Header))
+		for {
+			var mf dto.MetricFamily
+			if err := dec.Decode(&mf); err != nil {
+				break
+			}
+			fams[mf.GetName()] = &mf
+		}
+		mu.Lock()
+		pushed = fams
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	// Peak RSS through /usr/bin/time: the rusage of a child forked from this (large) process would
+	// count this process's pages, which the child shares until it execs.
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", rssMarker+"%M", b.bin, "run", "--once", "--config", cfgPath, "--kubeconfig", b.c.Kubeconfig, "--pushgateway", srv.URL)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		return onceRow{}, fmt.Errorf("run --once: %w\n%s", err, lastLines(stderr.Bytes(), 10))
+	}
+	row := onceRow{wall: wall, requests: map[string]float64{}, rssKiB: parseRSS(stderr.String())}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range pushed["image_prewarmer_api_requests_total"].GetMetric() {
+		verb := ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "verb" {
+				verb = l.GetValue()
+			}
+		}
+		row.requests[verb] += m.GetCounter().GetValue()
+	}
+	for _, m := range pushed["image_prewarmer_transitions_total"].GetMetric() {
+		row.actions += int(m.GetCounter().GetValue())
+	}
+	return row, nil
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// warmer creates the namespace and the warmer DaemonSet of cfg (no kernel target: the warming
+// label admits the pods).
+func (b *bench) warmer(ctx context.Context, cfg *config.Config) error {
+	ns := cfg.Warmer.Namespace
+	if _, err := b.c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating namespace %s: %w", ns, err)
+	}
+	ds := framework.WarmerDaemonSet(framework.WarmerOptions{
+		Namespace: ns, Name: cfg.Warmer.DaemonSetName, PoolSelector: cfg.Pool.NodeSelector,
+		Taint:  corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect},
+		Images: []string{"registry.example.com/notebook/base:2026.11"},
+	})
+	_, err := b.c.Client.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("creating the warmer DaemonSet in %s: %w", ns, err)
+	}
+	// The planner needs the controller to have observed the DaemonSet (its current revision).
+	return framework.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		got, err := b.c.Client.AppsV1().DaemonSets(ns).Get(ctx, ds.Name, metav1.GetOptions{})
+		return err == nil && got.Status.ObservedGeneration >= got.Generation, err
+	})
+}
+
+// createNodes creates n kwok nodes named <prefix>-%05d, in parallel, without waiting for them.
+func (b *bench) createNodes(ctx context.Context, prefix string, n int, labels map[string]string, taint *corev1.Taint) ([]string, error) {
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("%s-%05d", prefix, i)
+	}
+	start := time.Now()
+	opts := []framework.NodeOption{framework.WithLabels(labels)}
+	if taint != nil {
+		opts = append(opts, framework.WithTaints(*taint))
+	}
+	err := parallel(ctx, names, 64, func(ctx context.Context, name string) error {
+		_, err := b.client.CoreV1().Nodes().Create(ctx, framework.NewNode(name, opts...), metav1.CreateOptions{})
+		return err
+	})
+	b.created += n
+	b.log.Info("nodes created", "nodes", n, "took", time.Since(start).Round(time.Millisecond).String())
+	return names, err
+}
+
+func parallel(ctx context.Context, items []string, workers int, f func(context.Context, string) error) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	ch := make(chan string)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range ch {
+				if err := f(ctx, it); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, it := range items {
+		select {
+		case ch <- it:
+		case <-ctx.Done():
+		}
+	}
+	close(ch)
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d failed, first: %w", len(errs), len(items), errs[0])
+	}
+	return ctx.Err()
+}
+
+// Watching.
+
+type watcher struct {
+	mu       sync.Mutex
+	taintKey string
+	readyAt  map[string]time.Time // node -> first time a Ready warmer pod was seen on it
+	freeAt   map[string]time.Time // node -> first time seen without the taint after having it
+	tainted  map[string]bool
+	expected map[string]bool
+	count    func() int
+	stopCh   chan struct{}
+	keepOpen bool
+}
+
+func (b *bench) watch(ctx context.Context, ns string, pool map[string]string) (*watcher, error) {
+	w := &watcher{taintKey: "os-upgrade", readyAt: map[string]time.Time{}, freeAt: map[string]time.Time{},
+		tainted: map[string]bool{}, expected: map[string]bool{}, stopCh: make(chan struct{})}
+	sel := metav1.FormatLabelSelector(&metav1.LabelSelector{MatchLabels: pool})
+	nf := informers.NewSharedInformerFactoryWithOptions(b.c.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
+	pf := informers.NewSharedInformerFactoryWithOptions(b.c.Client, 0, informers.WithNamespace(ns))
+	onNode := func(obj any) {
+		n, ok := obj.(*corev1.Node)
+		if !ok {
+			return
+		}
+		now := time.Now()
+		has := state.HasTaint(n, w.taintKey, corev1.TaintEffectNoSchedule)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if has {
+			w.tainted[n.Name] = true
+			return
+		}
+		if w.tainted[n.Name] && w.expected[n.Name] {
+			if _, seen := w.freeAt[n.Name]; !seen {
+				w.freeAt[n.Name] = now
+			}
+		}
+	}
+	onPod := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" || !state.PodReady(p) || p.DeletionTimestamp != nil {
+			return
+		}
+		now := time.Now()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if _, seen := w.readyAt[p.Spec.NodeName]; !seen && w.expected[p.Spec.NodeName] {
+			w.readyAt[p.Spec.NodeName] = now
+		}
+	}
+	if _, err := nf.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onNode, UpdateFunc: func(_, n any) { onNode(n) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := pf.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) },
+	}); err != nil {
+		return nil, err
+	}
+	w.count = func() int { return len(nf.Core().V1().Nodes().Informer().GetStore().ListKeys()) }
+	nf.Start(w.stopCh)
+	pf.Start(w.stopCh)
+	nf.WaitForCacheSync(ctx.Done())
+	pf.WaitForCacheSync(ctx.Done())
+	return w, nil
+}
+
+func (w *watcher) expect(names []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range names {
+		w.expected[n] = true
+	}
+}
+
+// reset starts a new measurement on names (the node is tainted again first).
+func (w *watcher) reset(names []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.expected = map[string]bool{}
+	for _, n := range names {
+		w.expected[n] = true
+		delete(w.readyAt, n)
+		delete(w.freeAt, n)
+		w.tainted[n] = false
+	}
+}
+
+func (w *watcher) size() int { return w.count() }
+
+func (w *watcher) waitReleased(ctx context.Context, names []string, timeout time.Duration) error {
+	return framework.Eventually(ctx, timeout, func(context.Context) (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		done := 0
+		for _, n := range names {
+			if _, ok := w.freeAt[n]; ok {
+				done++
+			}
+		}
+		if done < len(names) {
+			return false, fmt.Errorf("%d of %d nodes released", done, len(names))
+		}
+		return true, nil
+	})
+}
+
+func (w *watcher) waitTainted(ctx context.Context, names []string, timeout time.Duration) error {
+	return framework.Eventually(ctx, timeout, func(context.Context) (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, n := range names {
+			if !w.tainted[n] {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// latencies returns, per node, release seen minus warmer Ready seen, and how many nodes lack one.
+func (w *watcher) latencies(names []string) ([]time.Duration, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []time.Duration
+	missing := 0
+	for _, n := range names {
+		r, ok1 := w.readyAt[n]
+		f, ok2 := w.freeAt[n]
+		if !ok1 || !ok2 {
+			missing++
+			continue
+		}
+		out = append(out, f.Sub(r))
+	}
+	slices.Sort(out)
+	return out, missing
+}
+
+func (w *watcher) stop() {
+	if !w.keepOpen {
+		w.close()
+	}
+}
+
+func (w *watcher) close() {
+	select {
+	case <-w.stopCh:
+	default:
+		close(w.stopCh)
+	}
+}
+
+// The event-driven orchestrator as a process of the built binary.
+
+type controllerProc struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *lockedBuffer
+	done   chan struct{}
+}
+
+var listenRE = regexp.MustCompile(`msg="serving /healthz, /readyz, /metrics" address=(\S+)`)
+
+func (b *bench) startController(ctx context.Context, cfg *config.Config) (*controllerProc, error) {
+	dir, err := os.MkdirTemp("", "bench-run-")
+	if err != nil {
+		return nil, err
+	}
+	path, err := writeConfig(dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.bin, "run", "--config", path, "--kubeconfig", b.c.Kubeconfig, "--listen", "127.0.0.1:0",
+		"--leader-elect-namespace", cfg.Warmer.Namespace)
+	buf := &lockedBuffer{}
+	cmd.Stderr = buf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &controllerProc{cmd: cmd, stderr: buf, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	err = framework.Eventually(ctx, time.Minute, func(context.Context) (bool, error) {
+		if m := listenRE.FindStringSubmatch(buf.String()); m != nil {
+			p.addr = m[1]
+		}
+		if p.addr == "" {
+			return false, nil
+		}
+		resp, err := http.Get("http://" + p.addr + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && strings.Contains(buf.String(), "leading"), nil
+	})
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("orchestrator not ready: %w\n%s", err, lastLines([]byte(buf.String()), 10))
+	}
+	return p, nil
+}
+
+// requests returns the API requests the orchestrator made so far (its /metrics).
+func (p *controllerProc) requests() float64 {
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, m := range fams["image_prewarmer_api_requests_total"].GetMetric() {
+		total += m.GetCounter().GetValue()
+	}
+	return total
+}
+
+// stop sends SIGTERM and returns the process's peak RSS in KiB (VmHWM, read just before: the
+// rusage of a child forked from this large process would count this process's pages).
+func (p *controllerProc) stop() int64 {
+	var hwm int64
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				_, _ = fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmHWM:"), "kB")), &hwm)
+			}
+		}
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	return hwm
+}
+
+// rssMarker prefixes the peak RSS (KiB) that /usr/bin/time prints when the command exits.
+const rssMarker = "bench-maxrss-kib="
+
+func parseRSS(stderr string) int64 {
+	i := strings.LastIndex(stderr, rssMarker)
+	if i < 0 {
+		return 0
+	}
+	var kib int64
+	_, _ = fmt.Sscan(stderr[i+len(rssMarker):], &kib)
+	return kib
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func buildBinary(ctx context.Context) (string, error) {
+	dir, err := os.MkdirTemp("", "bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "prewarm-orchestrator")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/prewarm-orchestrator")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the orchestrator: %w\n%s", err, out)
+	}
+	return bin, nil
+}

@@ -1,0 +1,502 @@
+// Package controller is the event-driven mode (`run` without --once): informers keep the
+// objects one cycle needs in memory, any relevant change triggers a reconcile that builds the
+// plan.Snapshot from the caches (no API reads), runs the same planner and applies through the
+// same engine as run --once. Run adds leader election on a Lease and the HTTP endpoints.
+//
+// Reconciles are coalesced: a change marks the controller dirty, and the loop plans the whole
+// pool from the caches each time it wakes (planning 5,000 nodes takes milliseconds). Application
+// is per node and asynchronous: each plan's actions are handed to the engine's workers, and the
+// next plan skips nodes whose patch is still in flight, so a warmer pod turning Ready is acted
+// upon at once even while a burst of other patches is being written.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+)
+
+// Defaults.
+const (
+	DefaultResync = 30 * time.Second
+	// retryAfterError is how long the loop waits before re-planning after a failed apply.
+	retryAfterError = time.Second
+)
+
+// Options configure a Controller.
+type Options struct {
+	Config  *config.Config
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	// Engine applies plans; it must be built from the same Config.
+	Engine *engine.Engine
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
+	// Resync is how often the loop re-plans without a change, for the timers (cancelAfter,
+	// timeouts). Default DefaultResync.
+	Resync time.Duration
+}
+
+// Controller watches the cluster and reconciles on change.
+type Controller struct {
+	cfg     *config.Config
+	client  kubernetes.Interface
+	engine  *engine.Engine
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	resync  time.Duration
+	nm      *sources.Collector
+
+	poolFactory, labelledFactory, dsFactory, warmerFactory informers.SharedInformerFactory
+
+	poolNodes, labelledNodes corelisters.NodeLister
+	daemonSets               appslisters.DaemonSetLister
+	revisions                appslisters.ControllerRevisionLister
+	pods                     corelisters.PodLister
+
+	// The nodeMaintenance informer starts once the resource is served.
+	nmMu       sync.Mutex
+	nmInformer cache.SharedIndexInformer
+	nmSynced   bool
+
+	synced atomic.Bool
+	dirty  chan struct{}
+
+	mu       sync.Mutex
+	inflight map[string]bool
+	// overlay holds nodes as our own patches left them until the informer delivers that
+	// version (or a later one), so a plan never works from a node older than our last write.
+	overlay  map[string]engine.Written
+	warnings []sources.Warning
+	notes    []plan.Note
+	wg       sync.WaitGroup
+}
+
+// New returns a controller; Start begins watching.
+func New(o Options) (*Controller, error) {
+	if o.Config == nil || o.Client == nil || o.Engine == nil {
+		return nil, errors.New("controller: config, client and engine are required")
+	}
+	if o.Config.Maintenance.NodeMaintenance.Enabled && o.Dynamic == nil {
+		return nil, errors.New("controller: the nodeMaintenance source needs a dynamic client")
+	}
+	c := &Controller{
+		cfg: o.Config, client: o.Client, engine: o.Engine, log: o.Logger, metrics: o.Metrics, resync: o.Resync,
+		nm:       sources.NewCollector(o.Config, o.Dynamic),
+		dirty:    make(chan struct{}, 1),
+		inflight: map[string]bool{},
+		overlay:  map[string]engine.Written{},
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if c.resync <= 0 {
+		c.resync = DefaultResync
+	}
+	labelled, err := labels.NewRequirement(o.Config.StatusLabel.Key, selection.Exists, nil)
+	if err != nil {
+		return nil, fmt.Errorf("status label %s: %w", o.Config.StatusLabel.Key, err)
+	}
+	// DaemonSet pods and ControllerRevisions carry controller-revision-hash; this keeps the
+	// orchestrator's own pods and unrelated Jobs out of the cache.
+	revisionHash, err := labels.NewRequirement(appsv1.DefaultDaemonSetUniqueLabelKey, selection.Exists, nil)
+	if err != nil {
+		return nil, fmt.Errorf("label %s: %w", appsv1.DefaultDaemonSetUniqueLabelKey, err)
+	}
+	ns := o.Config.Warmer.Namespace
+	trimNodes := func(obj any) (any, error) {
+		if n, ok := obj.(*corev1.Node); ok {
+			o.Engine.TrimNode(n)
+			return n, nil
+		}
+		return stripManagedFields(obj)
+	}
+	factory := func(opts ...informers.SharedInformerOption) informers.SharedInformerFactory {
+		return informers.NewSharedInformerFactoryWithOptions(o.Client, 0, append(opts, informers.WithTransform(trimNodes))...)
+	}
+	withLabels := func(sel string) informers.SharedInformerOption {
+		return informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = sel })
+	}
+	c.poolFactory = factory(withLabels(o.Config.PoolSelector().String()))
+	c.labelledFactory = factory(withLabels(labels.NewSelector().Add(*labelled).String()))
+	c.dsFactory = factory(informers.WithNamespace(ns), informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+		lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", o.Config.Warmer.DaemonSetName).String()
+	}))
+	c.warmerFactory = factory(informers.WithNamespace(ns), withLabels(labels.NewSelector().Add(*revisionHash).String()))
+
+	nodeHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.Trigger() },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Node)
+			n, ok2 := newObj.(*corev1.Node)
+			if ok1 && ok2 {
+				c.observedNode(n)
+				if !nodeChanged(o, n) {
+					return
+				}
+			}
+			c.Trigger()
+		},
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if n, ok := obj.(*corev1.Node); ok {
+				c.mu.Lock()
+				delete(c.overlay, n.Name)
+				c.mu.Unlock()
+			}
+			c.Trigger()
+		},
+	}
+	trigger := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.Trigger() },
+		UpdateFunc: func(any, any) { c.Trigger() },
+		DeleteFunc: func(any) { c.Trigger() },
+	}
+	for _, f := range []struct {
+		informer cache.SharedIndexInformer
+		handler  cache.ResourceEventHandler
+	}{
+		{c.poolFactory.Core().V1().Nodes().Informer(), nodeHandler},
+		{c.labelledFactory.Core().V1().Nodes().Informer(), nodeHandler},
+		{c.dsFactory.Apps().V1().DaemonSets().Informer(), trigger},
+		{c.warmerFactory.Apps().V1().ControllerRevisions().Informer(), trigger},
+		{c.warmerFactory.Core().V1().Pods().Informer(), trigger},
+	} {
+		if _, err := f.informer.AddEventHandler(f.handler); err != nil {
+			return nil, fmt.Errorf("adding event handler: %w", err)
+		}
+	}
+	c.poolNodes = c.poolFactory.Core().V1().Nodes().Lister()
+	c.labelledNodes = c.labelledFactory.Core().V1().Nodes().Lister()
+	c.daemonSets = c.dsFactory.Apps().V1().DaemonSets().Lister()
+	c.revisions = c.warmerFactory.Apps().V1().ControllerRevisions().Lister()
+	c.pods = c.warmerFactory.Core().V1().Pods().Lister()
+	return c, nil
+}
+
+// Start starts the informers and waits until their caches are synced. The informers run until
+// ctx ends. Standby replicas call it too, so that a takeover starts from warm caches.
+func (c *Controller) Start(ctx context.Context) error {
+	for _, f := range []informers.SharedInformerFactory{c.poolFactory, c.labelledFactory, c.dsFactory, c.warmerFactory} {
+		f.Start(ctx.Done())
+	}
+	if c.cfg.Maintenance.NodeMaintenance.Enabled {
+		c.startMaintenanceInformer(ctx)
+	}
+	for _, f := range []informers.SharedInformerFactory{c.poolFactory, c.labelledFactory, c.dsFactory, c.warmerFactory} {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("waiting for the %v cache to sync: %w", typ, context.Cause(ctx))
+			}
+		}
+	}
+	c.nmMu.Lock()
+	inf := c.nmInformer
+	c.nmMu.Unlock()
+	if inf != nil {
+		if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+			return fmt.Errorf("waiting for the %s cache to sync: %w", sources.GVR(c.cfg).String(), context.Cause(ctx))
+		}
+		c.nmMu.Lock()
+		c.nmSynced = true
+		c.nmMu.Unlock()
+	}
+	c.synced.Store(true)
+	c.log.Info("caches synced")
+	return nil
+}
+
+// Synced reports whether Start has synced every cache: what /readyz answers.
+func (c *Controller) Synced() bool { return c.synced.Load() }
+
+// startMaintenanceInformer starts the nodeMaintenance informer when the resource is served;
+// when it is not (CRD not installed), the source is empty, a warning says so, and the next
+// resync probes again.
+func (c *Controller) startMaintenanceInformer(ctx context.Context) {
+	c.nmMu.Lock()
+	defer c.nmMu.Unlock()
+	if c.nmInformer != nil {
+		return
+	}
+	gvr := sources.GVR(c.cfg)
+	_, err := c.nm.Resource().List(ctx, metav1.ListOptions{Limit: 1})
+	switch {
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		return // reported as a warning by every plan while not served
+	case err != nil:
+		c.log.Warn("probing the maintenance resource failed; retrying at the next resync", "resource", gvr.String(), "error", err)
+		return
+	}
+	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
+	inf := f.ForResource(gvr).Informer()
+	if err := inf.SetTransform(stripManagedFields); err != nil {
+		c.log.Warn("setting the maintenance informer transform failed", "error", err)
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.Trigger() },
+		UpdateFunc: func(any, any) { c.Trigger() },
+		DeleteFunc: func(any) { c.Trigger() },
+	}); err != nil {
+		c.log.Warn("adding the maintenance event handler failed", "error", err)
+		return
+	}
+	c.nmInformer = inf
+	f.Start(ctx.Done())
+	if c.synced.Load() {
+		// Started after start-up (the CRD appeared): sync in the background, then re-plan.
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+				c.nmMu.Lock()
+				c.nmSynced = true
+				c.nmMu.Unlock()
+				c.log.Info("maintenance resource is now served; watching it", "resource", gvr.String())
+				c.Trigger()
+			}
+		}()
+	}
+}
+
+// Trigger asks for a reconcile; triggers that arrive while one is pending coalesce.
+func (c *Controller) Trigger() {
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Lead reconciles until ctx ends: on every relevant change, every Resync, and after each
+// applied batch. It returns once the patches in flight have returned.
+func (c *Controller) Lead(ctx context.Context) error {
+	if !c.Synced() {
+		return errors.New("controller: Lead called before the caches synced")
+	}
+	c.metrics.SetLeader(true)
+	defer c.metrics.SetLeader(false)
+	ticker := time.NewTicker(c.resync)
+	defer ticker.Stop()
+	c.Trigger()
+	for {
+		select {
+		case <-ctx.Done():
+			c.wg.Wait()
+			c.engine.WaitEvents()
+			return nil
+		case <-ticker.C:
+			if c.cfg.Maintenance.NodeMaintenance.Enabled {
+				c.startMaintenanceInformer(ctx)
+			}
+		case <-c.dirty:
+		}
+		c.reconcile(ctx)
+	}
+}
+
+// reconcile plans the pool from the caches and hands the actions of nodes not already being
+// written to the engine.
+func (c *Controller) reconcile(ctx context.Context) {
+	start := time.Now()
+	obs, err := c.engine.ObserveFrom(c.cached())
+	if err != nil {
+		c.log.Error("building the snapshot failed", "error", err)
+		c.metrics.ObserveCycle("watch", time.Since(start), false, start)
+		return
+	}
+	c.logWarnings(obs.Warnings)
+	p := c.engine.Planner().Compute(obs.Snapshot)
+	c.logNotes(p.Notes)
+	byPhase, pool := c.engine.Count(obs.Snapshot.Nodes)
+	c.metrics.SetNodes(byPhase, pool)
+
+	todo := plan.Plan{}
+	c.mu.Lock()
+	// An Enter counts against maxConcurrent: while other writes are in flight, the snapshot may
+	// not show nodes that are being tainted, so entries wait for them (they re-trigger).
+	busy := len(c.inflight) > 0
+	for _, a := range p.Actions {
+		if c.inflight[a.Node] || (busy && a.Type == plan.Enter) {
+			continue
+		}
+		c.inflight[a.Node] = true
+		todo.Actions = append(todo.Actions, a)
+	}
+	c.mu.Unlock()
+	if len(todo.Actions) == 0 {
+		c.metrics.ObserveCycle("watch", time.Since(start), true, time.Now())
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		// Each node leaves the in-flight set as soon as its own write returns, not when the whole
+		// batch does: a node adopted early in a burst of a thousand is released as soon as its
+		// warmer pod is Ready.
+		_, err := c.engine.ApplyNotify(ctx, obs, todo, func(a plan.Action, w *engine.Written, _ error) {
+			c.mu.Lock()
+			if w != nil && w.Node != nil {
+				c.overlay[w.Node.Name] = *w
+			}
+			delete(c.inflight, a.Node)
+			c.mu.Unlock()
+			c.Trigger()
+		})
+		c.metrics.ObserveCycle("watch", time.Since(start), err == nil, time.Now())
+		if err != nil && ctx.Err() == nil {
+			c.log.Error("reconcile incomplete; retrying", "error", err, "retryIn", retryAfterError.String())
+			time.AfterFunc(retryAfterError, c.Trigger)
+		}
+	}()
+}
+
+// cached gathers the objects of one snapshot from the informer caches.
+func (c *Controller) cached() engine.Cached {
+	out := engine.Cached{MaintenanceServed: true}
+	byName := map[string]*corev1.Node{}
+	for _, lister := range []corelisters.NodeLister{c.poolNodes, c.labelledNodes} {
+		nodes, _ := lister.List(labels.Everything())
+		for _, n := range nodes {
+			byName[n.Name] = n
+		}
+	}
+	c.mu.Lock()
+	for name, w := range c.overlay {
+		n, ok := byName[name]
+		switch {
+		case !ok:
+			// We write only nodes the caches hold: this one was deleted or left both sets.
+			delete(c.overlay, name)
+		case n.ResourceVersion == w.Before:
+			byName[name] = w.Node
+		default:
+			delete(c.overlay, name)
+		}
+	}
+	c.mu.Unlock()
+	out.Nodes = make([]*corev1.Node, 0, len(byName))
+	for _, n := range byName {
+		out.Nodes = append(out.Nodes, n)
+	}
+	if ds, err := c.daemonSets.DaemonSets(c.cfg.Warmer.Namespace).Get(c.cfg.Warmer.DaemonSetName); err == nil {
+		out.DaemonSet = ds
+		out.Revisions, _ = c.revisions.ControllerRevisions(c.cfg.Warmer.Namespace).List(labels.Everything())
+		out.Pods, _ = c.pods.Pods(c.cfg.Warmer.Namespace).List(labels.Everything())
+	}
+	if c.cfg.Maintenance.NodeMaintenance.Enabled {
+		c.nmMu.Lock()
+		inf, synced := c.nmInformer, c.nmSynced
+		c.nmMu.Unlock()
+		if inf == nil || !synced {
+			out.MaintenanceServed = inf != nil && synced
+		} else {
+			for _, obj := range inf.GetStore().List() {
+				if u, ok := obj.(*unstructured.Unstructured); ok {
+					out.Maintenance = append(out.Maintenance, u)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// observedNode drops the overlay of a node once the informer delivers a version after the one
+// our patch was guarded by (watch events of one object arrive in order).
+func (c *Controller) observedNode(n *corev1.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.overlay[n.Name]; ok && n.ResourceVersion != w.Before {
+		delete(c.overlay, n.Name)
+	}
+}
+
+// logWarnings logs the sources' warnings when they change, not at every reconcile.
+func (c *Controller) logWarnings(ws []sources.Warning) {
+	c.mu.Lock()
+	same := slices.Equal(ws, c.warnings)
+	c.warnings = ws
+	c.mu.Unlock()
+	if same {
+		return
+	}
+	for _, w := range ws {
+		c.log.Warn("maintenance source: "+w.Message, "source", w.Source, "object", w.Object)
+	}
+}
+
+// logNotes logs the planner's notes (nodes waiting for the budget, skipped nodes) when they
+// change, not at every reconcile.
+func (c *Controller) logNotes(notes []plan.Note) {
+	c.mu.Lock()
+	same := slices.Equal(notes, c.notes)
+	c.notes = notes
+	c.mu.Unlock()
+	if same {
+		return
+	}
+	for _, n := range notes {
+		c.log.Info(n.Message, "node", n.Node)
+	}
+}
+
+// nodeChanged reports whether an update touches anything the planner reads; node status
+// heartbeats do not.
+func nodeChanged(o, n *corev1.Node) bool {
+	return !equalMaps(o.Labels, n.Labels) || !equalMaps(o.Annotations, n.Annotations) ||
+		!slices.EqualFunc(o.Spec.Taints, n.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) ||
+		o.Spec.Unschedulable != n.Spec.Unschedulable ||
+		o.Status.NodeInfo.KernelVersion != n.Status.NodeInfo.KernelVersion ||
+		o.Status.NodeInfo.BootID != n.Status.NodeInfo.BootID ||
+		state.NodeReady(o) != state.NodeReady(n)
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// stripManagedFields drops metadata.managedFields from cached objects: the planner never reads
+// them, and on nodes they are a large share of the memory an informer holds.
+func stripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
+}

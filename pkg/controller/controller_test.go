@@ -1,0 +1,46 @@
+package controller
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// Reconciles are triggered by node changes the planner reads, and not by status heartbeats.
+func TestNodeChanged(t *testing.T) {
+	base := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	cases := []struct {
+		name   string
+		mutate func(*corev1.Node)
+		want   bool
+	}{
+		{"heartbeat only", func(n *corev1.Node) {
+			n.ResourceVersion = "2"
+			for i := range n.Status.Conditions {
+				n.Status.Conditions[i].LastHeartbeatTime = metav1.Now()
+			}
+		}, false},
+		{"label", func(n *corev1.Node) { n.Labels["os-upgrade/status"] = "upgrading" }, true},
+		{"annotation", func(n *corev1.Node) { n.Annotations = map[string]string{"image-prewarmer.io/phase": "tainted"} }, true},
+		{"taint", func(n *corev1.Node) {
+			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule})
+		}, true},
+		{"cordon", func(n *corev1.Node) { n.Spec.Unschedulable = true }, true},
+		{"kernel", func(n *corev1.Node) { n.Status.NodeInfo.KernelVersion = "6.8.0" }, true},
+		{"boot ID", func(n *corev1.Node) { n.Status.NodeInfo.BootID = "new" }, true},
+		{"not ready", func(n *corev1.Node) {
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionFalse}}
+		}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := base.DeepCopy()
+			tc.mutate(n)
+			assert.Equal(t, tc.want, nodeChanged(base, n))
+		})
+	}
+}

@@ -1,0 +1,214 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// LeaderElection configures leader election on a coordination.k8s.io Lease.
+type LeaderElection struct {
+	// Enabled runs the reconcile loop only while this process holds the Lease.
+	Enabled bool
+	// Namespace and Name locate the Lease.
+	Namespace, Name string
+	// Identity names this candidate (the pod name); unique among replicas.
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod as in client-go (defaults 15s, 10s, 2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// Client reads and writes the Lease; default Options.Client. A client of its own (own rate
+	// limiter) keeps a burst of node writes from delaying the renewal past RenewDeadline.
+	Client kubernetes.Interface
+}
+
+// RunOptions configure Run.
+type RunOptions struct {
+	Options
+	LeaderElection LeaderElection
+	// Listen is the address of /healthz, /readyz and /metrics ("" serves nothing);
+	// "127.0.0.1:0" picks a free port, reported to OnListen.
+	Listen string
+	// OnListen, if set, is called with the address the HTTP server listens on.
+	OnListen func(addr string)
+}
+
+// ErrLeadershipLost is returned by Run when this process stopped leading while it was meant to
+// keep running: the process should exit, and its restart will stand for election again.
+var ErrLeadershipLost = errors.New("leader election lost")
+
+// Run is `prewarm-orchestrator run`: it serves the HTTP endpoints, starts the informers (every
+// replica, so a standby takes over from warm caches), and reconciles while it leads. It returns
+// nil when ctx ends (SIGTERM), after releasing the Lease and waiting for the patches in flight.
+func Run(ctx context.Context, o RunOptions) error {
+	c, err := New(o.Options)
+	if err != nil {
+		return err
+	}
+	le := o.LeaderElection
+	if le.LeaseDuration <= 0 {
+		le.LeaseDuration = 15 * time.Second
+	}
+	if le.RenewDeadline <= 0 {
+		le.RenewDeadline = 10 * time.Second
+	}
+	if le.RetryPeriod <= 0 {
+		le.RetryPeriod = 2 * time.Second
+	}
+	var health *leaderelection.HealthzAdaptor
+	if le.Enabled {
+		if le.Namespace == "" || le.Name == "" || le.Identity == "" {
+			return errors.New("leader election: lease namespace, name and identity are required")
+		}
+		health = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
+	}
+
+	stopHTTP, err := c.serve(o.Listen, health, o.OnListen)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+
+	if err := c.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if !le.Enabled {
+		c.log.Info("reconciling (leader election disabled)")
+		return c.Lead(ctx)
+	}
+
+	var (
+		leadErr  error
+		leadDone = make(chan struct{})
+	)
+	leClient := le.Client
+	if leClient == nil {
+		leClient = o.Client
+	}
+	lock := &trackingLock{Interface: &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
+		Client:     leClient.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
+	}}
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   le.LeaseDuration,
+		RenewDeadline:   le.RenewDeadline,
+		RetryPeriod:     le.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            le.Namespace + "/" + le.Name,
+		WatchDog:        health,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				defer close(leadDone)
+				c.log.Info("leading: reconciling", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
+				leadErr = c.Lead(lctx)
+			},
+			OnStoppedLeading: func() {
+				c.log.Info("not leading", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
+			},
+			OnNewLeader: func(id string) {
+				if id != le.Identity {
+					c.log.Info("standing by", "leader", id, "lease", le.Namespace+"/"+le.Name)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("configuring leader election on lease %s/%s: %w", le.Namespace, le.Name, err)
+	}
+	health.SetLeaderElection(elector)
+	elector.Run(ctx)
+	if lock.acquired.Load() {
+		// Run starts OnStartedLeading in a goroutine and cancels its context on return.
+		<-leadDone
+	}
+	if leadErr != nil {
+		return leadErr
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("lease %s/%s: %w", le.Namespace, le.Name, ErrLeadershipLost)
+}
+
+// trackingLock records whether this candidate ever wrote the Lease as its holder: the elector
+// then has started (or is about to start) OnStartedLeading, which Run must wait for.
+type trackingLock struct {
+	resourcelock.Interface
+	acquired atomic.Bool
+}
+
+func (l *trackingLock) Create(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
+	err := l.Interface.Create(ctx, r)
+	if err == nil && r.HolderIdentity == l.Identity() {
+		l.acquired.Store(true)
+	}
+	return err
+}
+
+func (l *trackingLock) Update(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
+	err := l.Interface.Update(ctx, r)
+	if err == nil && r.HolderIdentity == l.Identity() {
+		l.acquired.Store(true)
+	}
+	return err
+}
+
+// serve starts the HTTP endpoints and returns a function that stops them.
+func (c *Controller) serve(addr string, health *leaderelection.HealthzAdaptor, onListen func(string)) (func(), error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if health != nil {
+			if err := health.Check(r); err != nil {
+				http.Error(w, "leader election: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.Synced() {
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if c.metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(c.metrics.Registry, promhttp.HandlerOpts{Registry: c.metrics.Registry}))
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("HTTP server stopped", "address", ln.Addr().String(), "error", err)
+		}
+	}()
+	c.log.Info("serving /healthz, /readyz, /metrics", "address", ln.Addr().String())
+	if onListen != nil {
+		onListen(ln.Addr().String())
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}

@@ -1,0 +1,190 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+)
+
+var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func readyPod(since time.Time) *corev1.Pod {
+	return &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{
+		Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(since),
+	}}}}
+}
+
+func node(ann map[string]string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: ann}}
+}
+
+func TestTransition(t *testing.T) {
+	cases := []struct {
+		name              string
+		node              *corev1.Node
+		action            plan.Action
+		upgradeCount      int
+		upgradeSum        float64
+		readyCount        int
+		readySum          float64
+		transitionLabels  []string
+		transitionsWanted float64
+	}{
+		{
+			name:         "warm release of a warming node",
+			node:         node(map[string]string{state.Phase: state.PhaseWarming, state.UpgradedAt: state.FormatTime(now.Add(-90 * time.Second))}),
+			action:       plan.Action{Type: plan.Release, Reason: state.ReasonWarm, WarmPod: readyPod(now.Add(-2 * time.Second))},
+			upgradeCount: 1, upgradeSum: 90, readyCount: 1, readySum: 2,
+			transitionLabels: []string{"release", "warm"}, transitionsWanted: 1,
+		},
+		{
+			name:         "upgraded and warm in one cycle",
+			node:         node(map[string]string{state.Phase: state.PhaseTainted}),
+			action:       plan.Action{Type: plan.Release, Reason: state.ReasonWarm, WarmPod: readyPod(now.Add(-5 * time.Second))},
+			upgradeCount: 1, upgradeSum: 0, readyCount: 1, readySum: 5,
+			transitionLabels: []string{"release", "warm"}, transitionsWanted: 1,
+		},
+		{
+			name:             "cancelled before any upgrade: no latency",
+			node:             node(map[string]string{state.Phase: state.PhaseTainted}),
+			action:           plan.Action{Type: plan.Release, Reason: state.ReasonCancelled},
+			transitionLabels: []string{"release", "cancelled"}, transitionsWanted: 1,
+		},
+		{
+			name:             "enter",
+			node:             node(nil),
+			action:           plan.Action{Type: plan.Enter, Reason: plan.SourceNodeMaintenance},
+			transitionLabels: []string{"enter", "nodeMaintenance"}, transitionsWanted: 1,
+		},
+		{
+			name:         "pod Ready clock skew is not negative",
+			node:         node(map[string]string{state.Phase: state.PhaseWarming, state.UpgradedAt: state.FormatTime(now)}),
+			action:       plan.Action{Type: plan.Release, Reason: state.ReasonWarm, WarmPod: readyPod(now.Add(3 * time.Second))},
+			upgradeCount: 1, readyCount: 1, readySum: 0,
+			transitionLabels: []string{"release", "warm"}, transitionsWanted: 1,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New()
+			m.Transition(tc.node, tc.action, now)
+			assert.Equal(t, tc.transitionsWanted, testutil.ToFloat64(m.transitions.WithLabelValues(tc.transitionLabels...)))
+			up := histogram(t, m, "image_prewarmer_upgrade_to_release_seconds")
+			assert.Equal(t, tc.upgradeCount, int(up.count))
+			assert.InDelta(t, tc.upgradeSum, up.sum, 1e-9)
+			ready := histogram(t, m, "image_prewarmer_warmer_ready_to_release_seconds")
+			assert.Equal(t, tc.readyCount, int(ready.count))
+			assert.InDelta(t, tc.readySum, ready.sum, 1e-9)
+		})
+	}
+}
+
+type hist struct {
+	count uint64
+	sum   float64
+}
+
+func histogram(t *testing.T, m *Metrics, name string) hist {
+	t.Helper()
+	fams, err := m.Registry.Gather()
+	require.NoError(t, err)
+	var h hist
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			h.count += metric.GetHistogram().GetSampleCount()
+			h.sum += metric.GetHistogram().GetSampleSum()
+		}
+	}
+	return h
+}
+
+func TestSetNodesReportsEveryPhase(t *testing.T) {
+	m := New()
+	assert.Equal(t, 0.0, testutil.ToFloat64(m.nodes.WithLabelValues(state.PhaseWarming)), "zero before the first cycle")
+	m.SetNodes(map[string]int{state.PhaseTainted: 3}, 10)
+	assert.Equal(t, 3.0, testutil.ToFloat64(m.nodes.WithLabelValues(state.PhaseTainted)))
+	assert.Equal(t, 0.0, testutil.ToFloat64(m.nodes.WithLabelValues(state.PhaseWarming)))
+	assert.Equal(t, 10.0, testutil.ToFloat64(m.poolNodes))
+}
+
+func TestWrapTransportCountsRequestsAndErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch {
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		_, _ = io.WriteString(w, "{}")
+	}))
+	defer srv.Close()
+	m := New()
+	client := &http.Client{Transport: m.WrapTransport(http.DefaultTransport)}
+	for _, method := range []string{http.MethodGet, http.MethodGet, http.MethodPatch} {
+		req, err := http.NewRequest(method, srv.URL, nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	_, err := client.Get("http://127.0.0.1:1/")
+	require.Error(t, err)
+
+	assert.Equal(t, 2.0, testutil.ToFloat64(m.apiRequests.WithLabelValues("GET", "200")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.apiRequests.WithLabelValues("PATCH", "409")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.apiRequests.WithLabelValues("GET", "transport")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.apiErrors.WithLabelValues("PATCH", "409")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.apiErrors.WithLabelValues("GET", "transport")))
+	assert.Equal(t, 0.0, testutil.ToFloat64(m.apiErrors.WithLabelValues("GET", "200")))
+}
+
+func TestPush(t *testing.T) {
+	var got struct {
+		method, path string
+		body         string
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.method, got.path, got.body = r.Method, r.URL.Path, string(b)
+	}))
+	defer srv.Close()
+	require.True(t, strings.HasPrefix(srv.URL, "http://127.0.0.1:"))
+	m := New()
+	m.Transition(node(nil), plan.Action{Type: plan.Enter, Reason: plan.SourceCordoned}, now)
+	require.NoError(t, m.Push(context.Background(), srv.URL, "prewarm-system/prewarm"))
+	assert.Equal(t, http.MethodPut, got.method)
+	// A grouping value with a slash is base64-encoded by the push client.
+	assert.Equal(t, "/metrics/job/image-prewarmer/instance@base64/cHJld2FybS1zeXN0ZW0vcHJld2FybQ", got.path)
+	assert.Contains(t, got.body, "image_prewarmer_transitions_total")
+
+	srv.Close()
+	err := m.Push(context.Background(), srv.URL, "x")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "pushing metrics to "+srv.URL)
+}
+
+func TestNilMetricsRecordNothing(t *testing.T) {
+	var m *Metrics
+	m.Transition(node(nil), plan.Action{Type: plan.Release}, now)
+	m.SetNodes(nil, 0)
+	m.ObserveCycle("once", time.Second, true, now)
+	m.SetLeader(true)
+	assert.NoError(t, m.Push(context.Background(), "http://127.0.0.1:1", "x"))
+	rt := roundTripper(func(*http.Request) (*http.Response, error) { return nil, errors.New("x") })
+	assert.NotNil(t, m.WrapTransport(rt))
+}

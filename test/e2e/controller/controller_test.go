@@ -1,0 +1,336 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/controller"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
+)
+
+// The seed lifecycle in deployment mode with two replicas: one leads, the other stands by; the
+// leader is stopped mid-run (between two nodes' upgrades) and the other finishes the job.
+func TestSeedLifecycleTwoReplicas(t *testing.T) {
+	e := newEnv(t)
+	foreign := corev1.Taint{Key: "example.com/foreign", Value: "x", Effect: corev1.TaintEffectPreferNoSchedule}
+	e.poolNode("a", framework.WithTaints(foreign), framework.WithLabels(map[string]string{"team": "ml"}))
+	e.poolNode("b")
+	e.poolNode("c")
+	e.warmer()
+
+	r1 := e.start("replica-1", fastElection)
+	r2 := e.start("replica-2", fastElection)
+	replicas := map[string]*runner{r1.id: r1, r2.id: r2}
+	var leaderID string
+	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		leaderID = e.leader()
+		return leaderID != "", nil
+	}))
+	for _, r := range replicas {
+		require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+			code, _ := r.get(t, "/readyz")
+			return code == http.StatusOK, nil
+		}), "replica %s ready", r.id)
+		code, _ := r.get(t, "/healthz")
+		assert.Equal(t, http.StatusOK, code)
+	}
+
+	e.maintenance("a")
+	e.maintenance("b")
+	e.waitPhase("a", state.PhaseTainted)
+	e.waitPhase("b", state.PhaseTainted)
+	e.requireUntouched("c")
+
+	// The pipeline cordons and reboots a onto the target kernel: released once its warmer is Ready.
+	_, err := cluster.Cordon(e.ctx, e.nodeName("a"))
+	require.NoError(t, err)
+	e.reboot("a")
+	e.waitReleased("a")
+	a := e.requireReleased("a", state.ReasonWarm)
+	assert.Contains(t, a.Spec.Taints, foreign, "foreign taints stay")
+	assert.Equal(t, "ml", a.Labels["team"])
+	assert.True(t, a.Spec.Unschedulable, "the pipeline's cordon is not ours to remove")
+
+	// The leader goes away (SIGTERM: it releases the Lease); the standby takes over.
+	leader := replicas[leaderID]
+	require.NotNil(t, leader, "the Lease holder %q is one of the replicas", leaderID)
+	leader.stop(t)
+	var standby *runner
+	for id, r := range replicas {
+		if id != leaderID {
+			standby = r
+		}
+	}
+	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		return e.leader() == standby.id, nil
+	}), "the standby takes the Lease")
+
+	e.reboot("b")
+	e.waitReleased("b")
+	e.requireReleased("b", state.ReasonWarm)
+	e.requireUntouched("c")
+	// Released while its NodeMaintenance still exists: not tainted again, whoever leads.
+	time.Sleep(3 * time.Second) // more than one resync of the new leader
+	e.requireReleased("a", state.ReasonWarm)
+	for _, n := range []string{"a", "b"} {
+		assert.Len(t, e.events(n, "PrewarmTainted"), 1, "one Tainted event on %s: no replica wrote twice", n)
+		assert.Len(t, e.events(n, "PrewarmReleased"), 1, "one Released event on %s", n)
+	}
+	mf := standby.scrape(t)
+	v, ok := sample(mf, "image_prewarmer_leader", nil)
+	assert.True(t, ok && v == 1, "the new leader reports leader=1")
+}
+
+// A NodeMaintenance created while the controller runs is acted upon at once, not at the next
+// resync or cron tick.
+func TestMaintenanceWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.warmer()
+	le := fastElection
+	r := e.start("only", le)
+	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		return e.leader() == r.id, nil
+	}))
+	time.Sleep(time.Second)
+	e.requireUntouched("a")
+
+	start := time.Now()
+	e.maintenance("a")
+	e.waitPhase("a", state.PhaseTainted)
+	t.Logf("tainted %s after the NodeMaintenance was created (informational; the wait allows 60s)", time.Since(start).Round(time.Millisecond))
+	require.Len(t, e.events("a", "PrewarmTainted"), 1)
+}
+
+// /metrics exposes nodes by phase, transitions, both latency histograms, reconcile durations,
+// the leader gauge and build info, with the values of the scenario.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	ourTaint := corev1.Taint{Key: e.cfg.Taint.Key, Value: e.cfg.Taint.Value, Effect: e.cfg.Taint.Effect}
+	e.poolNode("joined", framework.WithTaints(ourTaint)) // joins tainted: adopted
+	e.poolNode("upgraded")
+	e.poolNode("waiting")
+	e.warmer()
+	r := e.start("only", fastElection)
+
+	e.waitReleased("joined")
+	e.maintenance("upgraded")
+	e.maintenance("waiting")
+	e.waitPhase("upgraded", state.PhaseTainted)
+	e.waitPhase("waiting", state.PhaseTainted)
+	e.reboot("upgraded")
+	e.waitReleased("upgraded")
+	e.requireReleased("joined", state.ReasonWarm)
+	e.requireReleased("upgraded", state.ReasonWarm)
+
+	var mf map[string]*dto.MetricFamily
+	// The gauges follow the caches: wait until the last release is reflected.
+	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		mf = r.scrape(t)
+		v, _ := sample(mf, "image_prewarmer_nodes", map[string]string{"phase": "tainted"})
+		w, _ := sample(mf, "image_prewarmer_nodes", map[string]string{"phase": "warming"})
+		return v == 1 && w == 0, nil
+	}))
+	expect := func(name string, labels map[string]string, want float64) {
+		t.Helper()
+		got, ok := sample(mf, name, labels)
+		require.True(t, ok, "series %s%v exists", name, labels)
+		assert.Equal(t, want, got, "%s%v", name, labels)
+	}
+	expect("image_prewarmer_pool_nodes", nil, 3)
+	expect("image_prewarmer_transitions_total", map[string]string{"type": "adopt", "reason": "joined-tainted"}, 1)
+	expect("image_prewarmer_transitions_total", map[string]string{"type": "enter", "reason": "nodeMaintenance"}, 2)
+	expect("image_prewarmer_transitions_total", map[string]string{"type": "release", "reason": "warm"}, 2)
+	expect("image_prewarmer_warmer_ready_to_release_seconds", nil, 2)
+	expect("image_prewarmer_upgrade_to_release_seconds", map[string]string{"reason": "warm"}, 2)
+	expect("image_prewarmer_leader", nil, 1)
+	expect("image_prewarmer_build_info", nil, 1)
+	d, ok := sample(mf, "image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "watch"})
+	require.True(t, ok)
+	assert.Positive(t, d)
+	// Warm releases happen within seconds of the pod's Ready time (recorded to the second).
+	h := mf["image_prewarmer_warmer_ready_to_release_seconds"].GetMetric()[0].GetHistogram()
+	assert.Less(t, h.GetSampleSum(), 60.0, "sum of ready-to-release seconds")
+}
+
+// The API server restarts while the controller runs: the informers re-list and re-watch, the
+// leader keeps its Lease (the outage is shorter than the renew deadline), and changes made after
+// the restart are acted upon, with no restart of the controller.
+func TestAPIServerRestart(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.poolNode("b")
+	e.warmer()
+	le := controller.LeaderElection{Enabled: true, Name: leaseName,
+		LeaseDuration: 60 * time.Second, RenewDeadline: 45 * time.Second, RetryPeriod: 2 * time.Second}
+	r := e.start("only", le)
+	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		return e.leader() == r.id, nil
+	}))
+	e.maintenance("a")
+	e.waitPhase("a", state.PhaseTainted)
+
+	require.NoError(t, cluster.RestartAPIServer(e.ctx, time.Second))
+
+	select {
+	case err := <-r.done:
+		t.Fatalf("the controller stopped during the API server restart: %v", err)
+	default:
+	}
+	e.maintenance("b")
+	e.waitPhase("b", state.PhaseTainted)
+	e.reboot("a")
+	e.waitReleased("a")
+	e.requireReleased("a", state.ReasonWarm)
+	assert.Equal(t, r.id, e.leader())
+
+	mf := r.scrape(t)
+	var failed float64
+	for _, m := range mf["image_prewarmer_api_errors_total"].GetMetric() {
+		failed += m.GetCounter().GetValue()
+	}
+	assert.Positive(t, failed, "requests during the outage are counted as API errors")
+}
+
+// Two processes of the built binary; the leader is killed (SIGKILL: no Lease release) while it
+// is tainting a burst of nodes. The other takes over once the Lease expires and finishes; every
+// node ends tainted exactly once. SIGTERM then stops the new leader cleanly, releasing the Lease.
+func TestBinaryLeaderKilledMidBurst(t *testing.T) {
+	e := newEnv(t)
+	const n = 12
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.poolNode(fmt.Sprintf("n%02d", i)) }()
+	}
+	wg.Wait()
+	e.warmer()
+	procs := map[string]*process{}
+	for _, name := range []string{"orchestrator-0", "orchestrator-1"} {
+		procs[name] = e.startProcess(name)
+	}
+	var leaderID string
+	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		leaderID = e.leader()
+		return leaderID != "", nil
+	}))
+	for _, p := range procs {
+		require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+			code, _ := p.get(t, "/readyz")
+			return code == http.StatusOK, nil
+		}))
+	}
+
+	for i := range n {
+		e.maintenance(fmt.Sprintf("n%02d", i))
+		if i == n/2 {
+			require.NoError(t, procs[leaderID].cmd.Process.Kill())
+		}
+	}
+	var next *process
+	for name, p := range procs {
+		if name != leaderID {
+			next = p
+		}
+	}
+	require.NoError(t, framework.Eventually(e.ctx, 60*time.Second, func(context.Context) (bool, error) {
+		return e.leader() == next.name, nil
+	}), "the standby takes over the expired Lease")
+	for i := range n {
+		short := fmt.Sprintf("n%02d", i)
+		e.waitPhase(short, state.PhaseTainted)
+		node := e.node(short)
+		count := 0
+		for _, tt := range node.Spec.Taints {
+			if tt.Key == e.cfg.Taint.Key {
+				count++
+			}
+		}
+		assert.Equal(t, 1, count, "one taint on %s", short)
+		assert.Equal(t, "upgrading", node.Labels[e.cfg.StatusLabel.Key])
+		assert.Equal(t, e.cfg.Instance, node.Annotations[state.Owner])
+		assert.LessOrEqual(t, len(e.events(short, "PrewarmTainted")), 1, "no double write on %s", short)
+	}
+
+	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-next.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leader did not stop on SIGTERM")
+	}
+	require.NoError(t, next.err, "exit 0 on SIGTERM\n%s", next.log())
+	assert.Empty(t, e.leader(), "the Lease is released on SIGTERM")
+}
+
+// run --once --pushgateway pushes the cycle's metrics to the Pushgateway after the cycle.
+func TestOncePushgateway(t *testing.T) {
+	e := newEnv(t)
+	e.poolNode("a")
+	e.warmer()
+	e.maintenance("a")
+
+	type pushed struct {
+		method, path string
+		families     map[string]*dto.MetricFamily
+	}
+	got := make(chan pushed, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := pushed{method: req.Method, path: req.URL.Path, families: map[string]*dto.MetricFamily{}}
+		dec := expfmt.NewDecoder(req.Body, expfmt.ResponseFormat(req.Header))
+		for {
+			var mf dto.MetricFamily
+			if err := dec.Decode(&mf); err != nil {
+				if err != io.EOF {
+					t.Errorf("decoding pushed metrics: %v", err)
+				}
+				break
+			}
+			p.families[mf.GetName()] = &mf
+		}
+		got <- p
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	require.True(t, strings.HasPrefix(srv.URL, "http://127.0.0.1:"))
+
+	cmd := []string{"run", "--once", "--config", e.configFile(), "--kubeconfig", cluster.Kubeconfig, "--pushgateway", srv.URL}
+	out, err := execBinary(t, cmd...)
+	require.NoError(t, err, out)
+	e.waitPhase("a", state.PhaseTainted)
+
+	var p pushed
+	select {
+	case p = <-got:
+	default:
+		t.Fatal("nothing was pushed")
+	}
+	assert.Equal(t, http.MethodPut, p.method)
+	assert.True(t, strings.HasPrefix(p.path, "/metrics/job/image-prewarmer/instance"), p.path)
+	expect := func(name string, labels map[string]string, want float64) {
+		t.Helper()
+		v, ok := sample(p.families, name, labels)
+		require.True(t, ok, "pushed %s%v", name, labels)
+		assert.Equal(t, want, v, "%s%v", name, labels)
+	}
+	expect("image_prewarmer_transitions_total", map[string]string{"type": "enter", "reason": "nodeMaintenance"}, 1)
+	expect("image_prewarmer_nodes", map[string]string{"phase": "tainted"}, 1)
+	expect("image_prewarmer_pool_nodes", nil, 1)
+	expect("image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "once"}, 1)
+	expect("image_prewarmer_build_info", nil, 1)
+}
