@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -9,14 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/term"
-)
 
-// modulePath identifies the repository root: the directory whose go.mod declares it.
-const modulePath = "github.com/image-prewarmer/image-prewarmer"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
+)
 
 // Options configure the demo. Defaults gives the values `make demo` uses.
 type Options struct {
@@ -50,7 +47,7 @@ type Options struct {
 
 // Defaults returns the options of `make demo`, with Root and Cache found from the environment.
 func Defaults() (Options, error) {
-	root, err := repoRoot()
+	root, err := framework.RepoRoot()
 	if err != nil {
 		return Options{}, err
 	}
@@ -145,39 +142,6 @@ func run(ctx context.Context, args []string, out *os.File) error {
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", fs.Arg(0))
 	}
-}
-
-// repoRoot walks up from the working directory to the directory whose go.mod declares the module.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the repository root: %w", err)
-	}
-	for {
-		if declaresModule(filepath.Join(dir, "go.mod")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("finding the repository root: no go.mod for %s above the working directory", modulePath)
-		}
-		dir = parent
-	}
-}
-
-func declaresModule(goMod string) bool {
-	f, err := os.Open(goMod)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if fields := strings.Fields(s.Text()); len(fields) == 2 && fields[0] == "module" {
-			return fields[1] == modulePath
-		}
-	}
-	return false
 }
 
 // toolsCache is the cache directory of hack/tools/install.sh and hack/cluster.sh.

@@ -96,14 +96,6 @@ func tokenKubeconfig(t *testing.T, dir, token string) string {
 	return path
 }
 
-func buildOrchestrator(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "prewarm-orchestrator")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/image-prewarmer/image-prewarmer/cmd/prewarm-orchestrator").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return bin
-}
-
 func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -177,7 +169,8 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	cfgPath := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(configData), 0o600))
 	kubeconfig := tokenKubeconfig(t, dir, token)
-	bin := buildOrchestrator(t, dir)
+	bin, err := framework.BuildOrchestrator(dir)
+	require.NoError(t, err)
 	run := func(args ...string) string {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, bin, append(args, "--config", cfgPath, "--kubeconfig", kubeconfig)...)

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -261,13 +260,7 @@ func (e *env) poolNode(short string, opts ...framework.NodeOption) {
 
 func (e *env) warmer() *appsv1.DaemonSet {
 	e.t.Helper()
-	o := framework.WarmerOptions{
-		Namespace: e.cfg.Warmer.Namespace, Name: e.cfg.Warmer.DaemonSetName, PoolSelector: e.cfg.Pool.NodeSelector,
-		StatusLabelKey: e.cfg.StatusLabel.Key, StatusValue: e.cfg.StatusLabel.Value, WarmingValue: e.cfg.StatusLabel.WarmingValue,
-		KernelLabel: e.cfg.Upgrade.KernelVersionLabel, KernelVersions: e.cfg.Upgrade.KernelVersions,
-		Taint:  corev1.Taint{Key: e.cfg.Taint.Key, Value: e.cfg.Taint.Value, Effect: e.cfg.Taint.Effect},
-		Images: e.images,
-	}
+	o := framework.WarmerOptionsFor(e.cfg, e.images)
 	ds, err := e.client.AppsV1().DaemonSets(o.Namespace).Create(e.ctx, framework.WarmerDaemonSet(o), metav1.CreateOptions{})
 	require.NoError(e.t, err)
 	return ds
@@ -374,11 +367,7 @@ func orchestratorBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary = filepath.Join(dir, "prewarm-orchestrator")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/image-prewarmer/image-prewarmer/cmd/prewarm-orchestrator").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
+		binary, buildErr = framework.BuildOrchestrator(dir)
 	})
 	require.NoError(t, buildErr)
 	return binary

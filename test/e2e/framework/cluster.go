@@ -61,7 +61,7 @@ type Cluster struct {
 // server answers and the default service account exists. Call Stop to delete it; until then a
 // helper process deletes it if this process dies first, unless E2E_KEEP_CLUSTER=1.
 func Start(ctx context.Context, prefix string) (*Cluster, error) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -203,9 +203,9 @@ func (c *Cluster) startReaper() error {
 	return nil
 }
 
-// repoRoot walks up from the working directory (go test runs in the package directory) to the
-// directory whose go.mod declares this module.
-func repoRoot() (string, error) {
+// RepoRoot walks up from the working directory to the directory whose go.mod declares this
+// module: the repository root, where hack/ and charts/ live.
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("finding the repository root: %w", err)

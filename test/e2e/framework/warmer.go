@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 )
 
 // WarmerOptions describes a warmer DaemonSet fixture. Empty fields take the product defaults
@@ -249,4 +251,22 @@ func withPathPrefix(image, component string) string {
 		return host + "/" + component + "/" + rest
 	}
 	return component + "/" + image
+}
+
+// WarmerOptionsFor returns the options of a warmer DaemonSet that matches an orchestrator
+// configuration (namespace and name, pool, status label, kernel targets, taint), as the chart
+// renders it, with one container per image.
+func WarmerOptionsFor(cfg *config.Config, images []string) WarmerOptions {
+	return WarmerOptions{
+		Namespace:      cfg.Warmer.Namespace,
+		Name:           cfg.Warmer.DaemonSetName,
+		PoolSelector:   cfg.Pool.NodeSelector,
+		StatusLabelKey: cfg.StatusLabel.Key,
+		StatusValue:    cfg.StatusLabel.Value,
+		WarmingValue:   cfg.StatusLabel.WarmingValue,
+		KernelLabel:    cfg.Upgrade.KernelVersionLabel,
+		KernelVersions: cfg.Upgrade.KernelVersions,
+		Taint:          corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect},
+		Images:         images,
+	}
 }

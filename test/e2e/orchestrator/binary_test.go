@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
 var (
@@ -34,11 +35,7 @@ func orchestratorBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary = filepath.Join(dir, "prewarm-orchestrator")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/image-prewarmer/image-prewarmer/cmd/prewarm-orchestrator").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
+		binary, buildErr = framework.BuildOrchestrator(dir)
 	})
 	require.NoError(t, buildErr)
 	return binary

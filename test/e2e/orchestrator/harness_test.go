@@ -160,18 +160,7 @@ func (e *env) otherNode(short string, opts ...framework.NodeOption) *corev1.Node
 
 func (e *env) warmer(mutate ...func(*framework.WarmerOptions)) *appsv1.DaemonSet {
 	e.t.Helper()
-	o := framework.WarmerOptions{
-		Namespace:      e.cfg.Warmer.Namespace,
-		Name:           e.cfg.Warmer.DaemonSetName,
-		PoolSelector:   e.cfg.Pool.NodeSelector,
-		StatusLabelKey: e.cfg.StatusLabel.Key,
-		StatusValue:    e.cfg.StatusLabel.Value,
-		WarmingValue:   e.cfg.StatusLabel.WarmingValue,
-		KernelLabel:    e.cfg.Upgrade.KernelVersionLabel,
-		KernelVersions: e.cfg.Upgrade.KernelVersions,
-		Taint:          corev1.Taint{Key: e.cfg.Taint.Key, Value: e.cfg.Taint.Value, Effect: e.cfg.Taint.Effect},
-		Images:         e.images,
-	}
+	o := framework.WarmerOptionsFor(e.cfg, e.images)
 	for _, m := range mutate {
 		m(&o)
 	}
