@@ -169,8 +169,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	cfgPath := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(configData), 0o600))
 	kubeconfig := tokenKubeconfig(t, dir, token)
-	bin, err := framework.BuildOrchestrator(dir)
-	require.NoError(t, err)
+	bin := framework.OrchestratorBinary(t)
 	run := func(args ...string) string {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, bin, append(args, "--config", cfgPath, "--kubeconfig", kubeconfig)...)

@@ -353,26 +353,6 @@ func (e *env) events(short, reason string) []corev1.Event {
 
 // Binary processes.
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-func orchestratorBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "prewarm-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary, buildErr = framework.BuildOrchestrator(dir)
-	})
-	require.NoError(t, buildErr)
-	return binary
-}
-
 func (e *env) configFile() string {
 	e.t.Helper()
 	b, err := yaml.Marshal(e.cfg)
@@ -401,7 +381,7 @@ func (e *env) startProcess(name string, args ...string) *process {
 	all := append([]string{"run", "--config", e.configFile(), "--kubeconfig", cluster.Kubeconfig, "--listen", "127.0.0.1:0",
 		"--leader-elect-name", leaseName, "--resync", "2s",
 		"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"}, args...)
-	cmd := exec.Command(orchestratorBinary(e.t), all...)
+	cmd := exec.Command(framework.OrchestratorBinary(e.t), all...)
 	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+e.name)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(e.t, err)
@@ -463,6 +443,6 @@ func execBinary(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, orchestratorBinary(t), args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, framework.OrchestratorBinary(t), args...).CombinedOutput()
 	return string(out), err
 }

@@ -2,8 +2,11 @@ package framework
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"testing"
 )
 
 // BuildOrchestrator builds cmd/prewarm-orchestrator into dir and returns the binary's path.
@@ -14,4 +17,23 @@ func BuildOrchestrator(dir string) (string, error) {
 		return "", fmt.Errorf("building prewarm-orchestrator: %w: %s", err, out)
 	}
 	return bin, nil
+}
+
+// orchestratorBuild memoises one build per test binary: every test of a package runs the same one.
+var orchestratorBuild = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "prewarm-e2e-bin-")
+	if err != nil {
+		return "", fmt.Errorf("creating a directory for the orchestrator binary: %w", err)
+	}
+	return BuildOrchestrator(dir)
+})
+
+// OrchestratorBinary returns the path of cmd/prewarm-orchestrator, built once per test process.
+func OrchestratorBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := orchestratorBuild()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }

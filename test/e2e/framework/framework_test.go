@@ -48,7 +48,7 @@ func TestCreateNodeKeepsNodeInfo(t *testing.T) {
 	assert.Equal(t, "nodeinfo", node.Labels["pool"])
 	assert.Equal(t, "fake", node.Annotations[framework.KwokNodeAnnotation])
 	assert.ElementsMatch(t, []corev1.Taint{upgradeTaint, other}, stripTimes(node.Spec.Taints))
-	assert.True(t, nodeReady(node), "kwok marks the node Ready")
+	assert.True(t, state.NodeReady(node), "kwok marks the node Ready")
 }
 
 func TestRebootChangesKernelBootIDAndLabels(t *testing.T) {
@@ -70,7 +70,7 @@ func TestRebootChangesKernelBootIDAndLabels(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, after.Status.NodeInfo.BootID, got.Status.NodeInfo.BootID, "kwok keeps the new nodeInfo")
 	assert.Equal(t, "6.6.2", got.Status.NodeInfo.KernelVersion)
-	assert.True(t, nodeReady(got))
+	assert.True(t, state.NodeReady(got))
 }
 
 func TestCordonUncordon(t *testing.T) {
@@ -331,15 +331,6 @@ func readyPodNodes(t *testing.T, ds *appsv1.DaemonSet, n int) []string {
 		return len(nodes) == n, nil
 	}), "DaemonSet %s: waiting for %d Ready pods", ds.Name, n)
 	return nodes
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func readySince(p *corev1.Pod) time.Time {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,27 +18,6 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
-
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// orchestratorBinary builds cmd/prewarm-orchestrator once per test run.
-func orchestratorBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "prewarm-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary, buildErr = framework.BuildOrchestrator(dir)
-	})
-	require.NoError(t, buildErr)
-	return binary
-}
 
 type result struct {
 	code           int
@@ -59,7 +37,7 @@ func runBinaryWith(t *testing.T, args []string, env []string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, orchestratorBinary(t), args...)
+	cmd := exec.CommandContext(ctx, framework.OrchestratorBinary(t), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(os.Environ(), env...)
