@@ -19,6 +19,7 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
+	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
 	"github.com/image-prewarmer/image-prewarmer/pkg/version"
 )
 
@@ -158,7 +159,8 @@ func (o *globalOptions) newEngine(dryRun bool) (*engine.Engine, *slog.Logger, er
 // wiring is what the commands are built from.
 type wiring struct {
 	log *slog.Logger
-	// rest is the configuration the clients were built from.
+	// rest is the configuration the clients were built from (without a rate limiter: a client
+	// built from it gets a limiter of its own).
 	rest    *rest.Config
 	cfg     *config.Config
 	client  kubernetes.Interface
@@ -194,7 +196,11 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics) (*wiring, error) {
 	// Built-in types in protobuf: smaller responses, and decoding a 5,000-node list allocates far less.
 	rc.ContentType = "application/vnd.kubernetes.protobuf"
 	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	client, err := kubernetes.NewForConfig(rc)
+	// The main client's rate limiter serves node releases (urgent: a user waits for the node)
+	// before any other waiting request; same qps and burst as client-go's own limiter.
+	main := rest.CopyConfig(rc)
+	main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst)
+	client, err := kubernetes.NewForConfig(main)
 	if err != nil {
 		return nil, fmt.Errorf("creating client: %w", err)
 	}

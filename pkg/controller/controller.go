@@ -3,11 +3,18 @@
 // plan.Snapshot from the caches (no API reads), runs the same planner and applies through the
 // same engine as run --once. Run adds leader election on a Lease and the HTTP endpoints.
 //
-// Reconciles are coalesced: a change marks the controller dirty, and the loop plans the whole
-// pool from the caches each time it wakes (planning 5,000 nodes takes milliseconds). Application
-// is per node and asynchronous: each plan's actions are handed to the engine's workers, and the
-// next plan skips nodes whose patch is still in flight, so a warmer pod turning Ready is acted
-// upon at once even while a burst of other patches is being written.
+// A change to a node or to a warmer pod re-plans that node alone: the planner's decisions about
+// one node depend only on that node, its pods and its maintenances, except an entry, which also
+// depends on how many nodes are already tainted (maxConcurrent). A reconcile that finds an entry
+// therefore re-plans the whole pool, as do changes to the DaemonSet, its revisions or the
+// maintenance source, the periodic resync (timers), and a follow-up at most a second after
+// per-node work (node counts in /metrics, entries waiting for budget that a release freed).
+// Planning the whole pool takes milliseconds; doing it on every pod event of a thousand nodes
+// joining at once would not.
+//
+// Application is per node and asynchronous: each plan's actions are handed to the engine's
+// workers, and the next plan skips nodes whose patch is still in flight, so a warmer pod turning
+// Ready is acted upon at once even while a burst of other patches is being written.
 package controller
 
 import (
@@ -29,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -84,6 +92,7 @@ type Controller struct {
 	daemonSets               appslisters.DaemonSetLister
 	revisions                appslisters.ControllerRevisionLister
 	pods                     corelisters.PodLister
+	podIndex                 cache.Indexer
 
 	// The nodeMaintenance informer starts once the resource is served.
 	nmMu       sync.Mutex
@@ -91,13 +100,19 @@ type Controller struct {
 	nmSynced   bool
 
 	synced atomic.Bool
-	dirty  chan struct{}
+	// dirty wakes the loop; what to re-plan is in pending and full (under mu).
+	dirty chan struct{}
 
-	mu       sync.Mutex
-	inflight map[string]bool
+	mu     sync.Mutex
+	ledger *ledger
 	// overlay holds nodes as our own patches left them until the informer delivers that
 	// version (or a later one), so a plan never works from a node older than our last write.
-	overlay  map[string]engine.Written
+	overlay map[string]engine.Written
+	// pending are the nodes to re-plan; full asks for the whole pool; followUp is set while a
+	// whole-pool re-plan is scheduled after per-node work.
+	pending  map[string]bool
+	full     bool
+	followUp bool
 	warnings []sources.Warning
 	notes    []plan.Note
 	wg       sync.WaitGroup
@@ -113,10 +128,11 @@ func New(o Options) (*Controller, error) {
 	}
 	c := &Controller{
 		cfg: o.Config, client: o.Client, engine: o.Engine, log: o.Logger, metrics: o.Metrics, resync: o.Resync,
-		nm:       sources.NewCollector(o.Config, o.Dynamic),
-		dirty:    make(chan struct{}, 1),
-		inflight: map[string]bool{},
-		overlay:  map[string]engine.Written{},
+		nm:      sources.NewCollector(o.Config, o.Dynamic),
+		dirty:   make(chan struct{}, 1),
+		ledger:  newLedger(),
+		overlay: map[string]engine.Written{},
+		pending: map[string]bool{},
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -156,29 +172,29 @@ func New(o Options) (*Controller, error) {
 	c.warmerFactory = factory(informers.WithNamespace(ns), withLabels(labels.NewSelector().Add(*revisionHash).String()))
 
 	nodeHandler := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { c.Trigger() },
+		AddFunc: func(obj any) { c.triggerNode(objectName(obj)) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Node)
 			n, ok2 := newObj.(*corev1.Node)
-			if ok1 && ok2 {
-				c.observedNode(n)
-				if !nodeChanged(o, n) {
-					return
-				}
+			if ok1 && ok2 && !nodeChanged(o, n) {
+				return
 			}
-			c.Trigger()
+			c.triggerNode(objectName(newObj))
 		},
-		DeleteFunc: func(obj any) {
-			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
+		// A node leaving one informer's selection (the status label informer, on release) may
+		// still be in the other, at an older version: the overlay stays until cached() sees the
+		// node gone from both or caught up.
+		DeleteFunc: func(obj any) { c.triggerNode(objectName(obj)) },
+	}
+	podHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.triggerNode(podNode(obj)) },
+		UpdateFunc: func(oldObj, newObj any) {
+			if o, n := podNode(oldObj), podNode(newObj); o != n {
+				c.triggerNode(o)
 			}
-			if n, ok := obj.(*corev1.Node); ok {
-				c.mu.Lock()
-				delete(c.overlay, n.Name)
-				c.mu.Unlock()
-			}
-			c.Trigger()
+			c.triggerNode(podNode(newObj))
 		},
+		DeleteFunc: func(obj any) { c.triggerNode(podNode(obj)) },
 	}
 	trigger := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.Trigger() },
@@ -193,7 +209,7 @@ func New(o Options) (*Controller, error) {
 		{c.labelledFactory.Core().V1().Nodes().Informer(), nodeHandler},
 		{c.dsFactory.Apps().V1().DaemonSets().Informer(), trigger},
 		{c.warmerFactory.Apps().V1().ControllerRevisions().Informer(), trigger},
-		{c.warmerFactory.Core().V1().Pods().Informer(), trigger},
+		{c.warmerFactory.Core().V1().Pods().Informer(), podHandler},
 	} {
 		if _, err := f.informer.AddEventHandler(f.handler); err != nil {
 			return nil, fmt.Errorf("adding event handler: %w", err)
@@ -204,7 +220,42 @@ func New(o Options) (*Controller, error) {
 	c.daemonSets = c.dsFactory.Apps().V1().DaemonSets().Lister()
 	c.revisions = c.warmerFactory.Apps().V1().ControllerRevisions().Lister()
 	c.pods = c.warmerFactory.Core().V1().Pods().Lister()
+	c.podIndex = c.warmerFactory.Core().V1().Pods().Informer().GetIndexer()
+	if err := c.warmerFactory.Core().V1().Pods().Informer().AddIndexers(cache.Indexers{byNodeIndex: func(obj any) ([]string, error) {
+		if n := podNode(obj); n != "" {
+			return []string{n}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("adding the pod index: %w", err)
+	}
 	return c, nil
+}
+
+// byNodeIndex indexes warmer pods by spec.nodeName.
+const byNodeIndex = "node"
+
+// fullFollowUp is how soon after per-node work the whole pool is re-planned.
+const fullFollowUp = time.Second
+
+func objectName(obj any) string {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if a, err := meta.Accessor(obj); err == nil {
+		return a.GetName()
+	}
+	return ""
+}
+
+func podNode(obj any) string {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		return p.Spec.NodeName
+	}
+	return ""
 }
 
 // Start starts the informers and waits until their caches are synced. The informers run until
@@ -289,8 +340,27 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) {
 	}
 }
 
-// Trigger asks for a reconcile; triggers that arrive while one is pending coalesce.
+// Trigger asks for a reconcile of the whole pool; triggers that arrive while one is pending
+// coalesce.
 func (c *Controller) Trigger() {
+	c.mu.Lock()
+	c.full = true
+	c.mu.Unlock()
+	c.wake()
+}
+
+// triggerNode asks for a reconcile of one node.
+func (c *Controller) triggerNode(name string) {
+	if name == "" {
+		return
+	}
+	c.mu.Lock()
+	c.pending[name] = true
+	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *Controller) wake() {
 	select {
 	case c.dirty <- struct{}{}:
 	default:
@@ -318,41 +388,66 @@ func (c *Controller) Lead(ctx context.Context) error {
 			if c.cfg.Maintenance.NodeMaintenance.Enabled {
 				c.startMaintenanceInformer(ctx)
 			}
+			c.mu.Lock()
+			c.full = true
+			c.mu.Unlock()
 		case <-c.dirty:
 		}
 		c.reconcile(ctx)
 	}
 }
 
-// reconcile plans the pool from the caches and hands the actions of nodes not already being
-// written to the engine.
+// reconcile plans the whole pool, or the nodes that changed, from the caches and hands the
+// actions of nodes not already being written to the engine.
 func (c *Controller) reconcile(ctx context.Context) {
 	start := time.Now()
-	obs, err := c.engine.ObserveFrom(c.cached())
+	c.mu.Lock()
+	full := c.full
+	var names []string
+	if !full {
+		for n := range c.pending {
+			names = append(names, n)
+		}
+	}
+	c.full = false
+	clear(c.pending)
+	c.mu.Unlock()
+	if !full && len(names) == 0 {
+		return
+	}
+
+	cached, asOf := c.cached(names, full)
+	obs, err := c.engine.ObserveFrom(cached)
 	if err != nil {
 		c.log.Error("building the snapshot failed", "error", err)
 		c.metrics.ObserveCycle("watch", time.Since(start), false, start)
 		return
 	}
-	c.logWarnings(obs.Warnings)
 	p := c.engine.Planner().Compute(obs.Snapshot)
-	c.logNotes(p.Notes)
-	byPhase, pool := c.engine.Count(obs.Snapshot.Nodes)
-	c.metrics.SetNodes(byPhase, pool)
-
-	todo := plan.Plan{}
-	c.mu.Lock()
-	// An Enter counts against maxConcurrent: while other writes are in flight, the snapshot may
-	// not show nodes that are being tainted, so entries wait for them (they re-trigger).
-	busy := len(c.inflight) > 0
-	for _, a := range p.Actions {
-		if c.inflight[a.Node] || (busy && a.Type == plan.Enter) {
-			continue
+	if full {
+		c.logWarnings(obs.Warnings)
+		c.logNotes(p.Notes)
+		byPhase, pool := c.engine.Count(obs.Snapshot.Nodes)
+		c.metrics.SetNodes(byPhase, pool)
+	} else {
+		// An entry depends on the whole pool (maxConcurrent): re-plan it all, now. Otherwise
+		// refresh the pool-wide view (counts, entries waiting for budget) shortly.
+		entry := slices.ContainsFunc(p.Actions, func(a plan.Action) bool { return a.Type == plan.Enter })
+		p.Actions = slices.DeleteFunc(p.Actions, func(a plan.Action) bool { return a.Type == plan.Enter })
+		if entry {
+			c.Trigger()
+		} else {
+			c.scheduleFollowUp()
 		}
-		c.inflight[a.Node] = true
-		todo.Actions = append(todo.Actions, a)
 	}
+
+	c.mu.Lock()
+	todo := plan.Plan{Actions: c.ledger.claim(p.Actions, asOf)}
+	c.ledger.prune(asOf)
 	c.mu.Unlock()
+	for _, a := range todo.Actions {
+		c.log.Debug("planned", "node", a.Node, "action", a.Type, "reason", a.Reason)
+	}
 	if len(todo.Actions) == 0 {
 		c.metrics.ObserveCycle("watch", time.Since(start), true, time.Now())
 		return
@@ -363,14 +458,18 @@ func (c *Controller) reconcile(ctx context.Context) {
 		// Each node leaves the in-flight set as soon as its own write returns, not when the whole
 		// batch does: a node adopted early in a burst of a thousand is released as soon as its
 		// warmer pod is Ready.
-		_, err := c.engine.ApplyNotify(ctx, obs, todo, func(a plan.Action, w *engine.Written, _ error) {
+		_, err := c.engine.ApplyNotify(ctx, obs, todo, c.latest, func(a plan.Action, w *engine.Written, _ error) {
 			c.mu.Lock()
 			if w != nil && w.Node != nil {
 				c.overlay[w.Node.Name] = *w
 			}
-			delete(c.inflight, a.Node)
+			entries := c.ledger.finish(a.Node)
 			c.mu.Unlock()
-			c.Trigger()
+			if entries {
+				c.Trigger()
+			} else {
+				c.triggerNode(a.Node)
+			}
 		})
 		c.metrics.ObserveCycle("watch", time.Since(start), err == nil, time.Now())
 		if err != nil && ctx.Err() == nil {
@@ -380,24 +479,58 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}()
 }
 
-// cached gathers the objects of one snapshot from the informer caches.
-func (c *Controller) cached() engine.Cached {
+// scheduleFollowUp re-plans the whole pool fullFollowUp from now, unless that is already due.
+func (c *Controller) scheduleFollowUp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.followUp {
+		return
+	}
+	c.followUp = true
+	time.AfterFunc(fullFollowUp, func() {
+		c.mu.Lock()
+		c.followUp = false
+		c.mu.Unlock()
+		c.Trigger()
+	})
+}
+
+// cached gathers the objects of one snapshot from the informer caches: the whole pool, or only
+// the named nodes and their pods. It also returns the node writes that had returned when it
+// was taken (see Controller.written).
+func (c *Controller) cached(names []string, full bool) (engine.Cached, uint64) {
 	out := engine.Cached{MaintenanceServed: true}
 	byName := map[string]*corev1.Node{}
-	for _, lister := range []corelisters.NodeLister{c.poolNodes, c.labelledNodes} {
-		nodes, _ := lister.List(labels.Everything())
-		for _, n := range nodes {
+	keep := func(n *corev1.Node) {
+		if old, ok := byName[n.Name]; !ok || newer(n, old) {
 			byName[n.Name] = n
 		}
 	}
+	for _, lister := range []corelisters.NodeLister{c.poolNodes, c.labelledNodes} {
+		if full {
+			nodes, _ := lister.List(labels.Everything())
+			for _, n := range nodes {
+				keep(n)
+			}
+			continue
+		}
+		for _, name := range names {
+			if n, err := lister.Get(name); err == nil {
+				keep(n)
+			}
+		}
+	}
 	c.mu.Lock()
+	asOf := c.ledger.asOf()
 	for name, w := range c.overlay {
 		n, ok := byName[name]
 		switch {
+		case !ok && !full:
+			// Not part of this snapshot.
 		case !ok:
 			// We write only nodes the caches hold: this one was deleted or left both sets.
 			delete(c.overlay, name)
-		case n.ResourceVersion == w.Before:
+		case ahead(w, n):
 			byName[name] = w.Node
 		default:
 			delete(c.overlay, name)
@@ -411,7 +544,18 @@ func (c *Controller) cached() engine.Cached {
 	if ds, err := c.daemonSets.DaemonSets(c.cfg.Warmer.Namespace).Get(c.cfg.Warmer.DaemonSetName); err == nil {
 		out.DaemonSet = ds
 		out.Revisions, _ = c.revisions.ControllerRevisions(c.cfg.Warmer.Namespace).List(labels.Everything())
-		out.Pods, _ = c.pods.Pods(c.cfg.Warmer.Namespace).List(labels.Everything())
+		if full {
+			out.Pods, _ = c.pods.Pods(c.cfg.Warmer.Namespace).List(labels.Everything())
+		} else {
+			for name := range byName {
+				objs, _ := c.podIndex.ByIndex(byNodeIndex, name)
+				for _, o := range objs {
+					if p, ok := o.(*corev1.Pod); ok {
+						out.Pods = append(out.Pods, p)
+					}
+				}
+			}
+		}
 	}
 	if c.cfg.Maintenance.NodeMaintenance.Enabled {
 		c.nmMu.Lock()
@@ -427,17 +571,42 @@ func (c *Controller) cached() engine.Cached {
 			}
 		}
 	}
-	return out
+	return out, asOf
 }
 
-// observedNode drops the overlay of a node once the informer delivers a version after the one
-// our patch was guarded by (watch events of one object arrive in order).
-func (c *Controller) observedNode(n *corev1.Node) {
+// latest returns the most recent version of a node the controller knows (informer caches or its
+// own last write), nil when it knows none. The engine checks a queued action against it before
+// writing, so an action that waited for a slot is not sent with a version known to be stale.
+func (c *Controller) latest(name string) *corev1.Node {
+	var best *corev1.Node
+	for _, lister := range []corelisters.NodeLister{c.poolNodes, c.labelledNodes} {
+		if n, err := lister.Get(name); err == nil && (best == nil || newer(n, best)) {
+			best = n
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w, ok := c.overlay[n.Name]; ok && n.ResourceVersion != w.Before {
-		delete(c.overlay, n.Name)
+	if w, ok := c.overlay[name]; ok && (best == nil || ahead(w, best)) {
+		best = w.Node
 	}
+	return best
+}
+
+// ahead reports whether our write w is more recent than the cached node n.
+func ahead(w engine.Written, n *corev1.Node) bool {
+	if cmp, err := resourceversion.CompareResourceVersion(n.ResourceVersion, w.Node.ResourceVersion); err == nil {
+		return cmp < 0
+	}
+	// Resource versions that are not comparable integers: the cache is behind our write only
+	// while it still holds the version our patch was guarded by.
+	return n.ResourceVersion == w.Before
+}
+
+// newer reports whether a is a more recent version of a node than b (false when the versions
+// cannot be compared).
+func newer(a, b *corev1.Node) bool {
+	cmp, err := resourceversion.CompareResourceVersion(a.ResourceVersion, b.ResourceVersion)
+	return err == nil && cmp > 0
 }
 
 // logWarnings logs the sources' warnings when they change, not at every reconcile.

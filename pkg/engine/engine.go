@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -21,6 +23,7 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
 	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
@@ -42,7 +45,8 @@ type Options struct {
 	// Reporter names this process in Events (e.g. the pod name).
 	Reporter string
 	// Workers bounds how many nodes are patched at once, across concurrent Apply calls
-	// (default 8). The client's QPS limit applies on top.
+	// (default 8), for releases and for other transitions each: a release never waits for a
+	// slot held by another kind of write. The client's QPS limit applies on top.
 	Workers int
 	// Metrics records transitions and latencies; nil records nothing.
 	Metrics *metrics.Metrics
@@ -62,8 +66,9 @@ type Engine struct {
 	dryRun   bool
 	reporter string
 	metrics  *metrics.Metrics
-	gate     *gate
-	events   kubernetes.Interface
+	// gates bound the nodes written at once: releases and other transitions have their own.
+	gates  [2]gate
+	events kubernetes.Interface
 	// pendingEvents tracks Events being written in the background; RunOnce and Cleanup wait for them.
 	pendingEvents sync.WaitGroup
 	eventSlots    chan struct{}
@@ -90,12 +95,12 @@ func New(o Options) (*Engine, error) {
 	if o.Workers <= 0 {
 		o.Workers = 8
 	}
-	e.gate = newGate(o.Workers)
+	e.gates = [2]gate{newGate(o.Workers), newGate(o.Workers)}
 	e.events = o.EventClient
 	if e.events == nil {
 		e.events = o.Client
 	}
-	e.eventSlots = make(chan struct{}, 4)
+	e.eventSlots = make(chan struct{}, 8)
 	if e.clock == nil {
 		e.clock = clock.RealClock{}
 	}
@@ -121,6 +126,15 @@ type Result struct {
 	Warnings []sources.Warning
 	// Written are the nodes this cycle patched, as the API server returned them.
 	Written []Written
+	// Took is how long each step of a RunOnce or Cleanup cycle took.
+	Took Timing
+}
+
+// Timing is the duration of each step of a cycle.
+type Timing struct {
+	// Observe is listing and planning; Write, patching the nodes; Events, waiting for the Events
+	// still being written when the last patch returned.
+	Observe, Write, Events time.Duration
 }
 
 // Written is one node patch of a cycle.
@@ -137,6 +151,7 @@ type Written struct {
 // complete (API unreachable, RBAC denied, a patch that kept failing); nodes still waiting for
 // their upgrade or warmer pod are normal.
 func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
+	start := time.Now()
 	obs, err := e.Observe(ctx)
 	if err != nil {
 		return Result{}, err
@@ -145,8 +160,11 @@ func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 		e.log.Warn("maintenance source: "+w.Message, "source", w.Source, "object", w.Object)
 	}
 	p := e.planner.Compute(obs.Snapshot)
-	res, err := e.apply(ctx, obs, p, e.planner.Compute, nil)
+	observed := time.Now()
+	res, err := e.apply(ctx, obs, p, e.planner.Compute, nil, nil)
+	written := time.Now()
 	e.WaitEvents()
+	res.Took = Timing{Observe: observed.Sub(start), Write: written.Sub(observed), Events: time.Since(written)}
 	if !e.dryRun {
 		byPhase, pool := e.Count(After(obs.Snapshot.Nodes, res.Written))
 		e.metrics.SetNodes(byPhase, pool)
@@ -195,7 +213,7 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := e.apply(ctx, obs, e.planner.Cleanup(obs.Snapshot), e.planner.Cleanup, nil)
+	res, err := e.apply(ctx, obs, e.planner.Cleanup(obs.Snapshot), e.planner.Cleanup, nil, nil)
 	e.WaitEvents()
 	return res, err
 }
@@ -204,20 +222,23 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
 // does; the event-driven controller calls it with plans computed from its informer caches.
 // It is safe to call concurrently for plans about different nodes.
 func (e *Engine) Apply(ctx context.Context, obs Observation, p plan.Plan) (Result, error) {
-	return e.apply(ctx, obs, p, e.planner.Compute, nil)
+	return e.apply(ctx, obs, p, e.planner.Compute, nil, nil)
 }
 
-// ApplyNotify is Apply that also calls done as each action's node is finished with (w is nil
-// when nothing was written), so a caller can act on a node before the whole plan is applied.
-// done may be called concurrently.
-func (e *Engine) ApplyNotify(ctx context.Context, obs Observation, p plan.Plan, done func(a plan.Action, w *Written, err error)) (Result, error) {
-	return e.apply(ctx, obs, p, e.planner.Compute, done)
+// ApplyNotify is Apply for a caller that keeps watching the cluster while the plan is applied.
+// latest, if set, returns the most recent version of a node the caller knows (nil: none): an
+// action that waited for a write slot is re-planned from it first when it is newer than the
+// snapshot's, rather than sent with a version bound to conflict. done is called as each
+// action's node is finished with (w is nil when nothing was written), so the caller can act on
+// a node before the whole plan is applied; it may be called concurrently.
+func (e *Engine) ApplyNotify(ctx context.Context, obs Observation, p plan.Plan, latest func(name string) *corev1.Node, done func(a plan.Action, w *Written, err error)) (Result, error) {
+	return e.apply(ctx, obs, p, e.planner.Compute, latest, done)
 }
 
 // apply writes the plan's actions, up to Options.Workers nodes at a time (one action per node,
 // so their order does not matter). On a conflict it re-reads the node, re-plans with the fresh
 // object and retries; other nodes are applied regardless of one node's failure.
-func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan, done func(plan.Action, *Written, error)) (Result, error) {
+func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan, latest func(string) *corev1.Node, done func(plan.Action, *Written, error)) (Result, error) {
 	res := Result{Plan: p, Applied: map[plan.ActionType]int{}, Warnings: obs.Warnings}
 	for _, n := range p.Notes {
 		e.log.Info(n.Message, "node", n.Node)
@@ -241,7 +262,8 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		wg   sync.WaitGroup
 	)
 	for i, a := range actions {
-		if err := e.gate.acquire(ctx, priority(a) > 0); err != nil {
+		g := e.gates[priority(a)]
+		if err := g.acquire(ctx); err != nil {
 			if done != nil {
 				for _, left := range actions[i:] {
 					done(left, nil, err)
@@ -255,8 +277,12 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w, err := e.applyNode(ctx, obs.Snapshot, nodes[a.Node], a, replan)
-			e.gate.release()
+			actx := ctx
+			if a.Type == plan.Release {
+				actx = ratelimit.Urgent(ctx)
+			}
+			w, err := e.applyNode(actx, obs.Snapshot, nodes[a.Node], a, replan, latest)
+			g.release()
 			if done != nil {
 				done(a, w, err)
 			}
@@ -285,9 +311,21 @@ func priority(a plan.Action) int {
 	return 0
 }
 
-// applyNode patches one node, re-planning it on conflict. It returns what was written, or nil
-// when a fresh read showed nothing left to do (or the node is gone).
-func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1.Node, a plan.Action, replan func(plan.Snapshot) plan.Plan) (*Written, error) {
+// applyNode patches one node, re-planning it on conflict (and first, when latest knows a newer
+// version than the snapshot's). It returns what was written, or nil when a fresher version
+// showed nothing left to do (or the node is gone).
+func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1.Node, a plan.Action, replan func(plan.Snapshot) plan.Plan, latest func(string) *corev1.Node) (*Written, error) {
+	if latest != nil && node != nil {
+		// The action may have waited for a slot while the node changed: start from the latest
+		// version known, not from one bound to conflict.
+		if fresh := latest(a.Node); fresh != nil && newerNode(fresh, node) {
+			next, ok := e.replanNode(snap, fresh, replan)
+			if !ok {
+				return nil, nil
+			}
+			node, a = fresh, next
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if node == nil {
 			return nil, fmt.Errorf("node %s: not in the snapshot", a.Node)
@@ -320,7 +358,7 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			return nil, fmt.Errorf("re-reading node %s after a conflict: %w", node.Name, err)
 		}
 		e.log.Debug("conflict; re-planning", "node", node.Name, "attempt", attempt+1)
-		next, ok := replanNode(snap, fresh, replan)
+		next, ok := e.replanNode(snap, fresh, replan)
 		if !ok {
 			return nil, nil
 		}
@@ -332,13 +370,30 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 // node's action, if it still has one. Only an entry depends on other nodes (the maxConcurrent
 // budget), so the node is first planned alone, and the whole snapshot is planned again only when
 // that gives an entry: a conflict costs O(1) planning, not O(pool), in a burst of them.
-func replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(plan.Snapshot) plan.Plan) (plan.Action, bool) {
+//
+// The maintenances read from the node itself (nodeLabel, cordoned) are re-derived from the fresh
+// copy; those of maintenance objects are the snapshot's.
+func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(plan.Snapshot) plan.Plan) (plan.Action, bool) {
+	var ms []plan.Maintenance
+	for _, m := range snap.Maintenance[fresh.Name] {
+		if m.Source == plan.SourceNodeMaintenance {
+			ms = append(ms, m)
+		}
+	}
+	ms = append(ms, e.sources.CollectFrom([]*corev1.Node{fresh}, nil, true).Maintenance[fresh.Name]...)
 	alone := snap
 	alone.Nodes = []*corev1.Node{fresh}
+	alone.Maintenance = map[string][]plan.Maintenance{fresh.Name: ms}
 	a, ok := actionFor(replan(alone), fresh.Name)
 	if !ok || a.Type != plan.Enter {
 		return a, ok
 	}
+	maintenance := make(map[string][]plan.Maintenance, len(snap.Maintenance)+1)
+	for name, v := range snap.Maintenance {
+		maintenance[name] = v
+	}
+	maintenance[fresh.Name] = ms
+	snap.Maintenance = maintenance
 	nodes := make([]*corev1.Node, len(snap.Nodes))
 	for i, n := range snap.Nodes {
 		if n.Name == fresh.Name {
@@ -348,6 +403,13 @@ func replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(plan.Snapsho
 	}
 	snap.Nodes = nodes
 	return actionFor(replan(snap), fresh.Name)
+}
+
+// newerNode reports whether a is a later version of a node than b; versions that cannot be
+// compared are not.
+func newerNode(a, b *corev1.Node) bool {
+	cmp, err := resourceversion.CompareResourceVersion(a.ResourceVersion, b.ResourceVersion)
+	return err == nil && cmp > 0
 }
 
 func actionFor(p plan.Plan, node string) (plan.Action, bool) {

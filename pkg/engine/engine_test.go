@@ -153,3 +153,68 @@ func TestMergePatch(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// An action that waited for a write slot is re-planned from the newest version of its node the
+// caller knows, rather than written with a version bound to conflict.
+func TestApplyStartsFromLatestVersion(t *testing.T) {
+	stale := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	stale.ResourceVersion = "5"
+	client := fake.NewClientset(stale)
+	e := testEngine(t, client, false)
+	obs, err := e.Observe(context.Background())
+	require.NoError(t, err)
+	p := e.Planner().Compute(obs.Snapshot)
+	require.Len(t, p.Actions, 1)
+	require.Equal(t, plan.Enter, p.Actions[0].Type)
+
+	// Meanwhile the node was entered (by a previous leader, say): nothing is left to do.
+	other := fake.NewClientset(stale.DeepCopy())
+	_, err = testEngine(t, other, false).RunOnce(context.Background())
+	require.NoError(t, err)
+	obj, err := other.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, "", "a")
+	require.NoError(t, err)
+	fresh := obj.(*corev1.Node)
+	require.Equal(t, state.PhaseTainted, state.PhaseOf(fresh))
+	fresh.ResourceVersion = "7"
+	var done []plan.Action
+	res, err := e.ApplyNotify(context.Background(), obs, p,
+		func(name string) *corev1.Node { return map[string]*corev1.Node{"a": fresh}[name] },
+		func(a plan.Action, w *Written, err error) {
+			assert.Nil(t, w)
+			assert.NoError(t, err)
+			done = append(done, a)
+		})
+	require.NoError(t, err)
+	assert.Empty(t, patches(client), "nothing left to write")
+	assert.Empty(t, res.Written)
+	assert.Len(t, done, 1, "the caller still hears the node is finished with")
+
+	// An older version than the snapshot's is ignored.
+	older := fresh.DeepCopy()
+	older.ResourceVersion = "3"
+	res, err = e.ApplyNotify(context.Background(), obs, p,
+		func(string) *corev1.Node { return older }, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Enter])
+}
+
+// Re-planning a node from a fresher copy re-reads the maintenances that come from the node
+// itself: a node uncordoned meanwhile is no longer in maintenance.
+func TestReplanRederivesNodeSources(t *testing.T) {
+	stale := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	stale.ResourceVersion = "5"
+	client := fake.NewClientset(stale)
+	e := testEngine(t, client, false)
+	obs, err := e.Observe(context.Background())
+	require.NoError(t, err)
+	p := e.Planner().Compute(obs.Snapshot)
+	require.Len(t, p.Actions, 1)
+
+	fresh := stale.DeepCopy()
+	fresh.Spec.Unschedulable = false
+	fresh.ResourceVersion = "7"
+	res, err := e.ApplyNotify(context.Background(), obs, p, func(string) *corev1.Node { return fresh }, nil)
+	require.NoError(t, err)
+	assert.Empty(t, res.Written)
+	assert.Empty(t, patches(client))
+}

@@ -1,0 +1,76 @@
+package controller
+
+import "github.com/image-prewarmer/image-prewarmer/pkg/plan"
+
+// ledger tracks the controller's node writes between plans (the caller holds Controller.mu):
+// which nodes have a write in flight, and when writes returned. A plan is computed from a
+// snapshot taken at some point (asOf); an action for a node whose write returned after that
+// point is stale (the snapshot predates the write, and the write's return triggers a new plan
+// of the node), as is one for a node still being written.
+type ledger struct {
+	inflight map[string]plan.ActionType
+	// writes counts the writes that returned; written maps a node to the count at its last.
+	writes  uint64
+	written map[string]uint64
+	// entriesWaiting is set when entries were held back by tainting writes in flight.
+	entriesWaiting bool
+}
+
+func newLedger() *ledger {
+	return &ledger{inflight: map[string]plan.ActionType{}, written: map[string]uint64{}}
+}
+
+// asOf marks the moment a snapshot is taken.
+func (l *ledger) asOf() uint64 { return l.writes }
+
+// claim returns the actions of a plan computed from a snapshot taken at asOf that may be
+// handed to writers, and records them as in flight. Stale actions are dropped. Entries are
+// also held back while a write that may taint a node (enter, adopt) from an earlier plan is in
+// flight: the snapshot cannot show its outcome yet, and maxConcurrent counts it.
+func (l *ledger) claim(actions []plan.Action, asOf uint64) []plan.Action {
+	tainting := l.tainting()
+	var out []plan.Action
+	for _, a := range actions {
+		if _, busy := l.inflight[a.Node]; busy || l.written[a.Node] > asOf {
+			continue
+		}
+		if a.Type == plan.Enter && tainting {
+			l.entriesWaiting = true
+			continue
+		}
+		l.inflight[a.Node] = a.Type
+		out = append(out, a)
+	}
+	return out
+}
+
+// finish records that the node's write returned. It reports whether the whole pool should be
+// re-planned now: entries were held back and the last tainting write has returned.
+func (l *ledger) finish(node string) bool {
+	delete(l.inflight, node)
+	l.writes++
+	l.written[node] = l.writes
+	if l.entriesWaiting && !l.tainting() {
+		l.entriesWaiting = false
+		return true
+	}
+	return false
+}
+
+// prune forgets writes that every snapshot from asOf on includes.
+func (l *ledger) prune(asOf uint64) {
+	for node, at := range l.written {
+		if at <= asOf {
+			delete(l.written, node)
+		}
+	}
+}
+
+func (l *ledger) tainting() bool {
+	for _, t := range l.inflight {
+		if t == plan.Enter || t == plan.Adopt {
+			return true
+		}
+	}
+	return false
+}

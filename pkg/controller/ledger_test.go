@@ -1,0 +1,92 @@
+package controller
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+)
+
+func act(node string, t plan.ActionType) plan.Action { return plan.Action{Node: node, Type: t} }
+
+func nodesOf(actions []plan.Action) []string {
+	var out []string
+	for _, a := range actions {
+		out = append(out, a.Node)
+	}
+	return out
+}
+
+func TestLedgerStalePlans(t *testing.T) {
+	l := newLedger()
+	before := l.asOf()
+	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt)}, before)))
+	assert.Empty(t, l.claim([]plan.Action{act("a", plan.Release)}, before), "a node being written is not handed out twice")
+
+	assert.False(t, l.finish("a"))
+	assert.Equal(t, []string{"b"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt), act("b", plan.Release)}, before)),
+		"a plan from a snapshot taken before a node's write returned is stale for that node only")
+
+	after := l.asOf()
+	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Release)}, after)), "a snapshot taken after the write may act")
+
+	l.finish("a")
+	l.finish("b")
+	l.prune(l.asOf())
+	assert.Empty(t, l.written, "writes every later snapshot includes are forgotten")
+	assert.Empty(t, l.inflight)
+}
+
+func TestLedgerEntriesWaitForTaintingWrites(t *testing.T) {
+	l := newLedger()
+	assert.Len(t, l.claim([]plan.Action{act("r", plan.Release), act("e1", plan.Enter), act("e2", plan.Enter)}, l.asOf()), 3,
+		"the entries of one plan go together; a release in flight holds none back")
+
+	assert.Empty(t, l.claim([]plan.Action{act("e3", plan.Enter)}, l.asOf()), "entries in flight hold the next plan's back")
+	assert.False(t, l.finish("r"))
+	assert.False(t, l.finish("e1"), "one entry still in flight")
+	assert.True(t, l.finish("e2"), "the last tainting write returned: re-plan the waiting entries now")
+	assert.Equal(t, []string{"e3"}, nodesOf(l.claim([]plan.Action{act("e3", plan.Enter)}, l.asOf())))
+	l.finish("e3")
+
+	assert.Len(t, l.claim([]plan.Action{act("j", plan.Adopt)}, l.asOf()), 1)
+	assert.Empty(t, l.claim([]plan.Action{act("e4", plan.Enter)}, l.asOf()), "an adoption in flight holds entries back too")
+	assert.True(t, l.finish("j"))
+	assert.False(t, l.finish("x"), "nothing was waiting")
+}
+
+func nodeAt(rv string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", ResourceVersion: rv}}
+}
+
+func TestOverlayAhead(t *testing.T) {
+	w := engine.Written{Before: "10", Node: nodeAt("12")}
+	assert.True(t, ahead(w, nodeAt("10")), "cache still at the guarded version")
+	assert.True(t, ahead(w, nodeAt("11")), "cache at a version between (our patch was retried after a conflict)")
+	assert.False(t, ahead(w, nodeAt("12")), "cache delivered our write")
+	assert.False(t, ahead(w, nodeAt("13")), "cache moved past it")
+
+	opaque := engine.Written{Before: "x1", Node: nodeAt("x2")}
+	assert.True(t, ahead(opaque, nodeAt("x1")), "not comparable: ahead while the cache holds the guarded version")
+	assert.False(t, ahead(opaque, nodeAt("x3")))
+
+	assert.True(t, newer(nodeAt("100"), nodeAt("99")))
+	assert.False(t, newer(nodeAt("99"), nodeAt("100")))
+	assert.False(t, newer(nodeAt("x"), nodeAt("1")), "not comparable is not newer")
+}
+
+func TestEventNames(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{NodeName: "n1"}}
+	assert.Equal(t, "n1", podNode(pod))
+	assert.Equal(t, "n1", podNode(cacheTombstone(pod)))
+	assert.Empty(t, podNode(&corev1.Pod{}), "an unscheduled pod concerns no node")
+	assert.Equal(t, "n", objectName(nodeAt("1")))
+	assert.Equal(t, "n", objectName(cacheTombstone(nodeAt("1"))))
+}
+
+func cacheTombstone(obj any) any { return cache.DeletedFinalStateUnknown{Key: "k", Obj: obj} }

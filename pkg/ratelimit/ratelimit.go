@@ -1,0 +1,238 @@
+// Package ratelimit is the client-side rate limiter of the orchestrator's Kubernetes client: a
+// token bucket, as client-go's default (qps tokens a second, at most burst), that puts requests
+// whose context is marked Urgent (writing a node release: a user waits for that node) first.
+//
+// Urgent requests are served before any waiting normal request, and half the burst is reserved
+// for them: a normal request takes a token only while more than burst/2 are left. Under a long
+// run of normal writes (a thousand nodes joining at once) the bucket therefore stays half full,
+// and a burst of releases up to burst/2 goes out at once instead of queueing at qps. Over time
+// the rate never exceeds qps, nor a burst the configured burst.
+package ratelimit
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/utils/clock"
+)
+
+type urgentKey struct{}
+
+// Urgent marks the requests made with the returned context as urgent.
+func Urgent(ctx context.Context) context.Context { return context.WithValue(ctx, urgentKey{}, true) }
+
+// IsUrgent reports whether ctx was marked by Urgent.
+func IsUrgent(ctx context.Context) bool { v, _ := ctx.Value(urgentKey{}).(bool); return v }
+
+const (
+	urgent = iota
+	normal
+	levels
+)
+
+// Clock is what the limiter needs of a clock; k8s.io/utils/clock's real and fake clocks have it.
+type Clock interface {
+	clock.PassiveClock
+	AfterFunc(d time.Duration, f func()) clock.Timer
+}
+
+// Limiter is a token bucket of qps tokens a second holding at most burst, with two queues of
+// waiters. It implements client-go's flowcontrol.RateLimiter.
+type Limiter struct {
+	clock Clock
+	qps   float64
+	burst float64
+	// reserve is how many tokens normal requests leave for urgent ones.
+	reserve float64
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	queues [levels][]*waiter
+	// timer, due and gen: the one armed timer, when it fires, and its generation (a timer
+	// replaced by an earlier one may still fire; only the current one's firing clears it).
+	timer   clock.Timer
+	due     time.Time
+	gen     uint64
+	stopped bool
+}
+
+var _ flowcontrol.RateLimiter = (*Limiter)(nil)
+
+type waiter struct {
+	ch      chan struct{}
+	granted bool
+}
+
+// New returns a limiter that starts full (burst tokens), as client-go's does.
+func New(qps float32, burst int) *Limiter { return NewWithClock(qps, burst, clock.RealClock{}) }
+
+// NewWithClock is New with an injected clock, for tests.
+func NewWithClock(qps float32, burst int, c Clock) *Limiter {
+	if burst < 1 {
+		burst = 1
+	}
+	return &Limiter{clock: c, qps: float64(qps), burst: float64(burst), reserve: float64(burst / 2), tokens: float64(burst), last: c.Now()}
+}
+
+// Wait blocks until the request may be sent, or ctx ends (then it returns ctx's error and takes
+// no token).
+func (l *Limiter) Wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	level := normal
+	if IsUrgent(ctx) {
+		level = urgent
+	}
+	l.mu.Lock()
+	if l.takeLocked(level) {
+		l.mu.Unlock()
+		return nil
+	}
+	w := &waiter{ch: make(chan struct{})}
+	l.queues[level] = append(l.queues[level], w)
+	l.scheduleLocked()
+	l.mu.Unlock()
+
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if w.granted {
+			// Granted as ctx ended: hand the token to the next waiter rather than waste it.
+			l.tokens++
+			l.dispatchLocked()
+		} else if i := slices.Index(l.queues[level], w); i >= 0 {
+			l.queues[level] = slices.Delete(l.queues[level], i, i+1)
+		}
+		return ctx.Err()
+	}
+}
+
+// Accept blocks until a token is available.
+func (l *Limiter) Accept() { _ = l.Wait(context.Background()) }
+
+// TryAccept takes a token if one is available now and nobody is waiting for one.
+func (l *Limiter) TryAccept() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.takeLocked(normal)
+}
+
+// QPS returns the refill rate.
+func (l *Limiter) QPS() float32 { return float32(l.qps) }
+
+// Stop stops the refill timer; waiters then wait until their context ends.
+func (l *Limiter) Stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+}
+
+// takeLocked takes a token for a request of level when one is available and no request of the
+// same or a higher priority is waiting (waiters are served in order).
+func (l *Limiter) takeLocked(level int) bool {
+	if l.stopped {
+		return false
+	}
+	for i := urgent; i <= level; i++ {
+		if len(l.queues[i]) > 0 {
+			return false
+		}
+	}
+	l.refillLocked()
+	if l.tokens < l.need(level) {
+		return false
+	}
+	l.tokens--
+	return true
+}
+
+// need is how many tokens must be in the bucket for a request of level to take one.
+func (l *Limiter) need(level int) float64 {
+	if level == urgent {
+		return 1
+	}
+	return 1 + l.reserve
+}
+
+func (l *Limiter) refillLocked() {
+	now := l.clock.Now()
+	if d := now.Sub(l.last); d > 0 {
+		l.tokens = min(l.burst, l.tokens+d.Seconds()*l.qps)
+	}
+	l.last = now
+}
+
+// dispatchLocked grants the available tokens to the waiters, urgent ones first, and arms the
+// timer for the next token while any are left waiting.
+func (l *Limiter) dispatchLocked() {
+	l.refillLocked()
+	for level := range l.queues {
+		for len(l.queues[level]) > 0 && l.tokens >= l.need(level) {
+			w := l.queues[level][0]
+			l.queues[level] = l.queues[level][1:]
+			l.tokens--
+			w.granted = true
+			close(w.ch)
+		}
+	}
+	l.scheduleLocked()
+}
+
+// scheduleLocked arms the timer for the moment the first waiter can be served, if any waits.
+func (l *Limiter) scheduleLocked() {
+	if l.stopped {
+		return
+	}
+	level := urgent
+	if len(l.queues[urgent]) == 0 {
+		if len(l.queues[normal]) == 0 {
+			return
+		}
+		level = normal
+	}
+	l.refillLocked()
+	wait := time.Duration((l.need(level) - l.tokens) / l.qps * float64(time.Second))
+	if wait < 0 {
+		wait = 0
+	}
+	due := l.clock.Now().Add(wait)
+	if l.timer != nil {
+		if !l.due.After(due) {
+			return // armed early enough
+		}
+		l.timer.Stop() // an urgent request arrived: serve it sooner
+	}
+	l.gen++
+	gen := l.gen
+	l.due = due
+	// The callback runs in a goroutine of its own: a fake clock calls it with its lock held.
+	l.timer = l.clock.AfterFunc(wait, func() { go l.fire(gen) })
+}
+
+func (l *Limiter) fire(gen uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if gen == l.gen {
+		l.timer = nil
+	}
+	l.dispatchLocked()
+}
+
+// waiting returns how many requests wait, urgent and normal.
+func (l *Limiter) waiting() (int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queues[urgent]), len(l.queues[normal])
+}

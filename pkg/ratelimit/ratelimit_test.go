@@ -1,0 +1,161 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// start runs Wait in a goroutine and returns the channel its result arrives on.
+func start(l *Limiter, ctx context.Context) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- l.Wait(ctx) }()
+	return ch
+}
+
+func waitQueued(t *testing.T, l *Limiter, urgent, normal int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		u, n := l.waiting()
+		return u == urgent && n == normal
+	}, 5*time.Second, time.Millisecond, "waiters queued")
+}
+
+func granted(ch <-chan error) bool {
+	select {
+	case err := <-ch:
+		return err == nil
+	case <-time.After(5 * time.Second):
+		return false
+	}
+}
+
+func blocked(ch <-chan error) bool {
+	select {
+	case <-ch:
+		return false
+	case <-time.After(20 * time.Millisecond):
+		return true
+	}
+}
+
+func TestBurstThenRate(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 6, clk) // a token every 100 ms; 3 reserved for urgent requests
+	for range 3 {
+		require.NoError(t, l.Wait(context.Background()))
+	}
+	assert.False(t, l.TryAccept(), "normal requests leave the reserve")
+	ch := start(l, context.Background())
+	waitQueued(t, l, 0, 1)
+	clk.Step(50 * time.Millisecond)
+	assert.True(t, blocked(ch), "half a token is not a token")
+	clk.Step(50 * time.Millisecond)
+	assert.True(t, granted(ch))
+	clk.Step(time.Hour)
+	for range 3 {
+		assert.True(t, l.TryAccept(), "refills up to burst")
+	}
+	assert.False(t, l.TryAccept())
+	for range 3 {
+		require.NoError(t, l.Wait(Urgent(context.Background())), "the reserve is there for urgent requests")
+	}
+	assert.True(t, blocked(start(l, Urgent(context.Background()))), "never beyond burst")
+}
+
+func TestReserveServesUrgentBurst(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 4, clk) // reserve 2
+	for range 2 {
+		require.NoError(t, l.Wait(context.Background()))
+	}
+	n := start(l, context.Background())
+	waitQueued(t, l, 0, 1)
+	for range 2 {
+		require.NoError(t, l.Wait(Urgent(context.Background())), "urgent requests pass a waiting normal one")
+	}
+	// The bucket is empty: the normal waiter needs 3 tokens (300 ms), an urgent one 1 (100 ms).
+	u := start(l, Urgent(context.Background()))
+	waitQueued(t, l, 1, 1)
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(u), "the timer is re-armed for the earlier urgent request")
+	assert.True(t, blocked(n))
+	clk.Step(300 * time.Millisecond)
+	assert.True(t, granted(n))
+}
+
+func TestUrgentBeforeWaitingNormal(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 1, clk)
+	require.NoError(t, l.Wait(context.Background()))
+	n1 := start(l, context.Background())
+	n2 := start(l, context.Background())
+	waitQueued(t, l, 0, 2)
+	u := start(l, Urgent(context.Background()))
+	waitQueued(t, l, 1, 2)
+
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(u), "the urgent request takes the next token")
+	waitQueued(t, l, 0, 2)
+	assert.True(t, blocked(n1) && blocked(n2))
+
+	clk.Step(100 * time.Millisecond)
+	waitQueued(t, l, 0, 1)
+	clk.Step(100 * time.Millisecond)
+	waitQueued(t, l, 0, 0)
+	assert.True(t, granted(n1) && granted(n2), "normal requests follow, in order")
+}
+
+func TestNoBypassOfWaiters(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 1, clk)
+	require.NoError(t, l.Wait(context.Background()))
+	n := start(l, context.Background())
+	waitQueued(t, l, 0, 1)
+	assert.False(t, l.TryAccept(), "TryAccept does not jump the queue")
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(n))
+}
+
+func TestCancelledWaiterTakesNoToken(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 1, clk)
+	require.NoError(t, l.Wait(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	c := start(l, ctx)
+	n := start(l, context.Background())
+	waitQueued(t, l, 0, 2)
+	cancel()
+	assert.ErrorIs(t, <-c, context.Canceled)
+	waitQueued(t, l, 0, 1)
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(n), "the token the cancelled request would have had goes to the next")
+
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	assert.ErrorIs(t, l.Wait(done), context.Canceled, "an ended context fails at once")
+}
+
+func TestUrgentContext(t *testing.T) {
+	assert.False(t, IsUrgent(context.Background()))
+	assert.True(t, IsUrgent(Urgent(context.Background())))
+	ctx, cancel := context.WithTimeout(Urgent(context.Background()), time.Minute)
+	defer cancel()
+	assert.True(t, IsUrgent(ctx), "derived contexts stay urgent")
+}
+
+func TestRealClockRate(t *testing.T) {
+	// 200 requests at 1,000 QPS with a burst of 100 take at least the 100 ms that the 100
+	// requests beyond the burst need.
+	l := New(1000, 100)
+	begin := time.Now()
+	for range 200 {
+		require.NoError(t, l.Wait(context.Background()))
+	}
+	assert.GreaterOrEqual(t, time.Since(begin), 95*time.Millisecond)
+	assert.InDelta(t, 1000, l.QPS(), 0.001)
+}
