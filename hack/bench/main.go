@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -63,6 +64,9 @@ type options struct {
 	upgrading int
 	onceSizes string
 	clients   string
+	// debugDir, when set, receives each orchestrator's debug log, a CPU profile of each join
+	// scenario, and per-node timelines (CSV).
+	debugDir string
 }
 
 // clientSetting is the orchestrator's client rate limit for a latency run.
@@ -80,6 +84,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
 	flag.StringVar(&o.clients, "clients", "50/100,500/1000", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config)")
+	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	b := &bench{log: log, started: time.Now(), opts: o}
@@ -132,6 +137,8 @@ type bench struct {
 	// keep and keepWatch carry the largest join scenario's orchestrator into the upgrade scenario.
 	keep      *controllerProc
 	keepWatch *watcher
+	// onceRuns numbers the run --once logs written to the debug directory.
+	onceRuns int
 }
 
 type latencyRow struct {
@@ -143,6 +150,9 @@ type latencyRow struct {
 	wall          time.Duration
 	controllerRSS int64
 	requests      float64
+	// phases split the latency: reaction (warmer Ready seen -> release planned), write (planned ->
+	// patch returned), delivery (returned -> seen released).
+	phases [3][]time.Duration
 }
 
 type onceRow struct {
@@ -253,18 +263,23 @@ func (b *bench) joinScenario(ctx context.Context, name string, n int, cs clientS
 		return err
 	}
 	taint := corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect}
+	// Expected before they exist: the first nodes are released while the last are being created.
+	w.expect(nodeNames(name, n))
+	stopProfile := b.profile(proc, name)
 	start := time.Now()
 	names, err := b.createNodes(ctx, name, n, map[string]string{poolLabel: name, allLabel: "yes"}, &taint)
 	if err != nil {
 		return err
 	}
-	w.expect(names)
 	if err := w.waitReleased(ctx, names, 8*time.Minute); err != nil {
 		b.notes = append(b.notes, fmt.Sprintf("%s: %v", name, err))
 	}
 	wall := time.Since(start)
+	stopProfile()
+	b.timeline(w, name, names)
 	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)", n), client: cs, nodes: n, wall: wall}
 	row.samples, row.missing = w.latencies(names)
+	row.phases = w.phases(proc.logPath, names)
 	row.requests = proc.requests()
 	if !keepRunning {
 		row.controllerRSS = proc.stop()
@@ -322,6 +337,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 	}
 	row := latencyRow{scenario: fmt.Sprintf("%d nodes of a %d-node pool go through the upgrade", k, w.size()), client: cs, nodes: k, wall: time.Since(start)}
 	row.samples, row.missing = w.latencies(names)
+	row.phases = w.phases(proc.logPath, names)
 	row.requests = proc.requests()
 	row.controllerRSS = proc.stop()
 	b.latency = append(b.latency, row)
@@ -341,13 +357,23 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 			return err
 		}
 	}
-	list, err := b.c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: allLabel + "=yes", ResourceVersion: "0"})
-	if err != nil {
-		return err
-	}
+	// The watch cache (ResourceVersion "0") may not show the nodes just created yet.
 	var all []string
-	for _, node := range list.Items {
-		all = append(all, node.Name)
+	if err := framework.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		list, err := b.c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: allLabel + "=yes", ResourceVersion: "0"})
+		if err != nil {
+			return false, err
+		}
+		all = all[:0]
+		for _, node := range list.Items {
+			all = append(all, node.Name)
+		}
+		if len(all) < n {
+			return false, fmt.Errorf("%d of %d nodes listed", len(all), n)
+		}
+		return true, nil
+	}); err != nil {
+		return err
 	}
 	slices.Sort(all)
 	all = all[:n]
@@ -537,12 +563,20 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	defer srv.Close()
 	// Peak RSS through /usr/bin/time: the rusage of a child forked from this (large) process would
 	// count this process's pages, which the child shares until it execs.
-	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", rssMarker+"%M", b.bin, "run", "--once", "--config", cfgPath, "--kubeconfig", b.c.Kubeconfig, "--pushgateway", srv.URL)
+	args := []string{"-f", rssMarker + "%M", b.bin, "run", "--once", "--config", cfgPath, "--kubeconfig", b.c.Kubeconfig, "--pushgateway", srv.URL}
+	if b.opts.debugDir != "" {
+		args = append(args, "-v", "1")
+	}
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
+	if b.opts.debugDir != "" {
+		b.onceRuns++
+		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.log", b.onceRuns)), stderr.Bytes(), 0o644)
+	}
 	if err != nil {
 		return onceRow{}, fmt.Errorf("run --once: %w\n%s", err, lastLines(stderr.Bytes(), 10))
 	}
@@ -597,10 +631,7 @@ func (b *bench) warmer(ctx context.Context, cfg *config.Config) error {
 
 // createNodes creates n kwok nodes named <prefix>-%05d, in parallel, without waiting for them.
 func (b *bench) createNodes(ctx context.Context, prefix string, n int, labels map[string]string, taint *corev1.Taint) ([]string, error) {
-	names := make([]string, n)
-	for i := range n {
-		names[i] = fmt.Sprintf("%s-%05d", prefix, i)
-	}
+	names := nodeNames(prefix, n)
 	start := time.Now()
 	opts := []framework.NodeOption{framework.WithLabels(labels)}
 	if taint != nil {
@@ -613,6 +644,15 @@ func (b *bench) createNodes(ctx context.Context, prefix string, n int, labels ma
 	b.created += n
 	b.log.Info("nodes created", "nodes", n, "took", time.Since(start).Round(time.Millisecond).String())
 	return names, err
+}
+
+// nodeNames are the names createNodes gives n nodes.
+func nodeNames(prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("%s-%05d", prefix, i)
+	}
+	return names
 }
 
 func parallel(ctx context.Context, items []string, workers int, f func(context.Context, string) error) error {
@@ -790,6 +830,54 @@ func (w *watcher) latencies(names []string) ([]time.Duration, int) {
 	return out, missing
 }
 
+// logLineRE matches the orchestrator's debug log lines that time a release: the plan that handed
+// it to a writer, and the patch's return.
+var logLineRE = regexp.MustCompile(`^time=(\S+) level=\S+ msg=(?:(planned) node=(\S+) action=release|(release) node=(\S+))`)
+
+// phases splits each node's latency with the orchestrator's log: warmer Ready seen -> release
+// planned -> patch returned -> node seen released. The last release of each node counts.
+func (w *watcher) phases(logPath string, names []string) [3][]time.Duration {
+	var out [3][]time.Duration
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		return out
+	}
+	planned, patched := map[string]time.Time{}, map[string]time.Time{}
+	for _, line := range strings.Split(string(data), "\n") {
+		m := logLineRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			continue
+		}
+		if m[2] != "" {
+			planned[m[3]] = at
+		} else {
+			patched[m[5]] = at
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range names {
+		ready, ok1 := w.readyAt[n]
+		free, ok2 := w.freeAt[n]
+		pl, ok3 := planned[n]
+		pa, ok4 := patched[n]
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			continue
+		}
+		out[0] = append(out[0], pl.Sub(ready))
+		out[1] = append(out[1], pa.Sub(pl))
+		out[2] = append(out[2], free.Sub(pa))
+	}
+	for i := range out {
+		slices.Sort(out[i])
+	}
+	return out
+}
+
 func (w *watcher) stop() {
 	if !w.keepOpen {
 		w.close()
@@ -807,10 +895,11 @@ func (w *watcher) close() {
 // The event-driven orchestrator as a process of the built binary.
 
 type controllerProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *lockedBuffer
-	done   chan struct{}
+	cmd     *exec.Cmd
+	addr    string
+	stderr  *lockedBuffer
+	done    chan struct{}
+	logPath string
 }
 
 var listenRE = regexp.MustCompile(`msg="serving /healthz, /readyz, /metrics" address=(\S+)`)
@@ -824,15 +913,28 @@ func (b *bench) startController(ctx context.Context, cfg *config.Config) (*contr
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(b.bin, "run", "--config", path, "--kubeconfig", b.c.Kubeconfig, "--listen", "127.0.0.1:0",
-		"--leader-elect-namespace", cfg.Warmer.Namespace)
+	// Debug logs (-v 1) carry the moment each action is planned, which splits the latency into
+	// its phases.
+	args := []string{"run", "--config", path, "--kubeconfig", b.c.Kubeconfig, "--listen", "127.0.0.1:0",
+		"--leader-elect-namespace", cfg.Warmer.Namespace, "-v", "1"}
+	logDir := dir
+	if b.opts.debugDir != "" {
+		args = append(args, "--profiling")
+		logDir = b.opts.debugDir
+	}
+	logPath := filepath.Join(logDir, strings.ReplaceAll(cfg.Instance, "/", "_")+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
 	buf := &lockedBuffer{}
-	cmd.Stderr = buf
+	cmd := exec.Command(b.bin, args...)
+	cmd.Stderr = io.MultiWriter(buf, f)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &controllerProc{cmd: cmd, stderr: buf, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p := &controllerProc{cmd: cmd, stderr: buf, done: make(chan struct{}), logPath: logPath}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
 	err = framework.Eventually(ctx, time.Minute, func(context.Context) (bool, error) {
 		if m := listenRE.FindStringSubmatch(buf.String()); m != nil {
 			p.addr = m[1]
@@ -936,4 +1038,59 @@ func buildBinary(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("building the orchestrator: %w\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// profile starts a CPU profile of the orchestrator when -debug-dir is set; the returned function
+// stops it and writes <scenario>.cpu.pprof.
+func (b *bench) profile(p *controllerProc, scenario string) func() {
+	if b.opts.debugDir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer close(done)
+		// The first 60 s of the scenario, where the burst is.
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/debug/pprof/profile?seconds=60", nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.log.Warn("CPU profile failed", "error", err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil || len(data) == 0 {
+			return
+		}
+		_ = os.WriteFile(filepath.Join(b.opts.debugDir, scenario+".cpu.pprof"), data, 0o644)
+	}()
+	return func() {
+		// pprof ends a profile early only when the client goes away; the partial profile is lost,
+		// so wait for the full duration unless the scenario outlives it.
+		<-done
+		cancel()
+	}
+}
+
+// timeline writes, per node, when the warmer pod was seen Ready and the node seen released.
+func (b *bench) timeline(w *watcher, scenario string, names []string) {
+	if b.opts.debugDir == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sb strings.Builder
+	sb.WriteString("node,ready_unix_ms,released_unix_ms,latency_ms\n")
+	for _, n := range names {
+		r, f := w.readyAt[n], w.freeAt[n]
+		lat := ""
+		if !r.IsZero() && !f.IsZero() {
+			lat = fmt.Sprint(f.Sub(r).Milliseconds())
+		}
+		fmt.Fprintf(&sb, "%s,%d,%d,%s\n", n, r.UnixMilli(), f.UnixMilli(), lat)
+	}
+	_ = os.WriteFile(filepath.Join(b.opts.debugDir, scenario+".timeline.csv"), []byte(sb.String()), 0o644)
 }

@@ -38,6 +38,7 @@ type runOptions struct {
 	leaseDur    time.Duration
 	renew       time.Duration
 	retry       time.Duration
+	profiling   bool
 }
 
 func newRunCommand(o *globalOptions) *cobra.Command {
@@ -72,6 +73,7 @@ Lease and exits 0.`,
 	f.StringVar(&ro.leaseName, "leader-elect-name", "", "name of the Lease (default: <warmer DaemonSet name>-orchestrator)")
 	f.DurationVar(&ro.leaseDur, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over a Lease that is not renewed")
 	f.DurationVar(&ro.renew, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leading")
+	f.BoolVar(&ro.profiling, "profiling", false, "event-driven mode: also serve Go runtime profiles under /debug/pprof/ on --listen")
 	f.DurationVar(&ro.retry, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the Lease")
 	return cmd
 }
@@ -150,6 +152,7 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		},
 		LeaderElection: le,
 		Listen:         ro.listen,
+		Profiling:      ro.profiling,
 	})
 	if err != nil {
 		return err
@@ -205,6 +208,9 @@ func summary(res engine.Result, took time.Duration) []any {
 		"released", res.Applied[plan.Release],
 		"recorded", res.Applied[plan.Record],
 		"duration", took.Round(time.Millisecond).String(),
+		"observe", res.Took.Observe.Round(time.Millisecond).String(),
+		"write", res.Took.Write.Round(time.Millisecond).String(),
+		"events", res.Took.Events.Round(time.Millisecond).String(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,8 @@ type RunOptions struct {
 	Listen string
 	// OnListen, if set, is called with the address the HTTP server listens on.
 	OnListen func(addr string)
+	// Profiling also serves Go's runtime profiles under /debug/pprof/ on Listen.
+	Profiling bool
 }
 
 // ErrLeadershipLost is returned by Run when this process stopped leading while it was meant to
@@ -72,7 +75,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		health = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
 	}
 
-	stopHTTP, err := c.serve(o.Listen, health, o.OnListen)
+	stopHTTP, err := c.serve(o.Listen, health, o.OnListen, o.Profiling)
 	if err != nil {
 		return err
 	}
@@ -168,7 +171,7 @@ func (l *trackingLock) Update(ctx context.Context, r resourcelock.LeaderElection
 }
 
 // serve starts the HTTP endpoints and returns a function that stops them.
-func (c *Controller) serve(addr string, health *leaderelection.HealthzAdaptor, onListen func(string)) (func(), error) {
+func (c *Controller) serve(addr string, health *leaderelection.HealthzAdaptor, onListen func(string), profiling bool) (func(), error) {
 	if addr == "" {
 		return func() {}, nil
 	}
@@ -191,6 +194,13 @@ func (c *Controller) serve(addr string, health *leaderelection.HealthzAdaptor, o
 	})
 	if c.metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(c.metrics.Registry, promhttp.HandlerOpts{Registry: c.metrics.Registry}))
+	}
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -225,8 +225,14 @@ containers:
       - "--config=/etc/image-prewarmer/config.yaml"
       - "--log-format={{ $o.logFormat }}"
       - "-v={{ $o.verbosity }}"
-    {{- if .deployment }}
     env:
+      # The Go runtime collects harder as the heap nears the container's memory limit, rather
+      # than let the kernel kill the process (without a limit: the node's allocatable memory).
+      - name: GOMEMLIMIT
+        valueFrom:
+          resourceFieldRef:
+            resource: limits.memory
+    {{- if .deployment }}
       - name: POD_NAME
         valueFrom:
           fieldRef:
