@@ -44,7 +44,7 @@ func (b *bench) write() error {
 	p("| OS | %s/%s, kernel %s |", runtime.GOOS, runtime.GOARCH, kernel())
 	p("| Go | %s |", runtime.Version())
 	p("| cluster | kwokctl (runtime `binary`) from hack/tools/versions.env: %s |", toolVersions())
-	p("| orchestrator | the built binary; `client` qps/burst per row below (the config's defaults are 50/100) |")
+	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo); `client` qps/burst per row below (the config's defaults are 50/100) |")
 	p("")
 	p("Everything runs on the same machine: etcd, kube-apiserver, kube-controller-manager (DaemonSet")
 	p("controller), kube-scheduler, kwok (fake nodes; it marks warmer pods Ready as soon as they are bound),")

@@ -149,7 +149,7 @@ func (o *globalOptions) restConfig(cfg *config.Config) (*rest.Config, error) {
 
 // newEngine wires an engine from the flags and configuration.
 func (o *globalOptions) newEngine(dryRun bool) (*engine.Engine, *slog.Logger, error) {
-	w, err := o.wire(dryRun, nil)
+	w, err := o.wire(dryRun, nil, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -169,8 +169,9 @@ type wiring struct {
 }
 
 // wire loads the configuration and builds the clients and the engine. With m, API errors and
-// transitions are recorded there.
-func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics) (*wiring, error) {
+// transitions are recorded there. eventDriven keeps half the client's burst for releases, which
+// arrive one by one while other writes may be paced (a one-shot cycle writes its releases first).
+func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) (*wiring, error) {
 	log, err := o.logger()
 	if err != nil {
 		return nil, err
@@ -198,8 +199,12 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics) (*wiring, error) {
 	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	// The main client's rate limiter serves node releases (urgent: a user waits for the node)
 	// before any other waiting request; same qps and burst as client-go's own limiter.
+	reserve := 0
+	if eventDriven {
+		reserve = cfg.Client.Burst / 2
+	}
 	main := rest.CopyConfig(rc)
-	main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst)
+	main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst, reserve)
 	client, err := kubernetes.NewForConfig(main)
 	if err != nil {
 		return nil, fmt.Errorf("creating client: %w", err)

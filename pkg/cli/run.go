@@ -88,7 +88,7 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	if ro.pushgateway != "" {
 		m = metrics.New()
 	}
-	w, err := o.wire(o.dryRun, m)
+	w, err := o.wire(o.dryRun, m, false)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		return &ConfigError{fmt.Errorf("--resync: must be positive, got %s", ro.resync)}
 	}
 	m := metrics.New()
-	w, err := o.wire(o.dryRun, m)
+	w, err := o.wire(o.dryRun, m, true)
 	if err != nil {
 		return err
 	}

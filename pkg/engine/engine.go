@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -330,11 +331,14 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		if node == nil {
 			return nil, fmt.Errorf("node %s: not in the snapshot", a.Node)
 		}
-		patch, err := mergePatch(node, a.Change)
+		pt, patch, err := patchFor(node, a)
 		if err != nil {
 			return nil, err
 		}
-		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, typesMergePatch, patch, metav1.PatchOptions{FieldManager: fieldManager})
+		if patch == nil {
+			return nil, nil // the fresher node needs nothing this action would write
+		}
+		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, pt, patch, metav1.PatchOptions{FieldManager: fieldManager})
 		switch {
 		case err == nil:
 			e.log.Info(string(a.Type), "node", a.Node, "reason", a.Reason, "message", a.Message)
@@ -344,7 +348,8 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		case apierrors.IsNotFound(err):
 			e.log.Info("node deleted; forgetting it", "node", a.Node)
 			return nil, nil
-		case !apierrors.IsConflict(err):
+		case !apierrors.IsConflict(err) && !(pt == types.JSONPatchType && apierrors.IsInvalid(err)):
+			// A JSON patch whose test operations fail is refused as invalid: like a conflict.
 			return nil, fmt.Errorf("patching node %s (%s): %w", a.Node, a.Type, err)
 		case attempt >= maxConflictRetries:
 			return nil, fmt.Errorf("patching node %s (%s): still conflicting after %d re-reads: %w", a.Node, a.Type, attempt, err)
@@ -403,6 +408,19 @@ func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(
 	}
 	snap.Nodes = nodes
 	return actionFor(replan(snap), fresh.Name)
+}
+
+// patchFor renders the action's change: a release as a JSON patch guarded by test operations on
+// our own keys (releasePatch), anything else as a merge patch guarded by the resourceVersion.
+// A nil patch means there is nothing to write.
+func patchFor(node *corev1.Node, a plan.Action) (types.PatchType, []byte, error) {
+	if a.Type == plan.Release {
+		if patch, ok, err := releasePatch(node, a.Change); ok {
+			return types.JSONPatchType, patch, err
+		}
+	}
+	patch, err := mergePatch(node, a.Change)
+	return types.MergePatchType, patch, err
 }
 
 // newerNode reports whether a is a later version of a node than b; versions that cannot be

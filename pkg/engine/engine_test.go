@@ -218,3 +218,45 @@ func TestReplanRederivesNodeSources(t *testing.T) {
 	assert.Empty(t, res.Written)
 	assert.Empty(t, patches(client))
 }
+
+func TestReleasePatch(t *testing.T) {
+	n := tu.Node("a", tu.WithTaint("keep", "1", corev1.TaintEffectNoSchedule), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithLabels("os-upgrade/status", "warming"))
+	n.Annotations = map[string]string{state.Phase: "warming", state.Owner: "prewarm/test", state.MaintenanceID: "nm/x", state.LastError: ""}
+	remove := corev1.Taint{Key: "os-upgrade", Effect: corev1.TaintEffectNoSchedule}
+	b, ok, err := releasePatch(n, plan.Change{
+		RemoveTaint: &remove,
+		Labels:      map[string]*string{"os-upgrade/status": nil},
+		Annotations: map[string]*string{
+			state.Phase: nil, state.Owner: nil, state.TaintedAt: nil, // tainted-at is absent: nothing to remove
+			state.ReleaseReason: ptr("warm"), state.LastError: ptr(""),
+		},
+	})
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.JSONEq(t, `[
+		{"op":"test","path":"/metadata/annotations/image-prewarmer.io~1maintenance-id","value":"nm/x"},
+		{"op":"test","path":"/metadata/annotations/image-prewarmer.io~1last-error","value":""},
+		{"op":"test","path":"/metadata/annotations/image-prewarmer.io~1owner","value":"prewarm/test"},
+		{"op":"test","path":"/metadata/annotations/image-prewarmer.io~1phase","value":"warming"},
+		{"op":"test","path":"/metadata/labels/os-upgrade~1status","value":"warming"},
+		{"op":"test","path":"/spec/taints/1","value":{"key":"os-upgrade","value":"true","effect":"NoSchedule"}},
+		{"op":"add","path":"/metadata/annotations/image-prewarmer.io~1last-error","value":""},
+		{"op":"remove","path":"/metadata/annotations/image-prewarmer.io~1owner"},
+		{"op":"remove","path":"/metadata/annotations/image-prewarmer.io~1phase"},
+		{"op":"add","path":"/metadata/annotations/image-prewarmer.io~1release-reason","value":"warm"},
+		{"op":"remove","path":"/metadata/labels/os-upgrade~1status"},
+		{"op":"remove","path":"/spec/taints/1"}
+	]`, string(b), "tests on our keys and our taint, as read; edits only to them; the other taint untouched")
+
+	bare := tu.Node("b")
+	bare.Annotations, bare.Labels = nil, nil
+	b, ok, err = releasePatch(bare, plan.Change{Annotations: map[string]*string{state.ReleaseReason: ptr("cleanup")}})
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.JSONEq(t, `[{"op":"add","path":"/metadata/annotations","value":{}},
+		{"op":"add","path":"/metadata/annotations/image-prewarmer.io~1release-reason","value":"cleanup"}]`, string(b))
+
+	_, ok, _ = releasePatch(n, plan.Change{AddTaint: &remove})
+	assert.False(t, ok, "a change that adds a taint is not a release's")
+}

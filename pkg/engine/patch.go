@@ -3,17 +3,16 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
 
-const (
-	fieldManager    = "image-prewarmer"
-	typesMergePatch = types.MergePatchType
-)
+const fieldManager = "image-prewarmer"
 
 // mergePatch renders a change to node as a JSON merge patch guarded by the node's
 // resourceVersion: the API server answers 409 Conflict if the node changed since it was read,
@@ -71,4 +70,126 @@ func newTaints(current []corev1.Taint, ch plan.Change) ([]corev1.Taint, bool) {
 		}
 	}
 	return out, changed
+}
+
+// releasePatch renders a release as a JSON patch (RFC 6902) guarded by test operations on what
+// the decision rests on, instead of the node's resourceVersion: every annotation of ours it
+// removes and the maintenance ID, as read (together they pin the node's phase, owner and
+// maintenance episode), the status label, and our taint at its index. A concurrent write to
+// anything else (status heartbeats, other labels and annotations, taints after ours) no longer
+// sends the release back for a re-read, and a release is what a user waits for. A change to any
+// of ours, or to the taints before ours, makes the API server refuse the patch (422 Unprocessable
+// Entity), and the engine re-reads and re-plans the node as on a conflict.
+//
+// ok is false when the change is not a release's (it adds a taint); the caller then uses
+// mergePatch.
+func releasePatch(node *corev1.Node, ch plan.Change) (patch []byte, ok bool, err error) {
+	if ch.AddTaint != nil {
+		return nil, false, nil
+	}
+	var tests, edits []patchOp
+	test := func(path string, v any) { tests = append(tests, patchOp{Op: "test", Path: path, Value: raw(v)}) }
+
+	if id, has := node.Annotations[state.MaintenanceID]; has {
+		if _, changed := ch.Annotations[state.MaintenanceID]; !changed {
+			test(annotationPath(state.MaintenanceID), id)
+		}
+	}
+	for _, k := range sortedKeys(ch.Annotations) {
+		v := ch.Annotations[k]
+		old, has := node.Annotations[k]
+		switch {
+		case v == nil && !has:
+			// Nothing to remove.
+		case v == nil:
+			test(annotationPath(k), old)
+			edits = append(edits, patchOp{Op: "remove", Path: annotationPath(k)})
+		default:
+			if has {
+				test(annotationPath(k), old)
+			}
+			edits = append(edits, patchOp{Op: "add", Path: annotationPath(k), Value: raw(*v)})
+		}
+	}
+	for _, k := range sortedKeys(ch.Labels) {
+		v := ch.Labels[k]
+		old, has := node.Labels[k]
+		switch {
+		case v == nil && !has:
+		case v == nil:
+			test(labelPath(k), old)
+			edits = append(edits, patchOp{Op: "remove", Path: labelPath(k)})
+		default:
+			if has {
+				test(labelPath(k), old)
+			}
+			edits = append(edits, patchOp{Op: "add", Path: labelPath(k), Value: raw(*v)})
+		}
+	}
+	if node.Annotations == nil && hasAdd(edits, "/metadata/annotations/") {
+		edits = append([]patchOp{{Op: "add", Path: "/metadata/annotations", Value: raw(map[string]string{})}}, edits...)
+	}
+	if node.Labels == nil && hasAdd(edits, "/metadata/labels/") {
+		edits = append([]patchOp{{Op: "add", Path: "/metadata/labels", Value: raw(map[string]string{})}}, edits...)
+	}
+	if rm := ch.RemoveTaint; rm != nil {
+		for i, t := range node.Spec.Taints {
+			if t.Key == rm.Key && t.Effect == rm.Effect {
+				path := fmt.Sprintf("/spec/taints/%d", i)
+				test(path, t)
+				edits = append(edits, patchOp{Op: "remove", Path: path})
+				break // key and effect are unique among a node's taints
+			}
+		}
+	}
+	if len(edits) == 0 {
+		return nil, true, nil
+	}
+	b, err := json.Marshal(append(tests, edits...))
+	if err != nil {
+		return nil, true, fmt.Errorf("encoding patch for node %s: %w", node.Name, err)
+	}
+	return b, true, nil
+}
+
+func annotationPath(key string) string { return "/metadata/annotations/" + jsonPointerEscape(key) }
+func labelPath(key string) string      { return "/metadata/labels/" + jsonPointerEscape(key) }
+
+// jsonPointerEscape escapes a map key for a JSON pointer (RFC 6901).
+func jsonPointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+func sortedKeys(m map[string]*string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// patchOp is one operation of a JSON patch. Value is pre-encoded so that an empty string is
+// still a value (remove has none).
+type patchOp struct {
+	Op    string          `json:"op"`
+	Path  string          `json:"path"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+func raw(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encoding a patch value: %v", err)) // strings, maps of strings and taints always encode
+	}
+	return b
+}
+
+func hasAdd(ops []patchOp, prefix string) bool {
+	for _, o := range ops {
+		if o.Op == "add" && strings.HasPrefix(o.Path, prefix) {
+			return true
+		}
+	}
+	return false
 }

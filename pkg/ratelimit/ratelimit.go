@@ -2,11 +2,11 @@
 // token bucket, as client-go's default (qps tokens a second, at most burst), that puts requests
 // whose context is marked Urgent (writing a node release: a user waits for that node) first.
 //
-// Urgent requests are served before any waiting normal request, and half the burst is reserved
-// for them: a normal request takes a token only while more than burst/2 are left. Under a long
-// run of normal writes (a thousand nodes joining at once) the bucket therefore stays half full,
-// and a burst of releases up to burst/2 goes out at once instead of queueing at qps. Over time
-// the rate never exceeds qps, nor a burst the configured burst.
+// Urgent requests are served before any waiting normal request, and a share of the burst can be
+// reserved for them: a normal request then takes a token only while more than the reserve are
+// left. Under a long run of normal writes (a thousand nodes joining at once) the bucket stays at
+// the reserve, and a burst of releases that size goes out at once instead of queueing at qps.
+// Over time the rate never exceeds qps, nor a burst the configured burst.
 package ratelimit
 
 import (
@@ -67,15 +67,17 @@ type waiter struct {
 	granted bool
 }
 
-// New returns a limiter that starts full (burst tokens), as client-go's does.
-func New(qps float32, burst int) *Limiter { return NewWithClock(qps, burst, clock.RealClock{}) }
+// New returns a limiter that starts full (burst tokens), as client-go's does, and keeps reserve
+// tokens (at most burst-1) for urgent requests.
+func New(qps float32, burst, reserve int) *Limiter {
+	return NewWithClock(qps, burst, reserve, clock.RealClock{})
+}
 
 // NewWithClock is New with an injected clock, for tests.
-func NewWithClock(qps float32, burst int, c Clock) *Limiter {
-	if burst < 1 {
-		burst = 1
-	}
-	return &Limiter{clock: c, qps: float64(qps), burst: float64(burst), reserve: float64(burst / 2), tokens: float64(burst), last: c.Now()}
+func NewWithClock(qps float32, burst, reserve int, c Clock) *Limiter {
+	burst = max(burst, 1)
+	reserve = min(max(reserve, 0), burst-1)
+	return &Limiter{clock: c, qps: float64(qps), burst: float64(burst), reserve: float64(reserve), tokens: float64(burst), last: c.Now()}
 }
 
 // Wait blocks until the request may be sent, or ctx ends (then it returns ctx's error and takes

@@ -45,7 +45,7 @@ func blocked(ch <-chan error) bool {
 
 func TestBurstThenRate(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-	l := NewWithClock(10, 6, clk) // a token every 100 ms; 3 reserved for urgent requests
+	l := NewWithClock(10, 6, 3, clk) // a token every 100 ms; 3 reserved for urgent requests
 	for range 3 {
 		require.NoError(t, l.Wait(context.Background()))
 	}
@@ -69,7 +69,7 @@ func TestBurstThenRate(t *testing.T) {
 
 func TestReserveServesUrgentBurst(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-	l := NewWithClock(10, 4, clk) // reserve 2
+	l := NewWithClock(10, 4, 2, clk)
 	for range 2 {
 		require.NoError(t, l.Wait(context.Background()))
 	}
@@ -90,7 +90,7 @@ func TestReserveServesUrgentBurst(t *testing.T) {
 
 func TestUrgentBeforeWaitingNormal(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-	l := NewWithClock(10, 1, clk)
+	l := NewWithClock(10, 1, 0, clk)
 	require.NoError(t, l.Wait(context.Background()))
 	n1 := start(l, context.Background())
 	n2 := start(l, context.Background())
@@ -112,7 +112,7 @@ func TestUrgentBeforeWaitingNormal(t *testing.T) {
 
 func TestNoBypassOfWaiters(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-	l := NewWithClock(10, 1, clk)
+	l := NewWithClock(10, 1, 0, clk)
 	require.NoError(t, l.Wait(context.Background()))
 	n := start(l, context.Background())
 	waitQueued(t, l, 0, 1)
@@ -123,7 +123,7 @@ func TestNoBypassOfWaiters(t *testing.T) {
 
 func TestCancelledWaiterTakesNoToken(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-	l := NewWithClock(10, 1, clk)
+	l := NewWithClock(10, 1, 0, clk)
 	require.NoError(t, l.Wait(context.Background()))
 	ctx, cancel := context.WithCancel(context.Background())
 	c := start(l, ctx)
@@ -150,12 +150,20 @@ func TestUrgentContext(t *testing.T) {
 
 func TestRealClockRate(t *testing.T) {
 	// 200 requests at 1,000 QPS with a burst of 100 take at least the 100 ms that the 100
-	// requests beyond the burst need.
-	l := New(1000, 100)
+	// requests beyond the burst need (no reserve: the whole burst is for normal requests).
+	l := New(1000, 100, 0)
 	begin := time.Now()
 	for range 200 {
 		require.NoError(t, l.Wait(context.Background()))
 	}
 	assert.GreaterOrEqual(t, time.Since(begin), 95*time.Millisecond)
 	assert.InDelta(t, 1000, l.QPS(), 0.001)
+}
+
+func TestReserveNeverTakesTheWholeBurst(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 2, 5, clk) // reserve clamped to 1
+	assert.True(t, l.TryAccept(), "normal requests keep at least one token of the burst")
+	assert.False(t, l.TryAccept())
+	require.NoError(t, l.Wait(Urgent(context.Background())))
 }

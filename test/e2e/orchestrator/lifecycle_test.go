@@ -559,3 +559,54 @@ func TestNodeLabelSourceAndExternalRelease(t *testing.T) {
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
 }
+
+// A release is guarded by our own keys, not by the node's resourceVersion: a write to anything
+// else between the read and the release (another controller's label and taint) does not send it
+// back for a re-read; a write to one of ours does, and the release is re-planned from the fresh
+// node.
+func TestReleaseGuardedByOurKeysOnly(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.warmer()
+	for _, s := range []string{"a", "b"} {
+		e.poolNode(s)
+		e.maintenance(s)
+	}
+	e.cycle()
+	for _, s := range []string{"a", "b"} {
+		e.reboot(s, newKernel)
+		e.waitWarmerReady(s)
+	}
+
+	counter := &requestCounter{}
+	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	en := e.engine(func(o *engine.Options) { o.Client = counted })
+	stale, err := en.Observe(e.ctx)
+	require.NoError(t, err)
+	p := en.Planner().Compute(stale.Snapshot)
+	require.Len(t, p.Actions, 2)
+	for _, a := range p.Actions {
+		require.Equal(t, plan.Release, a.Type, a.Node)
+	}
+
+	// Another controller writes both nodes; then someone rewrites one of our annotations on b.
+	for _, s := range []string{"a", "b"} {
+		require.NoError(t, otherWriter(e, cluster.Client, e.nodeName(s), 0))
+	}
+	b := e.node("b")
+	b.Annotations[state.TaintedAt] = "2026-01-01T00:00:00Z"
+	_, err = cluster.Client.CoreV1().Nodes().Update(e.ctx, b, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	counter.reset()
+	res, err := en.Apply(e.ctx, stale, p)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Applied[plan.Release])
+	assert.Equal(t, 3, counter.count("PATCH", "/api/v1/nodes/"), "a: one patch; b: refused once, then written")
+	assert.Equal(t, 1, counter.count("GET", "/api/v1/nodes/"), "only b, whose own keys changed, is re-read")
+	for _, s := range []string{"a", "b"} {
+		n := e.requireReleased(s, state.ReasonWarm)
+		assert.Equal(t, "yes", n.Labels["writer.example.com/r0"], "the other writer's label on %s is intact", s)
+		assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: "writer.example.com/r0", Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
+	}
+}
