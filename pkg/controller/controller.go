@@ -502,7 +502,7 @@ func (c *Controller) cached(names []string, full bool) (engine.Cached, uint64) {
 	out := engine.Cached{MaintenanceServed: true}
 	byName := map[string]*corev1.Node{}
 	keep := func(n *corev1.Node) {
-		if old, ok := byName[n.Name]; !ok || newer(n, old) {
+		if old, ok := byName[n.Name]; !ok || engine.Newer(n, old) {
 			byName[n.Name] = n
 		}
 	}
@@ -580,7 +580,7 @@ func (c *Controller) cached(names []string, full bool) (engine.Cached, uint64) {
 func (c *Controller) latest(name string) *corev1.Node {
 	var best *corev1.Node
 	for _, lister := range []corelisters.NodeLister{c.poolNodes, c.labelledNodes} {
-		if n, err := lister.Get(name); err == nil && (best == nil || newer(n, best)) {
+		if n, err := lister.Get(name); err == nil && (best == nil || engine.Newer(n, best)) {
 			best = n
 		}
 	}
@@ -602,12 +602,6 @@ func ahead(w engine.Written, n *corev1.Node) bool {
 	return n.ResourceVersion == w.Before
 }
 
-// newer reports whether a is a more recent version of a node than b (false when the versions
-// cannot be compared).
-func newer(a, b *corev1.Node) bool {
-	cmp, err := resourceversion.CompareResourceVersion(a.ResourceVersion, b.ResourceVersion)
-	return err == nil && cmp > 0
-}
 
 // logWarnings logs the sources' warnings when they change, not at every reconcile.
 func (c *Controller) logWarnings(ws []sources.Warning) {

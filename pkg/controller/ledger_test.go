@@ -75,9 +75,9 @@ func TestOverlayAhead(t *testing.T) {
 	assert.True(t, ahead(opaque, nodeAt("x1")), "not comparable: ahead while the cache holds the guarded version")
 	assert.False(t, ahead(opaque, nodeAt("x3")))
 
-	assert.True(t, newer(nodeAt("100"), nodeAt("99")))
-	assert.False(t, newer(nodeAt("99"), nodeAt("100")))
-	assert.False(t, newer(nodeAt("x"), nodeAt("1")), "not comparable is not newer")
+	assert.True(t, engine.Newer(nodeAt("100"), nodeAt("99")))
+	assert.False(t, engine.Newer(nodeAt("99"), nodeAt("100")))
+	assert.False(t, engine.Newer(nodeAt("x"), nodeAt("1")), "not comparable is not newer")
 }
 
 func TestEventNames(t *testing.T) {

@@ -127,7 +127,7 @@ type Result struct {
 	Warnings []sources.Warning
 	// Written are the nodes this cycle patched, as the API server returned them.
 	Written []Written
-	// Took is how long each step of a RunOnce or Cleanup cycle took.
+	// Took is how long each step of a RunOnce cycle took.
 	Took Timing
 }
 
@@ -319,7 +319,7 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 	if latest != nil && node != nil {
 		// The action may have waited for a slot while the node changed: start from the latest
 		// version known, not from one bound to conflict.
-		if fresh := latest(a.Node); fresh != nil && newerNode(fresh, node) {
+		if fresh := latest(a.Node); fresh != nil && Newer(fresh, node) {
 			next, ok := e.replanNode(snap, fresh, replan)
 			if !ok {
 				return nil, nil
@@ -423,9 +423,9 @@ func patchFor(node *corev1.Node, a plan.Action) (types.PatchType, []byte, error)
 	return types.MergePatchType, patch, err
 }
 
-// newerNode reports whether a is a later version of a node than b; versions that cannot be
-// compared are not.
-func newerNode(a, b *corev1.Node) bool {
+// Newer reports whether a is a later version of a node than b; versions that cannot be compared
+// (not the integers the API server has guaranteed since Kubernetes 1.35) are not.
+func Newer(a, b *corev1.Node) bool {
 	cmp, err := resourceversion.CompareResourceVersion(a.ResourceVersion, b.ResourceVersion)
 	return err == nil && cmp > 0
 }
