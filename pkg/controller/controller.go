@@ -602,7 +602,6 @@ func ahead(w engine.Written, n *corev1.Node) bool {
 	return n.ResourceVersion == w.Before
 }
 
-
 // logWarnings logs the sources' warnings when they change, not at every reconcile.
 func (c *Controller) logWarnings(ws []sources.Warning) {
 	c.mu.Lock()

@@ -154,9 +154,9 @@ func TestMergePatch(t *testing.T) {
 
 func ptr(s string) *string { return &s }
 
-// An action that waited for a write slot is re-planned from the newest version of its node the
-// caller knows, rather than written with a version bound to conflict.
-func TestApplyStartsFromLatestVersion(t *testing.T) {
+// plannedEntry observes a cordoned pool node at resourceVersion 5 and plans its entry.
+func plannedEntry(t *testing.T) (*corev1.Node, *fake.Clientset, *Engine, Observation, plan.Plan) {
+	t.Helper()
 	stale := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
 	stale.ResourceVersion = "5"
 	client := fake.NewClientset(stale)
@@ -166,10 +166,17 @@ func TestApplyStartsFromLatestVersion(t *testing.T) {
 	p := e.Planner().Compute(obs.Snapshot)
 	require.Len(t, p.Actions, 1)
 	require.Equal(t, plan.Enter, p.Actions[0].Type)
+	return stale, client, e, obs, p
+}
+
+// An action that waited for a write slot is re-planned from the newest version of its node the
+// caller knows, rather than written with a version bound to conflict.
+func TestApplyStartsFromLatestVersion(t *testing.T) {
+	stale, client, e, obs, p := plannedEntry(t)
 
 	// Meanwhile the node was entered (by a previous leader, say): nothing is left to do.
 	other := fake.NewClientset(stale.DeepCopy())
-	_, err = testEngine(t, other, false).RunOnce(context.Background())
+	_, err := testEngine(t, other, false).RunOnce(context.Background())
 	require.NoError(t, err)
 	obj, err := other.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, "", "a")
 	require.NoError(t, err)
@@ -201,14 +208,7 @@ func TestApplyStartsFromLatestVersion(t *testing.T) {
 // Re-planning a node from a fresher copy re-reads the maintenances that come from the node
 // itself: a node uncordoned meanwhile is no longer in maintenance.
 func TestReplanRederivesNodeSources(t *testing.T) {
-	stale := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
-	stale.ResourceVersion = "5"
-	client := fake.NewClientset(stale)
-	e := testEngine(t, client, false)
-	obs, err := e.Observe(context.Background())
-	require.NoError(t, err)
-	p := e.Planner().Compute(obs.Snapshot)
-	require.Len(t, p.Actions, 1)
+	stale, client, e, obs, p := plannedEntry(t)
 
 	fresh := stale.DeepCopy()
 	fresh.Spec.Unschedulable = false
