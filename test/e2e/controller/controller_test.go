@@ -29,21 +29,21 @@ import (
 func TestSeedLifecycleTwoReplicas(t *testing.T) {
 	e := newEnv(t)
 	foreign := corev1.Taint{Key: "example.com/foreign", Value: "x", Effect: corev1.TaintEffectPreferNoSchedule}
-	e.poolNode("a", framework.WithTaints(foreign), framework.WithLabels(map[string]string{"team": "ml"}))
-	e.poolNode("b")
-	e.poolNode("c")
-	e.warmer()
+	e.PoolNode("a", framework.WithTaints(foreign), framework.WithLabels(map[string]string{"team": "ml"}))
+	e.PoolNode("b")
+	e.PoolNode("c")
+	e.Warmer()
 
 	r1 := e.start("replica-1", fastElection)
 	r2 := e.start("replica-2", fastElection)
 	replicas := map[string]*runner{r1.id: r1, r2.id: r2}
 	var leaderID string
-	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		leaderID = e.leader()
 		return leaderID != "", nil
 	}))
 	for _, r := range replicas {
-		require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 			code, _ := r.get(t, "/readyz")
 			return code == http.StatusOK, nil
 		}), "replica %s ready", r.id)
@@ -51,18 +51,18 @@ func TestSeedLifecycleTwoReplicas(t *testing.T) {
 		assert.Equal(t, http.StatusOK, code)
 	}
 
-	e.maintenance("a")
-	e.maintenance("b")
+	e.Maintenance("a")
+	e.Maintenance("b")
 	e.waitPhase("a", state.PhaseTainted)
 	e.waitPhase("b", state.PhaseTainted)
-	e.requireUntouched("c")
+	e.RequireUntouched("c")
 
 	// The pipeline cordons and reboots a onto the target kernel: released once its warmer is Ready.
-	_, err := cluster.Cordon(e.ctx, e.nodeName("a"))
+	_, err := cluster.Cordon(e.Ctx, e.NodeName("a"))
 	require.NoError(t, err)
-	e.reboot("a")
+	e.Reboot("a", newKernel)
 	e.waitReleased("a")
-	a := e.requireReleased("a", state.ReasonWarm)
+	a := e.RequireReleased("a", state.ReasonWarm)
 	assert.Contains(t, a.Spec.Taints, foreign, "foreign taints stay")
 	assert.Equal(t, "ml", a.Labels["team"])
 	assert.True(t, a.Spec.Unschedulable, "the pipeline's cordon is not ours to remove")
@@ -77,20 +77,20 @@ func TestSeedLifecycleTwoReplicas(t *testing.T) {
 			standby = r
 		}
 	}
-	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		return e.leader() == standby.id, nil
 	}), "the standby takes the Lease")
 
-	e.reboot("b")
+	e.Reboot("b", newKernel)
 	e.waitReleased("b")
-	e.requireReleased("b", state.ReasonWarm)
-	e.requireUntouched("c")
+	e.RequireReleased("b", state.ReasonWarm)
+	e.RequireUntouched("c")
 	// Released while its NodeMaintenance still exists: not tainted again, whoever leads.
 	time.Sleep(3 * time.Second) // more than one resync of the new leader
-	e.requireReleased("a", state.ReasonWarm)
+	e.RequireReleased("a", state.ReasonWarm)
 	for _, n := range []string{"a", "b"} {
-		assert.Len(t, e.events(n, "PrewarmTainted"), 1, "one Tainted event on %s: no replica wrote twice", n)
-		assert.Len(t, e.events(n, "PrewarmReleased"), 1, "one Released event on %s", n)
+		assert.Len(t, e.Events(n, "PrewarmTainted"), 1, "one Tainted event on %s: no replica wrote twice", n)
+		assert.Len(t, e.Events(n, "PrewarmReleased"), 1, "one Released event on %s", n)
 	}
 	mf := standby.scrape(t)
 	v, ok := sample(mf, "image_prewarmer_leader", nil)
@@ -101,47 +101,47 @@ func TestSeedLifecycleTwoReplicas(t *testing.T) {
 // resync or cron tick.
 func TestMaintenanceWhileRunning(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	e.warmer()
+	e.PoolNode("a")
+	e.Warmer()
 	le := fastElection
 	r := e.start("only", le)
-	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		return e.leader() == r.id, nil
 	}))
 	time.Sleep(time.Second)
-	e.requireUntouched("a")
+	e.RequireUntouched("a")
 
 	start := time.Now()
-	e.maintenance("a")
+	e.Maintenance("a")
 	e.waitPhase("a", state.PhaseTainted)
 	t.Logf("tainted %s after the NodeMaintenance was created (informational; the wait allows 60s)", time.Since(start).Round(time.Millisecond))
-	require.Len(t, e.events("a", "PrewarmTainted"), 1)
+	require.Len(t, e.Events("a", "PrewarmTainted"), 1)
 }
 
 // /metrics exposes nodes by phase, transitions, both latency histograms, reconcile durations,
 // the leader gauge and build info, with the values of the scenario.
 func TestMetrics(t *testing.T) {
 	e := newEnv(t)
-	ourTaint := corev1.Taint{Key: e.cfg.Taint.Key, Value: e.cfg.Taint.Value, Effect: e.cfg.Taint.Effect}
-	e.poolNode("joined", framework.WithTaints(ourTaint)) // joins tainted: adopted
-	e.poolNode("upgraded")
-	e.poolNode("waiting")
-	e.warmer()
+	ourTaint := corev1.Taint{Key: e.Config.Taint.Key, Value: e.Config.Taint.Value, Effect: e.Config.Taint.Effect}
+	e.PoolNode("joined", framework.WithTaints(ourTaint)) // joins tainted: adopted
+	e.PoolNode("upgraded")
+	e.PoolNode("waiting")
+	e.Warmer()
 	r := e.start("only", fastElection)
 
 	e.waitReleased("joined")
-	e.maintenance("upgraded")
-	e.maintenance("waiting")
+	e.Maintenance("upgraded")
+	e.Maintenance("waiting")
 	e.waitPhase("upgraded", state.PhaseTainted)
 	e.waitPhase("waiting", state.PhaseTainted)
-	e.reboot("upgraded")
+	e.Reboot("upgraded", newKernel)
 	e.waitReleased("upgraded")
-	e.requireReleased("joined", state.ReasonWarm)
-	e.requireReleased("upgraded", state.ReasonWarm)
+	e.RequireReleased("joined", state.ReasonWarm)
+	e.RequireReleased("upgraded", state.ReasonWarm)
 
 	var mf map[string]*dto.MetricFamily
 	// The gauges follow the caches: wait until the last release is reflected.
-	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		mf = r.scrape(t)
 		v, _ := sample(mf, "image_prewarmer_nodes", map[string]string{"phase": "tainted"})
 		w, _ := sample(mf, "image_prewarmer_nodes", map[string]string{"phase": "warming"})
@@ -174,30 +174,30 @@ func TestMetrics(t *testing.T) {
 // the restart are acted upon, with no restart of the controller.
 func TestAPIServerRestart(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	e.poolNode("b")
-	e.warmer()
+	e.PoolNode("a")
+	e.PoolNode("b")
+	e.Warmer()
 	le := controller.LeaderElection{Enabled: true, Name: leaseName,
 		LeaseDuration: 60 * time.Second, RenewDeadline: 45 * time.Second, RetryPeriod: 2 * time.Second}
 	r := e.start("only", le)
-	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		return e.leader() == r.id, nil
 	}))
-	e.maintenance("a")
+	e.Maintenance("a")
 	e.waitPhase("a", state.PhaseTainted)
 
-	require.NoError(t, cluster.RestartAPIServer(e.ctx, time.Second))
+	require.NoError(t, cluster.RestartAPIServer(e.Ctx, time.Second))
 
 	select {
 	case err := <-r.done:
 		t.Fatalf("the controller stopped during the API server restart: %v", err)
 	default:
 	}
-	e.maintenance("b")
+	e.Maintenance("b")
 	e.waitPhase("b", state.PhaseTainted)
-	e.reboot("a")
+	e.Reboot("a", newKernel)
 	e.waitReleased("a")
-	e.requireReleased("a", state.ReasonWarm)
+	e.RequireReleased("a", state.ReasonWarm)
 	assert.Equal(t, r.id, e.leader())
 
 	mf := r.scrape(t)
@@ -217,28 +217,28 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
-		go func() { defer wg.Done(); e.poolNode(fmt.Sprintf("n%02d", i)) }()
+		go func() { defer wg.Done(); e.PoolNode(fmt.Sprintf("n%02d", i)) }()
 	}
 	wg.Wait()
-	e.warmer()
+	e.Warmer()
 	procs := map[string]*process{}
 	for _, name := range []string{"orchestrator-0", "orchestrator-1"} {
 		procs[name] = e.startProcess(name)
 	}
 	var leaderID string
-	require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		leaderID = e.leader()
 		return leaderID != "", nil
 	}))
 	for _, p := range procs {
-		require.NoError(t, framework.Eventually(e.ctx, 30*time.Second, func(context.Context) (bool, error) {
+		require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 			code, _ := p.get(t, "/readyz")
 			return code == http.StatusOK, nil
 		}))
 	}
 
 	for i := range n {
-		e.maintenance(fmt.Sprintf("n%02d", i))
+		e.Maintenance(fmt.Sprintf("n%02d", i))
 		if i == n/2 {
 			require.NoError(t, procs[leaderID].cmd.Process.Kill())
 		}
@@ -249,23 +249,23 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 			next = p
 		}
 	}
-	require.NoError(t, framework.Eventually(e.ctx, 60*time.Second, func(context.Context) (bool, error) {
+	require.NoError(t, framework.Eventually(e.Ctx, 60*time.Second, func(context.Context) (bool, error) {
 		return e.leader() == next.name, nil
 	}), "the standby takes over the expired Lease")
 	for i := range n {
 		short := fmt.Sprintf("n%02d", i)
 		e.waitPhase(short, state.PhaseTainted)
-		node := e.node(short)
+		node := e.Node(short)
 		count := 0
 		for _, tt := range node.Spec.Taints {
-			if tt.Key == e.cfg.Taint.Key {
+			if tt.Key == e.Config.Taint.Key {
 				count++
 			}
 		}
 		assert.Equal(t, 1, count, "one taint on %s", short)
-		assert.Equal(t, "upgrading", node.Labels[e.cfg.StatusLabel.Key])
-		assert.Equal(t, e.cfg.Instance, node.Annotations[state.Owner])
-		assert.LessOrEqual(t, len(e.events(short, "PrewarmTainted")), 1, "no double write on %s", short)
+		assert.Equal(t, "upgrading", node.Labels[e.Config.StatusLabel.Key])
+		assert.Equal(t, e.Config.Instance, node.Annotations[state.Owner])
+		assert.LessOrEqual(t, len(e.Events(short, "PrewarmTainted")), 1, "no double write on %s", short)
 	}
 
 	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
@@ -281,9 +281,9 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 // run --once --pushgateway pushes the cycle's metrics to the Pushgateway after the cycle.
 func TestOncePushgateway(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	e.warmer()
-	e.maintenance("a")
+	e.PoolNode("a")
+	e.Warmer()
+	e.Maintenance("a")
 
 	type pushed struct {
 		method, path string

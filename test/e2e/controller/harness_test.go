@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,11 +41,7 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
-var (
-	cluster *framework.Cluster
-	crdOnce sync.Once
-	crdErr  error
-)
+var cluster *framework.Cluster
 
 func TestMain(m *testing.M) {
 	framework.Main(m, "controller", func(c *framework.Cluster) { cluster = c })
@@ -63,44 +58,21 @@ var fastElection = controller.LeaderElection{
 	LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond,
 }
 
-// env is one test's slice of the shared cluster: its own pool, warmer namespace and installation.
+// env is one test's slice of the shared cluster (framework.Pool).
 type env struct {
-	t      *testing.T
-	ctx    context.Context
-	name   string
+	*framework.Pool
 	client kubernetes.Interface
 	dyn    dynamic.Interface
-	cfg    *config.Config
-	images []string
 }
 
 func newEnv(t *testing.T, mutate ...func(*config.Config)) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	t.Cleanup(cancel)
-	name := strings.Trim(regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
-	if len(name) > 40 {
-		name = strings.Trim(name[:40], "-")
+	defaults := func(cfg *config.Config) {
+		cfg.Upgrade.KernelVersions = []string{newKernel}
+		cfg.Upgrade.KernelVersionLabel = "kernel-version"
 	}
-	crdOnce.Do(func() { crdErr = cluster.InstallNodeMaintenanceCRD(ctx) })
-	require.NoError(t, crdErr, "installing the NodeMaintenance CRD")
-	e := &env{t: t, ctx: ctx, name: name, client: cluster.Client, dyn: cluster.Dynamic,
-		images: []string{"registry.example.com/notebook/base:2026.11"}}
-	_, err := e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-
-	cfg := config.Default()
-	cfg.Instance = name + "/prewarm"
-	cfg.Pool.NodeSelector = map[string]string{"e2e.image-prewarmer.io/pool": name}
-	cfg.Warmer = config.Warmer{Namespace: name, DaemonSetName: "warmer"}
-	cfg.Upgrade.KernelVersions = []string{newKernel}
-	cfg.Upgrade.KernelVersionLabel = "kernel-version"
-	for _, m := range mutate {
-		m(cfg)
-	}
-	require.NoError(t, cfg.Validate())
-	e.cfg = cfg
-	return e
+	p := framework.NewPool(t, cluster, append([]func(*config.Config){defaults}, mutate...)...)
+	return &env{Pool: p, client: cluster.Client, dyn: cluster.Dynamic}
 }
 
 func testLogger(t *testing.T, id string) *slog.Logger {
@@ -121,25 +93,25 @@ type runner struct {
 
 // start runs an in-process replica with its own clients, metrics and leader-election identity.
 func (e *env) start(id string, le controller.LeaderElection) *runner {
-	e.t.Helper()
+	e.T.Helper()
 	m := metrics.New()
 	rc := rest.CopyConfig(cluster.RESTConfig)
 	rc.Wrap(m.WrapTransport)
 	client, err := kubernetes.NewForConfig(rc)
-	require.NoError(e.t, err)
+	require.NoError(e.T, err)
 	dyn, err := dynamic.NewForConfig(rc)
-	require.NoError(e.t, err)
-	log := testLogger(e.t, id)
-	en, err := engine.New(engine.Options{Config: e.cfg, Client: client, Dynamic: dyn, Logger: log, Reporter: id, Metrics: m})
-	require.NoError(e.t, err)
-	le.Namespace, le.Identity = e.name, id
-	ctx, cancel := context.WithCancel(e.ctx)
+	require.NoError(e.T, err)
+	log := testLogger(e.T, id)
+	en, err := engine.New(engine.Options{Config: e.Config, Client: client, Dynamic: dyn, Logger: log, Reporter: id, Metrics: m})
+	require.NoError(e.T, err)
+	le.Namespace, le.Identity = e.Name, id
+	ctx, cancel := context.WithCancel(e.Ctx)
 	r := &runner{id: id, metrics: m, cancel: cancel, done: make(chan error, 1)}
 	listening := make(chan string, 1)
 	go func() {
 		r.done <- controller.Run(ctx, controller.RunOptions{
 			Options: controller.Options{
-				Config: e.cfg, Client: client, Dynamic: dyn, Engine: en, Logger: log, Metrics: m,
+				Config: e.Config, Client: client, Dynamic: dyn, Engine: en, Logger: log, Metrics: m,
 				Resync: 2 * time.Second,
 			},
 			LeaderElection: le,
@@ -150,9 +122,9 @@ func (e *env) start(id string, le controller.LeaderElection) *runner {
 	select {
 	case r.addr = <-listening:
 	case err := <-r.done:
-		e.t.Fatalf("replica %s stopped before listening: %v", id, err)
+		e.T.Fatalf("replica %s stopped before listening: %v", id, err)
 	}
-	e.t.Cleanup(func() { r.stop(e.t) })
+	e.T.Cleanup(func() { r.stop(e.T) })
 	return r
 }
 
@@ -233,132 +205,54 @@ func sample(mf map[string]*dto.MetricFamily, name string, labels map[string]stri
 
 // leader returns the Lease's holder ("" when released or absent).
 func (e *env) leader() string {
-	e.t.Helper()
-	l, err := e.client.CoordinationV1().Leases(e.name).Get(e.ctx, leaseName, metav1.GetOptions{})
+	e.T.Helper()
+	l, err := e.client.CoordinationV1().Leases(e.Name).Get(e.Ctx, leaseName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return ""
 	}
-	require.NoError(e.t, err)
+	require.NoError(e.T, err)
 	if l.Spec.HolderIdentity == nil {
 		return ""
 	}
 	return *l.Spec.HolderIdentity
 }
 
-func (e *env) nodeName(short string) string { return e.name + "-" + short }
-
-// poolNode creates a pool node on kernel 5.15.0-100 (label kernel-version too).
-func (e *env) poolNode(short string, opts ...framework.NodeOption) {
-	e.t.Helper()
-	all := append([]framework.NodeOption{
-		framework.WithLabels(map[string]string{"e2e.image-prewarmer.io/pool": e.name, "kernel-version": "5.15.0-100"}),
-		framework.WithKernel("5.15.0-100"),
-	}, opts...)
-	_, err := cluster.CreateNode(e.ctx, e.nodeName(short), all...)
-	require.NoError(e.t, err)
-}
-
-func (e *env) warmer() *appsv1.DaemonSet {
-	e.t.Helper()
-	o := framework.WarmerOptionsFor(e.cfg, e.images)
-	ds, err := e.client.AppsV1().DaemonSets(o.Namespace).Create(e.ctx, framework.WarmerDaemonSet(o), metav1.CreateOptions{})
-	require.NoError(e.t, err)
-	return ds
-}
-
-func (e *env) node(short string) *corev1.Node {
-	e.t.Helper()
-	n, err := e.client.CoreV1().Nodes().Get(e.ctx, e.nodeName(short), metav1.GetOptions{})
-	require.NoError(e.t, err)
-	return n
-}
-
-func (e *env) maintenance(short string) {
-	e.t.Helper()
-	_, err := cluster.CreateNodeMaintenance(e.ctx, e.nodeName(short), e.nodeName(short))
-	require.NoError(e.t, err)
-}
-
-func (e *env) reboot(short string) {
-	e.t.Helper()
-	_, err := cluster.Reboot(e.ctx, e.nodeName(short), newKernel, map[string]string{"kernel-version": newKernel})
-	require.NoError(e.t, err)
-}
-
 // waitFor waits (generously: the e2e machine may be slow) for cond on the node.
 func (e *env) waitFor(short, what string, cond func(*corev1.Node) bool) {
-	e.t.Helper()
-	err := framework.Eventually(e.ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		n, err := e.client.CoreV1().Nodes().Get(ctx, e.nodeName(short), metav1.GetOptions{})
+	e.T.Helper()
+	err := framework.Eventually(e.Ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
+		n, err := e.client.CoreV1().Nodes().Get(ctx, e.NodeName(short), metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		return cond(n), nil
 	})
-	require.NoError(e.t, err, "waiting for node %s: %s", short, what)
+	require.NoError(e.T, err, "waiting for node %s: %s", short, what)
 }
 
 func (e *env) waitPhase(short, phase string) {
-	e.t.Helper()
+	e.T.Helper()
 	e.waitFor(short, "phase "+phase, func(n *corev1.Node) bool {
-		return n.Annotations[state.Phase] == phase && state.HasTaint(n, e.cfg.Taint.Key, e.cfg.Taint.Effect)
+		return n.Annotations[state.Phase] == phase && state.HasTaint(n, e.Config.Taint.Key, e.Config.Taint.Effect)
 	})
 }
 
 func (e *env) waitReleased(short string) {
-	e.t.Helper()
+	e.T.Helper()
 	e.waitFor(short, "released", func(n *corev1.Node) bool {
 		_, released := n.Annotations[state.ReleasedAt]
 		return released && n.Annotations[state.Phase] == ""
 	})
 }
 
-// requireReleased checks a released node completely: no taint, label, phase or owner; reason kept.
-func (e *env) requireReleased(short, reason string) *corev1.Node {
-	e.t.Helper()
-	n := e.node(short)
-	require.False(e.t, state.HasTaint(n, e.cfg.Taint.Key, e.cfg.Taint.Effect), "node %s should not carry the taint", short)
-	require.NotContains(e.t, n.Labels, e.cfg.StatusLabel.Key)
-	require.NotContains(e.t, n.Annotations, state.Phase)
-	require.NotContains(e.t, n.Annotations, state.Owner)
-	require.Equal(e.t, reason, n.Annotations[state.ReleaseReason], "release reason of %s", short)
-	return n
-}
-
-func (e *env) requireUntouched(short string) {
-	e.t.Helper()
-	n := e.node(short)
-	require.False(e.t, state.HasTaint(n, e.cfg.Taint.Key, e.cfg.Taint.Effect))
-	require.NotContains(e.t, n.Labels, e.cfg.StatusLabel.Key)
-	for k := range n.Annotations {
-		require.False(e.t, strings.HasPrefix(k, state.Prefix), "node %s carries %s", short, k)
-	}
-}
-
-// events returns the Events about a node with the given reason.
-func (e *env) events(short, reason string) []corev1.Event {
-	e.t.Helper()
-	list, err := e.client.CoreV1().Events(e.cfg.Events.Namespace).List(e.ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + e.nodeName(short),
-	})
-	require.NoError(e.t, err)
-	var out []corev1.Event
-	for _, ev := range list.Items {
-		if ev.Reason == reason {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 // Binary processes.
 
 func (e *env) configFile() string {
-	e.t.Helper()
-	b, err := yaml.Marshal(e.cfg)
-	require.NoError(e.t, err)
-	path := filepath.Join(e.t.TempDir(), "config.yaml")
-	require.NoError(e.t, os.WriteFile(path, b, 0o600))
+	e.T.Helper()
+	b, err := yaml.Marshal(e.Config)
+	require.NoError(e.T, err)
+	path := filepath.Join(e.T.TempDir(), "config.yaml")
+	require.NoError(e.T, os.WriteFile(path, b, 0o600))
 	return path
 }
 
@@ -377,16 +271,16 @@ var listenRE = regexp.MustCompile(`msg="serving /healthz, /readyz, /metrics" add
 
 // startProcess runs the built binary in event-driven mode with POD_NAME=name.
 func (e *env) startProcess(name string, args ...string) *process {
-	e.t.Helper()
+	e.T.Helper()
 	all := append([]string{"run", "--config", e.configFile(), "--kubeconfig", cluster.Kubeconfig, "--listen", "127.0.0.1:0",
 		"--leader-elect-name", leaseName, "--resync", "2s",
 		"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"}, args...)
-	cmd := exec.Command(framework.OrchestratorBinary(e.t), all...)
-	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+e.name)
+	cmd := exec.Command(framework.OrchestratorBinary(e.T), all...)
+	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+e.Name)
 	stderr, err := cmd.StderrPipe()
-	require.NoError(e.t, err)
+	require.NoError(e.T, err)
 	p := &process{name: name, cmd: cmd, exited: make(chan struct{})}
-	require.NoError(e.t, cmd.Start())
+	require.NoError(e.T, cmd.Start())
 	addr := make(chan string, 1)
 	go func() {
 		s := bufio.NewScanner(stderr)
@@ -408,15 +302,15 @@ func (e *env) startProcess(name string, args ...string) *process {
 	select {
 	case p.addr = <-addr:
 	case <-p.exited:
-		e.t.Fatalf("process %s exited before listening: %v\n%s", name, p.err, p.log())
+		e.T.Fatalf("process %s exited before listening: %v\n%s", name, p.err, p.log())
 	case <-time.After(30 * time.Second):
-		e.t.Fatalf("process %s did not listen\n%s", name, p.log())
+		e.T.Fatalf("process %s did not listen\n%s", name, p.log())
 	}
-	e.t.Cleanup(func() {
+	e.T.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.exited
-		if e.t.Failed() {
-			e.t.Logf("process %s log:\n%s", name, p.log())
+		if e.T.Failed() {
+			e.T.Logf("process %s log:\n%s", name, p.log())
 		}
 	})
 	return p

@@ -26,11 +26,11 @@ type result struct {
 }
 
 func (e *env) runBinary(configYAML string, args ...string) result {
-	e.t.Helper()
-	dir := e.t.TempDir()
+	e.T.Helper()
+	dir := e.T.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
-	require.NoError(e.t, os.WriteFile(cfgPath, []byte(configYAML), 0o600))
-	return runBinaryWith(e.t, append([]string{"--config", cfgPath}, args...), nil)
+	require.NoError(e.T, os.WriteFile(cfgPath, []byte(configYAML), 0o600))
+	return runBinaryWith(e.T, append([]string{"--config", cfgPath}, args...), nil)
 }
 
 func runBinaryWith(t *testing.T, args []string, env []string) result {
@@ -56,9 +56,9 @@ func runBinaryWith(t *testing.T, args []string, env []string) result {
 }
 
 func (e *env) configYAML() string {
-	e.t.Helper()
-	b, err := yaml.Marshal(e.cfg)
-	require.NoError(e.t, err)
+	e.T.Helper()
+	b, err := yaml.Marshal(e.Config)
+	require.NoError(e.T, err)
 	return string(b)
 }
 
@@ -90,9 +90,9 @@ current-context: c
 // 12. Invalid config: non-zero exit naming the field; nothing written.
 func TestInvalidConfigWritesNothing(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	e.warmer()
-	e.maintenance("a")
+	e.PoolNode("a")
+	e.Warmer()
+	e.Maintenance("a")
 	valid := e.configYAML()
 	cases := []struct {
 		name, config, field string
@@ -100,7 +100,7 @@ func TestInvalidConfigWritesNothing(t *testing.T) {
 		{"unknown field", valid + "maxConcurent: 3\n", `unknown field "maxConcurent"`},
 		{"bad duration", strings.Replace(valid, "maxWaitForWarm: 2h0m0s", "maxWaitForWarm: soon", 1), "maxWaitForWarm"},
 		{"bad template", strings.Replace(valid, "upgrade: {}", "upgrade:\n  when: '{{ .Kernel'", 1), "upgrade.when"},
-		{"empty pool selector", strings.Replace(valid, "e2e.image-prewarmer.io/pool: "+e.name, "{}", 1), "pool.nodeSelector"},
+		{"empty pool selector", strings.Replace(valid, "e2e.image-prewarmer.io/pool: "+e.Name, "{}", 1), "pool.nodeSelector"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,7 +108,7 @@ func TestInvalidConfigWritesNothing(t *testing.T) {
 			res := e.runBinary(tc.config, "run", "--once", "--kubeconfig", cluster.Kubeconfig)
 			assert.Equal(t, 2, res.code, res.stderr)
 			assert.Contains(t, lastLine(res.stderr), tc.field)
-			e.requireUntouched("a")
+			e.RequireUntouched("a")
 		})
 	}
 }
@@ -116,17 +116,17 @@ func TestInvalidConfigWritesNothing(t *testing.T) {
 // 13. --dry-run prints the plan and writes nothing; the same run without it writes.
 func TestDryRun(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	e.poolNode("b")
-	e.warmer()
-	e.maintenance("a")
+	e.PoolNode("a")
+	e.PoolNode("b")
+	e.Warmer()
+	e.Maintenance("a")
 	res := e.runBinary(e.configYAML(), "run", "--once", "--dry-run", "--kubeconfig", cluster.Kubeconfig)
 	require.Equal(t, 0, res.code, res.stderr)
 	assert.Contains(t, res.stdout, "1 action(s), nothing written")
-	assert.Regexp(t, e.nodeName("a")+`\s+enter\s+nodeMaintenance`, res.stdout)
-	assert.NotContains(t, res.stdout, e.nodeName("b"))
-	e.requireUntouched("a")
-	require.Empty(t, e.events("a", ""))
+	assert.Regexp(t, e.NodeName("a")+`\s+enter\s+nodeMaintenance`, res.stdout)
+	assert.NotContains(t, res.stdout, e.NodeName("b"))
+	e.RequireUntouched("a")
+	require.Empty(t, e.Events("a", ""))
 
 	res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", cluster.Kubeconfig, "--log-format", "json")
 	require.Equal(t, 0, res.code, res.stderr)
@@ -141,7 +141,7 @@ func TestDryRun(t *testing.T) {
 	// cleanup releases it.
 	res = e.runBinary(e.configYAML(), "cleanup", "--kubeconfig", cluster.Kubeconfig)
 	require.Equal(t, 0, res.code, res.stderr)
-	e.requireReleased("a", state.ReasonCleanup)
+	e.RequireReleased("a", state.ReasonCleanup)
 }
 
 func TestHold(t *testing.T) {

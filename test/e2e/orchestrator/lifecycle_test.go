@@ -33,17 +33,17 @@ func kernelTarget(c *config.Config) {
 // consistentlyNoWarmer asserts that no warmer pod appears on the node for a while: the
 // DaemonSet's affinity must not admit a node before its upgrade.
 func (e *env) consistentlyNoWarmer(short string, d time.Duration) {
-	e.t.Helper()
+	e.T.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		require.Empty(e.t, e.warmerPods(short), "no warmer pod may run on %s before its upgrade", short)
+		require.Empty(e.T, e.warmerPods(short), "no warmer pod may run on %s before its upgrade", short)
 		time.Sleep(250 * time.Millisecond)
 	}
 }
 
 // waitReplacementWarmer waits until a Ready warmer pod other than the one with uid runs on the node.
 func (e *env) waitReplacementWarmer(short string, uid types.UID) {
-	e.t.Helper()
+	e.T.Helper()
 	e.eventually("a new warmer pod on "+short, func() bool {
 		for _, p := range e.warmerPods(short) {
 			if p.UID != uid && state.PodReady(&p) {
@@ -58,92 +58,92 @@ func (e *env) waitReplacementWarmer(short string, uid types.UID) {
 func TestSeedScenario(t *testing.T) {
 	e := newEnv(t, kernelTarget)
 	foreignTaint := corev1.Taint{Key: "example.com/foreign", Value: "x", Effect: corev1.TaintEffectPreferNoSchedule}
-	e.poolNode("a", framework.WithTaints(foreignTaint), framework.WithLabels(map[string]string{"team": "ml"}))
-	e.poolNode("b")
-	e.poolNode("c")
+	e.PoolNode("a", framework.WithTaints(foreignTaint), framework.WithLabels(map[string]string{"team": "ml"}))
+	e.PoolNode("b")
+	e.PoolNode("c")
 	e.otherNode("x")
-	e.warmer()
+	e.Warmer()
 	for _, n := range []string{"a", "b", "x"} {
-		e.maintenance(n)
+		e.Maintenance(n)
 	}
 
 	res := e.cycle()
 	assert.Equal(t, 2, res.Applied[plan.Enter])
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
 	e.requirePhase("b", state.PhaseTainted, "upgrading")
-	e.requireUntouched("c")
-	e.requireUntouched("x")
-	a := e.node("a")
+	e.RequireUntouched("c")
+	e.RequireUntouched("x")
+	a := e.Node("a")
 	assert.Equal(t, "5.15.0-100", a.Annotations[state.BaselineKernel])
 	assert.NotEmpty(t, a.Annotations[state.BaselineBootID])
-	assert.Equal(t, e.name+"/prewarm", a.Annotations[state.Owner])
-	require.Len(t, e.events("a", "PrewarmTainted"), 1)
+	assert.Equal(t, e.Name+"/prewarm", a.Annotations[state.Owner])
+	require.Len(t, e.Events("a", "PrewarmTainted"), 1)
 
 	e.consistentlyNoWarmer("a", 2*time.Second)
 
 	// The pipeline cordons, reboots onto the new kernel; the kernel term starts the warmer.
-	_, err := cluster.Cordon(e.ctx, e.nodeName("a"))
+	_, err := cluster.Cordon(e.Ctx, e.NodeName("a"))
 	require.NoError(t, err)
-	e.reboot("a", newKernel)
+	e.Reboot("a", newKernel)
 	e.waitWarmerReady("a")
 
 	res = e.cycle()
 	assert.Equal(t, 1, res.Applied[plan.Release])
-	released := e.requireReleased("a", state.ReasonWarm)
+	released := e.RequireReleased("a", state.ReasonWarm)
 	e.requirePhase("b", state.PhaseTainted, "upgrading")
-	e.requireUntouched("c")
-	e.requireUntouched("x")
+	e.RequireUntouched("c")
+	e.RequireUntouched("x")
 
 	// Foreign taints, labels and cordons are intact.
 	assert.Contains(t, released.Spec.Taints, foreignTaint)
 	assert.Equal(t, "ml", released.Labels["team"])
 	assert.True(t, released.Spec.Unschedulable, "the pipeline's cordon is not ours to remove")
-	require.Len(t, e.events("a", "PrewarmReleased"), 1)
+	require.Len(t, e.Events("a", "PrewarmReleased"), 1)
 
 	// Released while its NodeMaintenance still exists: not tainted again.
 	e.cycle()
-	e.requireReleased("a", state.ReasonWarm)
+	e.RequireReleased("a", state.ReasonWarm)
 }
 
 // 2. No kernel target: a pod Ready before the reboot does not release the node; one Ready after it does.
 func TestPodReadyBeforeRebootDoesNotCount(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
+	e.PoolNode("a")
 	// A warmer that runs on every pool node keeps its pod through the taint and the reboot.
-	e.warmer(func(o *framework.WarmerOptions) { o.AnyPoolNode = true })
+	e.Warmer(func(o *framework.WarmerOptions) { o.AnyPoolNode = true })
 	pre := e.waitWarmerReady("a")
 
-	e.maintenance("a")
+	e.Maintenance("a")
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
-	assert.Equal(t, string(pre.UID), e.node("a").Annotations[state.WarmerPodUID])
+	assert.Equal(t, string(pre.UID), e.Node("a").Annotations[state.WarmerPodUID])
 
-	e.reboot("a", newKernel)
+	e.Reboot("a", newKernel)
 	e.cycle()
 	e.requirePhase("a", state.PhaseWarming, "warming")
 	e.cycle()
 	e.requirePhase("a", state.PhaseWarming, "warming") // the old pod is still Ready: not warm
 
 	// The reboot re-creates the pod (kwok does not restart containers): a new pod, Ready after it.
-	require.NoError(t, e.client.CoreV1().Pods(pre.Namespace).Delete(e.ctx, pre.Name, metav1.DeleteOptions{}))
+	require.NoError(t, e.client.CoreV1().Pods(pre.Namespace).Delete(e.Ctx, pre.Name, metav1.DeleteOptions{}))
 	e.waitReplacementWarmer("a", pre.UID)
 	e.cycle()
-	e.requireReleased("a", state.ReasonWarm)
+	e.RequireReleased("a", state.ReasonWarm)
 }
 
 // 3. Maintenance cancelled before the upgrade: released after cancelAfter.
 func TestCancelledMaintenance(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	e.warmer()
-	e.maintenance("a")
+	e.PoolNode("a")
+	e.Warmer()
+	e.Maintenance("a")
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
 
-	e.endMaintenance("a")
+	e.EndMaintenance("a")
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
-	assert.Contains(t, e.node("a").Annotations, state.LeftMaintenanceAt)
+	assert.Contains(t, e.Node("a").Annotations, state.LeftMaintenanceAt)
 
 	e.clock.Advance(9 * time.Minute)
 	e.cycle()
@@ -151,38 +151,38 @@ func TestCancelledMaintenance(t *testing.T) {
 
 	e.clock.Advance(time.Minute)
 	e.cycle()
-	e.requireReleased("a", state.ReasonCancelled)
-	require.Len(t, e.events("a", "PrewarmReleased"), 1)
+	e.RequireReleased("a", state.ReasonCancelled)
+	require.Len(t, e.Events("a", "PrewarmReleased"), 1)
 }
 
 // 4. The DaemonSet is updated (new image list): a pod of the old revision does not count.
 func TestOldRevisionDoesNotCount(t *testing.T) {
 	e := newEnv(t)
-	e.poolNode("a")
-	ds := e.warmer()
-	e.maintenance("a")
+	e.PoolNode("a")
+	ds := e.Warmer()
+	e.Maintenance("a")
 	e.cycle()
-	e.reboot("a", newKernel)
+	e.Reboot("a", newKernel)
 	e.cycle()
 	e.requirePhase("a", state.PhaseWarming, "warming")
 	old := e.waitWarmerReady("a")
 
 	// New image list; OnDelete keeps the old pod around so the orchestrator sees it.
 	patch := `{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null},"template":{"spec":{"containers":[{"name":"warm-0","image":"registry.example.com/notebook/base:2026.12"}]}}}}`
-	_, err := e.client.AppsV1().DaemonSets(ds.Namespace).Patch(e.ctx, ds.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	_, err := e.client.AppsV1().DaemonSets(ds.Namespace).Patch(e.Ctx, ds.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	require.NoError(t, err)
 	e.eventually("the DaemonSet controller to observe the update", func() bool {
-		cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.ctx, ds.Name, metav1.GetOptions{})
+		cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.Ctx, ds.Name, metav1.GetOptions{})
 		return err == nil && cur.Status.ObservedGeneration >= cur.Generation && cur.Generation > ds.Generation
 	})
 
 	e.cycle()
 	e.requirePhase("a", state.PhaseWarming, "warming")
 
-	require.NoError(t, e.client.CoreV1().Pods(old.Namespace).Delete(e.ctx, old.Name, metav1.DeleteOptions{}))
+	require.NoError(t, e.client.CoreV1().Pods(old.Namespace).Delete(e.Ctx, old.Name, metav1.DeleteOptions{}))
 	e.waitReplacementWarmer("a", old.UID)
 	e.cycle()
-	e.requireReleased("a", state.ReasonWarm)
+	e.RequireReleased("a", state.ReasonWarm)
 }
 
 // 5. Image pull failure: a Warning Event and last-error, then the warm timeout releases (default)
@@ -195,12 +195,12 @@ func TestPullFailure(t *testing.T) {
 					c.OnWarmTimeout = config.OnWarmTimeoutKeep
 				}
 			})
-			e.images = []string{framework.FailPullImage("registry.example.com/notebook/missing:1")}
-			e.poolNode("a")
-			e.warmer()
-			e.maintenance("a")
+			e.Images = []string{framework.FailPullImage("registry.example.com/notebook/missing:1")}
+			e.PoolNode("a")
+			e.Warmer()
+			e.Maintenance("a")
 			e.cycle()
-			e.reboot("a", newKernel)
+			e.Reboot("a", newKernel)
 			e.cycle()
 			e.requirePhase("a", state.PhaseWarming, "warming")
 			e.eventually("the warmer container to fail its pull", func() bool {
@@ -209,27 +209,27 @@ func TestPullFailure(t *testing.T) {
 			})
 
 			e.cycle()
-			n := e.node("a")
+			n := e.Node("a")
 			assert.True(t, strings.HasPrefix(n.Annotations[state.LastError], "ImagePull: "), n.Annotations[state.LastError])
 			assert.Contains(t, n.Annotations[state.LastError], "missing")
-			warnings := e.events("a", "PrewarmImagePull")
+			warnings := e.Events("a", "PrewarmImagePull")
 			require.Len(t, warnings, 1)
 			assert.Equal(t, corev1.EventTypeWarning, warnings[0].Type)
 
 			e.cycle() // the same problem is not reported twice
-			require.Len(t, e.events("a", "PrewarmImagePull"), 1)
+			require.Len(t, e.Events("a", "PrewarmImagePull"), 1)
 			e.requirePhase("a", state.PhaseWarming, "warming")
 
 			e.clock.Advance(2 * time.Hour)
 			e.cycle()
 			if keep {
 				e.requirePhase("a", state.PhaseWarming, "warming")
-				assert.True(t, strings.HasPrefix(e.node("a").Annotations[state.LastError], "WarmTimeout: "))
-				require.Len(t, e.events("a", "PrewarmWarmTimeout"), 1)
+				assert.True(t, strings.HasPrefix(e.Node("a").Annotations[state.LastError], "WarmTimeout: "))
+				require.Len(t, e.Events("a", "PrewarmWarmTimeout"), 1)
 				return
 			}
-			e.requireReleased("a", state.ReasonTimeout)
-			timeouts := e.events("a", "PrewarmTimeout")
+			e.RequireReleased("a", state.ReasonTimeout)
+			timeouts := e.Events("a", "PrewarmTimeout")
 			require.Len(t, timeouts, 1)
 			assert.Equal(t, corev1.EventTypeWarning, timeouts[0].Type)
 			assert.Contains(t, timeouts[0].Message, "ImagePull")
@@ -248,33 +248,33 @@ func podPtrs(pods []corev1.Pod) []*corev1.Pod {
 // 6. A node that joins with the taint is adopted and released once warm.
 func TestJoinedTaintedIsAdopted(t *testing.T) {
 	e := newEnv(t, kernelTarget)
-	e.poolNode("a", framework.WithTaints(corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}))
-	e.warmer()
+	e.PoolNode("a", framework.WithTaints(corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}))
+	e.Warmer()
 	e.consistentlyNoWarmer("a", time.Second)
 
 	e.cycle()
 	e.requirePhase("a", state.PhaseWarming, "warming")
-	require.Len(t, e.events("a", "PrewarmAdopted"), 1)
+	require.Len(t, e.Events("a", "PrewarmAdopted"), 1)
 	e.waitWarmerReady("a")
 	e.cycle()
-	e.requireReleased("a", state.ReasonWarm)
+	e.RequireReleased("a", state.ReasonWarm)
 }
 
 // 7. maxConcurrent 3 with 10 nodes in maintenance: exactly 3 tainted; more as they are released.
 func TestBudget(t *testing.T) {
 	e := newEnv(t, kernelTarget, func(c *config.Config) { c.MaxConcurrent = intstr.FromInt32(3) })
-	e.warmer()
+	e.Warmer()
 	var names []string
 	for i := range 10 {
 		short := fmt.Sprintf("n%02d", i)
 		names = append(names, short)
-		e.poolNode(short)
-		e.maintenance(short)
+		e.PoolNode(short)
+		e.Maintenance(short)
 	}
 	phases := func() map[string][]string {
 		out := map[string][]string{}
 		for _, s := range names {
-			n := e.node(s)
+			n := e.Node(s)
 			p := n.Annotations[state.Phase]
 			if p == "" {
 				p = n.Annotations[state.ReleaseReason]
@@ -291,7 +291,7 @@ func TestBudget(t *testing.T) {
 	require.Len(t, phases()[state.PhaseTainted], 3, "the budget holds across cycles")
 
 	for _, s := range first {
-		e.reboot(s, newKernel)
+		e.Reboot(s, newKernel)
 	}
 	for _, s := range first {
 		e.waitWarmerReady(s)
@@ -306,13 +306,13 @@ func TestBudget(t *testing.T) {
 // nothing of theirs is lost, nothing of ours is duplicated.
 func TestConcurrentWriter(t *testing.T) {
 	e := newEnv(t, kernelTarget)
-	e.warmer()
+	e.Warmer()
 	var names []string
 	for i := range 5 {
 		short := fmt.Sprintf("w%d", i)
 		names = append(names, short)
-		e.poolNode(short)
-		e.maintenance(short)
+		e.PoolNode(short)
+		e.Maintenance(short)
 	}
 
 	const rounds = 15
@@ -323,7 +323,7 @@ func TestConcurrentWriter(t *testing.T) {
 		defer wg.Done()
 		for r := range rounds {
 			for _, s := range names {
-				if err := otherWriter(e, cluster.Client, e.nodeName(s), r); err != nil {
+				if err := otherWriter(e, cluster.Client, e.NodeName(s), r); err != nil {
 					errs <- err
 					return
 				}
@@ -333,10 +333,10 @@ func TestConcurrentWriter(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		if i == 2 {
 			for _, s := range names {
-				e.reboot(s, newKernel)
+				e.Reboot(s, newKernel)
 			}
 		}
-		_, err := e.engine().RunOnce(e.ctx)
+		_, err := e.engine().RunOnce(e.Ctx)
 		require.NoError(t, err)
 	}
 	wg.Wait()
@@ -346,14 +346,14 @@ func TestConcurrentWriter(t *testing.T) {
 	e.eventually("every node released", func() bool {
 		e.cycle()
 		for _, s := range names {
-			if e.node(s).Annotations[state.ReleaseReason] == "" {
+			if e.Node(s).Annotations[state.ReleaseReason] == "" {
 				return false
 			}
 		}
 		return true
 	})
 	for _, s := range names {
-		n := e.requireReleased(s, state.ReasonWarm)
+		n := e.RequireReleased(s, state.ReasonWarm)
 		for r := range rounds {
 			assert.Equal(t, "yes", n.Labels[fmt.Sprintf("writer.example.com/r%d", r)], "label of round %d on %s", r, s)
 			assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: fmt.Sprintf("writer.example.com/r%d", r), Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
@@ -364,14 +364,14 @@ func TestConcurrentWriter(t *testing.T) {
 // otherWriter is another controller: read-modify-update with retry on conflict.
 func otherWriter(e *env, client kubernetes.Interface, node string, round int) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		n, err := client.CoreV1().Nodes().Get(e.ctx, node, metav1.GetOptions{})
+		n, err := client.CoreV1().Nodes().Get(e.Ctx, node, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		key := fmt.Sprintf("writer.example.com/r%d", round)
 		n.Labels[key] = "yes"
 		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: key, Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
-		_, err = client.CoreV1().Nodes().Update(e.ctx, n, metav1.UpdateOptions{})
+		_, err = client.CoreV1().Nodes().Update(e.Ctx, n, metav1.UpdateOptions{})
 		return err
 	})
 }
@@ -379,23 +379,23 @@ func otherWriter(e *env, client kubernetes.Interface, node string, round int) er
 // 9. A cycle that dies after part of its patches: the next cycle converges.
 func TestCycleDiesHalfway(t *testing.T) {
 	e := newEnv(t)
-	e.warmer()
+	e.Warmer()
 	var names []string
 	for i := range 6 {
 		short := fmt.Sprintf("h%d", i)
 		names = append(names, short)
-		e.poolNode(short)
-		e.maintenance(short)
+		e.PoolNode(short)
+		e.Maintenance(short)
 	}
 	counter := &requestCounter{failAfter: 3}
 	broken, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
-	_, err = e.engine(func(o *engine.Options) { o.Client = broken }).RunOnce(e.ctx)
+	_, err = e.engine(func(o *engine.Options) { o.Client = broken }).RunOnce(e.Ctx)
 	require.Error(t, err, "the cycle reports that it could not finish")
 
 	tainted := 0
 	for _, s := range names {
-		if state.HasTaint(e.node(s), "os-upgrade", corev1.TaintEffectNoSchedule) {
+		if state.HasTaint(e.Node(s), "os-upgrade", corev1.TaintEffectNoSchedule) {
 			tainted++
 		}
 	}
@@ -403,7 +403,7 @@ func TestCycleDiesHalfway(t *testing.T) {
 
 	e.cycle()
 	for _, s := range names {
-		n := e.node(s)
+		n := e.Node(s)
 		e.requirePhase(s, state.PhaseTainted, "upgrading")
 		count := 0
 		for _, tt := range n.Spec.Taints {
@@ -415,7 +415,7 @@ func TestCycleDiesHalfway(t *testing.T) {
 	}
 	e.cycle() // idempotent: nothing left to do
 	for _, s := range names {
-		require.Len(t, e.events(s, "PrewarmTainted"), 1, "one Tainted event on %s", s)
+		require.Len(t, e.Events(s, "PrewarmTainted"), 1, "one Tainted event on %s", s)
 	}
 }
 
@@ -423,7 +423,7 @@ func TestCycleDiesHalfway(t *testing.T) {
 // per node that changes state.
 func TestAPICost(t *testing.T) {
 	e := newEnv(t)
-	e.warmer()
+	e.Warmer()
 	const pool, inMaintenance = 200, 20
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
@@ -434,9 +434,9 @@ func TestAPICost(t *testing.T) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			short := fmt.Sprintf("p%03d", i)
-			e.poolNode(short)
+			e.PoolNode(short)
 			if i < inMaintenance {
-				e.maintenance(short)
+				e.Maintenance(short)
 			}
 		}()
 	}
@@ -446,7 +446,7 @@ func TestAPICost(t *testing.T) {
 	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
 	run := func() engine.Result {
-		res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.ctx)
+		res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
 		require.NoError(t, err)
 		return res
 	}
@@ -488,30 +488,30 @@ func TestCordonSource(t *testing.T) {
 		c.Maintenance.NodeMaintenance.Enabled = false
 		c.Maintenance.Cordoned.Enabled = true
 	})
-	e.poolNode("a")
-	e.poolNode("b")
-	e.warmer()
+	e.PoolNode("a")
+	e.PoolNode("b")
+	e.Warmer()
 
-	_, err := cluster.Cordon(e.ctx, e.nodeName("a"))
+	_, err := cluster.Cordon(e.Ctx, e.NodeName("a"))
 	require.NoError(t, err)
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
-	e.requireUntouched("b")
-	assert.Equal(t, plan.SourceCordoned, e.node("a").Annotations[state.MaintenanceID])
+	e.RequireUntouched("b")
+	assert.Equal(t, plan.SourceCordoned, e.Node("a").Annotations[state.MaintenanceID])
 
 	// kured reboots (same kernel, new boot ID) and uncordons before the next cycle runs.
-	e.reboot("a", "5.15.0-100")
-	_, err = cluster.Uncordon(e.ctx, e.nodeName("a"))
+	e.Reboot("a", "5.15.0-100")
+	_, err = cluster.Uncordon(e.Ctx, e.NodeName("a"))
 	require.NoError(t, err)
 	e.cycle()
 	e.requirePhase("a", state.PhaseWarming, "warming")
 	e.waitWarmerReady("a")
 	e.cycle()
-	n := e.requireReleased("a", state.ReasonWarm)
+	n := e.RequireReleased("a", state.ReasonWarm)
 	assert.Contains(t, n.Annotations, state.MaintenanceEnded, "the cordon was over at release")
 	assert.False(t, n.Spec.Unschedulable)
 
-	_, err = cluster.Cordon(e.ctx, e.nodeName("a"))
+	_, err = cluster.Cordon(e.Ctx, e.NodeName("a"))
 	require.NoError(t, err)
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
@@ -524,15 +524,15 @@ func TestNodeLabelSourceAndExternalRelease(t *testing.T) {
 		c.Maintenance.NodeMaintenance.Enabled = false
 		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
 	})
-	e.poolNode("a")
-	e.warmer()
+	e.PoolNode("a")
+	e.Warmer()
 	label := func(value *string) {
 		t.Helper()
 		v := "null"
 		if value != nil {
 			v = `"` + *value + `"`
 		}
-		_, err := e.client.CoreV1().Nodes().Patch(e.ctx, e.nodeName("a"), types.MergePatchType,
+		_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("a"), types.MergePatchType,
 			[]byte(`{"metadata":{"labels":{"upgrade.example.com/pending":`+v+`}}}`), metav1.PatchOptions{})
 		require.NoError(t, err)
 	}
@@ -543,18 +543,18 @@ func TestNodeLabelSourceAndExternalRelease(t *testing.T) {
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
 
 	// An operator opens the node by hand.
-	_, err := e.client.CoreV1().Nodes().Patch(e.ctx, e.nodeName("a"), types.JSONPatchType,
+	_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("a"), types.JSONPatchType,
 		[]byte(`[{"op":"test","path":"/spec/taints/0/key","value":"os-upgrade"},{"op":"remove","path":"/spec/taints/0"}]`), metav1.PatchOptions{})
 	require.NoError(t, err)
 	e.cycle()
-	e.requireReleased("a", state.ReasonExternal)
-	require.Len(t, e.events("a", "PrewarmReleased"), 1)
+	e.RequireReleased("a", state.ReasonExternal)
+	require.Len(t, e.Events("a", "PrewarmReleased"), 1)
 	e.cycle()
-	e.requireReleased("a", state.ReasonExternal) // operators win: not tainted again
+	e.RequireReleased("a", state.ReasonExternal) // operators win: not tainted again
 
 	label(nil)
 	e.cycle()
-	assert.Contains(t, e.node("a").Annotations, state.MaintenanceEnded)
+	assert.Contains(t, e.Node("a").Annotations, state.MaintenanceEnded)
 	label(&yes)
 	e.cycle()
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
@@ -566,14 +566,14 @@ func TestNodeLabelSourceAndExternalRelease(t *testing.T) {
 // node.
 func TestReleaseGuardedByOurKeysOnly(t *testing.T) {
 	e := newEnv(t, kernelTarget)
-	e.warmer()
+	e.Warmer()
 	for _, s := range []string{"a", "b"} {
-		e.poolNode(s)
-		e.maintenance(s)
+		e.PoolNode(s)
+		e.Maintenance(s)
 	}
 	e.cycle()
 	for _, s := range []string{"a", "b"} {
-		e.reboot(s, newKernel)
+		e.Reboot(s, newKernel)
 		e.waitWarmerReady(s)
 	}
 
@@ -581,7 +581,7 @@ func TestReleaseGuardedByOurKeysOnly(t *testing.T) {
 	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
 	en := e.engine(func(o *engine.Options) { o.Client = counted })
-	stale, err := en.Observe(e.ctx)
+	stale, err := en.Observe(e.Ctx)
 	require.NoError(t, err)
 	p := en.Planner().Compute(stale.Snapshot)
 	require.Len(t, p.Actions, 2)
@@ -591,21 +591,21 @@ func TestReleaseGuardedByOurKeysOnly(t *testing.T) {
 
 	// Another controller writes both nodes; then someone rewrites one of our annotations on b.
 	for _, s := range []string{"a", "b"} {
-		require.NoError(t, otherWriter(e, cluster.Client, e.nodeName(s), 0))
+		require.NoError(t, otherWriter(e, cluster.Client, e.NodeName(s), 0))
 	}
-	b := e.node("b")
+	b := e.Node("b")
 	b.Annotations[state.TaintedAt] = "2026-01-01T00:00:00Z"
-	_, err = cluster.Client.CoreV1().Nodes().Update(e.ctx, b, metav1.UpdateOptions{})
+	_, err = cluster.Client.CoreV1().Nodes().Update(e.Ctx, b, metav1.UpdateOptions{})
 	require.NoError(t, err)
 
 	counter.reset()
-	res, err := en.Apply(e.ctx, stale, p)
+	res, err := en.Apply(e.Ctx, stale, p)
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Applied[plan.Release])
 	assert.Equal(t, 3, counter.count("PATCH", "/api/v1/nodes/"), "a: one patch; b: refused once, then written")
 	assert.Equal(t, 1, counter.count("GET", "/api/v1/nodes/"), "only b, whose own keys changed, is re-read")
 	for _, s := range []string{"a", "b"} {
-		n := e.requireReleased(s, state.ReasonWarm)
+		n := e.RequireReleased(s, state.ReasonWarm)
 		assert.Equal(t, "yes", n.Labels["writer.example.com/r0"], "the other writer's label on %s is intact", s)
 		assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: "writer.example.com/r0", Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
 	}
