@@ -95,42 +95,16 @@ func releasePatch(node *corev1.Node, ch plan.Change) (patch []byte, ok bool, err
 			test(annotationPath(state.MaintenanceID), id)
 		}
 	}
-	for _, k := range sortedKeys(ch.Annotations) {
-		v := ch.Annotations[k]
-		old, has := node.Annotations[k]
-		switch {
-		case v == nil && !has:
-			// Nothing to remove.
-		case v == nil:
-			test(annotationPath(k), old)
-			edits = append(edits, patchOp{Op: "remove", Path: annotationPath(k)})
-		default:
-			if has {
-				test(annotationPath(k), old)
-			}
-			edits = append(edits, patchOp{Op: "add", Path: annotationPath(k), Value: raw(*v)})
-		}
-	}
-	for _, k := range sortedKeys(ch.Labels) {
-		v := ch.Labels[k]
-		old, has := node.Labels[k]
-		switch {
-		case v == nil && !has:
-		case v == nil:
-			test(labelPath(k), old)
-			edits = append(edits, patchOp{Op: "remove", Path: labelPath(k)})
-		default:
-			if has {
-				test(labelPath(k), old)
-			}
-			edits = append(edits, patchOp{Op: "add", Path: labelPath(k), Value: raw(*v)})
-		}
-	}
-	if node.Annotations == nil && hasAdd(edits, "/metadata/annotations/") {
-		edits = append([]patchOp{{Op: "add", Path: "/metadata/annotations", Value: raw(map[string]string{})}}, edits...)
-	}
-	if node.Labels == nil && hasAdd(edits, "/metadata/labels/") {
-		edits = append([]patchOp{{Op: "add", Path: "/metadata/labels", Value: raw(map[string]string{})}}, edits...)
+	for _, m := range []struct {
+		parent  string
+		current map[string]string
+		changes map[string]*string
+	}{
+		{"/metadata/annotations", node.Annotations, ch.Annotations},
+		{"/metadata/labels", node.Labels, ch.Labels},
+	} {
+		t, e := mapOps(m.parent, m.current, m.changes)
+		tests, edits = append(tests, t...), append(edits, e...)
 	}
 	if rm := ch.RemoveTaint; rm != nil {
 		for i, t := range node.Spec.Taints {
@@ -153,20 +127,38 @@ func releasePatch(node *corev1.Node, ch plan.Change) (patch []byte, ok bool, err
 }
 
 func annotationPath(key string) string { return "/metadata/annotations/" + jsonPointerEscape(key) }
-func labelPath(key string) string      { return "/metadata/labels/" + jsonPointerEscape(key) }
+
+// mapOps renders changes to one string map of the node (labels or annotations, at parent): a test
+// of every key it removes or overwrites, as read, then the edits; the map is created first when
+// the node has none and a key is added.
+func mapOps(parent string, current map[string]string, changes map[string]*string) (tests, edits []patchOp) {
+	keys := make([]string, 0, len(changes))
+	for k := range changes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		path := parent + "/" + jsonPointerEscape(k)
+		old, has := current[k]
+		if has {
+			tests = append(tests, patchOp{Op: "test", Path: path, Value: raw(old)})
+		}
+		switch v := changes[k]; {
+		case v == nil && has:
+			edits = append(edits, patchOp{Op: "remove", Path: path})
+		case v != nil:
+			if current == nil && len(edits) == 0 {
+				edits = append(edits, patchOp{Op: "add", Path: parent, Value: raw(map[string]string{})})
+			}
+			edits = append(edits, patchOp{Op: "add", Path: path, Value: raw(*v)})
+		}
+	}
+	return tests, edits
+}
 
 // jsonPointerEscape escapes a map key for a JSON pointer (RFC 6901).
 func jsonPointerEscape(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
-}
-
-func sortedKeys(m map[string]*string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // patchOp is one operation of a JSON patch. Value is pre-encoded so that an empty string is
@@ -183,13 +175,4 @@ func raw(v any) json.RawMessage {
 		panic(fmt.Sprintf("encoding a patch value: %v", err)) // strings, maps of strings and taints always encode
 	}
 	return b
-}
-
-func hasAdd(ops []patchOp, prefix string) bool {
-	for _, o := range ops {
-		if o.Op == "add" && strings.HasPrefix(o.Path, prefix) {
-			return true
-		}
-	}
-	return false
 }
