@@ -42,6 +42,10 @@ func TestExitCodes(t *testing.T) {
 	_, _, err = execute(t, "run", "--once", "--config", bad, "--log-format", "yaml")
 	assert.Equal(t, ExitConfig, ExitCode(err))
 
+	_, _, err = execute(t, "cleanup", "--uninstall", "--settle", "-1s", "--config", bad)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), "--settle -1s")
+
 	assert.Equal(t, ExitFailure, ExitCode(errors.New("listing pool nodes: connection refused")))
 	assert.Equal(t, 0, ExitCode(nil))
 }

@@ -174,17 +174,36 @@ func identity() string {
 }
 
 func newCleanupCommand(o *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var (
+		uninstall bool
+		settle    time.Duration
+	)
+	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Release every node this installation manages (taint, status label, annotations)",
-		Long:  `cleanup is what the chart's pre-delete hook runs, so an uninstall never leaves a tainted node behind.`,
-		Args:  cobra.NoArgs,
+		Long: `cleanup releases every node this installation manages (reason cleanup).
+
+With --uninstall, as the chart's pre-delete hook runs it, it first marks the warmer DaemonSet
+(annotation image-prewarmer.io/uninstalling), after which no orchestrator of the installation
+taints or adopts another node, then releases the nodes and sweeps again until none has been
+tainted for --settle after the mark: an uninstall never leaves a tainted node behind, even
+while the orchestrator is still running. Without --uninstall the orchestrator keeps working
+and may taint nodes again at its next cycle.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if settle < 0 {
+				return &ConfigError{fmt.Errorf("invalid --settle %s: must not be negative", settle)}
+			}
 			e, log, err := o.newEngine(o.dryRun)
 			if err != nil {
 				return err
 			}
-			res, err := e.Cleanup(cmd.Context())
+			var res engine.Result
+			if uninstall {
+				res, err = e.Uninstall(cmd.Context(), settle)
+			} else {
+				res, err = e.Cleanup(cmd.Context())
+			}
 			if o.dryRun {
 				if perr := printPlan(o.stdout, res.Plan); perr != nil && err == nil {
 					err = perr
@@ -193,10 +212,13 @@ func newCleanupCommand(o *globalOptions) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("cleanup failed: %w", err)
 			}
-			log.Info("cleanup complete", "released", res.Applied[plan.Release], "dryRun", o.dryRun)
+			log.Info("cleanup complete", "released", res.Applied[plan.Release], "uninstall", uninstall, "dryRun", o.dryRun)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "mark the installation as being uninstalled first, so nothing is tainted again (the chart's pre-delete hook)")
+	cmd.Flags().DurationVar(&settle, "settle", 10*time.Second, "with --uninstall: keep sweeping until nothing was found this long after the mark")
+	return cmd
 }
 
 func summary(res engine.Result, took time.Duration) []any {

@@ -5,6 +5,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -217,6 +218,69 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
 	res, err := e.apply(ctx, obs, e.planner.Cleanup(obs.Snapshot), e.planner.Cleanup, nil, nil)
 	e.WaitEvents()
 	return res, err
+}
+
+// Uninstall is Cleanup for an uninstall (the chart's pre-delete hook). It first marks the warmer
+// DaemonSet (state.Uninstalling), after which no orchestrator of this installation taints or
+// adopts a node, then releases every managed node, and sweeps again until a sweep finds nothing
+// and settle has passed since the mark: a cycle that read the pool before the mark may still be
+// writing its last entries. The release counts of all sweeps add up in the result.
+func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (Result, error) {
+	if err := e.markUninstalling(ctx); err != nil {
+		return Result{}, err
+	}
+	marked := e.clock.Now()
+	total := Result{Applied: map[plan.ActionType]int{}}
+	for sweep := 1; ; sweep++ {
+		res, err := e.Cleanup(ctx)
+		total.Plan.Actions = append(total.Plan.Actions, res.Plan.Actions...)
+		total.Plan.Notes = append(total.Plan.Notes, res.Plan.Notes...)
+		total.Written = append(total.Written, res.Written...)
+		for t, n := range res.Applied {
+			total.Applied[t] += n
+		}
+		if err != nil {
+			return total, err
+		}
+		if sweep > 1 && len(res.Plan.Actions) > 0 {
+			e.log.Warn("released nodes tainted after the uninstall began", "nodes", len(res.Plan.Actions), "sweep", sweep)
+		}
+		wait := settle - e.clock.Since(marked)
+		if e.dryRun || (len(res.Plan.Actions) == 0 && wait <= 0) {
+			return total, nil
+		}
+		select {
+		case <-ctx.Done():
+			return total, ctx.Err()
+		case <-time.After(min(max(wait, 0), 2*time.Second) + 100*time.Millisecond):
+		}
+	}
+}
+
+// markUninstalling sets state.Uninstalling on the warmer DaemonSet. A missing DaemonSet is
+// logged: nothing can release a node then, and the sweeps still do.
+func (e *Engine) markUninstalling(ctx context.Context) error {
+	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
+	if e.dryRun {
+		e.log.Info("dry run: would mark the warmer DaemonSet as uninstalling", "daemonSet", ns+"/"+name)
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		state.Uninstalling: state.FormatTime(e.clock.Now()),
+	}}})
+	if err != nil {
+		return err
+	}
+	_, err = e.client.AppsV1().DaemonSets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		e.log.Warn("warmer DaemonSet not found; releasing the nodes without marking it", "daemonSet", ns+"/"+name)
+		return nil
+	case err != nil:
+		return fmt.Errorf("marking the warmer DaemonSet %s/%s as uninstalling: %w", ns, name, err)
+	}
+	e.log.Info("marked the warmer DaemonSet: no node is tainted or adopted from now on", "daemonSet", ns+"/"+name)
+	return nil
 }
 
 // Apply writes the plan's actions, computed by this engine's planner from obs, as run --once

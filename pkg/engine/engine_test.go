@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
@@ -259,4 +260,53 @@ func TestReleasePatch(t *testing.T) {
 
 	_, ok, _ = releasePatch(n, plan.Change{AddTaint: &remove})
 	assert.False(t, ok, "a change that adds a taint is not a release's")
+}
+
+// Uninstall marks the DaemonSet, then sweeps until a sweep finds nothing: an entry that lands
+// after the first sweep read the pool (a cycle that read it before the mark) is released too.
+func TestUninstallSweepsUntilNothingIsLeft(t *testing.T) {
+	nodesGVR := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	managed := func(name string) *corev1.Node {
+		return tu.Node(name, tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+			tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	}
+	client := fake.NewClientset(managed("a"), tu.Node("b", tu.WithLabels("pool", "notebooks")))
+	late := false
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !late {
+			late = true
+			// A write of a cycle that read the pool before the mark lands now.
+			require.NoError(t, client.Tracker().Update(nodesGVR, managed("b"), ""))
+		}
+		return false, nil, nil
+	})
+	e := testEngine(t, client, false)
+	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
+	require.NoError(t, client.Tracker().Add(tu.DaemonSet(ns, name)))
+
+	res, err := e.Uninstall(context.Background(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Applied[plan.Release])
+	for _, n := range []string{"a", "b"} {
+		got, err := client.CoreV1().Nodes().Get(context.Background(), n, metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, state.ReasonCleanup, got.Annotations[state.ReleaseReason], n)
+		assert.False(t, state.HasTaint(got, "os-upgrade", corev1.TaintEffectNoSchedule), n)
+	}
+	ds, err := client.AppsV1().DaemonSets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, state.FormatTime(t0), ds.Annotations[state.Uninstalling])
+}
+
+// Without its DaemonSet (already gone, or never installed) Uninstall still releases the nodes.
+func TestUninstallWithoutDaemonSet(t *testing.T) {
+	n := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	client := fake.NewClientset(n)
+	e := testEngine(t, client, false)
+	res, err := e.Uninstall(context.Background(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Release])
 }

@@ -174,6 +174,9 @@ func (p *Planner) Compute(s Snapshot) Plan {
 	}
 
 	for _, n := range candidates {
+		if c.uninstalling {
+			break
+		}
 		if c.limit > 0 && c.active >= c.limit {
 			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
 				"waiting: in maintenance, but maxConcurrent (%d) nodes are already tainted or warming", c.limit)})
@@ -181,6 +184,10 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		}
 		out.Actions = append(out.Actions, p.enter(c, n))
 		c.active++
+	}
+	if c.uninstalling {
+		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf("the installation is being uninstalled (DaemonSet %s/%s has %s): no node is tainted or adopted",
+			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName, state.Uninstalling)})
 	}
 	if s.DaemonSet == nil && c.managed > 0 {
 		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf("warmer DaemonSet %s/%s not found: no node can become warm",
@@ -198,11 +205,14 @@ type cycle struct {
 	active   int                      // nodes tainted or warming, owned by us
 	managed  int
 	limit    int // 0: no limit
+	// uninstalling: the DaemonSet carries state.Uninstalling; nothing is tainted or adopted.
+	uninstalling bool
 }
 
 func (p *Planner) newCycle(s Snapshot) *cycle {
 	c := &cycle{s: s, now: state.FormatTime(s.Now), pods: map[string][]*corev1.Pod{}}
 	if ds := s.DaemonSet; ds != nil {
+		_, c.uninstalling = ds.Annotations[state.Uninstalling]
 		for _, pod := range s.Pods {
 			if owned(pod, ds) && pod.Spec.NodeName != "" {
 				c.pods[pod.Spec.NodeName] = append(c.pods[pod.Spec.NodeName], pod)
@@ -284,6 +294,9 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 		return nil, false
 	}
 	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+		if c.uninstalling {
+			return nil, false
+		}
 		a := p.adopt(c, n)
 		return &a, false
 	}

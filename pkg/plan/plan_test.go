@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -573,6 +574,36 @@ func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
 	}
 	got := p.Cleanup(snapshot(t0, nodes, nil))
 	assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}}, summarize(got))
+}
+
+// While the DaemonSet carries the uninstalling mark nothing new is tainted or adopted; managed
+// nodes still move on (and are released).
+func TestUninstallingTaintsNothing(t *testing.T) {
+	cfg := testConfig(t)
+	nodes := []*corev1.Node{
+		tu.Node("enter", inPool()),
+		tu.Node("join", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)),
+		tu.Node("warm", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour))),
+	}
+	s := snapshot(t0, nodes, map[string][]plan.Maintenance{"enter": nm("enter"), "warm": nm("warm")},
+		tu.Pod(ds, "warm", "new", tu.Ready()))
+	before := compute(t, cfg, s)
+	assert.Equal(t, []want{{"warm", plan.Release, state.ReasonWarm}, {"enter", plan.Enter, "nodeMaintenance"}, {"join", plan.Adopt, "joined-tainted"}},
+		sortedWant(summarize(before)))
+
+	marked := ds.DeepCopy()
+	marked.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+	s.DaemonSet = marked
+	got := compute(t, cfg, s)
+	assert.Equal(t, []want{{"warm", plan.Release, state.ReasonWarm}}, summarize(got))
+	require.NotEmpty(t, got.Notes)
+	assert.Contains(t, got.Notes[len(got.Notes)-1].Message, "being uninstalled")
+}
+
+func sortedWant(w []want) []want {
+	order := map[plan.ActionType]int{plan.Release: 0, plan.Enter: 1, plan.Adopt: 2}
+	slices.SortStableFunc(w, func(a, b want) int { return order[a.typ] - order[b.typ] })
+	return w
 }
 
 func TestTemplateErrorIsReportedOnce(t *testing.T) {

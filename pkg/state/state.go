@@ -31,6 +31,11 @@ const (
 	ReleaseReason     = Prefix + "release-reason"
 )
 
+// Uninstalling, on the warmer DaemonSet, marks the installation as being removed (`cleanup
+// --uninstall` sets it, with the time, before it releases the nodes): from then on no orchestrator
+// of the installation taints or adopts a node, so none is tainted behind the uninstall's back.
+const Uninstalling = Prefix + "uninstalling"
+
 // Phases of a managed node. A released node has no phase.
 const (
 	PhaseTainted = "tainted"

@@ -337,6 +337,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			assert.Equal(t, releaseNS, byNS["release"].Namespace)
 			releaseRules := []rbacv1.PolicyRule{
 				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "controllerrevisions"}, Verbs: read},
+				// The uninstall hook marks this release's own warmer DaemonSet, and no other.
+				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{find[*appsv1.DaemonSet](t, r, "").Name}, Verbs: []string{"patch"}},
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: read},
 			}
 			if tc.lease {
@@ -643,7 +645,7 @@ func TestHooks(t *testing.T) {
 		args   []string
 		policy string
 	}{
-		{"-cleanup", []string{"pre-delete"}, []string{"cleanup"}, "before-hook-creation,hook-succeeded"},
+		{"-cleanup", []string{"pre-delete"}, []string{"cleanup", "--uninstall"}, "before-hook-creation,hook-succeeded"},
 		{"-test", []string{"test"}, []string{"run", "--once", "--dry-run"}, "before-hook-creation,hook-succeeded"},
 	}
 	for _, tc := range cases {

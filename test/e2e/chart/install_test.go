@@ -243,11 +243,20 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	require.NoError(t, err)
 	cycle()
 	require.True(t, tainted("chart-c"))
-	run("cleanup")
+	// The pre-delete hook's command: it marks the warmer DaemonSet (under the chart's RBAC), after
+	// which a cycle taints nothing, however many maintenances appear.
+	run("cleanup", "--uninstall", "--settle", "1s")
 	c := node("chart-c")
 	assert.False(t, state.HasTaint(c, cfg.Taint.Key, cfg.Taint.Effect))
 	assert.Equal(t, state.ReasonCleanup, c.Annotations[state.ReleaseReason])
 	assert.NotContains(t, c.Labels, cfg.StatusLabel.Key)
+	ds, err := admin.AppsV1().DaemonSets(namespace).Get(ctx, cfg.Warmer.DaemonSetName, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Contains(t, ds.Annotations, state.Uninstalling)
+	_, err = cluster.CreateNodeMaintenance(ctx, "chart-b-again", "chart-b")
+	require.NoError(t, err)
+	cycle()
+	assert.False(t, tainted("chart-b"), "nothing is tainted while the release is being uninstalled")
 
 	// helm uninstall runs the pre-delete hook and removes the release.
 	uninstall := action.NewUninstall(helmCfg)

@@ -20,6 +20,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/controller"
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
@@ -333,4 +335,32 @@ func TestOncePushgateway(t *testing.T) {
 	expect("image_prewarmer_pool_nodes", nil, 1)
 	expect("image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "once"}, 1)
 	expect("image_prewarmer_build_info", nil, 1)
+}
+
+// The chart's pre-delete hook (cleanup --uninstall) while the controller runs: the node it manages
+// is released and stays released, and a maintenance that arrives afterwards is not tainted: the
+// controller sees the mark on the DaemonSet.
+func TestUninstallWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	e.PoolNode("b")
+	e.Warmer()
+	r := e.start("only", fastElection)
+	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
+		return e.leader() == r.id, nil
+	}))
+	e.Maintenance("a")
+	e.waitPhase("a", state.PhaseTainted)
+
+	hook, err := engine.New(engine.Options{Config: e.Config, Client: e.client, Dynamic: e.dyn, Logger: testLogger(t, "hook"), Reporter: "hook"})
+	require.NoError(t, err)
+	res, err := hook.Uninstall(e.Ctx, time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Release])
+	e.RequireReleased("a", state.ReasonCleanup)
+
+	e.Maintenance("b")
+	time.Sleep(3 * time.Second) // the controller reacts to a maintenance within milliseconds, and resyncs every 2s
+	e.RequireUntouched("b")
+	e.RequireReleased("a", state.ReasonCleanup)
 }
