@@ -17,6 +17,7 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
 
 type statusOptions struct {
@@ -129,6 +130,10 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		return err
 	}
 	fmt.Fprintf(w, "%s  %s  %s\n", st.Time.UTC().Format(time.RFC3339), st.Instance, totalsLine(st.Totals))
+	if st.Uninstalling != "" {
+		fmt.Fprintf(w, "UNINSTALLING since %s: no node is tainted or adopted (the warmer DaemonSet carries %s)\n",
+			st.Uninstalling, state.Uninstalling)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPHASE\tIN PHASE\tKERNEL\tWARMER\tMAINTENANCE\tLAST PROBLEM")
 	for _, n := range st.Nodes {

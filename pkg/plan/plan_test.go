@@ -598,6 +598,12 @@ func TestUninstallingTaintsNothing(t *testing.T) {
 	assert.Equal(t, []want{{"warm", plan.Release, state.ReasonWarm}}, summarize(got))
 	require.NotEmpty(t, got.Notes)
 	assert.Contains(t, got.Notes[len(got.Notes)-1].Message, "being uninstalled")
+
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	assert.Equal(t, state.FormatTime(t0), p.Describe(s, false).Uninstalling, "status shows the mark")
+	s.DaemonSet = ds
+	assert.Empty(t, p.Describe(s, false).Uninstalling)
 }
 
 func sortedWant(w []want) []want {

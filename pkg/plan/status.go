@@ -30,10 +30,13 @@ type NodeStatus struct {
 
 // Status is the pool at a glance.
 type Status struct {
-	Time     time.Time      `json:"time"`
-	Instance string         `json:"instance"`
-	Nodes    []NodeStatus   `json:"nodes"`
-	Totals   map[string]int `json:"totals"`
+	Time     time.Time `json:"time"`
+	Instance string    `json:"instance"`
+	// Uninstalling is the value of the uninstall mark on the warmer DaemonSet (when it was set):
+	// while it is there nothing is tainted or adopted.
+	Uninstalling string         `json:"uninstalling,omitempty"`
+	Nodes        []NodeStatus   `json:"nodes"`
+	Totals       map[string]int `json:"totals"`
 }
 
 // Describe summarises a snapshot for humans. With all, every pool node is listed; otherwise only
@@ -41,6 +44,9 @@ type Status struct {
 func (p *Planner) Describe(s Snapshot, all bool) Status {
 	c := p.newCycle(s)
 	st := Status{Time: s.Now, Instance: p.cfg.Instance, Totals: map[string]int{}}
+	if s.DaemonSet != nil {
+		st.Uninstalling = s.DaemonSet.Annotations[state.Uninstalling]
+	}
 	for _, n := range sortedByName(s.Nodes) {
 		ns := NodeStatus{
 			Name:           n.Name,
