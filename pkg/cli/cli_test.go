@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 )
@@ -73,6 +74,12 @@ func TestRenderStatusTable(t *testing.T) {
 	assert.Contains(t, out, "pool=20 inMaintenance=3 waiting=0 tainted=1 warming=1 released=4")
 	assert.Regexp(t, `nb-1\s+warming\s+1m30s\s+5\.15\.0-100 -> 6\.8\.0-100\s+ImagePull\s+-\s+ImagePull: pod w`, out)
 	assert.Regexp(t, `nb-2\s+released \(warm\)\s+1h0m0s`, out)
+	assert.NotContains(t, out, "UNINSTALLING")
+
+	st.Uninstalling = "2026-11-25T11:59:00Z"
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	assert.Contains(t, buf.String(), "UNINSTALLING since 2026-11-25T11:59:00Z: no node is tainted or adopted")
 
 	buf.Reset()
 	require.NoError(t, renderStatus(&buf, st, "json"))
@@ -126,4 +133,22 @@ func TestRunWatchUsageErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// Clients built from equal configurations share one transport (one HTTP/2 connection); each
+// ownConnection copy gets a transport of its own.
+func TestOwnConnection(t *testing.T) {
+	rc := &rest.Config{Host: "https://127.0.0.1:6443", TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	shared1, err := rest.TransportFor(rest.CopyConfig(rc))
+	require.NoError(t, err)
+	shared2, err := rest.TransportFor(rest.CopyConfig(rc))
+	require.NoError(t, err)
+	require.Same(t, shared1, shared2, "client-go caches transports by configuration")
+
+	own1, err := rest.TransportFor(ownConnection(rc))
+	require.NoError(t, err)
+	own2, err := rest.TransportFor(ownConnection(rc))
+	require.NoError(t, err)
+	assert.NotSame(t, own1, own2)
+	assert.NotSame(t, shared1, own1)
 }

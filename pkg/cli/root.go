@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
@@ -161,9 +163,11 @@ type wiring struct {
 	log *slog.Logger
 	// rest is the configuration the clients were built from (without a rate limiter: a client
 	// built from it gets a limiter of its own).
-	rest    *rest.Config
-	cfg     *config.Config
-	client  kubernetes.Interface
+	rest   *rest.Config
+	cfg    *config.Config
+	client kubernetes.Interface
+	// watches is the informers' client: own rate limiter, own connection.
+	watches kubernetes.Interface
 	dynamic dynamic.Interface
 	engine  *engine.Engine
 }
@@ -203,16 +207,22 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if eventDriven {
 		reserve = cfg.Client.Burst / 2
 	}
-	main := rest.CopyConfig(rc)
+	main := ownConnection(rc)
 	main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst, reserve)
 	client, err := kubernetes.NewForConfig(main)
 	if err != nil {
 		return nil, fmt.Errorf("creating client: %w", err)
 	}
-	// Events get a client (and so a rate limiter) of their own: they never delay a node's write.
-	events, err := kubernetes.NewForConfig(rest.CopyConfig(rc))
+	// Events get a client (and so a rate limiter and a connection) of their own: they never
+	// delay a node's write.
+	events, err := kubernetes.NewForConfig(ownConnection(rc))
 	if err != nil {
 		return nil, fmt.Errorf("creating events client: %w", err)
+	}
+	// So do the informers' lists and watches (event-driven mode).
+	watches, err := kubernetes.NewForConfig(ownConnection(rc))
+	if err != nil {
+		return nil, fmt.Errorf("creating watch client: %w", err)
 	}
 	e, err := engine.New(engine.Options{
 		Config: cfg, Client: client, Dynamic: dyn, Logger: log, DryRun: dryRun, Reporter: reporter(), Metrics: m,
@@ -221,7 +231,18 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	return &wiring{log: log, rest: rc, cfg: cfg, client: client, dynamic: dyn, engine: e}, nil
+	return &wiring{log: log, rest: rc, cfg: cfg, client: client, watches: watches, dynamic: dyn, engine: e}, nil
+}
+
+// ownConnection returns a copy of rc whose clients get a connection of their own. client-go
+// shares one transport, and so one HTTP/2 connection, between all clients built from equal
+// configurations; a dialer of its own makes the configuration unique. On a shared connection a
+// node release would queue behind the watch streams' backlog and the Events when the API server
+// is busiest (a thousand nodes joining at once).
+func ownConnection(rc *rest.Config) *rest.Config {
+	c := rest.CopyConfig(rc)
+	c.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return c
 }
 
 // reporter names this process in Events: the pod name when running in a pod.

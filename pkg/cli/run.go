@@ -14,7 +14,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/controller"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
@@ -139,7 +138,7 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		le.Name = w.cfg.Warmer.DaemonSetName + "-orchestrator"
 	}
 	// The Lease gets a client (and rate limiter) of its own: renewals never wait behind node writes.
-	if le.Client, err = kubernetes.NewForConfig(rest.CopyConfig(w.rest)); err != nil {
+	if le.Client, err = kubernetes.NewForConfig(ownConnection(w.rest)); err != nil {
 		return fmt.Errorf("creating leader-election client: %w", err)
 	}
 	w.log.Info("starting event-driven mode", "version", version.String(), "instance", w.cfg.Instance,
@@ -147,7 +146,7 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		"resync", ro.resync.String(), "dryRun", o.dryRun)
 	err = controller.Run(ctx, controller.RunOptions{
 		Options: controller.Options{
-			Config: w.cfg, Client: w.client, Dynamic: w.dynamic, Engine: w.engine,
+			Config: w.cfg, Client: w.client, WatchClient: w.watches, Dynamic: w.dynamic, Engine: w.engine,
 			Logger: w.log, Metrics: m, Resync: ro.resync,
 		},
 		LeaderElection: le,

@@ -62,9 +62,12 @@ const (
 
 // Options configure a Controller.
 type Options struct {
-	Config  *config.Config
-	Client  kubernetes.Interface
-	Dynamic dynamic.Interface
+	Config *config.Config
+	Client kubernetes.Interface
+	// WatchClient lists and watches for the informers; default Client. A client of its own
+	// (own rate limiter and connection) keeps writes from queueing behind watch traffic.
+	WatchClient kubernetes.Interface
+	Dynamic     dynamic.Interface
 	// Engine applies plans; it must be built from the same Config.
 	Engine *engine.Engine
 	// Logger defaults to slog.Default().
@@ -151,6 +154,10 @@ func New(o Options) (*Controller, error) {
 		return nil, fmt.Errorf("label %s: %w", appsv1.DefaultDaemonSetUniqueLabelKey, err)
 	}
 	ns := o.Config.Warmer.Namespace
+	watchClient := o.WatchClient
+	if watchClient == nil {
+		watchClient = o.Client
+	}
 	trimNodes := func(obj any) (any, error) {
 		if n, ok := obj.(*corev1.Node); ok {
 			o.Engine.TrimNode(n)
@@ -159,7 +166,7 @@ func New(o Options) (*Controller, error) {
 		return stripManagedFields(obj)
 	}
 	factory := func(opts ...informers.SharedInformerOption) informers.SharedInformerFactory {
-		return informers.NewSharedInformerFactoryWithOptions(o.Client, 0, append(opts, informers.WithTransform(trimNodes))...)
+		return informers.NewSharedInformerFactoryWithOptions(watchClient, 0, append(opts, informers.WithTransform(trimNodes))...)
 	}
 	withLabels := func(sel string) informers.SharedInformerOption {
 		return informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = sel })
