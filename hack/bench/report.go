@@ -142,7 +142,7 @@ func (b *bench) write() error {
 	p("a separate watcher process sees the same delay, and so would the scheduler). The orchestrator's own")
 	p("part, reaction plus write, stays within a few hundred milliseconds even then. The p99 of the")
 	p("thousand-node join is therefore the figure that varies most between runs at the same settings")
-	p("(from about 150 ms to about a second in ours): it is set by how many releases fall into the")
+	p("(from under 100 ms to about 600 ms in ours): it is set by how many releases fall into the")
 	p("creation burst. Faster clients add to that load: in our runs 200 or 500 QPS did not lower it.")
 	p("")
 	p("## One `run --once` cycle")
