@@ -405,6 +405,9 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, pt, patch, metav1.PatchOptions{FieldManager: fieldManager})
 		switch {
 		case err == nil:
+			// Kept until the cycle ends (Result.Written): trimmed like the snapshot's nodes, or
+			// a cycle entering hundreds of nodes holds each one's managed fields and images.
+			e.TrimNode(patched)
 			e.log.Info(string(a.Type), "node", a.Node, "reason", a.Reason, "message", a.Message)
 			e.metrics.Transition(node, a, e.clock.Now())
 			e.emit(ctx, node, a)

@@ -310,3 +310,25 @@ func TestUninstallWithoutDaemonSet(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Applied[plan.Release])
 }
+
+func TestWrittenNodesAreTrimmed(t *testing.T) {
+	// What the patch returns is kept until the cycle ends: trimmed like the snapshot, so that a
+	// cycle entering hundreds of nodes does not hold their managed fields and image lists.
+	n := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
+	n.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/base:1"}, SizeBytes: 10 << 30}}
+	client := fake.NewClientset(n)
+	e := testEngine(t, client, false)
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Len(t, res.Written, 1)
+	w := res.Written[0].Node
+	assert.Equal(t, plan.Enter, res.Written[0].Action.Type)
+	assert.True(t, state.HasTaint(w, e.cfg.Taint.Key, e.cfg.Taint.Effect), "the written node is the patched one")
+	assert.Empty(t, w.ManagedFields)
+	assert.Empty(t, w.Status.Images)
+
+	stored, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.NotEmpty(t, stored.Status.Images, "only the copy the engine keeps is trimmed")
+}
