@@ -62,9 +62,12 @@ cluster-up: tools ## Start the local cluster (etcd, apiserver, controller-manage
 cluster-down: ## Stop and delete the local cluster.
 	hack/cluster.sh down
 
+# The demo's orchestrator mode, as the chart's orchestrator.mode: cronjob or deployment.
+MODE ?= cronjob
+
 .PHONY: demo
-demo: ## A local cluster where a 20-node notebook pool goes through a rolling OS upgrade, live (1-3 min once tools are built).
-	go run ./hack/demo up
+demo: ## A local cluster where a 20-node notebook pool goes through a rolling OS upgrade, live (1-3 min once tools are built). MODE=deployment: event-driven.
+	go run ./hack/demo -mode $(MODE) up
 
 .PHONY: demo-down
 demo-down: ## Delete the demo's cluster and files.

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +188,81 @@ func TestFrame(t *testing.T) {
 func TestElapsed(t *testing.T) {
 	assert.Equal(t, "+0:00", elapsed(0))
 	assert.Equal(t, "+1:05", elapsed(65*time.Second+400*time.Millisecond))
+}
+
+func TestValidateMode(t *testing.T) {
+	o, err := Defaults()
+	require.NoError(t, err)
+	require.NoError(t, o.Validate())
+	o.Mode = ModeDeployment
+	require.NoError(t, o.Validate())
+	o.Mode = "daemonset"
+	err = o.Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `-mode: must be cronjob or deployment, got "daemonset"`)
+}
+
+func TestLastLineWriter(t *testing.T) {
+	w := &lastLineWriter{}
+	_, _ = w.Write([]byte("first\nsec"))
+	assert.Equal(t, "sec", w.String(), "an unfinished line is the latest output")
+	_, _ = w.Write([]byte("ond\nthird\n"))
+	assert.Equal(t, "third", w.String())
+	_, _ = w.Write([]byte("  \n"))
+	assert.Equal(t, "third", w.String(), "a blank line does not hide the last message")
+}
+
+// script writes an executable shell script standing in for the orchestrator binary.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "orchestrator")
+	require.NoError(t, os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+	return path
+}
+
+func TestFollowerRestartsAnExitedProcess(t *testing.T) {
+	var log strings.Builder
+	f := &follower{binary: script(t, `echo "starting $1"; echo "lost the API server" >&2; exit 1`), log: &syncWriter{w: &log}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	require.Eventually(t, func() bool { return strings.Contains(f.Status(), "restarted 2 times") }, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	<-done
+	assert.Contains(t, f.Status(), "(last exit: lost the API server)")
+	assert.Contains(t, log.String(), "starting run", "the process runs the event-driven mode, its output goes to the log")
+	assert.Regexp(t, `^The orchestrator ran event-driven \(\d+ restarts\); its log: x.log$`, f.Summary("x.log"))
+}
+
+func TestFollowerStopsTheProcessGracefully(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "stopped")
+	// Records SIGTERM and exits 0, as the orchestrator's graceful shutdown does.
+	bin := script(t, `trap 'echo TERM > `+marker+`; exit 0' TERM; while true; do sleep 0.05; done`)
+	f := &follower{binary: bin, log: io.Discard}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("follower did not stop")
+	}
+	data, err := os.ReadFile(marker)
+	require.NoError(t, err, "the process got SIGTERM")
+	assert.Equal(t, "TERM\n", string(data))
+	assert.Equal(t, "orchestrator: run (event-driven, as the chart's Deployment)", f.Status(), "a stop on request is no restart")
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -34,6 +34,9 @@ type Options struct {
 	// FromKernel is the kernel the nodes start on; they are upgraded onto the first of the
 	// configuration's upgrade.kernelVersions.
 	FromKernel string
+	// Mode is how the orchestrator runs, as the chart's orchestrator.mode: ModeCronJob, a
+	// `run --once` cycle every Cycle, or ModeDeployment, `run`, event-driven.
+	Mode string
 	// Cycle is the time between two orchestrator cycles (run --once).
 	Cycle time.Duration
 	// Drain is how long the pipeline waits between a batch's NodeMaintenance objects and its
@@ -44,6 +47,12 @@ type Options struct {
 	// TTY redraws the live view in place; otherwise progress is printed line by line.
 	TTY bool
 }
+
+// The orchestrator modes of the demo, named as the chart's orchestrator.mode values.
+const (
+	ModeCronJob    = "cronjob"
+	ModeDeployment = "deployment"
+)
 
 // Defaults returns the options of `make demo`, with Root and Cache found from the environment.
 func Defaults() (Options, error) {
@@ -62,6 +71,7 @@ func Defaults() (Options, error) {
 		SystemNodes: 3,
 		BatchSize:   5,
 		FromKernel:  "6.5.0-demo",
+		Mode:        ModeCronJob,
 		Cycle:       2 * time.Second,
 		Drain:       3 * time.Second,
 		RebootGap:   time.Second,
@@ -84,6 +94,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("-batch: must be positive, got %d", o.BatchSize)
 	case o.FromKernel == "":
 		return errors.New("-from-kernel must not be empty")
+	case o.Mode != ModeCronJob && o.Mode != ModeDeployment:
+		return fmt.Errorf("-mode: must be %s or %s, got %q", ModeCronJob, ModeDeployment, o.Mode)
 	case o.Cycle <= 0 || o.Timeout <= 0 || o.Drain < 0 || o.RebootGap < 0:
 		return errors.New("-cycle and -timeout must be positive, -drain and -reboot-gap not negative")
 	}
@@ -121,7 +133,8 @@ func run(ctx context.Context, args []string, out *os.File) error {
 	fs.IntVar(&o.SystemNodes, "system-nodes", o.SystemNodes, "nodes outside the pool")
 	fs.IntVar(&o.BatchSize, "batch", o.BatchSize, "nodes the upgrade pipeline takes at once")
 	fs.StringVar(&o.FromKernel, "from-kernel", o.FromKernel, "kernel the nodes start on")
-	fs.DurationVar(&o.Cycle, "cycle", o.Cycle, "time between two orchestrator cycles")
+	fs.StringVar(&o.Mode, "mode", o.Mode, "how the orchestrator runs, as the chart's orchestrator.mode: cronjob (run --once every -cycle) or deployment (run, event-driven)")
+	fs.DurationVar(&o.Cycle, "cycle", o.Cycle, "time between two orchestrator cycles (-mode cronjob)")
 	fs.DurationVar(&o.Drain, "drain", o.Drain, "time from a batch's NodeMaintenance objects to its first reboot")
 	fs.DurationVar(&o.RebootGap, "reboot-gap", o.RebootGap, "time between two reboots of a batch")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound of the scenario; exit 1 when it does not converge")

@@ -25,8 +25,12 @@ func Up(ctx context.Context, o Options, out *os.File) error {
 	if err != nil {
 		return err
 	}
-	say(out, "set-up done in %s; now the orchestrator runs every %s and the pipeline upgrades %d nodes, %d at a time",
-		since(began), o.Cycle, len(env.poolNodes), o.BatchSize)
+	runs := fmt.Sprintf("runs every %s", o.Cycle)
+	if o.Mode == ModeDeployment {
+		runs = "runs event-driven"
+	}
+	say(out, "set-up done in %s; now the orchestrator %s and the pipeline upgrades %d nodes, %d at a time",
+		since(began), runs, len(env.poolNodes), o.BatchSize)
 
 	logPath := filepath.Join(o.StateDir(), "orchestrator.log")
 	logFile, err := os.Create(logPath)
@@ -42,20 +46,18 @@ func Up(ctx context.Context, o Options, out *os.File) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cyc := &cycler{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig, interval: o.Cycle, log: logFile}
+	var orch orchestrator = &cycler{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig, interval: o.Cycle, log: logFile}
+	if o.Mode == ModeDeployment {
+		orch = &follower{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig, namespace: o.Namespace, log: logFile}
+	}
 	view := &liveView{
 		out:   out,
 		tty:   o.TTY,
 		size:  terminalSize(out),
 		start: time.Now(),
 		header: func(d time.Duration) []string {
-			st := cyc.Stats()
-			orch := fmt.Sprintf("orchestrator: run --once every %s, %d cycles, %d failed", o.Cycle, st.Cycles, st.Failures)
-			if st.LastError != "" {
-				orch += " (last: " + oneLine(st.LastError, 60) + ")"
-			}
 			return []string{
-				fmt.Sprintf("image-prewarmer demo  %s  cluster %s  %s", elapsed(d), o.ClusterName, orch),
+				fmt.Sprintf("image-prewarmer demo  %s  cluster %s  %s", elapsed(d), o.ClusterName, orch.Status()),
 				fmt.Sprintf("rolling upgrade of %d nodes (%s), %d at a time, kernel %s -> %s; Ctrl-C stops, the cluster stays up",
 					len(env.poolNodes), labelString(env.cfg.Pool.NodeSelector), o.BatchSize, o.FromKernel, env.targetKernel),
 			}
@@ -66,7 +68,7 @@ func Up(ctx context.Context, o Options, out *os.File) error {
 	}
 
 	var wg sync.WaitGroup
-	wg.Go(func() { cyc.Run(runCtx) })
+	wg.Go(func() { orch.Run(runCtx) })
 	wg.Go(func() {
 		if err := watchStatus(runCtx, view, env.binary, env.configPath, env.cluster.Kubeconfig, logFile); err != nil {
 			view.Event("live view stopped: " + err.Error())
@@ -95,8 +97,7 @@ func Up(ctx context.Context, o Options, out *os.File) error {
 		printStatus(ctx, out, env)
 	}
 	summarize(outcomes(env.poolNodes, tl, rec)).write(out, env.targetKernel, env.cfg.MaxWaitForWarm.Duration, took, env.cfg.Events.Namespace)
-	st := cyc.Stats()
-	fmt.Fprintf(out, "\nThe orchestrator ran %d cycles (%d failed); its log: %s\n", st.Cycles, st.Failures, logPath)
+	fmt.Fprintf(out, "\n%s\n", orch.Summary(logPath))
 	fmt.Fprintf(out, "The cluster stays up to explore:\n  export KUBECONFIG=%s\n", env.cluster.Kubeconfig)
 	fmt.Fprintf(out, "  kubectl get nodes -L %s,%s\n", env.cfg.StatusLabel.Key, env.cfg.Upgrade.KernelVersionLabel)
 	fmt.Fprintf(out, "  %s status --all --config %s\n", env.binary, env.configPath)
