@@ -68,6 +68,9 @@ type options struct {
 	joinSizes string
 	poolSize  int
 	upgrading int
+	// repeat runs the largest join scenario this many times per client setting: its p99 varies
+	// a lot between runs, and one run can mislead either way.
+	repeat    int
 	onceSizes string
 	clients   string
 	// debugDir, when set, receives each orchestrator's debug log, a CPU profile of each join
@@ -88,6 +91,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "report to write")
 	flag.StringVar(&o.joinSizes, "join", "100,1000", "sizes of the joining-tainted scenarios")
 	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
+	flag.IntVar(&o.repeat, "repeat", 3, "runs of the largest join scenario per client setting")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
 	flag.StringVar(&o.clients, "clients", "50/100,500/1000", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config)")
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
@@ -168,6 +172,11 @@ type latencyRow struct {
 	// phases split the latency: reaction (warmer Ready seen -> release planned), write (planned ->
 	// patch returned), delivery (returned -> seen released).
 	phases [3][]time.Duration
+	// created is how long creating the scenario's nodes took (join scenarios).
+	created time.Duration
+	// watchersClosed counts the node watches the API server closed as unresponsive during the
+	// scenario (apiserver_terminated_watchers_total); -1 when it could not be read.
+	watchersClosed float64
 }
 
 type onceRow struct {
@@ -193,8 +202,8 @@ func (b *bench) scenarios(ctx context.Context) error {
 	// lifecycle controller's not-ready taint gone) by the time it is measured: a node still being
 	// written by the control plane costs the orchestrator a conflict and a re-read.
 	joinNodes := 0
-	for _, n := range joins {
-		joinNodes += n * len(settings)
+	for i, n := range joins {
+		joinNodes += n * len(settings) * b.runs(i, len(joins))
 	}
 	if fill := slices.Max(append(sizes, 0)) - joinNodes; fill > 0 {
 		if _, err := b.createNodes(ctx, "fill", fill, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
@@ -204,12 +213,20 @@ func (b *bench) scenarios(ctx context.Context) error {
 	for _, cs := range settings {
 		largest := ""
 		for i, n := range joins {
-			name := fmt.Sprintf("join%d-q%g", n, cs.qps)
-			keep := i == len(joins)-1 && b.opts.upgrading > 0
-			if err := b.joinScenario(ctx, name, n, cs, keep); err != nil {
-				return fmt.Errorf("scenario %s: %w", name, err)
+			runs := b.runs(i, len(joins))
+			for run := 1; run <= runs; run++ {
+				name, label := fmt.Sprintf("join%d-q%g", n, cs.qps), ""
+				if runs > 1 {
+					name += fmt.Sprintf("-r%d", run)
+					label = fmt.Sprintf(", run %d of %d", run, runs)
+				}
+				// The last run's orchestrator and pool go on to the upgrade scenario.
+				keep := i == len(joins)-1 && run == runs && b.opts.upgrading > 0
+				if err := b.joinScenario(ctx, name, label, n, cs, keep); err != nil {
+					return fmt.Errorf("scenario %s: %w", name, err)
+				}
+				largest = name
 			}
-			largest = name
 		}
 		if b.opts.upgrading > 0 && largest != "" {
 			if err := b.upgradeScenario(ctx, largest, b.opts.upgrading, cs); err != nil {
@@ -223,6 +240,14 @@ func (b *bench) scenarios(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// runs is how many times the i-th of n join scenarios runs: the largest (last) one -repeat times.
+func (b *bench) runs(i, n int) int {
+	if i == n-1 && b.opts.repeat > 1 {
+		return b.opts.repeat
+	}
+	return 1
 }
 
 func ints(list string) []int {
@@ -260,7 +285,7 @@ func writeConfig(dir string, cfg *config.Config) (string, error) {
 }
 
 // joinScenario: a running orchestrator; n nodes join with the taint at once (adopt path).
-func (b *bench) joinScenario(ctx context.Context, name string, n int, cs clientSetting, keepRunning bool) error {
+func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs clientSetting, keepRunning bool) error {
 	b.log.Info("scenario: nodes joining tainted", "nodes", n, "client", cs.String())
 	pool := map[string]string{poolLabel: name}
 	cfg := b.config(pool, "bench/"+name, strings.ReplaceAll(name, ".", "-"))
@@ -281,18 +306,21 @@ func (b *bench) joinScenario(ctx context.Context, name string, n int, cs clientS
 	// Expected before they exist: the first nodes are released while the last are being created.
 	w.expect(nodeNames(name, n))
 	stopProfile := b.profile(proc, name)
+	closedBefore := b.nodeWatchersClosed(ctx)
 	start := time.Now()
 	names, err := b.createNodes(ctx, name, n, map[string]string{poolLabel: name, allLabel: "yes"}, &taint)
 	if err != nil {
 		return err
 	}
+	created := time.Since(start)
 	if err := w.waitReleased(ctx, names, 8*time.Minute); err != nil {
 		b.notes = append(b.notes, fmt.Sprintf("%s: %v", name, err))
 	}
 	wall := time.Since(start)
 	stopProfile()
 	b.timeline(w, name, names)
-	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)", n), client: cs, nodes: n, wall: wall}
+	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)%s", n, label), client: cs, nodes: n, wall: wall, created: created}
+	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.phases = w.phases(proc.logPath, names)
 	row.requests = proc.requests()
@@ -330,6 +358,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 		b.notes = append(b.notes, fmt.Sprintf("upgrade (%s): warmer pods of the join scenario still present: %v", cs, err))
 	}
 	w.reset(names)
+	closedBefore := b.nodeWatchersClosed(ctx)
 	start := time.Now()
 	if err := parallel(ctx, names, 32, func(ctx context.Context, node string) error {
 		_, err := b.c.CreateNodeMaintenance(ctx, "bench-"+node, node)
@@ -351,6 +380,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 		b.notes = append(b.notes, fmt.Sprintf("upgrade: %v", err))
 	}
 	row := latencyRow{scenario: fmt.Sprintf("%d nodes of a %d-node pool go through the upgrade", k, w.size()), client: cs, nodes: k, wall: time.Since(start)}
+	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.phases = w.phases(proc.logPath, names)
 	row.requests = proc.requests()
@@ -489,6 +519,9 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 // second: minutes for the thousands of nodes this benchmark creates at once, during which no warmer
 // pod can be scheduled and every node write races with it. Once kwok reports a bench node Ready,
 // this removes that taint (resourceVersion-guarded; a conflict is retried on the next pass).
+// Removing it right after each create instead (no informer) was tried: creation takes about twice
+// as long and warmer pods start while nodes are still being created, and the thousand-node join's
+// p99 was worse (416 and 482 ms against 209 and 120 ms, two runs each).
 func (b *bench) settle(ctx context.Context) {
 	// An informer, not a polling list: listing thousands of nodes twice a second would take a
 	// good share of the two cores from the components being measured.
@@ -585,12 +618,15 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	cmd := exec.CommandContext(ctx, "/usr/bin/time", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	before := b.apiserverMetrics(ctx)
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
 	if b.opts.debugDir != "" {
 		b.onceRuns++
 		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.log", b.onceRuns)), stderr.Bytes(), 0o644)
+		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.apiserver-before.prom", b.onceRuns)), before, 0o644)
+		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.apiserver-after.prom", b.onceRuns)), b.apiserverMetrics(ctx), 0o644)
 	}
 	if err != nil {
 		return onceRow{}, fmt.Errorf("run --once: %w\n%s", err, lastLines(stderr.Bytes(), 10))
@@ -611,6 +647,64 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 		row.actions += int(m.GetCounter().GetValue())
 	}
 	return row, nil
+}
+
+// nodeWatchersClosed reads apiserver_terminated_watchers_total for nodes: the node watches the
+// API server has closed because their consumer could not keep up (a watcher whose small buffer is
+// full holds up delivery to every other watcher for up to 100 ms before it is closed). -1 when
+// it cannot be read.
+func (b *bench) nodeWatchersClosed(ctx context.Context) float64 {
+	data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return -1
+	}
+	return nodeWatchersClosedIn(data)
+}
+
+// nodeWatchersClosedIn reads the core nodes series of apiserver_terminated_watchers_total from
+// the API server's metrics text: 0 when it does not exist yet, -1 when the text cannot be parsed.
+func nodeWatchersClosedIn(data []byte) float64 {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(data))
+	if err != nil {
+		return -1
+	}
+	for _, m := range fams["apiserver_terminated_watchers_total"].GetMetric() {
+		var group, resource string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "group":
+				group = l.GetValue()
+			case "resource":
+				resource = l.GetValue()
+			}
+		}
+		if group == "" && resource == "nodes" {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func closedSince(before, after float64) float64 {
+	if before < 0 || after < 0 {
+		return -1
+	}
+	return after - before
+}
+
+// apiserverMetrics returns the API server's /metrics when -debug-dir is set (nil otherwise, or when
+// it cannot be read): the request and etcd latencies around a cycle, for comparing runs.
+func (b *bench) apiserverMetrics(ctx context.Context) []byte {
+	if b.opts.debugDir == "" {
+		return nil
+	}
+	data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		b.log.Warn("reading the API server's metrics failed", "error", err)
+		return nil
+	}
+	return data
 }
 
 func lastLines(b []byte, n int) string {
@@ -774,6 +868,9 @@ func (b *bench) follow(ctx context.Context, what, rv string, open func(context.C
 		for ev := range wi.ResultChan() {
 			at := time.Now()
 			if ev.Type == watch.Error {
+				if ctx.Err() != nil {
+					break // stopped: the stream ends with the cancellation
+				}
 				// Typically "resource version too old": start over from the current state.
 				b.log.Warn("stopwatch: watch error; restarting from now", "what", what, "error", apierrors.FromObject(ev.Object))
 				rv = ""
@@ -960,6 +1057,8 @@ func (w *watcher) close() { w.cancel() }
 // The event-driven orchestrator as a process of the built binary.
 
 type controllerProc struct {
+	// dir holds the process's configuration (and its log, without -debug-dir); removed by stop.
+	dir     string
 	cmd     *exec.Cmd
 	addr    string
 	stderr  *lockedBuffer
@@ -998,7 +1097,7 @@ func (b *bench) startController(ctx context.Context, cfg *config.Config) (*contr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &controllerProc{cmd: cmd, stderr: buf, done: make(chan struct{}), logPath: logPath}
+	p := &controllerProc{dir: dir, cmd: cmd, stderr: buf, done: make(chan struct{}), logPath: logPath}
 	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
 	err = framework.Eventually(ctx, time.Minute, func(context.Context) (bool, error) {
 		if m := listenRE.FindStringSubmatch(buf.String()); m != nil {
@@ -1016,6 +1115,8 @@ func (b *bench) startController(ctx context.Context, cfg *config.Config) (*contr
 	})
 	if err != nil {
 		_ = cmd.Process.Kill()
+		<-p.done
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("orchestrator not ready: %w\n%s", err, lastLines([]byte(buf.String()), 10))
 	}
 	return p, nil
@@ -1058,6 +1159,7 @@ func (p *controllerProc) stop() int64 {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+	_ = os.RemoveAll(p.dir)
 	return hwm
 }
 

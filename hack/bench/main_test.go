@@ -42,3 +42,45 @@ func TestPercentile(t *testing.T) {
 	assert.Equal(t, time.Duration(100), percentile(s, 100))
 	assert.Equal(t, time.Duration(0), percentile(nil, 99))
 }
+
+func TestNodeWatchersClosedIn(t *testing.T) {
+	metrics := `# HELP apiserver_terminated_watchers_total [ALPHA] Counter of watchers closed due to unresponsiveness broken by resource type.
+# TYPE apiserver_terminated_watchers_total counter
+apiserver_terminated_watchers_total{group="",resource="pods"} 3
+apiserver_terminated_watchers_total{group="",resource="nodes"} 87
+apiserver_terminated_watchers_total{group="storage.k8s.io",resource="nodes"} 5
+`
+	assert.Equal(t, 87.0, nodeWatchersClosedIn([]byte(metrics)), "the core group's nodes series only")
+	assert.Equal(t, 0.0, nodeWatchersClosedIn([]byte("# TYPE up gauge\nup 1\n")), "no watch closed yet: no series")
+	assert.Equal(t, -1.0, nodeWatchersClosedIn([]byte("not { metrics")), "unparsable")
+	assert.Equal(t, 12.0, closedSince(75, 87))
+	assert.Equal(t, -1.0, closedSince(-1, 87), "a reading that failed makes the difference unknown")
+}
+
+func TestJoinVerdicts(t *testing.T) {
+	// samples whose p99 is d: 100 samples, the 99th of them d.
+	withP99 := func(d time.Duration) []time.Duration {
+		s := make([]time.Duration, 100)
+		for i := range s {
+			s[i] = time.Millisecond
+		}
+		s[98], s[99] = d, d+time.Second
+		return s
+	}
+	slow, fast := clientSetting{qps: 50, burst: 100}, clientSetting{qps: 500, burst: 1000}
+	rows := []latencyRow{
+		{scenario: "100 nodes join tainted at once (adopt)", client: slow, nodes: 100, samples: withP99(time.Second)},
+		{scenario: "1000 nodes join tainted at once (adopt), run 1 of 3", client: slow, nodes: 1000, samples: withP99(90 * time.Millisecond)},
+		{scenario: "1000 nodes join tainted at once (adopt), run 2 of 3", client: slow, nodes: 1000, samples: withP99(300 * time.Millisecond)},
+		{scenario: "1000 nodes join tainted at once (adopt), run 3 of 3", client: slow, nodes: 1000, samples: withP99(120 * time.Millisecond)},
+		{scenario: "100 nodes of a 1000-node pool go through the upgrade", client: slow, nodes: 100, samples: withP99(time.Second)},
+		{scenario: "1000 nodes join tainted at once (adopt)", client: fast, nodes: 1000, samples: withP99(80 * time.Millisecond)},
+	}
+	assert.Equal(t, []string{
+		"- Target p99 <= 100 ms at 1000 nodes joining (qps 50, burst 100): **met in 1 of 3 runs** (p99 90.0 ms, 300.0 ms, 120.0 ms; median 120.0 ms).",
+		"- Target p99 <= 100 ms at 1000 nodes joining (qps 500, burst 1000): met (p99 80.0 ms).",
+	}, joinVerdicts(rows))
+
+	rows[5].samples = withP99(101 * time.Millisecond)
+	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (qps 500, burst 1000): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -70,8 +71,10 @@ func (b *bench) write() error {
 	p("  such a process to within tens of milliseconds.)")
 	p("- *Join*: the orchestrator runs; N nodes are created at once carrying the taint (the adopt path: the")
 	p("  node becomes `warming`, the DaemonSet controller creates a warmer pod, the scheduler binds it, kwok")
-	p("  marks it Ready, the orchestrator releases the node).")
-	p("- *Upgrade*: in the largest join pool (all released), N nodes get a NodeMaintenance (tainted), then are")
+	p("  marks it Ready, the orchestrator releases the node). The largest join runs %d times per client", max(b.opts.repeat, 1))
+	p("  setting, each time with a fresh orchestrator and new nodes (earlier runs' nodes stay): its p99")
+	p("  varies a lot from run to run.")
+	p("- *Upgrade*: in the last run's pool (all released), N nodes get a NodeMaintenance (tainted), then are")
 	p("  rebooted at once (new kernel and boot ID), which the orchestrator sees as the upgrade; then as above.")
 	p("- **`run --once`** (the built binary, as the CronJob runs it): a pool of N nodes, 10%% with a")
 	p("  NodeMaintenance. The first cycle enters them (one patch and one Event each); the second has nothing to")
@@ -102,14 +105,8 @@ func (b *bench) write() error {
 	p("The reference row is computed, not measured: with a cycle every 60 minutes, a pod that turns Ready at a")
 	p("uniformly random moment waits on average 30 minutes for the next cycle (p99 59.4 min), plus the cycle.")
 	p("")
-	for _, r := range b.latency {
-		if r.nodes >= 1000 && strings.Contains(r.scenario, "join") {
-			verdict := "met"
-			if percentile(r.samples, 99) > 100*time.Millisecond {
-				verdict = "**missed**"
-			}
-			p("- Target p99 <= 100 ms at %d nodes joining (%s): %s (p99 %s).", r.nodes, r.client, verdict, ms(percentile(r.samples, 99)))
-		}
+	for _, v := range joinVerdicts(b.latency) {
+		p("%s", v)
 	}
 	p("")
 	p("Where the time goes: the orchestrator's debug log (`-v 1`, on in these runs) records when each")
@@ -120,14 +117,21 @@ func (b *bench) write() error {
 	p("benchmark's watch). Log timestamps have millisecond resolution; two processes' clocks are the same")
 	p("machine's. Negative reactions are pod events the orchestrator saw before the benchmark did.")
 	p("")
-	p("| scenario | client | reaction p50 / p99 | write p50 / p99 | delivery p50 / p99 |")
-	p("|---|---|---|---|---|")
+	p("| scenario | client | reaction p50 / p99 | write p50 / p99 | delivery p50 / p99 | nodes created in | node watches closed by the API server |")
+	p("|---|---|---|---|---|---|---|")
 	for _, r := range b.latency {
 		if len(r.phases[0]) == 0 {
 			continue
 		}
 		cell := func(s []time.Duration) string { return ms(percentile(s, 50)) + " / " + ms(percentile(s, 99)) }
-		p("| %s | %s | %s | %s | %s |", r.scenario, r.client, cell(r.phases[0]), cell(r.phases[1]), cell(r.phases[2]))
+		created, closed := "-", "-"
+		if r.created > 0 {
+			created = r.created.Round(10 * time.Millisecond).String()
+		}
+		if r.watchersClosed >= 0 {
+			closed = fmt.Sprintf("%.0f", r.watchersClosed)
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s |", r.scenario, r.client, cell(r.phases[0]), cell(r.phases[1]), cell(r.phases[2]), created, closed)
 	}
 	p("")
 	p("Reading the numbers: each joining node costs the orchestrator two guarded patches (adopt, then")
@@ -136,14 +140,25 @@ func (b *bench) write() error {
 	p("have write slots of their own and go first through the client's rate limiter, which keeps half its")
 	p("burst for them, so the thousand adoptions paced at `client.qps` do not hold them back. The slow")
 	p("releases are the first few dozen: warmer pods that turn Ready while the thousand nodes are still")
-	p("being created (about 2.5 s). Then every node is written four or five times within seconds (created,")
-	p("the not-ready taint added and removed, kwok's status, adopted), the API server's node watch runs")
-	p("behind by up to a second, and a release reaches every node watcher that late (the delivery column;")
-	p("a separate watcher process sees the same delay, and so would the scheduler). The orchestrator's own")
-	p("part, reaction plus write, stays within a few hundred milliseconds even then. The p99 of the")
-	p("thousand-node join is therefore the figure that varies most between runs at the same settings")
-	p("(from under 100 ms to about 600 ms in ours): it is set by how many releases fall into the")
-	p("creation burst. Faster clients add to that load: in our runs 200 or 500 QPS did not lower it.")
+	p("being created (the \"nodes created in\" column). Every new node is then written four or five times")
+	p("within seconds (created, the not-ready taint removed, kwok's status, adopted), on two cores shared")
+	p("by the whole control plane, kwok, the orchestrator and the benchmark, and the API server's node")
+	p("watches fall behind: a release written in that window reaches every node watcher late (the")
+	p("delivery column; a separate watcher process sees the same delay, and so would the scheduler).")
+	p("The orchestrator's own part, reaction plus write, stays within a few hundred milliseconds even")
+	p("then. One sign of the backlog is the last column, the node watches the API server closed because")
+	p("their buffer stayed full (`apiserver_terminated_watchers_total`): a watch opened while the")
+	p("server's node watch cache was still small gets a buffer of 10 events, and a full one holds up")
+	p("delivery to every node watcher for up to 100 ms (a budget that refills at 50 ms a second) before")
+	p("the watch is closed and its client re-opens it. At `-v 1` the API server logs each closure with")
+	p("the watch's selector: they hit the control plane's unselected node watches, the orchestrator's and")
+	p("the benchmark's alike. They are not the whole story: each run's nodes stay in the cluster, so later")
+	p("runs meet a grown watch cache (few closures) but a busier control plane (kwok renews a Lease for")
+	p("every node), a slower creation burst and, in our runs, a higher p99. The p99 of the thousand-node")
+	p("join is therefore the figure that varies most between runs at the same settings (from under")
+	p("100 ms to about 900 ms in ours): it is set by how many releases fall into the creation burst and")
+	p("how far the API server's node watches fall behind in it. Faster clients add to that load: in our")
+	p("runs 200 or 500 QPS did not lower it.")
 	p("")
 	p("## One `run --once` cycle")
 	p("")
@@ -243,4 +258,52 @@ func toolVersions() string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// joinVerdicts states the p99 target for the joins of 1,000 nodes or more, one line per client
+// setting and size over all its runs: met in how many, each run's p99 and their median.
+func joinVerdicts(rows []latencyRow) []string {
+	type key struct {
+		nodes  int
+		client clientSetting
+	}
+	var order []key
+	p99s := map[key][]time.Duration{}
+	for _, r := range rows {
+		if r.nodes < 1000 || !strings.Contains(r.scenario, "join") || len(r.samples) == 0 {
+			continue
+		}
+		k := key{r.nodes, r.client}
+		if _, ok := p99s[k]; !ok {
+			order = append(order, k)
+		}
+		p99s[k] = append(p99s[k], percentile(r.samples, 99))
+	}
+	var out []string
+	for _, k := range order {
+		runs := p99s[k]
+		met := 0
+		var each []string
+		for _, d := range runs {
+			if d <= 100*time.Millisecond {
+				met++
+			}
+			each = append(each, ms(d))
+		}
+		verdict := "met"
+		switch {
+		case met < len(runs) && len(runs) == 1:
+			verdict = "**missed**"
+		case met < len(runs):
+			verdict = fmt.Sprintf("**met in %d of %d runs**", met, len(runs))
+		case len(runs) > 1:
+			verdict = fmt.Sprintf("met in all %d runs", len(runs))
+		}
+		line := fmt.Sprintf("- Target p99 <= 100 ms at %d nodes joining (%s): %s (p99 %s", k.nodes, k.client, verdict, strings.Join(each, ", "))
+		if len(runs) > 1 {
+			line += "; median " + ms(percentile(slices.Sorted(slices.Values(runs)), 50))
+		}
+		out = append(out, line+").")
+	}
+	return out
 }
