@@ -654,7 +654,7 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 // full holds up delivery to every other watcher for up to 100 ms before it is closed). -1 when
 // it cannot be read.
 func (b *bench) nodeWatchersClosed(ctx context.Context) float64 {
-	data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	data, err := b.apiserverMetricsText(ctx)
 	if err != nil {
 		return -1
 	}
@@ -699,12 +699,17 @@ func (b *bench) apiserverMetrics(ctx context.Context) []byte {
 	if b.opts.debugDir == "" {
 		return nil
 	}
-	data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	data, err := b.apiserverMetricsText(ctx)
 	if err != nil {
 		b.log.Warn("reading the API server's metrics failed", "error", err)
 		return nil
 	}
 	return data
+}
+
+// apiserverMetricsText reads the API server's /metrics (Prometheus text).
+func (b *bench) apiserverMetricsText(ctx context.Context) ([]byte, error) {
+	return b.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 }
 
 func lastLines(b []byte, n int) string {
