@@ -322,9 +322,10 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	actions := slices.Clone(p.Actions)
 	slices.SortStableFunc(actions, func(a, b plan.Action) int { return priority(b) - priority(a) })
 	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
+		mu    sync.Mutex
+		errs  []error
+		wg    sync.WaitGroup
+		guard = uninstallGuard{e: e, checked: e.clock.Now()}
 	)
 	for i, a := range actions {
 		g := e.gates[priority(a)]
@@ -338,6 +339,13 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 			mu.Lock()
 			defer mu.Unlock()
 			return res, errors.Join(append(errs, err)...)
+		}
+		if (a.Type == plan.Enter || a.Type == plan.Adopt) && guard.marked(ctx) {
+			g.release()
+			if done != nil {
+				done(a, nil, nil)
+			}
+			continue
 		}
 		wg.Add(1)
 		go func() {
@@ -366,6 +374,46 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	}
 	wg.Wait()
 	return res, errors.Join(errs...)
+}
+
+// uninstallCheckInterval is how often a plan that is still entering or adopting nodes re-reads
+// the warmer DaemonSet for the uninstall mark: well inside `cleanup --uninstall`'s sweeps, which
+// go on for --settle (10 s) after the mark and every 2 s until one finds nothing.
+const uninstallCheckInterval = 2 * time.Second
+
+// uninstallGuard stops a plan's entries and adoptions once `cleanup --uninstall` has marked the
+// warmer DaemonSet (state.Uninstalling). The plan was computed from a snapshot without the mark,
+// but writing it can take long (hundreds of entries paced by client.qps): an entry that landed
+// after the hook's last sweep would leave a node tainted with no orchestrator left to release it.
+// The DaemonSet is re-read at most every uninstallCheckInterval while such actions are written,
+// so a short write phase costs no request. Used by apply's loop only.
+type uninstallGuard struct {
+	e       *Engine
+	checked time.Time
+	mark    bool
+}
+
+// marked reports whether the installation is being uninstalled, as last read. A DaemonSet that
+// is missing or cannot be read leaves the answer as it was (logged): the planner decides about a
+// missing warmer, and a failed read must not stop a cycle.
+func (g *uninstallGuard) marked(ctx context.Context) bool {
+	if g.mark || g.e.clock.Since(g.checked) < uninstallCheckInterval {
+		return g.mark
+	}
+	g.checked = g.e.clock.Now()
+	ns, name := g.e.cfg.Warmer.Namespace, g.e.cfg.Warmer.DaemonSetName
+	ds, err := g.e.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false
+	case err != nil:
+		g.e.log.Warn("re-reading the warmer DaemonSet for an uninstall mark failed; going on", "daemonSet", ns+"/"+name, "error", err)
+		return false
+	}
+	if _, g.mark = ds.Annotations[state.Uninstalling]; g.mark {
+		g.e.log.Info("the installation is being uninstalled: the rest of this plan's entries and adoptions are not written", "daemonSet", ns+"/"+name)
+	}
+	return g.mark
 }
 
 // priority orders actions: releases (a user waits for the node) before everything else.

@@ -332,3 +332,49 @@ func TestWrittenNodesAreTrimmed(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEmpty(t, stored.Status.Images, "only the copy the engine keeps is trimmed")
 }
+
+// A plan still entering nodes when `cleanup --uninstall` marks the DaemonSet stops entering
+// them: the DaemonSet is re-read once the write phase has run for uninstallCheckInterval.
+func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
+	client := fake.NewClientset(
+		tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
+		tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
+		tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	cfg := config.Default()
+	cfg.Instance = "prewarm/test"
+	cfg.Pool.NodeSelector = map[string]string{"pool": "notebooks"}
+	cfg.Maintenance.NodeMaintenance.Enabled = false
+	cfg.Maintenance.Cordoned.Enabled = true
+	require.NoError(t, cfg.Validate())
+	clk := clocktesting.NewFakePassiveClock(t0)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Workers: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
+	require.NoError(t, client.Tracker().Add(ds))
+
+	marked := false
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !marked {
+			marked = true
+			// The uninstall begins while the first entry is written, and the writes go on.
+			m := ds.DeepCopy()
+			m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+			require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
+			clk.SetTime(t0.Add(uninstallCheckInterval))
+		}
+		return false, nil, nil
+	})
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Len(t, res.Plan.Actions, 3, "the snapshot had no mark: three entries planned")
+	assert.Equal(t, 1, res.Applied[plan.Enter], "only the entry written before the mark was read")
+	assert.Len(t, patches(client), 1)
+	gets := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "daemonsets" {
+			gets++
+		}
+	}
+	assert.Equal(t, 2, gets, "observation, then one re-read: the second entry's check found the mark and the third needed none")
+}

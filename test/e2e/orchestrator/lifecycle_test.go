@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
@@ -455,7 +456,10 @@ func TestAPICost(t *testing.T) {
 	require.Equal(t, inMaintenance, res.Applied[plan.Enter])
 	t.Logf("first cycle requests: %v", summarizeRequests(counter.all()))
 	assert.Equal(t, 2, counter.count("GET", "/api/v1/nodes"), "two node lists")
-	assert.Equal(t, 1, counter.count("GET", "/daemonsets/warmer"))
+	// One read, plus one every 2 s of writing entries (the uninstall mark; none in a short cycle).
+	dsReads := counter.count("GET", "/daemonsets/warmer")
+	assert.GreaterOrEqual(t, dsReads, 1)
+	assert.LessOrEqual(t, dsReads, 1+int(res.Took.Write/(2*time.Second)))
 	assert.Equal(t, 1, counter.count("GET", "/controllerrevisions"))
 	assert.Equal(t, 1, counter.count("GET", "/pods"))
 	assert.Equal(t, inMaintenance, counter.count("PATCH", "/api/v1/nodes/"), "one patch per node that changes state")
@@ -609,4 +613,55 @@ func TestReleaseGuardedByOurKeysOnly(t *testing.T) {
 		assert.Equal(t, "yes", n.Labels["writer.example.com/r0"], "the other writer's label on %s is intact", s)
 		assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: "writer.example.com/r0", Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
 	}
+}
+
+// `cleanup --uninstall` marks the warmer DaemonSet while a cycle is still entering nodes (here
+// paced at 2 requests a second): the cycle re-reads the DaemonSet and enters no more, so no
+// entry lands long after the mark, when the hook's last sweep may already have run.
+func TestUninstallMarkStopsARunningCycle(t *testing.T) {
+	e := newEnv(t)
+	ds := e.Warmer()
+	const n = 12
+	var names []string
+	for i := range n {
+		short := fmt.Sprintf("u%02d", i)
+		names = append(names, short)
+		e.PoolNode(short)
+		e.Maintenance(short)
+	}
+	tainted := func() int {
+		count := 0
+		for _, s := range names {
+			if state.HasTaint(e.Node(s), "os-upgrade", corev1.TaintEffectNoSchedule) {
+				count++
+			}
+		}
+		return count
+	}
+	rc := rest.CopyConfig(cluster.RESTConfig)
+	rc.QPS, rc.Burst = 2, 1
+	slow, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	type outcome struct {
+		res engine.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := e.engine(func(o *engine.Options) { o.Client, o.Workers = slow, 1 }).RunOnce(e.Ctx)
+		done <- outcome{res, err}
+	}()
+	e.eventually("the cycle has entered a first node", func() bool { return tainted() > 0 })
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, state.Uninstalling, state.FormatTime(time.Now()))
+	_, err = e.Cluster.Client.AppsV1().DaemonSets(ds.Namespace).Patch(e.Ctx, ds.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	require.NoError(t, err)
+
+	out := <-done
+	require.NoError(t, out.err)
+	require.Len(t, out.res.Plan.Actions, n, "planned before the mark: every node in maintenance")
+	entered := out.res.Applied[plan.Enter]
+	t.Logf("entered %d of %d nodes before the cycle read the mark", entered, n)
+	assert.Less(t, entered, n, "the entries stopped once the mark was read")
+	assert.Equal(t, entered, tainted(), "what the cycle reports is what the nodes show")
+	assert.Zero(t, e.cycle().Applied[plan.Enter], "while marked, no cycle enters a node")
 }
