@@ -31,7 +31,8 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func testEngine(t *testing.T, client *fake.Clientset, dryRun bool) *Engine {
+// testConfig is a valid configuration: pool "pool=notebooks", the cordoned source only.
+func testConfig(t *testing.T) *config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Instance = "prewarm/test"
@@ -39,8 +40,13 @@ func testEngine(t *testing.T, client *fake.Clientset, dryRun bool) *Engine {
 	cfg.Maintenance.NodeMaintenance.Enabled = false
 	cfg.Maintenance.Cordoned.Enabled = true
 	require.NoError(t, cfg.Validate())
+	return cfg
+}
+
+func testEngine(t *testing.T, client *fake.Clientset, dryRun bool) *Engine {
+	t.Helper()
 	e, err := New(Options{
-		Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), DryRun: dryRun,
 	})
 	require.NoError(t, err)
@@ -340,12 +346,7 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 		tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
 		tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
 		tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
-	cfg := config.Default()
-	cfg.Instance = "prewarm/test"
-	cfg.Pool.NodeSelector = map[string]string{"pool": "notebooks"}
-	cfg.Maintenance.NodeMaintenance.Enabled = false
-	cfg.Maintenance.Cordoned.Enabled = true
-	require.NoError(t, cfg.Validate())
+	cfg := testConfig(t)
 	clk := clocktesting.NewFakePassiveClock(t0)
 	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Workers: 1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
