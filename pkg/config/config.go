@@ -156,6 +156,12 @@ type Warmer struct {
 type Events struct {
 	// Namespace holds Events about nodes (cluster-scoped objects). Default "default", as the kubelet does.
 	Namespace string `json:"namespace"`
+	// Transitions also records a Normal Event for every routine transition (tainted, adopted,
+	// upgrade seen, released warm, cancelled, left the pool, cleaned up): one more API write per
+	// node that changes. Off by default, so that a cycle costs its list calls plus one patch per
+	// changed node. Warnings (timeouts, pull problems) and the release of a node whose taint
+	// someone else removed are always recorded.
+	Transitions bool `json:"transitions"`
 }
 
 // Client tunes the Kubernetes client.

@@ -30,6 +30,7 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 	assert.Equal(t, "spec.nodeName", cfg.Maintenance.NodeMaintenance.NodeNameField)
 	assert.Equal(t, 2*time.Hour, cfg.MaxWaitForWarm.Duration)
 	assert.Equal(t, config.OnWarmTimeoutRelease, cfg.OnWarmTimeout)
+	assert.False(t, cfg.Events.Transitions, "routine transitions record no Event by default")
 	assert.Equal(t, "image-prewarmer/image-prewarmer-warmer", cfg.Instance, "instance defaults to the warmer's namespace/name")
 }
 
@@ -50,6 +51,7 @@ cancelAfter: 0s
 maxWaitForUpgrade: 12h
 maxWaitForWarm: 90m
 onWarmTimeout: keep
+events: {namespace: ops, transitions: true}
 client: {qps: 5, burst: 10, timeout: 10s}
 `))
 	require.NoError(t, err)
@@ -59,6 +61,7 @@ client: {qps: 5, burst: 10, timeout: 10s}
 	assert.Equal(t, config.OnWarmTimeoutKeep, cfg.OnWarmTimeout)
 	assert.Equal(t, "upgrade=pending", cfg.NodeLabelSelector().String())
 	assert.Equal(t, "prewarm/notebooks", cfg.Instance)
+	assert.Equal(t, config.Events{Namespace: "ops", Transitions: true}, cfg.Events)
 }
 
 func TestParseRefusesNamingTheField(t *testing.T) {
@@ -84,6 +87,7 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"bad label selector", "maintenance:\n  nodeLabel: {enabled: true, selector: 'a=(b'}\n", "maintenance.nodeLabel.selector: Invalid value"},
 		{"same label values", "statusLabel: {value: x, warmingValue: x}\n", "statusLabel.warmingValue: Invalid value"},
 		{"wrong type", "client: {qps: fast}\n", "client.qps"},
+		{"transitions not a bool", "events: {transitions: sometimes}\n", "events.transitions"},
 		{"status label in pool selector", "statusLabel: {key: pool}\n", "statusLabel.key: Invalid value"},
 		{"kernel version not a label value", "upgrade:\n  kernelVersionLabel: kv\n  kernelVersions: ['5.15.0 #1 SMP']\n", "upgrade.kernelVersions[0]: Invalid value"},
 	}

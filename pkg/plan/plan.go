@@ -382,7 +382,7 @@ func (p *Planner) enter(c *cycle, n *corev1.Node) Action {
 			Labels:      map[string]*string{p.cfg.StatusLabel.Key: ptr(p.cfg.StatusLabel.Value)},
 			Annotations: ann,
 		},
-		Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmTainted", Message: msg}},
+		Events: p.transition("PrewarmTainted", msg),
 	}
 }
 
@@ -404,7 +404,7 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 			Labels:      map[string]*string{p.cfg.StatusLabel.Key: ptr(p.cfg.StatusLabel.WarmingValue)},
 			Annotations: ann,
 		},
-		Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmAdopted", Message: msg}},
+		Events: p.transition("PrewarmAdopted", msg),
 	}
 }
 
@@ -446,7 +446,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 				Labels:      map[string]*string{p.cfg.StatusLabel.Key: ptr(p.cfg.StatusLabel.WarmingValue)},
 				Annotations: ann,
 			},
-			Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmUpgradeSeen", Message: msg}},
+			Events: p.transition("PrewarmUpgradeSeen", msg),
 		}, true
 	}
 
@@ -561,10 +561,24 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	if id := n.Annotations[state.MaintenanceID]; isPresenceID(id) && !hasSource(c.s.Maintenance[n.Name], id) {
 		ch.Annotations[state.MaintenanceEnded] = ptr(c.now)
 	}
-	return Action{
-		Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch,
-		Events: []Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmReleased", Message: fmt.Sprintf("released (%s): %s", reason, msg)}},
+	a := Action{Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch}
+	released := Event{Type: corev1.EventTypeNormal, Reason: "PrewarmReleased", Message: fmt.Sprintf("released (%s): %s", reason, msg)}
+	if reason == state.ReasonExternal {
+		// An operator removed the taint: always said, so that the record shows who opened the node.
+		a.Events = []Event{released}
+	} else {
+		a.Events = p.transition(released.Reason, released.Message)
 	}
+	return a
+}
+
+// transition returns the Normal Event of a routine transition, or none unless events.transitions
+// asks for them: by default a changed node costs one patch and no Event.
+func (p *Planner) transition(reason, msg string) []Event {
+	if !p.cfg.Events.Transitions {
+		return nil
+	}
+	return []Event{{Type: corev1.EventTypeNormal, Reason: reason, Message: msg}}
 }
 
 // warmPod returns a warmer pod that proves the node warm: on this node, owned by the DaemonSet,

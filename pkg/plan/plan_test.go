@@ -443,8 +443,67 @@ func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
 		state.ReleasedAt:        nil,
 		state.LastError:         nil,
 	}, a.Change.Annotations)
-	require.Len(t, a.Events, 1)
-	assert.Equal(t, corev1.EventTypeNormal, a.Events[0].Type)
+}
+
+// TestTransitionEvents: routine transitions record a Normal Event only when events.transitions
+// asks for it; Warnings and the release of a node someone else opened are always recorded.
+func TestTransitionEvents(t *testing.T) {
+	warming := managed(state.PhaseWarming, t0.Add(-time.Hour))
+	cases := []struct {
+		name  string
+		node  *corev1.Node
+		maint map[string][]plan.Maintenance
+		pods  []*corev1.Pod
+		quiet []string // Events with events.transitions off
+		all   []string // Events with events.transitions on
+	}{
+		{
+			name: "enter", node: tu.Node("a", inPool()), maint: map[string][]plan.Maintenance{"a": nm("a")},
+			all: []string{"Normal PrewarmTainted"},
+		},
+		{
+			name: "adopt", node: tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)),
+			all: []string{"Normal PrewarmAdopted"},
+		},
+		{
+			name:  "upgrade seen",
+			node:  tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithKernel("6.8.0-1")),
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			all:   []string{"Normal PrewarmUpgradeSeen"},
+		},
+		{
+			name: "released warm", node: tu.Node("a", inPool(), warming),
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())},
+			all:  []string{"Normal PrewarmReleased"},
+		},
+		{
+			name:  "released by someone else",
+			node:  tu.Node("a", inPool(), warming, func(n *corev1.Node) { n.Spec.Taints = nil }),
+			quiet: []string{"Normal PrewarmReleased"}, all: []string{"Normal PrewarmReleased"},
+		},
+		{
+			name:  "timeout",
+			node:  tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-3*time.Hour))),
+			quiet: []string{"Warning PrewarmTimeout"}, all: []string{"Warning PrewarmTimeout"},
+		},
+	}
+	events := func(a plan.Action) []string {
+		var out []string
+		for _, ev := range a.Events {
+			out = append(out, ev.Type+" "+ev.Reason)
+		}
+		return out
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snapshot(t0, []*corev1.Node{tc.node}, tc.maint, tc.pods...)
+			quiet := action(t, compute(t, testConfig(t), s), "a")
+			assert.Equal(t, tc.quiet, events(quiet), "events.transitions off")
+			all := action(t, compute(t, testConfig(t, func(c *config.Config) { c.Events.Transitions = true }), s), "a")
+			assert.Equal(t, tc.all, events(all), "events.transitions on")
+			assert.Equal(t, quiet.Change, all.Change, "Events change nothing else")
+		})
+	}
 }
 
 func TestReleaseRemovesOnlyOursAndKeepsRecord(t *testing.T) {

@@ -209,7 +209,7 @@ cancelAfter: 7m
 maxWaitForUpgrade: 36h
 maxWaitForWarm: 90m
 onWarmTimeout: keep
-events: {namespace: ops-events}
+events: {namespace: ops-events, transitions: true}
 orchestrator: {client: {qps: 7.5, burst: 15, timeout: 45s}}
 `)
 	r := mustRender(t, vals)
@@ -234,6 +234,7 @@ orchestrator: {client: {qps: 7.5, burst: 15, timeout: 45s}}
 	assert.Equal(t, 90*time.Minute, cfg.MaxWaitForWarm.Duration)
 	assert.Equal(t, config.OnWarmTimeoutKeep, cfg.OnWarmTimeout)
 	assert.Equal(t, "ops-events", cfg.Events.Namespace)
+	assert.True(t, cfg.Events.Transitions)
 	assert.InDelta(t, 7.5, cfg.Client.QPS, 1e-9)
 	assert.Equal(t, 15, cfg.Client.Burst)
 	assert.Equal(t, 45*time.Second, cfg.Client.Timeout.Duration)
@@ -719,6 +720,7 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "bool as string", extra: "prewarm: {keepAfterRelease: 'yes'}", want: []string{"/prewarm/keepAfterRelease", "want boolean"}},
 		{name: "negative backoff", extra: "orchestrator: {cronJob: {backoffLimit: -1}}", want: []string{"/orchestrator/cronJob/backoffLimit"}},
 		{name: "bad events namespace", extra: "events: {namespace: Events_NS}", want: []string{"/events/namespace"}},
+		{name: "transitions as string", extra: "events: {transitions: 'on'}", want: []string{"/events/transitions", "want boolean"}},
 		{name: "pull secrets as strings", extra: "prewarm: {imagePullSecrets: [regcred]}", want: []string{"/prewarm/imagePullSecrets/0"}},
 		// Combinations the templates refuse with a message naming the values.
 		{name: "unknown mode", extra: "orchestrator: {mode: daemon}", want: []string{"/orchestrator/mode"}},

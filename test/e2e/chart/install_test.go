@@ -130,6 +130,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 		"images":      []any{"registry.example.com/notebook/base:2026.11", "registry.example.com/notebook/gpu:2026.11"},
 		"upgrade":     map[string]any{"kernelVersions": []any{newKernel}, "kernelVersionLabel": "kernel-version"},
 		"cancelAfter": "2s",
+		"events":      map[string]any{"transitions": true},
 		"orchestrator": map[string]any{
 			"cronJob": map[string]any{"suspend": true}, // this test runs the cycles itself
 		},

@@ -70,6 +70,8 @@ func newEnv(t *testing.T, mutate ...func(*config.Config)) *env {
 	defaults := func(cfg *config.Config) {
 		cfg.Upgrade.KernelVersions = []string{newKernel}
 		cfg.Upgrade.KernelVersionLabel = "kernel-version"
+		// The transition Events are these tests' record of each write (no replica wrote twice).
+		cfg.Events.Transitions = true
 	}
 	p := framework.NewPool(t, cluster, append([]func(*config.Config){defaults}, mutate...)...)
 	return &env{Pool: p, client: cluster.Client, dyn: cluster.Dynamic}

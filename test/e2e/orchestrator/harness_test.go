@@ -63,6 +63,9 @@ func newEnv(t *testing.T, mutate ...func(*config.Config)) *env {
 		cfg.CancelAfter = config.NewDuration(10 * time.Minute)
 		cfg.MaxWaitForUpgrade = config.NewDuration(6 * time.Hour)
 		cfg.MaxWaitForWarm = config.NewDuration(2 * time.Hour)
+		// The transition Events are these tests' record of each write (one Tainted event per node:
+		// nothing was written twice).
+		cfg.Events.Transitions = true
 	}
 	p := framework.NewPool(t, cluster, append([]func(*config.Config){defaults}, mutate...)...)
 	return &env{Pool: p, client: cluster.Client, dyn: cluster.Dynamic, clock: &offsetClock{}}
