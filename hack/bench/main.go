@@ -168,7 +168,8 @@ type latencyRow struct {
 	missing       int
 	wall          time.Duration
 	controllerRSS int64
-	requests      float64
+	// requests counts the orchestrator's API requests during the scenario, by verb.
+	requests map[string]float64
 	// phases split the latency: reaction (warmer Ready seen -> release planned), write (planned ->
 	// patch returned), delivery (returned -> seen released).
 	phases [3][]time.Duration
@@ -359,6 +360,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 	}
 	w.reset(names)
 	closedBefore := b.nodeWatchersClosed(ctx)
+	requestsBefore := proc.requests()
 	start := time.Now()
 	if err := parallel(ctx, names, 32, func(ctx context.Context, node string) error {
 		_, err := b.c.CreateNodeMaintenance(ctx, "bench-"+node, node)
@@ -383,7 +385,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.phases = w.phases(proc.logPath, names)
-	row.requests = proc.requests()
+	row.requests = requestsSince(requestsBefore, proc.requests())
 	row.controllerRSS = proc.stop()
 	b.latency = append(b.latency, row)
 	b.notes = append(b.notes, fmt.Sprintf("upgrade scenario (%s): all %d NodeMaintenance objects to all %d nodes tainted: %s (wall, from the first create)", cs, k, k, tainted.Round(time.Millisecond)))
@@ -631,18 +633,10 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	if err != nil {
 		return onceRow{}, fmt.Errorf("run --once: %w\n%s", err, lastLines(stderr.Bytes(), 10))
 	}
-	row := onceRow{wall: wall, requests: map[string]float64{}, rssKiB: parseRSS(stderr.String())}
+	row := onceRow{wall: wall, rssKiB: parseRSS(stderr.String())}
 	mu.Lock()
 	defer mu.Unlock()
-	for _, m := range pushed["image_prewarmer_api_requests_total"].GetMetric() {
-		verb := ""
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "verb" {
-				verb = l.GetValue()
-			}
-		}
-		row.requests[verb] += m.GetCounter().GetValue()
-	}
+	row.requests = requestsByVerb(pushed["image_prewarmer_api_requests_total"])
 	for _, m := range pushed["image_prewarmer_transitions_total"].GetMetric() {
 		row.actions += int(m.GetCounter().GetValue())
 	}
@@ -1127,23 +1121,47 @@ func (b *bench) startController(ctx context.Context, cfg *config.Config) (*contr
 	return p, nil
 }
 
-// requests returns the API requests the orchestrator made so far (its /metrics).
-func (p *controllerProc) requests() float64 {
+// requests returns the API requests the orchestrator made so far, by verb (its /metrics); nil
+// when they cannot be read.
+func (p *controllerProc) requests() map[string]float64 {
 	resp, err := http.Get("http://" + p.addr + "/metrics")
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return 0
+		return nil
 	}
-	var total float64
-	for _, m := range fams["image_prewarmer_api_requests_total"].GetMetric() {
-		total += m.GetCounter().GetValue()
+	return requestsByVerb(fams["image_prewarmer_api_requests_total"])
+}
+
+// requestsByVerb sums image_prewarmer_api_requests_total over its other labels.
+func requestsByVerb(mf *dto.MetricFamily) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range mf.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "verb" {
+				out[l.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
 	}
-	return total
+	return out
+}
+
+// requestsSince is what a process's request counts grew by since before (nil when unknown).
+func requestsSince(before, after map[string]float64) map[string]float64 {
+	if before == nil || after == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for verb, n := range after {
+		if d := n - before[verb]; d > 0 {
+			out[verb] = d
+		}
+	}
+	return out
 }
 
 // stop sends SIGTERM and returns the process's peak RSS in KiB (VmHWM, read just before: the

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -84,3 +85,23 @@ func TestJoinVerdicts(t *testing.T) {
 	rows[5].samples = withP99(101 * time.Millisecond)
 	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (qps 500, burst 1000): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
 }
+
+func TestRequestsByVerb(t *testing.T) {
+	verb := func(v, code string, n float64) *dto.Metric {
+		return &dto.Metric{
+			Label:   []*dto.LabelPair{{Name: ptr("verb"), Value: ptr(v)}, {Name: ptr("code"), Value: ptr(code)}},
+			Counter: &dto.Counter{Value: &n},
+		}
+	}
+	before := requestsByVerb(&dto.MetricFamily{Metric: []*dto.Metric{verb("PATCH", "200", 10), verb("GET", "200", 4)}})
+	after := requestsByVerb(&dto.MetricFamily{Metric: []*dto.Metric{
+		verb("PATCH", "200", 30), verb("PATCH", "409", 2), verb("GET", "200", 4), verb("WATCH", "200", 3),
+	}})
+	assert.Equal(t, map[string]float64{"PATCH": 32, "GET": 4, "WATCH": 3}, after, "summed over codes")
+	since := requestsSince(before, after)
+	assert.Equal(t, map[string]float64{"PATCH": 22, "WATCH": 3}, since)
+	assert.Equal(t, "25 (PATCH 22, WATCH 3)", verbs(since))
+	assert.Equal(t, "-", verbs(requestsSince(nil, after)), "unknown when the process could not be read")
+}
+
+func ptr[T any](v T) *T { return &v }

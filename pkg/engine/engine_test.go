@@ -379,3 +379,48 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 	}
 	assert.Equal(t, 2, gets, "observation, then one re-read: the second entry's check found the mark and the third needed none")
 }
+
+// Plans written at the same time (the event-driven mode's many small ones) share one re-read of
+// the DaemonSet per uninstallCheckInterval, however many of them have been writing that long.
+func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
+	client := fake.NewClientset()
+	cfg := testConfig(t)
+	clk := clocktesting.NewFakePassiveClock(t0)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
+	require.NoError(t, client.Tracker().Add(ds))
+	dsReads := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "daemonsets" {
+				n++
+			}
+		}
+		return n
+	}
+	ctx := context.Background()
+	plans := make([]*uninstallGuard, 50)
+	for i := range plans {
+		plans[i] = &uninstallGuard{e: e, start: t0}
+	}
+	for _, g := range plans {
+		assert.False(t, g.marked(ctx), "a plan that began writing just now trusts its snapshot")
+	}
+	assert.Zero(t, dsReads())
+
+	clk.SetTime(t0.Add(uninstallCheckInterval))
+	for _, g := range plans {
+		assert.False(t, g.marked(ctx))
+	}
+	assert.Equal(t, 1, dsReads(), "one read for all the plans")
+
+	m := ds.DeepCopy()
+	m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+	require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
+	clk.SetTime(t0.Add(2 * uninstallCheckInterval))
+	for _, g := range plans {
+		assert.True(t, g.marked(ctx), "the mark read by one plan stops them all")
+	}
+	assert.Equal(t, 2, dsReads())
+}
