@@ -186,8 +186,9 @@ With --uninstall, as the chart's pre-delete hook runs it, it first marks the war
 (annotation image-prewarmer.io/uninstalling), after which no orchestrator of the installation
 taints or adopts another node, then releases the nodes and sweeps again until none has been
 tainted for --settle after the mark: an uninstall never leaves a tainted node behind, even
-while the orchestrator is still running. Without --uninstall the orchestrator keeps working
-and may taint nodes again at its next cycle.`,
+while the orchestrator is still running. If it fails after the mark (or is stopped), it removes
+the mark again, so an installation that stays keeps working. Without --uninstall the
+orchestrator keeps working and may taint nodes again at its next cycle.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if settle < 0 {

@@ -226,11 +226,27 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
 // DaemonSet (state.Uninstalling), after which no orchestrator of this installation taints or
 // adopts a node, then releases every managed node, and sweeps again until a sweep finds nothing
 // and settle has passed since the mark: a cycle that read the pool before the mark may still be
-// writing its last entries. The release counts of all sweeps add up in the result.
-func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (Result, error) {
-	if err := e.markUninstalling(ctx); err != nil {
+// writing its last entries. The release counts of all sweeps add up in the result. If a sweep
+// fails (or ctx ends), the mark is removed again: a release that Helm keeps after a failed
+// uninstall works as before, rather than tainting nothing until someone notices.
+func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (res Result, err error) {
+	set, err := e.markUninstalling(ctx)
+	if err != nil {
 		return Result{}, err
 	}
+	if set {
+		defer func() {
+			if err != nil {
+				e.unmarkUninstalling(ctx, err)
+			}
+		}()
+	}
+	return e.sweep(ctx, settle)
+}
+
+// sweep releases every managed node, again and again until nothing is left and settle has passed
+// since the mark.
+func (e *Engine) sweep(ctx context.Context, settle time.Duration) (Result, error) {
 	marked := e.clock.Now()
 	total := Result{Applied: map[plan.ActionType]int{}}
 	for sweep := 1; ; sweep++ {
@@ -259,30 +275,53 @@ func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (Result, e
 	}
 }
 
-// markUninstalling sets state.Uninstalling on the warmer DaemonSet. A missing DaemonSet is
-// logged: nothing can release a node then, and the sweeps still do.
-func (e *Engine) markUninstalling(ctx context.Context) error {
+// markUninstalling sets state.Uninstalling on the warmer DaemonSet and reports whether it did. A
+// missing DaemonSet is logged: nothing can taint a node then, and the sweeps still release them.
+func (e *Engine) markUninstalling(ctx context.Context) (bool, error) {
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
 	if e.dryRun {
 		e.log.Info("dry run: would mark the warmer DaemonSet as uninstalling", "daemonSet", ns+"/"+name)
-		return nil
+		return false, nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		state.Uninstalling: state.FormatTime(e.clock.Now()),
+	at := state.FormatTime(e.clock.Now())
+	err := e.annotateWarmer(ctx, &at)
+	switch {
+	case apierrors.IsNotFound(err):
+		e.log.Warn("warmer DaemonSet not found; releasing the nodes without marking it", "daemonSet", ns+"/"+name)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("marking the warmer DaemonSet %s/%s as uninstalling: %w", ns, name, err)
+	}
+	e.log.Info("marked the warmer DaemonSet: no node is tainted or adopted from now on", "daemonSet", ns+"/"+name)
+	return true, nil
+}
+
+// unmarkUninstalling removes the mark after an uninstall failed (cause), so that a release Helm
+// keeps goes on working as before instead of staying idle; a retried hook marks it again. It runs
+// even when ctx has ended (the hook's deadline, SIGTERM), with a short timeout of its own.
+func (e *Engine) unmarkUninstalling(ctx context.Context, cause error) {
+	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := e.annotateWarmer(ctx, nil); err != nil && !apierrors.IsNotFound(err) {
+		e.log.Error("the uninstall failed and its mark could not be removed: the orchestrator taints and adopts no node until it is",
+			"daemonSet", ns+"/"+name, "cause", cause, "error", err,
+			"fix", fmt.Sprintf("kubectl -n %s annotate daemonset %s %s-", ns, name, state.Uninstalling))
+		return
+	}
+	e.log.Warn("the uninstall failed: removed its mark, the orchestrator works as before", "daemonSet", ns+"/"+name, "cause", cause)
+}
+
+// annotateWarmer sets the uninstall mark on the warmer DaemonSet to value, or removes it (nil).
+func (e *Engine) annotateWarmer(ctx context.Context, value *string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]*string{
+		state.Uninstalling: value,
 	}}})
 	if err != nil {
 		return err
 	}
-	_, err = e.client.AppsV1().DaemonSets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		e.log.Warn("warmer DaemonSet not found; releasing the nodes without marking it", "daemonSet", ns+"/"+name)
-		return nil
-	case err != nil:
-		return fmt.Errorf("marking the warmer DaemonSet %s/%s as uninstalling: %w", ns, name, err)
-	}
-	e.log.Info("marked the warmer DaemonSet: no node is tainted or adopted from now on", "daemonSet", ns+"/"+name)
-	return nil
+	_, err = e.client.AppsV1().DaemonSets(e.cfg.Warmer.Namespace).Patch(ctx, e.cfg.Warmer.DaemonSetName, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
 }
 
 // Apply writes the plan's actions, computed by this engine's planner from obs, as run --once

@@ -305,6 +305,65 @@ func TestUninstallSweepsUntilNothingIsLeft(t *testing.T) {
 	assert.Equal(t, state.FormatTime(t0), ds.Annotations[state.Uninstalling])
 }
 
+// An uninstall that fails after marking the DaemonSet removes the mark again, whether a release
+// failed or the hook was stopped (its deadline, SIGTERM): the release Helm keeps works as before.
+func TestFailedUninstallRemovesItsMark(t *testing.T) {
+	managed := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	cases := []struct {
+		name string
+		// fail makes the uninstall fail: it gets the client and a cancel for Uninstall's context.
+		fail func(client *fake.Clientset, cancel context.CancelFunc)
+		want string
+	}{
+		{
+			name: "a release is refused",
+			fail: func(client *fake.Clientset, _ context.CancelFunc) {
+				client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("denied"))
+				})
+			},
+			want: "forbidden",
+		},
+		{
+			name: "the hook is stopped while it sweeps",
+			fail: func(client *fake.Clientset, cancel context.CancelFunc) {
+				client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+					cancel() // SIGTERM arrives while the first sweep writes
+					return false, nil, nil
+				})
+			},
+			want: context.Canceled.Error(),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(managed.DeepCopy())
+			e := testEngine(t, client, false)
+			ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
+			require.NoError(t, client.Tracker().Add(tu.DaemonSet(ns, name)))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			tc.fail(client, cancel)
+
+			_, err := e.Uninstall(ctx, time.Minute)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			ds, err := client.AppsV1().DaemonSets(ns).Get(context.Background(), name, metav1.GetOptions{})
+			require.NoError(t, err)
+			assert.NotContains(t, ds.Annotations, state.Uninstalling, "the mark is removed")
+			marks := 0
+			for _, a := range client.Actions() {
+				if a.GetVerb() == "patch" && a.GetResource().Resource == "daemonsets" {
+					marks++
+				}
+			}
+			assert.Equal(t, 2, marks, "marked, then unmarked")
+		})
+	}
+}
+
 // Without its DaemonSet (already gone, or never installed) Uninstall still releases the nodes.
 func TestUninstallWithoutDaemonSet(t *testing.T) {
 	n := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
