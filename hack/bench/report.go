@@ -160,8 +160,9 @@ func (b *bench) write() error {
 	}
 	p("")
 	p("Reading the numbers: each joining node costs the orchestrator two guarded patches (adopt, then")
-	p("release; the configuration's default records no Event for routine transitions), and its writes race with the control plane's own writes to the same new nodes")
-	p("(kwok's status updates, the not-ready taint), and a share conflict and are re-read. Releases")
+	p("release; by default no Event records a routine transition), and its writes race with the")
+	p("control plane's own writes to the same new nodes (kwok's status updates, the not-ready taint):")
+	p("a share conflict and are re-read. Releases")
 	p("have write slots of their own and go first through the client's rate limiter, which keeps half its")
 	p("burst for them, so the thousand adoptions paced at `client.qps` do not hold them back. The slow")
 	p("releases are the first few dozen: warmer pods that turn Ready while the thousand nodes are still")

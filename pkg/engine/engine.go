@@ -436,8 +436,8 @@ type uninstallGuard struct {
 
 // uninstallMark is the mark as last re-read while writing, shared by every apply of the engine:
 // the event-driven mode may have hundreds of small plans waiting on the client's rate limiter at
-// once, and each reading the DaemonSet for itself once it had waited long enough cost one GET per
-// plan (800 in the benchmark's thousand-node join) instead of one per interval.
+// once, and each reading the DaemonSet for itself would cost one GET per plan (hundreds in a
+// thousand-node join, each also taking a token from the writes) instead of one per interval.
 type uninstallMark struct {
 	mu   sync.Mutex
 	read time.Time // zero: never read

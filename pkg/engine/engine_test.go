@@ -353,13 +353,7 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 			ds, err := client.AppsV1().DaemonSets(ns).Get(context.Background(), name, metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.NotContains(t, ds.Annotations, state.Uninstalling, "the mark is removed")
-			marks := 0
-			for _, a := range client.Actions() {
-				if a.GetVerb() == "patch" && a.GetResource().Resource == "daemonsets" {
-					marks++
-				}
-			}
-			assert.Equal(t, 2, marks, "marked, then unmarked")
+			assert.Equal(t, 2, countActions(client, "patch", "daemonsets"), "marked, then unmarked")
 		})
 	}
 }
@@ -430,13 +424,7 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 	require.Len(t, res.Plan.Actions, 3, "the snapshot had no mark: three entries planned")
 	assert.Equal(t, 1, res.Applied[plan.Enter], "only the entry written before the mark was read")
 	assert.Len(t, patches(client), 1)
-	gets := 0
-	for _, a := range client.Actions() {
-		if a.GetVerb() == "get" && a.GetResource().Resource == "daemonsets" {
-			gets++
-		}
-	}
-	assert.Equal(t, 2, gets, "observation, then one re-read: the second entry's check found the mark and the third needed none")
+	assert.Equal(t, 2, countActions(client, "get", "daemonsets"), "observation, then one re-read: the second entry's check found the mark and the third needed none")
 }
 
 // Plans written at the same time (the event-driven mode's many small ones) share one re-read of
@@ -449,15 +437,7 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 	require.NoError(t, err)
 	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
 	require.NoError(t, client.Tracker().Add(ds))
-	dsReads := func() int {
-		n := 0
-		for _, a := range client.Actions() {
-			if a.GetVerb() == "get" && a.GetResource().Resource == "daemonsets" {
-				n++
-			}
-		}
-		return n
-	}
+	dsReads := func() int { return countActions(client, "get", "daemonsets") }
 	ctx := context.Background()
 	plans := make([]*uninstallGuard, 50)
 	for i := range plans {
@@ -482,4 +462,15 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 		assert.True(t, g.marked(ctx), "the mark read by one plan stops them all")
 	}
 	assert.Equal(t, 2, dsReads())
+}
+
+// countActions counts the fake client's requests with this verb on this resource.
+func countActions(client *fake.Clientset, verb, resource string) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == verb && a.GetResource().Resource == resource {
+			n++
+		}
+	}
+	return n
 }
