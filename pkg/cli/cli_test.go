@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +13,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
 )
 
 func execute(t *testing.T, args ...string) (string, string, error) {
@@ -151,4 +154,34 @@ func TestOwnConnection(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotSame(t, own1, own2)
 	assert.NotSame(t, shared1, own1)
+}
+
+func TestClientRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+	limiters := func(t *testing.T, qps string) (main, watches flowcontrol.RateLimiter) {
+		t.Helper()
+		cfg := filepath.Join(dir, "config-"+qps+".yaml")
+		require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n"+
+			"pool: {nodeSelector: {a: b}}\nclient: {qps: "+qps+", burst: 10}\n"), 0o600))
+		o := &globalOptions{configPath: cfg, kubeconfig: kubeconfig, logFormat: "text", stdout: io.Discard, stderr: io.Discard}
+		w, err := o.wire(false, nil, true)
+		require.NoError(t, err)
+		return w.client.CoreV1().RESTClient().GetRateLimiter(), w.watches.CoreV1().RESTClient().GetRateLimiter()
+	}
+
+	main, watches := limiters(t, "5")
+	assert.IsType(t, &ratelimit.Limiter{}, main, "node writes go through the urgent-first limiter")
+	assert.NotNil(t, watches, "the informers' client has a limiter of its own")
+
+	main, watches = limiters(t, "-1")
+	assert.Nil(t, main, "qps -1: no client-side limit on node writes")
+	assert.Nil(t, watches, "nor on the informers' lists")
 }

@@ -208,7 +208,9 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 		reserve = cfg.Client.Burst / 2
 	}
 	main := ownConnection(rc)
-	main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst, reserve)
+	if !cfg.Client.Unlimited() {
+		main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst, reserve)
+	}
 	client, err := kubernetes.NewForConfig(main)
 	if err != nil {
 		return nil, fmt.Errorf("creating client: %w", err)

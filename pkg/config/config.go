@@ -166,10 +166,16 @@ type Events struct {
 
 // Client tunes the Kubernetes client.
 type Client struct {
+	// QPS and Burst are the client-side rate limit of node writes and lists. QPS -1 turns it off
+	// (client-go's convention), leaving API Priority and Fairness and the write slots (eight
+	// releases and eight other writes at once) to bound the load; Burst is then unused.
 	QPS     float32  `json:"qps"`
 	Burst   int      `json:"burst"`
 	Timeout Duration `json:"timeout"`
 }
+
+// Unlimited reports whether the client-side rate limit is off (qps -1).
+func (c Client) Unlimited() bool { return c.QPS == -1 }
 
 // Default returns the configuration with every default set and no pool (which must be given).
 func Default() *Config {
@@ -290,8 +296,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, field.Invalid(field.NewPath("events", "namespace"), c.Events.Namespace, msg))
 	}
 	cp := field.NewPath("client")
-	if c.Client.QPS <= 0 {
-		errs = append(errs, field.Invalid(cp.Child("qps"), c.Client.QPS, "must be greater than 0"))
+	if c.Client.QPS <= 0 && !c.Client.Unlimited() {
+		errs = append(errs, field.Invalid(cp.Child("qps"), c.Client.QPS, "must be greater than 0, or -1 to turn the client-side rate limit off"))
 	}
 	if c.Client.Burst < 1 {
 		errs = append(errs, field.Invalid(cp.Child("burst"), c.Client.Burst, "must be at least 1"))

@@ -64,6 +64,13 @@ client: {qps: 5, burst: 10, timeout: 10s}
 	assert.Equal(t, config.Events{Namespace: "ops", Transitions: true}, cfg.Events)
 }
 
+func TestClientRateLimitOff(t *testing.T) {
+	cfg, err := config.Parse([]byte(minimal + "client: {qps: -1}\n"))
+	require.NoError(t, err)
+	assert.True(t, cfg.Client.Unlimited())
+	assert.False(t, config.Default().Client.Unlimited(), "limited by default")
+}
+
 func TestParseRefusesNamingTheField(t *testing.T) {
 	cases := []struct {
 		name, extra, want string
@@ -87,6 +94,8 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"bad label selector", "maintenance:\n  nodeLabel: {enabled: true, selector: 'a=(b'}\n", "maintenance.nodeLabel.selector: Invalid value"},
 		{"same label values", "statusLabel: {value: x, warmingValue: x}\n", "statusLabel.warmingValue: Invalid value"},
 		{"wrong type", "client: {qps: fast}\n", "client.qps"},
+		{"zero qps", "client: {qps: 0}\n", "client.qps: Invalid value"},
+		{"negative qps other than -1", "client: {qps: -2}\n", "client.qps: Invalid value"},
 		{"transitions not a bool", "events: {transitions: sometimes}\n", "events.transitions"},
 		{"status label in pool selector", "statusLabel: {key: pool}\n", "statusLabel.key: Invalid value"},
 		{"kernel version not a label value", "upgrade:\n  kernelVersionLabel: kv\n  kernelVersions: ['5.15.0 #1 SMP']\n", "upgrade.kernelVersions[0]: Invalid value"},

@@ -703,6 +703,8 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "malformed maxWaitForUpgrade", extra: "maxWaitForUpgrade: 1 day", want: []string{"/maxWaitForUpgrade"}},
 		{name: "zero maxWaitForWarm", extra: "maxWaitForWarm: 0s", want: []string{"/maxWaitForWarm"}},
 		{name: "duration as a number", extra: "maxWaitForWarm: 3600", want: []string{"/maxWaitForWarm"}},
+		{name: "zero qps", extra: "orchestrator: {client: {qps: 0}}", want: []string{"/orchestrator/client/qps"}},
+		{name: "negative qps other than -1", extra: "orchestrator: {client: {qps: -2}}", want: []string{"/orchestrator/client/qps"}},
 		{name: "negative client timeout", extra: "orchestrator: {client: {timeout: -1s}}", want: []string{"/orchestrator/client/timeout"}},
 		{name: "negative budget", extra: "maxConcurrent: -1", want: []string{"/maxConcurrent"}},
 		{name: "budget over 100%", extra: "maxConcurrent: 101%", want: []string{"/maxConcurrent"}},
@@ -762,6 +764,7 @@ func TestGoodValuesAreAccepted(t *testing.T) {
 		"maintenance: {nodeMaintenance: {enabled: false}, nodeLabel: {enabled: true, selector: 'a=b,c in (d)'}}",
 		"global: {imageRegistry: example.com}",
 		"fullnameOverride: prewarmer",
+		"orchestrator: {client: {qps: -1}}", "orchestrator: {client: {qps: 0.5}}",
 	} {
 		t.Run(extra, func(t *testing.T) {
 			parsedConfig(t, mustRender(t, minimal(t, extra)))
