@@ -51,7 +51,7 @@ e2e: tools ## End-to-end tests against a local control plane (brought up and dow
 test: lint unit e2e chart-lint chart-test ## Everything CI runs: lint, unit, e2e, chart lint and install.
 
 .PHONY: bench
-bench: tools ## Measure release latency (event-driven) and run --once cost on the local cluster; writes docs/benchmarks.md (~12 min; not part of test).
+bench: tools ## Measure release latency (event-driven) and run --once cost on the local cluster; writes docs/benchmarks.md (~15 min; not part of test).
 	go run ./hack/bench -out docs/benchmarks.md
 
 .PHONY: cluster-up

@@ -84,7 +84,15 @@ type clientSetting struct {
 	burst int
 }
 
-func (c clientSetting) String() string { return fmt.Sprintf("qps %g, burst %d", c.qps, c.burst) }
+func (c clientSetting) String() string {
+	if c.qps < 0 {
+		return "qps -1: no client-side limit"
+	}
+	return fmt.Sprintf("qps %g, burst %d", c.qps, c.burst)
+}
+
+// unlimited is the setting without a client-side rate limit (config client.qps -1).
+var unlimited = clientSetting{qps: -1, burst: 100}
 
 func run(ctx context.Context) error {
 	var o options
@@ -93,7 +101,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
 	flag.IntVar(&o.repeat, "repeat", 3, "runs of the largest join scenario per client setting")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
-	flag.StringVar(&o.clients, "clients", "50/100,500/1000", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config)")
+	flag.StringVar(&o.clients, "clients", "50/100,-1/100", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config; qps -1: no client-side limit)")
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -147,8 +155,9 @@ type bench struct {
 	latency []latencyRow
 	once    []onceRow
 	notes   []string
-	// created counts the nodes created so far.
-	created int
+	// created counts the nodes created so far (it numbers the fill nodes); live, those that
+	// still exist.
+	created, live int
 	// client is a fast client for bulk creation.
 	client kubernetes.Interface
 	// watchConfig is the stopwatch's client configuration: a connection of its own.
@@ -178,6 +187,8 @@ type latencyRow struct {
 	// watchersClosed counts the node watches the API server closed as unresponsive during the
 	// scenario (apiserver_terminated_watchers_total); -1 when it could not be read.
 	watchersClosed float64
+	// cpu is the CPU time each process used during the scenario (wall).
+	cpu cpuSample
 }
 
 type onceRow struct {
@@ -199,18 +210,6 @@ func (b *bench) scenarios(ctx context.Context) error {
 			settings = append(settings, c)
 		}
 	}
-	// The run --once pool is filled up first, so that its nodes have settled (kwok Ready, the node
-	// lifecycle controller's not-ready taint gone) by the time it is measured: a node still being
-	// written by the control plane costs the orchestrator a conflict and a re-read.
-	joinNodes := 0
-	for i, n := range joins {
-		joinNodes += n * len(settings) * b.runs(i, len(joins))
-	}
-	if fill := slices.Max(append(sizes, 0)) - joinNodes; fill > 0 {
-		if _, err := b.createNodes(ctx, "fill", fill, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
-			return err
-		}
-	}
 	for _, cs := range settings {
 		largest := ""
 		for i, n := range joins {
@@ -227,11 +226,19 @@ func (b *bench) scenarios(ctx context.Context) error {
 					return fmt.Errorf("scenario %s: %w", name, err)
 				}
 				largest = name
+				if !keep {
+					if err := b.removePool(ctx, name); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		if b.opts.upgrading > 0 && largest != "" {
 			if err := b.upgradeScenario(ctx, largest, b.opts.upgrading, cs); err != nil {
 				return fmt.Errorf("upgrade scenario: %w", err)
+			}
+			if err := b.removePool(ctx, largest); err != nil {
+				return err
 			}
 		}
 	}
@@ -308,6 +315,7 @@ func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs 
 	w.expect(nodeNames(name, n))
 	stopProfile := b.profile(proc, name)
 	closedBefore := b.nodeWatchersClosed(ctx)
+	cpuBefore := b.cpu(proc)
 	start := time.Now()
 	names, err := b.createNodes(ctx, name, n, map[string]string{poolLabel: name, allLabel: "yes"}, &taint)
 	if err != nil {
@@ -318,9 +326,10 @@ func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs 
 		b.notes = append(b.notes, fmt.Sprintf("%s: %v", name, err))
 	}
 	wall := time.Since(start)
+	cpu := b.cpu(proc).since(cpuBefore)
 	stopProfile()
 	b.timeline(w, name, names)
-	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)%s", n, label), client: cs, nodes: n, wall: wall, created: created}
+	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)%s", n, label), client: cs, nodes: n, wall: wall, created: created, cpu: cpu}
 	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.phases = w.phases(proc.logPath, names)
@@ -361,6 +370,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 	w.reset(names)
 	closedBefore := b.nodeWatchersClosed(ctx)
 	requestsBefore := proc.requests()
+	cpuBefore := b.cpu(proc)
 	start := time.Now()
 	if err := parallel(ctx, names, 32, func(ctx context.Context, node string) error {
 		_, err := b.c.CreateNodeMaintenance(ctx, "bench-"+node, node)
@@ -381,7 +391,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 	if err := w.waitReleased(ctx, names, 8*time.Minute); err != nil {
 		b.notes = append(b.notes, fmt.Sprintf("upgrade: %v", err))
 	}
-	row := latencyRow{scenario: fmt.Sprintf("%d nodes of a %d-node pool go through the upgrade", k, w.size()), client: cs, nodes: k, wall: time.Since(start)}
+	row := latencyRow{scenario: fmt.Sprintf("%d nodes of a %d-node pool go through the upgrade", k, w.size()), client: cs, nodes: k, wall: time.Since(start), cpu: b.cpu(proc).since(cpuBefore)}
 	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.phases = w.phases(proc.logPath, names)
@@ -399,7 +409,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 // that enters them, then one with nothing to do.
 func (b *bench) onceScenario(ctx context.Context, n int) error {
 	b.log.Info("scenario: run --once", "pool", n)
-	if missing := n - b.created; missing > 0 {
+	if missing := n - b.live; missing > 0 {
 		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
 			return err
 		}
@@ -491,7 +501,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		return err
 	}
 	fast := *cfg
-	fast.Client.QPS, fast.Client.Burst = 500, 1000
+	fast.Client.QPS, fast.Client.Burst = float32(unlimited.qps), unlimited.burst
 	fastDir, err := os.MkdirTemp("", "bench-once-fast-")
 	if err != nil {
 		return err
@@ -505,7 +515,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", "qps 500, burst 1000"
+	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", unlimited.String()
 	b.once = append(b.once, row)
 	// Leave the nodes as they were for the next, larger pool.
 	if err := cleanup(); err != nil {
@@ -564,7 +574,13 @@ func (b *bench) settle(ctx context.Context) {
 	f.Shutdown()
 }
 
-// waitSettled waits until no node of names carries the not-ready taint any more.
+// ttlAnnotation is set on every node by kube-controller-manager's TTL controller, at the
+// controller manager's 20 QPS: minutes for thousands of new nodes.
+const ttlAnnotation = "node.alpha.kubernetes.io/ttl"
+
+// waitSettled waits until the control plane is done with the new nodes of names: none carries the
+// not-ready taint any more and each has its TTL annotation. A run --once cycle measured earlier
+// would race with those writes (conflicts, re-reads) and share the API server with them.
 func (b *bench) waitSettled(ctx context.Context, names []string) error {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -572,12 +588,23 @@ func (b *bench) waitSettled(ctx context.Context, names []string) error {
 	}
 	start := time.Now()
 	err := framework.Eventually(ctx, 6*time.Minute, func(ctx context.Context) (bool, error) {
+		// A list of thousands of nodes is not free: not more than one every two seconds.
+		if time.Since(start) > time.Second {
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
 		list, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: allLabel + "=yes", ResourceVersion: "0"})
 		if err != nil {
 			return false, err
 		}
 		for _, node := range list.Items {
-			if want[node.Name] && state.HasTaint(&node, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
+			if !want[node.Name] {
+				continue
+			}
+			if _, annotated := node.Annotations[ttlAnnotation]; !annotated || state.HasTaint(&node, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
 				return false, nil
 			}
 		}
@@ -737,6 +764,75 @@ func (b *bench) warmer(ctx context.Context, cfg *config.Config) error {
 	})
 }
 
+// cpu samples the CPU time of the cluster's processes, the orchestrator p and this process.
+func (b *bench) cpu(p *controllerProc) cpuSample {
+	return cpuNow(filepath.Dir(b.c.Kubeconfig), p.cmd.Process.Pid)
+}
+
+// removePool deletes a latency scenario's nodes, warmer DaemonSet, pods and namespace, and waits
+// until they are gone and the control plane has caught up, so that every scenario meets the same
+// cluster: the nodes of earlier runs would otherwise stay, each with a Lease that kwok renews and
+// watched by every controller, a load on the API server that grows from run to run.
+func (b *bench) removePool(ctx context.Context, name string) error {
+	start := time.Now()
+	ns := strings.ReplaceAll(name, ".", "-")
+	sel := metav1.ListOptions{LabelSelector: poolLabel + "=" + name}
+	background := metav1.DeletePropagationBackground
+	if err := b.client.AppsV1().DaemonSets(ns).Delete(ctx, "warmer", metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the warmer DaemonSet of %s: %w", name, err)
+	}
+	// Grace period 0: kwok runs no containers to stop, so the pods go at once.
+	if err := b.client.CoreV1().Pods(ns).DeleteCollection(ctx, *metav1.NewDeleteOptions(0), metav1.ListOptions{}); err != nil {
+		return fmt.Errorf("deleting the warmer pods of %s: %w", name, err)
+	}
+	list, err := b.client.CoreV1().Nodes().List(ctx, sel)
+	if err != nil {
+		return fmt.Errorf("listing the nodes of %s: %w", name, err)
+	}
+	if err := b.client.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
+		return fmt.Errorf("deleting the nodes of %s: %w", name, err)
+	}
+	b.live -= len(list.Items)
+	// The nodes' Leases (kwok renews one per node) would be collected by the garbage collector
+	// at kube-controller-manager's 20 QPS, for most of a minute into the next scenario.
+	names := make([]string, len(list.Items))
+	for i := range list.Items {
+		names[i] = list.Items[i].Name
+	}
+	if err := parallel(ctx, names, 32, func(ctx context.Context, node string) error {
+		err := b.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Delete(ctx, node, metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("deleting the node leases of %s: %w", name, err)
+	}
+	if err := b.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting namespace %s: %w", ns, err)
+	}
+	err = framework.Eventually(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := b.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return false, err
+		}
+		nodes, err := b.client.CoreV1().Nodes().List(ctx, sel)
+		return err == nil && len(nodes.Items) == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("removing %s: %w", name, err)
+	}
+	// The controllers' reactions to the deletions (the namespace's remaining objects, the node
+	// lifecycle controller forgetting the nodes) settle within a few seconds.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(10 * time.Second):
+	}
+	b.log.Info("pool removed", "pool", name, "nodes", len(list.Items), "took", time.Since(start).Round(time.Second).String())
+	return nil
+}
+
 // createNodes creates n kwok nodes named <prefix>-%05d, in parallel, without waiting for them.
 func (b *bench) createNodes(ctx context.Context, prefix string, n int, labels map[string]string, taint *corev1.Taint) ([]string, error) {
 	names := nodeNames(prefix, n)
@@ -750,6 +846,7 @@ func (b *bench) createNodes(ctx context.Context, prefix string, n int, labels ma
 		return err
 	})
 	b.created += n
+	b.live += n
 	b.log.Info("nodes created", "nodes", n, "took", time.Since(start).Round(time.Millisecond).String())
 	return names, err
 }

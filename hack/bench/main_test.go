@@ -68,7 +68,7 @@ func TestJoinVerdicts(t *testing.T) {
 		s[98], s[99] = d, d+time.Second
 		return s
 	}
-	slow, fast := clientSetting{qps: 50, burst: 100}, clientSetting{qps: 500, burst: 1000}
+	slow, fast := clientSetting{qps: 50, burst: 100}, unlimited
 	rows := []latencyRow{
 		{scenario: "100 nodes join tainted at once (adopt)", client: slow, nodes: 100, samples: withP99(time.Second)},
 		{scenario: "1000 nodes join tainted at once (adopt), run 1 of 3", client: slow, nodes: 1000, samples: withP99(90 * time.Millisecond)},
@@ -79,11 +79,11 @@ func TestJoinVerdicts(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"- Target p99 <= 100 ms at 1000 nodes joining (qps 50, burst 100): **met in 1 of 3 runs** (p99 90.0 ms, 300.0 ms, 120.0 ms; median 120.0 ms).",
-		"- Target p99 <= 100 ms at 1000 nodes joining (qps 500, burst 1000): met (p99 80.0 ms).",
+		"- Target p99 <= 100 ms at 1000 nodes joining (qps -1: no client-side limit): met (p99 80.0 ms).",
 	}, joinVerdicts(rows))
 
 	rows[5].samples = withP99(101 * time.Millisecond)
-	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (qps 500, burst 1000): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
+	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (qps -1: no client-side limit): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
 }
 
 func TestRequestsByVerb(t *testing.T) {
@@ -105,3 +105,36 @@ func TestRequestsByVerb(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with a space and a parenthesis: fields are counted from the last ')'.
+	stat := []byte("4242 (kube (odd) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 12 0 100 0 0\n")
+	got, ok := parseStatCPU(stat)
+	require.True(t, ok)
+	assert.Equal(t, 3250*time.Millisecond, got, "utime 250 + stime 75 ticks at 100 a second")
+	_, ok = parseStatCPU([]byte("4242 (truncated"))
+	assert.False(t, ok)
+	_, ok = parseStatCPU([]byte("4242 (x) S 1 2"))
+	assert.False(t, ok)
+}
+
+func TestCPUComponent(t *testing.T) {
+	assert.Equal(t, "kube-apiserver", component("/root/.cache/kwok/clusters/b/bin/kube-apiserver-v1.36.3"))
+	assert.Equal(t, "kwok", component("/usr/local/bin/kwok"))
+	assert.Equal(t, "etcd", component("etcd"))
+	assert.Empty(t, component("/usr/local/bin/kwokctl"), "kwokctl is not a cluster component")
+	assert.Empty(t, component("/bin/bash"))
+}
+
+func TestCPUSince(t *testing.T) {
+	before := cpuSample{"etcd": time.Second, "kwok": 2 * time.Second, "gone": time.Second}
+	after := cpuSample{"etcd": 3 * time.Second, "kwok": 2 * time.Second, "new": time.Second}
+	assert.Equal(t, cpuSample{"etcd": 2 * time.Second, "kwok": 0}, after.since(before))
+}
+
+func TestCPUNowReadsThisProcess(t *testing.T) {
+	s := cpuNow("", 0)
+	_, ok := s["benchmark"]
+	assert.True(t, ok, "this process's own CPU time")
+	assert.NotContains(t, s, "orchestrator")
+}

@@ -70,7 +70,7 @@ func (b *bench) write() error {
 	p("| OS | %s/%s, kernel %s |", runtime.GOOS, runtime.GOARCH, kernel())
 	p("| Go | %s |", runtime.Version())
 	p("| cluster | kwokctl (runtime `binary`) from hack/tools/versions.env: %s |", toolVersions())
-	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo); `client` qps/burst per row below (the config's defaults are 50/100) |")
+	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo); `client` qps/burst per row below (the config's defaults are 50/100; qps -1 turns the client-side limit off) |")
 	p("")
 	p("Everything runs on the same machine: etcd, kube-apiserver, kube-controller-manager (DaemonSet")
 	p("controller), kube-scheduler, kwok (fake nodes; it marks warmer pods Ready as soon as they are bound),")
@@ -97,12 +97,16 @@ func (b *bench) write() error {
 	p("- *Join*: the orchestrator runs; N nodes are created at once carrying the taint (the adopt path: the")
 	p("  node becomes `warming`, the DaemonSet controller creates a warmer pod, the scheduler binds it, kwok")
 	p("  marks it Ready, the orchestrator releases the node). The largest join runs %d times per client", max(b.opts.repeat, 1))
-	p("  setting, each time with a fresh orchestrator and new nodes (earlier runs' nodes stay): its p99")
-	p("  varies a lot from run to run.")
+	p("  setting, each time with a fresh orchestrator and new nodes: its p99 varies a lot from run to run.")
+	p("  After each run (after the upgrade, for the run it continues in) its nodes, warmer pods and")
+	p("  DaemonSet are deleted and the control plane is left 10 s to settle, so every run meets the same")
+	p("  cluster.")
 	p("- *Upgrade*: in the last run's pool (all released), N nodes get a NodeMaintenance (tainted), then are")
 	p("  rebooted at once (new kernel and boot ID), which the orchestrator sees as the upgrade; then as above.")
 	p("- **`run --once`** (the built binary, as the CronJob runs it): a pool of N nodes, 10%% with a")
-	p("  NodeMaintenance. The first cycle enters them (one patch each); the second has nothing to")
+	p("  NodeMaintenance, created after the latency scenarios and measured once the control plane is")
+	p("  done with its new nodes (kwok Ready, the not-ready taint removed, kube-controller-manager's TTL")
+	p("  annotation set: minutes at its 20 QPS). The first cycle enters them (one patch each); the second has nothing to")
 	p("  do. Wall time of the process, API requests it made (its own `image_prewarmer_api_requests_total`,")
 	p("  pushed with `--pushgateway` to a local stand-in), peak RSS (`getrusage` of the child: `ru_maxrss`).")
 	p("")
@@ -159,6 +163,7 @@ func (b *bench) write() error {
 		p("| %s | %s | %s | %s | %s | %s | %s |", r.scenario, r.client, cell(r.phases[0]), cell(r.phases[1]), cell(r.phases[2]), created, closed)
 	}
 	p("")
+	b.cpuTable(p)
 	p("Reading the numbers: each joining node costs the orchestrator two guarded patches (adopt, then")
 	p("release; by default no Event records a routine transition), and its writes race with the")
 	p("control plane's own writes to the same new nodes (kwok's status updates, the not-ready taint):")
@@ -178,13 +183,12 @@ func (b *bench) write() error {
 	p("delivery to every node watcher for up to 100 ms (a budget that refills at 50 ms a second) before")
 	p("the watch is closed and its client re-opens it. At `-v 1` the API server logs each closure with")
 	p("the watch's selector: they hit the control plane's unselected node watches, the orchestrator's and")
-	p("the benchmark's alike. They are not the whole story: each run's nodes stay in the cluster, so later")
-	p("runs meet a grown watch cache (few closures) but a busier control plane (kwok renews a Lease for")
-	p("every node), a slower creation burst and, in our runs, a higher p99. The p99 of the thousand-node")
+	p("the benchmark's alike. They are not the whole story: runs with few closures have had high p99s")
+	p("too, when the creation burst was slow (the CPU table shows who had the cores). The p99 of the thousand-node")
 	p("join is therefore the figure that varies most between runs at the same settings (from under")
 	p("100 ms to about 900 ms in ours): it is set by how many releases fall into the creation burst and")
-	p("how far the API server's node watches fall behind in it. Faster clients add to that load: in our")
-	p("runs 200 or 500 QPS did not lower it.")
+	p("how far the API server's node watches fall behind in it. A faster client adds to that load: in")
+	p("our runs neither 200 or 500 QPS nor no client-side limit lowered it.")
 	p("")
 	p("## One `run --once` cycle")
 	p("")
@@ -215,8 +219,9 @@ func (b *bench) write() error {
 	p("would be Events, which by default only Warnings and an operator's own release of a node get")
 	p("(the metrics push is not an API request). A cycle with nothing to write is the lists and")
 	p("the plan. The first cycle's wall time is its writes: each entered node costs a patch.")
-	p("At the default `client.qps` the client's rate limit paces them (500 patches at 50 a second); at")
-	p("500 QPS nothing waits on the client side, and what remains is the API server's time to apply 500")
+	p("At the default `client.qps` the client's rate limit paces them (500 patches at 50 a second);")
+	p("without a client-side limit (`client.qps: -1`) nothing waits on the client side, and what remains")
+	p("is the API server's time to apply 500")
 	p("node patches on this machine's two cores, shared with etcd, kwok and the controllers reacting")
 	p("to the tainted nodes (more write slots than the orchestrator's eight did not raise it).")
 	if len(b.notes) > 0 {
@@ -333,4 +338,37 @@ func joinVerdicts(rows []latencyRow) []string {
 		out = append(out, line+").")
 	}
 	return out
+}
+
+// cpuTable reports the CPU time each process used during each latency scenario.
+func (b *bench) cpuTable(p func(string, ...any)) {
+	p("CPU time each process used during the scenario (from the first node created, or the first")
+	p("maintenance, to the last node released), from `/proc/<pid>/stat`. With %d cores, `all` can", runtime.NumCPU())
+	p("reach at most %d times the wall time.", runtime.NumCPU())
+	p("")
+	header, rule := "| scenario | client |", "|---|---|"
+	for _, c := range cpuComponents {
+		header += " " + c + " |"
+		rule += "---|"
+	}
+	p("%s all | wall |", header)
+	p("%s---|---|", rule)
+	for _, r := range b.latency {
+		if len(r.cpu) == 0 {
+			continue
+		}
+		row := fmt.Sprintf("| %s | %s |", r.scenario, r.client)
+		var total time.Duration
+		for _, c := range cpuComponents {
+			t, ok := r.cpu[c]
+			if !ok {
+				row += " - |"
+				continue
+			}
+			total += t
+			row += fmt.Sprintf(" %.1f s |", t.Seconds())
+		}
+		p("%s %.1f s | %s |", row, total.Seconds(), r.wall.Round(100*time.Millisecond))
+	}
+	p("")
 }
