@@ -188,7 +188,7 @@ func (b *bench) write() error {
 	p("join is therefore the figure that varies most between runs at the same settings (from under")
 	p("100 ms to about 900 ms in ours): it is set by how many releases fall into the creation burst and")
 	p("how far the API server's node watches fall behind in it. A faster client adds to that load: in")
-	p("our runs neither 200 or 500 QPS nor no client-side limit lowered it.")
+	p("our runs 200 QPS, 500 QPS and no client-side limit did not lower it.")
 	p("")
 	p("## One `run --once` cycle")
 	p("")
