@@ -73,6 +73,8 @@ type options struct {
 	repeat    int
 	onceSizes string
 	clients   string
+	// keepNodes leaves each latency run's nodes in the cluster (no removePool).
+	keepNodes bool
 	// debugDir, when set, receives each orchestrator's debug log, a CPU profile of each join
 	// scenario, and per-node timelines (CSV).
 	debugDir string
@@ -102,6 +104,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.repeat, "repeat", 3, "runs of the largest join scenario per client setting")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
 	flag.StringVar(&o.clients, "clients", "50/100,-1/100", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config; qps -1: no client-side limit)")
+	flag.BoolVar(&o.keepNodes, "keep-nodes", false, "leave each latency run's nodes in the cluster instead of deleting them before the next run")
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -771,9 +774,12 @@ func (b *bench) cpu(p *controllerProc) cpuSample {
 
 // removePool deletes a latency scenario's nodes, warmer DaemonSet, pods and namespace, and waits
 // until they are gone and the control plane has caught up, so that every scenario meets the same
-// cluster: the nodes of earlier runs would otherwise stay, each with a Lease that kwok renews and
-// watched by every controller, a load on the API server that grows from run to run.
+// cluster: with the nodes of earlier runs kept (-keep-nodes), each run meets more nodes, more
+// Leases to renew and a larger API server watch cache than the one before.
 func (b *bench) removePool(ctx context.Context, name string) error {
+	if b.opts.keepNodes {
+		return nil
+	}
 	start := time.Now()
 	ns := strings.ReplaceAll(name, ".", "-")
 	sel := metav1.ListOptions{LabelSelector: poolLabel + "=" + name}

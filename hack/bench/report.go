@@ -100,7 +100,7 @@ func (b *bench) write() error {
 	p("  setting, each time with a fresh orchestrator and new nodes: its p99 varies a lot from run to run.")
 	p("  After each run (after the upgrade, for the run it continues in) its nodes, warmer pods and")
 	p("  DaemonSet are deleted and the control plane is left 10 s to settle, so every run meets the same")
-	p("  cluster.")
+	p("  cluster (`-keep-nodes` leaves them instead).")
 	p("- *Upgrade*: in the last run's pool (all released), N nodes get a NodeMaintenance (tainted), then are")
 	p("  rebooted at once (new kernel and boot ID), which the orchestrator sees as the upgrade; then as above.")
 	p("- **`run --once`** (the built binary, as the CronJob runs it): a pool of N nodes, 10%% with a")
