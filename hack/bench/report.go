@@ -106,7 +106,7 @@ func (b *bench) write() error {
 	p("- **`run --once`** (the built binary, as the CronJob runs it): a pool of N nodes, 10%% with a")
 	p("  NodeMaintenance, created after the latency scenarios and measured once the control plane is")
 	p("  done with its new nodes (kwok Ready, the not-ready taint removed, kube-controller-manager's TTL")
-	p("  annotation set: minutes at its 20 QPS). The first cycle enters them (one patch each); the second has nothing to")
+	p("  annotation set: about 30 s for 4,000 new nodes). The first cycle enters them (one patch each); the second has nothing to")
 	p("  do. Wall time of the process, API requests it made (its own `image_prewarmer_api_requests_total`,")
 	p("  pushed with `--pushgateway` to a local stand-in), peak RSS (`getrusage` of the child: `ru_maxrss`).")
 	p("")
