@@ -474,3 +474,36 @@ func countActions(client *fake.Clientset, verb, resource string) int {
 	}
 	return n
 }
+
+// The node lists, the maintenance list and the warmer's reads run concurrently; a failure is
+// reported in a fixed order (nodes first) whichever request failed first, so the one-line reason
+// of a failed cycle does not depend on timing.
+func TestObserveReportsTheFirstFailedReadInOrder(t *testing.T) {
+	fail := func(client *fake.Clientset, verb, resource string, delay time.Duration) {
+		client.PrependReactor(verb, resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+			time.Sleep(delay)
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: resource}, "", errors.New("denied"))
+		})
+	}
+	pool := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+
+	client := fake.NewClientset(pool)
+	fail(client, "get", "daemonsets", 0)
+	fail(client, "list", "nodes", 50*time.Millisecond)
+	_, err := testEngine(t, client, false).Observe(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "listing pool nodes", "the node list failed last but comes first")
+
+	client = fake.NewClientset(pool)
+	fail(client, "get", "daemonsets", 0)
+	_, err = testEngine(t, client, false).Observe(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "getting warmer DaemonSet")
+
+	client = fake.NewClientset(pool)
+	obs, err := testEngine(t, client, false).Observe(context.Background())
+	require.NoError(t, err)
+	require.Len(t, obs.Snapshot.Nodes, 1)
+	assert.Equal(t, "a", obs.Snapshot.Nodes[0].Name)
+	assert.Nil(t, obs.Snapshot.DaemonSet, "no warmer DaemonSet: not an error")
+}

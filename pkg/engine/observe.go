@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -26,26 +27,38 @@ type Observation struct {
 
 // Observe takes one snapshot with a constant number of API calls: two node lists (pool, status
 // label), one list per object source, one DaemonSet get and two namespaced lists (its revisions
-// and pods). No per-node reads.
+// and pods). No per-node reads. The nodes, the maintenance objects and the warmer are read
+// concurrently: the snapshot is no more atomic for being read in sequence, and at 5,000 nodes the
+// node pages alone take a few hundred milliseconds. When reads fail, the error reported is the
+// first in that order (nodes, maintenance, warmer), whichever failed first.
 func (e *Engine) Observe(ctx context.Context) (Observation, error) {
-	nodes, err := e.listNodes(ctx)
-	if err != nil {
-		return Observation{}, err
+	var (
+		wg        sync.WaitGroup
+		errs      [3]error
+		nodes     []*corev1.Node
+		objects   []*unstructured.Unstructured
+		served    bool
+		ds        *appsv1.DaemonSet
+		revisions []*appsv1.ControllerRevision
+		pods      []*corev1.Pod
+	)
+	wg.Go(func() { nodes, errs[0] = e.listNodes(ctx) })
+	wg.Go(func() { objects, served, errs[1] = e.sources.List(ctx) })
+	wg.Go(func() { ds, revisions, pods, errs[2] = e.observeWarmer(ctx) })
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return Observation{}, err
+		}
 	}
-	src, err := e.sources.Collect(ctx, nodes)
-	if err != nil {
-		return Observation{}, err
-	}
-	obs := Observation{
-		Snapshot: plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now()},
+	src := e.sources.CollectFrom(nodes, objects, served)
+	return Observation{
+		Snapshot: plan.Snapshot{
+			Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(),
+			DaemonSet: ds, Revisions: revisions, Pods: pods,
+		},
 		Warnings: src.Warnings,
-	}
-	ds, revisions, pods, err := e.observeWarmer(ctx)
-	if err != nil {
-		return Observation{}, err
-	}
-	obs.Snapshot.DaemonSet, obs.Snapshot.Revisions, obs.Snapshot.Pods = ds, revisions, pods
-	return obs, nil
+	}, nil
 }
 
 // nodePageSize is the page size of node lists: a 5,000-node list in one response would need the

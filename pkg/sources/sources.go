@@ -58,15 +58,20 @@ func GVR(cfg *config.Config) schema.GroupVersionResource {
 // already listed). Maintenance of nodes not among them is ignored: they are not ours.
 // The nodeMaintenance source costs one list call.
 func (c *Collector) Collect(ctx context.Context, nodes []*corev1.Node) (Result, error) {
-	var objects []*unstructured.Unstructured
-	served := true
-	if c.cfg.Maintenance.NodeMaintenance.Enabled {
-		var err error
-		if objects, served, err = c.listObjects(ctx); err != nil {
-			return Result{}, err
-		}
+	objects, served, err := c.List(ctx)
+	if err != nil {
+		return Result{}, err
 	}
 	return c.CollectFrom(nodes, objects, served), nil
+}
+
+// List reads the maintenance objects CollectFrom needs: the nodeMaintenance objects, when that
+// source is enabled (served is false when the resource is not served). Nothing otherwise.
+func (c *Collector) List(ctx context.Context) (objects []*unstructured.Unstructured, served bool, err error) {
+	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
+		return nil, true, nil
+	}
+	return c.listObjects(ctx)
 }
 
 // CollectFrom returns the maintenance set for the given nodes from nodeMaintenance objects
