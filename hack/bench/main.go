@@ -87,14 +87,19 @@ type clientSetting struct {
 }
 
 func (c clientSetting) String() string {
+	s := fmt.Sprintf("qps %g, burst %d", c.qps, c.burst)
 	if c.qps < 0 {
-		return "qps -1: no client-side limit"
+		s = "qps -1, no client-side limit"
 	}
-	return fmt.Sprintf("qps %g, burst %d", c.qps, c.burst)
+	if d := config.Default().Client; c.qps == float64(d.QPS) && (c.qps < 0 || c.burst == d.Burst) {
+		s = "default: " + s
+	}
+	return s
 }
 
-// unlimited is the setting without a client-side rate limit (config client.qps -1).
-var unlimited = clientSetting{qps: -1, burst: 100}
+// paced is the client setting the run --once scenario compares the default with: a client-side
+// rate limit of 50 QPS.
+var paced = clientSetting{qps: 50, burst: 100}
 
 func run(ctx context.Context) error {
 	var o options
@@ -103,7 +108,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
 	flag.IntVar(&o.repeat, "repeat", 3, "runs of the largest join scenario per client setting")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
-	flag.StringVar(&o.clients, "clients", "50/100,-1/100", "orchestrator client qps/burst settings of the latency runs (50/100 is the default config; qps -1: no client-side limit)")
+	flag.StringVar(&o.clients, "clients", "-1/100,50/100", "orchestrator client qps/burst settings of the latency runs (-1, no client-side limit, is the default config)")
 	flag.BoolVar(&o.keepNodes, "keep-nodes", false, "leave each latency run's nodes in the cluster instead of deleting them before the next run")
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
 	flag.Parse()
@@ -486,10 +491,10 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, "qps 50, burst 100 (default)"
+		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, clientSetting{qps: float64(cfg.Client.QPS), burst: cfg.Client.Burst}.String()
 		b.once = append(b.once, row)
 	}
-	// The first cycle again with a faster client: its writes are what the rate limit paces. A new
+	// The first cycle again with a client-side rate limit, which paces its writes. A new
 	// maintenance for the same nodes (a node released for a maintenance is not tainted again for it).
 	if err := cleanup(); err != nil {
 		return err
@@ -503,22 +508,22 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 	}); err != nil {
 		return err
 	}
-	fast := *cfg
-	fast.Client.QPS, fast.Client.Burst = float32(unlimited.qps), unlimited.burst
-	fastDir, err := os.MkdirTemp("", "bench-once-fast-")
+	slow := *cfg
+	slow.Client.QPS, slow.Client.Burst = float32(paced.qps), paced.burst
+	slowDir, err := os.MkdirTemp("", "bench-once-paced-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(fastDir)
-	fastPath, err := writeConfig(fastDir, &fast)
+	defer os.RemoveAll(slowDir)
+	slowPath, err := writeConfig(slowDir, &slow)
 	if err != nil {
 		return err
 	}
-	row, err := b.runOnce(ctx, fastPath)
+	row, err := b.runOnce(ctx, slowPath)
 	if err != nil {
 		return err
 	}
-	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", unlimited.String()
+	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", paced.String()
 	b.once = append(b.once, row)
 	// Leave the nodes as they were for the next, larger pool.
 	if err := cleanup(); err != nil {

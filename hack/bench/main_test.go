@@ -68,7 +68,7 @@ func TestJoinVerdicts(t *testing.T) {
 		s[98], s[99] = d, d+time.Second
 		return s
 	}
-	slow, fast := clientSetting{qps: 50, burst: 100}, unlimited
+	slow, fast := paced, clientSetting{qps: -1, burst: 100}
 	rows := []latencyRow{
 		{scenario: "100 nodes join tainted at once (adopt)", client: slow, nodes: 100, samples: withP99(time.Second)},
 		{scenario: "1000 nodes join tainted at once (adopt), run 1 of 3", client: slow, nodes: 1000, samples: withP99(90 * time.Millisecond)},
@@ -79,11 +79,18 @@ func TestJoinVerdicts(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"- Target p99 <= 100 ms at 1000 nodes joining (qps 50, burst 100): **met in 1 of 3 runs** (p99 90.0 ms, 300.0 ms, 120.0 ms; median 120.0 ms).",
-		"- Target p99 <= 100 ms at 1000 nodes joining (qps -1: no client-side limit): met (p99 80.0 ms).",
+		"- Target p99 <= 100 ms at 1000 nodes joining (default: qps -1, no client-side limit): met (p99 80.0 ms).",
 	}, joinVerdicts(rows))
 
 	rows[5].samples = withP99(101 * time.Millisecond)
-	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (qps -1: no client-side limit): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
+	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (default: qps -1, no client-side limit): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
+}
+
+func TestClientSettingNamesTheDefault(t *testing.T) {
+	assert.Equal(t, "default: qps -1, no client-side limit", clientSetting{qps: -1, burst: 100}.String())
+	assert.Equal(t, "default: qps -1, no client-side limit", clientSetting{qps: -1, burst: 7}.String(), "burst is unused without a limit")
+	assert.Equal(t, "qps 50, burst 100", paced.String())
+	assert.Equal(t, "qps 500, burst 1000", clientSetting{qps: 500, burst: 1000}.String())
 }
 
 func TestRequestsByVerb(t *testing.T) {

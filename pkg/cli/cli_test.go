@@ -166,22 +166,27 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `), 0o600))
-	limiters := func(t *testing.T, qps string) (main, watches flowcontrol.RateLimiter) {
+	// limiters wires the clients from a config whose client section is client ("" for none).
+	limiters := func(t *testing.T, client string) (main, watches flowcontrol.RateLimiter) {
 		t.Helper()
-		cfg := filepath.Join(dir, "config-"+qps+".yaml")
+		cfg := filepath.Join(dir, "config.yaml")
 		require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n"+
-			"pool: {nodeSelector: {a: b}}\nclient: {qps: "+qps+", burst: 10}\n"), 0o600))
+			"pool: {nodeSelector: {a: b}}\n"+client), 0o600))
 		o := &globalOptions{configPath: cfg, kubeconfig: kubeconfig, logFormat: "text", stdout: io.Discard, stderr: io.Discard}
 		w, err := o.wire(false, nil, true)
 		require.NoError(t, err)
 		return w.client.CoreV1().RESTClient().GetRateLimiter(), w.watches.CoreV1().RESTClient().GetRateLimiter()
 	}
 
-	main, watches := limiters(t, "5")
+	main, watches := limiters(t, "client: {qps: 5, burst: 10}\n")
 	assert.IsType(t, &ratelimit.Limiter{}, main, "node writes go through the urgent-first limiter")
 	assert.NotNil(t, watches, "the informers' client has a limiter of its own")
 
-	main, watches = limiters(t, "-1")
+	main, watches = limiters(t, "client: {qps: -1}\n")
 	assert.Nil(t, main, "qps -1: no client-side limit on node writes")
 	assert.Nil(t, watches, "nor on the informers' lists")
+
+	main, watches = limiters(t, "")
+	assert.Nil(t, main, "no client-side limit by default")
+	assert.Nil(t, watches)
 }

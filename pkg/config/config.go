@@ -166,9 +166,10 @@ type Events struct {
 
 // Client tunes the Kubernetes client.
 type Client struct {
-	// QPS and Burst are the client-side rate limit of node writes and lists. QPS -1 turns it off
-	// (client-go's convention), leaving API Priority and Fairness and the write slots (eight
-	// releases and eight other writes at once) to bound the load; Burst is then unused.
+	// QPS and Burst are the client-side rate limit of node writes and lists. QPS -1, the
+	// default, turns it off (client-go's convention, controller-runtime's default): API Priority
+	// and Fairness and the write slots (eight releases and eight other writes at once) bound the
+	// load, and Burst is unused. A QPS above 0 paces every request at that rate.
 	QPS     float32  `json:"qps"`
 	Burst   int      `json:"burst"`
 	Timeout Duration `json:"timeout"`
@@ -204,7 +205,7 @@ func Default() *Config {
 		MaxWaitForWarm:    NewDuration(2 * time.Hour),
 		OnWarmTimeout:     OnWarmTimeoutRelease,
 		Events:            Events{Namespace: "default"},
-		Client:            Client{QPS: 50, Burst: 100, Timeout: NewDuration(30 * time.Second)},
+		Client:            Client{QPS: -1, Burst: 100, Timeout: NewDuration(30 * time.Second)},
 	}
 }
 

@@ -64,11 +64,15 @@ client: {qps: 5, burst: 10, timeout: 10s}
 	assert.Equal(t, config.Events{Namespace: "ops", Transitions: true}, cfg.Events)
 }
 
-func TestClientRateLimitOff(t *testing.T) {
-	cfg, err := config.Parse([]byte(minimal + "client: {qps: -1}\n"))
+func TestClientRateLimit(t *testing.T) {
+	cfg, err := config.Parse([]byte(minimal))
 	require.NoError(t, err)
-	assert.True(t, cfg.Client.Unlimited())
-	assert.False(t, config.Default().Client.Unlimited(), "limited by default")
+	assert.True(t, cfg.Client.Unlimited(), "no client-side limit by default")
+
+	cfg, err = config.Parse([]byte(minimal + "client: {qps: 50}\n"))
+	require.NoError(t, err)
+	assert.False(t, cfg.Client.Unlimited())
+	assert.Equal(t, config.Client{QPS: 50, Burst: 100, Timeout: config.NewDuration(30 * time.Second)}, cfg.Client)
 }
 
 func TestParseRefusesNamingTheField(t *testing.T) {

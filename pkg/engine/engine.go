@@ -48,7 +48,7 @@ type Options struct {
 	Reporter string
 	// Workers bounds how many nodes are patched at once, across concurrent Apply calls
 	// (default 8), for releases and for other transitions each: a release never waits for a
-	// slot held by another kind of write. The client's QPS limit applies on top.
+	// slot held by another kind of write. A client-side rate limit, if configured, applies on top.
 	Workers int
 	// Metrics records transitions and latencies; nil records nothing.
 	Metrics *metrics.Metrics
@@ -424,8 +424,9 @@ const uninstallCheckInterval = 2 * time.Second
 
 // uninstallGuard stops a plan's entries and adoptions once `cleanup --uninstall` has marked the
 // warmer DaemonSet (state.Uninstalling). The plan was computed from a snapshot without the mark,
-// but writing it can take long (hundreds of entries paced by client.qps): an entry that landed
-// after the hook's last sweep would leave a node tainted with no orchestrator left to release it.
+// but writing it can take long (hundreds of entries, more so when client.qps paces them): an
+// entry that landed after the hook's last sweep would leave a node tainted with no orchestrator
+// left to release it.
 // A plan whose writes began less than uninstallCheckInterval ago trusts its snapshot, so a short
 // write phase costs no request; later ones share the engine's uninstallMark. Used by apply's
 // loop only.
