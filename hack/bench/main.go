@@ -197,7 +197,14 @@ type latencyRow struct {
 	watchersClosed float64
 	// cpu is the CPU time each process used during the scenario (wall).
 	cpu cpuSample
+	// byReady splits the samples of a join by when the warmer pod turned Ready (readyWindows).
+	byReady [][]time.Duration
 }
+
+// readyWindows bound the windows a join's latencies are split by, in time since its first node
+// was created: the burst of node creations and first writes to them, the control plane's
+// catch-up (kube-controller-manager's and kwok's writes to a thousand new nodes), and after.
+var readyWindows = []time.Duration{5 * time.Second, 20 * time.Second}
 
 type onceRow struct {
 	pool, inMaintenance int
@@ -340,6 +347,7 @@ func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs 
 	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)%s", n, label), client: cs, nodes: n, wall: wall, created: created, cpu: cpu}
 	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
+	row.byReady = w.latenciesByReady(names, start, readyWindows)
 	row.phases = w.phases(proc.logPath, names)
 	row.requests = proc.requests()
 	if !keepRunning {
@@ -1103,6 +1111,30 @@ func (w *watcher) latencies(names []string) ([]time.Duration, int) {
 	}
 	slices.Sort(out)
 	return out, missing
+}
+
+// latenciesByReady splits the latencies of names by when their warmer pod was seen Ready, in time
+// since start: one sorted slice per window below each of bounds (ascending), and one after the last.
+func (w *watcher) latenciesByReady(names []string, start time.Time, bounds []time.Duration) [][]time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([][]time.Duration, len(bounds)+1)
+	for _, n := range names {
+		r, ok1 := w.readyAt[n]
+		f, ok2 := w.freeAt[n]
+		if !ok1 || !ok2 {
+			continue
+		}
+		i := 0
+		for i < len(bounds) && r.Sub(start) >= bounds[i] {
+			i++
+		}
+		out[i] = append(out[i], f.Sub(r))
+	}
+	for _, s := range out {
+		slices.Sort(s)
+	}
+	return out
 }
 
 // logLineRE matches the orchestrator's debug log lines that time a release: the plan that handed

@@ -145,3 +145,24 @@ func TestCPUNowReadsThisProcess(t *testing.T) {
 	assert.True(t, ok, "this process's own CPU time")
 	assert.NotContains(t, s, "orchestrator")
 }
+
+func TestLatenciesByReady(t *testing.T) {
+	start := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	w := &watcher{readyAt: map[string]time.Time{}, freeAt: map[string]time.Time{}}
+	add := func(name string, ready, latency time.Duration) {
+		w.readyAt[name] = start.Add(ready)
+		w.freeAt[name] = start.Add(ready + latency)
+	}
+	add("a", time.Second, 300*time.Millisecond)
+	add("b", 4*time.Second, 100*time.Millisecond)
+	add("c", 5*time.Second, 50*time.Millisecond) // a bound starts the next window
+	add("d", 19*time.Second, 20*time.Millisecond)
+	add("e", time.Minute, 7*time.Millisecond)
+	w.readyAt["never-released"] = start
+	got := w.latenciesByReady([]string{"a", "b", "c", "d", "e", "never-released", "unknown"}, start, readyWindows)
+	assert.Equal(t, [][]time.Duration{
+		{100 * time.Millisecond, 300 * time.Millisecond},
+		{20 * time.Millisecond, 50 * time.Millisecond},
+		{7 * time.Millisecond},
+	}, got)
+}

@@ -163,6 +163,7 @@ func (b *bench) write() error {
 		p("| %s | %s | %s | %s | %s | %s | %s |", r.scenario, r.client, cell(r.phases[0]), cell(r.phases[1]), cell(r.phases[2]), created, closed)
 	}
 	p("")
+	b.readyTable(p)
 	b.cpuTable(p)
 	p("Reading the numbers: each joining node costs the orchestrator two guarded patches (adopt, then")
 	p("release; by default no Event records a routine transition), and its writes race with the")
@@ -373,3 +374,45 @@ func (b *bench) cpuTable(p func(string, ...any)) {
 	}
 	p("")
 }
+
+// readyTable splits each join's latencies by when the warmer pod turned Ready (readyWindows).
+func (b *bench) readyTable(p func(string, ...any)) {
+	var rows []latencyRow
+	for _, r := range b.latency {
+		if len(r.byReady) > 0 {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	head := "| scenario | client |"
+	lo := time.Duration(0)
+	for _, hi := range readyWindows {
+		head += fmt.Sprintf(" Ready %s-%s: releases, p50 / p99 |", seconds(lo), seconds(hi))
+		lo = hi
+	}
+	head += fmt.Sprintf(" Ready after %s: releases, p50 / p99 |", seconds(lo))
+	p("The same latencies by when the warmer pod turned Ready, in seconds after the scenario's first")
+	p("node was created: during the burst of node creations and first writes to the new nodes, while")
+	p("the control plane catches up with them (kube-controller-manager's TTL annotation on each, kwok's")
+	p("status updates, warmer pods created at the DaemonSet controller's pace of about 20 a second")
+	p("here), and after.")
+	p("")
+	p("%s", head)
+	p("|---|---|%s", strings.Repeat("---|", len(readyWindows)+1))
+	for _, r := range rows {
+		line := fmt.Sprintf("| %s | %s |", r.scenario, r.client)
+		for _, s := range r.byReady {
+			if len(s) == 0 {
+				line += " 0 |"
+				continue
+			}
+			line += fmt.Sprintf(" %d, %s / %s |", len(s), ms(percentile(s, 50)), ms(percentile(s, 99)))
+		}
+		p("%s", line)
+	}
+	p("")
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%g s", d.Seconds()) }
