@@ -86,19 +86,29 @@ type clientSetting struct {
 	burst int
 }
 
-func (c clientSetting) String() string {
+// String names the setting of an event-driven (latency) run, marking the mode's default.
+func (c clientSetting) String() string { return c.label(true) }
+
+// label names the setting, marking it when it is the default of the mode (client.qps unset).
+func (c clientSetting) label(eventDriven bool) string {
 	s := fmt.Sprintf("qps %g, burst %d", c.qps, c.burst)
 	if c.qps < 0 {
 		s = "qps -1, no client-side limit"
 	}
-	if d := config.Default().Client; c.qps == float64(d.QPS) && (c.qps < 0 || c.burst == d.Burst) {
+	if d := config.Default().Client; c.qps == float64(d.QPSFor(eventDriven)) && (c.qps < 0 || c.burst == d.Burst) {
 		s = "default: " + s
 	}
 	return s
 }
 
-// paced is the client setting the run --once scenario compares the default with: a client-side
-// rate limit of 50 QPS.
+// apply sets the setting in cfg.
+func (c clientSetting) apply(cfg *config.Config) {
+	qps := float32(c.qps)
+	cfg.Client.QPS, cfg.Client.Burst = &qps, c.burst
+}
+
+// paced is the client setting the run --once scenario compares the default (no client-side limit
+// for one-shot commands) with: a client-side rate limit of 50 QPS, the event-driven default.
 var paced = clientSetting{qps: 50, burst: 100}
 
 func run(ctx context.Context) error {
@@ -108,7 +118,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
 	flag.IntVar(&o.repeat, "repeat", 3, "runs of the largest join scenario per client setting")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
-	flag.StringVar(&o.clients, "clients", "-1/100,50/100", "orchestrator client qps/burst settings of the latency runs (-1, no client-side limit, is the default config)")
+	flag.StringVar(&o.clients, "clients", "50/100,-1/100", "orchestrator client qps/burst settings of the latency runs (50/100 is the event-driven default; qps -1: no client-side limit)")
 	flag.BoolVar(&o.keepNodes, "keep-nodes", false, "leave each latency run's nodes in the cluster instead of deleting them before the next run")
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
 	flag.Parse()
@@ -312,7 +322,7 @@ func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs 
 	b.log.Info("scenario: nodes joining tainted", "nodes", n, "client", cs.String())
 	pool := map[string]string{poolLabel: name}
 	cfg := b.config(pool, "bench/"+name, strings.ReplaceAll(name, ".", "-"))
-	cfg.Client.QPS, cfg.Client.Burst = float32(cs.qps), cs.burst
+	cs.apply(cfg)
 	if err := b.warmer(ctx, cfg); err != nil {
 		return err
 	}
@@ -499,7 +509,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, clientSetting{qps: float64(cfg.Client.QPS), burst: cfg.Client.Burst}.String()
+		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, clientSetting{qps: float64(cfg.Client.QPSFor(false)), burst: cfg.Client.Burst}.label(false)
 		b.once = append(b.once, row)
 	}
 	// The first cycle again with a client-side rate limit, which paces its writes. A new
@@ -517,7 +527,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		return err
 	}
 	slow := *cfg
-	slow.Client.QPS, slow.Client.Burst = float32(paced.qps), paced.burst
+	paced.apply(&slow)
 	slowDir, err := os.MkdirTemp("", "bench-once-paced-")
 	if err != nil {
 		return err
@@ -531,7 +541,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", paced.String()
+	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", paced.label(false)
 	b.once = append(b.once, row)
 	// Leave the nodes as they were for the next, larger pool.
 	if err := cleanup(); err != nil {

@@ -9,6 +9,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 )
 
 func TestPhasesFromLog(t *testing.T) {
@@ -78,19 +80,27 @@ func TestJoinVerdicts(t *testing.T) {
 		{scenario: "1000 nodes join tainted at once (adopt)", client: fast, nodes: 1000, samples: withP99(80 * time.Millisecond)},
 	}
 	assert.Equal(t, []string{
-		"- Target p99 <= 100 ms at 1000 nodes joining (qps 50, burst 100): **met in 1 of 3 runs** (p99 90.0 ms, 300.0 ms, 120.0 ms; median 120.0 ms).",
-		"- Target p99 <= 100 ms at 1000 nodes joining (default: qps -1, no client-side limit): met (p99 80.0 ms).",
+		"- Target p99 <= 100 ms at 1000 nodes joining (default: qps 50, burst 100): **met in 1 of 3 runs** (p99 90.0 ms, 300.0 ms, 120.0 ms; median 120.0 ms).",
+		"- Target p99 <= 100 ms at 1000 nodes joining (qps -1, no client-side limit): met (p99 80.0 ms).",
 	}, joinVerdicts(rows))
 
 	rows[5].samples = withP99(101 * time.Millisecond)
-	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (default: qps -1, no client-side limit): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
+	assert.Equal(t, "- Target p99 <= 100 ms at 1000 nodes joining (qps -1, no client-side limit): **missed** (p99 101.0 ms).", joinVerdicts(rows)[1])
 }
 
 func TestClientSettingNamesTheDefault(t *testing.T) {
-	assert.Equal(t, "default: qps -1, no client-side limit", clientSetting{qps: -1, burst: 100}.String())
-	assert.Equal(t, "default: qps -1, no client-side limit", clientSetting{qps: -1, burst: 7}.String(), "burst is unused without a limit")
-	assert.Equal(t, "qps 50, burst 100", paced.String())
-	assert.Equal(t, "qps 500, burst 1000", clientSetting{qps: 500, burst: 1000}.String())
+	unlimited := clientSetting{qps: -1, burst: 100}
+	assert.Equal(t, "default: qps 50, burst 100", paced.String(), "the event-driven default")
+	assert.Equal(t, "qps 50, burst 10", clientSetting{qps: 50, burst: 10}.String())
+	assert.Equal(t, "qps -1, no client-side limit", unlimited.String())
+	assert.Equal(t, "default: qps -1, no client-side limit", unlimited.label(false), "the one-shot default")
+	assert.Equal(t, "default: qps -1, no client-side limit", clientSetting{qps: -1, burst: 7}.label(false), "burst is unused without a limit")
+	assert.Equal(t, "qps 50, burst 100", paced.label(false))
+
+	cfg := config.Default()
+	paced.apply(cfg)
+	assert.Equal(t, float32(50), cfg.Client.QPSFor(false), "an explicit setting applies in both modes")
+	assert.Equal(t, 100, cfg.Client.Burst)
 }
 
 func TestRequestsByVerb(t *testing.T) {

@@ -167,26 +167,34 @@ contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `), 0o600))
 	// limiters wires the clients from a config whose client section is client ("" for none).
-	limiters := func(t *testing.T, client string) (main, watches flowcontrol.RateLimiter) {
+	limiters := func(t *testing.T, client string, eventDriven bool) (main, watches flowcontrol.RateLimiter) {
 		t.Helper()
 		cfg := filepath.Join(dir, "config.yaml")
 		require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n"+
 			"pool: {nodeSelector: {a: b}}\n"+client), 0o600))
 		o := &globalOptions{configPath: cfg, kubeconfig: kubeconfig, logFormat: "text", stdout: io.Discard, stderr: io.Discard}
-		w, err := o.wire(false, nil, true)
+		w, err := o.wire(false, nil, eventDriven)
 		require.NoError(t, err)
 		return w.client.CoreV1().RESTClient().GetRateLimiter(), w.watches.CoreV1().RESTClient().GetRateLimiter()
 	}
 
-	main, watches := limiters(t, "client: {qps: 5, burst: 10}\n")
-	assert.IsType(t, &ratelimit.Limiter{}, main, "node writes go through the urgent-first limiter")
-	assert.NotNil(t, watches, "the informers' client has a limiter of its own")
+	for _, eventDriven := range []bool{true, false} {
+		main, watches := limiters(t, "client: {qps: 5, burst: 10}\n", eventDriven)
+		assert.IsType(t, &ratelimit.Limiter{}, main, "node writes go through the urgent-first limiter")
+		assert.InDelta(t, 5, main.QPS(), 1e-9)
+		assert.NotNil(t, watches, "the informers' client has a limiter of its own")
 
-	main, watches = limiters(t, "client: {qps: -1}\n")
-	assert.Nil(t, main, "qps -1: no client-side limit on node writes")
-	assert.Nil(t, watches, "nor on the informers' lists")
+		main, watches = limiters(t, "client: {qps: -1}\n", eventDriven)
+		assert.Nil(t, main, "qps -1: no client-side limit on node writes")
+		assert.Nil(t, watches, "nor on the informers' lists")
+	}
 
-	main, watches = limiters(t, "")
-	assert.Nil(t, main, "no client-side limit by default")
+	main, watches := limiters(t, "", true)
+	assert.IsType(t, &ratelimit.Limiter{}, main, "unset, event-driven: 50 QPS, releases first")
+	assert.InDelta(t, 50, main.QPS(), 1e-9)
+	assert.NotNil(t, watches)
+
+	main, watches = limiters(t, "", false)
+	assert.Nil(t, main, "unset, one-shot: no client-side limit")
 	assert.Nil(t, watches)
 }

@@ -123,7 +123,7 @@ func (o *globalOptions) loadConfig() (*config.Config, error) {
 }
 
 // restConfig resolves the cluster: --kubeconfig, then $KUBECONFIG, then in-cluster, then ~/.kube/config.
-func (o *globalOptions) restConfig(cfg *config.Config) (*rest.Config, error) {
+func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	switch {
@@ -142,7 +142,7 @@ func (o *globalOptions) restConfig(cfg *config.Config) (*rest.Config, error) {
 	if err != nil {
 		return nil, &ConfigError{fmt.Errorf("loading cluster credentials: %w", err)}
 	}
-	rc.QPS = cfg.Client.QPS
+	rc.QPS = cfg.Client.QPSFor(eventDriven)
 	rc.Burst = cfg.Client.Burst
 	rc.Timeout = cfg.Client.Timeout.Duration
 	rc.UserAgent = "prewarm-orchestrator/" + version.Version
@@ -184,7 +184,7 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if err != nil {
 		return nil, err
 	}
-	rc, err := o.restConfig(cfg)
+	rc, err := o.restConfig(cfg, eventDriven)
 	if err != nil {
 		return nil, err
 	}
@@ -208,8 +208,8 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 		reserve = cfg.Client.Burst / 2
 	}
 	main := ownConnection(rc)
-	if !cfg.Client.Unlimited() {
-		main.RateLimiter = ratelimit.New(cfg.Client.QPS, cfg.Client.Burst, reserve)
+	if qps := cfg.Client.QPSFor(eventDriven); qps != -1 {
+		main.RateLimiter = ratelimit.New(qps, cfg.Client.Burst, reserve)
 	}
 	client, err := kubernetes.NewForConfig(main)
 	if err != nil {

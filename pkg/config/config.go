@@ -166,17 +166,35 @@ type Events struct {
 
 // Client tunes the Kubernetes client.
 type Client struct {
-	// QPS and Burst are the client-side rate limit of node writes and lists. QPS -1, the
-	// default, turns it off (client-go's convention, controller-runtime's default): API Priority
-	// and Fairness and the write slots (eight releases and eight other writes at once) bound the
-	// load, and Burst is unused. A QPS above 0 paces every request at that rate.
-	QPS     float32  `json:"qps"`
+	// QPS and Burst are the client-side rate limit of node writes and lists; QPS -1 turns it off
+	// (client-go's convention), leaving API Priority and Fairness and the write slots (eight
+	// releases and eight other writes at once) to bound the load. Unset, QPS depends on the mode:
+	// see QPSFor.
+	QPS     *float32 `json:"qps,omitempty"`
 	Burst   int      `json:"burst"`
 	Timeout Duration `json:"timeout"`
 }
 
-// Unlimited reports whether the client-side rate limit is off (qps -1).
-func (c Client) Unlimited() bool { return c.QPS == -1 }
+// EventDrivenQPS is the client-side rate limit of the event-driven mode when client.qps is unset.
+const EventDrivenQPS = 50
+
+// QPSFor returns the client-side rate limit of a mode: client.qps when it is set; otherwise
+// EventDrivenQPS in the event-driven mode and -1 (none) for the one-shot commands. In the
+// event-driven mode the limiter is what lets a release (a user waits for the node) overtake a
+// burst of adoptions and entries: it serves releases first and keeps half its burst for them,
+// and the writes it paces leave the API server's time to the releases. A one-shot cycle writes
+// its releases before anything else, so there the limit would only make a large cycle slower
+// (500 entries take 10 s at 50 QPS).
+func (c Client) QPSFor(eventDriven bool) float32 {
+	switch {
+	case c.QPS != nil:
+		return *c.QPS
+	case eventDriven:
+		return EventDrivenQPS
+	default:
+		return -1
+	}
+}
 
 // Default returns the configuration with every default set and no pool (which must be given).
 func Default() *Config {
@@ -205,7 +223,7 @@ func Default() *Config {
 		MaxWaitForWarm:    NewDuration(2 * time.Hour),
 		OnWarmTimeout:     OnWarmTimeoutRelease,
 		Events:            Events{Namespace: "default"},
-		Client:            Client{QPS: -1, Burst: 100, Timeout: NewDuration(30 * time.Second)},
+		Client:            Client{Burst: 100, Timeout: NewDuration(30 * time.Second)},
 	}
 }
 
@@ -297,8 +315,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, field.Invalid(field.NewPath("events", "namespace"), c.Events.Namespace, msg))
 	}
 	cp := field.NewPath("client")
-	if c.Client.QPS <= 0 && !c.Client.Unlimited() {
-		errs = append(errs, field.Invalid(cp.Child("qps"), c.Client.QPS, "must be greater than 0, or -1 to turn the client-side rate limit off"))
+	if q := c.Client.QPS; q != nil && *q <= 0 && *q != -1 {
+		errs = append(errs, field.Invalid(cp.Child("qps"), *q, "must be greater than 0, or -1 to turn the client-side rate limit off"))
 	}
 	if c.Client.Burst < 1 {
 		errs = append(errs, field.Invalid(cp.Child("burst"), c.Client.Burst, "must be at least 1"))

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,15 +65,24 @@ client: {qps: 5, burst: 10, timeout: 10s}
 	assert.Equal(t, config.Events{Namespace: "ops", Transitions: true}, cfg.Events)
 }
 
-func TestClientRateLimit(t *testing.T) {
+func TestClientRateLimitByMode(t *testing.T) {
 	cfg, err := config.Parse([]byte(minimal))
 	require.NoError(t, err)
-	assert.True(t, cfg.Client.Unlimited(), "no client-side limit by default")
+	assert.Nil(t, cfg.Client.QPS)
+	assert.Equal(t, float32(50), cfg.Client.QPSFor(true), "unset: 50 in the event-driven mode")
+	assert.Equal(t, float32(-1), cfg.Client.QPSFor(false), "unset: no limit for one-shot commands")
+	assert.Equal(t, 100, cfg.Client.Burst)
 
-	cfg, err = config.Parse([]byte(minimal + "client: {qps: 50}\n"))
+	cfg, err = config.Parse([]byte(minimal + "client: {qps: null}\n"))
 	require.NoError(t, err)
-	assert.False(t, cfg.Client.Unlimited())
-	assert.Equal(t, config.Client{QPS: 50, Burst: 100, Timeout: config.NewDuration(30 * time.Second)}, cfg.Client)
+	assert.Nil(t, cfg.Client.QPS, "null is unset (the chart's default)")
+
+	for _, qps := range []float32{-1, 7.5} {
+		cfg, err = config.Parse([]byte(minimal + fmt.Sprintf("client: {qps: %g}\n", qps)))
+		require.NoError(t, err)
+		assert.Equal(t, qps, cfg.Client.QPSFor(true), "set: the same in both modes")
+		assert.Equal(t, qps, cfg.Client.QPSFor(false))
+	}
 }
 
 func TestParseRefusesNamingTheField(t *testing.T) {

@@ -235,7 +235,8 @@ orchestrator: {client: {qps: 7.5, burst: 15, timeout: 45s}}
 	assert.Equal(t, config.OnWarmTimeoutKeep, cfg.OnWarmTimeout)
 	assert.Equal(t, "ops-events", cfg.Events.Namespace)
 	assert.True(t, cfg.Events.Transitions)
-	assert.InDelta(t, 7.5, cfg.Client.QPS, 1e-9)
+	require.NotNil(t, cfg.Client.QPS)
+	assert.InDelta(t, 7.5, *cfg.Client.QPS, 1e-9)
 	assert.Equal(t, 15, cfg.Client.Burst)
 	assert.Equal(t, 45*time.Second, cfg.Client.Timeout.Duration)
 
