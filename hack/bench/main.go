@@ -235,36 +235,23 @@ func (b *bench) scenarios(ctx context.Context) error {
 			settings = append(settings, c)
 		}
 	}
-	for _, cs := range settings {
-		largest := ""
-		for i, n := range joins {
-			runs := b.runs(i, len(joins))
-			for run := 1; run <= runs; run++ {
-				name, label := fmt.Sprintf("join%d-q%g", n, cs.qps), ""
-				if runs > 1 {
-					name += fmt.Sprintf("-r%d", run)
-					label = fmt.Sprintf(", run %d of %d", run, runs)
-				}
-				// The last run's orchestrator and pool go on to the upgrade scenario.
-				keep := i == len(joins)-1 && run == runs && b.opts.upgrading > 0
-				if err := b.joinScenario(ctx, name, label, n, cs, keep); err != nil {
-					return fmt.Errorf("scenario %s: %w", name, err)
-				}
-				largest = name
-				if !keep {
-					if err := b.removePool(ctx, name); err != nil {
-						return err
-					}
-				}
-			}
+	for _, st := range schedule(joins, settings, b.opts.repeat, b.opts.upgrading > 0) {
+		name, label := fmt.Sprintf("join%d-q%g", st.nodes, st.client.qps), ""
+		if st.runs > 1 {
+			name += fmt.Sprintf("-r%d", st.run)
+			label = fmt.Sprintf(", run %d of %d", st.run, st.runs)
 		}
-		if b.opts.upgrading > 0 && largest != "" {
-			if err := b.upgradeScenario(ctx, largest, b.opts.upgrading, cs); err != nil {
+		if err := b.joinScenario(ctx, name, label, st.nodes, st.client, st.upgrade); err != nil {
+			return fmt.Errorf("scenario %s: %w", name, err)
+		}
+		if st.upgrade {
+			// The orchestrator and the pool of this run go on to the upgrade scenario.
+			if err := b.upgradeScenario(ctx, name, b.opts.upgrading, st.client); err != nil {
 				return fmt.Errorf("upgrade scenario: %w", err)
 			}
-			if err := b.removePool(ctx, largest); err != nil {
-				return err
-			}
+		}
+		if err := b.removePool(ctx, name); err != nil {
+			return err
 		}
 	}
 	for _, n := range sizes {
@@ -276,11 +263,43 @@ func (b *bench) scenarios(ctx context.Context) error {
 }
 
 // runs is how many times the i-th of n join scenarios runs: the largest (last) one -repeat times.
-func (b *bench) runs(i, n int) int {
-	if i == n-1 && b.opts.repeat > 1 {
-		return b.opts.repeat
+// step is one latency run.
+type step struct {
+	nodes     int
+	client    clientSetting
+	run, runs int
+	// upgrade: the upgrade scenario follows, in this run's pool.
+	upgrade bool
+}
+
+// schedule orders the latency runs: each smaller join once per client setting, then the runs of
+// the largest join (repeat of them per setting) with the settings' order alternating from run to
+// run (A B, B A, A B, ...). Later runs in the same cluster have been faster (the API server's
+// node watch caches grow with the traffic), by more than client settings differ; run in blocks,
+// the setting that ran second always looked better. The upgrade scenario follows each setting's
+// last run of the largest join.
+func schedule(joins []int, settings []clientSetting, repeat int, upgrade bool) []step {
+	if len(joins) == 0 {
+		return nil
 	}
-	return 1
+	var out []step
+	largest := joins[len(joins)-1]
+	for _, n := range joins[:len(joins)-1] {
+		for _, cs := range settings {
+			out = append(out, step{nodes: n, client: cs, run: 1, runs: 1})
+		}
+	}
+	runs := max(repeat, 1)
+	for run := 1; run <= runs; run++ {
+		order := slices.Clone(settings)
+		if run%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, cs := range order {
+			out = append(out, step{nodes: largest, client: cs, run: run, runs: runs, upgrade: upgrade && run == runs})
+		}
+	}
+	return out
 }
 
 func ints(list string) []int {

@@ -176,3 +176,29 @@ func TestLatenciesByReady(t *testing.T) {
 		{7 * time.Millisecond},
 	}, got)
 }
+
+func TestScheduleAlternatesClientSettings(t *testing.T) {
+	a, b := paced, clientSetting{qps: -1, burst: 100}
+	type s struct {
+		nodes   int
+		client  clientSetting
+		run     int
+		upgrade bool
+	}
+	var got []s
+	for _, st := range schedule([]int{100, 1000}, []clientSetting{a, b}, 3, true) {
+		assert.Equal(t, map[int]int{100: 1, 1000: 3}[st.nodes], st.runs)
+		got = append(got, s{st.nodes, st.client, st.run, st.upgrade})
+	}
+	assert.Equal(t, []s{
+		{100, a, 1, false}, {100, b, 1, false},
+		{1000, a, 1, false}, {1000, b, 1, false},
+		{1000, b, 2, false}, {1000, a, 2, false},
+		{1000, a, 3, true}, {1000, b, 3, true},
+	}, got)
+
+	one := schedule([]int{1000}, []clientSetting{a}, 0, false)
+	require.Len(t, one, 1, "at least one run")
+	assert.Equal(t, step{nodes: 1000, client: a, run: 1, runs: 1}, one[0])
+	assert.Empty(t, schedule(nil, []clientSetting{a}, 3, true))
+}
