@@ -122,7 +122,8 @@ func (o *globalOptions) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// restConfig resolves the cluster: --kubeconfig, then $KUBECONFIG, then in-cluster, then ~/.kube/config.
+// restConfig resolves the cluster: --kubeconfig, then $KUBECONFIG, then in-cluster, then
+// ~/.kube/config, with the client settings of the mode (eventDriven or one-shot).
 func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.Config, error) {
 	var rc *rest.Config
 	var err error
@@ -173,8 +174,9 @@ type wiring struct {
 }
 
 // wire loads the configuration and builds the clients and the engine. With m, API errors and
-// transitions are recorded there. eventDriven keeps half the client's burst for releases, which
-// arrive one by one while other writes may be paced (a one-shot cycle writes its releases first).
+// transitions are recorded there. eventDriven selects the mode's client-side rate limit when
+// client.qps is unset (config.Client.QPSFor) and keeps half the limiter's burst for releases,
+// which arrive one by one while other writes are paced (a one-shot cycle writes its releases first).
 func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) (*wiring, error) {
 	log, err := o.logger()
 	if err != nil {

@@ -426,10 +426,9 @@ const uninstallCheckInterval = 2 * time.Second
 // warmer DaemonSet (state.Uninstalling). The plan was computed from a snapshot without the mark,
 // but writing it can take long (hundreds of entries, more so when client.qps paces them): an
 // entry that landed after the hook's last sweep would leave a node tainted with no orchestrator
-// left to release it.
-// A plan whose writes began less than uninstallCheckInterval ago trusts its snapshot, so a short
-// write phase costs no request; later ones share the engine's uninstallMark. Used by apply's
-// loop only.
+// left to release it. A plan whose writes began less than uninstallCheckInterval ago trusts its
+// snapshot, so a short write phase costs no request; later ones share the engine's
+// uninstallMark. Used by apply's loop only.
 type uninstallGuard struct {
 	e     *Engine
 	start time.Time
