@@ -262,7 +262,6 @@ func (b *bench) scenarios(ctx context.Context) error {
 	return nil
 }
 
-// runs is how many times the i-th of n join scenarios runs: the largest (last) one -repeat times.
 // step is one latency run.
 type step struct {
 	nodes     int

@@ -54,17 +54,6 @@ func GVR(cfg *config.Config) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: nm.Group, Version: nm.Version, Resource: nm.Resource}
 }
 
-// Collect returns the maintenance set for the given nodes (the pool and status-labelled nodes
-// already listed). Maintenance of nodes not among them is ignored: they are not ours.
-// The nodeMaintenance source costs one list call.
-func (c *Collector) Collect(ctx context.Context, nodes []*corev1.Node) (Result, error) {
-	objects, served, err := c.List(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	return c.CollectFrom(nodes, objects, served), nil
-}
-
 // List reads the maintenance objects CollectFrom needs: the nodeMaintenance objects, when that
 // source is enabled (served is false when the resource is not served). Nothing otherwise.
 func (c *Collector) List(ctx context.Context) (objects []*unstructured.Unstructured, served bool, err error) {
@@ -74,9 +63,11 @@ func (c *Collector) List(ctx context.Context) (objects []*unstructured.Unstructu
 	return c.listObjects(ctx)
 }
 
-// CollectFrom returns the maintenance set for the given nodes from nodeMaintenance objects
-// already read (an informer's cache in event-driven mode). served says whether the resource is
-// served at all; when it is not, the source is empty and a warning says why.
+// CollectFrom returns the maintenance set for the given nodes (the pool and status-labelled nodes
+// already listed) from nodeMaintenance objects already read (List, or an informer's cache in
+// event-driven mode). Maintenance of nodes not among them is ignored: they are not ours. served
+// says whether the resource is served at all; when it is not, the source is empty and a warning
+// says why.
 func (c *Collector) CollectFrom(nodes []*corev1.Node, objects []*unstructured.Unstructured, served bool) Result {
 	res := Result{Maintenance: map[string][]plan.Maintenance{}}
 	known := make(map[string]bool, len(nodes))

@@ -56,7 +56,7 @@ func TestNodeMaintenanceObjects(t *testing.T) {
 		nodeMaintenance("other-pool", map[string]any{"nodeName": "z"}),
 	)
 	nodes := []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb")), tu.Node("z", tu.WithLabels("pool", "other"))}
-	res, err := c.Collect(context.Background(), nodes)
+	res, err := collect(c, nodes)
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]plan.Maintenance{
 		"a": {{Source: plan.SourceNodeMaintenance, ID: "uid-ok", Object: "ok"}},
@@ -73,7 +73,7 @@ func TestNodeMaintenanceObjects(t *testing.T) {
 func TestCustomFieldPath(t *testing.T) {
 	c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = "spec.target.node" },
 		nodeMaintenance("m", map[string]any{"target": map[string]any{"node": "a"}}))
-	res, err := c.Collect(context.Background(), []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
+	res, err := collect(c, []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
 	require.NoError(t, err)
 	assert.Len(t, res.Maintenance["a"], 1)
 }
@@ -83,7 +83,7 @@ func TestResourceNotServedIsAWarning(t *testing.T) {
 	dyn.PrependReactor("list", "nodemaintenances", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: "nodemaintenance.medik8s.io", Resource: "nodemaintenances"}, "")
 	})
-	res, err := c.Collect(context.Background(), []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
+	res, err := collect(c, []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
 	require.NoError(t, err)
 	assert.Empty(t, res.Maintenance)
 	require.Len(t, res.Warnings, 1)
@@ -95,7 +95,7 @@ func TestListErrorFailsTheCycle(t *testing.T) {
 	dyn.PrependReactor("list", "nodemaintenances", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodemaintenances"}, "", nil)
 	})
-	_, err := c.Collect(context.Background(), nil)
+	_, err := collect(c, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "listing nodemaintenance.medik8s.io/v1beta1")
 }
@@ -113,7 +113,7 @@ func TestLabelAndCordonSources(t *testing.T) {
 		tu.Node("idle", tu.WithLabels("pool", "nb")),
 		tu.Node("outside", tu.WithLabels("upgrade", "pending"), tu.Cordoned()),
 	}
-	res, err := c.Collect(context.Background(), nodes)
+	res, err := collect(c, nodes)
 	require.NoError(t, err)
 	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
 	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
@@ -122,4 +122,13 @@ func TestLabelAndCordonSources(t *testing.T) {
 		"labelled": {label},
 		"both":     {label, cordon},
 	}, res.Maintenance)
+}
+
+// collect reads the maintenance objects and builds the maintenance set, as a one-shot cycle does.
+func collect(c *sources.Collector, nodes []*corev1.Node) (sources.Result, error) {
+	objects, served, err := c.List(context.Background())
+	if err != nil {
+		return sources.Result{}, err
+	}
+	return c.CollectFrom(nodes, objects, served), nil
 }
