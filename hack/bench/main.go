@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -76,7 +77,8 @@ type options struct {
 	// keepNodes leaves each latency run's nodes in the cluster (no removePool).
 	keepNodes bool
 	// debugDir, when set, receives each orchestrator's debug log, a CPU profile of each join
-	// scenario, and per-node timelines (CSV).
+	// scenario, per-node timelines (CSV), and the API server's metrics and a CPU profile around
+	// each run --once cycle.
 	debugDir string
 }
 
@@ -120,7 +122,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
 	flag.StringVar(&o.clients, "clients", "50/100,-1/100", "orchestrator client qps/burst settings of the latency runs (50/100 is the event-driven default; qps -1: no client-side limit)")
 	flag.BoolVar(&o.keepNodes, "keep-nodes", false, "leave each latency run's nodes in the cluster instead of deleting them before the next run")
-	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles and per-node timelines here")
+	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles (the orchestrator's in the joins, the API server's in the run --once cycles) and per-node timelines here")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	b := &bench{log: log, started: time.Now(), opts: o}
@@ -221,8 +223,17 @@ type onceRow struct {
 	cycle, client       string
 	actions             int
 	wall                time.Duration
-	requests            map[string]float64
-	rssKiB              int64
+	// observe and write are the cycle's phases as the orchestrator logs them (0: not found).
+	observe, write time.Duration
+	requests       map[string]float64
+	rssKiB         int64
+	// orchestratorCPU is the process's user + system time (-1: unknown); cpu is the cluster
+	// components' during the same time.
+	orchestratorCPU time.Duration
+	cpu             cpuSample
+	// leaseWrites is how many Lease updates the API server served meanwhile: the node heartbeats
+	// of kwok's simulated kubelets, and the controllers' leader leases (-1: unknown).
+	leaseWrites float64
 }
 
 func (b *bench) scenarios(ctx context.Context) error {
@@ -373,7 +384,7 @@ func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs 
 	stopProfile()
 	b.timeline(w, name, names)
 	row := latencyRow{scenario: fmt.Sprintf("%d nodes join tainted at once (adopt)%s", n, label), client: cs, nodes: n, wall: wall, created: created, cpu: cpu}
-	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
+	row.watchersClosed = countSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.byReady = w.latenciesByReady(names, start, readyWindows)
 	row.phases = w.phases(proc.logPath, names)
@@ -436,7 +447,7 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 		b.notes = append(b.notes, fmt.Sprintf("upgrade: %v", err))
 	}
 	row := latencyRow{scenario: fmt.Sprintf("%d nodes of a %d-node pool go through the upgrade", k, w.size()), client: cs, nodes: k, wall: time.Since(start), cpu: b.cpu(proc).since(cpuBefore)}
-	row.watchersClosed = closedSince(closedBefore, b.nodeWatchersClosed(ctx))
+	row.watchersClosed = countSince(closedBefore, b.nodeWatchersClosed(ctx))
 	row.samples, row.missing = w.latencies(names)
 	row.phases = w.phases(proc.logPath, names)
 	row.requests = requestsSince(requestsBefore, proc.requests())
@@ -684,7 +695,7 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	defer srv.Close()
 	// Peak RSS through /usr/bin/time: the rusage of a child forked from this (large) process would
 	// count this process's pages, which the child shares until it execs.
-	args := []string{"-f", rssMarker + "%M", b.bin, "run", "--once", "--config", cfgPath, "--kubeconfig", b.c.Kubeconfig, "--pushgateway", srv.URL}
+	args := []string{"-f", cpuMarker + "%U/%S " + rssMarker + "%M", b.bin, "run", "--once", "--config", cfgPath, "--kubeconfig", b.c.Kubeconfig, "--pushgateway", srv.URL}
 	if b.opts.debugDir != "" {
 		args = append(args, "-v", "1")
 	}
@@ -692,11 +703,24 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	before := b.apiserverMetrics(ctx)
+	leasesBefore := b.leaseWrites(ctx)
+	profile := func() []byte { return nil }
+	if b.opts.debugDir != "" {
+		// A few seconds cover the first cycle at 5,000 nodes.
+		profile = b.apiserverProfile(ctx, 4*time.Second)
+	}
+	clusterDir := filepath.Dir(b.c.Kubeconfig)
+	cpuBefore := cpuNow(clusterDir, 0)
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
+	cpu := cpuNow(clusterDir, 0).since(cpuBefore)
+	leases := countSince(leasesBefore, b.leaseWrites(ctx))
 	if b.opts.debugDir != "" {
 		b.onceRuns++
+		if data := profile(); len(data) > 0 {
+			_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.apiserver.cpu.pprof", b.onceRuns)), data, 0o644)
+		}
 		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.log", b.onceRuns)), stderr.Bytes(), 0o644)
 		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.apiserver-before.prom", b.onceRuns)), before, 0o644)
 		_ = os.WriteFile(filepath.Join(b.opts.debugDir, fmt.Sprintf("once-%d.apiserver-after.prom", b.onceRuns)), b.apiserverMetrics(ctx), 0o644)
@@ -704,7 +728,12 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	if err != nil {
 		return onceRow{}, fmt.Errorf("run --once: %w\n%s", err, lastLines(stderr.Bytes(), 10))
 	}
-	row := onceRow{wall: wall, rssKiB: parseRSS(stderr.String())}
+	row := onceRow{wall: wall, rssKiB: parseRSS(stderr.String()), orchestratorCPU: parseCPU(stderr.String()), leaseWrites: leases}
+	if row.orchestratorCPU >= 0 {
+		cpu["orchestrator"] = row.orchestratorCPU
+	}
+	row.cpu = cpu
+	row.observe, row.write = parseCycle(stderr.String())
 	mu.Lock()
 	defer mu.Unlock()
 	row.requests = requestsByVerb(pushed["image_prewarmer_api_requests_total"])
@@ -751,11 +780,47 @@ func nodeWatchersClosedIn(data []byte) float64 {
 	return 0
 }
 
-func closedSince(before, after float64) float64 {
+// countSince is what a counter read as before (-1: unknown) grew by until after.
+func countSince(before, after float64) float64 {
 	if before < 0 || after < 0 {
 		return -1
 	}
 	return after - before
+}
+
+// leaseWrites reads how many Lease updates (PUT) the API server has served, or -1.
+func (b *bench) leaseWrites(ctx context.Context) float64 {
+	data, err := b.apiserverMetricsText(ctx)
+	if err != nil {
+		return -1
+	}
+	return leaseWritesIn(data)
+}
+
+// leaseWritesIn sums apiserver_request_total over the PUTs of leases in the API server's metrics
+// text: 0 when there are none yet, -1 when the text cannot be parsed.
+func leaseWritesIn(data []byte) float64 {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(data))
+	if err != nil {
+		return -1
+	}
+	var n float64
+	for _, m := range fams["apiserver_request_total"].GetMetric() {
+		var verb, resource string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "verb":
+				verb = l.GetValue()
+			case "resource":
+				resource = l.GetValue()
+			}
+		}
+		if verb == "PUT" && resource == "leases" {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return n
 }
 
 // apiserverMetrics returns the API server's /metrics when -debug-dir is set (nil otherwise, or when
@@ -1354,8 +1419,47 @@ func (p *controllerProc) stop() int64 {
 	return hwm
 }
 
-// rssMarker prefixes the peak RSS (KiB) that /usr/bin/time prints when the command exits.
-const rssMarker = "bench-maxrss-kib="
+// rssMarker prefixes the peak RSS (KiB) that /usr/bin/time prints when the command exits, and
+// cpuMarker its user and system CPU seconds ("<user>/<system>").
+const (
+	rssMarker = "bench-maxrss-kib="
+	cpuMarker = "bench-cpu-seconds="
+)
+
+// parseCPU reads the user + system time after cpuMarker, or -1.
+func parseCPU(stderr string) time.Duration {
+	i := strings.LastIndex(stderr, cpuMarker)
+	if i < 0 {
+		return -1
+	}
+	field, _, _ := strings.Cut(stderr[i+len(cpuMarker):], " ")
+	user, sys, ok := strings.Cut(field, "/")
+	u, err1 := strconv.ParseFloat(user, 64)
+	s, err2 := strconv.ParseFloat(sys, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return -1
+	}
+	return time.Duration((u + s) * float64(time.Second))
+}
+
+// cycleRE matches the phases in the orchestrator's "cycle complete" log line.
+var cycleRE = regexp.MustCompile(`msg="cycle complete" .*\bobserve=(\S+) write=(\S+)`)
+
+// parseCycle reads the observe and write phases of the last cycle the orchestrator logged
+// (zero when there is none).
+func parseCycle(stderr string) (observe, write time.Duration) {
+	m := cycleRE.FindAllStringSubmatch(stderr, -1)
+	if len(m) == 0 {
+		return 0, 0
+	}
+	last := m[len(m)-1]
+	o, err1 := time.ParseDuration(last[1])
+	w, err2 := time.ParseDuration(last[2])
+	if err1 != nil || err2 != nil {
+		return 0, 0
+	}
+	return o, w
+}
 
 func parseRSS(stderr string) int64 {
 	i := strings.LastIndex(stderr, rssMarker)
@@ -1432,6 +1536,27 @@ func (b *bench) profile(p *controllerProc, scenario string) func() {
 		// so wait for the full duration unless the scenario outlives it.
 		<-done
 		cancel()
+	}
+}
+
+// apiserverProfile starts a CPU profile of the API server (its /debug/pprof, on by default) that
+// lasts d; the returned function waits for it and returns it (nil when it failed).
+func (b *bench) apiserverProfile(ctx context.Context, d time.Duration) func() []byte {
+	var data []byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seconds := strconv.Itoa(int(d.Seconds()))
+		out, err := b.client.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", seconds).Timeout(d + 30*time.Second).DoRaw(ctx)
+		if err != nil {
+			b.log.Warn("API server CPU profile failed", "error", err)
+			return
+		}
+		data = out
+	}()
+	return func() []byte {
+		<-done
+		return data
 	}
 }
 

@@ -56,8 +56,8 @@ apiserver_terminated_watchers_total{group="storage.k8s.io",resource="nodes"} 5
 	assert.Equal(t, 87.0, nodeWatchersClosedIn([]byte(metrics)), "the core group's nodes series only")
 	assert.Equal(t, 0.0, nodeWatchersClosedIn([]byte("# TYPE up gauge\nup 1\n")), "no watch closed yet: no series")
 	assert.Equal(t, -1.0, nodeWatchersClosedIn([]byte("not { metrics")), "unparsable")
-	assert.Equal(t, 12.0, closedSince(75, 87))
-	assert.Equal(t, -1.0, closedSince(-1, 87), "a reading that failed makes the difference unknown")
+	assert.Equal(t, 12.0, countSince(75, 87))
+	assert.Equal(t, -1.0, countSince(-1, 87), "a reading that failed makes the difference unknown")
 }
 
 func TestJoinVerdicts(t *testing.T) {
@@ -201,4 +201,46 @@ func TestScheduleAlternatesClientSettings(t *testing.T) {
 	require.Len(t, one, 1, "at least one run")
 	assert.Equal(t, step{nodes: 1000, client: a, run: 1, runs: 1}, one[0])
 	assert.Empty(t, schedule(nil, []clientSetting{a}, 3, true))
+}
+
+func TestLeaseWritesIn(t *testing.T) {
+	text := `# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 120
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="GET",version="v1"} 50
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="nodes",scope="resource",subresource="",verb="PUT",version="v1"} 7
+`
+	assert.Equal(t, 123.0, leaseWritesIn([]byte(text)), "every code of PUT leases, nothing else")
+	assert.Equal(t, 0.0, leaseWritesIn([]byte("# TYPE apiserver_request_total counter\n")))
+	assert.Equal(t, -1.0, leaseWritesIn([]byte("not{ metrics")))
+}
+
+func TestParseOnceOutput(t *testing.T) {
+	stderr := `time=2026-11-26T05:31:44.576Z level=INFO msg="cycle complete" actions=500 entered=500 adopted=0 duration=2.197s observe=752ms write=1.437s events=0s
+` + cpuMarker + "0.45/0.08 " + rssMarker + "59676\n"
+	assert.Equal(t, 530*time.Millisecond, parseCPU(stderr))
+	assert.Equal(t, int64(59676), parseRSS(stderr))
+	observe, write := parseCycle(stderr)
+	assert.Equal(t, 752*time.Millisecond, observe)
+	assert.Equal(t, 1437*time.Millisecond, write)
+
+	assert.Equal(t, time.Duration(-1), parseCPU("no marker"))
+	assert.Equal(t, time.Duration(-1), parseCPU(cpuMarker+"x/0.1"))
+	observe, write = parseCycle(`msg="cycle failed" error=boom`)
+	assert.Zero(t, observe)
+	assert.Zero(t, write)
+}
+
+func TestFirstCycleIsTheLargestDefaultEntry(t *testing.T) {
+	b := &bench{once: []onceRow{
+		{pool: 1000, actions: 100, client: "default: qps -1", wall: 1},
+		{pool: 5000, actions: 500, client: "default: qps -1", wall: 2},
+		{pool: 5000, actions: 0, client: "default: qps -1", wall: 3},
+		{pool: 5000, actions: 500, client: "qps 50, burst 100", wall: 4},
+	}}
+	r, ok := b.firstCycle()
+	require.True(t, ok)
+	assert.Equal(t, time.Duration(2), r.wall)
+	_, ok = (&bench{}).firstCycle()
+	assert.False(t, ok)
 }
