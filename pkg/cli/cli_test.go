@@ -198,3 +198,40 @@ current-context: c
 	assert.Nil(t, main, "unset, one-shot: no client-side limit")
 	assert.Nil(t, watches)
 }
+
+// A stray argument or an unknown command is a usage error (exit 2), like an unknown flag.
+func TestUnknownCommandIsUsageError(t *testing.T) {
+	for _, args := range [][]string{{"run", "--once", "extra"}, {"status", "extra"}, {"cleanup", "extra"}, {"hold", "extra"}, {"version", "extra"}, {"rn"}} {
+		_, _, err := execute(t, args...)
+		require.Error(t, err, args)
+		assert.Equal(t, ExitConfig, ExitCode(err), args)
+		assert.Contains(t, err.Error(), "unknown command", args)
+	}
+	_, _, err := execute(t, "rn")
+	assert.Contains(t, err.Error(), "Did you mean this?\n\trun")
+
+	out, _, err := execute(t)
+	require.NoError(t, err, "no command prints the help")
+	assert.Contains(t, out, "Available Commands:")
+}
+
+// A dry run whose cycle failed prints no plan: "0 action(s)" would read as "nothing to do".
+func TestDryRunFailedCyclePrintsNoPlan(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+	cfg := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	for _, args := range [][]string{{"run", "--once"}, {"cleanup"}} {
+		out, _, err := execute(t, append(args, "--dry-run", "--config", cfg, "--kubeconfig", kubeconfig)...)
+		require.Error(t, err, args)
+		assert.Equal(t, ExitFailure, ExitCode(err), args)
+		assert.NotContains(t, out, "dry run", args)
+	}
+}

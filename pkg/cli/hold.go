@@ -19,7 +19,7 @@ distroless and scratch images with no shell, can serve as a warmer.
 
 hold --copy-to PATH copies this binary to PATH (mode 0755) and exits: the warmer's init container
 uses it to place the binary in a shared emptyDir, since the orchestrator image has no cp.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if copyTo != "" {
 				return copySelf(copyTo)

@@ -71,6 +71,21 @@ warmer DaemonSet's pod is Ready on each upgraded node (the kubelet pulled the im
 the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// cobra's default, which SuggestionsFor does not apply by itself.
+		SuggestionsMinimumDistance: 2,
+		// Without a command, the help. An unknown command is a usage error (exit 2): cobra's own
+		// check returns a plain error (exit 1).
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+			}
+			return &ConfigError{errors.New(msg)}
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ConfigError{err} })
 	root.SetOut(stdout)
@@ -90,6 +105,14 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 		newVersionCommand(o),
 	)
 	return root
+}
+
+// noArgs is cobra.NoArgs as a usage error (exit 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return &ConfigError{err}
+	}
+	return nil
 }
 
 // logger builds the process logger from the flags. Only the command layer configures logging.
@@ -263,7 +286,7 @@ func newVersionCommand(o *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, commit and Go version",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
 			_, err := fmt.Fprintln(o.stdout, "prewarm-orchestrator "+version.String())
 			return err

@@ -54,7 +54,7 @@ maintenance source and the warmer DaemonSet's revisions and pods; a reconcile on
 change and every --resync (for the timers); leader election on a Lease so that one of several
 replicas writes; /healthz, /readyz (caches synced) and /metrics on --listen. SIGTERM releases the
 Lease and exits 0.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ro.once {
 				return runOnce(cmd.Context(), o, ro)
@@ -94,8 +94,8 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	start := time.Now()
 	res, err := w.engine.RunOnce(ctx)
 	m.ObserveCycle("once", time.Since(start), err == nil, time.Now())
-	if o.dryRun {
-		if perr := printPlan(o.stdout, res.Plan); perr != nil && err == nil {
+	if o.dryRun && err == nil {
+		if perr := printPlan(o.stdout, res.Plan); perr != nil {
 			err = perr
 		}
 	}
@@ -189,7 +189,7 @@ tainted for --settle after the mark: an uninstall never leaves a tainted node be
 while the orchestrator is still running. If it fails after the mark (or is stopped), it removes
 the mark again, so an installation that stays keeps working. Without --uninstall the
 orchestrator keeps working and may taint nodes again at its next cycle.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if settle < 0 {
 				return &ConfigError{fmt.Errorf("invalid --settle %s: must not be negative", settle)}
@@ -204,8 +204,8 @@ orchestrator keeps working and may taint nodes again at its next cycle.`,
 			} else {
 				res, err = e.Cleanup(cmd.Context())
 			}
-			if o.dryRun {
-				if perr := printPlan(o.stdout, res.Plan); perr != nil && err == nil {
+			if o.dryRun && err == nil {
+				if perr := printPlan(o.stdout, res.Plan); perr != nil {
 					err = perr
 				}
 			}

@@ -35,7 +35,7 @@ func newStatusCommand(o *globalOptions) *cobra.Command {
 		Long: `status reads the pool (it never writes) and shows each node that is tainted, warming, waiting
 to enter maintenance or released, with totals. -o json or -o yaml for machines; --watch redraws in
 place on a terminal and prints one block per interval when piped.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch so.output {
 			case "table", "json", "yaml":
