@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
 	"k8s.io/pod-security-admission/api"
@@ -671,6 +673,35 @@ func TestHooks(t *testing.T) {
 	assert.Len(t, r.Hooks, 2)
 }
 
+// Helm accepts release names of up to 53 characters; every object must still get a name the API
+// server accepts for its kind: at most 52 characters for a CronJob (its Jobs' names add 11), a
+// DNS-1035 label for a Service, a DNS-1123 label for a Job (its name is a pod label value).
+func TestLongReleaseNames(t *testing.T) {
+	for _, name := range []string{"notebooks-westeurope-production-prewarm", strings.Repeat("r", 53)} {
+		for _, mode := range []string{"cronjob", "deployment"} {
+			t.Run(fmt.Sprintf("%d characters, %s", len(name), mode), func(t *testing.T) {
+				r := mustRender(t, minimal(t, "orchestrator: {mode: "+mode+"}"), renderOpts{releaseName: name})
+				for _, o := range r.Objects {
+					n := objName(o)
+					switch o.(type) {
+					case *batchv1.CronJob:
+						assert.LessOrEqual(t, len(n), 52, "CronJob %s", n)
+						assert.Empty(t, validation.IsDNS1123Subdomain(n), "CronJob %s", n)
+						assert.Contains(t, r.Notes, "cronjob/"+n+" ", "NOTES name the CronJob")
+					case *corev1.Service:
+						assert.Empty(t, validation.IsDNS1035Label(n), "Service %s", n)
+						assert.Contains(t, r.Notes, "Service "+n+",", "NOTES name the metrics Service")
+					case *batchv1.Job, *appsv1.DaemonSet, *appsv1.Deployment:
+						assert.Empty(t, validation.IsDNS1123Label(n), "%T %s", o, n)
+					default:
+						assert.Empty(t, validation.IsDNS1123Subdomain(n), "%T %s", o, n)
+					}
+				}
+			})
+		}
+	}
+}
+
 func TestNotes(t *testing.T) {
 	r := mustRender(t, minimal(t))
 	assert.Contains(t, r.Notes, "kubectl get nodes -l pool=notebooks -L os-upgrade/status")
@@ -736,6 +767,11 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "equal status values", extra: "statusLabel: {value: x, warmingValue: x}", want: []string{"statusLabel.warmingValue"}},
 		{name: "node label source without selector", extra: "maintenance: {nodeLabel: {enabled: true}}", want: []string{"maintenance.nodeLabel.selector"}},
 		{name: "no maintenance source", extra: "maintenance: {nodeMaintenance: {enabled: false}}", want: []string{"maintenance", "nodeMaintenance", "nodeLabel", "cordoned"}},
+		{name: "blank node label selector", extra: "maintenance: {nodeLabel: {enabled: true, selector: '  '}}", want: []string{"maintenance.nodeLabel.selector"}},
+		{name: "status label key is the kernel label", extra: "{statusLabel: {key: example.com/kernel}, upgrade: {kernelVersionLabel: example.com/kernel}}", want: []string{"statusLabel.key", "upgrade.kernelVersionLabel"}},
+		// The warmer's node affinity matches target kernels against upgrade.kernelVersionLabel.
+		{name: "kernel version not a label value", extra: "upgrade: {kernelVersions: [5.14.0-427.el9.x86_64+debug], kernelVersionLabel: k}", want: []string{"/upgrade/kernelVersions/0"}},
+		{name: "kernel version with a space", extra: "upgrade: {kernelVersions: [' 6.8.0'], kernelVersionLabel: k}", want: []string{"/upgrade/kernelVersions/0"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

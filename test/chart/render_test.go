@@ -59,6 +59,7 @@ type rendered struct {
 type renderOpts struct {
 	kubeVersion string
 	chart       *chart.Chart // default: the chart loaded from chartDir
+	releaseName string       // default: releaseName
 }
 
 // render installs the chart with DryRun+ClientOnly, like `helm install --dry-run` without a cluster.
@@ -74,6 +75,9 @@ func render(t *testing.T, vals map[string]any, opts ...renderOpts) (*rendered, e
 	if o.chart == nil {
 		o.chart = loadChart(t)
 	}
+	if o.releaseName == "" {
+		o.releaseName = releaseName
+	}
 	kv, err := chartutil.ParseKubeVersion(o.kubeVersion)
 	require.NoError(t, err)
 
@@ -81,7 +85,7 @@ func render(t *testing.T, vals map[string]any, opts ...renderOpts) (*rendered, e
 	install.DryRun = true
 	install.ClientOnly = true
 	install.Replace = true
-	install.ReleaseName = releaseName
+	install.ReleaseName = o.releaseName
 	install.Namespace = releaseNS
 	install.KubeVersion = kv
 	rel, err := install.Run(o.chart, vals)

@@ -66,6 +66,21 @@ Name of the warmer DaemonSet (also written into the orchestrator's config).
 {{- end }}
 
 {{/*
+Name of the CronJob: at most 52 characters, since the API server refuses longer CronJob names (the
+names of its Jobs add 11).
+*/}}
+{{- define "image-prewarmer.cronJobName" -}}
+{{- include "image-prewarmer.fullname" . | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the metrics Service (deployment mode): a DNS-1035 label, at most 63 characters.
+*/}}
+{{- define "image-prewarmer.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "image-prewarmer.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 Name of cluster-scoped objects (ClusterRole, ClusterRoleBinding) and of objects outside the release
 namespace (the events Role): includes the release namespace, so the same release name installed in two
 namespaces does not collide.
@@ -136,13 +151,16 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- if and .Values.upgrade.kernelVersions (not .Values.upgrade.kernelVersionLabel) }}
 {{- fail "upgrade.kernelVersionLabel is required when upgrade.kernelVersions is set: the warmer's node affinity matches the kernel version against that node label (e.g. feature.node.kubernetes.io/kernel-version.full)" }}
 {{- end }}
+{{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
+{{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
+{{- end }}
 {{- if hasKey .Values.pool.nodeSelector .Values.statusLabel.key }}
 {{- fail (printf "statusLabel.key %q must not be one of the labels of pool.nodeSelector" .Values.statusLabel.key) }}
 {{- end }}
 {{- if eq .Values.statusLabel.value .Values.statusLabel.warmingValue }}
 {{- fail (printf "statusLabel.warmingValue %q must differ from statusLabel.value" .Values.statusLabel.warmingValue) }}
 {{- end }}
-{{- if and .Values.maintenance.nodeLabel.enabled (not .Values.maintenance.nodeLabel.selector) }}
+{{- if and .Values.maintenance.nodeLabel.enabled (not (trim .Values.maintenance.nodeLabel.selector)) }}
 {{- fail "maintenance.nodeLabel.selector is required when maintenance.nodeLabel.enabled is true" }}
 {{- end }}
 {{- if not (or .Values.maintenance.nodeMaintenance.enabled .Values.maintenance.nodeLabel.enabled .Values.maintenance.cordoned.enabled) }}
