@@ -272,7 +272,11 @@ func (c *Controller) Start(ctx context.Context) error {
 		f.Start(ctx.Done())
 	}
 	if c.cfg.Maintenance.NodeMaintenance.Enabled {
-		c.startMaintenanceInformer(ctx)
+		if err := c.startMaintenanceInformer(ctx); err != nil {
+			// Served or not is unknown: planning as if it were not would take every node tainted
+			// for a maintenance object out of maintenance.
+			return err
+		}
 	}
 	for _, f := range []informers.SharedInformerFactory{c.poolFactory, c.labelledFactory, c.dsFactory, c.warmerFactory} {
 		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
@@ -302,21 +306,21 @@ func (c *Controller) Synced() bool { return c.synced.Load() }
 
 // startMaintenanceInformer starts the nodeMaintenance informer when the resource is served;
 // when it is not (CRD not installed), the source is empty, a warning says so, and the next
-// resync probes again.
-func (c *Controller) startMaintenanceInformer(ctx context.Context) {
+// resync probes again. It returns an error when the probe failed otherwise (whether the
+// resource is served is then unknown).
+func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
 	c.nmMu.Lock()
 	defer c.nmMu.Unlock()
 	if c.nmInformer != nil {
-		return
+		return nil
 	}
 	gvr := sources.GVR(c.cfg)
 	_, err := c.nm.Resource().List(ctx, metav1.ListOptions{Limit: 1})
 	switch {
 	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
-		return // reported as a warning by every plan while not served
+		return nil // reported as a warning by every plan while not served
 	case err != nil:
-		c.log.Warn("probing the maintenance resource failed; retrying at the next resync", "resource", gvr.String(), "error", err)
-		return
+		return fmt.Errorf("probing %s: %w", gvr.String(), err)
 	}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
 	inf := f.ForResource(gvr).Informer()
@@ -329,7 +333,7 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) {
 		DeleteFunc: func(any) { c.Trigger() },
 	}); err != nil {
 		c.log.Warn("adding the maintenance event handler failed", "error", err)
-		return
+		return nil
 	}
 	c.nmInformer = inf
 	f.Start(ctx.Done())
@@ -345,6 +349,7 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) {
 			}
 		}()
 	}
+	return nil
 }
 
 // Trigger asks for a reconcile of the whole pool; triggers that arrive while one is pending
@@ -393,7 +398,9 @@ func (c *Controller) Lead(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			if c.cfg.Maintenance.NodeMaintenance.Enabled {
-				c.startMaintenanceInformer(ctx)
+				if err := c.startMaintenanceInformer(ctx); err != nil {
+					c.log.Warn("probing the maintenance resource failed; retrying at the next resync", "error", err)
+				}
 			}
 			c.mu.Lock()
 			c.full = true
@@ -449,7 +456,11 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}
 
 	c.mu.Lock()
-	todo := plan.Plan{Actions: c.ledger.claim(p.Actions, asOf)}
+	todo := plan.Plan{Actions: p.Actions}
+	if !c.engine.DryRun() {
+		// A dry run writes nothing, so nothing it plans is ever in flight.
+		todo.Actions = c.ledger.claim(p.Actions, asOf)
+	}
 	c.ledger.prune(asOf)
 	c.mu.Unlock()
 	for _, a := range todo.Actions {
@@ -465,16 +476,23 @@ func (c *Controller) reconcile(ctx context.Context) {
 		// Each node leaves the in-flight set as soon as its own write returns, not when the whole
 		// batch does: a node adopted early in a burst of a thousand is released as soon as its
 		// warmer pod is Ready.
-		_, err := c.engine.ApplyNotify(ctx, obs, todo, c.latest, func(a plan.Action, w *engine.Written, _ error) {
+		_, err := c.engine.ApplyNotify(ctx, obs, todo, c.latest, func(a plan.Action, w *engine.Written, err error) {
 			c.mu.Lock()
 			if w != nil && w.Node != nil {
 				c.overlay[w.Node.Name] = *w
 			}
 			entries := c.ledger.finish(a.Node)
 			c.mu.Unlock()
-			if entries {
+			switch {
+			case err != nil:
+				// Re-planned after retryAfterError, not at once: a write that keeps failing
+				// (RBAC, a webhook, conflicts) would loop on the API.
+				if ctx.Err() == nil {
+					time.AfterFunc(retryAfterError, func() { c.triggerNode(a.Node) })
+				}
+			case entries:
 				c.Trigger()
-			} else {
+			default:
 				c.triggerNode(a.Node)
 			}
 		})

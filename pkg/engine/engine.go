@@ -120,6 +120,9 @@ func New(o Options) (*Engine, error) {
 // Planner returns the engine's planner.
 func (e *Engine) Planner() *plan.Planner { return e.planner }
 
+// DryRun reports whether the engine only reports its plans (Options.DryRun).
+func (e *Engine) DryRun() bool { return e.dryRun }
+
 // Result summarises one cycle.
 type Result struct {
 	// Plan is what the planner decided (in dry-run mode, what would have been done).
@@ -494,7 +497,7 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		// The action may have waited for a slot while the node changed: start from the latest
 		// version known, not from one bound to conflict.
 		if fresh := latest(a.Node); fresh != nil && Newer(fresh, node) {
-			next, ok := e.replanNode(snap, fresh, replan)
+			next, ok := e.replanNode(snap, fresh, a.Type, replan)
 			if !ok {
 				return nil, nil
 			}
@@ -540,7 +543,7 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			return nil, fmt.Errorf("re-reading node %s after a conflict: %w", node.Name, err)
 		}
 		e.log.Debug("conflict; re-planning", "node", node.Name, "attempt", attempt+1)
-		next, ok := e.replanNode(snap, fresh, replan)
+		next, ok := e.replanNode(snap, fresh, a.Type, replan)
 		if !ok {
 			return nil, nil
 		}
@@ -555,7 +558,11 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 //
 // The maintenances read from the node itself (nodeLabel, cordoned) are re-derived from the fresh
 // copy; those of maintenance objects are the snapshot's.
-func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(plan.Snapshot) plan.Plan) (plan.Action, bool) {
+//
+// An action of another type (was) never becomes an entry: the snapshot misses the entries of
+// the same plan being written alongside (and, in the event-driven mode, may hold a few nodes
+// only), so maxConcurrent cannot be counted from it. The next plan enters the node.
+func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, was plan.ActionType, replan func(plan.Snapshot) plan.Plan) (plan.Action, bool) {
 	var ms []plan.Maintenance
 	for _, m := range snap.Maintenance[fresh.Name] {
 		if m.Source == plan.SourceNodeMaintenance {
@@ -569,6 +576,9 @@ func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, replan func(
 	a, ok := actionFor(replan(alone), fresh.Name)
 	if !ok || a.Type != plan.Enter {
 		return a, ok
+	}
+	if was != plan.Enter {
+		return plan.Action{}, false
 	}
 	maintenance := make(map[string][]plan.Maintenance, len(snap.Maintenance)+1)
 	for name, v := range snap.Maintenance {

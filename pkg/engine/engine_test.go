@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -506,4 +507,61 @@ func TestObserveReportsTheFirstFailedReadInOrder(t *testing.T) {
 	require.Len(t, obs.Snapshot.Nodes, 1)
 	assert.Equal(t, "a", obs.Snapshot.Nodes[0].Name)
 	assert.Nil(t, obs.Snapshot.DaemonSet, "no warmer DaemonSet: not an error")
+}
+
+// A node list whose continue token expires starts over, and forgets only what that list had
+// read: the pool nodes listed before the status-label list stay in the snapshot.
+func TestExpiredContinueKeepsTheOtherList(t *testing.T) {
+	pool := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	labelled := tu.Node("b", tu.WithLabels("os-upgrade/status", "upgrading"))
+	client := fake.NewClientset(pool, labelled)
+	client.PrependReactor("list", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		opts := act.(k8stesting.ListActionImpl).ListOptions
+		if opts.LabelSelector == "pool=notebooks" {
+			return false, nil, nil
+		}
+		switch {
+		case opts.Continue == "" && opts.Limit > 0:
+			return true, &corev1.NodeList{ListMeta: metav1.ListMeta{Continue: "next"}, Items: []corev1.Node{*labelled}}, nil
+		case opts.Continue != "":
+			return true, nil, apierrors.NewResourceExpired("continue token expired")
+		}
+		return false, nil, nil
+	})
+	obs, err := testEngine(t, client, false).Observe(context.Background())
+	require.NoError(t, err)
+	var names []string
+	for _, n := range obs.Snapshot.Nodes {
+		names = append(names, n.Name)
+	}
+	assert.Equal(t, []string{"a", "b"}, names)
+}
+
+// A re-plan after a conflict never turns another action into an entry: the entry would be
+// counted against maxConcurrent from a snapshot that misses the entries written alongside it
+// (and, in the event-driven mode, from a snapshot of a few nodes only).
+func TestReplanDoesNotTurnIntoAnEntry(t *testing.T) {
+	joined := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
+	client := fake.NewClientset(joined, tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	conflicted := false
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() != "a" || conflicted {
+			return false, nil, nil
+		}
+		conflicted = true
+		// Before its adoption is written, someone takes the taint off a and cordons it.
+		n := joined.DeepCopy()
+		n.Spec.Taints, n.Spec.Unschedulable, n.ResourceVersion = nil, true, "2"
+		require.NoError(t, client.Tracker().Update(nodes, n, ""))
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("modified"))
+	})
+	cfg := testConfig(t)
+	cfg.MaxConcurrent = intstr.FromInt32(1)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Enter], "maxConcurrent is 1: b's entry only")
 }

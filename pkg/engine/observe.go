@@ -92,12 +92,17 @@ func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 
 func (e *Engine) listNodePages(ctx context.Context, selector string, into map[string]*corev1.Node) error {
 	opts := metav1.ListOptions{LabelSelector: selector, Limit: nodePageSize}
+	var read []string // the names this list added to into
 	for {
 		list, err := e.client.CoreV1().Nodes().List(ctx, opts)
 		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
-			// The continue token expired (a very slow cycle): start over in one request.
+			// The continue token expired (a very slow cycle): start over in one request,
+			// forgetting what this list read (not what another list put into into).
 			opts.Continue, opts.Limit = "", 0
-			clear(into)
+			for _, name := range read {
+				delete(into, name)
+			}
+			read = nil
 			continue
 		}
 		if err != nil {
@@ -106,6 +111,9 @@ func (e *Engine) listNodePages(ctx context.Context, selector string, into map[st
 		for i := range list.Items {
 			n := &list.Items[i]
 			e.TrimNode(n)
+			if _, ok := into[n.Name]; !ok {
+				read = append(read, n.Name)
+			}
 			into[n.Name] = n
 		}
 		if list.Continue == "" {
