@@ -158,6 +158,12 @@ func TestMergePatch(t *testing.T) {
 	b, err = mergePatch(only, plan.Change{AddTaint: &add})
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"metadata":{"resourceVersion":"1"}}`, string(b), "our taint already there: not added twice")
+
+	// A changed taint value: the old taint is removed and the new one added in the same patch.
+	old := corev1.Taint{Key: "os-upgrade", Value: "old", Effect: corev1.TaintEffectNoSchedule}
+	b, err = mergePatch(only, plan.Change{RemoveTaint: &old, AddTaint: &corev1.Taint{Key: "os-upgrade", Value: "new", Effect: corev1.TaintEffectNoSchedule}})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"metadata":{"resourceVersion":"1"},"spec":{"taints":[{"key":"os-upgrade","value":"new","effect":"NoSchedule"}]}}`, string(b))
 }
 
 func ptr(s string) *string { return &s }

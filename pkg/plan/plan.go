@@ -355,6 +355,7 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 		state.BaselineKernel: ptr(p.rule.Kernel(n)),
 		state.BaselineBootID: ptr(n.Status.NodeInfo.BootID),
 		state.TaintedAt:      ptr(c.now),
+		state.Taint:          ptr(state.FormatTaint(p.taint())),
 	}
 	for _, k := range append(slices.Clone(state.RecordAnnotations), state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
 		if _, ok := n.Annotations[k]; ok {
@@ -412,13 +413,44 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	if !p.InPool(n) {
 		return p.release(c, n, state.ReasonLeftPool, "no longer matches the pool selector"), true
 	}
-	if !state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
-		return p.release(c, n, state.ReasonExternal, fmt.Sprintf("taint %s was removed by someone else; not re-tainting", p.cfg.Taint.Key)), true
+	ours := p.ourTaint(n)
+	if !state.HasTaint(n, ours.Key, ours.Effect) {
+		return p.release(c, n, state.ReasonExternal, fmt.Sprintf("taint %s was removed by someone else; not re-tainting", ours.Key)), true
+	}
+	if want := p.taint(); ours != want && !c.uninstalling {
+		return p.replaceTaint(n, ours, want), true
 	}
 	if state.PhaseOf(n) == state.PhaseTainted {
 		return p.planTainted(c, n)
 	}
 	return p.planWarming(c, n)
+}
+
+// ourTaint is the taint this installation put on a managed node: the one recorded on it, else
+// (a node managed before taints were recorded) the configured one.
+func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
+	if t, ok := state.RecordedTaint(n); ok {
+		return t
+	}
+	return p.taint()
+}
+
+// replaceTaint swaps the taint recorded on a managed node for the configured one when the
+// configuration changed (taint key, value or effect, by a helm upgrade): in one patch, so the
+// node stays closed, and the new warmer DaemonSet, which tolerates only the new taint, can run
+// there. Without it the old taint would wait for a warmer that never comes, and no later
+// release would remove it.
+func (p *Planner) replaceTaint(n *corev1.Node, old, want corev1.Taint) Action {
+	msg := fmt.Sprintf("the configured taint changed: %s replaced by %s", taintString(old), taintString(want))
+	return Action{
+		Node: n.Name, Type: Record, Reason: "taint-changed", Message: msg,
+		Change: Change{
+			RemoveTaint: &old,
+			AddTaint:    &want,
+			Annotations: map[string]*string{state.Taint: ptr(state.FormatTaint(want))},
+		},
+		Events: p.transition("PrewarmTaintReplaced", msg),
+	}
 }
 
 func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
@@ -540,8 +572,7 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 		state.ReleasedAt:    ptr(c.now),
 		state.ReleaseReason: ptr(reason),
 	}}
-	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
-		t := p.taint()
+	if t := p.ourTaint(n); state.HasTaint(n, t.Key, t.Effect) {
 		ch.RemoveTaint = &t
 	}
 	if _, ok := n.Labels[p.cfg.StatusLabel.Key]; ok {

@@ -436,6 +436,7 @@ func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
 		state.BaselineKernel:    ptr("5.15.0-1"),
 		state.BaselineBootID:    ptr("boot-1"),
 		state.TaintedAt:         ptr("2026-11-25T12:00:00Z"),
+		state.Taint:             ptr("os-upgrade=true:NoSchedule"),
 		state.MaintenanceID:     ptr("uid-nm-a"),
 		state.WarmerPodUID:      ptr("pre"),
 		state.WarmerPodRestarts: ptr("2"),
@@ -525,6 +526,80 @@ func TestReleaseRemovesOnlyOursAndKeepsRecord(t *testing.T) {
 		assert.Contains(t, a.Change.Annotations, k)
 		assert.Nil(t, a.Change.Annotations[k], k)
 	}
+}
+
+// withRecordedTaint puts a taint on a managed node and records it as the one ours.
+func withRecordedTaint(key, value string, effect corev1.TaintEffect) tu.NodeOption {
+	return func(n *corev1.Node) {
+		var kept []corev1.Taint
+		for _, t := range n.Spec.Taints {
+			if t.Key != taintKey {
+				kept = append(kept, t)
+			}
+		}
+		n.Spec.Taints = kept
+		tu.WithTaint(key, value, effect)(n)
+		n.Annotations[state.Taint] = state.FormatTaint(corev1.Taint{Key: key, Value: value, Effect: effect})
+	}
+}
+
+// A helm upgrade that changes the taint: each managed node's recorded taint is replaced by the
+// configured one in one patch (the node stays closed; the new warmer tolerates only the new
+// taint), and a release removes the taint recorded on the node, whatever the configuration says.
+func TestChangedTaint(t *testing.T) {
+	cfg := testConfig(t)
+	configured := corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}
+	cases := []struct {
+		name   string
+		old    corev1.Taint
+		extra  []tu.NodeOption
+		want   plan.ActionType
+		remove *corev1.Taint
+		add    *corev1.Taint
+	}{
+		{name: "key changed", old: corev1.Taint{Key: "prewarm", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+			want: plan.Record, add: &configured},
+		{name: "effect changed", old: corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoExecute},
+			want: plan.Record, add: &configured},
+		{name: "value changed", old: corev1.Taint{Key: taintKey, Value: "old", Effect: corev1.TaintEffectNoSchedule},
+			want: plan.Record, add: &configured},
+		{name: "left the pool: the recorded taint is removed", old: corev1.Taint{Key: "prewarm", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Labels, "pool") }}, want: plan.Release},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := append([]tu.NodeOption{inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), withRecordedTaint(tc.old.Key, tc.old.Value, tc.old.Effect)}, tc.extra...)
+			n := tu.Node("a", opts...)
+			a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)), "a")
+			require.Equal(t, tc.want, a.Type, a.Message)
+			old := tc.old
+			assert.Equal(t, &old, a.Change.RemoveTaint)
+			assert.Equal(t, tc.add, a.Change.AddTaint)
+			if tc.want == plan.Record {
+				assert.Equal(t, map[string]*string{state.Taint: ptr("os-upgrade=true:NoSchedule")}, a.Change.Annotations)
+				assert.Empty(t, a.Change.Labels)
+			} else {
+				assert.Contains(t, a.Change.Annotations, state.Taint)
+				assert.Nil(t, a.Change.Annotations[state.Taint], "a released node keeps no recorded taint")
+			}
+		})
+	}
+
+	// The recorded taint is gone (an operator removed it): released as external, nothing removed.
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), withRecordedTaint("prewarm", "true", corev1.TaintEffectNoSchedule))
+	n.Spec.Taints = nil
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	assert.Equal(t, plan.Release, a.Type)
+	assert.Equal(t, state.ReasonExternal, a.Reason)
+	assert.Nil(t, a.Change.RemoveTaint)
+
+	// A node that also carries the configured taint (put there by someone else) keeps it: the
+	// replacement removes the recorded one only, before any release.
+	n = tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), withRecordedTaint("prewarm", "true", corev1.TaintEffectNoSchedule),
+		tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
+	require.Equal(t, plan.Record, a.Type, "replaced before the warm release")
+	assert.Equal(t, "prewarm", a.Change.RemoveTaint.Key)
 }
 
 func TestTimeoutEmitsWarning(t *testing.T) {
@@ -721,9 +796,14 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 		if a.Change.AddTaint != nil {
 			assert.Equal(t, cfg.Taint.Key, a.Change.AddTaint.Key)
 		}
-		if a.Change.RemoveTaint != nil {
-			assert.Equal(t, cfg.Taint.Key, a.Change.RemoveTaint.Key)
-			assert.Equal(t, cfg.Taint.Effect, a.Change.RemoveTaint.Effect)
+		if rm := a.Change.RemoveTaint; rm != nil {
+			// The configured taint, or the one this installation recorded on its node.
+			recorded, ok := state.RecordedTaint(n)
+			if ok && p.Owns(n) {
+				assert.Equal(t, []string{recorded.Key, string(recorded.Effect)}, []string{rm.Key, string(rm.Effect)})
+			} else {
+				assert.Equal(t, []string{cfg.Taint.Key, string(cfg.Taint.Effect)}, []string{rm.Key, string(rm.Effect)})
+			}
 		}
 		for k := range a.Change.Labels {
 			assert.Equal(t, cfg.StatusLabel.Key, k, "only the status label is ever written")

@@ -5,6 +5,7 @@ package state
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,9 @@ const (
 	MaintenanceEnded  = Prefix + "maintenance-ended-at"
 	ReleasedAt        = Prefix + "released-at"
 	ReleaseReason     = Prefix + "release-reason"
+	// Taint records the taint this installation put on (or adopted with) a managed node, as
+	// key=value:effect: the one its release removes, even after the configured taint changed.
+	Taint = Prefix + "taint"
 )
 
 // Uninstalling, on the warmer DaemonSet, marks the installation as being removed (`cleanup
@@ -56,7 +60,7 @@ const (
 // ReleaseReason, MaintenanceEnded and LastError stay for the record.
 var ManagedAnnotations = []string{
 	Phase, Owner, BaselineKernel, BaselineBootID, TaintedAt, UpgradedAt,
-	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts,
+	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint,
 }
 
 // RecordAnnotations are what a released node keeps; a new maintenance clears them.
@@ -90,6 +94,33 @@ func Int(node *corev1.Node, key string) (int64, bool) {
 
 // PhaseOf returns the node's phase ("" when it is not managed).
 func PhaseOf(node *corev1.Node) string { return node.Annotations[Phase] }
+
+// FormatTaint renders a taint as the Taint annotation records it: key=value:effect, or
+// key:effect without a value.
+func FormatTaint(t corev1.Taint) string {
+	if t.Value == "" {
+		return t.Key + ":" + string(t.Effect)
+	}
+	return t.Key + "=" + t.Value + ":" + string(t.Effect)
+}
+
+// RecordedTaint reads the node's Taint annotation; ok is false when it is absent or malformed.
+// (Neither a taint key nor its value may contain '=' or ':'.)
+func RecordedTaint(node *corev1.Node) (corev1.Taint, bool) {
+	v, found := node.Annotations[Taint]
+	if !found {
+		return corev1.Taint{}, false
+	}
+	i := strings.LastIndexByte(v, ':')
+	if i <= 0 || i == len(v)-1 {
+		return corev1.Taint{}, false
+	}
+	key, value, _ := strings.Cut(v[:i], "=")
+	if key == "" {
+		return corev1.Taint{}, false
+	}
+	return corev1.Taint{Key: key, Value: value, Effect: corev1.TaintEffect(v[i+1:])}, true
+}
 
 // HasTaint reports whether node carries a taint with key and effect (any value).
 func HasTaint(node *corev1.Node, key string, effect corev1.TaintEffect) bool {

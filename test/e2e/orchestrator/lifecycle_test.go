@@ -261,6 +261,49 @@ func TestJoinedTaintedIsAdopted(t *testing.T) {
 	e.RequireReleased("a", state.ReasonWarm)
 }
 
+// A helm upgrade that changes the taint while a node is tainted: the next cycle swaps the taint
+// recorded on the node for the new one (the node stays closed), the new warmer, which tolerates
+// only the new taint, warms it, and the release leaves neither taint behind.
+func TestChangedTaint(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	ds := e.Warmer()
+	e.Maintenance("a")
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	old := corev1.Taint{Key: e.Config.Taint.Key, Value: e.Config.Taint.Value, Effect: e.Config.Taint.Effect}
+	assert.Equal(t, state.FormatTaint(old), e.Node("a").Annotations[state.Taint])
+
+	// The upgrade: a new taint in the configuration and in the warmer's tolerations.
+	e.Config.Taint.Key, e.Config.Taint.Effect = "example.com/prewarm", corev1.TaintEffectNoExecute
+	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.Ctx, ds.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Spec = framework.WarmerDaemonSet(framework.WarmerOptionsFor(e.Config, e.Images)).Spec
+		_, err = e.client.AppsV1().DaemonSets(ds.Namespace).Update(e.Ctx, cur, metav1.UpdateOptions{})
+		return err
+	}))
+
+	res := e.cycle()
+	assert.Equal(t, 1, res.Applied[plan.Record])
+	n := e.Node("a")
+	assert.False(t, state.HasTaint(n, old.Key, old.Effect), "the old taint is gone")
+	assert.True(t, state.HasTaint(n, "example.com/prewarm", corev1.TaintEffectNoExecute), "the new taint is on")
+	assert.Equal(t, "example.com/prewarm=true:NoExecute", n.Annotations[state.Taint])
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+
+	e.Reboot("a", newKernel)
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	e.waitWarmerReady("a")
+	e.cycle()
+	released := e.RequireReleased("a", state.ReasonWarm)
+	assert.Empty(t, released.Spec.Taints, "neither taint is left")
+	assert.NotContains(t, released.Annotations, state.Taint)
+}
+
 // 7. maxConcurrent 3 with 10 nodes in maintenance: exactly 3 tainted; more as they are released.
 func TestBudget(t *testing.T) {
 	e := newEnv(t, kernelTarget, func(c *config.Config) { c.MaxConcurrent = intstr.FromInt32(3) })

@@ -1,0 +1,30 @@
+package state
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestRecordedTaint(t *testing.T) {
+	for _, taint := range []corev1.Taint{
+		{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "example.com/prewarm", Effect: corev1.TaintEffectNoExecute},
+	} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Taint: FormatTaint(taint)}}}
+		got, ok := RecordedTaint(n)
+		assert.True(t, ok, FormatTaint(taint))
+		assert.Equal(t, taint, got, "round trip of %s", FormatTaint(taint))
+	}
+	assert.Equal(t, "example.com/prewarm:NoExecute", FormatTaint(corev1.Taint{Key: "example.com/prewarm", Effect: corev1.TaintEffectNoExecute}))
+
+	for _, v := range []string{"", "os-upgrade", "os-upgrade=true", ":NoSchedule", "=true:NoSchedule", "os-upgrade=true:"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Taint: v}}}
+		_, ok := RecordedTaint(n)
+		assert.False(t, ok, "malformed %q", v)
+	}
+	_, ok := RecordedTaint(&corev1.Node{})
+	assert.False(t, ok, "no annotation")
+}
