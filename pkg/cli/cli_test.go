@@ -127,6 +127,11 @@ func TestRunWatchUsageErrors(t *testing.T) {
 		{"pushgateway without --once", []string{"run", "--pushgateway", "http://127.0.0.1:9091"}, "--pushgateway"},
 		{"zero resync", []string{"run", "--resync", "0s"}, "--resync"},
 		{"bad resync", []string{"run", "--resync", "soon"}, "resync"},
+		// client-go's rules: lease duration > renew deadline > 1.2 x retry period, all positive.
+		{"lease not longer than renew deadline", []string{"run", "--leader-elect-lease-duration", "10s"}, "--leader-elect-lease-duration (10s) must be longer than --leader-elect-renew-deadline (10s)"},
+		{"renew deadline within the retry jitter", []string{"run", "--leader-elect-retry-period", "9s"}, "--leader-elect-renew-deadline (10s) must be longer than 1.2 x --leader-elect-retry-period (9s)"},
+		{"zero retry period", []string{"run", "--leader-elect-retry-period", "0s"}, "--leader-elect-retry-period: must be positive"},
+		{"negative lease duration", []string{"run", "--leader-elect-lease-duration", "-1s"}, "--leader-elect-lease-duration: must be positive"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

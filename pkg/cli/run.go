@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/controller"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
@@ -119,6 +120,11 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	if ro.resync <= 0 {
 		return &ConfigError{fmt.Errorf("--resync: must be positive, got %s", ro.resync)}
 	}
+	if ro.leaderElect {
+		if err := ro.validateLeaderElection(); err != nil {
+			return &ConfigError{err}
+		}
+	}
 	m := metrics.New()
 	w, err := o.wire(o.dryRun, m, true)
 	if err != nil {
@@ -157,6 +163,27 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		return err
 	}
 	w.log.Info("stopped")
+	return nil
+}
+
+// validateLeaderElection checks the Lease timings as client-go would, but before anything
+// starts and naming the flags: lease duration > renew deadline > 1.2 x retry period (its jitter),
+// all positive.
+func (ro *runOptions) validateLeaderElection() error {
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"--leader-elect-lease-duration", ro.leaseDur}, {"--leader-elect-renew-deadline", ro.renew}, {"--leader-elect-retry-period", ro.retry}} {
+		if f.d <= 0 {
+			return fmt.Errorf("%s: must be positive, got %s", f.name, f.d)
+		}
+	}
+	if ro.leaseDur <= ro.renew {
+		return fmt.Errorf("--leader-elect-lease-duration (%s) must be longer than --leader-elect-renew-deadline (%s)", ro.leaseDur, ro.renew)
+	}
+	if ro.renew <= time.Duration(leaderelection.JitterFactor*float64(ro.retry)) {
+		return fmt.Errorf("--leader-elect-renew-deadline (%s) must be longer than %.1f x --leader-elect-retry-period (%s)", ro.renew, leaderelection.JitterFactor, ro.retry)
+	}
 	return nil
 }
 
