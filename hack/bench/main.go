@@ -73,7 +73,11 @@ type options struct {
 	// a lot between runs, and one run can mislead either way.
 	repeat    int
 	onceSizes string
-	clients   string
+	// onceRepeat runs each pool's first cycle (default client settings) this many times: its
+	// wall time varies with what else the control plane is doing (kwok's Lease renewals come in
+	// waves).
+	onceRepeat int
+	clients    string
 	// keepNodes leaves each latency run's nodes in the cluster (no removePool).
 	keepNodes bool
 	// debugDir, when set, receives each orchestrator's debug log, a CPU profile of each join
@@ -120,6 +124,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.upgrading, "upgrade", 100, "nodes of the largest join pool that go through an upgrade")
 	flag.IntVar(&o.repeat, "repeat", 3, "runs of the largest join scenario per client setting")
 	flag.StringVar(&o.onceSizes, "once", "1000,5000", "pool sizes of the run --once cycles")
+	flag.IntVar(&o.onceRepeat, "once-repeat", 3, "runs of each pool's first run --once cycle with the default client settings")
 	flag.StringVar(&o.clients, "clients", "50/100,-1/100", "orchestrator client qps/burst settings of the latency runs (50/100 is the event-driven default; qps -1: no client-side limit)")
 	flag.BoolVar(&o.keepNodes, "keep-nodes", false, "leave each latency run's nodes in the cluster instead of deleting them before the next run")
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles (the orchestrator's in the joins, the API server's in the run --once cycles) and per-node timelines here")
@@ -508,7 +513,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		}
 	}
 	if err := parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
-		_, err := b.c.CreateNodeMaintenance(ctx, "once-"+node, node)
+		_, err := b.c.CreateNodeMaintenance(ctx, onceMaintenance(1, node), node)
 		return err
 	}); err != nil {
 		return err
@@ -533,26 +538,56 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		}
 		return nil
 	}
-	for _, cycle := range []string{"first (enters 10%)", "steady (no change)"} {
+	const first, steady = "first (enters 10%)", "steady (no change)"
+	def := clientSetting{qps: float64(cfg.Client.QPSFor(false)), burst: cfg.Client.Burst}.label(false)
+	record := func(path, cycle, client string) error {
 		row, err := b.runOnce(ctx, path)
 		if err != nil {
 			return err
 		}
-		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, clientSetting{qps: float64(cfg.Client.QPSFor(false)), burst: cfg.Client.Burst}.label(false)
+		row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), cycle, client
 		b.once = append(b.once, row)
+		return nil
 	}
-	// The first cycle again with a client-side rate limit, which paces its writes. A new
-	// maintenance for the same nodes (a node released for a maintenance is not tainted again for it).
-	if err := cleanup(); err != nil {
-		return err
-	}
-	if err := parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
-		if err := b.c.DeleteNodeMaintenance(ctx, "once-"+node); err != nil {
+	// again releases every node and gives each of maint a new NodeMaintenance (a node released for
+	// a maintenance is not tainted again for it), for another first cycle.
+	gen := 1
+	again := func() error {
+		if err := cleanup(); err != nil {
 			return err
 		}
-		_, err := b.c.CreateNodeMaintenance(ctx, "once2-"+node, node)
+		gen++
+		return parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
+			if err := b.c.DeleteNodeMaintenance(ctx, onceMaintenance(gen-1, node)); err != nil {
+				return err
+			}
+			_, err := b.c.CreateNodeMaintenance(ctx, onceMaintenance(gen, node), node)
+			return err
+		})
+	}
+	runs := max(b.opts.onceRepeat, 1)
+	label := func(r int) string {
+		if runs == 1 {
+			return first
+		}
+		return fmt.Sprintf("%s, run %d of %d", first, r, runs)
+	}
+	if err := record(path, label(1), def); err != nil {
 		return err
-	}); err != nil {
+	}
+	if err := record(path, steady, def); err != nil {
+		return err
+	}
+	for r := 2; r <= runs; r++ {
+		if err := again(); err != nil {
+			return err
+		}
+		if err := record(path, label(r), def); err != nil {
+			return err
+		}
+	}
+	// The first cycle again with a client-side rate limit, which paces its writes.
+	if err := again(); err != nil {
 		return err
 	}
 	slow := *cfg
@@ -566,20 +601,21 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	row, err := b.runOnce(ctx, slowPath)
-	if err != nil {
+	if err := record(slowPath, first, paced.label(false)); err != nil {
 		return err
 	}
-	row.pool, row.inMaintenance, row.cycle, row.client = n, len(maint), "first (enters 10%)", paced.label(false)
-	b.once = append(b.once, row)
 	// Leave the nodes as they were for the next, larger pool.
 	if err := cleanup(); err != nil {
 		return err
 	}
 	return parallel(ctx, maint, 32, func(ctx context.Context, node string) error {
-		return b.c.DeleteNodeMaintenance(ctx, "once2-"+node)
+		return b.c.DeleteNodeMaintenance(ctx, onceMaintenance(gen, node))
 	})
 }
+
+// onceMaintenance names the NodeMaintenance of a run --once pool's node in its generation (each
+// repeated first cycle needs new ones).
+func onceMaintenance(gen int, node string) string { return fmt.Sprintf("once%d-%s", gen, node) }
 
 // settle stands in for the node lifecycle controller's removal of the not-ready taint, which
 // kube-controller-manager (20 QPS, shared with the DaemonSet controller) does at about five nodes a

@@ -234,13 +234,32 @@ func TestParseOnceOutput(t *testing.T) {
 func TestFirstCycleIsTheLargestDefaultEntry(t *testing.T) {
 	b := &bench{once: []onceRow{
 		{pool: 1000, actions: 100, client: "default: qps -1", wall: 1},
-		{pool: 5000, actions: 500, client: "default: qps -1", wall: 2},
+		{pool: 5000, actions: 500, client: "default: qps -1", wall: 9},
 		{pool: 5000, actions: 0, client: "default: qps -1", wall: 3},
+		{pool: 5000, actions: 500, client: "default: qps -1", wall: 2},
+		{pool: 5000, actions: 500, client: "default: qps -1", wall: 5},
 		{pool: 5000, actions: 500, client: "qps 50, burst 100", wall: 4},
 	}}
 	r, ok := b.firstCycle()
 	require.True(t, ok)
-	assert.Equal(t, time.Duration(2), r.wall)
+	assert.Equal(t, time.Duration(5), r.wall, "the median of the three default first cycles at 5000")
 	_, ok = (&bench{}).firstCycle()
 	assert.False(t, ok)
+}
+
+func TestOnceVerdicts(t *testing.T) {
+	s := time.Second
+	rows := []onceRow{
+		{pool: 1000, cycle: "first (enters 10%), run 1 of 3", client: "default", wall: 3 * s},
+		{pool: 5000, cycle: "first (enters 10%), run 1 of 3", client: "default", wall: 2100 * time.Millisecond, rssKiB: 60 << 10},
+		{pool: 5000, cycle: "steady (no change)", client: "default", wall: s / 2, rssKiB: 60 << 10},
+		{pool: 5000, cycle: "first (enters 10%), run 2 of 3", client: "default", wall: 1900 * time.Millisecond, rssKiB: 70 << 10},
+		{pool: 5000, cycle: "first (enters 10%), run 3 of 3", client: "default", wall: 2 * s, rssKiB: 60 << 10},
+		{pool: 5000, cycle: "first (enters 10%)", client: "qps 50", wall: 9 * s, rssKiB: 60 << 10},
+	}
+	assert.Equal(t, []string{
+		"- 5000 nodes, first (enters 10%), default: wall <= 2 s **met in 2 of 3 runs** (2.1s, 1.9s, 2s); RSS <= 64 MiB **met in 2 of 3 runs** (60.0 MiB, 70.0 MiB, 60.0 MiB).",
+		"- 5000 nodes, steady (no change), default: wall <= 2 s met (500ms); RSS <= 64 MiB met (60.0 MiB).",
+		"- 5000 nodes, first (enters 10%), qps 50: wall <= 2 s **missed** (9s); RSS <= 64 MiB met (60.0 MiB).",
+	}, onceVerdicts(rows))
 }
