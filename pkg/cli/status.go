@@ -112,7 +112,30 @@ func watchStatus(ctx context.Context, w io.Writer, e *engine.Engine, so *statusO
 	}
 }
 
+// totalKeys are the totals every output shows, 0 included, in the table's order.
+var totalKeys = []string{"pool", "inMaintenance", "waiting", "tainted", "warming", "released", "foreign"}
+
+// machineShape returns st with the shape -o json and -o yaml promise whatever the pool holds:
+// nodes a list (never null) and every total of totalKeys present.
+func machineShape(st plan.Status) plan.Status {
+	if st.Nodes == nil {
+		st.Nodes = []plan.NodeStatus{}
+	}
+	totals := make(map[string]int, len(st.Totals)+len(totalKeys))
+	for _, k := range totalKeys {
+		totals[k] = 0
+	}
+	for k, v := range st.Totals {
+		totals[k] = v
+	}
+	st.Totals = totals
+	return st
+}
+
 func renderStatus(w io.Writer, st plan.Status, output string) error {
+	if output != "table" {
+		st = machineShape(st)
+	}
 	switch output {
 	case "json":
 		b, err := json.MarshalIndent(st, "", "  ")
@@ -144,6 +167,10 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		if phase == "" {
 			phase = "-"
 		}
+		if !n.InPool && (n.Phase == state.PhaseTainted || n.Phase == state.PhaseWarming) {
+			// No longer matches the pool selector: the next cycle releases it (left-pool).
+			phase += " (left pool)"
+		}
 		kernel := n.Kernel
 		if n.BaselineKernel != "" && n.BaselineKernel != n.Kernel {
 			kernel = n.BaselineKernel + " -> " + n.Kernel
@@ -156,10 +183,9 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 
 // totalsLine renders the totals in a fixed order, then any others alphabetically.
 func totalsLine(t map[string]int) string {
-	order := []string{"pool", "inMaintenance", "waiting", "tainted", "warming", "released", "foreign"}
 	var parts []string
 	seen := map[string]bool{}
-	for _, k := range order {
+	for _, k := range totalKeys {
 		seen[k] = true
 		parts = append(parts, fmt.Sprintf("%s=%d", k, t[k]))
 	}

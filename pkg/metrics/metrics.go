@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/push"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
@@ -29,6 +32,11 @@ const Namespace = "image_prewarmer"
 
 // Phases reported by the nodes gauge.
 var Phases = []string{state.PhaseTainted, state.PhaseWarming}
+
+// ReleaseReasons are the release reasons whose transitions_total series are exported at 0
+// before the first such release.
+var ReleaseReasons = []string{state.ReasonWarm, state.ReasonCancelled, state.ReasonTimeout,
+	state.ReasonExternal, state.ReasonLeftPool, state.ReasonCleanup}
 
 // Metrics are the orchestrator's collectors and the registry that holds them.
 type Metrics struct {
@@ -44,7 +52,21 @@ type Metrics struct {
 	apiRequests      *prometheus.CounterVec
 	leader           prometheus.Gauge
 	lastSuccess      prometheus.Gauge
+
+	// nodesSet and succeeded say whether the node gauges and lastSuccess hold values of this
+	// process (a push must not report 0 for what a failed or dry-run cycle never counted).
+	nodesSet, succeeded atomic.Bool
 }
+
+// Names of the families a push leaves out when this process has no value for them.
+var (
+	nodeFamilies        = []string{Namespace + "_nodes", Namespace + "_pool_nodes"}
+	lastSuccessFamilies = []string{Namespace + "_last_success_timestamp_seconds"}
+)
+
+// pushTimeout bounds a push: a Pushgateway that does not answer must not hold a CronJob run
+// (and, with concurrencyPolicy Forbid, the runs after it) until the Job's deadline.
+var pushTimeout = 30 * time.Second
 
 // New returns the metrics registered on a new registry, with Go runtime and process collectors.
 func New() *Metrics {
@@ -106,6 +128,11 @@ func New() *Metrics {
 	for _, p := range Phases {
 		m.nodes.WithLabelValues(p).Set(0)
 	}
+	// Release series exist from the start, so that increase() counts the first release of each
+	// reason (a series that appears with the value 1 shows no increase).
+	for _, r := range ReleaseReasons {
+		m.transitions.WithLabelValues(string(plan.Release), r)
+	}
 	return m
 }
 
@@ -120,8 +147,9 @@ func (m *Metrics) Transition(node *corev1.Node, a plan.Action, now time.Time) {
 	}
 	if upgradedAt, ok := state.Time(node, state.UpgradedAt); ok {
 		m.upgradeToRelease.WithLabelValues(a.Reason).Observe(nonNegative(now.Sub(upgradedAt)))
-	} else if state.PhaseOf(node) == state.PhaseTainted && a.Reason == state.ReasonWarm {
-		// Upgrade seen and warm in the same cycle.
+	} else if phase := state.PhaseOf(node); a.Reason == state.ReasonWarm && (phase == state.PhaseTainted || phase == "") {
+		// Upgrade seen and warm in the same cycle, or a node that joined tainted adopted and
+		// released at once (an adoption counts as the upgrade seen).
 		m.upgradeToRelease.WithLabelValues(a.Reason).Observe(0)
 	}
 	if a.WarmPod != nil {
@@ -140,6 +168,7 @@ func (m *Metrics) SetNodes(byPhase map[string]int, pool int) {
 		m.nodes.WithLabelValues(p).Set(float64(byPhase[p]))
 	}
 	m.poolNodes.Set(float64(pool))
+	m.nodesSet.Store(true)
 }
 
 // ObserveCycle records the duration of one reconcile in mode ("once" or "watch"), and its
@@ -151,6 +180,7 @@ func (m *Metrics) ObserveCycle(mode string, took time.Duration, ok bool, now tim
 	m.cycleDuration.WithLabelValues(mode).Observe(took.Seconds())
 	if ok {
 		m.lastSuccess.Set(float64(now.Unix()))
+		m.succeeded.Store(true)
 	}
 }
 
@@ -206,15 +236,49 @@ func nonNegative(d time.Duration) float64 {
 	return d.Seconds()
 }
 
-// Push replaces this installation's metrics on a Prometheus Pushgateway (job
-// "image-prewarmer", grouped by instance), as a CronJob run does after its cycle.
+// Push sends this installation's metrics to a Prometheus Pushgateway (job "image-prewarmer",
+// grouped by instance), as a CronJob run does after its cycle, giving up after pushTimeout.
+//
+// After a cycle that completed and counted the nodes, the push replaces the whole group (PUT),
+// so no series of an earlier run lingers. Otherwise (the cycle failed, or a dry run counted
+// nothing) it replaces only the families it has values for (POST): the node gauges and the last
+// success time keep what the last run that knew them pushed, rather than drop to 0.
 func (m *Metrics) Push(ctx context.Context, url, instance string) error {
 	if m == nil {
 		return nil
 	}
-	err := push.New(url, "image-prewarmer").Gatherer(m.Registry).Grouping("instance", instance).PushContext(ctx)
+	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
+	defer cancel()
+	var withheld []string
+	if !m.nodesSet.Load() {
+		withheld = append(withheld, nodeFamilies...)
+	}
+	if !m.succeeded.Load() {
+		withheld = append(withheld, lastSuccessFamilies...)
+	}
+	p := push.New(url, "image-prewarmer").Grouping("instance", instance)
+	var err error
+	if len(withheld) == 0 {
+		err = p.Gatherer(m.Registry).PushContext(ctx)
+	} else {
+		err = p.Gatherer(without(m.Registry, withheld)).AddContext(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("pushing metrics to %s: %w", url, err)
 	}
 	return nil
+}
+
+// without returns g's families except those named.
+func without(g prometheus.Gatherer, names []string) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		fams, err := g.Gather()
+		out := fams[:0]
+		for _, f := range fams {
+			if !slices.Contains(names, f.GetName()) {
+				out = append(out, f)
+			}
+		}
+		return out, err
+	})
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +57,13 @@ func TestTransition(t *testing.T) {
 		{
 			name:         "upgraded and warm in one cycle",
 			node:         node(map[string]string{state.Phase: state.PhaseTainted}),
+			action:       plan.Action{Type: plan.Release, Reason: state.ReasonWarm, WarmPod: readyPod(now.Add(-5 * time.Second))},
+			upgradeCount: 1, upgradeSum: 0, readyCount: 1, readySum: 5,
+			transitionLabels: []string{"release", "warm"}, transitionsWanted: 1,
+		},
+		{
+			name:         "joined tainted with a Ready warmer pod: adopted and released in one cycle",
+			node:         node(nil),
 			action:       plan.Action{Type: plan.Release, Reason: state.ReasonWarm, WarmPod: readyPod(now.Add(-5 * time.Second))},
 			upgradeCount: 1, upgradeSum: 0, readyCount: 1, readySum: 5,
 			transitionLabels: []string{"release", "warm"}, transitionsWanted: 1,
@@ -166,6 +176,8 @@ func TestPush(t *testing.T) {
 	require.True(t, strings.HasPrefix(srv.URL, "http://127.0.0.1:"))
 	m := New()
 	m.Transition(node(nil), plan.Action{Type: plan.Enter, Reason: plan.SourceCordoned}, now)
+	m.SetNodes(map[string]int{state.PhaseTainted: 1}, 1)
+	m.ObserveCycle("once", time.Second, true, now)
 	require.NoError(t, m.Push(context.Background(), srv.URL, "prewarm-system/prewarm"))
 	assert.Equal(t, http.MethodPut, got.method)
 	// A grouping value with a slash is base64-encoded by the push client.
@@ -187,4 +199,148 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	assert.NoError(t, m.Push(context.Background(), "http://127.0.0.1:1", "x"))
 	rt := roundTripper(func(*http.Request) (*http.Response, error) { return nil, errors.New("x") })
 	assert.NotNil(t, m.WrapTransport(rt))
+}
+
+type pushed struct {
+	method string
+	// names are the metric families pushed, with the value of each unlabelled gauge.
+	names map[string]float64
+}
+
+func decodePush(t *testing.T, body []byte) map[string]float64 {
+	t.Helper()
+	names := map[string]float64{}
+	dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.NewFormat(expfmt.TypeProtoDelim))
+	for {
+		var mf dto.MetricFamily
+		err := dec.Decode(&mf)
+		if errors.Is(err, io.EOF) {
+			return names
+		}
+		require.NoError(t, err)
+		names[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+}
+
+func pushgateway(t *testing.T) (*httptest.Server, *[]pushed) {
+	t.Helper()
+	var got []pushed
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, pushed{method: r.Method, names: decodePush(t, b)})
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &got
+}
+
+func TestPushAfterCompleteCycleReplacesTheGroup(t *testing.T) {
+	srv, got := pushgateway(t)
+	m := New()
+	m.SetNodes(map[string]int{state.PhaseTainted: 2}, 5)
+	m.ObserveCycle("once", time.Second, true, now)
+	require.NoError(t, m.Push(context.Background(), srv.URL, "x"))
+	require.Len(t, *got, 1)
+	assert.Equal(t, http.MethodPut, (*got)[0].method, "a complete cycle replaces the whole group: no stale series")
+	for _, name := range []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes", "image_prewarmer_last_success_timestamp_seconds"} {
+		assert.Contains(t, (*got)[0].names, name)
+	}
+}
+
+func TestPushAfterFailedCycleKeepsTheLastKnownValues(t *testing.T) {
+	cases := []struct {
+		name      string
+		setNodes  bool
+		ok        bool
+		withheld  []string
+		preserved []string
+	}{
+		{
+			name: "observe failed: node counts and last success unknown", ok: false,
+			withheld:  []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes", "image_prewarmer_last_success_timestamp_seconds"},
+			preserved: []string{"image_prewarmer_reconcile_duration_seconds", "image_prewarmer_build_info"},
+		},
+		{
+			name: "a write failed: counts known, no success", setNodes: true, ok: false,
+			withheld:  []string{"image_prewarmer_last_success_timestamp_seconds"},
+			preserved: []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes", "image_prewarmer_reconcile_duration_seconds"},
+		},
+		{
+			name: "dry run: no counts", ok: true,
+			withheld:  []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes"},
+			preserved: []string{"image_prewarmer_last_success_timestamp_seconds"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, got := pushgateway(t)
+			m := New()
+			if tc.setNodes {
+				m.SetNodes(map[string]int{state.PhaseTainted: 2}, 5)
+			}
+			m.ObserveCycle("once", time.Second, tc.ok, now)
+			require.NoError(t, m.Push(context.Background(), srv.URL, "x"))
+			require.Len(t, *got, 1)
+			// POST replaces only the metric names pushed: what this run does not know keeps
+			// the value the last run that knew it pushed, instead of a 0 that is not true.
+			assert.Equal(t, http.MethodPost, (*got)[0].method)
+			for _, name := range tc.withheld {
+				assert.NotContains(t, (*got)[0].names, name, "%s is not pushed as 0", name)
+			}
+			for _, name := range tc.preserved {
+				assert.Contains(t, (*got)[0].names, name)
+			}
+		})
+	}
+}
+
+func TestPushGivesUpOnAPushgatewayThatDoesNotAnswer(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	old := pushTimeout
+	pushTimeout = 100 * time.Millisecond
+	defer func() { pushTimeout = old }()
+
+	done := make(chan error, 1)
+	go func() { done <- New().Push(context.Background(), srv.URL, "x") }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Push still waiting for the Pushgateway: a CronJob run would hang until its deadline")
+	}
+}
+
+// increase() sees nothing when a series appears with its first value, so the documented alert
+// on timeout releases would miss the first one after each start (or each CronJob push) unless
+// the release series exist at 0 from the start.
+func TestReleaseSeriesStartAtZero(t *testing.T) {
+	m := New()
+	fams, err := m.Registry.Gather()
+	require.NoError(t, err)
+	reasons := map[string]bool{}
+	for _, f := range fams {
+		if f.GetName() != "image_prewarmer_transitions_total" {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range metric.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["type"] == "release" {
+				reasons[labels["reason"]] = true
+				assert.Zero(t, metric.GetCounter().GetValue())
+			}
+		}
+	}
+	for _, r := range []string{state.ReasonWarm, state.ReasonCancelled, state.ReasonTimeout, state.ReasonExternal, state.ReasonLeftPool, state.ReasonCleanup} {
+		assert.True(t, reasons[r], "transitions_total{type=release,reason=%s} exported before the first such release", r)
+	}
 }

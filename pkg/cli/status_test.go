@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+)
+
+// -o json and -o yaml have the same keys whatever the pool holds: an empty list, not null, and
+// every total, 0 included, so that scripts need no special case for a quiet pool.
+func TestRenderStatusMachineShapeIsStable(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for _, output := range []string{"json", "yaml"} {
+		t.Run(output, func(t *testing.T) {
+			var buf bytes.Buffer
+			require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Instance: "prewarm/nb", Totals: map[string]int{"pool": 3}}, output))
+			var got map[string]any
+			if output == "json" {
+				require.NoError(t, json.Unmarshal(buf.Bytes(), &got))
+			} else {
+				require.NoError(t, yaml.Unmarshal(buf.Bytes(), &got))
+			}
+			assert.Equal(t, []any{}, got["nodes"], "nodes is a list even when empty")
+			totals, ok := got["totals"].(map[string]any)
+			require.True(t, ok)
+			for _, k := range []string{"pool", "inMaintenance", "waiting", "tainted", "warming", "released", "foreign"} {
+				assert.Contains(t, totals, k)
+			}
+			assert.EqualValues(t, 3, totals["pool"])
+			assert.EqualValues(t, 0, totals["tainted"])
+		})
+	}
+}
+
+// A managed node that left the pool is about to be released (left-pool): the table says so
+// instead of showing it as one more node waiting for its upgrade.
+func TestRenderStatusTableMarksNodesOutsideThePool(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	st := plan.Status{Time: now, Totals: map[string]int{"tainted": 2}, Nodes: []plan.NodeStatus{
+		{Name: "in", Phase: "tainted", Since: now.Add(-time.Minute), Warmer: "none", InPool: true},
+		{Name: "out", Phase: "tainted", Since: now.Add(-time.Minute), Warmer: "none"},
+	}}
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	assert.Regexp(t, `(?m)^in\s+tainted\s+1m0s`, buf.String())
+	assert.Regexp(t, `(?m)^out\s+tainted \(left pool\)\s+1m0s`, buf.String())
+}
