@@ -74,7 +74,7 @@ func TestRenderStatusTable(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, renderStatus(&buf, st, "table"))
 	out := buf.String()
-	assert.Contains(t, out, "pool=20 inMaintenance=3 waiting=0 tainted=1 warming=1 released=4")
+	assert.Contains(t, out, "pool=20 inMaintenance=3 joining=0 waiting=0 tainted=1 warming=1 released=4")
 	assert.Regexp(t, `nb-1\s+warming\s+1m30s\s+5\.15\.0-100 -> 6\.8\.0-100\s+ImagePull\s+-\s+ImagePull: pod w`, out)
 	assert.Regexp(t, `nb-2\s+released \(warm\)\s+1h0m0s`, out)
 	assert.NotContains(t, out, "UNINSTALLING")

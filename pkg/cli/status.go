@@ -32,8 +32,8 @@ func newStatusCommand(o *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the pool's managed nodes: phase, kernel, time in phase, warmer pod, last problem",
-		Long: `status reads the pool (it never writes) and shows each node that is tainted, warming, waiting
-to enter maintenance or released, with totals. -o json or -o yaml for machines; --watch redraws in
+		Long: `status reads the pool (it never writes) and shows each node that is tainted, warming, joining
+(carries the taint, adopted at the next cycle), waiting to enter maintenance or released, with totals. -o json or -o yaml for machines; --watch redraws in
 place on a terminal and prints one block per interval when piped.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -113,7 +113,7 @@ func watchStatus(ctx context.Context, w io.Writer, e *engine.Engine, so *statusO
 }
 
 // totalKeys are the totals every output shows, 0 included, in the table's order.
-var totalKeys = []string{"pool", "inMaintenance", "waiting", "tainted", "warming", "released", "foreign"}
+var totalKeys = []string{"pool", "inMaintenance", "joining", "waiting", "tainted", "warming", "released", "foreign"}
 
 // machineShape returns st with the shape -o json and -o yaml promise whatever the pool holds:
 // nodes a list (never null) and every total of totalKeys present.

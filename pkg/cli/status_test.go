@@ -30,7 +30,7 @@ func TestRenderStatusMachineShapeIsStable(t *testing.T) {
 			assert.Equal(t, []any{}, got["nodes"], "nodes is a list even when empty")
 			totals, ok := got["totals"].(map[string]any)
 			require.True(t, ok)
-			for _, k := range []string{"pool", "inMaintenance", "waiting", "tainted", "warming", "released", "foreign"} {
+			for _, k := range []string{"pool", "inMaintenance", "joining", "waiting", "tainted", "warming", "released", "foreign"} {
 				assert.Contains(t, totals, k)
 			}
 			assert.EqualValues(t, 3, totals["pool"])

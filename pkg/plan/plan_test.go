@@ -822,3 +822,39 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 }
 
 func ptr(s string) *string { return &s }
+
+// status: each node's phase as an operator reads it; idle pool nodes only with all.
+func TestDescribePhases(t *testing.T) {
+	cfg := testConfig(t)
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	foreign := tu.Node("foreign", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	foreign.Annotations[state.Owner] = "other/release"
+	left := tu.Node("left", managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	nodes := []*corev1.Node{
+		tu.Node("tainted", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))),
+		tu.Node("warming", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour))),
+		foreign,
+		tu.Node("joining", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)),
+		tu.Node("waiting", inPool()),
+		tu.Node("released", inPool(), tu.WithAnnotations(state.ReleaseReason, state.ReasonWarm, state.ReleasedAt, state.FormatTime(t0))),
+		tu.Node("idle", inPool()),
+		left,
+	}
+	s := snapshot(t0, nodes, map[string][]plan.Maintenance{"waiting": nm("waiting")})
+	phases := func(st plan.Status) map[string]string {
+		out := map[string]string{}
+		for _, n := range st.Nodes {
+			out[n.Name] = n.Phase
+		}
+		return out
+	}
+	st := p.Describe(s, false)
+	assert.Equal(t, map[string]string{
+		"tainted": state.PhaseTainted, "warming": state.PhaseWarming, "foreign": "foreign", "joining": "joining",
+		"waiting": "waiting", "released": "released", "left": state.PhaseWarming,
+	}, phases(st))
+	assert.Equal(t, 1, st.Totals["joining"])
+	assert.Equal(t, 7, st.Totals["pool"], "left is not in the pool")
+	assert.Equal(t, "", phases(p.Describe(s, true))["idle"], "listed with all, without a phase")
+}

@@ -69,6 +69,9 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			ns.Since, _ = state.Time(n, key)
 		case phase != "":
 			ns.Phase = "foreign"
+		case ns.InPool && state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect):
+			// Joined with the taint: the next cycle adopts it (a CronJob may be a schedule away).
+			ns.Phase = "joining"
 		case ns.Maintenance != "" && ns.InPool && !p.releasedFor(n, s.Maintenance[n.Name]):
 			ns.Phase = "waiting"
 		case n.Annotations[state.ReleaseReason] != "":
