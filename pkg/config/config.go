@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -246,11 +248,15 @@ func Parse(data []byte) (*Config, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("empty configuration: apiVersion %s, kind %s and pool.nodeSelector are required", APIVersion, Kind)
 	}
+	if err := singleDocument(data); err != nil {
+		return nil, err
+	}
 	jsonData, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return nil, fmt.Errorf("parsing YAML: %w", err)
 	}
 	cfg := Default()
+	cfg.APIVersion, cfg.Kind = "", "" // the file must say what it is
 	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
 		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
@@ -269,6 +275,31 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
+// singleDocument refuses a file of several YAML documents: only the first would be read, and the
+// others ignored without a word. Empty documents after the first (a trailing "---") are harmless.
+// A syntax error in the first document is left to the decoder, whose message says more.
+func singleDocument(data []byte) error {
+	dec := yamlv3.NewDecoder(bytes.NewReader(data))
+	docs, firstEmpty := 0, false
+	for {
+		var doc yamlv3.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) || (err != nil && docs == 0) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("parsing YAML document %d: %w", docs+1, err)
+		}
+		docs++
+		empty := len(doc.Content) == 0 || (doc.Content[0].Kind == yamlv3.ScalarNode && doc.Content[0].ShortTag() == "!!null")
+		if docs == 1 {
+			firstEmpty = empty
+		} else if !empty || firstEmpty {
+			return fmt.Errorf("the file holds %d or more YAML documents (separated by ---); the configuration is one document", docs)
+		}
+	}
+}
+
 // complete fills values derived from others.
 func (c *Config) complete() {
 	if c.Instance == "" {
@@ -279,10 +310,18 @@ func (c *Config) complete() {
 // Validate checks every field and returns all problems at once, each with its field path.
 func (c *Config) Validate() error {
 	var errs field.ErrorList
-	if c.APIVersion != APIVersion {
+	switch c.APIVersion {
+	case APIVersion:
+	case "":
+		errs = append(errs, field.Required(field.NewPath("apiVersion"), APIVersion))
+	default:
 		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
 	}
-	if c.Kind != Kind {
+	switch c.Kind {
+	case Kind:
+	case "":
+		errs = append(errs, field.Required(field.NewPath("kind"), Kind))
+	default:
 		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
 	}
 	if c.Instance == "" || len(c.Instance) > validation.LabelValueMaxLength*2 {

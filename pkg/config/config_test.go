@@ -137,11 +137,43 @@ func TestParseRefusesEmptyPool(t *testing.T) {
 	}
 }
 
+// Only the first YAML document of a file was read: a second one, a config appended by mistake or a
+// fragment of another file, was ignored without a word.
+func TestParseRefusesSeveralDocuments(t *testing.T) {
+	for name, doc := range map[string]string{
+		"two configurations": minimal + "---\n" + minimal + "maxConcurrent: 150%\n",
+		"a second fragment":  minimal + "---\nmaxConcurrent: 3\n",
+		"an empty first one": "---\n---\n" + minimal,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := config.Parse([]byte(doc))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "YAML documents")
+		})
+	}
+	for name, doc := range map[string]string{
+		"leading separator":  "---\n" + minimal,
+		"trailing separator": minimal + "---\n",
+		"document end":       minimal + "...\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := config.Parse([]byte(doc))
+			require.NoError(t, err)
+		})
+	}
+}
+
 func TestParseRefusesWrongKindAndVersion(t *testing.T) {
 	_, err := config.Parse([]byte("apiVersion: v1\nkind: ConfigMap\npool: {nodeSelector: {a: b}}\n"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "apiVersion: Unsupported value")
 	assert.Contains(t, err.Error(), "kind: Unsupported value")
+
+	// A file that does not say what it is was read as the current version (the defaults filled both in).
+	_, err = config.Parse([]byte("pool: {nodeSelector: {a: b}}\n"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "apiVersion: Required value")
+	assert.Contains(t, err.Error(), "kind: Required value")
 }
 
 func TestLoad(t *testing.T) {
@@ -154,4 +186,18 @@ func TestLoad(t *testing.T) {
 	_, err = config.Load(filepath.Join(dir, "missing.yaml"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "missing.yaml")
+}
+
+// Parse never panics, whatever the file holds: bad input is an error.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(minimal + "maxConcurrent: 25%\ncancelAfter: 0s\nupgrade: {when: '{{ ne .Kernel .Baseline.Kernel }}'}\n"))
+	f.Add([]byte(minimal + "---\nmaxConcurrent: 3\n"))
+	f.Add([]byte("x: &a [*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := config.Parse(data)
+		if err == nil {
+			require.NoError(t, cfg.Validate())
+		}
+	})
 }

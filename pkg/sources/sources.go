@@ -88,9 +88,14 @@ func (c *Collector) CollectFrom(nodes []*corev1.Node, objects []*unstructured.Un
 	}
 	if !served {
 		gvr := GVR(c.cfg)
+		why := "is its CRD installed?"
+		if ns := c.cfg.Maintenance.NodeMaintenance.Namespace; ns != "" {
+			// The API server answers the same for a cluster-scoped resource read in a namespace.
+			why = fmt.Sprintf("is its CRD installed, and is it namespaced? maintenance.nodeMaintenance.namespace is %q and must be empty for a cluster-scoped resource", ns)
+		}
 		res.Warnings = append(res.Warnings, Warning{Source: plan.SourceNodeMaintenance, Message: fmt.Sprintf(
-			"resource %s is not served (is its CRD installed?); no %s maintenance is active. Disable maintenance.nodeMaintenance if it is not used",
-			gvr.String(), gvr.Resource)})
+			"resource %s is not served (%s); no %s maintenance is active. Disable maintenance.nodeMaintenance if it is not used",
+			gvr.String(), why, gvr.Resource)})
 		return res
 	}
 	c.addObjects(known, objects, &res)

@@ -90,6 +90,20 @@ func TestResourceNotServedIsAWarning(t *testing.T) {
 	assert.Contains(t, res.Warnings[0].Message, "is not served")
 }
 
+// The API server answers 404 also when a namespace is configured for a cluster-scoped resource
+// (medik8s NodeMaintenance is one): "is its CRD installed?" alone sends the operator the wrong way.
+func TestNotServedInANamespaceSaysSo(t *testing.T) {
+	c, dyn := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.Namespace = "upgrades" })
+	dyn.PrependReactor("list", "nodemaintenances", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: "nodemaintenance.medik8s.io", Resource: "nodemaintenances"}, "")
+	})
+	res, err := collect(c, []*corev1.Node{tu.Node("a", tu.WithLabels("pool", "nb"))})
+	require.NoError(t, err)
+	require.Len(t, res.Warnings, 1)
+	assert.Contains(t, res.Warnings[0].Message, "maintenance.nodeMaintenance.namespace")
+	assert.Contains(t, res.Warnings[0].Message, "cluster-scoped")
+}
+
 func TestListErrorFailsTheCycle(t *testing.T) {
 	c, dyn := collector(t, nil)
 	dyn.PrependReactor("list", "nodemaintenances", func(k8stesting.Action) (bool, runtime.Object, error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Prefix of every annotation this product writes.
@@ -104,7 +105,8 @@ func FormatTaint(t corev1.Taint) string {
 	return t.Key + "=" + t.Value + ":" + string(t.Effect)
 }
 
-// RecordedTaint reads the node's Taint annotation; ok is false when it is absent or malformed.
+// RecordedTaint reads the node's Taint annotation; ok is false when it is absent or malformed
+// (not a taint the API server would accept), and the caller then uses the configured taint.
 // (Neither a taint key nor its value may contain '=' or ':'.)
 func RecordedTaint(node *corev1.Node) (corev1.Taint, bool) {
 	v, found := node.Annotations[Taint]
@@ -116,10 +118,16 @@ func RecordedTaint(node *corev1.Node) (corev1.Taint, bool) {
 		return corev1.Taint{}, false
 	}
 	key, value, _ := strings.Cut(v[:i], "=")
-	if key == "" {
+	effect := corev1.TaintEffect(v[i+1:])
+	switch effect {
+	case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+	default:
 		return corev1.Taint{}, false
 	}
-	return corev1.Taint{Key: key, Value: value, Effect: corev1.TaintEffect(v[i+1:])}, true
+	if len(validation.IsQualifiedName(key)) > 0 || len(validation.IsValidLabelValue(value)) > 0 {
+		return corev1.Taint{}, false
+	}
+	return corev1.Taint{Key: key, Value: value, Effect: effect}, true
 }
 
 // HasTaint reports whether node carries a taint with key and effect (any value).

@@ -20,7 +20,11 @@ func TestRecordedTaint(t *testing.T) {
 	}
 	assert.Equal(t, "example.com/prewarm:NoExecute", FormatTaint(corev1.Taint{Key: "example.com/prewarm", Effect: corev1.TaintEffectNoExecute}))
 
-	for _, v := range []string{"", "os-upgrade", "os-upgrade=true", ":NoSchedule", "=true:NoSchedule", "os-upgrade=true:"} {
+	// A value no taint can have (edited by hand) is malformed: read as a taint, it would not be
+	// found on the node, which would then be released as if someone else had removed our taint,
+	// with the real one left on it.
+	for _, v := range []string{"", "os-upgrade", "os-upgrade=true", ":NoSchedule", "=true:NoSchedule", "os-upgrade=true:",
+		"os-upgrade=true:Bogus", "os-upgrade=true:noschedule", "os upgrade=true:NoSchedule", "os-upgrade=a b:NoSchedule"} {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Taint: v}}}
 		_, ok := RecordedTaint(n)
 		assert.False(t, ok, "malformed %q", v)

@@ -82,7 +82,8 @@ func (r *Rule) Kernel(node *corev1.Node) string {
 // HasKernelTargets reports whether target kernel versions are configured.
 func (r *Rule) HasKernelTargets() bool { return len(r.kernelVersions) > 0 }
 
-// Upgraded reports whether node has been upgraded relative to baseline.
+// Upgraded reports whether node has been upgraded relative to baseline. The change rule compares
+// only what is known on both sides: a baseline recorded empty never makes a node upgraded.
 func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
 	kernel := r.Kernel(node)
 	if r.when != nil {
@@ -98,12 +99,15 @@ func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
 	if len(r.kernelVersions) > 0 {
 		return slices.Contains(r.kernelVersions, kernel), nil
 	}
-	if kernel != baseline.Kernel {
+	// An empty value, on the node or in the baseline (nothing reported when the node was tainted,
+	// or an annotation removed by hand), is unknown: no change is seen in it.
+	if changed(kernel, baseline.Kernel) {
 		return true, nil
 	}
-	bootID := node.Status.NodeInfo.BootID
-	return bootID != "" && bootID != baseline.BootID, nil
+	return changed(node.Status.NodeInfo.BootID, baseline.BootID), nil
 }
+
+func changed(now, before string) bool { return now != "" && before != "" && now != before }
 
 func (r *Rule) evaluate(data TemplateData) (bool, error) {
 	var buf bytes.Buffer

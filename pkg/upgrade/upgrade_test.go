@@ -32,6 +32,7 @@ func TestRules(t *testing.T) {
 		{"change: new kernel", nil, "", "", node("6.8", "b1", nil), true},
 		{"change: reboot, same kernel", nil, "", "", node("5.15", "b2", nil), true},
 		{"change: boot ID not reported", nil, "", "", node("5.15", "", nil), false},
+		{"change: nothing reported", nil, "", "", node("", "", nil), false},
 		{"target: reached", []string{"6.8", "6.9"}, "", "", node("6.9", "b2", nil), true},
 		{"target: other kernel", []string{"6.8"}, "", "", node("6.1", "b2", nil), false},
 		{"target: label wins over nodeInfo", []string{"6.8"}, "kv", "", node("5.15", "b1", map[string]string{"kv": "6.8"}), true},
@@ -45,6 +46,31 @@ func TestRules(t *testing.T) {
 			r, err := upgrade.NewRule(tc.versions, tc.label, tc.when)
 			require.NoError(t, err)
 			got, err := r.Upgraded(tc.node, base)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// A baseline field recorded empty (the node reported no nodeInfo when it was tainted) or removed by
+// hand is unknown, not a value the node has since left: a node reporting its kernel for the first
+// time is not upgraded by that alone (it would warm, and open, before the upgrade wipes its disk).
+func TestUnknownBaselineIsNotAChange(t *testing.T) {
+	r, err := upgrade.NewRule(nil, "", "")
+	require.NoError(t, err)
+	for name, tc := range map[string]struct {
+		base upgrade.Baseline
+		node *corev1.Node
+		want bool
+	}{
+		"nothing recorded":                 {upgrade.Baseline{}, node("5.15", "b1", nil), false},
+		"kernel not recorded, same boot":   {upgrade.Baseline{BootID: "b1"}, node("5.15", "b1", nil), false},
+		"kernel not recorded, rebooted":    {upgrade.Baseline{BootID: "b1"}, node("5.15", "b2", nil), true},
+		"boot ID not recorded, same":       {upgrade.Baseline{Kernel: "5.15"}, node("5.15", "b1", nil), false},
+		"boot ID not recorded, new kernel": {upgrade.Baseline{Kernel: "5.15"}, node("6.8", "b1", nil), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := r.Upgraded(tc.node, tc.base)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, got)
 		})
