@@ -152,6 +152,10 @@ type Written struct {
 	Before string
 	// Node is the node as the patch left it.
 	Node *corev1.Node
+	// Unchanged marks a node re-read after a conflict that showed nothing left to write: no
+	// patch was made, but Node is newer than the caller's copy (the event-driven mode plans
+	// from it rather than write again from a cache that has not caught up).
+	Unchanged bool
 }
 
 // RunOnce observes, plans and applies one cycle. It returns an error when the cycle could not
@@ -410,7 +414,7 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 				e.log.Error("applying action failed", "node", a.Node, "action", a.Type, "error", err)
 				return
 			}
-			if w != nil {
+			if w != nil && !w.Unchanged {
 				res.Applied[w.Action.Type]++
 				res.Written = append(res.Written, *w)
 			}
@@ -490,8 +494,9 @@ func priority(a plan.Action) int {
 }
 
 // applyNode patches one node, re-planning it on conflict (and first, when latest knows a newer
-// version than the snapshot's). It returns what was written, or nil when a fresher version
-// showed nothing left to do (or the node is gone).
+// version than the snapshot's). It returns what was written; nil when the version latest knows
+// showed nothing left to do, or the node is gone; and the node re-read, marked Unchanged, when
+// a re-read after a conflict showed nothing left to do.
 func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1.Node, a plan.Action, replan func(plan.Snapshot) plan.Plan, latest func(string) *corev1.Node) (*Written, error) {
 	if latest != nil && node != nil {
 		// The action may have waited for a slot while the node changed: start from the latest
@@ -545,7 +550,8 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		e.log.Debug("conflict; re-planning", "node", node.Name, "attempt", attempt+1)
 		next, ok := e.replanNode(snap, fresh, a.Type, replan)
 		if !ok {
-			return nil, nil
+			e.TrimNode(fresh)
+			return &Written{Action: a, Before: node.ResourceVersion, Node: fresh, Unchanged: true}, nil
 		}
 		node, a = fresh, next
 	}

@@ -571,3 +571,37 @@ func TestReplanDoesNotTurnIntoAnEntry(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Applied[plan.Enter], "maxConcurrent is 1: b's entry only")
 }
+
+// A conflict whose re-read shows nothing left to do (someone else made the change) writes
+// nothing more, and hands the caller the node as re-read, so that the event-driven mode plans
+// from it rather than write again from a cache that has not caught up.
+func TestConflictWithNothingLeftReturnsTheNodeReRead(t *testing.T) {
+	stale, client, e, obs, p := plannedEntry(t)
+	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	other := fake.NewClientset(stale.DeepCopy())
+	_, err := testEngine(t, other, false).RunOnce(context.Background())
+	require.NoError(t, err)
+	obj, err := other.Tracker().Get(nodes, "", "a")
+	require.NoError(t, err)
+	entered := obj.(*corev1.Node)
+	entered.ResourceVersion = "9"
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		// Another writer entered the node first.
+		require.NoError(t, client.Tracker().Update(nodes, entered, ""))
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("modified"))
+	})
+	var got []*Written
+	res, err := e.ApplyNotify(context.Background(), obs, p, nil, func(_ plan.Action, w *Written, err error) {
+		assert.NoError(t, err)
+		got = append(got, w)
+	})
+	require.NoError(t, err)
+	assert.Len(t, patches(client), 1, "no second patch")
+	assert.Empty(t, res.Written)
+	assert.Zero(t, res.Applied[plan.Enter])
+	require.Len(t, got, 1)
+	require.NotNil(t, got[0])
+	assert.True(t, got[0].Unchanged)
+	assert.Equal(t, "9", got[0].Node.ResourceVersion)
+	assert.Equal(t, state.PhaseTainted, state.PhaseOf(got[0].Node))
+}
