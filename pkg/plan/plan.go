@@ -498,7 +498,10 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			}, true
 		}
 	}
-	if hasTaintedAt && c.s.Now.Sub(taintedAt) >= p.cfg.MaxWaitForUpgrade.Duration {
+	if !hasTaintedAt {
+		return p.repairTime(c, n, state.TaintedAt, "maxWaitForUpgrade"), true
+	}
+	if c.s.Now.Sub(taintedAt) >= p.cfg.MaxWaitForUpgrade.Duration {
 		msg := fmt.Sprintf("upgrade not seen within maxWaitForUpgrade (%s); released without pre-warming", p.cfg.MaxWaitForUpgrade.Duration)
 		a := p.release(c, n, state.ReasonTimeout, msg)
 		a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmTimeout", Message: msg}}
@@ -522,7 +525,10 @@ func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
 		return a, true
 	}
 	upgradedAt, ok := state.Time(n, state.UpgradedAt)
-	if ok && c.s.Now.Sub(upgradedAt) >= p.cfg.MaxWaitForWarm.Duration {
+	if !ok {
+		return p.repairTime(c, n, state.UpgradedAt, "maxWaitForWarm"), true
+	}
+	if c.s.Now.Sub(upgradedAt) >= p.cfg.MaxWaitForWarm.Duration {
 		if p.cfg.OnWarmTimeout == config.OnWarmTimeoutKeep {
 			return p.problem(c, n, "WarmTimeout", fmt.Sprintf(
 				"warmer pod not Ready within maxWaitForWarm (%s); kept tainted (onWarmTimeout: keep)%s",
@@ -535,6 +541,22 @@ func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
 		return a, true
 	}
 	return p.podProblem(c, n)
+}
+
+// repairTime sets a managed node's missing or malformed time annotation (edited by hand) to now,
+// with a Warning Event: without it the timeout that counts from it (timeout, a field name) would
+// never fire and the node could stay tainted for good. The timeout counts from now.
+func (p *Planner) repairTime(c *cycle, n *corev1.Node, key, timeout string) Action {
+	was := "missing"
+	if v, ok := n.Annotations[key]; ok {
+		was = fmt.Sprintf("malformed (%q)", v)
+	}
+	msg := fmt.Sprintf("%s was %s: set to now, so %s counts from now", key, was, timeout)
+	return Action{
+		Node: n.Name, Type: Record, Reason: "repaired", Message: msg,
+		Change: Change{Annotations: map[string]*string{key: ptr(c.now)}},
+		Events: []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmStateRepaired", Message: msg}},
+	}
 }
 
 func (p *Planner) lastProblemSuffix(c *cycle, n *corev1.Node) string {
@@ -620,12 +642,15 @@ func (p *Planner) warmPod(c *cycle, n *corev1.Node) *corev1.Pod {
 		return nil
 	}
 	preUID := n.Annotations[state.WarmerPodUID]
-	preRestarts, _ := state.Int(n, state.WarmerPodRestarts)
+	preRestarts, known := state.Int(n, state.WarmerPodRestarts)
 	for _, pod := range c.pods[n.Name] {
 		if pod.DeletionTimestamp != nil || pod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] != c.revision || !state.PodReady(pod) {
 			continue
 		}
-		if preUID != "" && string(pod.UID) == preUID && state.PodRestarts(pod) <= preRestarts {
+		// The pod that was already here counts only once its containers restarted (the reboot);
+		// with its restart count unreadable or negative (edited by hand) that cannot be told,
+		// so it does not count: a new pod, or the timeout, releases the node.
+		if preUID != "" && string(pod.UID) == preUID && (!known || preRestarts < 0 || state.PodRestarts(pod) <= preRestarts) {
 			continue
 		}
 		return pod

@@ -858,3 +858,61 @@ func TestDescribePhases(t *testing.T) {
 	assert.Equal(t, 7, st.Totals["pool"], "left is not in the pool")
 	assert.Equal(t, "", phases(p.Describe(s, true))["idle"], "listed with all, without a phase")
 }
+
+// A time annotation edited by hand (missing or malformed) would keep its timeout from ever
+// firing, and the node tainted for good: it is set to now, with a Warning Event.
+func TestMalformedTimesAreRepaired(t *testing.T) {
+	cfg := testConfig(t)
+	cases := []struct {
+		name, phase, key, value string
+		missing                 bool
+	}{
+		{name: "tainted-at malformed", phase: state.PhaseTainted, key: state.TaintedAt, value: "yesterday"},
+		{name: "tainted-at missing", phase: state.PhaseTainted, key: state.TaintedAt, missing: true},
+		{name: "upgraded-at malformed", phase: state.PhaseWarming, key: state.UpgradedAt, value: "soon"},
+		{name: "upgraded-at missing", phase: state.PhaseWarming, key: state.UpgradedAt, missing: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := tu.Node("a", inPool(), managed(tc.phase, t0.Add(-48*time.Hour)))
+			if tc.missing {
+				delete(n.Annotations, tc.key)
+			} else {
+				n.Annotations[tc.key] = tc.value
+			}
+			// Still in maintenance, not upgraded (tainted) or not warm (warming).
+			got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}))
+			a := action(t, got, "a")
+			require.Equal(t, plan.Record, a.Type, a.Message)
+			assert.Equal(t, map[string]*string{tc.key: ptr(state.FormatTime(t0))}, a.Change.Annotations)
+			require.Len(t, a.Events, 1)
+			assert.Equal(t, corev1.EventTypeWarning, a.Events[0].Type)
+			assert.Contains(t, a.Events[0].Message, tc.key)
+
+			// Repaired, it times out in due course.
+			n.Annotations[tc.key] = state.FormatTime(t0)
+			later := compute(t, cfg, snapshot(t0.Add(7*time.Hour), []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}))
+			assert.Equal(t, state.ReasonTimeout, action(t, later, "a").Reason)
+		})
+	}
+}
+
+// The warmer pod that was on the node when it was tainted counts only once its containers
+// restarted; with the recorded restart count unreadable, that cannot be told, and it does not.
+func TestPreexistingPodWithUnreadableRestartsDoesNotCount(t *testing.T) {
+	cfg := testConfig(t)
+	for _, recorded := range []string{"three", "-1", ""} {
+		n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+			tu.WithAnnotations(state.WarmerPodUID, "pre", state.WarmerPodRestarts, recorded))
+		pre := tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(2))
+		got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, pre))
+		for _, a := range got.Actions {
+			assert.NotEqual(t, plan.Release, a.Type, "restarts %q: %s", recorded, a.Message)
+		}
+	}
+	// Readable and lower than now: it restarted since, so it counts.
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+		tu.WithAnnotations(state.WarmerPodUID, "pre", state.WarmerPodRestarts, "1"))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(2))))
+	assert.Equal(t, state.ReasonWarm, action(t, got, "a").Reason)
+}
