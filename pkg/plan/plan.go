@@ -307,31 +307,51 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 	return nil, !p.releasedFor(n, active)
 }
 
-// releasedFor reports whether the node was already released for one of these maintenances.
+// releasedFor reports whether the node was already released for one of these maintenances:
+// one whose identity is among those recorded on the node (an object's UID; a presence source's
+// name, while the node never left that set).
 func (p *Planner) releasedFor(n *corev1.Node, active []Maintenance) bool {
-	id, ok := n.Annotations[state.MaintenanceID]
-	if !ok {
-		return false
-	}
+	recorded := recordedIDs(n)
+	_, ended := n.Annotations[state.MaintenanceEnded]
 	for _, m := range active {
-		if m.ID != id {
+		if !slices.Contains(recorded, m.ID) {
 			continue
 		}
-		if m.Source == SourceNodeMaintenance {
+		if m.Source == SourceNodeMaintenance || !ended {
 			return true
 		}
-		// A presence source: the same maintenance only while the node never left the set.
-		_, ended := n.Annotations[state.MaintenanceEnded]
-		return !ended
 	}
 	return false
+}
+
+// recordedIDs are the maintenance identities recorded on the node (maintenance-id: one, or
+// several separated by commas when several sources named the node at once).
+func recordedIDs(n *corev1.Node) []string {
+	v := n.Annotations[state.MaintenanceID]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+// maintenanceIDs renders the identities of the active maintenances for maintenance-id: every
+// source that names the node, so that a node released while one of them lasts longer than the
+// others (a NodeMaintenance deleted before the node is uncordoned, with the cordoned source on
+// too) is not taken for a new maintenance and tainted again.
+func maintenanceIDs(ms []Maintenance) string {
+	ids := make([]string, 0, len(ms))
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	slices.Sort(ids)
+	return strings.Join(slices.Compact(ids), ",")
 }
 
 // recordMaintenanceEnded marks a released node whose presence-based maintenance is over, so the
 // next time it enters that set it is a new maintenance.
 func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
-	id := n.Annotations[state.MaintenanceID]
-	if !isPresenceID(id) {
+	ids := recordedIDs(n)
+	if !slices.ContainsFunc(ids, isPresenceID) {
 		return nil
 	}
 	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
@@ -339,7 +359,7 @@ func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 	}
 	return &Action{
 		Node: n.Name, Type: Record, Reason: "maintenance-ended",
-		Message: fmt.Sprintf("no longer in maintenance source %s", id),
+		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(slices.DeleteFunc(ids, func(id string) bool { return !isPresenceID(id) }), ", ")),
 		Change:  Change{Annotations: map[string]*string{state.MaintenanceEnded: ptr(c.now)}},
 	}
 }
@@ -368,7 +388,7 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 func (p *Planner) enter(c *cycle, n *corev1.Node) Action {
 	m := primary(c.s.Maintenance[n.Name])
 	ann := p.startAnnotations(c, n, state.PhaseTainted)
-	ann[state.MaintenanceID] = ptr(m.ID)
+	ann[state.MaintenanceID] = ptr(maintenanceIDs(c.s.Maintenance[n.Name]))
 	// A warmer pod already here (keepAfterRelease) must not count as warm unless it restarts.
 	if pod := livePod(c.pods[n.Name]); pod != nil {
 		ann[state.WarmerPodUID] = ptr(string(pod.UID))
@@ -610,8 +630,13 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 			ch.Annotations[state.LastError] = nil
 		}
 	}
-	// A presence maintenance that is already over is marked ended now, saving a patch later.
-	if id := n.Annotations[state.MaintenanceID]; isPresenceID(id) && !hasSource(c.s.Maintenance[n.Name], id) {
+	// The maintenances still active are recorded (one may outlast the one the node entered for);
+	// with none left, a presence maintenance is marked ended now, saving a patch later.
+	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
+		if ids := maintenanceIDs(active); ids != n.Annotations[state.MaintenanceID] {
+			ch.Annotations[state.MaintenanceID] = ptr(ids)
+		}
+	} else if slices.ContainsFunc(recordedIDs(n), isPresenceID) {
 		ch.Annotations[state.MaintenanceEnded] = ptr(c.now)
 	}
 	a := Action{Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch}
@@ -719,15 +744,6 @@ func primary(ms []Maintenance) Maintenance {
 		}
 	}
 	return best
-}
-
-func hasSource(ms []Maintenance, source string) bool {
-	for _, m := range ms {
-		if m.Source == source {
-			return true
-		}
-	}
-	return false
 }
 
 func describe(m Maintenance) string {

@@ -916,3 +916,38 @@ func TestPreexistingPodWithUnreadableRestartsDoesNotCount(t *testing.T) {
 	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(2))))
 	assert.Equal(t, state.ReasonWarm, action(t, got, "a").Reason)
 }
+
+// Two sources name the node at once (medik8s cordons the node of its NodeMaintenance): the
+// node records both maintenances, and is not tainted again while either lasts after its release.
+func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
+	cfg := testConfig(t)
+	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
+	both := func(node string) []plan.Maintenance { return append(nm(node), cordon) }
+	node := func(opts ...tu.NodeOption) *corev1.Node { return tu.Node("a", append([]tu.NodeOption{inPool()}, opts...)...) }
+	warm := tu.Pod(ds, "a", "new", tu.Ready())
+
+	// Entered for both; released warm while both last.
+	enter := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{node()}, map[string][]plan.Maintenance{"a": both("a")})), "a")
+	require.Equal(t, plan.Enter, enter.Type)
+	assert.Equal(t, ptr("cordoned,uid-nm-a"), enter.Change.Annotations[state.MaintenanceID])
+
+	// Entered for the NodeMaintenance alone, then the cordon came: the release records both.
+	tainted := node(managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	release := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{tainted}, map[string][]plan.Maintenance{"a": both("a")}, warm)), "a")
+	require.Equal(t, plan.Release, release.Type)
+	assert.Equal(t, ptr("cordoned,uid-nm-a"), release.Change.Annotations[state.MaintenanceID])
+	assert.NotContains(t, release.Change.Annotations, state.MaintenanceEnded)
+
+	released := node(tu.WithAnnotations(state.MaintenanceID, "cordoned,uid-nm-a", state.ReleaseReason, state.ReasonWarm))
+	// The NodeMaintenance is deleted before the node is uncordoned: not a new maintenance.
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"a": {cordon}}))
+	assert.Empty(t, got.Actions, "not tainted again for the cordon that outlasted its NodeMaintenance")
+	// Uncordoned: the presence maintenance is over.
+	ended := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, nil)), "a")
+	assert.Equal(t, "maintenance-ended", ended.Reason)
+	// Cordoned again later: a new maintenance.
+	released.Annotations[state.MaintenanceEnded] = state.FormatTime(t0)
+	again := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"a": {cordon}})), "a")
+	assert.Equal(t, plan.Enter, again.Type)
+	assert.Equal(t, ptr("cordoned"), again.Change.Annotations[state.MaintenanceID])
+}
