@@ -923,7 +923,9 @@ func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
 	cfg := testConfig(t)
 	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
 	both := func(node string) []plan.Maintenance { return append(nm(node), cordon) }
-	node := func(opts ...tu.NodeOption) *corev1.Node { return tu.Node("a", append([]tu.NodeOption{inPool()}, opts...)...) }
+	node := func(opts ...tu.NodeOption) *corev1.Node {
+		return tu.Node("a", append([]tu.NodeOption{inPool()}, opts...)...)
+	}
 	warm := tu.Pod(ds, "a", "new", tu.Ready())
 
 	// Entered for both; released warm while both last.
