@@ -464,17 +464,8 @@ func (b *bench) onceCPUTable(p func(string, ...any)) {
 	p("%s all | wall | Lease updates |", header)
 	p("%s---|---|---|", rule)
 	for _, r := range b.once {
-		row := fmt.Sprintf("| %d | %s | %s |", r.pool, r.cycle, r.client)
-		var total time.Duration
-		for _, c := range cpuComponents {
-			t, ok := r.cpu[c]
-			if !ok {
-				row += " - |"
-				continue
-			}
-			total += t
-			row += fmt.Sprintf(" %.2f s |", t.Seconds())
-		}
+		cells, total := cpuCells(r.cpu, "%.2f s")
+		row := fmt.Sprintf("| %d | %s | %s |%s", r.pool, r.cycle, r.client, cells)
 		leases := "-"
 		if r.leaseWrites >= 0 {
 			leases = fmt.Sprintf("%.0f", r.leaseWrites)
@@ -501,20 +492,27 @@ func (b *bench) cpuTable(p func(string, ...any)) {
 		if len(r.cpu) == 0 {
 			continue
 		}
-		row := fmt.Sprintf("| %s | %s |", r.scenario, r.client)
-		var total time.Duration
-		for _, c := range cpuComponents {
-			t, ok := r.cpu[c]
-			if !ok {
-				row += " - |"
-				continue
-			}
-			total += t
-			row += fmt.Sprintf(" %.1f s |", t.Seconds())
-		}
-		p("%s %.1f s | %s |", row, total.Seconds(), r.wall.Round(100*time.Millisecond))
+		cells, total := cpuCells(r.cpu, "%.1f s")
+		p("| %s | %s |%s %.1f s | %s |", r.scenario, r.client, cells, total.Seconds(), r.wall.Round(100*time.Millisecond))
 	}
 	p("")
+}
+
+// cpuCells renders a sample's table cells in cpuComponents' order (format: of the seconds;
+// "-" for a component not read) and their total.
+func cpuCells(cpu cpuSample, format string) (string, time.Duration) {
+	var cells strings.Builder
+	var total time.Duration
+	for _, c := range cpuComponents {
+		t, ok := cpu[c]
+		if !ok {
+			cells.WriteString(" - |")
+			continue
+		}
+		total += t
+		fmt.Fprintf(&cells, " "+format+" |", t.Seconds())
+	}
+	return cells.String(), total
 }
 
 // readyTable splits each join's latencies by when the warmer pod turned Ready (readyWindows).

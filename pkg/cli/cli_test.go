@@ -163,14 +163,7 @@ func TestOwnConnection(t *testing.T) {
 
 func TestClientRateLimit(t *testing.T) {
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600))
+	kubeconfig := unreachableKubeconfig(t, dir)
 	// limiters wires the clients from a config whose client section is client ("" for none).
 	limiters := func(t *testing.T, client string, eventDriven bool) (main, watches flowcontrol.RateLimiter) {
 		t.Helper()
@@ -223,14 +216,7 @@ func TestUnknownCommandIsUsageError(t *testing.T) {
 // A dry run whose cycle failed prints no plan: "0 action(s)" would read as "nothing to do".
 func TestDryRunFailedCyclePrintsNoPlan(t *testing.T) {
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600))
+	kubeconfig := unreachableKubeconfig(t, dir)
 	cfg := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
 	for _, args := range [][]string{{"run", "--once"}, {"cleanup"}} {
@@ -239,4 +225,18 @@ current-context: c
 		assert.Equal(t, ExitFailure, ExitCode(err), args)
 		assert.NotContains(t, out, "dry run", args)
 	}
+}
+
+// unreachableKubeconfig writes a kubeconfig in dir for a server nothing listens on.
+func unreachableKubeconfig(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "kubeconfig")
+	require.NoError(t, os.WriteFile(path, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+	return path
 }
