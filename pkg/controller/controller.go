@@ -111,8 +111,9 @@ type Controller struct {
 	// overlay holds nodes as our own patches left them until the informer delivers that
 	// version (or a later one), so a plan never works from a node older than our last write.
 	overlay map[string]engine.Written
-	// pending are the nodes to re-plan; full asks for the whole pool; followUp is set while a
-	// whole-pool re-plan is scheduled after per-node work.
+	// pending are the nodes to re-plan; full asks for the whole pool (and makes pending
+	// pointless: a standby, which never reconciles, keeps it set and pending empty); followUp is
+	// set while a whole-pool re-plan is scheduled after per-node work.
 	pending  map[string]bool
 	full     bool
 	followUp bool
@@ -136,6 +137,7 @@ func New(o Options) (*Controller, error) {
 		ledger:  newLedger(),
 		overlay: map[string]engine.Written{},
 		pending: map[string]bool{},
+		full:    true,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -367,7 +369,9 @@ func (c *Controller) triggerNode(name string) {
 		return
 	}
 	c.mu.Lock()
-	c.pending[name] = true
+	if !c.full {
+		c.pending[name] = true
+	}
 	c.mu.Unlock()
 	c.wake()
 }
