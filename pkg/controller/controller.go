@@ -36,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -120,6 +121,17 @@ type Controller struct {
 	warnings []sources.Warning
 	notes    []plan.Note
 	wg       sync.WaitGroup
+
+	// live are the warmer's ControllerRevisions as read from the API server once the DaemonSet
+	// controller observed the generation in liveFor (see revisionsFor).
+	live    []*appsv1.ControllerRevision
+	liveFor generationOf
+}
+
+// generationOf identifies one observed spec of one DaemonSet.
+type generationOf struct {
+	uid        types.UID
+	generation int64
 }
 
 // New returns a controller; Start begins watching.
@@ -434,7 +446,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		return
 	}
 
-	cached, asOf := c.cached(names, full)
+	cached, asOf := c.cached(ctx, names, full)
 	obs, err := c.engine.ObserveFrom(cached)
 	if err != nil {
 		c.log.Error("building the snapshot failed", "error", err)
@@ -527,7 +539,7 @@ func (c *Controller) scheduleFollowUp() {
 // cached gathers the objects of one snapshot from the informer caches: the whole pool, or only
 // the named nodes and their pods. It also returns the node writes that had returned when it
 // was taken (see Controller.written).
-func (c *Controller) cached(names []string, full bool) (engine.Cached, uint64) {
+func (c *Controller) cached(ctx context.Context, names []string, full bool) (engine.Cached, uint64) {
 	out := engine.Cached{MaintenanceServed: true}
 	byName := map[string]*corev1.Node{}
 	keep := func(n *corev1.Node) {
@@ -572,7 +584,8 @@ func (c *Controller) cached(names []string, full bool) (engine.Cached, uint64) {
 	}
 	if ds, err := c.daemonSets.DaemonSets(c.cfg.Warmer.Namespace).Get(c.cfg.Warmer.DaemonSetName); err == nil {
 		out.DaemonSet = ds
-		out.Revisions, _ = c.revisions.ControllerRevisions(c.cfg.Warmer.Namespace).List(labels.Everything())
+		cachedRevs, _ := c.revisions.ControllerRevisions(c.cfg.Warmer.Namespace).List(labels.Everything())
+		out.Revisions = c.revisionsFor(ctx, ds, cachedRevs)
 		if full {
 			out.Pods, _ = c.pods.Pods(c.cfg.Warmer.Namespace).List(labels.Everything())
 		} else {
@@ -601,6 +614,56 @@ func (c *Controller) cached(names []string, full bool) (engine.Cached, uint64) {
 		}
 	}
 	return out, asOf
+}
+
+// revisionsFor returns the warmer's ControllerRevisions to plan with against ds. The DaemonSet
+// controller writes a new revision before it records the new generation as observed, but the two
+// reach this controller on separate watches: a DaemonSet seen observed with the revision cache
+// behind would make the old revision current, and an old pod Ready on a warming node would
+// release it with the old images. So once per observed generation the revisions are read from
+// the API server, which serves them after that DaemonSet update, and merged with the cache (the
+// newer version of each wins) until the next generation. A read that fails leaves no revision:
+// no pod counts as warm in that plan, and the next plan reads again.
+func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cached []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+	if ds.Status.ObservedGeneration < ds.Generation {
+		return cached // no revision is current yet
+	}
+	key := generationOf{ds.UID, ds.Status.ObservedGeneration}
+	c.mu.Lock()
+	live, known := c.live, c.liveFor == key
+	c.mu.Unlock()
+	if !known {
+		list, err := c.client.AppsV1().ControllerRevisions(ds.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.DefaultDaemonSetUniqueLabelKey})
+		if err != nil {
+			c.log.Warn("reading the warmer's revisions failed; retrying at the next plan", "error", err)
+			return nil
+		}
+		live = make([]*appsv1.ControllerRevision, 0, len(list.Items))
+		for i := range list.Items {
+			live = append(live, &list.Items[i])
+		}
+		c.mu.Lock()
+		c.live, c.liveFor = live, key
+		c.mu.Unlock()
+	}
+	byName := make(map[string]*appsv1.ControllerRevision, len(cached)+len(live))
+	for _, r := range append(slices.Clone(cached), live...) {
+		if old, ok := byName[r.Name]; !ok || newerObject(r.ResourceVersion, old.ResourceVersion) {
+			byName[r.Name] = r
+		}
+	}
+	out := make([]*appsv1.ControllerRevision, 0, len(byName))
+	for _, r := range byName {
+		out = append(out, r)
+	}
+	return out
+}
+
+// newerObject reports whether resourceVersion a is later than b (versions that cannot be
+// compared are not).
+func newerObject(a, b string) bool {
+	cmp, err := resourceversion.CompareResourceVersion(a, b)
+	return err == nil && cmp > 0
 }
 
 // latest returns the most recent version of a node the controller knows (informer caches or its

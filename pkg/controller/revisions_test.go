@@ -1,0 +1,64 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// The DaemonSet controller writes a new revision before it records the generation as observed,
+// but the two arrive on separate watches: with the DaemonSet seen observed and the revision cache
+// behind, the old revision would be current, and an old pod Ready on a warming node would release
+// it. The revisions are read from the API server once per observed generation.
+func TestRevisionsAreReadOncePerObservedGeneration(t *testing.T) {
+	ds := tu.DaemonSet("prewarm", "warmer")
+	ds.Generation, ds.Status.ObservedGeneration = 2, 2
+	old, cur := tu.Revision(ds, 1, "old"), tu.Revision(ds, 2, "new")
+	old.ResourceVersion, cur.ResourceVersion = "10", "11"
+	client := fake.NewClientset(old, cur)
+	lists := 0
+	fail := false
+	client.PrependReactor("list", "controllerrevisions", func(k8stesting.Action) (bool, runtime.Object, error) {
+		lists++
+		if fail {
+			return true, nil, errors.New("unavailable")
+		}
+		return false, nil, nil
+	})
+	c := testController(t, client, false)
+	ctx := context.Background()
+	behind := []*appsv1.ControllerRevision{old} // the cache has not seen the new revision yet
+
+	assert.Equal(t, "new", plan.CurrentRevision(ds, c.revisionsFor(ctx, ds, behind)))
+	assert.Equal(t, "new", plan.CurrentRevision(ds, c.revisionsFor(ctx, ds, behind)), "still merged until the next generation")
+	assert.Equal(t, 1, lists, "one read per observed generation")
+
+	// Not observed yet: no revision is current, nothing is read.
+	next := ds.DeepCopy()
+	next.Generation = 3
+	assert.Equal(t, "", plan.CurrentRevision(next, c.revisionsFor(ctx, next, behind)))
+	assert.Equal(t, 1, lists)
+
+	// Observed: read again. A read that fails leaves no revision (no pod counts as warm).
+	next.Status.ObservedGeneration = 3
+	fail = true
+	assert.Empty(t, c.revisionsFor(ctx, next, behind))
+	fail = false
+	require.NotEmpty(t, c.revisionsFor(ctx, next, behind), "retried at the next plan")
+	assert.Equal(t, 3, lists)
+
+	// A newer cached version of a revision (a rollback bumps an old revision's number) wins.
+	bumped := old.DeepCopy()
+	bumped.Revision, bumped.ResourceVersion = 3, "12"
+	assert.Equal(t, "old", plan.CurrentRevision(next, c.revisionsFor(ctx, next, []*appsv1.ControllerRevision{bumped, cur})))
+}
