@@ -29,6 +29,15 @@ func WithLabels(labels map[string]string) NodeOption {
 	}
 }
 
+// WithAnnotations adds annotations to the node.
+func WithAnnotations(annotations map[string]string) NodeOption {
+	return func(n *corev1.Node) {
+		for k, v := range annotations {
+			n.Annotations[k] = v
+		}
+	}
+}
+
 // WithKernel sets status.nodeInfo.kernelVersion (default "5.15.0-1").
 func WithKernel(version string) NodeOption {
 	return func(n *corev1.Node) { n.Status.NodeInfo.KernelVersion = version }

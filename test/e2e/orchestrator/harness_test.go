@@ -171,3 +171,22 @@ func restConfigWithCounter(counter *requestCounter) *rest.Config {
 	rc.Wrap(counter.wrap)
 	return rc
 }
+
+// secondInstallation is another installation (its own instance, namespace, warmer and Events
+// namespace) on the same cluster, with the same settings as e's until mutate changes them; its
+// nodes are named like e's (NodeName). It shares e's clock.
+func (e *env) secondInstallation(suffix string, mutate func(*config.Config)) *env {
+	e.T.Helper()
+	ns := e.Name + "-" + suffix
+	_, err := e.client.CoreV1().Namespaces().Create(e.Ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(e.T, err)
+	cfg := *e.Config
+	cfg.Instance = ns + "/prewarm"
+	cfg.Warmer = config.Warmer{Namespace: ns, DaemonSetName: "warmer"}
+	cfg.Events.Namespace = ns
+	cfg.Pool.NodeSelector = nil
+	mutate(&cfg)
+	require.NoError(e.T, cfg.Validate())
+	p := &framework.Pool{T: e.T, Ctx: e.Ctx, Cluster: cluster, Name: e.Name, Config: &cfg, Images: e.Images}
+	return &env{Pool: p, client: e.client, dyn: e.dyn, clock: e.clock}
+}
