@@ -67,6 +67,9 @@ type waiter struct {
 	granted bool
 }
 
+// maxWait bounds how far ahead the timer for the next token is armed.
+const maxWait = time.Hour
+
 // New returns a limiter that starts full (burst tokens), as client-go's does, and keeps reserve
 // tokens (at most burst-1) for urgent requests.
 func New(qps float32, burst, reserve int) *Limiter {
@@ -106,14 +109,20 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if w.granted {
-			// Granted as ctx ended: hand the token to the next waiter rather than waste it.
-			l.tokens++
-			l.dispatchLocked()
-		} else if i := slices.Index(l.queues[level], w); i >= 0 {
-			l.queues[level] = slices.Delete(l.queues[level], i, i+1)
-		}
+		l.cancelLocked(w, level)
 		return ctx.Err()
+	}
+}
+
+// cancelLocked withdraws a waiter whose context ended: out of its queue, or, granted as the
+// context ended, its token back to the bucket (never beyond burst) for the next waiter.
+func (l *Limiter) cancelLocked(w *waiter, level int) {
+	if w.granted {
+		l.refillLocked()
+		l.tokens = min(l.burst, l.tokens+1)
+		l.dispatchLocked()
+	} else if i := slices.Index(l.queues[level], w); i >= 0 {
+		l.queues[level] = slices.Delete(l.queues[level], i, i+1)
 	}
 }
 
@@ -205,9 +214,10 @@ func (l *Limiter) scheduleLocked() {
 		level = normal
 	}
 	l.refillLocked()
-	wait := time.Duration((l.need(level) - l.tokens) / l.qps * float64(time.Second))
-	if wait < 0 {
-		wait = 0
+	// Capped: at an absurdly small qps the product would overflow a Duration (and turn negative).
+	wait := maxWait
+	if secs := (l.need(level) - l.tokens) / l.qps; secs < maxWait.Seconds() {
+		wait = max(time.Duration(secs*float64(time.Second)), 0)
 	}
 	due := l.clock.Now().Add(wait)
 	if l.timer != nil {

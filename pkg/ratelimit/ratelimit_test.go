@@ -167,3 +167,31 @@ func TestReserveNeverTakesTheWholeBurst(t *testing.T) {
 	assert.False(t, l.TryAccept())
 	require.NoError(t, l.Wait(Urgent(context.Background())))
 }
+
+// A waiter granted its token as its context ended hands the token back, and the bucket still
+// never holds more than burst.
+func TestHandedBackTokenNeverExceedsBurst(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 2, 0, clk)
+	l.mu.Lock()
+	l.cancelLocked(&waiter{ch: make(chan struct{}), granted: true}, normal)
+	tokens := l.tokens
+	l.mu.Unlock()
+	assert.Equal(t, 2.0, tokens, "full: the token handed back is not added beyond burst")
+}
+
+// At an absurdly small qps the wait for the next token would overflow a Duration and turn
+// negative: the timer would fire at once, again and again. It is armed at most maxWait ahead.
+func TestTinyQPSDoesNotSpin(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(1e-12, 1, 0, clk)
+	require.NoError(t, l.Wait(context.Background()))
+	ch := start(l, context.Background())
+	waitQueued(t, l, 0, 1)
+	l.mu.Lock()
+	due := l.due
+	l.mu.Unlock()
+	assert.Equal(t, clk.Now().Add(maxWait), due)
+	clk.Step(time.Minute)
+	assert.True(t, blocked(ch))
+}
