@@ -29,6 +29,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -724,13 +725,13 @@ func (c *Controller) logNotes(notes []plan.Note) {
 }
 
 // nodeChanged reports whether an update touches anything the planner reads; node status
-// heartbeats do not.
+// heartbeats do not. All of status.nodeInfo counts, since an upgrade.when template may read any
+// of it (a template reading other status fields is evaluated again at the next resync).
 func nodeChanged(o, n *corev1.Node) bool {
 	return !equalMaps(o.Labels, n.Labels) || !equalMaps(o.Annotations, n.Annotations) ||
 		!slices.EqualFunc(o.Spec.Taints, n.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) ||
 		o.Spec.Unschedulable != n.Spec.Unschedulable ||
-		o.Status.NodeInfo.KernelVersion != n.Status.NodeInfo.KernelVersion ||
-		o.Status.NodeInfo.BootID != n.Status.NodeInfo.BootID ||
+		!equality.Semantic.DeepEqual(o.Status.NodeInfo, n.Status.NodeInfo) ||
 		state.NodeReady(o) != state.NodeReady(n)
 }
 

@@ -13,6 +13,8 @@ import (
 // Reconciles are triggered by node changes the planner reads, and not by status heartbeats.
 func TestNodeChanged(t *testing.T) {
 	base := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	// A pointer in nodeInfo: each copy below has its own, with the same value.
+	base.Status.NodeInfo.Swap = &corev1.NodeSwapStatus{}
 	cases := []struct {
 		name   string
 		mutate func(*corev1.Node)
@@ -32,6 +34,8 @@ func TestNodeChanged(t *testing.T) {
 		{"cordon", func(n *corev1.Node) { n.Spec.Unschedulable = true }, true},
 		{"kernel", func(n *corev1.Node) { n.Status.NodeInfo.KernelVersion = "6.8.0" }, true},
 		{"boot ID", func(n *corev1.Node) { n.Status.NodeInfo.BootID = "new" }, true},
+		// upgrade.when templates may read any of nodeInfo (the documented example: osImage).
+		{"os image", func(n *corev1.Node) { n.Status.NodeInfo.OSImage = "Ubuntu 24.04" }, true},
 		{"not ready", func(n *corev1.Node) {
 			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionFalse}}
 		}, true},
