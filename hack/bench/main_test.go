@@ -263,3 +263,14 @@ func TestOnceVerdicts(t *testing.T) {
 		"- 5000 nodes, first (enters 10%), qps 50: wall <= 2 s **missed** (9s); RSS <= 64 MiB met (60.0 MiB).",
 	}, onceVerdicts(rows))
 }
+
+func TestCPUHeader(t *testing.T) {
+	got := cpuHeader("| pool | cycle |", "all | wall |")
+	want := "| pool | cycle |"
+	rule := "|---|---|"
+	for _, c := range cpuComponents {
+		want += " " + c + " |"
+		rule += "---|"
+	}
+	assert.Equal(t, want+" all | wall |\n"+rule+"---|---|", got)
+}

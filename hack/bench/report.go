@@ -456,13 +456,7 @@ func (b *bench) onceCPUTable(p func(string, ...any)) {
 	p("node's Lease every 10 s, like a kubelet's) and the controllers' leader leases. With %d cores, `all`", runtime.NumCPU())
 	p("can reach at most %d times the wall time.", runtime.NumCPU())
 	p("")
-	header, rule := "| pool | cycle | client |", "|---|---|---|"
-	for _, c := range cpuComponents {
-		header += " " + c + " |"
-		rule += "---|"
-	}
-	p("%s all | wall | Lease updates |", header)
-	p("%s---|---|---|", rule)
+	p("%s", cpuHeader("| pool | cycle | client |", "all | wall | Lease updates |"))
 	for _, r := range b.once {
 		cells, total := cpuCells(r.cpu, "%.2f s")
 		row := fmt.Sprintf("| %d | %s | %s |%s", r.pool, r.cycle, r.client, cells)
@@ -481,13 +475,7 @@ func (b *bench) cpuTable(p func(string, ...any)) {
 	p("maintenance, to the last node released), from `/proc/<pid>/stat`. With %d cores, `all` can", runtime.NumCPU())
 	p("reach at most %d times the wall time.", runtime.NumCPU())
 	p("")
-	header, rule := "| scenario | client |", "|---|---|"
-	for _, c := range cpuComponents {
-		header += " " + c + " |"
-		rule += "---|"
-	}
-	p("%s all | wall |", header)
-	p("%s---|---|", rule)
+	p("%s", cpuHeader("| scenario | client |", "all | wall |"))
 	for _, r := range b.latency {
 		if len(r.cpu) == 0 {
 			continue
@@ -496,6 +484,19 @@ func (b *bench) cpuTable(p func(string, ...any)) {
 		p("| %s | %s |%s %.1f s | %s |", r.scenario, r.client, cells, total.Seconds(), r.wall.Round(100*time.Millisecond))
 	}
 	p("")
+}
+
+// cpuHeader renders a CPU table's header and rule: the columns of lead, one per component of
+// cpuComponents, then those of tail.
+func cpuHeader(lead, tail string) string {
+	header, rule := lead, strings.Repeat("|---", strings.Count(lead, "|")-1)+"|"
+	for _, c := range cpuComponents {
+		header += " " + c + " |"
+		rule += "---|"
+	}
+	header += " " + tail
+	rule += strings.Repeat("---|", strings.Count(tail, "|"))
+	return header + "\n" + rule
 }
 
 // cpuCells renders a sample's table cells in cpuComponents' order (format: of the seconds;
