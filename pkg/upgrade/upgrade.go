@@ -50,8 +50,18 @@ type Rule struct {
 	when           *template.Template
 }
 
-// NewRule compiles a rule. A template that does not parse, or that fails or renders something
-// other than "true"/"false" on a sample node, is refused.
+// sampleTimeout bounds the evaluation of a template on the sample node at start-up. A template
+// cannot be interrupted once it runs, so one that loops without end (`{{range 9999999999}}`)
+// would otherwise hang the start-up, and then every cycle.
+var sampleTimeout = 5 * time.Second
+
+// maxOutput bounds what a template may render; "true" or "false" is all it should. Rendering
+// stops with an error beyond it, so a loop that writes on every pass ends at once.
+const maxOutput = 4096
+
+// NewRule compiles a rule. A template that does not parse, that fails or renders something
+// other than "true"/"false" on a sample node, or that does not finish on it within a few
+// seconds, is refused.
 func NewRule(kernelVersions []string, kernelLabel, when string) (*Rule, error) {
 	r := &Rule{kernelVersions: slices.Clone(kernelVersions), kernelLabel: kernelLabel}
 	if strings.TrimSpace(when) == "" {
@@ -62,8 +72,19 @@ func NewRule(kernelVersions []string, kernelLabel, when string) (*Rule, error) {
 		return nil, fmt.Errorf("parsing template: %w", err)
 	}
 	r.when = t
-	if _, err := r.evaluate(sampleData(kernelVersions)); err != nil {
-		return nil, fmt.Errorf("template fails on a sample node: %w", err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.evaluate(sampleData(kernelVersions))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, fmt.Errorf("template fails on a sample node: %w", err)
+		}
+	case <-time.After(sampleTimeout):
+		// The evaluation goes on in the background; the caller refuses the configuration and exits.
+		return nil, fmt.Errorf("template did not finish on a sample node within %s (an endless loop?)", sampleTimeout)
 	}
 	return r, nil
 }
@@ -110,7 +131,7 @@ func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
 func changed(now, before string) bool { return now != "" && before != "" && now != before }
 
 func (r *Rule) evaluate(data TemplateData) (bool, error) {
-	var buf bytes.Buffer
+	buf := limitedBuffer{max: maxOutput}
 	if err := r.when.Execute(&buf, data); err != nil {
 		return false, err
 	}
@@ -141,6 +162,19 @@ func sampleData(kernelVersions []string) TemplateData {
 		// Never nil, so templates may index or range over it.
 		KernelVersions: append([]string{}, kernelVersions...),
 	}
+}
+
+// limitedBuffer is a bytes.Buffer that refuses to grow beyond max bytes.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("template renders more than %d bytes, want \"true\" or \"false\"", b.max)
+	}
+	return b.Buffer.Write(p)
 }
 
 func truncate(s string, n int) string {

@@ -2,6 +2,7 @@ package upgrade_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -17,6 +18,10 @@ func node(kernel, boot string, labels map[string]string) *corev1.Node {
 		Status:     corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{KernelVersion: kernel, BootID: boot, OSImage: "Ubuntu 24.04"}},
 	}
 }
+
+// docsExample is the upgrade.when example of docs/integrations.md, as its folded YAML string reads.
+const docsExample = `{{ and (ne .BootID .Baseline.BootID)
+       (eq (index .Labels "example.com/os-image") "2026-11") }}`
 
 func TestRules(t *testing.T) {
 	base := upgrade.Baseline{Kernel: "5.15", BootID: "b1"}
@@ -40,6 +45,10 @@ func TestRules(t *testing.T) {
 		{"template: OS image", nil, "", `{{ hasPrefix "Ubuntu 24" .Node.Status.NodeInfo.OSImage }}`, node("5.15", "b1", nil), true},
 		{"template: sprig and baseline", nil, "", `{{ and (ne .Kernel .Baseline.Kernel) (semverCompare ">=6.0" .Kernel) }}`, node("6.8", "b1", nil), true},
 		{"template: false", nil, "", `{{ ne .BootID .Baseline.BootID }}`, node("6.8", "b1", nil), false},
+		// The example of docs/integrations.md: a label that may be absent.
+		{"template: docs example, label absent", nil, "", docsExample, node("5.15", "b2", nil), false},
+		{"template: docs example, label set", nil, "", docsExample, node("5.15", "b2", map[string]string{"example.com/os-image": "2026-11"}), true},
+		{"template: docs example, not rebooted", nil, "", docsExample, node("5.15", "b1", map[string]string{"example.com/os-image": "2026-11"}), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,10 +92,23 @@ func TestTemplateRefused(t *testing.T) {
 		"unknown function": `{{ frobnicate .Kernel }}`,
 		"not a boolean":    `{{ .Kernel }}`,
 		"unknown field":    `{{ .Nope }}`,
+		"endless output":   `{{ range 9223372036854775807 }}x{{ end }}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := upgrade.NewRule(nil, "", when)
 			require.Error(t, err)
 		})
 	}
+}
+
+// A template that loops on the sample node for longer than the start-up allows, writing
+// nothing, is refused after a bounded wait instead of hanging the start-up. (The loop here ends
+// within a second or two, so that it does not spin on in the background of the other tests.)
+func TestEndlessTemplateRefused(t *testing.T) {
+	t.Cleanup(upgrade.SetSampleTimeout(50 * time.Millisecond))
+	_, err := upgrade.NewRule(nil, "", `{{ range 50000000 }}{{ end }}true`)
+	require.ErrorContains(t, err, "did not finish on a sample node within 50ms")
+
+	_, err = upgrade.NewRule(nil, "", `{{ range 10 }}{{ end }}true`)
+	require.NoError(t, err, "a template that finishes in time is accepted")
 }
