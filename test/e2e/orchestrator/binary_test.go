@@ -62,6 +62,14 @@ func (e *env) configYAML() string {
 	return string(b)
 }
 
+// runOnce runs one cycle with the binary (`run --once`) on the installation's configuration and
+// requires it to succeed.
+func (e *env) runOnce() {
+	e.T.Helper()
+	res := e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(e.T, 0, res.code, res.stderr)
+}
+
 // lastLine is the one-line reason main prints on failure.
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

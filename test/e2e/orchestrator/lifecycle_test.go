@@ -304,46 +304,63 @@ func TestChangedTaint(t *testing.T) {
 	assert.NotContains(t, released.Annotations, state.Taint)
 }
 
-// 7. maxConcurrent 3 with 10 nodes in maintenance: exactly 3 tainted; more as they are released.
+// 7. maxConcurrent with 10 nodes in maintenance, as an int and as a percentage of the pool
+// (rounded up: 25% of 10 is 3): exactly that many tainted, across cycles; more as they are released.
 func TestBudget(t *testing.T) {
-	e := newEnv(t, kernelTarget, func(c *config.Config) { c.MaxConcurrent = intstr.FromInt32(3) })
-	e.Warmer()
-	var names []string
-	for i := range 10 {
-		short := fmt.Sprintf("n%02d", i)
-		names = append(names, short)
-		e.PoolNode(short)
-		e.Maintenance(short)
+	cases := []struct {
+		name   string
+		budget intstr.IntOrString
+		want   int
+	}{
+		{"int", intstr.FromInt32(3), 3},
+		{"percent", intstr.FromString("25%"), 3},
 	}
-	phases := func() map[string][]string {
-		out := map[string][]string{}
-		for _, s := range names {
-			n := e.Node(s)
-			p := n.Annotations[state.Phase]
-			if p == "" {
-				p = n.Annotations[state.ReleaseReason]
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kernelTarget, func(c *config.Config) { c.MaxConcurrent = tc.budget })
+			e.Warmer()
+			var names []string
+			for i := range 10 {
+				short := fmt.Sprintf("n%02d", i)
+				names = append(names, short)
+				e.PoolNode(short)
+				e.Maintenance(short)
 			}
-			out[p] = append(out[p], s)
-		}
-		return out
-	}
+			phases := func() map[string][]string {
+				out := map[string][]string{}
+				for _, s := range names {
+					n := e.Node(s)
+					p := n.Annotations[state.Phase]
+					if p == "" {
+						p = n.Annotations[state.ReleaseReason]
+					}
+					out[p] = append(out[p], s)
+				}
+				return out
+			}
 
-	e.cycle()
-	first := phases()[state.PhaseTainted]
-	require.Len(t, first, 3)
-	e.cycle()
-	require.Len(t, phases()[state.PhaseTainted], 3, "the budget holds across cycles")
+			e.cycle()
+			first := phases()[state.PhaseTainted]
+			require.Len(t, first, tc.want)
+			e.cycle()
+			require.Len(t, phases()[state.PhaseTainted], tc.want, "the budget holds across cycles")
 
-	for _, s := range first {
-		e.Reboot(s, newKernel)
+			for _, s := range first {
+				e.Reboot(s, newKernel)
+			}
+			for _, s := range first {
+				e.waitWarmerReady(s)
+			}
+			e.cycle()
+			got := phases()
+			assert.ElementsMatch(t, first, got[state.ReasonWarm])
+			require.Len(t, got[state.PhaseTainted], tc.want, "released nodes make room for as many again")
+			assert.Len(t, got[""], len(names)-2*tc.want, "the others wait, untouched")
+			e.cycle()
+			require.Len(t, phases()[state.PhaseTainted], tc.want, "released nodes do not count against the budget; the next batch does")
+		})
 	}
-	for _, s := range first {
-		e.waitWarmerReady(s)
-	}
-	e.cycle()
-	got := phases()
-	assert.ElementsMatch(t, first, got[state.ReasonWarm])
-	assert.Len(t, got[state.PhaseTainted], 3, "released nodes make room for the next three")
 }
 
 // 8. A second writer changes other taints and labels on the same nodes while cycles run:
@@ -707,4 +724,62 @@ func TestUninstallMarkStopsARunningCycle(t *testing.T) {
 	assert.Less(t, entered, n, "the entries stopped once the mark was read")
 	assert.Equal(t, entered, tainted(), "what the cycle reports is what the nodes show")
 	assert.Zero(t, e.cycle().Applied[plan.Enter], "while marked, no cycle enters a node")
+}
+
+// osImageWhen is an upgrade.when rule that needs both a new kernel and the pipeline's image
+// label; `index` reads the label as "" while it is absent (a `.Labels.x` lookup would fail under
+// missingkey=error).
+const osImageWhen = `{{ and (ne .Kernel .Baseline.Kernel) (eq (index .Labels "example.com/os-image") "v2") }}`
+
+// An upgrade.when template decides in place of the default rule, in `run --once` cycles of the
+// binary: a reboot onto a new kernel, which the default rule would take for the upgrade, leaves
+// the node tainted (and its warmer unscheduled) until the image label the template also asks for
+// is set; the label alone does not do either. Then the node warms and is released.
+func TestUpgradeWhen(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Upgrade.When = osImageWhen })
+	for _, s := range []string{"a", "b"} {
+		e.PoolNode(s)
+		e.Maintenance(s)
+	}
+	e.Warmer()
+	setImageLabel := func(short string) {
+		t.Helper()
+		_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName(short), types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"example.com/os-image":"v2"}}}`), metav1.PatchOptions{})
+		require.NoError(t, err)
+	}
+	// The template decided "false": no failure was recorded on the node.
+	requireNoError := func(short string) {
+		t.Helper()
+		assert.NotContains(t, e.Node(short).Annotations, state.LastError, "the template rendered on %s without error", short)
+	}
+
+	e.runOnce()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.requirePhase("b", state.PhaseTainted, "upgrading")
+
+	// a: a new kernel and boot ID, no label yet. b: the label, no reboot.
+	e.Reboot("a", newKernel)
+	setImageLabel("b")
+	e.runOnce()
+	e.runOnce()
+	for _, s := range []string{"a", "b"} {
+		e.requirePhase(s, state.PhaseTainted, "upgrading")
+		requireNoError(s)
+		assert.Empty(t, e.Events(s, "PrewarmUpgradeSeen"), "no upgrade seen on %s", s)
+	}
+	e.consistentlyNoWarmer("a", time.Second)
+
+	// The label completes a's upgrade.
+	setImageLabel("a")
+	e.runOnce()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	assert.Contains(t, e.Node("a").Annotations, state.UpgradedAt)
+	require.Len(t, e.Events("a", "PrewarmUpgradeSeen"), 1)
+	e.requirePhase("b", state.PhaseTainted, "upgrading")
+	e.waitWarmerReady("a")
+	e.runOnce()
+	e.RequireReleased("a", state.ReasonWarm)
+	e.requirePhase("b", state.PhaseTainted, "upgrading")
+	requireNoError("b")
 }
