@@ -339,7 +339,7 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
 	}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
 	inf := f.ForResource(gvr).Informer()
-	if err := inf.SetTransform(stripManagedFields); err != nil {
+	if err := inf.SetTransform(c.trimMaintenance); err != nil {
 		c.log.Warn("setting the maintenance informer transform failed", "error", err)
 	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -726,7 +726,9 @@ func (c *Controller) logNotes(notes []plan.Note) {
 
 // nodeChanged reports whether an update touches anything the planner reads; node status
 // heartbeats do not. All of status.nodeInfo counts, since an upgrade.when template may read any
-// of it (a template reading other status fields is evaluated again at the next resync).
+// of it (a template reading other status fields is evaluated again at the next resync). Without
+// a template the cached nodes are trimmed (Engine.TrimNode) to what the planner reads, so other
+// owners' annotations and nodeInfo fields never differ.
 func nodeChanged(o, n *corev1.Node) bool {
 	return !equalMaps(o.Labels, n.Labels) || !equalMaps(o.Annotations, n.Annotations) ||
 		!slices.EqualFunc(o.Spec.Taints, n.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) ||
@@ -752,6 +754,14 @@ func equalMaps(a, b map[string]string) bool {
 func stripManagedFields(obj any) (any, error) {
 	if a, err := meta.Accessor(obj); err == nil {
 		a.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// trimMaintenance keeps of a cached nodeMaintenance object only what the sources read.
+func (c *Controller) trimMaintenance(obj any) (any, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		return c.nm.TrimObject(u), nil
 	}
 	return obj, nil
 }

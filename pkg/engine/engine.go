@@ -50,6 +50,8 @@ type Options struct {
 	// (default 8), for releases and for other transitions each: a release never waits for a
 	// slot held by another kind of write. A client-side rate limit, if configured, applies on top.
 	Workers int
+	// NodePageSize is how many nodes each request of a node list returns (default 250).
+	NodePageSize int64
 	// Metrics records transitions and latencies; nil records nothing.
 	Metrics *metrics.Metrics
 	// EventClient writes Events; default Client. A client of its own (own rate limiter) keeps
@@ -68,6 +70,10 @@ type Engine struct {
 	dryRun   bool
 	reporter string
 	metrics  *metrics.Metrics
+	// nodePageSize is the limit of each node list request.
+	nodePageSize int64
+	// readLabels are the node label keys the configuration reads (TrimNode keeps only these).
+	readLabels map[string]bool
 	// gates bound the nodes written at once: releases and other transitions have their own.
 	gates  [2]gate
 	events kubernetes.Interface
@@ -94,10 +100,14 @@ func New(o Options) (*Engine, error) {
 		cfg: o.Config, client: o.Client, planner: p,
 		sources: sources.NewCollector(o.Config, o.Dynamic),
 		clock:   o.Clock, log: o.Logger, dryRun: o.DryRun, reporter: o.Reporter,
-		metrics: o.Metrics,
+		metrics: o.Metrics, readLabels: readLabels(o.Config),
 	}
 	if o.Workers <= 0 {
 		o.Workers = 8
+	}
+	e.nodePageSize = o.NodePageSize
+	if e.nodePageSize <= 0 {
+		e.nodePageSize = nodePageSize
 	}
 	e.gates = [2]gate{newGate(o.Workers), newGate(o.Workers)}
 	e.events = o.EventClient

@@ -127,10 +127,41 @@ func (c *Collector) listObjects(ctx context.Context) (objects []*unstructured.Un
 	}
 	objects = make([]*unstructured.Unstructured, len(list.Items))
 	for i := range list.Items {
-		unstructured.RemoveNestedField(list.Items[i].Object, "metadata", "managedFields")
-		objects[i] = &list.Items[i]
+		objects[i] = c.TrimObject(&list.Items[i])
 	}
 	return objects, true, nil
+}
+
+// TrimObject returns a copy of a nodeMaintenance object with only what CollectFrom reads: its
+// apiVersion, kind, name, namespace, UID, resourceVersion, deletionTimestamp and the node name
+// field (whatever its type, so that a wrong one is still reported). A few hundred bytes instead of
+// the whole object with its managed fields, status and annotations, for every object of a large
+// maintenance: the objects of a cycle, or of the event-driven mode's cache, stay in memory.
+func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstructured {
+	meta := map[string]any{}
+	for _, k := range []string{"name", "namespace", "uid", "resourceVersion", "deletionTimestamp"} {
+		if v, ok := u.Object["metadata"].(map[string]any)[k]; ok {
+			meta[k] = v
+		}
+	}
+	out := &unstructured.Unstructured{Object: map[string]any{"metadata": meta}}
+	for _, k := range []string{"apiVersion", "kind"} {
+		if v, ok := u.Object[k]; ok {
+			out.Object[k] = v
+		}
+	}
+	path := strings.Split(c.cfg.Maintenance.NodeMaintenance.NodeNameField, ".")
+	if v, found, err := unstructured.NestedFieldNoCopy(u.Object, path...); err == nil && found {
+		// Set without a deep copy: the value is only read, and the original object is dropped.
+		parent := out.Object
+		for _, k := range path[:len(path)-1] {
+			child := map[string]any{}
+			parent[k] = child
+			parent = child
+		}
+		parent[path[len(path)-1]] = v
+	}
+	return out
 }
 
 func (c *Collector) addObjects(known map[string]bool, objects []*unstructured.Unstructured, res *Result) {

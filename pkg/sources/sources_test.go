@@ -146,3 +146,35 @@ func collect(c *sources.Collector, nodes []*corev1.Node) (sources.Result, error)
 	}
 	return c.CollectFrom(nodes, objects, served), nil
 }
+
+// A listed object keeps only what the maintenance set is built from; the node name field keeps
+// its value whatever its type, so that a wrong one is still reported.
+func TestTrimObject(t *testing.T) {
+	c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = "spec.target.node" })
+	full := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Upgrade",
+		"metadata": map[string]any{
+			"name": "m", "namespace": "ops", "uid": "uid-m", "resourceVersion": "7",
+			"deletionTimestamp": "2026-11-25T12:00:00Z", "finalizers": []any{"example.com/drain"},
+			"annotations":   map[string]any{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			"managedFields": []any{map[string]any{"manager": "kubectl"}},
+		},
+		"spec":   map[string]any{"reason": "kernel", "target": map[string]any{"node": "a", "pool": "nb"}},
+		"status": map[string]any{"phase": "Running", "drainProgress": int64(100)},
+	}}
+	got := c.TrimObject(full)
+	assert.Equal(t, map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Upgrade",
+		"metadata": map[string]any{
+			"name": "m", "namespace": "ops", "uid": "uid-m", "resourceVersion": "7",
+			"deletionTimestamp": "2026-11-25T12:00:00Z",
+		},
+		"spec": map[string]any{"target": map[string]any{"node": "a"}},
+	}, got.Object)
+	assert.NotNil(t, got.GetDeletionTimestamp())
+
+	full.Object["spec"] = map[string]any{"target": map[string]any{"node": int64(42)}}
+	assert.Equal(t, map[string]any{"target": map[string]any{"node": int64(42)}}, c.TrimObject(full).Object["spec"])
+	delete(full.Object, "spec")
+	assert.NotContains(t, c.TrimObject(full).Object, "spec", "no node name field: none made up")
+}

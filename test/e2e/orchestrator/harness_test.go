@@ -22,11 +22,33 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
-var cluster *framework.Cluster
+var (
+	cluster *framework.Cluster
+	// engineClient is the engines' client: built-in types in protobuf, as the binary reads them.
+	engineClient kubernetes.Interface
+)
 
 func TestMain(m *testing.M) {
-	framework.Main(m, "orchestrator", func(c *framework.Cluster) { cluster = c })
+	framework.Main(m, "orchestrator", func(c *framework.Cluster) {
+		cluster = c
+		client, err := kubernetes.NewForConfig(protobufConfig(rest.CopyConfig(c.RESTConfig)))
+		if err != nil {
+			panic(err)
+		}
+		engineClient = client
+	})
 }
+
+// protobufConfig sets rc to speak protobuf for built-in types, as the binary does.
+func protobufConfig(rc *rest.Config) *rest.Config {
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	return rc
+}
+
+// testPageSize is the engines' node list page size: small, so that every cycle of these tests
+// reads its pool in several pages, each requested while the one before is decoded.
+const testPageSize = 3
 
 // offsetClock is the real clock moved forward by a settable offset, so tests can jump past
 // cancelAfter and the timeouts while the API server keeps real time.
@@ -74,8 +96,8 @@ func newEnv(t *testing.T, mutate ...func(*config.Config)) *env {
 func (e *env) engine(opts ...func(*engine.Options)) *engine.Engine {
 	e.T.Helper()
 	o := engine.Options{
-		Config: e.Config, Client: e.client, Dynamic: e.dyn, Clock: e.clock,
-		Logger: testLogger(e.T), Reporter: "e2e",
+		Config: e.Config, Client: engineClient, Dynamic: e.dyn, Clock: e.clock,
+		Logger: testLogger(e.T), Reporter: "e2e", NodePageSize: testPageSize,
 	}
 	for _, f := range opts {
 		f(&o)
@@ -166,7 +188,7 @@ func (e *env) requirePhase(short, phase, label string) {
 
 // restConfigWithCounter returns a copy of the cluster's config that counts requests by verb and resource.
 func restConfigWithCounter(counter *requestCounter) *rest.Config {
-	rc := rest.CopyConfig(cluster.RESTConfig)
+	rc := protobufConfig(rest.CopyConfig(cluster.RESTConfig))
 	rc.QPS, rc.Burst = 1000, 1000
 	rc.Wrap(counter.wrap)
 	return rc

@@ -507,7 +507,8 @@ func TestAPICost(t *testing.T) {
 	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
 	run := func() engine.Result {
-		res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
+		// Pages of the default size (250): one request per node list.
+		res, err := e.engine(func(o *engine.Options) { o.Client, o.NodePageSize = counted, 0 }).RunOnce(e.Ctx)
 		require.NoError(t, err)
 		return res
 	}

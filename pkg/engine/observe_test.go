@@ -1,0 +1,249 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+const protobufType = "application/vnd.kubernetes.protobuf"
+
+func encodeNodeList(t *testing.T, mediaType string, list *corev1.NodeList) []byte {
+	t.Helper()
+	info, ok := runtime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), mediaType)
+	require.True(t, ok, mediaType)
+	b, err := runtime.Encode(scheme.Codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion), list)
+	require.NoError(t, err)
+	return b
+}
+
+// The continue token is read from a protobuf list without decoding it, and only from one.
+func TestProtobufListContinue(t *testing.T) {
+	items := []corev1.Node{*tu.Node("a"), *tu.Node("b")}
+	withToken := encodeNodeList(t, protobufType, &corev1.NodeList{ListMeta: metav1.ListMeta{Continue: "tok-1", ResourceVersion: "42"}, Items: items})
+	cont, ok := protobufListContinue(withToken)
+	assert.True(t, ok)
+	assert.Equal(t, "tok-1", cont)
+
+	last := encodeNodeList(t, protobufType, &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "42"}, Items: items})
+	cont, ok = protobufListContinue(last)
+	assert.True(t, ok, "the last page")
+	assert.Empty(t, cont)
+
+	_, ok = protobufListContinue(encodeNodeList(t, "application/json", &corev1.NodeList{ListMeta: metav1.ListMeta{Continue: "tok-1"}}))
+	assert.False(t, ok, "JSON is not read here")
+	for i := len(protobufMagic); i < 24 && i < len(withToken); i++ {
+		cont, ok := protobufListContinue(withToken[:i])
+		assert.False(t, ok && cont == "tok-1", "a body cut at %d bytes", i)
+	}
+}
+
+// fakeNodesServer serves GET /api/v1/nodes in pages of ?limit, encoded as the client accepts
+// (protobuf or JSON), with continue tokens "<selector>|<offset>". expire names continue tokens
+// answered 410 Expired once.
+type fakeNodesServer struct {
+	t      *testing.T
+	nodes  map[string][]corev1.Node // by label selector
+	mu     sync.Mutex
+	expire map[string]bool
+	served []string // "selector limit continue -> status"
+}
+
+func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/api/v1/nodes" {
+		http.NotFound(w, r)
+		return
+	}
+	q := r.URL.Query()
+	sel, cont := q.Get("labelSelector"), q.Get("continue")
+	limit, _ := strconv.Atoi(q.Get("limit"))
+	s.mu.Lock()
+	expired := s.expire[cont]
+	delete(s.expire, cont)
+	s.served = append(s.served, fmt.Sprintf("%s %d %q", sel, limit, cont))
+	s.mu.Unlock()
+	if expired {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusGone)
+		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410,"message":"continue token expired"}`)
+		return
+	}
+	all := s.nodes[sel]
+	from := 0
+	if cont != "" {
+		of, off, _ := strings.Cut(cont, "|")
+		if of != sel {
+			http.Error(w, "continue token of another list", http.StatusBadRequest)
+			return
+		}
+		from, _ = strconv.Atoi(off)
+	}
+	to := len(all)
+	if limit > 0 && from+limit < to {
+		to = from + limit
+	}
+	list := &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "7"}, Items: all[from:to]}
+	if to < len(all) {
+		list.Continue = fmt.Sprintf("%s|%d", sel, to)
+	}
+	mediaType := "application/json"
+	if strings.Contains(r.Header.Get("Accept"), protobufType) {
+		mediaType = protobufType
+	}
+	w.Header().Set("Content-Type", mediaType)
+	_, _ = w.Write(encodeNodeList(s.t, mediaType, list))
+}
+
+func namedNodes(prefix string, n int, labels ...string) []corev1.Node {
+	out := make([]corev1.Node, n)
+	for i := range out {
+		out[i] = *tu.Node(fmt.Sprintf("%s%03d", prefix, i), tu.WithLabels(labels...))
+		out[i].ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
+	}
+	return out
+}
+
+// Paginated node lists read through a REST client, in protobuf (pages read one ahead) and in
+// JSON: every node once, trimmed; an expired continue token starts that list over and keeps
+// the other list's nodes.
+func TestListNodePagesFromAServer(t *testing.T) {
+	for _, mediaType := range []string{protobufType, "application/json"} {
+		t.Run(mediaType, func(t *testing.T) {
+			pool := namedNodes("p", 7, "pool", "notebooks")
+			labelled := append(namedNodes("l", 4, "os-upgrade/status", "upgrading"), pool[0])
+			srv := &fakeNodesServer{t: t, nodes: map[string][]corev1.Node{
+				"pool=notebooks": pool, "os-upgrade/status": labelled,
+			}, expire: map[string]bool{"os-upgrade/status|2": true}}
+			hs := httptest.NewUnstartedServer(srv)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			hs.Listener = l
+			hs.Start()
+			defer hs.Close()
+			client, err := kubernetes.NewForConfig(&rest.Config{Host: hs.URL, ContentConfig: rest.ContentConfig{
+				ContentType: mediaType, AcceptContentTypes: mediaType,
+			}})
+			require.NoError(t, err)
+			e, err := New(Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodePageSize: 2})
+			require.NoError(t, err)
+
+			nodes, err := e.listNodes(context.Background())
+			require.NoError(t, err)
+			var names []string
+			for _, n := range nodes {
+				names = append(names, n.Name)
+				assert.Nil(t, n.ManagedFields, "trimmed")
+			}
+			assert.Equal(t, []string{"l000", "l001", "l002", "l003", "p000", "p001", "p002", "p003", "p004", "p005", "p006"}, names)
+			assert.Equal(t, []string{
+				`pool=notebooks 2 ""`, `pool=notebooks 2 "pool=notebooks|2"`, `pool=notebooks 2 "pool=notebooks|4"`, `pool=notebooks 2 "pool=notebooks|6"`,
+				`os-upgrade/status 2 ""`, `os-upgrade/status 2 "os-upgrade/status|2"`, `os-upgrade/status 0 ""`,
+			}, srv.served)
+		})
+	}
+}
+
+// TrimNode keeps what the planner, the patches and the status command read, and drops the rest;
+// with an upgrade.when template, which may read any field, it drops only managed fields.
+func TestTrimNode(t *testing.T) {
+	full := func() *corev1.Node {
+		n := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading",
+			"kubernetes.io/hostname", "a", "feature.node.kubernetes.io/cpu-cpuid.AVX512F", "true"),
+			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule), tu.Cordoned(),
+			tu.WithKernel("6.8.0"), tu.WithBootID("boot-1"))
+		n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
+		n.Annotations = map[string]string{
+			state.Phase: state.PhaseTainted, state.TaintedAt: "2026-11-25T12:00:00Z",
+			"csi.volume.kubernetes.io/nodeid": `{"ebs.csi.aws.com":"i-0123456789abcdef0"}`,
+		}
+		n.Spec.ProviderID, n.Spec.PodCIDR, n.Spec.PodCIDRs = "aws:///eu-west-1a/i-0123", "10.0.0.0/24", []string{"10.0.0.0/24"}
+		n.Status.NodeInfo.OSImage, n.Status.NodeInfo.MachineID = "Ubuntu 24.04", "m-1"
+		n.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/base:1"}, SizeBytes: 1 << 30}}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.1"}}
+		n.Status.Conditions = []corev1.NodeCondition{
+			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse},
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "kubelet is posting ready status"},
+		}
+		return n
+	}
+	e := testEngine(t, fake.NewClientset(), false)
+	n := full()
+	e.TrimNode(n)
+	assert.Nil(t, n.ManagedFields)
+	assert.Equal(t, map[string]string{"pool": "notebooks", "os-upgrade/status": "upgrading"}, n.Labels,
+		"the labels the pool selector and the status label read")
+	assert.Equal(t, map[string]string{state.Phase: state.PhaseTainted, state.TaintedAt: "2026-11-25T12:00:00Z"}, n.Annotations)
+	assert.Equal(t, full().Spec.Taints, n.Spec.Taints)
+	assert.True(t, n.Spec.Unschedulable)
+	assert.Empty(t, n.Spec.ProviderID)
+	assert.Nil(t, n.Spec.PodCIDRs)
+	assert.Equal(t, corev1.NodeSystemInfo{KernelVersion: "6.8.0", BootID: "boot-1"}, n.Status.NodeInfo)
+	assert.Nil(t, n.Status.Images)
+	assert.Nil(t, n.Status.Addresses)
+	require.Len(t, n.Status.Conditions, 1)
+	assert.Equal(t, corev1.NodeReady, n.Status.Conditions[0].Type)
+	assert.True(t, state.NodeReady(n))
+
+	// Only other owners' annotations and labels: the maps stay, empty, so that a JSON patch adds
+	// keys to them instead of creating them (which would replace the node's).
+	n = full()
+	n.Annotations = map[string]string{"node.alpha.kubernetes.io/ttl": "0"}
+	n.Labels = map[string]string{"kubernetes.io/hostname": "a"}
+	e.TrimNode(n)
+	assert.NotNil(t, n.Annotations)
+	assert.Empty(t, n.Annotations)
+	assert.NotNil(t, n.Labels)
+	assert.Empty(t, n.Labels)
+
+	// The nodeLabel source's and the kernel label's keys are read too.
+	cfg := testConfig(t)
+	cfg.Maintenance.NodeLabel.Enabled, cfg.Maintenance.NodeLabel.Selector = true, "example.com/maintenance in (planned,now)"
+	cfg.Upgrade.KernelVersionLabel = "feature.node.kubernetes.io/kernel-version.full"
+	require.NoError(t, cfg.Validate())
+	withSources, err := New(Options{Config: cfg, Client: fake.NewClientset(), Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	n = full()
+	n.Labels["example.com/maintenance"] = "now"
+	n.Labels["feature.node.kubernetes.io/kernel-version.full"] = "6.8.0"
+	withSources.TrimNode(n)
+	assert.Equal(t, map[string]string{
+		"pool": "notebooks", "os-upgrade/status": "upgrading", "example.com/maintenance": "now",
+		"feature.node.kubernetes.io/kernel-version.full": "6.8.0",
+	}, n.Labels)
+
+	cfg = testConfig(t)
+	cfg.Upgrade.When = `{{ hasPrefix "Ubuntu" .Node.Status.NodeInfo.OSImage }}`
+	require.NoError(t, cfg.Validate())
+	withTemplate, err := New(Options{Config: cfg, Client: fake.NewClientset(), Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	n = full()
+	withTemplate.TrimNode(n)
+	want := full()
+	want.ManagedFields = nil
+	assert.Equal(t, want, n, "a template may read any field")
+}
