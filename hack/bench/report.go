@@ -71,7 +71,7 @@ func (b *bench) write() error {
 	p("| OS | %s/%s, kernel %s |", runtime.GOOS, runtime.GOARCH, kernel())
 	p("| Go | %s |", runtime.Version())
 	p("| cluster | kwokctl (runtime `binary`) from hack/tools/versions.env: %s |", toolVersions())
-	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo); `client` qps/burst per row below (unset, the default: 50/100 in the event-driven mode, no client-side limit for `run --once`) |")
+	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo), run from a copy of the linker's output, as an image layer writes it (run from the linker's output file itself, its peak RSS has varied by up to 4 MiB of file pages from one build to the next); `client` qps/burst per row below (unset, the default: 50/100 in the event-driven mode, no client-side limit for `run --once`) |")
 	p("")
 	p("Everything runs on the same machine: etcd, kube-apiserver, kube-controller-manager (DaemonSet")
 	p("controller), kube-scheduler, kwok (fake nodes; it marks warmer pods Ready as soon as they are bound),")
