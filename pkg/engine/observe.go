@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -103,6 +104,7 @@ func (e *Engine) listNodePages(ctx context.Context, selector string, into map[st
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var read []string // the names this list added to into
+	complete := false
 	for p := range e.nodePages(ctx, selector) {
 		switch {
 		case p.err != nil:
@@ -130,15 +132,25 @@ func (e *Engine) listNodePages(ctx context.Context, selector string, into map[st
 			}
 			into[n.Name] = n
 		}
+		complete = p.last
+	}
+	if !complete {
+		// The pages stopped before the last one: the caller's context ended.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return errors.New("node list ended before its last page")
 	}
 	return nil
 }
 
 // nodePage is one page of a node list: the response body when it is protobuf (decoded by the
-// receiver), else the decoded list; or an error; or, with restart, word that the list starts over.
+// receiver), else the decoded list, and whether it is the last page; or an error; or, with
+// restart, word that the list starts over.
 type nodePage struct {
 	body    []byte
 	list    *corev1.NodeList
+	last    bool
 	err     error
 	restart bool
 }
@@ -155,7 +167,8 @@ var (
 // 5,000 nodes the API server encodes one page while the orchestrator decodes the previous one,
 // instead of each waiting for the other (about 40% of a cycle's node read, on two cores). A JSON
 // response (a client without protobuf, a proxy) is decoded here, one page after the other.
-// The channel is closed after the last page or the first error; cancel ctx to stop early.
+// The channel is closed after the last page or the first error, or early when ctx ends (the
+// receiver then has not seen a last page); cancel ctx to stop early.
 func (e *Engine) nodePages(ctx context.Context, selector string) <-chan nodePage {
 	out := make(chan nodePage) // unbuffered: at most one page read ahead of the one decoded
 	send := func(p nodePage) bool {
@@ -183,7 +196,8 @@ func (e *Engine) nodePages(ctx context.Context, selector string) <-chan nodePage
 				send(nodePage{err: err})
 				return
 			}
-			if !send(p) || cont == "" {
+			p.last = cont == ""
+			if !send(p) || p.last {
 				return
 			}
 			opts.Continue = cont

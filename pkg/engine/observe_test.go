@@ -69,6 +69,8 @@ type fakeNodesServer struct {
 	mu     sync.Mutex
 	expire map[string]bool
 	served []string // "selector limit continue -> status"
+	// stall, when set, is called with every request's continue token before it is answered.
+	stall func(r *http.Request, cont string)
 }
 
 func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -78,6 +80,9 @@ func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	sel, cont := q.Get("labelSelector"), q.Get("continue")
+	if s.stall != nil {
+		s.stall(r, cont)
+	}
 	limit, _ := strconv.Atoi(q.Get("limit"))
 	s.mu.Lock()
 	expired := s.expire[cont]
@@ -116,6 +121,25 @@ func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(encodeNodeList(s.t, mediaType, list))
 }
 
+// serve starts srv on 127.0.0.1 and returns an engine reading nodes from it in pages of 2.
+func serve(t *testing.T, srv http.Handler, mediaType string) *Engine {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(srv)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	hs.Listener = l
+	hs.Start()
+	t.Cleanup(hs.Close)
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: hs.URL, ContentConfig: rest.ContentConfig{
+		ContentType: mediaType, AcceptContentTypes: mediaType,
+	}})
+	require.NoError(t, err)
+	e, err := New(Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodePageSize: 2})
+	require.NoError(t, err)
+	return e
+}
+
 func namedNodes(prefix string, n int, labels ...string) []corev1.Node {
 	out := make([]corev1.Node, n)
 	for i := range out {
@@ -136,19 +160,7 @@ func TestListNodePagesFromAServer(t *testing.T) {
 			srv := &fakeNodesServer{t: t, nodes: map[string][]corev1.Node{
 				"pool=notebooks": pool, "os-upgrade/status": labelled,
 			}, expire: map[string]bool{"os-upgrade/status|2": true}}
-			hs := httptest.NewUnstartedServer(srv)
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			hs.Listener = l
-			hs.Start()
-			defer hs.Close()
-			client, err := kubernetes.NewForConfig(&rest.Config{Host: hs.URL, ContentConfig: rest.ContentConfig{
-				ContentType: mediaType, AcceptContentTypes: mediaType,
-			}})
-			require.NoError(t, err)
-			e, err := New(Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodePageSize: 2})
-			require.NoError(t, err)
+			e := serve(t, srv, mediaType)
 
 			nodes, err := e.listNodes(context.Background())
 			require.NoError(t, err)
@@ -163,6 +175,24 @@ func TestListNodePagesFromAServer(t *testing.T) {
 				`os-upgrade/status 2 ""`, `os-upgrade/status 2 "os-upgrade/status|2"`, `os-upgrade/status 0 ""`,
 			}, srv.served)
 		})
+	}
+}
+
+// A node list cut short by the end of its context is an error, never a shorter list: a cycle
+// stopped by SIGTERM while it reads must not plan, or clean up, with part of the pool.
+func TestListNodesCancelledMidway(t *testing.T) {
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		srv := &fakeNodesServer{t: t, nodes: map[string][]corev1.Node{"pool=notebooks": namedNodes("p", 7, "pool", "notebooks")}}
+		srv.stall = func(r *http.Request, cont string) {
+			if cont != "" {
+				cancel() // after the first page, while the second is being read
+				<-r.Context().Done()
+			}
+		}
+		e := serve(t, srv, protobufType)
+		nodes, err := e.listNodes(ctx)
+		require.ErrorIs(t, err, context.Canceled, "got %d nodes", len(nodes))
 	}
 }
 

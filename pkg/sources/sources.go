@@ -139,9 +139,11 @@ func (c *Collector) listObjects(ctx context.Context) (objects []*unstructured.Un
 // maintenance: the objects of a cycle, or of the event-driven mode's cache, stay in memory.
 func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstructured {
 	meta := map[string]any{}
-	for _, k := range []string{"name", "namespace", "uid", "resourceVersion", "deletionTimestamp"} {
-		if v, ok := u.Object["metadata"].(map[string]any)[k]; ok {
-			meta[k] = v
+	if m, ok := u.Object["metadata"].(map[string]any); ok {
+		for _, k := range []string{"name", "namespace", "uid", "resourceVersion", "deletionTimestamp"} {
+			if v, ok := m[k]; ok {
+				meta[k] = v
+			}
 		}
 	}
 	out := &unstructured.Unstructured{Object: map[string]any{"metadata": meta}}
@@ -153,10 +155,14 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 	path := strings.Split(c.cfg.Maintenance.NodeMaintenance.NodeNameField, ".")
 	if v, found, err := unstructured.NestedFieldNoCopy(u.Object, path...); err == nil && found {
 		// Set without a deep copy: the value is only read, and the original object is dropped.
+		// The path may run through what is already kept (metadata.name, metadata.labels.node).
 		parent := out.Object
 		for _, k := range path[:len(path)-1] {
-			child := map[string]any{}
-			parent[k] = child
+			child, ok := parent[k].(map[string]any)
+			if !ok {
+				child = map[string]any{}
+				parent[k] = child
+			}
 			parent = child
 		}
 		parent[path[len(path)-1]] = v

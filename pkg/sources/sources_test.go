@@ -178,3 +178,24 @@ func TestTrimObject(t *testing.T) {
 	delete(full.Object, "spec")
 	assert.NotContains(t, c.TrimObject(full).Object, "spec", "no node name field: none made up")
 }
+
+// A node name field inside metadata (any resource that names its node there) is kept along with
+// the rest of metadata; an object without metadata does not stop the collection.
+func TestTrimObjectNodeNameInMetadata(t *testing.T) {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Drain",
+		"metadata": map[string]any{
+			"name": "a", "namespace": "ops", "uid": "uid-a", "deletionTimestamp": "2026-11-25T12:00:00Z",
+			"labels": map[string]any{"node": "b", "team": "x"},
+		},
+	}}
+	for field, want := range map[string]map[string]any{
+		"metadata.name":        {"name": "a", "namespace": "ops", "uid": "uid-a", "deletionTimestamp": "2026-11-25T12:00:00Z"},
+		"metadata.labels.node": {"name": "a", "namespace": "ops", "uid": "uid-a", "deletionTimestamp": "2026-11-25T12:00:00Z", "labels": map[string]any{"node": "b"}},
+	} {
+		c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = field })
+		assert.Equal(t, want, c.TrimObject(obj).Object["metadata"], field)
+	}
+	c, _ := collector(t, nil)
+	assert.Equal(t, map[string]any{}, c.TrimObject(&unstructured.Unstructured{Object: map[string]any{"kind": "Drain"}}).Object["metadata"])
+}
