@@ -52,7 +52,8 @@ type Rule struct {
 
 // sampleTimeout bounds the evaluation of a template on the sample node at start-up. A template
 // cannot be interrupted once it runs, so one that loops without end (`{{range 9999999999}}`)
-// would otherwise hang the start-up, and then every cycle.
+// would otherwise hang the start-up. Evaluations on real nodes are not bounded: a loop whose
+// length comes from a node's data passes this check (docs/integrations.md says so).
 var sampleTimeout = 5 * time.Second
 
 // maxOutput bounds what a template may render; "true" or "false" is all it should. Rendering
