@@ -290,16 +290,19 @@ func protobufField(b []byte, num protowire.Number) ([]byte, bool) {
 // cloud, topology and node-feature-discovery labels, CNI and CSI annotations), images, volumes,
 // capacity, addresses, pod CIDRs, the provider ID, conditions other than Ready, and nodeInfo
 // other than the kernel version and boot ID. The pool's, the maintenance label's, the kernel
-// label's and the status label's keys, this product's annotations, taints, spec.unschedulable,
-// the Ready condition, the kernel and the boot ID stay. A node with labels or annotations keeps a
-// (possibly empty) map of them, so a patch built from it never takes the node for one without any.
+// label's and the status label's keys, the status label key recorded on the node (its
+// image-prewarmer.io/status-label annotation: the label a release or a changed key's swap removes),
+// this product's annotations, taints, spec.unschedulable, the Ready condition, the kernel and the
+// boot ID stay. A node with labels or annotations keeps a (possibly empty) map of them, so a patch
+// built from it never takes the node for one without any.
 func (e *Engine) TrimNode(n *corev1.Node) {
 	n.ManagedFields = nil
 	if e.cfg.Upgrade.When != "" {
 		return
 	}
+	recorded := n.Annotations[state.StatusLabel]
 	for k := range n.Labels {
-		if !e.readLabels[k] {
+		if !e.readLabels[k] && k != recorded {
 			delete(n.Labels, k)
 		}
 	}

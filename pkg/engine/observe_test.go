@@ -265,6 +265,22 @@ func TestTrimNode(t *testing.T) {
 		"feature.node.kubernetes.io/kernel-version.full": "6.8.0",
 	}, n.Labels)
 
+	// A node managed under another status label key (the configured one changed) keeps the
+	// label under the key recorded on it: the planner swaps it for the configured key, or
+	// removes it at release, and could not if it were trimmed away.
+	n = full()
+	n.Labels["prewarm/status"] = "warming"
+	delete(n.Labels, "os-upgrade/status")
+	n.Annotations[state.StatusLabel] = "prewarm/status"
+	e.TrimNode(n)
+	assert.Equal(t, map[string]string{"pool": "notebooks", "prewarm/status": "warming"}, n.Labels)
+	assert.Equal(t, "prewarm/status", n.Annotations[state.StatusLabel])
+	// Without the record, that label is just another owner's.
+	n = full()
+	n.Labels["prewarm/status"] = "warming"
+	e.TrimNode(n)
+	assert.Equal(t, map[string]string{"pool": "notebooks", "os-upgrade/status": "upgrading"}, n.Labels)
+
 	cfg = testConfig(t)
 	cfg.Upgrade.When = `{{ hasPrefix "Ubuntu" .Node.Status.NodeInfo.OSImage }}`
 	require.NoError(t, cfg.Validate())

@@ -376,6 +376,7 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 		state.BaselineBootID: ptr(n.Status.NodeInfo.BootID),
 		state.TaintedAt:      ptr(c.now),
 		state.Taint:          ptr(state.FormatTaint(p.taint())),
+		state.StatusLabel:    ptr(p.cfg.StatusLabel.Key),
 	}
 	for _, k := range append(slices.Clone(state.RecordAnnotations), state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
 		if _, ok := n.Annotations[k]; ok {
@@ -437,8 +438,10 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	if !state.HasTaint(n, ours.Key, ours.Effect) {
 		return p.release(c, n, state.ReasonExternal, fmt.Sprintf("taint %s was removed by someone else; not re-tainting", ours.Key)), true
 	}
-	if want := p.taint(); ours != want && !c.uninstalling {
-		return p.replaceTaint(n, ours, want), true
+	if !c.uninstalling {
+		if a, changed := p.replaceChanged(n, ours); changed {
+			return a, true
+		}
 	}
 	if state.PhaseOf(n) == state.PhaseTainted {
 		return p.planTainted(c, n)
@@ -455,22 +458,78 @@ func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
 	return p.taint()
 }
 
-// replaceTaint swaps the taint recorded on a managed node for the configured one when the
-// configuration changed (taint key, value or effect, by a helm upgrade): in one patch, so the
-// node stays closed, and the new warmer DaemonSet, which tolerates only the new taint, can run
-// there. Without it the old taint would wait for a warmer that never comes, and no later
-// release would remove it.
-func (p *Planner) replaceTaint(n *corev1.Node, old, want corev1.Taint) Action {
-	msg := fmt.Sprintf("the configured taint changed: %s replaced by %s", taintString(old), taintString(want))
-	return Action{
-		Node: n.Name, Type: Record, Reason: "taint-changed", Message: msg,
-		Change: Change{
-			RemoveTaint: &old,
-			AddTaint:    &want,
-			Annotations: map[string]*string{state.Taint: ptr(state.FormatTaint(want))},
-		},
-		Events: p.transition("PrewarmTaintReplaced", msg),
+// ourStatusLabel is the key of the status label this installation put on a managed node: the one
+// recorded on it, else (a node managed before the key was recorded, or a record that is not a
+// label key) the configured one.
+func (p *Planner) ourStatusLabel(n *corev1.Node) string {
+	if k, ok := state.RecordedStatusLabel(n); ok {
+		return k
 	}
+	return p.cfg.StatusLabel.Key
+}
+
+// statusValue is the status label value a managed node's phase calls for.
+func (p *Planner) statusValue(n *corev1.Node) string {
+	if state.PhaseOf(n) == state.PhaseWarming {
+		return p.cfg.StatusLabel.WarmingValue
+	}
+	return p.cfg.StatusLabel.Value
+}
+
+// replaceChanged swaps what a configuration change (a helm upgrade) left behind on a managed
+// node: the taint recorded on it (oldTaint) for the configured taint, and the status label under
+// the recorded key for the configured key, set to the value the node's phase calls for. It is one
+// patch, so the node stays closed, and the new warmer DaemonSet, which tolerates only the new
+// taint and follows only the new label, can run there. Without it the old taint and label would
+// wait for a warmer that never comes, and no later release would remove them. The patch records
+// the configured taint and key on the node (adding the records a node managed before they
+// existed lacks). changed is false when neither differs from the configuration.
+func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Action, changed bool) {
+	wantTaint, oldKey, wantKey := p.taint(), p.ourStatusLabel(n), p.cfg.StatusLabel.Key
+	taintChanged, labelChanged := oldTaint != wantTaint, oldKey != wantKey
+	// Under an unchanged key, a value the node's phase no longer calls for (statusLabel.value or
+	// warmingValue changed): a warming node would otherwise wait, for maxWaitForWarm, for a warmer
+	// whose affinity asks for the new value.
+	oldValue, hasLabel := n.Labels[wantKey]
+	valueChanged := !labelChanged && hasLabel && oldValue != p.statusValue(n)
+	if !taintChanged && !labelChanged && !valueChanged {
+		return Action{}, false
+	}
+	ch := Change{Annotations: map[string]*string{}}
+	for k, v := range map[string]string{state.Taint: state.FormatTaint(wantTaint), state.StatusLabel: wantKey} {
+		if cur, ok := n.Annotations[k]; !ok || cur != v {
+			ch.Annotations[k] = ptr(v)
+		}
+	}
+	var reasons, msgs []string
+	var events []Event
+	if taintChanged {
+		ch.RemoveTaint, ch.AddTaint = &oldTaint, &wantTaint
+		msg := fmt.Sprintf("the configured taint changed: %s replaced by %s", taintString(oldTaint), taintString(wantTaint))
+		reasons, msgs = append(reasons, "taint"), append(msgs, msg)
+		events = append(events, p.transition("PrewarmTaintReplaced", msg)...)
+	}
+	if labelChanged {
+		value := p.statusValue(n)
+		ch.Labels = map[string]*string{wantKey: ptr(value)}
+		if _, ok := n.Labels[oldKey]; ok {
+			ch.Labels[oldKey] = nil
+		}
+		msg := fmt.Sprintf("the configured status label changed: %s replaced by %s=%s", oldKey, wantKey, value)
+		reasons, msgs = append(reasons, "status-label"), append(msgs, msg)
+		events = append(events, p.transition("PrewarmStatusLabelReplaced", msg)...)
+	}
+	if valueChanged {
+		value := p.statusValue(n)
+		ch.Labels = map[string]*string{wantKey: ptr(value)}
+		msg := fmt.Sprintf("the configured status label value changed: %s=%s replaced by %s=%s", wantKey, oldValue, wantKey, value)
+		reasons, msgs = append(reasons, "status-label"), append(msgs, msg)
+		events = append(events, p.transition("PrewarmStatusLabelReplaced", msg)...)
+	}
+	return Action{
+		Node: n.Name, Type: Record, Reason: strings.Join(reasons, "-and-") + "-changed", Message: strings.Join(msgs, "; "),
+		Change: ch, Events: events,
+	}, true
 }
 
 func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
@@ -617,8 +676,14 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	if t := p.ourTaint(n); state.HasTaint(n, t.Key, t.Effect) {
 		ch.RemoveTaint = &t
 	}
-	if _, ok := n.Labels[p.cfg.StatusLabel.Key]; ok {
-		ch.Labels = map[string]*string{p.cfg.StatusLabel.Key: nil}
+	// The status label under the key recorded on the node, and under the configured key.
+	for _, k := range []string{p.ourStatusLabel(n), p.cfg.StatusLabel.Key} {
+		if _, ok := n.Labels[k]; ok {
+			if ch.Labels == nil {
+				ch.Labels = map[string]*string{}
+			}
+			ch.Labels[k] = nil
+		}
 	}
 	for _, k := range state.ManagedAnnotations {
 		if _, ok := n.Annotations[k]; ok {

@@ -437,6 +437,7 @@ func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
 		state.BaselineBootID:    ptr("boot-1"),
 		state.TaintedAt:         ptr("2026-11-25T12:00:00Z"),
 		state.Taint:             ptr("os-upgrade=true:NoSchedule"),
+		state.StatusLabel:       ptr(labelKey),
 		state.MaintenanceID:     ptr("uid-nm-a"),
 		state.WarmerPodUID:      ptr("pre"),
 		state.WarmerPodRestarts: ptr("2"),
@@ -576,7 +577,9 @@ func TestChangedTaint(t *testing.T) {
 			assert.Equal(t, &old, a.Change.RemoveTaint)
 			assert.Equal(t, tc.add, a.Change.AddTaint)
 			if tc.want == plan.Record {
-				assert.Equal(t, map[string]*string{state.Taint: ptr("os-upgrade=true:NoSchedule")}, a.Change.Annotations)
+				assert.Equal(t, "taint-changed", a.Reason)
+				// The node was managed before the status label key was recorded: the swap adds it.
+				assert.Equal(t, map[string]*string{state.Taint: ptr("os-upgrade=true:NoSchedule"), state.StatusLabel: ptr(labelKey)}, a.Change.Annotations)
 				assert.Empty(t, a.Change.Labels)
 			} else {
 				assert.Contains(t, a.Change.Annotations, state.Taint)
@@ -600,6 +603,164 @@ func TestChangedTaint(t *testing.T) {
 	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
 	require.Equal(t, plan.Record, a.Type, "replaced before the warm release")
 	assert.Equal(t, "prewarm", a.Change.RemoveTaint.Key)
+}
+
+// withRecordedStatusLabel moves a managed node's status label (with its value) to key and records
+// key as the one ours.
+func withRecordedStatusLabel(key string) tu.NodeOption {
+	return func(n *corev1.Node) {
+		if v, ok := n.Labels[labelKey]; ok {
+			delete(n.Labels, labelKey)
+			n.Labels[key] = v
+		}
+		n.Annotations[state.StatusLabel] = key
+	}
+}
+
+// A helm upgrade that changes statusLabel.key: each managed node's label under the recorded key is
+// replaced by the configured key, with the value the node's phase calls for, in one patch (the new
+// warmer follows only the new key), and a release removes the label under the recorded key,
+// whatever the configuration says.
+func TestChangedStatusLabel(t *testing.T) {
+	const oldKey = "prewarm/status"
+	configured := corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}
+	recordTaint := withRecordedTaint(configured.Key, configured.Value, configured.Effect)
+	cases := []struct {
+		name   string
+		cfg    func(*config.Config)
+		phase  string
+		extra  []tu.NodeOption
+		pods   []*corev1.Pod
+		want   plan.ActionType
+		reason string
+		labels map[string]*string
+		ann    map[string]*string
+	}{
+		{name: "tainted: the upgrading value under the new key", phase: state.PhaseTainted,
+			want: plan.Record, reason: "status-label-changed",
+			labels: map[string]*string{oldKey: nil, labelKey: ptr("upgrading")},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+		{name: "warming: the warming value under the new key", phase: state.PhaseWarming,
+			want: plan.Record, reason: "status-label-changed",
+			labels: map[string]*string{oldKey: nil, labelKey: ptr("warming")},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+		{name: "values changed too: the configured ones", phase: state.PhaseWarming,
+			cfg:  func(c *config.Config) { c.StatusLabel.Value, c.StatusLabel.WarmingValue = "waiting", "pulling" },
+			want: plan.Record, reason: "status-label-changed",
+			labels: map[string]*string{oldKey: nil, labelKey: ptr("pulling")},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+		{name: "old label removed by hand: only the new one is set", phase: state.PhaseTainted,
+			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Labels, oldKey) }},
+			want:  plan.Record, reason: "status-label-changed",
+			labels: map[string]*string{labelKey: ptr("upgrading")},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+		{name: "warm already: replaced before the release", phase: state.PhaseWarming,
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())},
+			want: plan.Record, reason: "status-label-changed",
+			labels: map[string]*string{oldKey: nil, labelKey: ptr("warming")},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+		{name: "no taint recorded: the swap records it", phase: state.PhaseTainted,
+			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Annotations, state.Taint) }},
+			want:  plan.Record, reason: "status-label-changed",
+			labels: map[string]*string{oldKey: nil, labelKey: ptr("upgrading")},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey), state.Taint: ptr("os-upgrade=true:NoSchedule")}},
+		{name: "left the pool: the label under the recorded key is removed", phase: state.PhaseWarming,
+			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Labels, poolKey) }},
+			want:  plan.Release, reason: state.ReasonLeftPool,
+			labels: map[string]*string{oldKey: nil}},
+		{name: "left the pool: the label under the configured key is removed too", phase: state.PhaseWarming,
+			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Labels, poolKey); n.Labels[labelKey] = "warming" }},
+			want:  plan.Release, reason: state.ReasonLeftPool,
+			labels: map[string]*string{oldKey: nil, labelKey: nil}},
+		{name: "taint removed by someone else: released, the label under the recorded key removed", phase: state.PhaseTainted,
+			extra: []tu.NodeOption{func(n *corev1.Node) { n.Spec.Taints = nil }},
+			want:  plan.Release, reason: state.ReasonExternal,
+			labels: map[string]*string{oldKey: nil}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mut []func(*config.Config)
+			if tc.cfg != nil {
+				mut = append(mut, tc.cfg)
+			}
+			cfg := testConfig(t, mut...)
+			opts := append([]tu.NodeOption{inPool(), managed(tc.phase, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(oldKey)}, tc.extra...)
+			n := tu.Node("a", opts...)
+			a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}, tc.pods...)), "a")
+			require.Equal(t, tc.want, a.Type, a.Message)
+			assert.Equal(t, tc.reason, a.Reason)
+			assert.Equal(t, tc.labels, a.Change.Labels)
+			if tc.want == plan.Record {
+				assert.Equal(t, tc.ann, a.Change.Annotations)
+				assert.Nil(t, a.Change.AddTaint, "the taint did not change")
+				assert.Nil(t, a.Change.RemoveTaint, "the taint did not change")
+			} else {
+				assert.Contains(t, a.Change.Annotations, state.StatusLabel)
+				assert.Nil(t, a.Change.Annotations[state.StatusLabel], "a released node keeps no recorded key")
+			}
+		})
+	}
+
+	// The key stays and a value changes: the value the node's phase calls for is set, once.
+	for phase, want := range map[string]string{state.PhaseTainted: "waiting", state.PhaseWarming: "pulling"} {
+		cfg := testConfig(t, func(c *config.Config) { c.StatusLabel.Value, c.StatusLabel.WarmingValue = "waiting", "pulling" })
+		n := tu.Node("a", inPool(), managed(phase, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(labelKey))
+		a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})), "a")
+		require.Equal(t, plan.Record, a.Type, a.Message)
+		assert.Equal(t, "status-label-changed", a.Reason)
+		assert.Equal(t, map[string]*string{labelKey: ptr(want)}, a.Change.Labels, phase)
+		assert.Empty(t, a.Change.Annotations, "the records did not change")
+		n.Labels[labelKey] = want
+		assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})).Actions, "set: nothing more to do")
+	}
+
+	// Taint and key changed at once: one patch swaps both.
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+		withRecordedTaint("prewarm", "true", corev1.TaintEffectNoExecute), withRecordedStatusLabel(oldKey))
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	require.Equal(t, plan.Record, a.Type, a.Message)
+	assert.Equal(t, "taint-and-status-label-changed", a.Reason)
+	assert.Equal(t, &corev1.Taint{Key: "prewarm", Value: "true", Effect: corev1.TaintEffectNoExecute}, a.Change.RemoveTaint)
+	assert.Equal(t, &configured, a.Change.AddTaint)
+	assert.Equal(t, map[string]*string{oldKey: nil, labelKey: ptr("warming")}, a.Change.Labels)
+	assert.Equal(t, map[string]*string{state.Taint: ptr("os-upgrade=true:NoSchedule"), state.StatusLabel: ptr(labelKey)}, a.Change.Annotations)
+	all := action(t, compute(t, testConfig(t, func(c *config.Config) { c.Events.Transitions = true }), snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	require.Len(t, all.Events, 2, "one Event for each swap")
+	assert.Equal(t, []string{"PrewarmTaintReplaced", "PrewarmStatusLabelReplaced"}, []string{all.Events[0].Reason, all.Events[1].Reason})
+
+	// Cleanup (the uninstall hook) removes the label under the recorded key.
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	n = tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(oldKey))
+	a = action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	require.Equal(t, plan.Release, a.Type)
+	assert.Equal(t, map[string]*string{oldKey: nil}, a.Change.Labels)
+	// While the installation is being uninstalled, nothing is swapped.
+	marked := snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})
+	marked.DaemonSet = ds.DeepCopy()
+	marked.DaemonSet.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+	assert.Empty(t, compute(t, cfg, marked).Actions)
+
+	// A node with no record (managed before the key was recorded), or with a record that is not
+	// a label key (edited by hand), carries the configured key: nothing to swap, and its release
+	// removes the configured key.
+	for name, opt := range map[string]tu.NodeOption{
+		"no record":      func(*corev1.Node) {},
+		"invalid record": tu.WithAnnotations(state.StatusLabel, "not a key!"),
+	} {
+		n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), recordTaint, opt)
+		assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)).Actions, name)
+		a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
+		require.Equal(t, plan.Release, a.Type, name)
+		assert.Equal(t, map[string]*string{labelKey: nil}, a.Change.Labels, name)
+	}
+
+	// Adopt records the configured key, as enter does.
+	n = tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	require.Equal(t, plan.Adopt, a.Type)
+	assert.Equal(t, ptr(labelKey), a.Change.Annotations[state.StatusLabel])
 }
 
 func TestTimeoutEmitsWarning(t *testing.T) {
@@ -805,7 +966,12 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 				assert.Equal(t, []string{cfg.Taint.Key, string(cfg.Taint.Effect)}, []string{rm.Key, string(rm.Effect)})
 			}
 		}
-		for k := range a.Change.Labels {
+		for k, v := range a.Change.Labels {
+			// The configured status label, or (removed only) the key this installation recorded
+			// on its node.
+			if recorded, ok := state.RecordedStatusLabel(n); ok && p.Owns(n) && k == recorded && v == nil {
+				continue
+			}
 			assert.Equal(t, cfg.StatusLabel.Key, k, "only the status label is ever written")
 		}
 		for k := range a.Change.Annotations {

@@ -34,6 +34,9 @@ const (
 	// Taint records the taint this installation put on (or adopted with) a managed node, as
 	// key=value:effect: the one its release removes, even after the configured taint changed.
 	Taint = Prefix + "taint"
+	// StatusLabel records the key of the status label this installation put on (or adopted with)
+	// a managed node: the one its release removes, even after the configured key changed.
+	StatusLabel = Prefix + "status-label"
 )
 
 // Uninstalling, on the warmer DaemonSet, marks the installation as being removed (`cleanup
@@ -61,7 +64,7 @@ const (
 // ReleaseReason, MaintenanceEnded and LastError stay for the record.
 var ManagedAnnotations = []string{
 	Phase, Owner, BaselineKernel, BaselineBootID, TaintedAt, UpgradedAt,
-	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint,
+	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel,
 }
 
 // RecordAnnotations are what a released node keeps; a new maintenance clears them.
@@ -128,6 +131,16 @@ func RecordedTaint(node *corev1.Node) (corev1.Taint, bool) {
 		return corev1.Taint{}, false
 	}
 	return corev1.Taint{Key: key, Value: value, Effect: effect}, true
+}
+
+// RecordedStatusLabel reads the node's StatusLabel annotation; ok is false when it is absent or
+// not a valid label key (edited by hand), and the caller then uses the configured key.
+func RecordedStatusLabel(node *corev1.Node) (string, bool) {
+	key, found := node.Annotations[StatusLabel]
+	if !found || len(validation.IsQualifiedName(key)) > 0 {
+		return "", false
+	}
+	return key, true
 }
 
 // HasTaint reports whether node carries a taint with key and effect (any value).

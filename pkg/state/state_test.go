@@ -32,3 +32,21 @@ func TestRecordedTaint(t *testing.T) {
 	_, ok := RecordedTaint(&corev1.Node{})
 	assert.False(t, ok, "no annotation")
 }
+
+func TestRecordedStatusLabel(t *testing.T) {
+	for _, key := range []string{"os-upgrade/status", "example.com/prewarm-status", "status"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{StatusLabel: key}}}
+		got, ok := RecordedStatusLabel(n)
+		assert.True(t, ok, key)
+		assert.Equal(t, key, got)
+	}
+
+	// A value no label key can have (edited by hand) is malformed: the configured key is used.
+	for _, v := range []string{"", "os upgrade/status", "/status", "example.com/", "a/b/c", "-status"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{StatusLabel: v}}}
+		_, ok := RecordedStatusLabel(n)
+		assert.False(t, ok, "malformed %q", v)
+	}
+	_, ok := RecordedStatusLabel(&corev1.Node{})
+	assert.False(t, ok, "no annotation")
+}

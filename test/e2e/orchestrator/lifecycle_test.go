@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -302,6 +303,113 @@ func TestChangedTaint(t *testing.T) {
 	released := e.RequireReleased("a", state.ReasonWarm)
 	assert.Empty(t, released.Spec.Taints, "neither taint is left")
 	assert.NotContains(t, released.Annotations, state.Taint)
+}
+
+// rollWarmer updates the warmer DaemonSet to what the chart renders for the current Config, as
+// a helm upgrade does.
+func (e *env) rollWarmer(ds *appsv1.DaemonSet) {
+	e.T.Helper()
+	require.NoError(e.T, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.Ctx, ds.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Spec = framework.WarmerDaemonSet(framework.WarmerOptionsFor(e.Config, e.Images)).Spec
+		_, err = e.client.AppsV1().DaemonSets(ds.Namespace).Update(e.Ctx, cur, metav1.UpdateOptions{})
+		return err
+	}))
+}
+
+// currentRevision returns the controller-revision-hash of the DaemonSet's current revision, ""
+// while its controller has not observed its latest spec.
+func (e *env) currentRevision(ds *appsv1.DaemonSet) string {
+	e.T.Helper()
+	cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.Ctx, ds.Name, metav1.GetOptions{})
+	require.NoError(e.T, err)
+	list, err := e.client.AppsV1().ControllerRevisions(ds.Namespace).List(e.Ctx, metav1.ListOptions{})
+	require.NoError(e.T, err)
+	revisions := make([]*appsv1.ControllerRevision, len(list.Items))
+	for i := range list.Items {
+		revisions[i] = &list.Items[i]
+	}
+	return plan.CurrentRevision(cur, revisions)
+}
+
+// A helm upgrade that changes statusLabel.key while one node is tainted and another warming: the
+// next cycle moves each node's status label from the key recorded on it to the new key, with the
+// value its phase calls for, in one patch (taint and other labels untouched); the new warmer,
+// which follows only the new key, warms the warming node, whose release leaves no label under
+// either key; and cleanup removes the label under the key recorded on a node, whatever key the
+// configuration names by then.
+func TestChangedStatusLabel(t *testing.T) {
+	e := newEnv(t)
+	team := framework.WithLabels(map[string]string{"team": "ml"})
+	e.PoolNode("a", team)
+	e.PoolNode("b", team)
+	ds := e.Warmer()
+	e.Maintenance("a")
+	e.Maintenance("b")
+	e.cycle()
+	e.Reboot("b", newKernel)
+	e.cycle()
+	oldKey := e.Config.StatusLabel.Key
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.requirePhase("b", state.PhaseWarming, "warming")
+	assert.Equal(t, oldKey, e.Node("a").Annotations[state.StatusLabel])
+	assert.Equal(t, oldKey, e.Node("b").Annotations[state.StatusLabel])
+
+	// The upgrade: a new key in the configuration and in the warmer's affinity.
+	const newKey = "example.com/prewarm-status"
+	e.Config.StatusLabel.Key = newKey
+	e.rollWarmer(ds)
+
+	res := e.cycle()
+	assert.Equal(t, 2, res.Applied[plan.Record], "one patch per node")
+	for short, want := range map[string]struct{ phase, value string }{
+		"a": {state.PhaseTainted, "upgrading"},
+		"b": {state.PhaseWarming, "warming"},
+	} {
+		n := e.Node(short)
+		assert.NotContains(t, n.Labels, oldKey, "the old label is gone from %s", short)
+		e.requirePhase(short, want.phase, want.value) // the new label, and the taint
+		assert.Equal(t, newKey, n.Annotations[state.StatusLabel], "the record of %s", short)
+		assert.Len(t, n.Spec.Taints, 1, "the taint of %s is untouched", short)
+		assert.Equal(t, "ml", n.Labels["team"], "other labels of %s stay", short)
+		assert.Equal(t, e.Name, n.Labels[framework.PoolLabel])
+	}
+
+	// The new warmer runs on the warming node, which the next cycle releases warm (and swaps
+	// nothing again). A pod of the new revision is one its template's affinity (on the new key)
+	// admitted: the DaemonSet controller pins each pod to its node by name, so the pod's own
+	// affinity does not name the key.
+	e.eventually("a Ready warmer pod of the new revision on b", func() bool {
+		rev := e.currentRevision(ds)
+		for _, p := range e.warmerPods("b") {
+			if rev != "" && p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] == rev && p.DeletionTimestamp == nil && state.PodReady(&p) {
+				return true
+			}
+		}
+		return false
+	})
+	res = e.cycle()
+	assert.Equal(t, map[plan.ActionType]int{plan.Release: 1}, res.Applied)
+	released := e.RequireReleased("b", state.ReasonWarm)
+	assert.NotContains(t, released.Labels, oldKey)
+	assert.NotContains(t, released.Annotations, state.StatusLabel)
+	assert.Equal(t, "ml", released.Labels["team"])
+
+	// Cleanup under yet another key removes the label under the key recorded on the node.
+	e.Config.StatusLabel.Key = "example.com/prewarm-status-2"
+	res, err := e.engine().Cleanup(e.Ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Release])
+	cleaned := e.RequireReleased("a", state.ReasonCleanup)
+	for _, k := range []string{oldKey, newKey} {
+		assert.NotContains(t, cleaned.Labels, k)
+	}
+	assert.NotContains(t, cleaned.Annotations, state.StatusLabel)
+	assert.Empty(t, cleaned.Spec.Taints)
+	assert.Equal(t, "ml", cleaned.Labels["team"])
 }
 
 // 7. maxConcurrent with 10 nodes in maintenance, as an int and as a percentage of the pool
