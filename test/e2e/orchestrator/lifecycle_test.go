@@ -277,15 +277,7 @@ func TestChangedTaint(t *testing.T) {
 
 	// The upgrade: a new taint in the configuration and in the warmer's tolerations.
 	e.Config.Taint.Key, e.Config.Taint.Effect = "example.com/prewarm", corev1.TaintEffectNoExecute
-	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := e.client.AppsV1().DaemonSets(ds.Namespace).Get(e.Ctx, ds.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		cur.Spec = framework.WarmerDaemonSet(framework.WarmerOptionsFor(e.Config, e.Images)).Spec
-		_, err = e.client.AppsV1().DaemonSets(ds.Namespace).Update(e.Ctx, cur, metav1.UpdateOptions{})
-		return err
-	}))
+	e.rollWarmer(ds)
 
 	res := e.cycle()
 	assert.Equal(t, 1, res.Applied[plan.Record])
