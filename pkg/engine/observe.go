@@ -155,7 +155,7 @@ type nodePage struct {
 	restart bool
 }
 
-// protobufDecoder decodes protobuf responses; jsonDecoder the others.
+// protobufDecoder decodes protobuf responses; jsonDecoder the others (it recognizes any encoding).
 var (
 	protobufDecoder = protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)
 	jsonDecoder     = scheme.Codecs.UniversalDeserializer()
@@ -165,7 +165,7 @@ var (
 // next page goes out as soon as a page has arrived, while the receiver decodes that page. A
 // page's continue token is read from the protobuf response without decoding the nodes, so at
 // 5,000 nodes the API server encodes one page while the orchestrator decodes the previous one,
-// instead of each waiting for the other (about 40% of a cycle's node read, on two cores). A JSON
+// instead of each waiting for the other (about a quarter of a cycle's node read, on two cores). A JSON
 // response (a client without protobuf, a proxy) is decoded here, one page after the other.
 // The channel is closed after the last page or the first error, or early when ctx ends (the
 // receiver then has not seen a last page); cancel ctx to stop early.
