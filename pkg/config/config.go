@@ -519,6 +519,25 @@ func (c *Config) PoolSelector() labels.Selector {
 	return labels.SelectorFromSet(c.Pool.NodeSelector)
 }
 
+// ReadLabelKeys returns the node label keys the configuration reads: the pool selector's, the
+// nodeLabel source's, the status label and the kernel version label.
+func (c *Config) ReadLabelKeys() map[string]bool {
+	keys := map[string]bool{c.StatusLabel.Key: true}
+	if k := c.Upgrade.KernelVersionLabel; k != "" {
+		keys[k] = true
+	}
+	for _, sel := range []labels.Selector{c.PoolSelector(), c.NodeLabelSelector()} {
+		if sel == nil {
+			continue
+		}
+		reqs, _ := sel.Requirements()
+		for _, r := range reqs {
+			keys[r.Key()] = true
+		}
+	}
+	return keys
+}
+
 // NodeLabelSelector returns the nodeLabel source's selector, or nil when that source is off.
 func (c *Config) NodeLabelSelector() labels.Selector {
 	if !c.Maintenance.NodeLabel.Enabled {

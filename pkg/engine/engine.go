@@ -100,7 +100,7 @@ func New(o Options) (*Engine, error) {
 		cfg: o.Config, client: o.Client, planner: p,
 		sources: sources.NewCollector(o.Config, o.Dynamic),
 		clock:   o.Clock, log: o.Logger, dryRun: o.DryRun, reporter: o.Reporter,
-		metrics: o.Metrics, readLabels: readLabels(o.Config),
+		metrics: o.Metrics, readLabels: o.Config.ReadLabelKeys(),
 	}
 	if o.Workers <= 0 {
 		o.Workers = 8

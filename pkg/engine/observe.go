@@ -23,7 +23,6 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
-	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
@@ -341,25 +340,6 @@ func compact(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// readLabels are the node label keys cfg reads: the pool selector's, the nodeLabel source's, the
-// status label and the kernel version label.
-func readLabels(cfg *config.Config) map[string]bool {
-	keys := map[string]bool{cfg.StatusLabel.Key: true}
-	if k := cfg.Upgrade.KernelVersionLabel; k != "" {
-		keys[k] = true
-	}
-	for _, sel := range []labels.Selector{cfg.PoolSelector(), cfg.NodeLabelSelector()} {
-		if sel == nil {
-			continue
-		}
-		reqs, _ := sel.Requirements()
-		for _, r := range reqs {
-			keys[r.Key()] = true
-		}
-	}
-	return keys
 }
 
 // observeWarmer reads the warmer DaemonSet, its ControllerRevisions and its pods. A missing

@@ -119,6 +119,8 @@ type Planner struct {
 	cfg  *config.Config
 	rule *upgrade.Rule
 	pool labels.Selector
+	// otherKeys are the node label keys the configuration reads other than the status label's.
+	otherKeys map[string]bool
 }
 
 // New returns a planner for a validated configuration.
@@ -127,7 +129,9 @@ func New(cfg *config.Config) (*Planner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade.when: %w", err)
 	}
-	return &Planner{cfg: cfg, rule: rule, pool: cfg.PoolSelector()}, nil
+	other := cfg.ReadLabelKeys()
+	delete(other, cfg.StatusLabel.Key)
+	return &Planner{cfg: cfg, rule: rule, pool: cfg.PoolSelector(), otherKeys: other}, nil
 }
 
 // Rule returns the planner's upgrade rule.
@@ -459,10 +463,11 @@ func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
 }
 
 // ourStatusLabel is the key of the status label this installation put on a managed node: the one
-// recorded on it, else (a node managed before the key was recorded, or a record that is not a
-// label key) the configured one.
+// recorded on it, else (a node managed before the key was recorded, a record that is not a label
+// key, or a record naming a label the configuration reads for something else, such as a pool
+// selector key, which no swap or release may remove) the configured one.
 func (p *Planner) ourStatusLabel(n *corev1.Node) string {
-	if k, ok := state.RecordedStatusLabel(n); ok {
+	if k, ok := state.RecordedStatusLabel(n); ok && !p.otherKeys[k] {
 		return k
 	}
 	return p.cfg.StatusLabel.Key
@@ -487,12 +492,7 @@ func (p *Planner) statusValue(n *corev1.Node) string {
 func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Action, changed bool) {
 	wantTaint, oldKey, wantKey := p.taint(), p.ourStatusLabel(n), p.cfg.StatusLabel.Key
 	taintChanged, labelChanged := oldTaint != wantTaint, oldKey != wantKey
-	// Under an unchanged key, a value the node's phase no longer calls for (statusLabel.value or
-	// warmingValue changed): a warming node would otherwise wait, for maxWaitForWarm, for a warmer
-	// whose affinity asks for the new value.
-	oldValue, hasLabel := n.Labels[wantKey]
-	valueChanged := !labelChanged && hasLabel && oldValue != p.statusValue(n)
-	if !taintChanged && !labelChanged && !valueChanged {
+	if !taintChanged && !labelChanged {
 		return Action{}, false
 	}
 	ch := Change{Annotations: map[string]*string{}}
@@ -516,13 +516,6 @@ func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Actio
 			ch.Labels[oldKey] = nil
 		}
 		msg := fmt.Sprintf("the configured status label changed: %s replaced by %s=%s", oldKey, wantKey, value)
-		reasons, msgs = append(reasons, "status-label"), append(msgs, msg)
-		events = append(events, p.transition("PrewarmStatusLabelReplaced", msg)...)
-	}
-	if valueChanged {
-		value := p.statusValue(n)
-		ch.Labels = map[string]*string{wantKey: ptr(value)}
-		msg := fmt.Sprintf("the configured status label value changed: %s=%s replaced by %s=%s", wantKey, oldValue, wantKey, value)
 		reasons, msgs = append(reasons, "status-label"), append(msgs, msg)
 		events = append(events, p.transition("PrewarmStatusLabelReplaced", msg)...)
 	}

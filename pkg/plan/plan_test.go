@@ -701,17 +701,37 @@ func TestChangedStatusLabel(t *testing.T) {
 		})
 	}
 
-	// The key stays and a value changes: the value the node's phase calls for is set, once.
-	for phase, want := range map[string]string{state.PhaseTainted: "waiting", state.PhaseWarming: "pulling"} {
-		cfg := testConfig(t, func(c *config.Config) { c.StatusLabel.Value, c.StatusLabel.WarmingValue = "waiting", "pulling" })
+	// A status label value edited by hand is left alone (operators win); the node goes on.
+	for phase, value := range map[string]string{state.PhaseTainted: "hold", state.PhaseWarming: "hold"} {
+		cfg := testConfig(t)
 		n := tu.Node("a", inPool(), managed(phase, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(labelKey))
-		a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})), "a")
-		require.Equal(t, plan.Record, a.Type, a.Message)
-		assert.Equal(t, "status-label-changed", a.Reason)
-		assert.Equal(t, map[string]*string{labelKey: ptr(want)}, a.Change.Labels, phase)
-		assert.Empty(t, a.Change.Annotations, "the records did not change")
-		n.Labels[labelKey] = want
-		assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})).Actions, "set: nothing more to do")
+		n.Labels[labelKey] = value
+		var pods []*corev1.Pod
+		if phase == state.PhaseWarming {
+			pods = []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())}
+		}
+		p := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}, pods...))
+		if phase == state.PhaseWarming {
+			a := action(t, p, "a")
+			assert.Equal(t, plan.Release, a.Type, "warm: released, the edited label with it")
+			assert.Equal(t, map[string]*string{labelKey: nil}, a.Change.Labels)
+		} else {
+			assert.Empty(t, p.Actions, phase)
+		}
+	}
+
+	// A recorded key naming a label the configuration reads for something else (a pool selector
+	// key, edited by hand) is not taken for the status label: nothing of the pool's is removed.
+	recordPoolKey := tu.WithAnnotations(state.StatusLabel, poolKey)
+	for _, opt := range []tu.NodeOption{recordPoolKey, withRecordedStatusLabel(labelKey)} {
+		n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), recordTaint, opt)
+		cfg := testConfig(t)
+		assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})).Actions)
+		n.Labels[poolKey+"-x"] = "1"
+		p, err := plan.New(cfg)
+		require.NoError(t, err)
+		a := action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil)), "a")
+		assert.Equal(t, map[string]*string{labelKey: nil}, a.Change.Labels, "only the status label is removed")
 	}
 
 	// Taint and key changed at once: one patch swaps both.
@@ -969,7 +989,7 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 		for k, v := range a.Change.Labels {
 			// The configured status label, or (removed only) the key this installation recorded
 			// on its node.
-			if recorded, ok := state.RecordedStatusLabel(n); ok && p.Owns(n) && k == recorded && v == nil {
+			if recorded, ok := state.RecordedStatusLabel(n); ok && p.Owns(n) && k == recorded && v == nil && !cfg.ReadLabelKeys()[k] {
 				continue
 			}
 			assert.Equal(t, cfg.StatusLabel.Key, k, "only the status label is ever written")
