@@ -381,6 +381,7 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 		state.TaintedAt:      ptr(c.now),
 		state.Taint:          ptr(state.FormatTaint(p.taint())),
 		state.StatusLabel:    ptr(p.cfg.StatusLabel.Key),
+		state.StatusValues:   ptr(state.FormatStatusValues(p.cfg.StatusLabel.Value, p.cfg.StatusLabel.WarmingValue)),
 	}
 	for _, k := range append(slices.Clone(state.RecordAnnotations), state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
 		if _, ok := n.Annotations[k]; ok {
@@ -487,16 +488,23 @@ func (p *Planner) statusValue(n *corev1.Node) string {
 // patch, so the node stays closed, and the new warmer DaemonSet, which tolerates only the new
 // taint and follows only the new label, can run there. Without it the old taint and label would
 // wait for a warmer that never comes, and no later release would remove them. The patch records
-// the configured taint and key on the node (adding the records a node managed before they
-// existed lacks). changed is false when neither differs from the configuration.
+// the configured taint, key and values on the node (adding the records a node managed before
+// they existed lacks). A changed statusLabel.value or warmingValue, against the values recorded on
+// the node, sets the label's value the same way, unless it was set by hand. changed is false when
+// nothing differs from the configuration.
 func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Action, changed bool) {
 	wantTaint, oldKey, wantKey := p.taint(), p.ourStatusLabel(n), p.cfg.StatusLabel.Key
 	taintChanged, labelChanged := oldTaint != wantTaint, oldKey != wantKey
-	if !taintChanged && !labelChanged {
+	// Values: only against the values recorded on the node, so that a value someone set by hand
+	// is never taken for a changed configuration (nor fought every cycle).
+	wantValues := state.FormatStatusValues(p.cfg.StatusLabel.Value, p.cfg.StatusLabel.WarmingValue)
+	oldValue, oldWarming, recorded := state.RecordedStatusValues(n)
+	valuesChanged := recorded && state.FormatStatusValues(oldValue, oldWarming) != wantValues
+	if !taintChanged && !labelChanged && !valuesChanged {
 		return Action{}, false
 	}
 	ch := Change{Annotations: map[string]*string{}}
-	for k, v := range map[string]string{state.Taint: state.FormatTaint(wantTaint), state.StatusLabel: wantKey} {
+	for k, v := range map[string]string{state.Taint: state.FormatTaint(wantTaint), state.StatusLabel: wantKey, state.StatusValues: wantValues} {
 		if cur, ok := n.Annotations[k]; !ok || cur != v {
 			ch.Annotations[k] = ptr(v)
 		}
@@ -518,6 +526,22 @@ func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Actio
 		msg := fmt.Sprintf("the configured status label changed: %s replaced by %s=%s", oldKey, wantKey, value)
 		reasons, msgs = append(reasons, "status-label"), append(msgs, msg)
 		events = append(events, p.transition("PrewarmStatusLabelReplaced", msg)...)
+	} else if valuesChanged {
+		// The label gets the value its phase now calls for only if it still has the one its phase
+		// called for: a value set by hand stays (the record is updated either way).
+		was := oldValue
+		if state.PhaseOf(n) == state.PhaseWarming {
+			was = oldWarming
+		}
+		if cur, ok := n.Labels[wantKey]; ok && cur == was && cur != p.statusValue(n) {
+			value := p.statusValue(n)
+			ch.Labels = map[string]*string{wantKey: ptr(value)}
+			msg := fmt.Sprintf("the configured status label value changed: %s=%s replaced by %s=%s", wantKey, was, wantKey, value)
+			reasons, msgs = append(reasons, "status-label"), append(msgs, msg)
+			events = append(events, p.transition("PrewarmStatusLabelReplaced", msg)...)
+		} else {
+			reasons, msgs = append(reasons, "status-values"), append(msgs, "the configured status label values changed: recorded")
+		}
 	}
 	return Action{
 		Node: n.Name, Type: Record, Reason: strings.Join(reasons, "-and-") + "-changed", Message: strings.Join(msgs, "; "),

@@ -62,6 +62,7 @@ func managed(phase string, taintedAt time.Time) tu.NodeOption {
 		n.Annotations[state.BaselineBootID] = "boot-1"
 		n.Annotations[state.TaintedAt] = state.FormatTime(taintedAt)
 		n.Annotations[state.MaintenanceID] = "uid-nm-" + n.Name
+		n.Annotations[state.StatusValues] = "upgrading,warming"
 	}
 }
 
@@ -438,6 +439,7 @@ func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
 		state.TaintedAt:         ptr("2026-11-25T12:00:00Z"),
 		state.Taint:             ptr("os-upgrade=true:NoSchedule"),
 		state.StatusLabel:       ptr(labelKey),
+		state.StatusValues:      ptr("upgrading,warming"),
 		state.MaintenanceID:     ptr("uid-nm-a"),
 		state.WarmerPodUID:      ptr("pre"),
 		state.WarmerPodRestarts: ptr("2"),
@@ -648,7 +650,7 @@ func TestChangedStatusLabel(t *testing.T) {
 			cfg:  func(c *config.Config) { c.StatusLabel.Value, c.StatusLabel.WarmingValue = "waiting", "pulling" },
 			want: plan.Record, reason: "status-label-changed",
 			labels: map[string]*string{oldKey: nil, labelKey: ptr("pulling")},
-			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+			ann:    map[string]*string{state.StatusLabel: ptr(labelKey), state.StatusValues: ptr("waiting,pulling")}},
 		{name: "old label removed by hand: only the new one is set", phase: state.PhaseTainted,
 			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Labels, oldKey) }},
 			want:  plan.Record, reason: "status-label-changed",
@@ -719,6 +721,40 @@ func TestChangedStatusLabel(t *testing.T) {
 			assert.Empty(t, p.Actions, phase)
 		}
 	}
+
+	// Changed values (against those recorded on the node): the label gets the value its phase now
+	// calls for, unless it was set by hand; the record is updated either way, once.
+	changedValues := func(c *config.Config) { c.StatusLabel.Value, c.StatusLabel.WarmingValue = "waiting", "pulling" }
+	for _, tc := range []struct {
+		phase, label string
+		reason       string
+		want         map[string]*string
+	}{
+		{state.PhaseTainted, "upgrading", "status-label-changed", map[string]*string{labelKey: ptr("waiting")}},
+		{state.PhaseWarming, "warming", "status-label-changed", map[string]*string{labelKey: ptr("pulling")}},
+		{state.PhaseWarming, "hold", "status-values-changed", nil},
+	} {
+		cfg := testConfig(t, changedValues)
+		n := tu.Node("a", inPool(), managed(tc.phase, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(labelKey))
+		n.Labels[labelKey] = tc.label
+		snap := func() plan.Snapshot {
+			return snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})
+		}
+		a := action(t, compute(t, cfg, snap()), "a")
+		require.Equal(t, plan.Record, a.Type, a.Message)
+		assert.Equal(t, tc.reason, a.Reason)
+		assert.Equal(t, tc.want, a.Change.Labels, "%s, label %s", tc.phase, tc.label)
+		assert.Equal(t, map[string]*string{state.StatusValues: ptr("waiting,pulling")}, a.Change.Annotations)
+		n.Annotations[state.StatusValues] = "waiting,pulling"
+		if tc.want != nil {
+			n.Labels[labelKey] = *tc.want[labelKey]
+		}
+		assert.Empty(t, compute(t, cfg, snap()).Actions, "recorded: nothing more to do")
+	}
+	// A node managed without a values record: its label is not touched.
+	legacy := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(labelKey))
+	delete(legacy.Annotations, state.StatusValues)
+	assert.Empty(t, compute(t, testConfig(t, changedValues), snapshot(t0, []*corev1.Node{legacy}, map[string][]plan.Maintenance{"a": nm("a")})).Actions)
 
 	// A recorded key naming a label the configuration reads for something else (a pool selector
 	// key, edited by hand) is not taken for the status label: nothing of the pool's is removed.

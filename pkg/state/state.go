@@ -37,6 +37,10 @@ const (
 	// StatusLabel records the key of the status label this installation put on (or adopted with)
 	// a managed node: the one its release removes, even after the configured key changed.
 	StatusLabel = Prefix + "status-label"
+	// StatusValues records the status label values the node was managed with, as
+	// value,warmingValue (a label value cannot hold a comma): a changed value in the
+	// configuration is told from a value edited by hand.
+	StatusValues = Prefix + "status-values"
 )
 
 // Uninstalling, on the warmer DaemonSet, marks the installation as being removed (`cleanup
@@ -64,7 +68,7 @@ const (
 // ReleaseReason, MaintenanceEnded and LastError stay for the record.
 var ManagedAnnotations = []string{
 	Phase, Owner, BaselineKernel, BaselineBootID, TaintedAt, UpgradedAt,
-	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel,
+	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel, StatusValues,
 }
 
 // RecordAnnotations are what a released node keeps; a new maintenance clears them.
@@ -141,6 +145,24 @@ func RecordedStatusLabel(node *corev1.Node) (string, bool) {
 		return "", false
 	}
 	return key, true
+}
+
+// FormatStatusValues renders the StatusValues annotation.
+func FormatStatusValues(value, warmingValue string) string { return value + "," + warmingValue }
+
+// RecordedStatusValues reads the node's StatusValues annotation; ok is false when it is absent
+// or malformed (not two label values).
+func RecordedStatusValues(node *corev1.Node) (value, warmingValue string, ok bool) {
+	v, found := node.Annotations[StatusValues]
+	if !found {
+		return "", "", false
+	}
+	value, warmingValue, found = strings.Cut(v, ",")
+	if !found || value == "" || warmingValue == "" ||
+		len(validation.IsValidLabelValue(value)) > 0 || len(validation.IsValidLabelValue(warmingValue)) > 0 {
+		return "", "", false
+	}
+	return value, warmingValue, true
 }
 
 // HasTaint reports whether node carries a taint with key and effect (any value).

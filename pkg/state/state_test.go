@@ -50,3 +50,27 @@ func TestRecordedStatusLabel(t *testing.T) {
 	_, ok := RecordedStatusLabel(&corev1.Node{})
 	assert.False(t, ok, "no annotation")
 }
+
+func TestRecordedStatusValues(t *testing.T) {
+	for v, want := range map[string][]string{
+		"upgrading,warming": {"upgrading", "warming"},
+		"a.b-c_d,x":         {"a.b-c_d", "x"},
+		"upgrading":         nil,
+		",warming":          nil,
+		"upgrading,":        nil,
+		"a,b,c":             nil,
+		"not a value,x":     nil,
+	} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{StatusValues: v}}}
+		value, warming, ok := RecordedStatusValues(n)
+		if want == nil {
+			assert.False(t, ok, v)
+			continue
+		}
+		assert.True(t, ok, v)
+		assert.Equal(t, want, []string{value, warming}, v)
+	}
+	_, _, ok := RecordedStatusValues(&corev1.Node{})
+	assert.False(t, ok, "absent")
+	assert.Equal(t, "upgrading,warming", FormatStatusValues("upgrading", "warming"))
+}

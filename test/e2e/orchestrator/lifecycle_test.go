@@ -404,6 +404,53 @@ func TestChangedStatusLabel(t *testing.T) {
 	assert.Equal(t, "ml", cleaned.Labels["team"])
 }
 
+// A helm upgrade that changes the status label's values: the next cycle sets each managed node's
+// label to the value its phase now calls for (the new warmer follows only the new warming value),
+// except a value someone set by hand, and records the new values; then the warming node is
+// released warm.
+func TestChangedStatusValues(t *testing.T) {
+	e := newEnv(t)
+	for _, s := range []string{"a", "b", "c"} {
+		e.PoolNode(s)
+		e.Maintenance(s)
+	}
+	ds := e.Warmer()
+	e.cycle()
+	e.Reboot("b", newKernel)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.requirePhase("b", state.PhaseWarming, "warming")
+	key := e.Config.StatusLabel.Key
+	_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("c"), types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"`+key+`":"hold"}}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
+
+	e.Config.StatusLabel.Value, e.Config.StatusLabel.WarmingValue = "waiting", "pulling"
+	e.rollWarmer(ds)
+	res := e.cycle()
+	assert.Equal(t, 3, res.Applied[plan.Record], "one patch per node")
+	e.requirePhase("a", state.PhaseTainted, "waiting")
+	e.requirePhase("b", state.PhaseWarming, "pulling")
+	assert.Equal(t, "hold", e.Node("c").Labels[key], "a value set by hand stays")
+	for _, s := range []string{"a", "b", "c"} {
+		assert.Equal(t, "waiting,pulling", e.Node(s).Annotations[state.StatusValues], "the record of %s", s)
+	}
+
+	e.eventually("a Ready warmer pod of the new revision on b", func() bool {
+		rev := e.currentRevision(ds)
+		for _, p := range e.warmerPods("b") {
+			if rev != "" && p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] == rev && p.DeletionTimestamp == nil && state.PodReady(&p) {
+				return true
+			}
+		}
+		return false
+	})
+	assert.Equal(t, map[plan.ActionType]int{plan.Release: 1}, e.cycle().Applied, "recorded: nothing more to swap")
+	released := e.RequireReleased("b", state.ReasonWarm)
+	assert.NotContains(t, released.Labels, key)
+	assert.NotContains(t, released.Annotations, state.StatusValues)
+}
+
 // 7. maxConcurrent with 10 nodes in maintenance, as an int and as a percentage of the pool
 // (rounded up: 25% of 10 is 3): exactly that many tainted, across cycles; more as they are released.
 func TestBudget(t *testing.T) {
