@@ -312,6 +312,20 @@ func (e *env) rollWarmer(ds *appsv1.DaemonSet) {
 	}))
 }
 
+// waitNewWarmerReady waits for a Ready warmer pod of the DaemonSet's current revision on the node.
+func (e *env) waitNewWarmerReady(ds *appsv1.DaemonSet, short string) {
+	e.T.Helper()
+	e.eventually("a Ready warmer pod of the new revision on "+short, func() bool {
+		rev := e.currentRevision(ds)
+		for _, p := range e.warmerPods(short) {
+			if rev != "" && p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] == rev && p.DeletionTimestamp == nil && state.PodReady(&p) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // currentRevision returns the controller-revision-hash of the DaemonSet's current revision, ""
 // while its controller has not observed its latest spec.
 func (e *env) currentRevision(ds *appsv1.DaemonSet) string {
@@ -374,15 +388,7 @@ func TestChangedStatusLabel(t *testing.T) {
 	// nothing again). A pod of the new revision is one its template's affinity (on the new key)
 	// admitted: the DaemonSet controller pins each pod to its node by name, so the pod's own
 	// affinity does not name the key.
-	e.eventually("a Ready warmer pod of the new revision on b", func() bool {
-		rev := e.currentRevision(ds)
-		for _, p := range e.warmerPods("b") {
-			if rev != "" && p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] == rev && p.DeletionTimestamp == nil && state.PodReady(&p) {
-				return true
-			}
-		}
-		return false
-	})
+	e.waitNewWarmerReady(ds, "b")
 	res = e.cycle()
 	assert.Equal(t, map[plan.ActionType]int{plan.Release: 1}, res.Applied)
 	released := e.RequireReleased("b", state.ReasonWarm)
@@ -436,15 +442,7 @@ func TestChangedStatusValues(t *testing.T) {
 		assert.Equal(t, "waiting,pulling", e.Node(s).Annotations[state.StatusValues], "the record of %s", s)
 	}
 
-	e.eventually("a Ready warmer pod of the new revision on b", func() bool {
-		rev := e.currentRevision(ds)
-		for _, p := range e.warmerPods("b") {
-			if rev != "" && p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] == rev && p.DeletionTimestamp == nil && state.PodReady(&p) {
-				return true
-			}
-		}
-		return false
-	})
+	e.waitNewWarmerReady(ds, "b")
 	assert.Equal(t, map[plan.ActionType]int{plan.Release: 1}, e.cycle().Applied, "recorded: nothing more to swap")
 	released := e.RequireReleased("b", state.ReasonWarm)
 	assert.NotContains(t, released.Labels, key)
