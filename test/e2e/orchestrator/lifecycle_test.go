@@ -312,6 +312,19 @@ func (e *env) rollWarmer(ds *appsv1.DaemonSet) {
 	}))
 }
 
+// poolInMaintenance creates n pool nodes named by format (with their index), each with a
+// NodeMaintenance, and returns their short names.
+func (e *env) poolInMaintenance(format string, n int) []string {
+	e.T.Helper()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf(format, i)
+		e.PoolNode(names[i])
+		e.Maintenance(names[i])
+	}
+	return names
+}
+
 // waitNewWarmerReady waits for a Ready warmer pod of the DaemonSet's current revision on the node.
 func (e *env) waitNewWarmerReady(ds *appsv1.DaemonSet, short string) {
 	e.T.Helper()
@@ -465,13 +478,7 @@ func TestBudget(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, kernelTarget, func(c *config.Config) { c.MaxConcurrent = tc.budget })
 			e.Warmer()
-			var names []string
-			for i := range 10 {
-				short := fmt.Sprintf("n%02d", i)
-				names = append(names, short)
-				e.PoolNode(short)
-				e.Maintenance(short)
-			}
+			names := e.poolInMaintenance("n%02d", 10)
 			phases := func() map[string][]string {
 				out := map[string][]string{}
 				for _, s := range names {
@@ -513,13 +520,7 @@ func TestBudget(t *testing.T) {
 func TestConcurrentWriter(t *testing.T) {
 	e := newEnv(t, kernelTarget)
 	e.Warmer()
-	var names []string
-	for i := range 5 {
-		short := fmt.Sprintf("w%d", i)
-		names = append(names, short)
-		e.PoolNode(short)
-		e.Maintenance(short)
-	}
+	names := e.poolInMaintenance("w%d", 5)
 
 	const rounds = 15
 	var wg sync.WaitGroup
@@ -586,13 +587,7 @@ func otherWriter(e *env, client kubernetes.Interface, node string, round int) er
 func TestCycleDiesHalfway(t *testing.T) {
 	e := newEnv(t)
 	e.Warmer()
-	var names []string
-	for i := range 6 {
-		short := fmt.Sprintf("h%d", i)
-		names = append(names, short)
-		e.PoolNode(short)
-		e.Maintenance(short)
-	}
+	names := e.poolInMaintenance("h%d", 6)
 	counter := &requestCounter{failAfter: 3}
 	broken, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
@@ -828,13 +823,7 @@ func TestUninstallMarkStopsARunningCycle(t *testing.T) {
 	e := newEnv(t)
 	ds := e.Warmer()
 	const n = 12
-	var names []string
-	for i := range n {
-		short := fmt.Sprintf("u%02d", i)
-		names = append(names, short)
-		e.PoolNode(short)
-		e.Maintenance(short)
-	}
+	names := e.poolInMaintenance("u%02d", n)
 	tainted := func() int {
 		count := 0
 		for _, s := range names {
