@@ -161,9 +161,7 @@ func run(ctx context.Context) error {
 	if err := c.InstallNodeMaintenanceCRD(ctx); err != nil {
 		return err
 	}
-	settleCtx, stopSettling := context.WithCancel(ctx)
-	defer stopSettling()
-	go b.settle(settleCtx)
+	b.settler = newSettler(b.client)
 	if err := b.scenarios(ctx); err != nil {
 		return err
 	}
@@ -185,6 +183,8 @@ type bench struct {
 	created, live int
 	// client is a fast client for bulk creation.
 	client kubernetes.Interface
+	// settler removes the not-ready taint of the nodes the benchmark creates.
+	settler *settler
 	// watchConfig is the stopwatch's client configuration: a connection of its own.
 	watchConfig *rest.Config
 	// keep and keepWatch carry the largest join scenario's orchestrator into the upgrade scenario.
@@ -469,7 +469,10 @@ func (b *bench) upgradeScenario(ctx context.Context, name string, k int, cs clie
 // that enters them, then one with nothing to do.
 func (b *bench) onceScenario(ctx context.Context, n int) error {
 	b.log.Info("scenario: run --once", "pool", n)
+	stopSettling := func() {}
+	defer func() { stopSettling() }()
 	if missing := n - b.live; missing > 0 {
+		stopSettling = b.settleNodes(ctx)
 		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
 			return err
 		}
@@ -497,6 +500,7 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 	if err := b.waitSettled(ctx, all); err != nil {
 		b.notes = append(b.notes, fmt.Sprintf("run --once at %d nodes: %v", n, err))
 	}
+	stopSettling() // no watcher of the benchmark's while the cycles are measured
 	// The pool: exactly these n nodes.
 	poolValue := fmt.Sprintf("once%d", n)
 	if err := parallel(ctx, all, 64, func(ctx context.Context, node string) error {
@@ -617,52 +621,76 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 // repeated first cycle needs new ones).
 func onceMaintenance(gen int, node string) string { return fmt.Sprintf("once%d-%s", gen, node) }
 
-// settle stands in for the node lifecycle controller's removal of the not-ready taint, which
+// settler stands in for the node lifecycle controller's removal of the not-ready taint, which
 // kube-controller-manager (20 QPS, shared with the DaemonSet controller) does at about five nodes a
 // second: minutes for the thousands of nodes this benchmark creates at once, during which no warmer
 // pod can be scheduled and every node write races with it. Once kwok reports a bench node Ready,
-// this removes that taint (resourceVersion-guarded; a conflict is retried on the next pass).
-// Removing it right after each create instead (no informer) was tried: creation takes about twice
-// as long and warmer pods start while nodes are still being created, and the thousand-node join's
-// p99 was worse (416 and 482 ms against 209 and 120 ms, two runs each).
-func (b *bench) settle(ctx context.Context) {
+// it removes that taint (resourceVersion-guarded; a conflict is retried on the node's next event).
+// Removing it right after each create instead (no watch) was tried: creation takes about twice as
+// long and warmer pods start while nodes are still being created, and the thousand-node join's p99
+// was worse (416 and 482 ms against 209 and 120 ms, two runs each).
+//
+// It reads no node watch of its own where it can help it: in a real cluster the node lifecycle
+// controller shares kube-controller-manager's node watch, and on two cores every extra node
+// watcher the API server serves in a burst slows its delivery to all the others. A join's nodes
+// are fed to it from the stopwatch's stream (watcher.settle); a run --once pool's new nodes from a
+// watch that ends once they are settled (settleNodes), before any cycle is measured.
+type settler struct {
+	client kubernetes.Interface
+	slots  chan struct{}
+}
+
+func newSettler(client kubernetes.Interface) *settler {
+	return &settler{client: client, slots: make(chan struct{}, 16)}
+}
+
+// node removes n's not-ready taint in the background if kwok reports n Ready.
+func (s *settler) node(ctx context.Context, n *corev1.Node) {
+	if !state.NodeReady(n) || !state.HasTaint(n, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
+		return
+	}
+	var taints []corev1.Taint
+	for _, t := range n.Spec.Taints {
+		if t.Key != corev1.TaintNodeNotReady {
+			taints = append(taints, t)
+		}
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": n.ResourceVersion},
+		"spec":     map[string]any{"taints": taints},
+	})
+	if err != nil {
+		return
+	}
+	go func() {
+		s.slots <- struct{}{}
+		defer func() { <-s.slots }()
+		// A conflict is fine: the watch delivers the newer version and this runs again.
+		_, _ = s.client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	}()
+}
+
+// settleNodes runs the settler on every bench node until stop is called (more than once is fine).
+func (b *bench) settleNodes(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
 	// An informer, not a polling list: listing thousands of nodes twice a second would take a
 	// good share of the two cores from the components being measured.
 	f := informers.NewSharedInformerFactoryWithOptions(b.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = allLabel + "=yes"
 	}))
-	slots := make(chan struct{}, 16)
 	check := func(obj any) {
-		n, ok := obj.(*corev1.Node)
-		if !ok || !state.NodeReady(n) || !state.HasTaint(n, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
-			return
+		if n, ok := obj.(*corev1.Node); ok {
+			b.settler.node(ctx, n)
 		}
-		var taints []corev1.Taint
-		for _, t := range n.Spec.Taints {
-			if t.Key != corev1.TaintNodeNotReady {
-				taints = append(taints, t)
-			}
-		}
-		patch, err := json.Marshal(map[string]any{
-			"metadata": map[string]any{"resourceVersion": n.ResourceVersion},
-			"spec":     map[string]any{"taints": taints},
-		})
-		if err != nil {
-			return
-		}
-		go func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			// A conflict is fine: the informer delivers the newer version and this runs again.
-			_, _ = b.client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-		}()
 	}
 	_, _ = f.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: check, UpdateFunc: func(_, n any) { check(n) },
 	})
 	f.Start(ctx.Done())
-	<-ctx.Done()
-	f.Shutdown()
+	return sync.OnceFunc(func() {
+		cancel()
+		f.Shutdown()
+	})
 }
 
 // ttlAnnotation is set on every node by kube-controller-manager's TTL controller, at the
@@ -1054,6 +1082,8 @@ type watcher struct {
 	present  map[string]bool // the pool's nodes
 	cancel   context.CancelFunc
 	keepOpen bool
+	// settle is handed every node the stream delivers (the settler's feed during a join).
+	settle func(*corev1.Node)
 }
 
 // watch starts the stopwatch: plain watch streams on the pool's nodes and the warmer pods in ns,
@@ -1061,7 +1091,8 @@ type watcher struct {
 // (a client with its own dialer): on the connection the benchmark creates nodes with, they would
 // queue behind those requests, and an informer would add its queues. Measured side by side with a
 // separate process, informers on the shared client saw releases up to seconds late during the
-// burst of node creations; these streams see them within milliseconds of it.
+// burst of node creations; these streams see them within milliseconds of it. The node stream
+// also feeds the settler.
 func (b *bench) watch(ctx context.Context, ns string, pool map[string]string) (*watcher, error) {
 	w := &watcher{taintKey: "os-upgrade", readyAt: map[string]time.Time{}, freeAt: map[string]time.Time{},
 		tainted: map[string]bool{}, expected: map[string]bool{}, present: map[string]bool{}}
@@ -1088,6 +1119,7 @@ func (b *bench) watch(ctx context.Context, ns string, pool map[string]string) (*
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.cancel = cancel
+	w.settle = func(n *corev1.Node) { b.settler.node(wctx, n) }
 	go b.follow(wctx, "nodes", nodeList.ResourceVersion, func(ctx context.Context, rv string) (watch.Interface, error) {
 		return nodes.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true})
 	}, w.onNode)
@@ -1135,6 +1167,9 @@ func (w *watcher) onNode(at time.Time, t watch.EventType, obj runtime.Object) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return
+	}
+	if w.settle != nil && t != watch.Deleted {
+		w.settle(n)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
