@@ -6,10 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/client-go/rest"
@@ -132,6 +134,11 @@ func TestRunWatchUsageErrors(t *testing.T) {
 		{"renew deadline within the retry jitter", []string{"run", "--leader-elect-retry-period", "9s"}, "--leader-elect-renew-deadline (10s) must be longer than 1.2 x --leader-elect-retry-period (9s)"},
 		{"zero retry period", []string{"run", "--leader-elect-retry-period", "0s"}, "--leader-elect-retry-period: must be positive"},
 		{"negative lease duration", []string{"run", "--leader-elect-lease-duration", "-1s"}, "--leader-elect-lease-duration: must be positive"},
+		// Refused before anything connects, not by the HTTP server after the caches synced.
+		{"listen not host:port", []string{"run", "--listen", "bogus"}, `--listen "bogus": must be host:port`},
+		{"listen port not a number", []string{"run", "--listen", ":http"}, `--listen ":http"`},
+		{"listen port out of range", []string{"run", "--listen", "127.0.0.1:65536"}, `--listen "127.0.0.1:65536"`},
+		{"listen without a port", []string{"run", "--listen", "127.0.0.1:"}, `--listen "127.0.0.1:"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,6 +148,121 @@ func TestRunWatchUsageErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestValidateListen(t *testing.T) {
+	for _, addr := range []string{"", ":8080", "127.0.0.1:0", "[::1]:9090", "localhost:65535", "0.0.0.0:80"} {
+		assert.NoError(t, validateListen(addr), addr)
+	}
+	for _, addr := range []string{"bogus", "8080", ":", ":-1", ":65536", ":http", "::1:8080", "host:80:80"} {
+		err := validateListen(addr)
+		require.Error(t, err, addr)
+		assert.Contains(t, err.Error(), "--listen", addr)
+	}
+}
+
+// run --once ignored the event-driven mode's flags without a word, even invalid values; it
+// refuses them, as run without --once refuses --pushgateway.
+func TestRunOnceRefusesEventDrivenFlags(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(good, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	none := filepath.Join(t.TempDir(), "none")
+	cases := [][]string{
+		{"--listen", "bogus"},
+		{"--listen", ":8080"},
+		{"--listen="},
+		{"--resync", "0s"},
+		{"--resync", "1m"},
+		{"--profiling"},
+		{"--leader-elect=false"},
+		{"--leader-elect-namespace", "ops"},
+		{"--leader-elect-name", "x"},
+		{"--leader-elect-lease-duration", "1s"},
+		{"--leader-elect-renew-deadline", "20s"},
+		{"--leader-elect-retry-period", "0s"},
+	}
+	for _, flag := range cases {
+		t.Run(strings.Join(flag, " "), func(t *testing.T) {
+			args := append(append([]string{"run", "--once"}, flag...), "--config", good, "--kubeconfig", none)
+			_, _, err := execute(t, args...)
+			require.Error(t, err)
+			assert.Equal(t, ExitConfig, ExitCode(err))
+			name, _, _ := strings.Cut(flag[0], "=")
+			assert.Contains(t, err.Error(), name+": for the event-driven mode (run without --once)")
+		})
+	}
+
+	_, _, err := execute(t, "run", "--once", "--listen", ":9090", "--profiling", "--config", good, "--kubeconfig", none)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--listen, --profiling: for the event-driven mode", "every flag given is named")
+
+	// The one-shot flags (and the defaults of the others) are fine: the error is the missing kubeconfig.
+	_, _, err = execute(t, "run", "--once", "--dry-run", "--pushgateway", "http://127.0.0.1:9091", "--config", good, "--kubeconfig", none)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "event-driven")
+	assert.Contains(t, err.Error(), none)
+}
+
+// Every flag of run is either known to be of the event-driven mode only, or used by run --once:
+// a new flag cannot be silently ignored by one of the modes.
+func TestRunFlagsAreSortedByMode(t *testing.T) {
+	oneShot := map[string]bool{"once": true, "pushgateway": true}
+	eventDriven := map[string]bool{}
+	for _, name := range eventDrivenFlags {
+		eventDriven[name] = true
+	}
+	// The flag names from the usage text: pflag is no direct dependency of the module.
+	names := regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9-]+)`).FindAllStringSubmatch(newRunCommand(&globalOptions{}).Flags().FlagUsages(), -1)
+	require.Len(t, names, len(oneShot)+len(eventDriven))
+	for _, m := range names {
+		assert.True(t, oneShot[m[1]] != eventDriven[m[1]], "flag --%s must be either one-shot or event-driven", m[1])
+	}
+}
+
+// $KUBECONFIG naming only files that do not exist said "no configuration has been provided, try
+// setting KUBERNETES_MASTER environment variable", without the path that is wrong.
+func TestKubeconfigEnvNamesMissingFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	typo, other := filepath.Join(dir, "typo"), filepath.Join(dir, "other")
+
+	t.Setenv("KUBECONFIG", typo)
+	_, _, err := execute(t, "status", "--config", cfg)
+	require.Error(t, err)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), "loading cluster credentials: $KUBECONFIG: no such file: "+typo)
+
+	t.Setenv("KUBECONFIG", typo+string(os.PathListSeparator)+other)
+	_, _, err = execute(t, "status", "--config", cfg)
+	require.Error(t, err)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), "$KUBECONFIG: none of these files exists: "+typo+", "+other)
+
+	// --kubeconfig wins over $KUBECONFIG, and names its own path.
+	_, _, err = execute(t, "status", "--config", cfg, "--kubeconfig", other)
+	require.Error(t, err)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), other)
+	assert.NotContains(t, err.Error(), "$KUBECONFIG")
+
+	// One file of the list that exists is enough: client-go merges those that do.
+	assert.NoError(t, kubeconfigEnvExists(typo+string(os.PathListSeparator)+unreachableKubeconfig(t, dir)))
+	assert.ErrorContains(t, kubeconfigEnvExists(string(os.PathListSeparator)), "names no file")
+}
+
+// The commands' long help is wrapped like the rest of the help (the flags' lines aside).
+func TestLongHelpIsWrapped(t *testing.T) {
+	var visit func(c *cobra.Command)
+	visit = func(c *cobra.Command) {
+		for i, line := range strings.Split(c.Long, "\n") {
+			assert.LessOrEqual(t, len(line), 100, "%s --help, line %d of the long text: %q", c.CommandPath(), i+1, line)
+		}
+		for _, sub := range c.Commands() {
+			visit(sub)
+		}
+	}
+	visit(NewRootCommand(io.Discard, io.Discard))
 }
 
 // Clients built from equal configurations share one transport (one HTTP/2 connection); each

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -154,6 +156,9 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 	case o.kubeconfig != "":
 		rc, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	case os.Getenv("KUBECONFIG") != "":
+		if err := kubeconfigEnvExists(os.Getenv("KUBECONFIG")); err != nil {
+			return nil, &ConfigError{fmt.Errorf("loading cluster credentials: %w", err)}
+		}
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
 		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	default:
@@ -171,6 +176,29 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 	rc.Timeout = cfg.Client.Timeout.Duration
 	rc.UserAgent = "prewarm-orchestrator/" + version.Version
 	return rc, nil
+}
+
+// kubeconfigEnvExists refuses a $KUBECONFIG none of whose files exists. client-go merges the
+// files of the list that exist and skips the others without a word, so with none left its error
+// ("no configuration has been provided") would not name the path that is wrong.
+func kubeconfigEnvExists(env string) error {
+	var missing []string
+	for _, path := range filepath.SplitList(env) {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return nil // client-go reads it, or says what is wrong with it
+		}
+		missing = append(missing, path)
+	}
+	if len(missing) == 0 {
+		return fmt.Errorf("$KUBECONFIG (%q) names no file", env)
+	}
+	if len(missing) == 1 {
+		return fmt.Errorf("$KUBECONFIG: no such file: %s", missing[0])
+	}
+	return fmt.Errorf("$KUBECONFIG: none of these files exists: %s", strings.Join(missing, ", "))
 }
 
 // newEngine wires an engine from the flags and configuration.

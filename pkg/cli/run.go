@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,17 +49,22 @@ func newRunCommand(o *globalOptions) *cobra.Command {
 		Use:   "run",
 		Short: "Reconcile the pool: taint nodes in maintenance, release them once warm",
 		Long: `run --once runs one reconcile cycle and exits (CronJob mode): exit 0 when the cycle completed
-(nodes still waiting is normal), non-zero when it could not (API unreachable, invalid config, RBAC denied).
-With --pushgateway, the cycle's metrics are pushed there afterwards.
+(nodes still waiting is normal), 1 when it could not (API unreachable, RBAC denied), 2 on invalid
+config, flags or cluster credentials. With --pushgateway, the cycle's metrics are pushed there
+afterwards.
 
 run without --once is the event-driven mode (Deployment): informers on the pool's nodes, the
 maintenance source and the warmer DaemonSet's revisions and pods; a reconcile on every relevant
 change and every --resync (for the timers); leader election on a Lease so that one of several
 replicas writes; /healthz, /readyz (caches synced) and /metrics on --listen. SIGTERM releases the
-Lease and exits 0.`,
+Lease and exits 0. Its flags (--listen, --resync, --leader-elect*, --profiling) are refused with
+--once.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ro.once {
+				if err := refuseEventDrivenFlags(cmd); err != nil {
+					return err
+				}
 				return runOnce(cmd.Context(), o, ro)
 			}
 			return runWatch(cmd.Context(), o, ro)
@@ -76,6 +83,50 @@ Lease and exits 0.`,
 	f.BoolVar(&ro.profiling, "profiling", false, "event-driven mode: also serve Go runtime profiles under /debug/pprof/ on --listen")
 	f.DurationVar(&ro.retry, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the Lease")
 	return cmd
+}
+
+// eventDrivenFlags are the flags of run without --once only.
+var eventDrivenFlags = []string{
+	"resync", "listen", "profiling", "leader-elect", "leader-elect-namespace", "leader-elect-name",
+	"leader-elect-lease-duration", "leader-elect-renew-deadline", "leader-elect-retry-period",
+}
+
+// refuseEventDrivenFlags refuses, with --once, the flags of the event-driven mode given on the
+// command line: a one-shot cycle would ignore them.
+func refuseEventDrivenFlags(cmd *cobra.Command) error {
+	var set []string
+	for _, name := range eventDrivenFlags {
+		if cmd.Flags().Changed(name) {
+			set = append(set, "--"+name)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	them := "it"
+	if len(set) > 1 {
+		them = "them"
+	}
+	return &ConfigError{fmt.Errorf("%s: for the event-driven mode (run without --once); run --once does not use %s",
+		strings.Join(set, ", "), them)}
+}
+
+// validateListen checks --listen as the HTTP server will use it: empty (serve nothing) or
+// host:port with a numeric port (0 picks a free one).
+func validateListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			err = fmt.Errorf("port %q is not a number from 0 to 65535", port)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("--listen %q: must be host:port, :port or empty (%w)", addr, err)
+	}
+	return nil
 }
 
 func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
@@ -116,6 +167,9 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	if ro.pushgateway != "" {
 		return &ConfigError{errors.New("--pushgateway: only with --once (the event-driven mode serves /metrics)")}
+	}
+	if err := validateListen(ro.listen); err != nil {
+		return &ConfigError{err}
 	}
 	if ro.resync <= 0 {
 		return &ConfigError{fmt.Errorf("--resync: must be positive, got %s", ro.resync)}

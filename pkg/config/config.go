@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,7 +67,7 @@ type Config struct {
 	Warmer      Warmer      `json:"warmer"`
 
 	// MaxConcurrent caps the nodes in phase tainted or warming: an integer or a percentage of
-	// the pool ("25%"). 0 means no limit.
+	// the pool from "1%" to "100%". 0 means no limit ("0%" is refused: it reads as "none").
 	MaxConcurrent intstr.IntOrString `json:"maxConcurrent"`
 	// CancelAfter is how long a tainted, not yet upgraded node may be out of the maintenance set
 	// before it is released (reason cancelled).
@@ -269,10 +272,45 @@ func Parse(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
 	}
 	cfg.complete()
-	if err := cfg.Validate(); err != nil {
+	errs := nullSelectorValues(jsonData)
+	errs = append(errs, cfg.validate()...)
+	if err := errs.ToAggregate(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// nullSelectorValues finds the pool.nodeSelector labels written without a value (`pool:` or
+// `pool: ~`). Decoding turns a null into "", which selects only the nodes whose label value is
+// empty: far more likely a value left out than meant. Only the JSON form still tells a null from
+// an empty string, so this reads it; a shape the decoder refuses is left to the decoder.
+func nullSelectorValues(jsonData []byte) field.ErrorList {
+	var doc struct {
+		Pool struct {
+			NodeSelector map[string]json.RawMessage `json:"nodeSelector"`
+		} `json:"pool"`
+	}
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(jsonData, &doc); err != nil {
+		return nil
+	}
+	p := field.NewPath("pool", "nodeSelector")
+	var errs field.ErrorList
+	for _, k := range sortedKeys(doc.Pool.NodeSelector) {
+		if string(bytes.TrimSpace(doc.Pool.NodeSelector[k])) == "null" {
+			errs = append(errs, field.Invalid(p.Key(k), nil,
+				"has no value; write '' (quoted) if the pool really is the nodes whose label value is empty"))
+		}
+	}
+	return errs
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // singleDocument refuses a file of several YAML documents: only the first would be read, and the
@@ -309,6 +347,10 @@ func (c *Config) complete() {
 
 // Validate checks every field and returns all problems at once, each with its field path.
 func (c *Config) Validate() error {
+	return c.validate().ToAggregate()
+}
+
+func (c *Config) validate() field.ErrorList {
 	var errs field.ErrorList
 	switch c.APIVersion {
 	case APIVersion:
@@ -324,9 +366,7 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
 	}
-	if c.Instance == "" || len(c.Instance) > validation.LabelValueMaxLength*2 {
-		errs = append(errs, field.Invalid(field.NewPath("instance"), c.Instance, "must be a non-empty <namespace>/<release>"))
-	}
+	errs = append(errs, validateInstance(field.NewPath("instance"), c.Instance)...)
 	errs = append(errs, c.validatePool()...)
 	errs = append(errs, c.validateTaintAndLabel()...)
 	errs = append(errs, c.validateUpgrade()...)
@@ -361,7 +401,27 @@ func (c *Config) Validate() error {
 		errs = append(errs, field.Invalid(cp.Child("burst"), c.Client.Burst, "must be at least 1"))
 	}
 	errs = append(errs, c.Client.Timeout.validate(cp.Child("timeout"), true)...)
-	return errs.ToAggregate()
+	return errs
+}
+
+// validateInstance checks <namespace>/<release>: a namespace name and a DNS-1123 subdomain (every
+// Helm release name is one; so is the default's warmer DaemonSet name).
+func validateInstance(p *field.Path, instance string) field.ErrorList {
+	ns, release, ok := strings.Cut(instance, "/")
+	if !ok || strings.Contains(release, "/") {
+		return field.ErrorList{field.Invalid(p, instance, "must be <namespace>/<release>, with exactly one '/'")}
+	}
+	if ns == "" || release == "" {
+		return field.ErrorList{field.Invalid(p, instance, "must be <namespace>/<release>, both non-empty")}
+	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Label(ns) {
+		errs = append(errs, field.Invalid(p, instance, "namespace "+strconv.Quote(ns)+" of <namespace>/<release>: "+msg))
+	}
+	for _, msg := range validation.IsDNS1123Subdomain(release) {
+		errs = append(errs, field.Invalid(p, instance, "release "+strconv.Quote(release)+" of <namespace>/<release>: "+msg))
+	}
+	return errs
 }
 
 func (c *Config) validatePool() field.ErrorList {
@@ -479,8 +539,9 @@ func (c *Config) validateMaintenance() field.ErrorList {
 				errs = append(errs, field.Invalid(p.Child("namespace"), nm.Namespace, msg))
 			}
 		}
-		if nm.NodeNameField == "" || strings.HasPrefix(nm.NodeNameField, ".") || strings.HasSuffix(nm.NodeNameField, ".") || strings.Contains(nm.NodeNameField, "..") {
-			errs = append(errs, field.Invalid(p.Child("nodeNameField"), nm.NodeNameField, "must be a dotted field path such as spec.nodeName"))
+		if !fieldPathRE.MatchString(nm.NodeNameField) {
+			errs = append(errs, field.Invalid(p.Child("nodeNameField"), nm.NodeNameField,
+				"must be a dotted field path such as spec.nodeName: names of letters, digits, '_' and '-' joined by '.'"))
 		}
 	}
 	if nl := m.NodeLabel; nl.Enabled {
@@ -496,6 +557,10 @@ func (c *Config) validateMaintenance() field.ErrorList {
 	return errs
 }
 
+// fieldPathRE is a dotted field path, as the chart's values.schema.json accepts for
+// maintenance.nodeMaintenance.nodeNameField.
+var fieldPathRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+
 func validateBudget(p *field.Path, v intstr.IntOrString) field.ErrorList {
 	if v.Type == intstr.Int {
 		if v.IntVal < 0 {
@@ -508,8 +573,8 @@ func validateBudget(p *field.Path, v intstr.IntOrString) field.ErrorList {
 		return field.ErrorList{field.Invalid(p, s, "must be an integer or a percentage such as 25%")}
 	}
 	var n int
-	if _, err := fmt.Sscanf(strings.TrimSuffix(s, "%"), "%d", &n); err != nil || fmt.Sprintf("%d%%", n) != s || n < 0 || n > 100 {
-		return field.ErrorList{field.Invalid(p, s, "must be a percentage from 0% to 100%")}
+	if _, err := fmt.Sscanf(strings.TrimSuffix(s, "%"), "%d", &n); err != nil || fmt.Sprintf("%d%%", n) != s || n < 1 || n > 100 {
+		return field.ErrorList{field.Invalid(p, s, "must be a percentage from 1% to 100%, or 0 (the number) for no limit")}
 	}
 	return nil
 }

@@ -113,6 +113,23 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"transitions not a bool", "events: {transitions: sometimes}\n", "events.transitions"},
 		{"status label in pool selector", "statusLabel: {key: pool}\n", "statusLabel.key: Invalid value"},
 		{"kernel version not a label value", "upgrade:\n  kernelVersionLabel: kv\n  kernelVersions: ['5.15.0 #1 SMP']\n", "upgrade.kernelVersions[0]: Invalid value"},
+		{"instance without a namespace", "instance: notebooks\n", `instance: Invalid value: "notebooks": must be <namespace>/<release>`},
+		{"instance with two slashes", "instance: prewarm/notebooks/x\n", `instance: Invalid value: "prewarm/notebooks/x": must be <namespace>/<release>, with exactly one '/'`},
+		{"instance with an empty release", "instance: prewarm/\n", `instance: Invalid value: "prewarm/": must be <namespace>/<release>, both non-empty`},
+		{"instance with an empty namespace", "instance: /notebooks\n", `instance: Invalid value: "/notebooks"`},
+		{"instance namespace not a DNS label", "instance: Pre_warm/notebooks\n", `instance: Invalid value: "Pre_warm/notebooks": namespace "Pre_warm"`},
+		{"instance namespace a subdomain", "instance: pre.warm/notebooks\n", `namespace "pre.warm"`},
+		{"instance release not a DNS subdomain", "instance: prewarm/Note books\n", `instance: Invalid value: "prewarm/Note books": release "Note books"`},
+		// The chart's values.schema.json pattern for the same value.
+		{"node name field with a space", "maintenance:\n  nodeMaintenance: {nodeNameField: 'spec.node name'}\n", `maintenance.nodeMaintenance.nodeNameField: Invalid value: "spec.node name"`},
+		{"node name field with brackets", "maintenance:\n  nodeMaintenance: {nodeNameField: 'spec.nodes[0]'}\n", "maintenance.nodeMaintenance.nodeNameField: Invalid value"},
+		{"node name field with a slash", "maintenance:\n  nodeMaintenance: {nodeNameField: 'metadata.labels.example.com/node'}\n", "maintenance.nodeMaintenance.nodeNameField: Invalid value"},
+		{"node name field ending in a dot", "maintenance:\n  nodeMaintenance: {nodeNameField: 'spec.'}\n", "maintenance.nodeMaintenance.nodeNameField: Invalid value"},
+		{"empty node name field", "maintenance:\n  nodeMaintenance: {nodeNameField: ''}\n", "maintenance.nodeMaintenance.nodeNameField: Invalid value"},
+		// 0% would read as "no limit" (as 0 does): far more likely meant as "none at once".
+		{"zero percent budget", "maxConcurrent: 0%\n", `maxConcurrent: Invalid value: "0%": must be a percentage from 1% to 100%, or 0 (the number) for no limit`},
+		{"budget over 100 percent", "maxConcurrent: 101%\n", `maxConcurrent: Invalid value: "101%"`},
+		{"padded percentage", "maxConcurrent: 05%\n", `maxConcurrent: Invalid value: "05%"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,6 +137,55 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
+	}
+}
+
+func TestParseAcceptsValidValues(t *testing.T) {
+	for _, extra := range []string{
+		"instance: prewarm/notebooks\n",
+		"instance: prewarm/notebooks.v2\n",
+		"instance: a/b\n",
+		"maxConcurrent: 0\n",
+		"maxConcurrent: 1%\n",
+		"maxConcurrent: 100%\n",
+		"maintenance:\n  nodeMaintenance: {nodeNameField: spec.target.node}\n",
+		"maintenance:\n  nodeMaintenance: {nodeNameField: metadata.labels.node_name-1}\n",
+		"maintenance:\n  nodeMaintenance: {nodeNameField: nodeName}\n",
+	} {
+		t.Run(extra, func(t *testing.T) {
+			_, err := config.Parse([]byte(minimal + extra))
+			require.NoError(t, err)
+		})
+	}
+}
+
+// A selector label without a value decoded as "": the pool became the nodes whose label value is
+// empty, most likely not one node, and nothing said so.
+func TestParseRefusesNullSelectorValue(t *testing.T) {
+	const head = "apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n"
+	for name, tc := range map[string]struct{ doc, want string }{
+		"flow, no value":     {"pool: {nodeSelector: {pool: }}\n", "pool.nodeSelector[pool]: Invalid value: null"},
+		"block, no value":    {"pool:\n  nodeSelector:\n    pool:\n", "pool.nodeSelector[pool]: Invalid value: null"},
+		"tilde":              {"pool: {nodeSelector: {pool: ~}}\n", "pool.nodeSelector[pool]: Invalid value: null"},
+		"null, among others": {"pool: {nodeSelector: {a: b, example.com/pool: null}}\n", "pool.nodeSelector[example.com/pool]: Invalid value: null"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := config.Parse([]byte(head + tc.doc))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), "write '' (quoted)")
+		})
+	}
+
+	// An empty label value is legal: written as '' it is meant.
+	for doc, want := range map[string]map[string]string{
+		"pool: {nodeSelector: {pool: ''}}\n":     {"pool": ""},
+		"pool: {nodeSelector: {pool: \"\"}}\n":   {"pool": ""},
+		"pool: {nodeSelector: {pool: 'null'}}\n": {"pool": "null"},
+	} {
+		cfg, err := config.Parse([]byte(head + doc))
+		require.NoError(t, err, doc)
+		assert.Equal(t, want, cfg.Pool.NodeSelector, doc)
 	}
 }
 
