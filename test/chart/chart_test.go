@@ -133,6 +133,20 @@ func TestWarmerAffinity(t *testing.T) {
 			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, released"},
 		},
 		{
+			// No kernel label: node affinity cannot read status.nodeInfo.kernelVersion, so the kernel
+			// term is left out and the warmer starts when the orchestrator sets warming.
+			name:    "target kernels without kernel label",
+			extra:   "upgrade: {kernelVersions: [6.8.0, 6.8.1]}",
+			terms:   1,
+			matches: []string{"pool, warming", "pool, warming, old kernel"},
+		},
+		{
+			name:    "keepAfterRelease, target kernels without kernel label",
+			extra:   "{prewarm: {keepAfterRelease: true}, upgrade: {kernelVersions: [6.8.0]}}",
+			terms:   2,
+			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, released"},
+		},
+		{
 			name:    "keepAfterRelease with target kernels",
 			extra:   "{prewarm: {keepAfterRelease: true}, upgrade: {kernelVersions: [6.8.0], kernelVersionLabel: " + kernelLabel + "}}",
 			terms:   3,
@@ -740,6 +754,8 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "negative client timeout", extra: "orchestrator: {client: {timeout: -1s}}", want: []string{"/orchestrator/client/timeout"}},
 		{name: "negative budget", extra: "maxConcurrent: -1", want: []string{"/maxConcurrent"}},
 		{name: "budget over 100%", extra: "maxConcurrent: 101%", want: []string{"/maxConcurrent"}},
+		{name: "budget 0%", extra: "maxConcurrent: 0%", want: []string{"/maxConcurrent"}},
+		{name: "budget with a leading zero", extra: "maxConcurrent: 05%", want: []string{"/maxConcurrent"}},
 		{name: "budget not a percentage", extra: "maxConcurrent: lots", want: []string{"/maxConcurrent"}},
 		{name: "fractional budget", extra: "maxConcurrent: 1.5", want: []string{"/maxConcurrent"}},
 		{name: "bad onWarmTimeout", extra: "onWarmTimeout: retry", want: []string{"/onWarmTimeout", "release", "keep"}},
@@ -762,7 +778,6 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "zero replicas", extra: "orchestrator: {mode: deployment, deployment: {replicas: 0}}", want: []string{"/orchestrator/deployment/replicas"}},
 		{name: "bad resync", extra: "orchestrator: {mode: deployment, deployment: {resync: soon}}", want: []string{"/orchestrator/deployment/resync"}},
 		{name: "pushgateway not a URL", extra: "orchestrator: {cronJob: {pushgateway: pushgateway:9091}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
-		{name: "kernel versions without label", extra: "upgrade: {kernelVersions: ['6.8.0']}", want: []string{"upgrade.kernelVersionLabel", "upgrade.kernelVersions"}},
 		{name: "status label key in pool", extra: "statusLabel: {key: pool}", want: []string{"statusLabel.key", "pool.nodeSelector"}},
 		{name: "equal status values", extra: "statusLabel: {value: x, warmingValue: x}", want: []string{"statusLabel.warmingValue"}},
 		{name: "node label source without selector", extra: "maintenance: {nodeLabel: {enabled: true}}", want: []string{"maintenance.nodeLabel.selector"}},
@@ -772,6 +787,14 @@ func TestBadValuesAreRefused(t *testing.T) {
 		// The warmer's node affinity matches target kernels against upgrade.kernelVersionLabel.
 		{name: "kernel version not a label value", extra: "upgrade: {kernelVersions: [5.14.0-427.el9.x86_64+debug], kernelVersionLabel: k}", want: []string{"/upgrade/kernelVersions/0"}},
 		{name: "kernel version with a space", extra: "upgrade: {kernelVersions: [' 6.8.0'], kernelVersionLabel: k}", want: []string{"/upgrade/kernelVersions/0"}},
+		// Without the label they are compared with status.nodeInfo.kernelVersion: any string but empty or with spaces.
+		{name: "kernel version with a space, no label", extra: "upgrade: {kernelVersions: ['6.8.0 ']}", want: []string{"/upgrade/kernelVersions/0"}},
+		{name: "empty kernel version, no label", extra: "upgrade: {kernelVersions: ['']}", want: []string{"/upgrade/kernelVersions/0"}},
+		{name: "leaseDuration not above renewDeadline", extra: "orchestrator: {mode: deployment, deployment: {leaderElection: {leaseDuration: 10s, renewDeadline: 10s}}}", want: []string{"orchestrator.deployment.leaderElection.leaseDuration", "orchestrator.deployment.leaderElection.renewDeadline"}},
+		{name: "renewDeadline not above 1.2 x retryPeriod", extra: "orchestrator: {mode: deployment, deployment: {leaderElection: {retryPeriod: 9s}}}", want: []string{"orchestrator.deployment.leaderElection.renewDeadline", "orchestrator.deployment.leaderElection.retryPeriod"}},
+		{name: "node label selector without parentheses", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'a in b'}}", want: []string{"/maintenance/nodeLabel/selector"}},
+		{name: "schedule in words", extra: "schedule: every hour", want: []string{"/schedule"}},
+		{name: "schedule with a time zone", extra: "schedule: 'CRON_TZ=UTC 0 * * * *'", want: []string{"/schedule"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -794,10 +817,14 @@ func TestBadValuesAreRefused(t *testing.T) {
 func TestGoodValuesAreAccepted(t *testing.T) {
 	// The other side of the refusals: edge values that are valid must render and validate.
 	for _, extra := range []string{
-		"maxConcurrent: 0", "maxConcurrent: 100%", "maxConcurrent: 0%", "maxConcurrent: 250",
+		"maxConcurrent: 0", "maxConcurrent: 100%", "maxConcurrent: 1%", "maxConcurrent: 250",
 		"cancelAfter: 0s", "cancelAfter: 1h30m", "maxWaitForWarm: 1.5h",
 		"orchestrator: {cronJob: {startingDeadlineSeconds: null}}",
 		"upgrade: {kernelVersions: [6.8.0-1075-azure], kernelVersionLabel: feature.node.kubernetes.io/kernel-version.full}",
+		"upgrade: {kernelVersions: [6.8.0-1075-azure]}",
+		// Not a label value, but a kernel as status.nodeInfo.kernelVersion reports it: fine without the label.
+		"upgrade: {kernelVersions: [5.14.0-427.el9.x86_64+debug]}",
+		"orchestrator: {mode: deployment, deployment: {leaderElection: {leaseDuration: 1m, renewDeadline: 45s, retryPeriod: 15s}}}",
 		"maintenance: {nodeMaintenance: {enabled: false}, nodeLabel: {enabled: true, selector: 'a=b,c in (d)'}}",
 		"global: {imageRegistry: example.com}",
 		"fullnameOverride: prewarmer",

@@ -142,14 +142,26 @@ seccompProfile:
 {{- end }}
 
 {{/*
+A Go duration in the form values.schema.json allows ("0", or parts of a number, possibly with a
+fraction, and a unit h, m, s, ms, us, µs or ns, e.g. 1h30m or 1.5s) as a number of milliseconds,
+printed as a float (convert the result with float64). Helm has no duration parser.
+*/}}
+{{- define "image-prewarmer.durationMs" -}}
+{{- $unitMs := dict "h" 3600000.0 "m" 60000.0 "s" 1000.0 "ms" 1.0 "us" 0.001 "µs" 0.001 "ns" 0.000001 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
+{{- $total = addf $total (mulf (float64 $number) (get $unitMs (trimPrefix $number .))) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
 Checks that combine several values (values.schema.json checks each value alone).
 */}}
 {{- define "image-prewarmer.validate" -}}
 {{- if and .Values.orchestrator.metrics.serviceMonitor.enabled (ne .Values.orchestrator.mode "deployment") }}
 {{- fail "orchestrator.metrics.serviceMonitor.enabled needs orchestrator.mode=deployment (in cronjob mode, push metrics with orchestrator.cronJob.pushgateway)" }}
-{{- end }}
-{{- if and .Values.upgrade.kernelVersions (not .Values.upgrade.kernelVersionLabel) }}
-{{- fail "upgrade.kernelVersionLabel is required when upgrade.kernelVersions is set: the warmer's node affinity matches the kernel version against that node label (e.g. feature.node.kubernetes.io/kernel-version.full)" }}
 {{- end }}
 {{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
 {{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
@@ -162,6 +174,27 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- end }}
 {{- if and .Values.maintenance.nodeLabel.enabled (not (trim .Values.maintenance.nodeLabel.selector)) }}
 {{- fail "maintenance.nodeLabel.selector is required when maintenance.nodeLabel.enabled is true" }}
+{{- end }}
+{{- if .Values.maintenance.nodeLabel.enabled }}
+{{- /* The schema checks the selector's grammar; a DNS prefix's length (at most 253) is beyond a regular expression. */}}
+{{- range regexFindAll "[^ \t\r\n!=,()<>]+/" .Values.maintenance.nodeLabel.selector -1 }}
+{{- if gt (len .) 254 }}
+{{- fail (printf "maintenance.nodeLabel.selector: the prefix of label key %s is longer than 253 characters" (trimSuffix "/" . | quote)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.orchestrator.mode "deployment" }}
+{{- $le := .Values.orchestrator.deployment.leaderElection }}
+{{- $lease := include "image-prewarmer.durationMs" $le.leaseDuration | float64 }}
+{{- $renew := include "image-prewarmer.durationMs" $le.renewDeadline | float64 }}
+{{- $retry := include "image-prewarmer.durationMs" $le.retryPeriod | float64 }}
+{{- /* As the orchestrator (and client-go) require: leaseDuration > renewDeadline > 1.2 x retryPeriod. */}}
+{{- if le $lease $renew }}
+{{- fail (printf "orchestrator.deployment.leaderElection.leaseDuration (%s) must be longer than orchestrator.deployment.leaderElection.renewDeadline (%s)" $le.leaseDuration $le.renewDeadline) }}
+{{- end }}
+{{- if le $renew (mulf 1.2 $retry) }}
+{{- fail (printf "orchestrator.deployment.leaderElection.renewDeadline (%s) must be longer than 1.2 x orchestrator.deployment.leaderElection.retryPeriod (%s)" $le.renewDeadline $le.retryPeriod) }}
+{{- end }}
 {{- end }}
 {{- if not (or .Values.maintenance.nodeMaintenance.enabled .Values.maintenance.nodeLabel.enabled .Values.maintenance.cordoned.enabled) }}
 {{- fail "maintenance: enable at least one of maintenance.nodeMaintenance, maintenance.nodeLabel, maintenance.cordoned" }}
