@@ -158,6 +158,9 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		fmt.Fprintf(w, "UNINSTALLING since %s: no node is tainted or adopted (the warmer DaemonSet carries %s)\n",
 			st.Uninstalling, state.Uninstalling)
 	}
+	if st.WarmerMissing != "" {
+		fmt.Fprintf(w, "WARMER MISSING: DaemonSet %s not found: no node is tainted for maintenance until it exists\n", st.WarmerMissing)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPHASE\tIN PHASE\tKERNEL\tWARMER\tMAINTENANCE\tLAST PROBLEM")
 	for _, n := range st.Nodes {

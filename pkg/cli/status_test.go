@@ -52,3 +52,14 @@ func TestRenderStatusTableMarksNodesOutsideThePool(t *testing.T) {
 	assert.Regexp(t, `(?m)^in\s+tainted\s+1m0s`, buf.String())
 	assert.Regexp(t, `(?m)^out\s+tainted \(left pool\)\s+1m0s`, buf.String())
 }
+
+// A missing warmer DaemonSet is said above the table: nothing is tainted for maintenance meanwhile.
+func TestRenderStatusTableSaysTheWarmerIsMissing(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{}}, "table"))
+	assert.NotContains(t, buf.String(), "WARMER MISSING")
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{}, WarmerMissing: "prewarm/nb-warmer"}, "table"))
+	assert.Contains(t, buf.String(), "WARMER MISSING: DaemonSet prewarm/nb-warmer not found: no node is tainted for maintenance")
+}

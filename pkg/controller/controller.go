@@ -456,8 +456,8 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}
 	p := c.engine.Planner().Compute(obs.Snapshot)
 	if full {
-		c.logWarnings(obs.Warnings)
-		c.logNotes(p.Notes)
+		c.logWarnings(ctx, obs.Warnings)
+		c.logNotes(ctx, p.Notes)
 		byPhase, pool := c.engine.Count(obs.Snapshot.Nodes)
 		c.metrics.SetNodes(byPhase, pool)
 	} else {
@@ -696,7 +696,7 @@ func ahead(w engine.Written, n *corev1.Node) bool {
 }
 
 // logWarnings logs the sources' warnings when they change, not at every reconcile.
-func (c *Controller) logWarnings(ws []sources.Warning) {
+func (c *Controller) logWarnings(ctx context.Context, ws []sources.Warning) {
 	c.mu.Lock()
 	same := slices.Equal(ws, c.warnings)
 	c.warnings = ws
@@ -704,14 +704,12 @@ func (c *Controller) logWarnings(ws []sources.Warning) {
 	if same {
 		return
 	}
-	for _, w := range ws {
-		c.log.Warn("maintenance source: "+w.Message, "source", w.Source, "object", w.Object)
-	}
+	engine.LogWarnings(ctx, c.log, ws)
 }
 
-// logNotes logs the planner's notes (nodes waiting for the budget, skipped nodes) when they
-// change, not at every reconcile.
-func (c *Controller) logNotes(notes []plan.Note) {
+// logNotes logs the planner's notes (nodes waiting for the budget, skipped nodes, a missing
+// warmer DaemonSet at WARN) when they change, not at every reconcile.
+func (c *Controller) logNotes(ctx context.Context, notes []plan.Note) {
 	c.mu.Lock()
 	same := slices.Equal(notes, c.notes)
 	c.notes = notes
@@ -719,9 +717,7 @@ func (c *Controller) logNotes(notes []plan.Note) {
 	if same {
 		return
 	}
-	for _, n := range notes {
-		c.log.Info(n.Message, "node", n.Node)
-	}
+	engine.LogNotes(ctx, c.log, notes)
 }
 
 // nodeChanged reports whether an update touches anything the planner reads; node status

@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +41,12 @@ func testController(t *testing.T, client *fake.Clientset, dryRun bool) *Controll
 // newTestController is testController with a dynamic client and a change to the configuration.
 func newTestController(t *testing.T, client *fake.Clientset, dyn dynamic.Interface, mutate func(*config.Config), dryRun bool) *Controller {
 	t.Helper()
+	return newLoggingController(t, client, dyn, mutate, dryRun, io.Discard)
+}
+
+// newLoggingController is newTestController with its log written to w (text format).
+func newLoggingController(t *testing.T, client *fake.Clientset, dyn dynamic.Interface, mutate func(*config.Config), dryRun bool, w io.Writer) *Controller {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Instance = "prewarm/test"
 	cfg.Pool.NodeSelector = map[string]string{"pool": "notebooks"}
@@ -48,7 +56,7 @@ func newTestController(t *testing.T, client *fake.Clientset, dyn dynamic.Interfa
 		mutate(cfg)
 	}
 	require.NoError(t, cfg.Validate())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(w, nil))
 	e, err := engine.New(engine.Options{Config: cfg, Client: client, Dynamic: dyn, Logger: log, DryRun: dryRun})
 	require.NoError(t, err)
 	c, err := New(Options{Config: cfg, Client: client, Dynamic: dyn, Engine: e, Logger: log})
@@ -69,6 +77,13 @@ func lead(t *testing.T, c *Controller, d time.Duration) {
 	wg.Wait()
 }
 
+// withWarmer returns a fake clientset holding objs and the default warmer DaemonSet: without it
+// no node is entered.
+func withWarmer(objs ...runtime.Object) *fake.Clientset {
+	w := config.Default().Warmer
+	return fake.NewClientset(append(objs, tu.DaemonSet(w.Namespace, w.DaemonSetName))...)
+}
+
 func countPatches(client *fake.Clientset) int {
 	n := 0
 	for _, a := range client.Actions() {
@@ -82,7 +97,7 @@ func countPatches(client *fake.Clientset) int {
 // A write that keeps failing (RBAC, an admission webhook) is retried after retryAfterError, not
 // at once in a loop: the loop would spend the client's whole rate budget on one node.
 func TestFailedWriteIsNotRetriedInALoop(t *testing.T) {
-	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("denied"))
 	})
@@ -94,7 +109,7 @@ func TestFailedWriteIsNotRetriedInALoop(t *testing.T) {
 // --dry-run writes nothing, so nothing it plans is ever in flight: an adoption it would write
 // must not hold back the entries of later plans, which it reports as a real run would write them.
 func TestDryRunKeepsPlanning(t *testing.T) {
-	client := fake.NewClientset(tu.Node("j", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)))
+	client := withWarmer(tu.Node("j", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)))
 	c := testController(t, client, true)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -156,4 +171,57 @@ func TestUnreadableMaintenanceIsNotEmpty(t *testing.T) {
 		wg.Wait()
 	}
 	assert.Zero(t, countPatches(client), "node a is still in maintenance: nothing to write")
+}
+
+// syncBuffer is a bytes.Buffer safe for the controller's concurrent log writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The event-driven mode plans from its DaemonSet cache as run --once does from a read: while the
+// warmer DaemonSet does not exist no node is entered, and a warning says so (once, not at every
+// reconcile); the DaemonSet's creation is an event that re-plans the pool, and the node is
+// entered at once.
+func TestMissingWarmerEntersNothingUntilItExists(t *testing.T) {
+	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	log := &syncBuffer{}
+	c := newLoggingController(t, client, nil, nil, false, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, c.Start(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	defer wg.Wait()
+	defer cancel()
+
+	const warning = `level=WARN msg="warmer DaemonSet image-prewarmer/image-prewarmer-warmer not found: no node is tainted for maintenance until it exists (1 node(s) in maintenance are upgraded without pre-warming: a)"`
+	require.Eventually(t, func() bool { return strings.Contains(log.String(), warning) }, 5*time.Second, 10*time.Millisecond, log.String())
+	for range 3 {
+		c.Trigger()
+		time.Sleep(20 * time.Millisecond)
+	}
+	assert.Zero(t, countPatches(client), "nothing entered while the warmer is missing")
+	assert.Equal(t, 1, strings.Count(log.String(), warning), "said once, not at every reconcile")
+	assert.NotContains(t, log.String(), `node=""`)
+
+	w := config.Default().Warmer
+	_, err := client.AppsV1().DaemonSets(w.Namespace).Create(ctx, tu.DaemonSet(w.Namespace, w.DaemonSetName), metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		n, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+		return err == nil && state.PhaseOf(n) == state.PhaseTainted
+	}, 5*time.Second, 10*time.Millisecond, "entered once the warmer exists")
 }

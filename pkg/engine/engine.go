@@ -177,9 +177,7 @@ func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	for _, w := range obs.Warnings {
-		e.log.Warn("maintenance source: "+w.Message, "source", w.Source, "object", w.Object)
-	}
+	LogWarnings(ctx, e.log, obs.Warnings)
 	p := e.planner.Compute(obs.Snapshot)
 	observed := time.Now()
 	res, err := e.apply(ctx, obs, p, e.planner.Compute, nil, nil)
@@ -228,13 +226,19 @@ func After(nodes []*corev1.Node, written []Written) []*corev1.Node {
 	return out
 }
 
-// Cleanup releases every node this installation manages (reason cleanup).
-func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
+// Cleanup releases every node this installation manages (reason cleanup), without uninstalling:
+// the orchestrator goes on and taints nodes again at their next maintenance.
+func (e *Engine) Cleanup(ctx context.Context) (Result, error) { return e.cleanup(ctx, false) }
+
+// cleanup releases every node this installation manages; uninstall says whether the installation
+// is being uninstalled (Uninstall's sweeps), for the actions' messages.
+func (e *Engine) cleanup(ctx context.Context, uninstall bool) (Result, error) {
 	obs, err := e.Observe(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := e.apply(ctx, obs, e.planner.Cleanup(obs.Snapshot), e.planner.Cleanup, nil, nil)
+	replan := func(s plan.Snapshot) plan.Plan { return e.planner.Cleanup(s, uninstall) }
+	res, err := e.apply(ctx, obs, replan(obs.Snapshot), replan, nil, nil)
 	e.WaitEvents()
 	return res, err
 }
@@ -267,7 +271,7 @@ func (e *Engine) sweep(ctx context.Context, settle time.Duration) (Result, error
 	marked := e.clock.Now()
 	total := Result{Applied: map[plan.ActionType]int{}}
 	for sweep := 1; ; sweep++ {
-		res, err := e.Cleanup(ctx)
+		res, err := e.cleanup(ctx, true)
 		total.Plan.Actions = append(total.Plan.Actions, res.Plan.Actions...)
 		total.Plan.Notes = append(total.Plan.Notes, res.Plan.Notes...)
 		total.Written = append(total.Written, res.Written...)
@@ -363,12 +367,10 @@ func (e *Engine) ApplyNotify(ctx context.Context, obs Observation, p plan.Plan, 
 // object and retries; other nodes are applied regardless of one node's failure.
 func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan, latest func(string) *corev1.Node, done func(plan.Action, *Written, error)) (Result, error) {
 	res := Result{Plan: p, Applied: map[plan.ActionType]int{}, Warnings: obs.Warnings}
-	for _, n := range p.Notes {
-		e.log.Info(n.Message, "node", n.Node)
-	}
+	LogNotes(ctx, e.log, p.Notes)
 	if e.dryRun {
 		for _, a := range p.Actions {
-			e.log.Info("dry run: would "+string(a.Type), "node", a.Node, "reason", a.Reason, "message", a.Message)
+			e.logAction(ctx, "dry run: would ", a)
 		}
 		return res, nil
 	}
@@ -536,7 +538,7 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			// Kept until the cycle ends (Result.Written): trimmed like the snapshot's nodes, or
 			// a cycle entering hundreds of nodes holds each one's managed fields and images.
 			e.TrimNode(patched)
-			e.log.Info(string(a.Type), "node", a.Node, "reason", a.Reason, "message", a.Message)
+			e.logAction(ctx, "", a)
 			e.metrics.Transition(node, a, e.clock.Now())
 			e.emit(ctx, node, a)
 			return &Written{Action: a, Before: node.ResourceVersion, Node: patched}, nil

@@ -54,6 +54,13 @@ func testEngine(t *testing.T, client *fake.Clientset, dryRun bool) *Engine {
 	return e
 }
 
+// withWarmer returns a fake clientset holding objs and testConfig's warmer DaemonSet: without it
+// no node is entered.
+func withWarmer(objs ...runtime.Object) *fake.Clientset {
+	w := config.Default().Warmer
+	return fake.NewClientset(append(objs, tu.DaemonSet(w.Namespace, w.DaemonSetName))...)
+}
+
 func patches(client *fake.Clientset) []k8stesting.PatchAction {
 	var out []k8stesting.PatchAction
 	for _, a := range client.Actions() {
@@ -66,7 +73,7 @@ func patches(client *fake.Clientset) []k8stesting.PatchAction {
 
 func TestConflictRereadsAndReplans(t *testing.T) {
 	n := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
-	client := fake.NewClientset(n)
+	client := withWarmer(n)
 	conflicts := 0
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if conflicts == 0 {
@@ -101,7 +108,7 @@ func TestConflictRereadsAndReplans(t *testing.T) {
 func TestFailedPatchFailsTheCycleButOthersAreApplied(t *testing.T) {
 	a := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
 	b := tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
-	client := fake.NewClientset(a, b)
+	client := withWarmer(a, b)
 	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
 		if act.(k8stesting.PatchAction).GetName() == "a" {
 			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("RBAC"))
@@ -116,7 +123,7 @@ func TestFailedPatchFailsTheCycleButOthersAreApplied(t *testing.T) {
 }
 
 func TestDryRunWritesNothing(t *testing.T) {
-	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	e := testEngine(t, client, true)
 	res, err := e.RunOnce(context.Background())
 	require.NoError(t, err)
@@ -127,7 +134,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 }
 
 func TestDeletedNodeIsForgotten(t *testing.T) {
-	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, "a")
 	})
@@ -173,7 +180,7 @@ func plannedEntry(t *testing.T) (*corev1.Node, *fake.Clientset, *Engine, Observa
 	t.Helper()
 	stale := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
 	stale.ResourceVersion = "5"
-	client := fake.NewClientset(stale)
+	client := withWarmer(stale)
 	e := testEngine(t, client, false)
 	obs, err := e.Observe(context.Background())
 	require.NoError(t, err)
@@ -189,7 +196,7 @@ func TestApplyStartsFromLatestVersion(t *testing.T) {
 	stale, client, e, obs, p := plannedEntry(t)
 
 	// Meanwhile the node was entered (by a previous leader, say): nothing is left to do.
-	other := fake.NewClientset(stale.DeepCopy())
+	other := withWarmer(stale.DeepCopy())
 	_, err := testEngine(t, other, false).RunOnce(context.Background())
 	require.NoError(t, err)
 	obj, err := other.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, "", "a")
@@ -383,7 +390,7 @@ func TestWrittenNodesAreTrimmed(t *testing.T) {
 	n := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
 	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
 	n.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/base:1"}, SizeBytes: 10 << 30}}
-	client := fake.NewClientset(n)
+	client := withWarmer(n)
 	e := testEngine(t, client, false)
 	res, err := e.RunOnce(context.Background())
 	require.NoError(t, err)
@@ -548,7 +555,7 @@ func TestExpiredContinueKeepsTheOtherList(t *testing.T) {
 // (and, in the event-driven mode, from a snapshot of a few nodes only).
 func TestReplanDoesNotTurnIntoAnEntry(t *testing.T) {
 	joined := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
-	client := fake.NewClientset(joined, tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	client := withWarmer(joined, tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
 	conflicted := false
 	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
@@ -578,7 +585,7 @@ func TestReplanDoesNotTurnIntoAnEntry(t *testing.T) {
 func TestConflictWithNothingLeftReturnsTheNodeReRead(t *testing.T) {
 	stale, client, e, obs, p := plannedEntry(t)
 	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
-	other := fake.NewClientset(stale.DeepCopy())
+	other := withWarmer(stale.DeepCopy())
 	_, err := testEngine(t, other, false).RunOnce(context.Background())
 	require.NoError(t, err)
 	obj, err := other.Tracker().Get(nodes, "", "a")

@@ -11,15 +11,22 @@ import (
 )
 
 // Cleanup returns the actions that release every node this installation manages (reason
-// cleanup): taint, status label and managed annotations off. It is what an uninstall runs.
-func (p *Planner) Cleanup(s Snapshot) Plan {
+// cleanup): taint, status label and managed annotations off. uninstall says why, for the
+// message: the installation is being uninstalled (`cleanup --uninstall`, the chart's
+// pre-delete hook), or released by hand (`cleanup`), while the installation stays and may taint
+// the node again.
+func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	c := p.newCycle(s)
+	msg := fmt.Sprintf("released by cleanup; installation %s stays installed and taints the node again at its next maintenance", p.cfg.Instance)
+	if uninstall {
+		msg = fmt.Sprintf("installation %s is being uninstalled", p.cfg.Instance)
+	}
 	var out Plan
 	for _, n := range sortedByName(s.Nodes) {
 		if !p.Owns(n) {
 			continue
 		}
-		a := p.release(c, n, state.ReasonCleanup, fmt.Sprintf("installation %s is being removed", p.cfg.Instance))
+		a := p.release(c, n, state.ReasonCleanup, msg)
 		out.Actions = append(out.Actions, a)
 	}
 	return out

@@ -48,7 +48,9 @@ type Snapshot struct {
 	Nodes []*corev1.Node
 	// Maintenance maps a node name to its active maintenances.
 	Maintenance map[string][]Maintenance
-	// DaemonSet is the warmer DaemonSet, nil when it does not exist.
+	// DaemonSet is the warmer DaemonSet, nil when it does not exist. Nil means "known to be
+	// missing" (no node is then tainted for maintenance): an observer that could not read it
+	// fails, or plans nothing, rather than leave it nil.
 	DaemonSet *appsv1.DaemonSet
 	// Revisions are the DaemonSet's ControllerRevisions.
 	Revisions []*appsv1.ControllerRevision
@@ -104,8 +106,24 @@ type Event struct {
 
 // Note is something the planner skipped or could not decide, for the log.
 type Note struct {
+	// Node is the node the note is about; "" for a note about the whole pool.
 	Node    string
 	Message string
+	// Warning marks a note that needs an operator (logged at WARN): the product is not doing its
+	// job, such as while the warmer DaemonSet is missing.
+	Warning bool
+}
+
+// Warning reports whether the action reports a problem: it carries a Warning Event (a warmer pod
+// problem, a timeout, an upgrade rule error, a repaired annotation). Such actions are logged at
+// WARN; the routine transitions at INFO.
+func (a Action) Warning() bool {
+	for _, ev := range a.Events {
+		if ev.Type == corev1.EventTypeWarning {
+			return true
+		}
+	}
+	return false
 }
 
 // Plan is the outcome of one computation.
@@ -178,7 +196,7 @@ func (p *Planner) Compute(s Snapshot) Plan {
 	}
 
 	for _, n := range candidates {
-		if c.uninstalling {
+		if c.uninstalling || c.warmerMissing {
 			break
 		}
 		if c.limit > 0 && c.active >= c.limit {
@@ -193,11 +211,38 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf("the installation is being uninstalled (DaemonSet %s/%s has %s): no node is tainted or adopted",
 			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName, state.Uninstalling)})
 	}
-	if s.DaemonSet == nil && c.managed > 0 {
-		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf("warmer DaemonSet %s/%s not found: no node can become warm",
-			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)})
+	if c.warmerMissing && (len(candidates) > 0 || c.managed > 0) {
+		out.Notes = append(out.Notes, p.warmerMissing(c, candidates))
 	}
 	return out
+}
+
+// maxNamesInNote bounds the node names a pool-wide note lists.
+const maxNamesInNote = 5
+
+// warmerMissing is the note of a plan made while the warmer DaemonSet does not exist: no node is
+// tainted for maintenance then (skipped are the nodes that would have been), since none could
+// become warm; each would only wait for its timeout and open cold, hours later than without this
+// product. Nodes that joined with the taint are still adopted (their timeout releases them).
+func (p *Planner) warmerMissing(c *cycle, skipped []*corev1.Node) Note {
+	var b strings.Builder
+	fmt.Fprintf(&b, "warmer DaemonSet %s/%s not found: no node is tainted for maintenance until it exists",
+		p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)
+	if len(skipped) > 0 {
+		names := make([]string, 0, min(len(skipped), maxNamesInNote))
+		for _, n := range skipped[:min(len(skipped), maxNamesInNote)] {
+			names = append(names, n.Name)
+		}
+		list := strings.Join(names, ", ")
+		if more := len(skipped) - len(names); more > 0 {
+			list += fmt.Sprintf(" and %d more", more)
+		}
+		fmt.Fprintf(&b, " (%d node(s) in maintenance are upgraded without pre-warming: %s)", len(skipped), list)
+	}
+	if c.managed > 0 {
+		fmt.Fprintf(&b, ", and none of the %d managed node(s) can become warm", c.managed)
+	}
+	return Note{Message: b.String(), Warning: true}
 }
 
 // cycle holds what Compute derives once from the snapshot.
@@ -211,10 +256,13 @@ type cycle struct {
 	limit    int // 0: no limit
 	// uninstalling: the DaemonSet carries state.Uninstalling; nothing is tainted or adopted.
 	uninstalling bool
+	// warmerMissing: the snapshot has no warmer DaemonSet (it does not exist); nothing is
+	// tainted for maintenance, nodes that joined with the taint are still adopted.
+	warmerMissing bool
 }
 
 func (p *Planner) newCycle(s Snapshot) *cycle {
-	c := &cycle{s: s, now: state.FormatTime(s.Now), pods: map[string][]*corev1.Pod{}}
+	c := &cycle{s: s, now: state.FormatTime(s.Now), pods: map[string][]*corev1.Pod{}, warmerMissing: s.DaemonSet == nil}
 	if ds := s.DaemonSet; ds != nil {
 		_, c.uninstalling = ds.Annotations[state.Uninstalling]
 		for _, pod := range s.Pods {

@@ -766,7 +766,7 @@ func TestChangedStatusLabel(t *testing.T) {
 		n.Labels[poolKey+"-x"] = "1"
 		p, err := plan.New(cfg)
 		require.NoError(t, err)
-		a := action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil)), "a")
+		a := action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil), true), "a")
 		assert.Equal(t, map[string]*string{labelKey: nil}, a.Change.Labels, "only the status label is removed")
 	}
 
@@ -789,7 +789,7 @@ func TestChangedStatusLabel(t *testing.T) {
 	p, err := plan.New(cfg)
 	require.NoError(t, err)
 	n = tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), recordTaint, withRecordedStatusLabel(oldKey))
-	a = action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	a = action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil), true), "a")
 	require.Equal(t, plan.Release, a.Type)
 	assert.Equal(t, map[string]*string{oldKey: nil}, a.Change.Labels)
 	// While the installation is being uninstalled, nothing is swapped.
@@ -912,6 +912,193 @@ func TestRevisionUnknownWhileControllerCatchesUp(t *testing.T) {
 	assert.Contains(t, got.Notes[len(got.Notes)-1].Message, "warmer DaemonSet prewarm/warmer not found")
 }
 
+// While the warmer DaemonSet is missing no node is tainted for maintenance (none could become
+// warm: each would wait for its timeout and open cold, later than without the product), and a
+// warning note says so whenever a node would have been, or managed nodes exist. Nodes that joined
+// with our taint are still adopted (their maxWaitForWarm releases them; left alone they would keep
+// the provisioner's taint for good), and managed nodes move on as before.
+func TestMissingWarmerEntersNothing(t *testing.T) {
+	taint := tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)
+	maintOf := func(names ...string) map[string][]plan.Maintenance {
+		m := map[string][]plan.Maintenance{}
+		for _, n := range names {
+			m[n] = nm(n)
+		}
+		return m
+	}
+	cases := []struct {
+		name   string
+		cfg    func(*config.Config)
+		nodes  []*corev1.Node
+		maint  map[string][]plan.Maintenance
+		want   []want
+		note   []string // substrings of the warning note; nil: no warning note
+		noNote []string // substrings the note must not have
+		enters []string // the nodes the same snapshot enters with the DaemonSet there
+	}{
+		{
+			name:  "a node in maintenance is not tainted",
+			nodes: []*corev1.Node{tu.Node("a", inPool()), tu.Node("b", inPool())},
+			maint: maintOf("a"),
+			note: []string{"warmer DaemonSet prewarm/warmer not found", "no node is tainted for maintenance",
+				"1 node(s) in maintenance are upgraded without pre-warming: a)"},
+			noNote: []string{"managed"},
+			enters: []string{"a"},
+		},
+		{
+			name:   "many nodes in maintenance: the note names a few",
+			nodes:  []*corev1.Node{tu.Node("a", inPool()), tu.Node("b", inPool()), tu.Node("c", inPool()), tu.Node("d", inPool()), tu.Node("e", inPool()), tu.Node("f", inPool()), tu.Node("g", inPool())},
+			maint:  maintOf("a", "b", "c", "d", "e", "f", "g"),
+			note:   []string{"7 node(s) in maintenance are upgraded without pre-warming: a, b, c, d, e and 2 more)"},
+			enters: []string{"a", "b", "c", "d", "e", "f", "g"},
+		},
+		{
+			name:  "a node that joined with our taint is still adopted",
+			nodes: []*corev1.Node{tu.Node("j", inPool(), taint)},
+			want:  []want{{"j", plan.Adopt, "joined-tainted"}},
+		},
+		{
+			name:   "adopted while another node in maintenance is not tainted",
+			nodes:  []*corev1.Node{tu.Node("a", inPool()), tu.Node("j", inPool(), taint)},
+			maint:  maintOf("a"),
+			want:   []want{{"j", plan.Adopt, "joined-tainted"}},
+			note:   []string{"upgraded without pre-warming: a)"},
+			enters: []string{"a"},
+		},
+		{
+			name:  "nothing to enter and nothing managed: no note",
+			nodes: []*corev1.Node{tu.Node("a", inPool()), tu.Node("r", inPool(), tu.WithAnnotations(state.MaintenanceID, "uid-nm-r", state.ReleaseReason, "warm"))},
+			maint: maintOf("r"),
+		},
+		{
+			name:   "managed nodes: the note says none can become warm",
+			nodes:  []*corev1.Node{tu.Node("w", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
+			note:   []string{"no node is tainted for maintenance until it exists, and none of the 1 managed node(s) can become warm"},
+			noNote: []string{"without pre-warming"},
+		},
+		{
+			name: "timeouts and cancels are unchanged",
+			nodes: []*corev1.Node{
+				tu.Node("t", inPool(), managed(state.PhaseWarming, t0.Add(-3*time.Hour))),
+				tu.Node("c", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+					tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(-10*time.Minute)))),
+				tu.Node("u", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))}, upgradedTo("6.8.0-1")...)...),
+				tu.Node("x", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), func(n *corev1.Node) { n.Spec.Taints = nil }),
+				tu.Node("a", inPool()),
+			},
+			maint: maintOf("u", "x", "a"),
+			want: []want{{"c", plan.Release, state.ReasonCancelled}, {"t", plan.Release, state.ReasonTimeout},
+				{"u", plan.Upgraded, "upgrade-seen"}, {"x", plan.Release, state.ReasonExternal}},
+			note:   []string{"upgraded without pre-warming: a)", "none of the 4 managed node(s) can become warm"},
+			enters: []string{"a"},
+		},
+		{
+			name:   "the budget is not what holds the nodes back",
+			cfg:    func(c *config.Config) { c.MaxConcurrent = intstr.FromInt32(1) },
+			nodes:  []*corev1.Node{tu.Node("a", inPool()), tu.Node("b", inPool())},
+			maint:  maintOf("a", "b"),
+			note:   []string{"2 node(s) in maintenance are upgraded without pre-warming: a, b)"},
+			enters: []string{"a"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mut []func(*config.Config)
+			if tc.cfg != nil {
+				mut = append(mut, tc.cfg)
+			}
+			cfg := testConfig(t, mut...)
+			s := snapshot(t0, tc.nodes, tc.maint)
+			s.DaemonSet, s.Revisions = nil, nil
+			got := compute(t, cfg, s)
+			assert.Equal(t, tc.want, summarize(got))
+			var warnings []plan.Note
+			for _, n := range got.Notes {
+				if n.Warning {
+					warnings = append(warnings, n)
+				}
+				assert.NotContains(t, n.Message, "maxConcurrent", "no node waits for the budget: none is entered")
+			}
+			if tc.note == nil {
+				assert.Empty(t, warnings)
+				return
+			}
+			require.Len(t, warnings, 1, "one note for the pool: %+v", got.Notes)
+			assert.Empty(t, warnings[0].Node, "about the pool, not a node")
+			for _, sub := range tc.note {
+				assert.Contains(t, warnings[0].Message, sub)
+			}
+			for _, sub := range tc.noNote {
+				assert.NotContains(t, warnings[0].Message, sub)
+			}
+
+			// With the DaemonSet there, the same nodes in maintenance are entered and no
+			// warning is noted.
+			s.DaemonSet, s.Revisions = ds, []*appsv1.ControllerRevision{revOld, revNew}
+			with := compute(t, cfg, s)
+			for _, n := range with.Notes {
+				assert.False(t, n.Warning, n.Message)
+			}
+			var entered []string
+			for _, a := range with.Actions {
+				if a.Type == plan.Enter {
+					entered = append(entered, a.Node)
+				}
+			}
+			assert.Equal(t, tc.enters, entered, "entered with the DaemonSet there")
+		})
+	}
+}
+
+// status says the warmer DaemonSet is missing, whatever the pool holds.
+func TestStatusNamesAMissingWarmer(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	s := snapshot(t0, []*corev1.Node{tu.Node("a", inPool())}, nil)
+	assert.Empty(t, p.Describe(s, false).WarmerMissing)
+	s.DaemonSet, s.Revisions = nil, nil
+	assert.Equal(t, "prewarm/warmer", p.Describe(s, false).WarmerMissing)
+}
+
+// Only the actions that report a problem (a Warning Event) are warnings, whatever
+// events.transitions says: they are logged at WARN.
+func TestActionWarning(t *testing.T) {
+	warming := managed(state.PhaseWarming, t0.Add(-time.Hour))
+	cases := []struct {
+		name  string
+		node  *corev1.Node
+		maint map[string][]plan.Maintenance
+		pods  []*corev1.Pod
+		typ   plan.ActionType
+		want  bool
+	}{
+		{name: "enter", node: tu.Node("a", inPool()), maint: map[string][]plan.Maintenance{"a": nm("a")}, typ: plan.Enter},
+		{name: "adopt", node: tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)), typ: plan.Adopt},
+		{name: "released warm", node: tu.Node("a", inPool(), warming), pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())}, typ: plan.Release},
+		{name: "released by someone else", node: tu.Node("a", inPool(), warming, func(n *corev1.Node) { n.Spec.Taints = nil }), typ: plan.Release},
+		{
+			name: "pull problem", node: tu.Node("a", inPool(), warming), typ: plan.Record, want: true,
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ImagePullBackOff", "Back-off pulling image"))},
+		},
+		{
+			name: "invalid image name", node: tu.Node("a", inPool(), warming), typ: plan.Record, want: true,
+			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "Bad Name", "InvalidImageName", "invalid"))},
+		},
+		{name: "timeout", node: tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-3*time.Hour))), typ: plan.Release, want: true},
+		{name: "left maintenance", node: tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))), typ: plan.Record},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, transitions := range []bool{false, true} {
+				cfg := testConfig(t, func(c *config.Config) { c.Events.Transitions = transitions })
+				a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{tc.node}, tc.maint, tc.pods...)), "a")
+				require.Equal(t, tc.typ, a.Type)
+				assert.Equal(t, tc.want, a.Warning(), "events.transitions %v", transitions)
+			}
+		})
+	}
+}
+
 func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
 	cfg := testConfig(t)
 	p, err := plan.New(cfg)
@@ -923,8 +1110,38 @@ func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
 		tu.Node("d", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)), // joined tainted, never adopted
 		tu.Node("e", inPool()),
 	}
-	got := p.Cleanup(snapshot(t0, nodes, nil))
-	assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}}, summarize(got))
+	for _, uninstall := range []bool{false, true} {
+		got := p.Cleanup(snapshot(t0, nodes, nil), uninstall)
+		assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}}, summarize(got))
+	}
+}
+
+// The message of a cleanup release says what is happening: an uninstall (the chart's pre-delete
+// hook, `cleanup --uninstall`), or a release by hand while the installation stays.
+func TestCleanupMessage(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.Events.Transitions = true })
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0))
+	cases := []struct {
+		name      string
+		uninstall bool
+		want      string
+		not       string
+	}{
+		{name: "cleanup", uninstall: false, want: "released by cleanup; installation prewarm/test stays installed", not: "uninstall"},
+		{name: "cleanup --uninstall", uninstall: true, want: "installation prewarm/test is being uninstalled", not: "stays installed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil), tc.uninstall), "a")
+			assert.Contains(t, a.Message, tc.want)
+			assert.NotContains(t, a.Message, tc.not)
+			assert.NotContains(t, a.Message, "being removed")
+			require.Len(t, a.Events, 1)
+			assert.Contains(t, a.Events[0].Message, tc.want, "the Event says the same")
+		})
+	}
 }
 
 // While the DaemonSet carries the uninstalling mark nothing new is tainted or adopted; managed

@@ -34,9 +34,12 @@ type Status struct {
 	Instance string    `json:"instance"`
 	// Uninstalling is the value of the uninstall mark on the warmer DaemonSet (when it was set):
 	// while it is there nothing is tainted or adopted.
-	Uninstalling string         `json:"uninstalling,omitempty"`
-	Nodes        []NodeStatus   `json:"nodes"`
-	Totals       map[string]int `json:"totals"`
+	Uninstalling string `json:"uninstalling,omitempty"`
+	// WarmerMissing names the warmer DaemonSet (namespace/name) when it does not exist: no node
+	// is tainted for maintenance then, and none can become warm.
+	WarmerMissing string         `json:"warmerMissing,omitempty"`
+	Nodes         []NodeStatus   `json:"nodes"`
+	Totals        map[string]int `json:"totals"`
 }
 
 // Describe summarises a snapshot for humans. With all, every pool node is listed; otherwise only
@@ -46,6 +49,8 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 	st := Status{Time: s.Now, Instance: p.cfg.Instance, Totals: map[string]int{}}
 	if s.DaemonSet != nil {
 		st.Uninstalling = s.DaemonSet.Annotations[state.Uninstalling]
+	} else {
+		st.WarmerMissing = p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
 	}
 	for _, n := range sortedByName(s.Nodes) {
 		ns := NodeStatus{

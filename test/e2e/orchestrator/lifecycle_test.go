@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -260,6 +261,72 @@ func TestJoinedTaintedIsAdopted(t *testing.T) {
 	e.waitWarmerReady("a")
 	e.cycle()
 	e.RequireReleased("a", state.ReasonWarm)
+}
+
+// While the warmer DaemonSet is missing no node is tainted for maintenance: it could never become
+// warm, and would open cold after maxWaitForWarm instead of going through its upgrade untouched.
+// The binary says so at WARN, and its dry run prints the note. A node that joins with our taint
+// is still adopted (left alone, it would keep the provisioner's taint for good), and its
+// maxWaitForWarm releases it. Once the DaemonSet exists, nodes in maintenance are tainted again.
+func TestMissingWarmerEntersNoNode(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	e.PoolNode("j", framework.WithTaints(corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}))
+	e.PoolNode("b")
+	e.Maintenance("a")
+	warning := fmt.Sprintf("warmer DaemonSet %s/%s not found: no node is tainted for maintenance until it exists (1 node(s) in maintenance are upgraded without pre-warming: %s)",
+		e.Config.Warmer.Namespace, e.Config.Warmer.DaemonSetName, e.NodeName("a"))
+
+	// The dry run plans the adoption and no entry, prints the note, and logs it at WARN.
+	res := e.runBinary(e.configYAML(), "run", "--once", "--dry-run", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "1 action(s), nothing written")
+	assert.Regexp(t, e.NodeName("j")+`\s+adopt\s+joined-tainted`, res.stdout)
+	assert.NotRegexp(t, `\senter\s`, res.stdout)
+	assert.Regexp(t, `-\s+note\s+`+regexp.QuoteMeta(warning), res.stdout)
+	assert.Contains(t, res.stderr, `level=WARN msg="`+warning+`"`)
+	assert.NotContains(t, res.stderr, `node=""`)
+	e.RequireUntouched("a")
+	assert.NotContains(t, e.Node("j").Annotations, state.Phase)
+
+	// A cycle adopts j and leaves a alone.
+	out := e.cycle()
+	assert.Equal(t, map[plan.ActionType]int{plan.Adopt: 1}, out.Applied)
+	e.requirePhase("j", state.PhaseWarming, "warming")
+	e.RequireUntouched("a")
+	e.RequireUntouched("b")
+	// (The other notes are about the other tests' nodes, which carry the same status label.)
+	var warnings []string
+	for _, n := range out.Plan.Notes {
+		if n.Warning {
+			warnings = append(warnings, n.Message)
+		}
+	}
+	assert.Equal(t, []string{warning}, warnings, "j was not managed yet when the cycle read the pool")
+
+	// The binary's cycle too, and it says so at WARN while a managed node exists.
+	res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stderr, `level=WARN msg="`+warning+`, and none of the 1 managed node(s) can become warm"`)
+	e.RequireUntouched("a")
+
+	// The adopted node keeps its timer: released (cold) after maxWaitForWarm, with its Warning.
+	e.clock.Advance(2 * time.Hour)
+	out = e.cycle()
+	assert.Equal(t, map[plan.ActionType]int{plan.Release: 1}, out.Applied)
+	e.RequireReleased("j", state.ReasonTimeout)
+	require.Len(t, e.Events("j", "PrewarmTimeout"), 1)
+	e.RequireUntouched("a")
+
+	// With the warmer in place, the node still in maintenance is tainted, and nothing warns.
+	e.Warmer()
+	out = e.cycle()
+	assert.Equal(t, map[plan.ActionType]int{plan.Enter: 1}, out.Applied)
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	for _, n := range out.Plan.Notes {
+		assert.False(t, n.Warning, n.Message)
+	}
+	e.RequireUntouched("b")
 }
 
 // A helm upgrade that changes the taint while a node is tainted: the next cycle swaps the taint
