@@ -247,6 +247,19 @@ func TestFirstCycleIsTheLargestDefaultEntry(t *testing.T) {
 	assert.False(t, ok)
 }
 
+func TestLeaseLine(t *testing.T) {
+	s := time.Second
+	row := func(wall time.Duration, leases float64) onceRow {
+		return onceRow{pool: 5000, wall: wall, leaseWrites: leases, cpu: cpuSample{"kube-apiserver": wall}}
+	}
+	assert.Equal(t, "Lease renewals the first cycles at 5000 nodes had, the slower the more: 2s with 0 (API server 2.00 s of CPU), 3s with 300 (API server 3.00 s of CPU).",
+		leaseLine([]onceRow{row(2*s, 0), row(3*s, 300)}))
+	assert.Equal(t, "Lease renewals the first cycles at 5000 nodes had: 2s with 300 (API server 2.00 s of CPU), 3s with 0 (API server 3.00 s of CPU).",
+		leaseLine([]onceRow{row(2*s, 300), row(3*s, 0)}), "no claim the data does not show")
+	assert.Empty(t, leaseLine([]onceRow{row(2*s, 0)}))
+	assert.Empty(t, leaseLine([]onceRow{row(2*s, 0), row(3*s, -1)}), "unknown counts")
+}
+
 func TestOnceVerdicts(t *testing.T) {
 	s := time.Second
 	rows := []onceRow{

@@ -252,6 +252,10 @@ func (b *bench) write() error {
 		p("kind of write (merge, JSON or strategic merge patch, or an update: 400 node writes took")
 		p("0.87-0.96 s and 1.0-1.1 s of API server CPU each way, on an otherwise idle cluster of 2,400 kwok")
 		p("nodes). A `client.qps` of 50 paces them: %d patches at 50 a second.", r.actions)
+		if line := leaseLine(b.firstCycles()); line != "" {
+			p("")
+			p("%s", line)
+		}
 	}
 	if len(b.notes) > 0 {
 		p("")
@@ -432,6 +436,16 @@ func onceVerdicts(rows []onceRow) []string {
 // firstCycle is the run --once row that enters nodes in the largest pool with the default client
 // settings; of several runs, the one with the median wall time.
 func (b *bench) firstCycle() (onceRow, bool) {
+	runs := b.firstCycles()
+	if len(runs) == 0 {
+		return onceRow{}, false
+	}
+	return runs[(len(runs)-1)/2], true
+}
+
+// firstCycles are the first cycles of the largest pool with the default client settings, by
+// wall time.
+func (b *bench) firstCycles() []onceRow {
 	var runs []onceRow
 	for _, r := range b.once {
 		if r.actions == 0 || !strings.HasPrefix(r.client, "default") {
@@ -444,11 +458,33 @@ func (b *bench) firstCycle() (onceRow, bool) {
 			runs = append(runs, r)
 		}
 	}
-	if len(runs) == 0 {
-		return onceRow{}, false
-	}
 	slices.SortStableFunc(runs, func(a, b onceRow) int { return cmp.Compare(a.wall, b.wall) })
-	return runs[(len(runs)-1)/2], true
+	return runs
+}
+
+// leaseLine says how many Lease renewals fell within each first cycle of runs (sorted by wall
+// time), and whether the slower runs had more: kwok renews every node's Lease every 10 s from four
+// workers, and those updates take API server time from the cycle's writes. "" when unknown.
+func leaseLine(runs []onceRow) string {
+	if len(runs) < 2 {
+		return ""
+	}
+	var parts []string
+	rising := true
+	for i, r := range runs {
+		if r.leaseWrites < 0 {
+			return ""
+		}
+		parts = append(parts, fmt.Sprintf("%s with %.0f (API server %.2f s of CPU)", r.wall.Round(time.Millisecond), r.leaseWrites, r.cpu["kube-apiserver"].Seconds()))
+		if i > 0 && r.leaseWrites < runs[i-1].leaseWrites {
+			rising = false
+		}
+	}
+	verb := "had"
+	if rising {
+		verb = "had, the slower the more"
+	}
+	return fmt.Sprintf("Lease renewals the first cycles at %d nodes %s: %s.", runs[0].pool, verb, strings.Join(parts, ", "))
 }
 
 // onceCPUTable reports the CPU time each process used during each run --once cycle, and the
