@@ -70,6 +70,13 @@ func (b *bench) write() error {
 	p("| memory | %s |", memTotal())
 	p("| OS | %s/%s, kernel %s |", runtime.GOOS, runtime.GOARCH, kernel())
 	p("| Go | %s |", runtime.Version())
+	if len(b.probes) > 0 {
+		var ts []string
+		for _, pr := range b.probes {
+			ts = append(ts, fmt.Sprintf("%s %s", pr.took.Round(time.Millisecond), pr.when))
+		}
+		p("| CPU probe | SHA-256 of 256 MiB on one core, while the cluster idles: %s (the shared host has given this machine up to twice the CPU per unit of work from one hour to the next: compare reports by this line first) |", strings.Join(ts, ", "))
+	}
 	p("| cluster | kwokctl (runtime `binary`) from hack/tools/versions.env: %s |", toolVersions())
 	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo), run from a copy of the linker's output, as an image layer writes it (run from the linker's output file itself, its peak RSS has varied by up to 4 MiB of file pages from one build to the next); `client` qps/burst per row below (unset, the default: 50/100 in the event-driven mode, no client-side limit for `run --once`) |")
 	p("")
