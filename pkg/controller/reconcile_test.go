@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -173,31 +172,13 @@ func TestUnreadableMaintenanceIsNotEmpty(t *testing.T) {
 	assert.Zero(t, countPatches(client), "node a is still in maintenance: nothing to write")
 }
 
-// syncBuffer is a bytes.Buffer safe for the controller's concurrent log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The event-driven mode plans from its DaemonSet cache as run --once does from a read: while the
 // warmer DaemonSet does not exist no node is entered, and a warning says so (once, not at every
 // reconcile); the DaemonSet's creation is an event that re-plans the pool, and the node is
 // entered at once.
 func TestMissingWarmerEntersNothingUntilItExists(t *testing.T) {
 	client := fake.NewClientset(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
-	log := &syncBuffer{}
+	log := &tu.LogBuffer{}
 	c := newLoggingController(t, client, nil, nil, false, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -1,11 +1,9 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -22,29 +20,13 @@ import (
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
-// logBuffer collects log lines written concurrently (the engine writes nodes in parallel).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// logBuffer collects the engine's log lines (it writes nodes in parallel).
+type logBuffer struct{ tu.LogBuffer }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.b.String()), "\n")
-}
-
-// line returns the one line containing every fragment, failing unless there is exactly one.
 func (l *logBuffer) line(t *testing.T, fragments ...string) string {
 	t.Helper()
 	var found []string
-	for _, ln := range l.lines() {
+	for _, ln := range l.Lines() {
 		all := true
 		for _, f := range fragments {
 			all = all && strings.Contains(ln, f)
@@ -53,7 +35,7 @@ func (l *logBuffer) line(t *testing.T, fragments ...string) string {
 			found = append(found, ln)
 		}
 	}
-	require.Len(t, found, 1, "lines with %q in:\n%s", fragments, strings.Join(l.lines(), "\n"))
+	require.Len(t, found, 1, "lines with %q in:\n%s", fragments, strings.Join(l.Lines(), "\n"))
 	return found[0]
 }
 
@@ -157,7 +139,7 @@ func TestLogLinesDropEmptyAttributes(t *testing.T) {
 		`level=WARN msg="a warning about the pool"`,
 		`level=WARN msg="maintenance source: resource not served" source=nodeMaintenance`,
 		`level=WARN msg="maintenance source: skipped: no node name" source=nodeMaintenance object=nm-1`,
-	}, withoutTime(buf.lines()))
+	}, withoutTime(buf.Lines()))
 
 	assert.Equal(t, []any{"node", "a", "n", 0}, attrs("node", "a", "object", "", "n", 0))
 }
