@@ -117,6 +117,11 @@ func TestMaintenanceWhileRunning(t *testing.T) {
 	e.Maintenance("a")
 	e.waitPhase("a", state.PhaseTainted)
 	t.Logf("tainted %s after the NodeMaintenance was created (informational; the wait allows 60s)", time.Since(start).Round(time.Millisecond))
+	// The Event follows the patch (it is sent after the write, on a client of its own).
+	require.NoError(t, framework.Eventually(e.Ctx, 10*time.Second, func(context.Context) (bool, error) {
+		return len(e.Events("a", "PrewarmTainted")) > 0, nil
+	}))
+	time.Sleep(time.Second) // a second one, which would be a double write, has had time to come
 	require.Len(t, e.Events("a", "PrewarmTainted"), 1)
 }
 
