@@ -362,3 +362,33 @@ current-context: c
 `), 0o600))
 	return path
 }
+
+// hold and version read no configuration, cluster or logging flag: their help leaves the root's
+// flags out (the others' help lists them), and they still accept them.
+func TestGlobalFlagsInHelp(t *testing.T) {
+	for _, tc := range []struct {
+		cmd    string
+		listed bool
+	}{{"hold", false}, {"version", false}, {"run", true}, {"status", true}, {"cleanup", true}} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			var out bytes.Buffer
+			root := NewRootCommand(&out, io.Discard)
+			root.SetOut(&out)
+			root.SetArgs([]string{tc.cmd, "--help"})
+			require.NoError(t, root.Execute())
+			assert.Contains(t, out.String(), "--help")
+			for _, flag := range []string{"--config", "--kubeconfig", "--dry-run", "--log-format"} {
+				if tc.listed {
+					assert.Contains(t, out.String(), flag)
+				} else {
+					assert.NotContains(t, out.String(), flag)
+				}
+			}
+		})
+	}
+	var out bytes.Buffer
+	root := NewRootCommand(&out, io.Discard)
+	root.SetArgs([]string{"version", "--kubeconfig", "/nope", "-v", "1"})
+	require.NoError(t, root.Execute())
+	assert.Contains(t, out.String(), "prewarm-orchestrator ")
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -103,10 +104,20 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 		newRunCommand(o),
 		newStatusCommand(o),
 		newCleanupCommand(o),
-		newHoldCommand(o),
-		newVersionCommand(o),
+		withoutGlobalFlagsInHelp(newHoldCommand(o)),
+		withoutGlobalFlagsInHelp(newVersionCommand(o)),
 	)
 	return root
+}
+
+// withoutGlobalFlagsInHelp leaves the root's flags (configuration, cluster, dry run, logging)
+// out of cmd's help: cmd reads none of them. They are still accepted.
+func withoutGlobalFlagsInHelp(cmd *cobra.Command) *cobra.Command {
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		c.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
+		c.Root().HelpFunc()(c, args)
+	})
+	return cmd
 }
 
 // noArgs is cobra.NoArgs as a usage error (exit 2).
