@@ -52,6 +52,7 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
@@ -1391,7 +1392,7 @@ type controllerProc struct {
 	dir     string
 	cmd     *exec.Cmd
 	addr    string
-	stderr  *lockedBuffer
+	stderr  *testutil.LogBuffer
 	done    chan struct{}
 	logPath string
 }
@@ -1421,7 +1422,7 @@ func (b *bench) startController(ctx context.Context, cfg *config.Config) (*contr
 	if err != nil {
 		return nil, err
 	}
-	buf := &lockedBuffer{}
+	buf := &testutil.LogBuffer{}
 	cmd := exec.Command(b.bin, args...)
 	cmd.Stderr = io.MultiWriter(buf, f)
 	if err := cmd.Start(); err != nil {
@@ -1567,23 +1568,6 @@ func parseRSS(stderr string) int64 {
 	var kib int64
 	_, _ = fmt.Sscan(stderr[i+len(rssMarker):], &kib)
 	return kib
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func buildBinary(ctx context.Context) (string, error) {

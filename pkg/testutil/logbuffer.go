@@ -7,7 +7,8 @@ import (
 )
 
 // LogBuffer collects log output written from several goroutines (the engine writes nodes in
-// parallel; the controller logs from its workers).
+// parallel; the controller logs from its workers; the benchmark reads a child process's stderr
+// while it runs).
 type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
