@@ -179,6 +179,10 @@ func (p *Planner) Compute(s Snapshot) Plan {
 				candidates = append(candidates, n)
 			} else if a != nil {
 				out.Actions = append(out.Actions, *a)
+				if a.Type == Adopt {
+					// Warming from now on: it counts against maxConcurrent for this plan's entries.
+					c.active++
+				}
 			}
 		case n.Annotations[state.Owner] != p.cfg.Instance:
 			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
@@ -601,10 +605,10 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 	baseline := upgrade.Baseline{Kernel: n.Annotations[state.BaselineKernel], BootID: n.Annotations[state.BaselineBootID]}
 	taintedAt, hasTaintedAt := state.Time(n, state.TaintedAt)
 	baseline.TaintedAt = taintedAt
-	upgraded, err := p.rule.Upgraded(n, baseline)
-	if err != nil {
-		return p.problem(c, n, "UpgradeRuleError", "upgrade.when: "+err.Error())
-	}
+	// A rule that fails on this node says nothing about its upgrade: the node is treated as not
+	// upgraded, so that cancelAfter and maxWaitForUpgrade still release it, and the error is
+	// reported when nothing else is to be done.
+	upgraded, ruleErr := p.rule.Upgraded(n, baseline)
 	if upgraded && state.NodeReady(n) {
 		if pod := p.warmPod(c, n); pod != nil {
 			a := p.release(c, n, state.ReasonWarm, fmt.Sprintf("upgraded (kernel %s) and warmer pod %s is Ready", p.rule.Kernel(n), pod.Name))
@@ -626,7 +630,9 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 		}, true
 	}
 
-	if len(c.s.Maintenance[n.Name]) == 0 {
+	// An upgraded node that is not Ready yet (its network or drivers still starting) did not leave
+	// its maintenance without an upgrade: it waits for Ready, or for maxWaitForUpgrade.
+	if len(c.s.Maintenance[n.Name]) == 0 && !upgraded {
 		leftAt, recorded := state.Time(n, state.LeftMaintenanceAt)
 		if !recorded {
 			leftAt = c.s.Now
@@ -658,6 +664,9 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 				Change: Change{Annotations: map[string]*string{state.LeftMaintenanceAt: nil}},
 			}, true
 		}
+	}
+	if ruleErr != nil {
+		return p.problem(c, n, "UpgradeRuleError", "upgrade.when: "+ruleErr.Error())
 	}
 	return p.podProblem(c, n)
 }
@@ -710,13 +719,21 @@ func (p *Planner) lastProblemSuffix(c *cycle, n *corev1.Node) string {
 	return ""
 }
 
-// podProblem records a warmer pod problem on the node, once per category.
+// podProblem records a warmer pod problem on the node, once per category. While the problem
+// last-error records is still among the pod's, another one is not reported: a pod with two
+// failing containers, one of them crash-looping (and so only now and then waiting), would
+// otherwise switch between the two at every restart, each time with a new Warning Event.
 func (p *Planner) podProblem(c *cycle, n *corev1.Node) (Action, bool) {
-	reason, msg := PodProblem(c.pods[n.Name])
-	if reason == "" {
+	problems := podProblems(c.pods[n.Name])
+	if len(problems) == 0 {
 		return Action{}, false
 	}
-	return p.problem(c, n, reason, msg)
+	for _, pr := range problems {
+		if strings.HasPrefix(n.Annotations[state.LastError], pr.reason+":") {
+			return Action{}, false
+		}
+	}
+	return p.problem(c, n, problems[0].reason, problems[0].msg)
 }
 
 // problem sets last-error and emits a Warning Event, unless last-error already has this reason.
@@ -834,6 +851,17 @@ var problemReasons = map[string]string{
 // PodProblem returns the category and message of the first problem among the pods' containers
 // (init containers first), or "" when there is none. An unschedulable pod is a problem too.
 func PodProblem(pods []*corev1.Pod) (string, string) {
+	if problems := podProblems(pods); len(problems) > 0 {
+		return problems[0].reason, problems[0].msg
+	}
+	return "", ""
+}
+
+type podProblemOf struct{ reason, msg string }
+
+// podProblems returns every problem among the pods' containers, in PodProblem's order.
+func podProblems(pods []*corev1.Pod) []podProblemOf {
+	var out []podProblemOf
 	for _, pod := range pods {
 		if pod.DeletionTimestamp != nil {
 			continue
@@ -842,17 +870,17 @@ func PodProblem(pods []*corev1.Pod) (string, string) {
 		for _, cs := range statuses {
 			if w := cs.State.Waiting; w != nil {
 				if cat, ok := problemReasons[w.Reason]; ok {
-					return cat, fmt.Sprintf("pod %s container %s (image %s): %s: %s", pod.Name, cs.Name, cs.Image, w.Reason, w.Message)
+					out = append(out, podProblemOf{cat, fmt.Sprintf("pod %s container %s (image %s): %s: %s", pod.Name, cs.Name, cs.Image, w.Reason, w.Message)})
 				}
 			}
 		}
 		for _, cond := range pod.Status.Conditions {
 			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
-				return "Unschedulable", fmt.Sprintf("pod %s: %s", pod.Name, cond.Message)
+				out = append(out, podProblemOf{"Unschedulable", fmt.Sprintf("pod %s: %s", pod.Name, cond.Message)})
 			}
 		}
 	}
-	return "", ""
+	return out
 }
 
 func livePod(pods []*corev1.Pod) *corev1.Pod {

@@ -12,8 +12,10 @@ import (
 // NodeStatus is what `status` shows for one node.
 type NodeStatus struct {
 	Name string `json:"name"`
-	// Phase is tainted, warming, released, waiting (in maintenance, held back by the budget or
-	// released for this maintenance already), or "" for an idle pool node.
+	// Phase is tainted, warming, released, joining (carries the taint, adopted at the next
+	// cycle), waiting (in maintenance but not tainted: held back by the budget, a missing warmer
+	// DaemonSet or an uninstall), foreign (managed by another installation), or "" for an idle
+	// pool node.
 	Phase string `json:"phase"`
 	// Since is when the node entered its phase (zero when unknown).
 	Since          time.Time `json:"since,omitzero"`
