@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -386,54 +387,110 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		errs  []error
 		wg    sync.WaitGroup
 		guard = uninstallGuard{e: e, start: e.clock.Now()}
+		// kept counts the releases that did not free their node's slot in the budget.
+		kept int
 	)
-	for i, a := range actions {
-		g := e.gates[priority(a)]
-		if err := g.acquire(ctx); err != nil {
-			if done != nil {
-				for _, left := range actions[i:] {
-					done(left, nil, err)
+	// launch starts the writes of list, each once a write slot is free. When the context ends
+	// first, the actions not started are finished with its error, as are those of later.
+	launch := func(list, later []plan.Action) error {
+		for i, a := range list {
+			g := e.gates[priority(a)]
+			if err := g.acquire(ctx); err != nil {
+				if done != nil {
+					for _, left := range append(slices.Clone(list[i:]), later...) {
+						done(left, nil, err)
+					}
 				}
-			}
-			wg.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			return res, errors.Join(append(errs, err)...)
-		}
-		if (a.Type == plan.Enter || a.Type == plan.Adopt) && guard.marked(ctx) {
-			g.release()
-			if done != nil {
-				done(a, nil, nil)
-			}
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			actx := ctx
-			if a.Type == plan.Release {
-				actx = ratelimit.Urgent(ctx)
-			}
-			w, err := e.applyNode(actx, obs.Snapshot, nodes[a.Node], a, replan, latest)
-			g.release()
-			if done != nil {
-				done(a, w, err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
+				mu.Lock()
 				errs = append(errs, err)
-				e.log.Error("applying action failed", "node", a.Node, "action", a.Type, "error", err)
-				return
+				mu.Unlock()
+				return err
 			}
-			if w != nil && !w.Unchanged {
-				res.Applied[w.Action.Type]++
-				res.Written = append(res.Written, *w)
+			if (a.Type == plan.Enter || a.Type == plan.Adopt) && guard.marked(ctx) {
+				g.release()
+				if done != nil {
+					done(a, nil, nil)
+				}
+				continue
 			}
-		}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				actx := ctx
+				if a.Type == plan.Release {
+					actx = ratelimit.Urgent(ctx)
+				}
+				w, err := e.applyNode(actx, obs.Snapshot, nodes[a.Node], a, replan, latest)
+				g.release()
+				if done != nil {
+					done(a, w, err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if a.Type == plan.Release && (err != nil || (w != nil && !w.Unchanged && w.Action.Type != plan.Release)) {
+					kept++
+				}
+				if err != nil {
+					errs = append(errs, err)
+					e.log.Error("applying action failed", "node", a.Node, "action", a.Type, "error", err)
+					return
+				}
+				if w != nil && !w.Unchanged {
+					res.Applied[w.Action.Type]++
+					res.Written = append(res.Written, *w)
+				}
+			}()
+		}
+		return nil
 	}
+	releases := 0
+	for releases < len(actions) && actions[releases].Type == plan.Release {
+		releases++
+	}
+	rest := actions[releases:]
+	if releases > 0 && e.budgeted() && slices.ContainsFunc(rest, func(a plan.Action) bool { return a.Type == plan.Enter }) {
+		// The planner let this plan's releases free budget for its entries: the entries wait for
+		// the releases, and as many as there were releases that failed (or turned into another
+		// write on a re-read) are left to the next plan, so that maxConcurrent holds.
+		if err := launch(actions[:releases], rest); err != nil {
+			wg.Wait()
+			return res, errors.Join(errs...)
+		}
+		wg.Wait()
+		rest = e.deferEntries(ctx, rest, kept, done)
+	} else {
+		rest = actions
+	}
+	_ = launch(rest, nil)
 	wg.Wait()
 	return res, errors.Join(errs...)
+}
+
+// budgeted reports whether maxConcurrent limits the nodes in maintenance.
+func (e *Engine) budgeted() bool {
+	return e.cfg.MaxConcurrent.Type == intstr.String || e.cfg.MaxConcurrent.IntVal > 0
+}
+
+// deferEntries drops the last n entries of actions (entries are planned in name order, so these
+// are the last ones the budget admitted), finishing each with done, and returns the others.
+func (e *Engine) deferEntries(ctx context.Context, actions []plan.Action, n int, done func(plan.Action, *Written, error)) []plan.Action {
+	if n == 0 {
+		return actions
+	}
+	out := slices.Clone(actions)
+	for i := len(out) - 1; i >= 0 && n > 0; i-- {
+		a := out[i]
+		if a.Type != plan.Enter {
+			continue
+		}
+		out = slices.Delete(out, i, i+1)
+		n--
+		e.log.InfoContext(ctx, "entry left to the next cycle: a release it counted on for maxConcurrent did not happen", "node", a.Node)
+		if done != nil {
+			done(a, nil, nil)
+		}
+	}
+	return out
 }
 
 // uninstallCheckInterval is how often a plan that is still entering or adopting nodes re-reads
@@ -464,9 +521,9 @@ type uninstallMark struct {
 }
 
 // marked reports whether the installation is being uninstalled. The DaemonSet is read at most
-// once per uninstallCheckInterval across all plans; one that is missing or cannot be read counts
-// as unmarked (a failed read is logged): the planner decides about a missing warmer, and a failed
-// read must not stop a cycle.
+// once per uninstallCheckInterval across all plans; one that is missing counts as unmarked (the
+// planner decides about a missing warmer). A read that fails is logged and keeps the last answer
+// (unmarked when there is none): it must not stop a cycle, nor undo a mark already seen.
 func (g *uninstallGuard) marked(ctx context.Context) bool {
 	e := g.e
 	if e.clock.Since(g.start) < uninstallCheckInterval {
@@ -486,8 +543,9 @@ func (g *uninstallGuard) marked(ctx context.Context) bool {
 	case apierrors.IsNotFound(err):
 		m.set = false
 	case err != nil:
-		e.log.Warn("re-reading the warmer DaemonSet for an uninstall mark failed; going on", "daemonSet", ns+"/"+name, "error", err)
-		m.set = false
+		// A mark once seen stays until a read shows it gone: entries resumed on one failed read
+		// could land after the uninstall's last sweep.
+		e.log.Warn("re-reading the warmer DaemonSet for an uninstall mark failed; going on with the last answer", "daemonSet", ns+"/"+name, "marked", was, "error", err)
 	default:
 		_, m.set = ds.Annotations[state.Uninstalling]
 	}

@@ -1,0 +1,82 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// In the event-driven mode too, an entry that counted on a release of the same plan for its slot
+// of maxConcurrent is not written when the release fails (design.md rule 1).
+func TestControllerFailedReleaseDoesNotFreeBudget(t *testing.T) {
+	now := time.Now()
+	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
+			state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-0",
+			state.TaintedAt, state.FormatTime(now.Add(-4*time.Hour)),
+			state.UpgradedAt, state.FormatTime(now.Add(-3*time.Hour)))) // maxWaitForWarm (2h) passed
+	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	client := withWarmer(timedOut, candidate)
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() == "m" {
+			return true, nil, apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+		}
+		return false, nil, nil
+	})
+	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
+	lead(t, c, 300*time.Millisecond)
+
+	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	var active []string
+	for _, n := range nodes.Items {
+		if ph := state.PhaseOf(&n); ph == state.PhaseTainted || ph == state.PhaseWarming {
+			active = append(active, n.Name)
+		}
+	}
+	assert.LessOrEqual(t, len(active), 1, "maxConcurrent is 1, but tainted/warming: %v", active)
+}
+
+// The entry held back for a failed release is written once a retry of the release succeeds.
+func TestDeferredEntryFollowsTheRelease(t *testing.T) {
+	now := time.Now()
+	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
+			state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-0",
+			state.TaintedAt, state.FormatTime(now.Add(-4*time.Hour)),
+			state.UpgradedAt, state.FormatTime(now.Add(-3*time.Hour))))
+	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	client := withWarmer(timedOut, candidate)
+	failures := 0
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() == "m" && failures < 2 {
+			failures++
+			return true, nil, apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+		}
+		return false, nil, nil
+	})
+	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
+	lead(t, c, 3500*time.Millisecond)
+	m, err := client.CoreV1().Nodes().Get(context.Background(), "m", metav1.GetOptions{})
+	require.NoError(t, err)
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "n", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "", state.PhaseOf(m))
+	assert.Equal(t, state.PhaseTainted, state.PhaseOf(n))
+}

@@ -1,0 +1,64 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// The planner lets a release free a slot of maxConcurrent for an entry of the same plan: when the
+// release fails (a 5xx, a webhook, conflicts to the end), the entry is left to the next cycle,
+// so that the budget holds (design.md rule 1).
+func TestFailedReleaseDoesNotFreeBudget(t *testing.T) {
+	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
+			state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-0",
+			state.TaintedAt, state.FormatTime(t0.Add(-4*time.Hour)),
+			state.UpgradedAt, state.FormatTime(t0.Add(-3*time.Hour)))) // maxWaitForWarm (2h) passed
+	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	client := withWarmer(timedOut, candidate)
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() == "m" {
+			return true, nil, apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+		}
+		return false, nil, nil
+	})
+	cfg := testConfig(t)
+	cfg.MaxConcurrent = intstr.FromInt32(1)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+
+	res, err := e.RunOnce(context.Background())
+	require.Error(t, err, "the release failed")
+	require.Len(t, res.Plan.Actions, 2, "release of m (timeout) and, with the slot it frees, entry of n")
+
+	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	var active []string
+	for _, n := range nodes.Items {
+		if ph := state.PhaseOf(&n); ph == state.PhaseTainted || ph == state.PhaseWarming {
+			active = append(active, n.Name)
+		}
+	}
+	assert.LessOrEqual(t, len(active), 1, "maxConcurrent is 1, but tainted/warming after the cycle: %v (entered: %d)",
+		active, res.Applied[plan.Enter])
+}
