@@ -133,6 +133,12 @@ func run(ctx context.Context) error {
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	b := &bench{log: log, started: time.Now(), opts: o}
+	if o.debugDir != "" {
+		// Its files are written at the end of each scenario: a missing directory would lose them.
+		if err := os.MkdirAll(o.debugDir, 0o755); err != nil {
+			return fmt.Errorf("-debug-dir: %w", err)
+		}
+	}
 
 	bin, err := buildBinary(ctx)
 	if err != nil {
