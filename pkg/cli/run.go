@@ -269,7 +269,8 @@ taints or adopts another node, then releases the nodes and sweeps again until no
 tainted for --settle after the mark: an uninstall never leaves a tainted node behind, even
 while the orchestrator is still running. If it fails after the mark (or is stopped), it removes
 the mark again, so an installation that stays keeps working. Without --uninstall the
-orchestrator keeps working and may taint nodes again at its next cycle.`,
+orchestrator keeps working: it leaves each released node alone for the rest of its current
+maintenance and taints it again at its next one.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if settle < 0 {
