@@ -18,11 +18,13 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -695,8 +697,14 @@ func ahead(w engine.Written, n *corev1.Node) bool {
 	return n.ResourceVersion == w.Before
 }
 
-// logWarnings logs the sources' warnings when they change, not at every reconcile.
+// logWarnings logs the sources' warnings when they change, not at every reconcile. They are
+// compared in order of source, object and message: the informer's store lists the maintenance
+// objects, and so their warnings, in no particular order.
 func (c *Controller) logWarnings(ctx context.Context, ws []sources.Warning) {
+	ws = slices.Clone(ws)
+	slices.SortFunc(ws, func(a, b sources.Warning) int {
+		return cmp.Or(strings.Compare(a.Source, b.Source), strings.Compare(a.Object, b.Object), strings.Compare(a.Message, b.Message))
+	})
 	c.mu.Lock()
 	same := slices.Equal(ws, c.warnings)
 	c.warnings = ws

@@ -1,12 +1,16 @@
 package controller
 
 import (
+	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
@@ -47,4 +51,20 @@ func TestNodeChanged(t *testing.T) {
 			assert.Equal(t, tc.want, nodeChanged(base, n))
 		})
 	}
+}
+
+// The sources' warnings are logged when they change, whatever order the maintenance informer
+// lists their objects in.
+func TestWarningsLoggedOncePerChange(t *testing.T) {
+	var buf tu.LogBuffer
+	c := &Controller{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	a := sources.Warning{Source: "nodeMaintenance", Object: "nm-a", Message: "spec.nodeName is missing"}
+	b := sources.Warning{Source: "nodeMaintenance", Object: "nm-b", Message: "spec.nodeName is not a string"}
+	ctx := context.Background()
+	c.logWarnings(ctx, []sources.Warning{a, b})
+	c.logWarnings(ctx, []sources.Warning{b, a})
+	c.logWarnings(ctx, []sources.Warning{a, b})
+	assert.Equal(t, 2, strings.Count(buf.String(), "\n"), "each warning once: %s", buf.String())
+	c.logWarnings(ctx, []sources.Warning{a})
+	assert.Equal(t, 3, strings.Count(buf.String(), "\n"), "a change is logged again")
 }

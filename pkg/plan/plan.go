@@ -188,7 +188,10 @@ func (p *Planner) Compute(s Snapshot) Plan {
 			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
 				"skipped: phase %q is owned by %q, not this installation (%s)", phase, n.Annotations[state.Owner], p.cfg.Instance)})
 		case phase != state.PhaseTainted && phase != state.PhaseWarming:
-			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf("skipped: unknown phase %q", phase)})
+			// Nothing releases such a node (no timeout applies to a phase we do not know): only
+			// an operator, by fixing the annotation or with cleanup.
+			out.Notes = append(out.Notes, Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
+				"skipped: unknown phase %q; no timeout applies to it: fix the %s annotation or release the node with cleanup", phase, state.Phase)})
 		default:
 			if a, ok := p.planManaged(c, n); ok {
 				out.Actions = append(out.Actions, a)
@@ -212,7 +215,10 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		c.active++
 	}
 	if c.uninstalling {
-		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf("the installation is being uninstalled (DaemonSet %s/%s has %s): no node is tainted or adopted",
+		// At WARN: a mark that outlives its uninstall (one that failed to remove it, a cleanup
+		// --uninstall run by hand) stops the installation for good.
+		out.Notes = append(out.Notes, Note{Warning: true, Message: fmt.Sprintf(
+			"the installation is being uninstalled (DaemonSet %s/%s has %s): no node is tainted or adopted; if it is not, remove the annotation",
 			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName, state.Uninstalling)})
 	}
 	if c.warmerMissing && (len(candidates) > 0 || c.managed > 0) {
@@ -363,21 +369,19 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 	return nil, !p.releasedFor(n, active)
 }
 
-// releasedFor reports whether the node was already released for one of these maintenances:
-// one whose identity is among those recorded on the node (an object's UID; a presence source's
-// name, while the node never left that set).
+// releasedFor reports whether the node was already released for these maintenances: whether
+// every one of them is among the identities recorded on the node (an object's UID; a presence
+// source's name, while the node never left that set). A maintenance that is not is a new one,
+// such as a second NodeMaintenance created while the one the node was released for remains.
 func (p *Planner) releasedFor(n *corev1.Node, active []Maintenance) bool {
 	recorded := recordedIDs(n)
 	_, ended := n.Annotations[state.MaintenanceEnded]
 	for _, m := range active {
-		if !slices.Contains(recorded, m.ID) {
-			continue
-		}
-		if m.Source == SourceNodeMaintenance || !ended {
-			return true
+		if !slices.Contains(recorded, m.ID) || (m.Source != SourceNodeMaintenance && ended) {
+			return false
 		}
 	}
-	return false
+	return len(active) > 0
 }
 
 // recordedIDs are the maintenance identities recorded on the node (maintenance-id: one, or
@@ -499,6 +503,9 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 		if a, changed := p.replaceChanged(n, ours); changed {
 			return a, true
 		}
+		if a, ok := p.restoreStatusLabel(n); ok {
+			return a, true
+		}
 	}
 	if state.PhaseOf(n) == state.PhaseTainted {
 		return p.planTainted(c, n)
@@ -507,9 +514,11 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 }
 
 // ourTaint is the taint this installation put on a managed node: the one recorded on it, else
-// (a node managed before taints were recorded) the configured one.
+// (a node managed before taints were recorded, or a record naming a taint of Kubernetes' own,
+// such as node.kubernetes.io/unschedulable, which only a hand edit can have put there) the
+// configured one.
 func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
-	if t, ok := state.RecordedTaint(n); ok {
+	if t, ok := state.RecordedTaint(n); ok && (!reservedKey(t.Key) || t.Key == p.cfg.Taint.Key) {
 		return t
 	}
 	return p.taint()
@@ -517,13 +526,49 @@ func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
 
 // ourStatusLabel is the key of the status label this installation put on a managed node: the one
 // recorded on it, else (a node managed before the key was recorded, a record that is not a label
-// key, or a record naming a label the configuration reads for something else, such as a pool
-// selector key, which no swap or release may remove) the configured one.
+// key, a record naming a label the configuration reads for something else, such as a pool
+// selector key, or one of Kubernetes' own, such as kubernetes.io/hostname: none of which a swap
+// or release may remove) the configured one.
 func (p *Planner) ourStatusLabel(n *corev1.Node) string {
-	if k, ok := state.RecordedStatusLabel(n); ok && !p.otherKeys[k] {
+	if k, ok := state.RecordedStatusLabel(n); ok && !p.otherKeys[k] && (!reservedKey(k) || k == p.cfg.StatusLabel.Key) {
 		return k
 	}
 	return p.cfg.StatusLabel.Key
+}
+
+// reservedKey reports whether a label or taint key is in a namespace Kubernetes keeps for its own
+// components (kubernetes.io, k8s.io and their subdomains): the kubelet's and the node
+// controller's labels and taints. A record of ours naming one was edited by hand.
+func reservedKey(key string) bool {
+	prefix, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return false
+	}
+	for _, d := range []string{"kubernetes.io", "k8s.io"} {
+		if prefix == d || strings.HasSuffix(prefix, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// restoreStatusLabel puts back the status label of a managed node that lost it (removed by
+// hand, or by a tool that rewrites labels): the warmer DaemonSet follows that label, so without
+// it no warmer pod would come and the node would wait for its timeout, then open cold. A value
+// changed by hand stays, as in replaceChanged. Removing the taint, not the label, releases a node.
+func (p *Planner) restoreStatusLabel(n *corev1.Node) (Action, bool) {
+	key := p.cfg.StatusLabel.Key
+	if _, ok := n.Labels[key]; ok {
+		return Action{}, false
+	}
+	value := p.statusValue(n)
+	msg := fmt.Sprintf("status label %s was removed while the node is %s: set to %s again, so that the warmer runs here (remove the taint %s to release the node)",
+		key, state.PhaseOf(n), value, p.ourTaint(n).Key)
+	return Action{
+		Node: n.Name, Type: Record, Reason: "repaired", Message: msg,
+		Change: Change{Labels: map[string]*string{key: ptr(value)}},
+		Events: []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmStateRepaired", Message: msg}},
+	}, true
 }
 
 // statusValue is the status label value a managed node's phase calls for.

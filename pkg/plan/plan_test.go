@@ -157,6 +157,19 @@ func TestTransitions(t *testing.T) {
 			want:  []want{{"a", plan.Enter, plan.SourceNodeMaintenance}},
 		},
 		{
+			name:  "enter: again for a new maintenance object while the one it was released from remains",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "uid-nm-a", state.ReleaseReason, "warm"))},
+			maint: map[string][]plan.Maintenance{"a": append(nm("a"), plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: "uid-nm-b", Object: "nm-b"})},
+			want:  []want{{"a", plan.Enter, plan.SourceNodeMaintenance}},
+		},
+		{
+			name: "enter: not again while every maintenance it was released from remains",
+			cfg:  func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true },
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.Cordoned(),
+				tu.WithAnnotations(state.MaintenanceID, "uid-nm-a,"+plan.SourceCordoned, state.ReleaseReason, "warm"))},
+			maint: map[string][]plan.Maintenance{"a": append(nm("a"), plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned})},
+		},
+		{
 			name: "enter: not again while still cordoned after release",
 			cfg:  func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true },
 			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.Cordoned(),
@@ -175,6 +188,16 @@ func TestTransitions(t *testing.T) {
 			name:  "released node that left its cordon is marked so the next cordon is new",
 			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, "warm"))},
 			want:  []want{{"a", plan.Record, "maintenance-ended"}},
+		},
+		{
+			name: "tainted node whose status label was removed by hand gets it back",
+			nodes: []*corev1.Node{func() *corev1.Node {
+				n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+				delete(n.Labels, labelKey)
+				return n
+			}()},
+			maint: map[string][]plan.Maintenance{"a": nm("a")},
+			want:  []want{{"a", plan.Record, "repaired"}},
 		},
 		{
 			name:  "adopt: pool node that joined with our taint becomes warming",
@@ -1166,6 +1189,7 @@ func TestUninstallingTaintsNothing(t *testing.T) {
 	assert.Equal(t, []want{{"warm", plan.Release, state.ReasonWarm}}, summarize(got))
 	require.NotEmpty(t, got.Notes)
 	assert.Contains(t, got.Notes[len(got.Notes)-1].Message, "being uninstalled")
+	assert.True(t, got.Notes[len(got.Notes)-1].Warning, "a mark that outlived its uninstall stops the installation: WARN")
 
 	p, err := plan.New(cfg)
 	require.NoError(t, err)
@@ -1231,15 +1255,16 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 			assert.Equal(t, cfg.Taint.Key, a.Change.AddTaint.Key)
 		}
 		if rm := a.Change.RemoveTaint; rm != nil {
-			// The configured taint, or the one this installation recorded on its node.
+			// The configured taint, or the one this installation recorded on its node, never
+			// one of Kubernetes' own.
 			recorded, ok := state.RecordedTaint(n)
-			if ok && p.Owns(n) {
-				assert.Equal(t, []string{recorded.Key, string(recorded.Effect)}, []string{rm.Key, string(rm.Effect)})
-			} else {
+			if !ok || !p.Owns(n) || recorded.Key != rm.Key || recorded.Effect != rm.Effect {
 				assert.Equal(t, []string{cfg.Taint.Key, string(cfg.Taint.Effect)}, []string{rm.Key, string(rm.Effect)})
 			}
+			assert.False(t, kubernetesKey(rm.Key) && rm.Key != cfg.Taint.Key, "removes Kubernetes' taint %s", rm.Key)
 		}
 		for k, v := range a.Change.Labels {
+			assert.False(t, kubernetesKey(k) && k != cfg.StatusLabel.Key, "writes Kubernetes' label %s", k)
 			// The configured status label, or (removed only) the key this installation recorded
 			// on its node.
 			if recorded, ok := state.RecordedStatusLabel(n); ok && p.Owns(n) && k == recorded && v == nil && !cfg.ReadLabelKeys()[k] {
@@ -1261,6 +1286,12 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 }
 
 func ptr(s string) *string { return &s }
+
+// kubernetesKey reports whether a label or taint key is in Kubernetes' own namespaces.
+func kubernetesKey(key string) bool {
+	prefix, _, _ := strings.Cut(key, "/")
+	return strings.HasSuffix("."+prefix, ".kubernetes.io") || strings.HasSuffix("."+prefix, ".k8s.io")
+}
 
 // status: each node's phase as an operator reads it; idle pool nodes only with all.
 func TestDescribePhases(t *testing.T) {
@@ -1391,4 +1422,64 @@ func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
 	again := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"a": {cordon}})), "a")
 	assert.Equal(t, plan.Enter, again.Type)
 	assert.Equal(t, ptr("cordoned"), again.Change.Annotations[state.MaintenanceID])
+}
+
+// A node of ours in a phase the planner does not know is left alone, and since no timeout
+// releases it, the note about it asks for an operator (WARN); another installation's nodes are
+// skipped quietly.
+func TestUnknownPhaseIsAWarningNote(t *testing.T) {
+	cfg := testConfig(t)
+	odd := tu.Node("odd", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	odd.Annotations[state.Phase] = "bogus"
+	foreign := tu.Node("foreign", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	foreign.Annotations[state.Owner] = "other/release"
+	got := compute(t, cfg, snapshot(t0.Add(100*time.Hour), []*corev1.Node{odd, foreign}, nil))
+	assert.Empty(t, got.Actions, "neither is written, whatever their timestamps")
+	warnings := map[string]bool{}
+	for _, n := range got.Notes {
+		warnings[n.Node] = n.Warning
+	}
+	assert.Equal(t, map[string]bool{"odd": true, "foreign": false}, warnings)
+}
+
+// The status label a managed node lost is put back with the value its phase calls for (the
+// warmer DaemonSet follows it), with a Warning Event; a value set by hand is left alone.
+func TestStatusLabelRestored(t *testing.T) {
+	cfg := testConfig(t)
+	warming := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	delete(warming.Labels, labelKey)
+	byHand := tu.Node("b", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	byHand.Labels[labelKey] = "held"
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{warming, byHand}, nil))
+	require.Len(t, got.Actions, 1, "%+v", summarize(got))
+	a := got.Actions[0]
+	assert.Equal(t, want{"a", plan.Record, "repaired"}, want{a.Node, a.Type, a.Reason})
+	assert.Equal(t, map[string]*string{labelKey: ptr("warming")}, a.Change.Labels)
+	require.Len(t, a.Events, 1)
+	assert.Equal(t, "PrewarmStateRepaired", a.Events[0].Reason)
+}
+
+// The taint and status-label records on a node are the orchestrator's own, but a hand edit can
+// make them name Kubernetes' taints and labels: those are never swapped out or removed.
+func TestRecordsNamingKubernetesKeysAreIgnored(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), tu.Cordoned(),
+		tu.WithTaint("node.kubernetes.io/unschedulable", "", corev1.TaintEffectNoSchedule),
+		tu.WithLabels("kubernetes.io/hostname", "a"))
+	n.Annotations[state.Taint] = "node.kubernetes.io/unschedulable:NoSchedule"
+	n.Annotations[state.StatusLabel] = "kubernetes.io/hostname"
+	maint := map[string][]plan.Maintenance{"a": nm("a")}
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+	assert.Empty(t, got.Actions, "the node carries the configured taint and label: nothing to swap")
+
+	// Released (its warmer pod Ready): the configured taint and label go, Kubernetes' stay.
+	got = compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint, tu.Pod(ds, "a", "new", tu.Ready())))
+	require.Len(t, got.Actions, 1)
+	a := got.Actions[0]
+	assert.Equal(t, plan.Release, a.Type)
+	require.NotNil(t, a.Change.RemoveTaint)
+	assert.Equal(t, taintKey, a.Change.RemoveTaint.Key)
+	for k, v := range a.Change.Labels {
+		assert.False(t, v == nil && k != labelKey, "removes label %s", k)
+	}
 }
