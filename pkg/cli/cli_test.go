@@ -2,8 +2,11 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +17,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 
@@ -139,6 +145,14 @@ func TestRunWatchUsageErrors(t *testing.T) {
 		{"listen port not a number", []string{"run", "--listen", ":http"}, `--listen ":http"`},
 		{"listen port out of range", []string{"run", "--listen", "127.0.0.1:65536"}, `--listen "127.0.0.1:65536"`},
 		{"listen without a port", []string{"run", "--listen", "127.0.0.1:"}, `--listen "127.0.0.1:"`},
+		// The API server would refuse to create the Lease: the process would run, answer /healthz
+		// and /readyz, and never lead.
+		{"lease name not a DNS subdomain", []string{"run", "--leader-elect-name", "Bad_Name"}, `--leader-elect-name "Bad_Name": not a valid Lease name`},
+		{"lease name too long", []string{"run", "--leader-elect-name", strings.Repeat("a", 254)}, `--leader-elect-name "` + strings.Repeat("a", 254) + `": not a valid Lease name: must be no more than 253 characters`},
+		{"lease name ends with a dash", []string{"run", "--leader-elect-name=orchestrator-"}, `--leader-elect-name "orchestrator-"`},
+		{"lease namespace not a DNS label", []string{"run", "--leader-elect-namespace", "ops.team"}, `--leader-elect-namespace "ops.team": not a valid namespace name`},
+		{"lease namespace in upper case", []string{"run", "--leader-elect-namespace", "Ops"}, `--leader-elect-namespace "Ops"`},
+		{"lease namespace too long", []string{"run", "--leader-elect-namespace", strings.Repeat("n", 64)}, "must be no more than 63 characters"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +161,25 @@ func TestRunWatchUsageErrors(t *testing.T) {
 			assert.Equal(t, ExitConfig, ExitCode(err))
 			assert.Contains(t, err.Error(), tc.want)
 		})
+	}
+}
+
+// Valid Lease names and namespaces pass the flag checks: the error is the missing kubeconfig.
+func TestRunWatchAcceptsLeaseNames(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(good, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	none := filepath.Join(t.TempDir(), "none")
+	for _, args := range [][]string{
+		{"--leader-elect-name", "image-prewarmer-orchestrator", "--leader-elect-namespace", "image-prewarmer"},
+		{"--leader-elect-name", "orchestrator.v2", "--leader-elect-namespace", "a"},
+		{"--leader-elect-name", strings.Repeat("a", 253), "--leader-elect-namespace", strings.Repeat("n", 63)},
+		// Without leader election the Lease flags are not used.
+		{"--leader-elect=false", "--leader-elect-name", "Bad_Name"},
+	} {
+		_, _, err := execute(t, append(append([]string{"run"}, args...), "--config", good, "--kubeconfig", none)...)
+		require.Error(t, err, args)
+		assert.NotContains(t, err.Error(), "--leader-elect", args)
+		assert.Contains(t, err.Error(), none, args)
 	}
 }
 
@@ -391,4 +424,146 @@ func TestGlobalFlagsInHelp(t *testing.T) {
 	root.SetArgs([]string{"version", "--kubeconfig", "/nope", "-v", "1"})
 	require.NoError(t, root.Execute())
 	assert.Contains(t, out.String(), "prewarm-orchestrator ")
+}
+
+// client.timeout bounds each API request but not the informers' watches (as an http.Client
+// timeout it would end every watch after client.timeout, and the informers re-open them that
+// often). A stand-in API server holds each watch open for several timeouts and each list until the
+// client goes away, and records whether the client cut the request.
+func TestClientTimeoutSparesWatches(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	const watchFor = 5 * timeout // the server ends each watch after this
+	type served struct {
+		path  string
+		watch bool
+		cut   bool // the client went away before the server answered in full
+	}
+	results := make(chan served, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		watch := r.URL.Query().Get("watch") == "true"
+		hold := 25 * timeout // a list: until the client gives up
+		if watch {
+			hold = watchFor
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			results <- served{r.URL.Path, watch, true}
+		case <-time.After(hold):
+			results <- served{r.URL.Path, watch, false}
+		}
+	}))
+	defer srv.Close()
+
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "`+srv.URL+`"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+	cfg := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n"+
+		"pool: {nodeSelector: {a: b}}\nclient: {timeout: "+timeout.String()+"}\n"), 0o600))
+	wire := func(t *testing.T, eventDriven bool) *wiring {
+		t.Helper()
+		o := &globalOptions{configPath: cfg, kubeconfig: kubeconfig, logFormat: "text", stdout: io.Discard, stderr: io.Discard}
+		w, err := o.wire(false, nil, eventDriven)
+		require.NoError(t, err)
+		return w
+	}
+	gvr := schema.GroupVersionResource{Group: "nodemaintenance.medik8s.io", Version: "v1beta1", Resource: "nodemaintenances"}
+	next := func(t *testing.T) served {
+		t.Helper()
+		select {
+		case s := <-results:
+			return s
+		case <-time.After(15 * time.Second):
+			t.Fatal("the server saw no request end")
+			return served{}
+		}
+	}
+	// watched opens a watch and returns how it ended on the server.
+	watched := func(t *testing.T, open func(context.Context) (watch.Interface, error)) served {
+		t.Helper()
+		wi, err := open(context.Background())
+		require.NoError(t, err)
+		defer wi.Stop()
+		return next(t)
+	}
+	// listed makes a list call, which the server never answers, and returns how it ended there.
+	listed := func(t *testing.T, list func(context.Context) error) served {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.Error(t, list(ctx), "cut by client.timeout")
+		require.NoError(t, ctx.Err(), "by client.timeout, not by the test's deadline")
+		return next(t)
+	}
+
+	t.Run("event-driven", func(t *testing.T) {
+		w := wire(t, true)
+		require.NotNil(t, w.watchDynamic)
+		s := watched(t, func(ctx context.Context) (watch.Interface, error) {
+			return w.watches.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+		})
+		assert.Equal(t, served{"/api/v1/nodes", true, false}, s, "the informers' watches outlive client.timeout")
+		s = watched(t, func(ctx context.Context) (watch.Interface, error) {
+			return w.watchDynamic.Resource(gvr).Watch(ctx, metav1.ListOptions{})
+		})
+		assert.Equal(t, served{"/apis/nodemaintenance.medik8s.io/v1beta1/nodemaintenances", true, false}, s,
+			"so does the nodeMaintenance informer's")
+
+		// Every other request keeps client.timeout, the informers' lists included.
+		for name, list := range map[string]func(context.Context) error{
+			"informers' list": func(ctx context.Context) error {
+				_, err := w.watches.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+				return err
+			},
+			"nodeMaintenance informer's list": func(ctx context.Context) error {
+				_, err := w.watchDynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+				return err
+			},
+			"engine's list": func(ctx context.Context) error {
+				_, err := w.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+				return err
+			},
+			"engine's nodeMaintenance list": func(ctx context.Context) error {
+				_, err := w.dynamic.Resource(gvr).List(ctx, metav1.ListOptions{})
+				return err
+			},
+		} {
+			s := listed(t, list)
+			assert.True(t, s.cut && !s.watch, "%s: %+v", name, s)
+		}
+	})
+
+	t.Run("one-shot", func(t *testing.T) {
+		w := wire(t, false)
+		assert.Nil(t, w.watchDynamic, "no informer")
+		s := listed(t, func(ctx context.Context) error {
+			_, err := w.dynamic.Resource(gvr).List(ctx, metav1.ListOptions{})
+			return err
+		})
+		assert.True(t, s.cut, "run --once's nodeMaintenance list keeps client.timeout: %+v", s)
+		s = listed(t, func(ctx context.Context) error {
+			_, err := w.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			return err
+		})
+		assert.True(t, s.cut, "so do its node lists: %+v", s)
+	})
+}
+
+func TestIsWatch(t *testing.T) {
+	for q, want := range map[string]bool{
+		"": false, "watch=false": false, "watch=0": false, "watch=FALSE": false, "limit=500": false,
+		"watch=true": true, "watch=1": true, "watch=True&resourceVersion=5": true, "watch=": true,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/nodes?"+q, nil)
+		assert.Equal(t, want, isWatch(req), q)
+	}
 }

@@ -2,12 +2,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,10 +231,15 @@ type wiring struct {
 	rest   *rest.Config
 	cfg    *config.Config
 	client kubernetes.Interface
-	// watches is the informers' client: own rate limiter, own connection.
+	// watches is the informers' client: own rate limiter, own connection, watches not cut by
+	// client.timeout (forWatches).
 	watches kubernetes.Interface
+	// dynamic reads the nodeMaintenance resource for the engine (nil when that source is off).
 	dynamic dynamic.Interface
-	engine  *engine.Engine
+	// watchDynamic is the nodeMaintenance informer's client, as watches is the others'
+	// (event-driven mode with that source on; nil otherwise).
+	watchDynamic dynamic.Interface
+	engine       *engine.Engine
 }
 
 // wire loads the configuration and builds the clients and the engine. With m, API errors and
@@ -255,11 +262,16 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if m != nil {
 		rc.Wrap(m.WrapTransport)
 	}
-	var dyn dynamic.Interface
+	var dyn, watchDyn dynamic.Interface
 	if cfg.Maintenance.NodeMaintenance.Enabled {
 		// Custom resources are JSON only.
 		if dyn, err = dynamic.NewForConfig(rest.CopyConfig(rc)); err != nil {
 			return nil, fmt.Errorf("creating dynamic client: %w", err)
+		}
+		if eventDriven {
+			if watchDyn, err = dynamic.NewForConfig(forWatches(rc)); err != nil {
+				return nil, fmt.Errorf("creating dynamic watch client: %w", err)
+			}
 		}
 	}
 	// Built-in types in protobuf: smaller responses, and decoding a 5,000-node list allocates far less.
@@ -286,7 +298,7 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 		return nil, fmt.Errorf("creating events client: %w", err)
 	}
 	// So do the informers' lists and watches (event-driven mode).
-	watches, err := kubernetes.NewForConfig(ownConnection(rc))
+	watches, err := kubernetes.NewForConfig(forWatches(rc))
 	if err != nil {
 		return nil, fmt.Errorf("creating watch client: %w", err)
 	}
@@ -297,7 +309,7 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	return &wiring{log: log, rest: rc, cfg: cfg, client: client, watches: watches, dynamic: dyn, engine: e}, nil
+	return &wiring{log: log, rest: rc, cfg: cfg, client: client, watches: watches, dynamic: dyn, watchDynamic: watchDyn, engine: e}, nil
 }
 
 // ownConnection returns a copy of rc whose clients get a connection of their own. client-go
@@ -309,6 +321,72 @@ func ownConnection(rc *rest.Config) *rest.Config {
 	c := rest.CopyConfig(rc)
 	c.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	return c
+}
+
+// forWatches returns a copy of rc for the informers' clients: a connection of their own
+// (ownConnection), and client.timeout on every request but the watches. rc.Timeout is an
+// http.Client timeout, which also ends a watch after client.timeout: every informer would re-open
+// its watch that often (with client-go's "unable to cancel request" in the log each time). A watch
+// is bounded already: the reflector asks the API server to end it after 5 to 10 minutes
+// (timeoutSeconds) and opens the next.
+func forWatches(rc *rest.Config) *rest.Config {
+	c := ownConnection(rc)
+	if d := c.Timeout; d > 0 {
+		c.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &timeoutExceptWatches{rt: rt, timeout: d} })
+		c.Timeout = 0
+	}
+	return c
+}
+
+// timeoutExceptWatches bounds each request but a watch as an http.Client timeout would: from
+// sending the request until its response body is closed.
+type timeoutExceptWatches struct {
+	rt      http.RoundTripper
+	timeout time.Duration
+}
+
+func (t *timeoutExceptWatches) RoundTrip(req *http.Request) (*http.Response, error) {
+	if isWatch(req) {
+		return t.rt.RoundTrip(req)
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
+	resp, err := t.rt.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// WrappedRoundTripper lets client-go's utilities (k8s.io/apimachinery/pkg/util/net) reach the
+// transport underneath.
+func (t *timeoutExceptWatches) WrappedRoundTripper() http.RoundTripper { return t.rt }
+
+// isWatch reports whether req is a watch as the API server reads it: a watch parameter other
+// than false or 0.
+func isWatch(req *http.Request) bool {
+	v, ok := req.URL.Query()["watch"]
+	if !ok || len(v) == 0 {
+		return false
+	}
+	switch strings.ToLower(v[0]) {
+	case "false", "0":
+		return false
+	}
+	return true
+}
+
+// cancelOnClose ends a request's context when its response body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // reporter names this process in Events: the pod name when running in a pod.

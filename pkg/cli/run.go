@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 
@@ -206,7 +207,7 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		"resync", ro.resync.String(), "dryRun", o.dryRun)
 	err = controller.Run(ctx, controller.RunOptions{
 		Options: controller.Options{
-			Config: w.cfg, Client: w.client, WatchClient: w.watches, Dynamic: w.dynamic, Engine: w.engine,
+			Config: w.cfg, Client: w.client, WatchClient: w.watches, Dynamic: w.watchDynamic, Engine: w.engine,
 			Logger: w.log, Metrics: m, Resync: ro.resync,
 		},
 		LeaderElection: le,
@@ -220,10 +221,22 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	return nil
 }
 
-// validateLeaderElection checks the Lease timings as client-go would, but before anything
-// starts and naming the flags: lease duration > renew deadline > 1.2 x retry period (its jitter),
+// validateLeaderElection checks the Lease flags before anything starts, naming the flag: the name
+// a DNS-1123 subdomain and the namespace a DNS-1123 label, as the API server requires (it would
+// refuse to create the Lease, and the process would retry forever without leading), and the
+// timings as client-go would: lease duration > renew deadline > 1.2 x retry period (its jitter),
 // all positive.
 func (ro *runOptions) validateLeaderElection() error {
+	if ro.leaseName != "" {
+		if msgs := validation.IsDNS1123Subdomain(ro.leaseName); len(msgs) > 0 {
+			return fmt.Errorf("--leader-elect-name %q: not a valid Lease name: %s", ro.leaseName, strings.Join(msgs, "; "))
+		}
+	}
+	if ro.leaseNS != "" {
+		if msgs := validation.IsDNS1123Label(ro.leaseNS); len(msgs) > 0 {
+			return fmt.Errorf("--leader-elect-namespace %q: not a valid namespace name: %s", ro.leaseNS, strings.Join(msgs, "; "))
+		}
+	}
 	for _, f := range []struct {
 		name string
 		d    time.Duration
