@@ -246,32 +246,3 @@ func TestNodeLabelSelectorMatchesLabelsParse(t *testing.T) {
 		mustRender(t, minimal(t, "maintenance: {nodeLabel: {enabled: false, selector: 'a in b'}}"))
 	})
 }
-
-// schedule: what a Kubernetes CronJob accepts (robfig/cron ParseStandard, no TZ), refused at
-// install instead of by the API server after other objects were created.
-func TestSchedule(t *testing.T) {
-	for _, s := range []string{
-		"0 * * * *", "*/15 2-4 * JAN-MAR MON-FRI", "*/7 * * * *", "0,30 8-18/2 1,15 * 1-5",
-		"5 4 * * sun", "0 0 1 jan,jul ?", "0 0 ? * *", "30 2 * * 0", "5/10 * * * *", "  0 * * * *  ",
-		"0\t*\t*\t*\t*", "0  *   * * *",
-		"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly",
-		"@every 1h", "@every 90s", "@every 1h30m", "@every 1.5h",
-	} {
-		t.Run("valid "+s, func(t *testing.T) {
-			mustRender(t, minimal(t, fmt.Sprintf("schedule: %q", s)))
-		})
-	}
-	for _, s := range []string{
-		"every hour", "hourly", "@reboot", "@every", "@every 1 hour", "@every -1h", "@every  1h",
-		"@daily ", " @daily", "@Daily", "* * * *", "* * * * * *", "0 0 * * * 2026",
-		"TZ=UTC 0 * * * *", "CRON_TZ=Europe/Paris 0 * * * *", "TZ=UTC @daily",
-		"0 * * * MON-", "0 * * * */", "0 * * * 1,", "0 * * * ,1", "0 * * * MONDAY", "0 * * * #1",
-		"0 * * * 5L", "-1 * * * *", "0 * * * *\n0 1 * * *",
-	} {
-		t.Run("invalid "+s, func(t *testing.T) {
-			_, err := render(t, minimal(t, fmt.Sprintf("schedule: %q", s)))
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), "/schedule")
-		})
-	}
-}

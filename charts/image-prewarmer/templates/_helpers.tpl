@@ -175,6 +175,25 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- if and .Values.maintenance.nodeLabel.enabled (not (trim .Values.maintenance.nodeLabel.selector)) }}
 {{- fail "maintenance.nodeLabel.selector is required when maintenance.nodeLabel.enabled is true" }}
 {{- end }}
+{{- if not (hasPrefix "@" .Values.schedule) }}
+{{- /* The schema checks each field's values; that a range a-b does not start after its end (the API
+server refuses 22-2) is beyond a regular expression. */}}
+{{- $names := list (dict) (dict) (dict) (dict "jan" 1 "feb" 2 "mar" 3 "apr" 4 "may" 5 "jun" 6 "jul" 7 "aug" 8 "sep" 9 "oct" 10 "nov" 11 "dec" 12) (dict "sun" 0 "mon" 1 "tue" 2 "wed" 3 "thu" 4 "fri" 5 "sat" 6) }}
+{{- $fields := list "minute" "hour" "day-of-month" "month" "day-of-week" }}
+{{- range $i, $field := regexSplit "[ \t]+" $.Values.schedule -1 }}
+{{- range splitList "," $field }}
+{{- $ends := splitList "-" (first (splitList "/" .)) }}
+{{- if eq (len $ends) 2 }}
+{{- $m := index $names $i }}
+{{- $start := ternary (get $m (lower (first $ends))) (atoi (first $ends)) (hasKey $m (lower (first $ends))) }}
+{{- $end := ternary (get $m (lower (last $ends))) (atoi (last $ends)) (hasKey $m (lower (last $ends))) }}
+{{- if gt $start $end }}
+{{- fail (printf "schedule %q: the range %s-%s of the %s field starts after its end (to wrap around, list two ranges such as 22-23,0-2)" $.Values.schedule (first $ends) (last $ends) (index $fields $i)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.maintenance.nodeLabel.enabled }}
 {{- /* The schema checks the selector's grammar; a DNS prefix's length (at most 253) is beyond a regular expression. */}}
 {{- range regexFindAll "[^ \t\r\n!=,()<>]+/" .Values.maintenance.nodeLabel.selector -1 }}
