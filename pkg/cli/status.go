@@ -55,7 +55,7 @@ when piped.`,
 			if !so.watch {
 				return printStatusOnce(cmd.Context(), o.stdout, e, so)
 			}
-			return watchStatus(cmd.Context(), o.stdout, e, so)
+			return watchStatus(cmd.Context(), o.stdout, o.stderr, e, so)
 		},
 	}
 	f := cmd.Flags()
@@ -82,7 +82,11 @@ func printStatusOnce(ctx context.Context, w io.Writer, e *engine.Engine, so *sta
 	return renderStatus(w, st, so.output)
 }
 
-func watchStatus(ctx context.Context, w io.Writer, e *engine.Engine, so *statusOptions) error {
+// watchStatus redraws the status every interval on a terminal; piped, it prints one block per
+// interval: tables separated by a blank line, YAML documents by ---, JSON values one after the
+// other. A failed read is a line on the table's output, and on stderr in the machine formats, so
+// that their stream stays readable.
+func watchStatus(ctx context.Context, w, errw io.Writer, e *engine.Engine, so *statusOptions) error {
 	f, isFile := w.(*os.File)
 	tty := isFile && term.IsTerminal(int(f.Fd()))
 	ticker := time.NewTicker(so.interval)
@@ -93,10 +97,18 @@ func watchStatus(ctx context.Context, w io.Writer, e *engine.Engine, so *statusO
 			return nil
 		}
 		var buf strings.Builder
-		if err != nil {
+		switch {
+		case err != nil && so.output != "table" && !tty:
+			fmt.Fprintf(errw, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+		case err != nil:
 			fmt.Fprintf(&buf, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
-		} else if rerr := renderStatus(&buf, st, so.output); rerr != nil {
-			return rerr
+		default:
+			if so.output == "yaml" && !tty {
+				buf.WriteString("---\n")
+			}
+			if rerr := renderStatus(&buf, st, so.output); rerr != nil {
+				return rerr
+			}
 		}
 		if tty {
 			// Home the cursor, draw, clear what the previous frame left below.

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	yamlv3 "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -447,6 +448,14 @@ func (c *Config) validateTaintAndLabel() field.ErrorList {
 	for _, msg := range validation.IsQualifiedName(c.Taint.Key) {
 		errs = append(errs, field.Invalid(tp.Child("key"), c.Taint.Key, msg))
 	}
+	for _, prefix := range []string{"node.kubernetes.io/", "node.cloudprovider.kubernetes.io/"} {
+		if strings.HasPrefix(c.Taint.Key, prefix) {
+			// The node lifecycle and cloud node controllers keep these taints in step with the
+			// node's state: ours would be removed within seconds, and the node released as if by
+			// an operator.
+			errs = append(errs, field.Invalid(tp.Child("key"), c.Taint.Key, "taints under "+prefix+" are kept by Kubernetes' node controllers, which would remove it"))
+		}
+	}
 	for _, msg := range validation.IsValidLabelValue(c.Taint.Value) {
 		errs = append(errs, field.Invalid(tp.Child("value"), c.Taint.Value, msg))
 	}
@@ -462,6 +471,16 @@ func (c *Config) validateTaintAndLabel() field.ErrorList {
 	}
 	if _, inPool := c.Pool.NodeSelector[c.StatusLabel.Key]; inPool {
 		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must not be one of the pool's selector labels"))
+	}
+	if sel := c.NodeLabelSelector(); sel != nil {
+		// Entering a node sets this label: a maintenance read from it would end there.
+		reqs, _ := sel.Requirements()
+		for _, r := range reqs {
+			if r.Key() == c.StatusLabel.Key {
+				errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must not be a label maintenance.nodeLabel.selector reads"))
+				break
+			}
+		}
 	}
 	if c.StatusLabel.Key == c.Upgrade.KernelVersionLabel && c.StatusLabel.Key != "" {
 		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must differ from upgrade.kernelVersionLabel"))
@@ -490,6 +509,8 @@ func (c *Config) validateUpgrade() field.ErrorList {
 		switch {
 		case strings.TrimSpace(v) == "":
 			errs = append(errs, field.Invalid(p, v, "must not be empty"))
+		case strings.ContainsFunc(v, unicode.IsSpace):
+			errs = append(errs, field.Invalid(p, v, "must not contain whitespace (a kernel version, as uname -r prints it, has none)"))
 		case seen[v]:
 			errs = append(errs, field.Duplicate(p, v))
 		}

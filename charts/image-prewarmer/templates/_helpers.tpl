@@ -195,6 +195,13 @@ server refuses 22-2) is beyond a regular expression. */}}
 {{- end }}
 {{- end }}
 {{- if .Values.maintenance.nodeLabel.enabled }}
+{{- /* Entering a node sets the status label: a maintenance read from it would end there. The keys are
+what each requirement (split on commas outside the parentheses of in/notin) starts with. */}}
+{{- range splitList "," (regexReplaceAll "\\([^)]*\\)" .Values.maintenance.nodeLabel.selector "") }}
+{{- if eq (regexFind "^[^!=<> \t]+" (trim (trimPrefix "!" (trim .)))) $.Values.statusLabel.key }}
+{{- fail (printf "statusLabel.key %q must not be a label maintenance.nodeLabel.selector reads" $.Values.statusLabel.key) }}
+{{- end }}
+{{- end }}
 {{- /* The schema checks the selector's grammar; a DNS prefix's length (at most 253) is beyond a regular expression. */}}
 {{- range regexFindAll "[^ \t\r\n!=,()<>]+/" .Values.maintenance.nodeLabel.selector -1 }}
 {{- if gt (len .) 254 }}
