@@ -287,6 +287,8 @@ func TestConfigDefaultsMatchTheOrchestrator(t *testing.T) {
 
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	read := []string{"get", "list", "watch"}
+	// What informers and lists need: nothing reads these objects one by one.
+	watchOnly := []string{"list", "watch"}
 	cases := []struct {
 		name        string
 		extra       string
@@ -299,7 +301,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			name: "defaults",
 			clusterRole: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
-				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: read},
+				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: watchOnly},
 			},
 			eventsNS: "default",
 		},
@@ -308,7 +310,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			extra: "{maintenance: {nodeMaintenance: {group: upgrades.example.com, resource: drains}}, events: {namespace: ops}}",
 			clusterRole: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
-				{APIGroups: []string{"upgrades.example.com"}, Resources: []string{"drains"}, Verbs: read},
+				{APIGroups: []string{"upgrades.example.com"}, Resources: []string{"drains"}, Verbs: watchOnly},
 			},
 			eventsNS: "ops",
 		},
@@ -317,7 +319,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			extra: "orchestrator: {mode: deployment}",
 			clusterRole: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
-				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: read},
+				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: watchOnly},
 			},
 			eventsNS: "default",
 			lease:    true,
@@ -354,20 +356,24 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			require.Contains(t, byNS, "events")
 			assert.Equal(t, releaseNS, byNS["release"].Namespace)
 			releaseRules := []rbacv1.PolicyRule{
-				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "controllerrevisions"}, Verbs: read},
+				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: read},
+				{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: watchOnly},
 				// The uninstall hook marks this release's own warmer DaemonSet, and no other.
 				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{find[*appsv1.DaemonSet](t, r, "").Name}, Verbs: []string{"patch"}},
-				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: read},
+				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: watchOnly},
 			}
 			if tc.lease {
-				// client-go's LeaseLock: get, create, update; no list, watch or delete.
-				releaseRules = append(releaseRules, rbacv1.PolicyRule{
-					APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}})
+				// client-go's LeaseLock: get and update the Lease --leader-elect-name names, and
+				// create it (a verb that cannot be limited to a name); no list, watch or delete.
+				releaseRules = append(releaseRules,
+					rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
+						ResourceNames: []string{releaseName + "-image-prewarmer"}, Verbs: []string{"get", "update"}},
+					rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}})
 			}
 			assert.Equal(t, releaseRules, byNS["release"].Rules)
 			assert.Equal(t, tc.eventsNS, byNS["events"].Namespace)
 			assert.Equal(t, []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 			}, byNS["events"].Rules)
 
 			// Every binding grants its role to the orchestrator's ServiceAccount and nothing else.

@@ -34,9 +34,18 @@ Common labels of every object. Pod templates use selectorLabels (stable) instead
 {{- define "image-prewarmer.labels" -}}
 helm.sh/chart: {{ include "image-prewarmer.chart" . }}
 {{ include "image-prewarmer.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.orchestrator.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/version: {{ include "image-prewarmer.versionLabel" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: image-prewarmer
+{{- end }}
+
+{{/*
+The app.kubernetes.io/version label: the image tag without a pinned digest (0.1.0@sha256:...), in the
+characters a label value allows.
+*/}}
+{{- define "image-prewarmer.versionLabel" -}}
+{{- $tag := .Values.orchestrator.image.tag | default .Chart.AppVersion }}
+{{- regexReplaceAll "[^-A-Za-z0-9_.]" (first (splitList "@" $tag)) "_" | trunc 63 | trimAll "-_." }}
 {{- end }}
 
 {{/*
@@ -74,10 +83,16 @@ names of its Jobs add 11).
 {{- end }}
 
 {{/*
-Name of the metrics Service (deployment mode): a DNS-1035 label, at most 63 characters.
+Name of the metrics Service (deployment mode): a DNS-1035 label, at most 63 characters. Release names
+may start with a digit or hold dots, which a Service name may not: dots become dashes, and a name
+that does not start with a letter gets an "m-" in front.
 */}}
 {{- define "image-prewarmer.metricsServiceName" -}}
-{{- printf "%s-metrics" (include "image-prewarmer.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- $name := include "image-prewarmer.fullname" . | replace "." "-" }}
+{{- if not (regexMatch "^[a-z]" $name) }}
+{{- $name = printf "m-%s" $name }}
+{{- end }}
+{{- printf "%s-metrics" ($name | trunc 55 | trimSuffix "-") }}
 {{- end }}
 
 {{/*
@@ -258,19 +273,13 @@ nodeSelector:
 {{- if $o.affinity }}
 affinity:
   {{- toYaml $o.affinity | nindent 2 }}
+  {{- if and .deployment (not $o.affinity.podAntiAffinity) }}
+  {{- include "image-prewarmer.replicaAntiAffinity" $root | nindent 2 }}
+  {{- end }}
 {{- else }}
 affinity:
   {{- if .deployment }}
-  podAntiAffinity:
-    # Replicas on different nodes, so one node going away never takes the leader and its standby.
-    preferredDuringSchedulingIgnoredDuringExecution:
-      - weight: 100
-        podAffinityTerm:
-          topologyKey: kubernetes.io/hostname
-          labelSelector:
-            matchLabels:
-              {{- include "image-prewarmer.selectorLabels" $root | nindent 14 }}
-              app.kubernetes.io/component: orchestrator
+  {{- include "image-prewarmer.replicaAntiAffinity" $root | nindent 2 }}
   {{- end }}
   nodeAffinity:
     # Prefer nodes outside the pool (system nodes): a node matching every pool label scores lower.
@@ -373,4 +382,20 @@ The pool selector in kubectl syntax (k1=v1,k2=v2), sorted by key.
 {{- $parts = append $parts (printf "%s=%s" $k $val) }}
 {{- end }}
 {{- join "," $parts }}
+{{- end }}
+
+{{/*
+The Deployment's replicas on different nodes, so that one node going away never takes the leader and
+its standby: kept when orchestrator.affinity sets only node affinity.
+*/}}
+{{- define "image-prewarmer.replicaAntiAffinity" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "image-prewarmer.selectorLabels" . | nindent 12 }}
+            app.kubernetes.io/component: orchestrator
 {{- end }}
