@@ -51,8 +51,8 @@ func chartDir(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "charts", "image-prewarmer")
 }
 
-// helmInstall installs the chart with the Helm SDK, as `helm install` would.
-func helmInstall(t *testing.T, ctx context.Context, vals map[string]any) *action.Configuration {
+// helmInstall installs the chart with the Helm SDK, as `helm install` would, as release in namespace.
+func helmInstall(t *testing.T, ctx context.Context, namespace, release string, vals map[string]any) *action.Configuration {
 	t.Helper()
 	settings := helmcli.New()
 	settings.KubeConfig = cluster.Kubeconfig
@@ -69,8 +69,8 @@ func helmInstall(t *testing.T, ctx context.Context, vals map[string]any) *action
 }
 
 // serviceAccountClient returns a client that authenticates with a token of the chart's
-// ServiceAccount, and the token.
-func serviceAccountClient(t *testing.T, ctx context.Context, sa string) (kubernetes.Interface, string) {
+// ServiceAccount sa in namespace, and the token.
+func serviceAccountClient(t *testing.T, ctx context.Context, namespace, sa string) (kubernetes.Interface, string) {
 	t.Helper()
 	expiry := int64(3600)
 	tr, err := cluster.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa,
@@ -125,7 +125,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	helmCfg := helmInstall(t, ctx, map[string]any{
+	helmCfg := helmInstall(t, ctx, namespace, release, map[string]any{
 		"pool":        map[string]any{"nodeSelector": map[string]any{poolLabel: pool}},
 		"images":      []any{"registry.example.com/notebook/base:2026.11", "registry.example.com/notebook/gpu:2026.11"},
 		"upgrade":     map[string]any{"kernelVersions": []any{newKernel}, "kernelVersionLabel": "kernel-version"},
@@ -154,7 +154,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	sas, err := admin.CoreV1().ServiceAccounts(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
 	require.NoError(t, err)
 	require.Len(t, sas.Items, 1, "one ServiceAccount for the orchestrator")
-	client, token := serviceAccountClient(t, ctx, sas.Items[0].Name)
+	client, token := serviceAccountClient(t, ctx, namespace, sas.Items[0].Name)
 
 	// The token reads no Secrets and writes no pods.
 	_, err = client.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{})
