@@ -9,6 +9,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	// Mozilla's CA roots, used only where the system has none: the image `make image` builds holds
+	// the binary alone, and an https Pushgateway must still verify.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"github.com/image-prewarmer/image-prewarmer/pkg/cli"
 )
 
