@@ -158,7 +158,7 @@ func TestTransitions(t *testing.T) {
 	assert.Equal(t, []string{
 		"a            tainted -> warming: upgrade seen (kernel 6.5 -> 6.8), warmer pod pending",
 		"b            warming -> released (warm): warmer pod Ready, taint and label removed: open with the images on disk",
-		"e            - -> waiting: in maintenance, to be tainted by the next cycle",
+		"e            - -> waiting: in maintenance, to be tainted",
 		"f            - -> warming: upgrade seen, warmer pod ImagePull",
 		"f            problem: ImagePull: ErrImagePull",
 	}, got)
@@ -177,6 +177,13 @@ func TestFrame(t *testing.T) {
 		got := frame(header, events, table, 0, 11)
 		require.Len(t, got, 10, "one line left for the cursor")
 		assert.Equal(t, []string{"t1", "t2", "... 3 more lines: enlarge the terminal"}, got[7:])
+	})
+	t.Run("released nodes go first", func(t *testing.T) {
+		table := []string{"totals", "NODE  PHASE", "n1    released (warm)  5s", "n2    warming  3s",
+			"n2    problem", "n3    released (warm)  4s", "n4    tainted  1s"}
+		got := frame(header, events, table, 0, 14)
+		assert.Equal(t, []string{"totals", "NODE  PHASE", "n2    warming  3s", "n2    problem", "n4    tainted  1s",
+			"... 2 released nodes not shown"}, got[7:])
 	})
 	t.Run("lines cut to the width", func(t *testing.T) {
 		got := frame([]string{"0123456789"}, nil, nil, 4, 0)

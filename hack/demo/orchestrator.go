@@ -117,8 +117,10 @@ type follower struct {
 // gives up the Lease), as the kubelet would.
 func (f *follower) Run(ctx context.Context) {
 	for ctx.Err() == nil {
+		// --resync 2s: the timers (maxWaitForWarm) fire as promptly as in the CronJob mode's
+		// 2-second cycles, where the default 30 s would hold the cold node back up to that long.
 		cmd := exec.CommandContext(ctx, f.binary, "run", "--config", f.config, "--kubeconfig", f.kubeconfig,
-			"--listen", "127.0.0.1:0", "--leader-elect-namespace", f.namespace, "--log-format", "text")
+			"--resync", "2s", "--listen", "127.0.0.1:0", "--leader-elect-namespace", f.namespace, "--log-format", "text")
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = 15 * time.Second
 		last := &lastLineWriter{}

@@ -40,6 +40,8 @@ type demoEnv struct {
 	poolNodes []string
 	// targetKernel is the kernel the pool is upgraded onto.
 	targetKernel string
+	// tools is the directory of the pinned tools (kubectl, helm).
+	tools string
 }
 
 // setUp builds what is missing and brings up a fresh cluster with the chart and the nodes.
@@ -113,7 +115,7 @@ func setUp(ctx context.Context, o Options, out io.Writer) (*demoEnv, error) {
 	say(out, "prewarm-orchestrator built in %s: %s", since(buildStart), binary)
 	return &demoEnv{
 		cluster: cluster, cfg: cfg, configPath: configPath, binary: binary,
-		poolNodes: pool, targetKernel: cfg.Upgrade.KernelVersions[0],
+		poolNodes: pool, targetKernel: cfg.Upgrade.KernelVersions[0], tools: bin,
 	}, nil
 }
 

@@ -114,7 +114,7 @@ func (s summary) write(w io.Writer, kernel string, maxWaitForWarm, took time.Dur
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nReleased warm: %d of %d nodes, so %d user-pod cold starts avoided: the first notebook scheduled on each\n",
 		s.Warm, len(s.Rows), s.Warm)
-	fmt.Fprintf(w, "of them found its images already on disk. Closed while warming: mean %s, max %s.\n", s.WarmingMean, s.WarmingMax)
+	fmt.Fprintf(w, "of them will find its images already on disk. Closed while warming: mean %s, max %s.\n", s.WarmingMean, s.WarmingMax)
 	if len(s.Cold) > 0 {
 		fmt.Fprintf(w, "Released cold: %s, after maxWaitForWarm (%s) with a Warning Event:\n", strings.Join(s.Cold, ", "), maxWaitForWarm)
 		fmt.Fprintf(w, "  kubectl get events -n %s --field-selector involvedObject.name=%s\n", eventsNamespace, s.Cold[0])

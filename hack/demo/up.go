@@ -98,7 +98,7 @@ func Up(ctx context.Context, o Options, out *os.File) error {
 	}
 	summarize(outcomes(env.poolNodes, tl, rec)).write(out, env.targetKernel, env.cfg.MaxWaitForWarm.Duration, took, env.cfg.Events.Namespace)
 	fmt.Fprintf(out, "\n%s\n", orch.Summary(logPath))
-	fmt.Fprintf(out, "The cluster stays up to explore:\n  export KUBECONFIG=%s\n", env.cluster.Kubeconfig)
+	fmt.Fprintf(out, "The cluster stays up to explore (kubectl is the pinned one):\n  export KUBECONFIG=%s PATH=%s:$PATH\n", env.cluster.Kubeconfig, env.tools)
 	fmt.Fprintf(out, "  kubectl get nodes -L %s,%s\n", env.cfg.StatusLabel.Key, env.cfg.Upgrade.KernelVersionLabel)
 	fmt.Fprintf(out, "  %s status --all --config %s\n", env.binary, env.configPath)
 	fmt.Fprintf(out, "make demo-down deletes it; make demo starts again from scratch.\n")

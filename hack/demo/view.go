@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -103,8 +104,12 @@ func (v *liveView) draw() {
 	fmt.Fprint(v.out, b.String())
 }
 
+// releasedRow matches a row of the status table for a released node.
+var releasedRow = regexp.MustCompile(`^\S+\s+released\b`)
+
 // frame lays out one screen: header, recent events, status table, each line cut to width, the
-// table cut so the whole fits in height lines (a zero size means no limit).
+// table cut so the whole fits in height lines (a zero size means no limit). Released nodes are the
+// first to go from a table that does not fit: the nodes still closed, and their problems, stay.
 func frame(header, events, table []string, width, height int) []string {
 	lines := append([]string{}, header...)
 	lines = append(lines, "")
@@ -113,6 +118,20 @@ func frame(header, events, table []string, width, height int) []string {
 		lines = append(lines, "")
 	}
 	lines = append(lines, "")
+	if room := height - 1 - len(lines); height > 0 && len(table) > room {
+		var kept []string
+		released := 0
+		for _, l := range table {
+			if releasedRow.MatchString(l) {
+				released++
+				continue
+			}
+			kept = append(kept, l)
+		}
+		if released > 0 {
+			table = append(kept, fmt.Sprintf("... %d released nodes not shown", released))
+		}
+	}
 	if room := height - 1 - len(lines); height > 0 && len(table) > room {
 		if room < 1 {
 			table = nil
@@ -152,7 +171,7 @@ func transitions(prev map[string]plan.NodeStatus, st plan.Status) []string {
 func explain(n plan.NodeStatus) string {
 	switch n.Phase {
 	case "waiting":
-		return "in maintenance, to be tainted by the next cycle"
+		return "in maintenance, to be tainted"
 	case "tainted":
 		return "taint and status label added before the upgrade"
 	case "warming":
