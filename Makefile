@@ -20,7 +20,7 @@ BIN := bin/prewarm-orchestrator
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build the orchestrator binary into bin/.
@@ -67,7 +67,7 @@ MODE ?= cronjob
 
 .PHONY: demo
 demo: ## A local cluster where a 20-node notebook pool goes through a rolling OS upgrade, live (1-3 min once tools are built). MODE=deployment: event-driven.
-	go run ./hack/demo -mode $(MODE) up
+	go run ./hack/demo -mode $(MODE) -ldflags '$(LDFLAGS)' up
 
 .PHONY: demo-down
 demo-down: ## Delete the demo's cluster and files.

@@ -46,6 +46,8 @@ type Options struct {
 	Timeout time.Duration
 	// TTY redraws the live view in place; otherwise progress is printed line by line.
 	TTY bool
+	// LDFlags are the -ldflags of the orchestrator's build.
+	LDFlags string
 }
 
 // The orchestrator modes of the demo, named as the chart's orchestrator.mode values.
@@ -138,6 +140,7 @@ func run(ctx context.Context, args []string, out *os.File) error {
 	fs.DurationVar(&o.Drain, "drain", o.Drain, "time from a batch's NodeMaintenance objects to its first reboot")
 	fs.DurationVar(&o.RebootGap, "reboot-gap", o.RebootGap, "time between two reboots of a batch")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound of the scenario; exit 1 when it does not converge")
+	fs.StringVar(&o.LDFlags, "ldflags", o.LDFlags, "-ldflags of the orchestrator's build (make demo passes make build's: version and commit)")
 	plain := fs.Bool("plain", false, "print progress lines even on a terminal")
 	if err := fs.Parse(args); err != nil {
 		return err

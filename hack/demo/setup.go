@@ -65,7 +65,7 @@ func setUp(ctx context.Context, o Options, out io.Writer) (*demoEnv, error) {
 	built := make(chan error, 1)
 	say(out, "building prewarm-orchestrator from ./cmd/prewarm-orchestrator (in the background)")
 	buildStart := time.Now()
-	go func() { built <- buildOrchestrator(ctx, o.Root, binary) }()
+	go func() { built <- buildOrchestrator(ctx, o.Root, binary, o.LDFlags) }()
 
 	start = time.Now()
 	cluster, err := freshCluster(ctx, o, out)
@@ -163,8 +163,8 @@ func Down(ctx context.Context, o Options, out io.Writer) error {
 	return nil
 }
 
-func buildOrchestrator(ctx context.Context, root, binary string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", binary, "./cmd/prewarm-orchestrator")
+func buildOrchestrator(ctx context.Context, root, binary, ldflags string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", binary, "./cmd/prewarm-orchestrator")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
