@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/pkg/upgrade"
 	"sigs.k8s.io/yaml"
 )
@@ -448,13 +449,11 @@ func (c *Config) validateTaintAndLabel() field.ErrorList {
 	for _, msg := range validation.IsQualifiedName(c.Taint.Key) {
 		errs = append(errs, field.Invalid(tp.Child("key"), c.Taint.Key, msg))
 	}
-	for _, prefix := range []string{"node.kubernetes.io/", "node.cloudprovider.kubernetes.io/"} {
-		if strings.HasPrefix(c.Taint.Key, prefix) {
-			// The node lifecycle and cloud node controllers keep these taints in step with the
-			// node's state: ours would be removed within seconds, and the node released as if by
-			// an operator.
-			errs = append(errs, field.Invalid(tp.Child("key"), c.Taint.Key, "taints under "+prefix+" are kept by Kubernetes' node controllers, which would remove it"))
-		}
+	if state.NodeControllerTaint(c.Taint.Key) {
+		// The node lifecycle and cloud node controllers keep these taints in step with the node's
+		// state: ours would be removed within seconds, and the node released as if by an operator.
+		errs = append(errs, field.Invalid(tp.Child("key"), c.Taint.Key,
+			"taints under node.kubernetes.io/ and node.cloudprovider.kubernetes.io/ are kept by Kubernetes' node controllers, which would remove it"))
 	}
 	for _, msg := range validation.IsValidLabelValue(c.Taint.Value) {
 		errs = append(errs, field.Invalid(tp.Child("value"), c.Taint.Value, msg))
@@ -468,6 +467,9 @@ func (c *Config) validateTaintAndLabel() field.ErrorList {
 	lp := field.NewPath("statusLabel")
 	for _, msg := range validation.IsQualifiedName(c.StatusLabel.Key) {
 		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, msg))
+	}
+	if state.KubernetesLabel(c.StatusLabel.Key) {
+		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must not be in a namespace Kubernetes keeps for itself (kubernetes.io, k8s.io)"))
 	}
 	if _, inPool := c.Pool.NodeSelector[c.StatusLabel.Key]; inPool {
 		errs = append(errs, field.Invalid(lp.Child("key"), c.StatusLabel.Key, "must not be one of the pool's selector labels"))

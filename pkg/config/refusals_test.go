@@ -53,3 +53,15 @@ func TestTaintKeyOwnedByNodeLifecycleControllerIsRefused(t *testing.T) {
 	require.Error(t, err, "a taint key the node lifecycle controller removes cannot hold a node")
 	assert.Contains(t, err.Error(), "taint.key")
 }
+
+// A status label key in a namespace Kubernetes keeps for itself is refused: the product would
+// write, swap and remove labels there (node-role, topology, the kubelet's own).
+func TestStatusLabelKeyOfKubernetesIsRefused(t *testing.T) {
+	for _, key := range []string{"kubernetes.io/upgrading", "node-role.kubernetes.io/upgrading", "example.k8s.io/status"} {
+		_, err := config.Parse([]byte(minimal + "statusLabel: {key: " + key + "}\n"))
+		require.Error(t, err, key)
+		assert.Contains(t, err.Error(), "statusLabel.key")
+	}
+	_, err := config.Parse([]byte(minimal + "statusLabel: {key: example.com/kubernetes.io-status}\n"))
+	require.NoError(t, err, "kubernetes.io elsewhere than the prefix's domain is fine")
+}

@@ -467,6 +467,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		// refresh the pool-wide view (counts, entries waiting for budget) shortly.
 		entry := slices.ContainsFunc(p.Actions, func(a plan.Action) bool { return a.Type == plan.Enter })
 		p.Actions = slices.DeleteFunc(p.Actions, func(a plan.Action) bool { return a.Type == plan.Enter })
+		p.EntriesOnReleases = 0
 		if entry {
 			c.Trigger()
 		} else {
@@ -475,7 +476,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}
 
 	c.mu.Lock()
-	todo := plan.Plan{Actions: p.Actions}
+	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
 	if !c.engine.DryRun() {
 		// A dry run writes nothing, so nothing it plans is ever in flight.
 		todo.Actions = c.ledger.claim(p.Actions, asOf)

@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -448,16 +447,16 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		releases++
 	}
 	rest := actions[releases:]
-	if releases > 0 && e.budgeted() && slices.ContainsFunc(rest, func(a plan.Action) bool { return a.Type == plan.Enter }) {
-		// The planner let this plan's releases free budget for its entries: the entries wait for
-		// the releases, and as many as there were releases that failed (or turned into another
-		// write on a re-read) are left to the next plan, so that maxConcurrent holds.
+	if releases > 0 && p.EntriesOnReleases > 0 {
+		// The planner let this plan's releases free budget for some of its entries: the entries
+		// wait for the releases, and for each release that failed (or turned into another write
+		// on a re-read) one of those is left to the next plan, so that maxConcurrent holds.
 		if err := launch(actions[:releases], rest); err != nil {
 			wg.Wait()
 			return res, errors.Join(errs...)
 		}
 		wg.Wait()
-		rest = e.deferEntries(ctx, rest, kept, done)
+		rest = e.deferEntries(ctx, rest, min(kept, p.EntriesOnReleases), done)
 	} else {
 		rest = actions
 	}
@@ -466,13 +465,13 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	return res, errors.Join(errs...)
 }
 
-// budgeted reports whether maxConcurrent limits the nodes in maintenance.
-func (e *Engine) budgeted() bool {
-	return e.cfg.MaxConcurrent.Type == intstr.String || e.cfg.MaxConcurrent.IntVal > 0
-}
+// ErrDeferred finishes an entry left to the next plan (see apply): the caller re-plans it later,
+// as after a failed write, not at once.
+var ErrDeferred = errors.New("entry left to the next plan: a release it counted on for maxConcurrent did not happen")
 
 // deferEntries drops the last n entries of actions (entries are planned in name order, so these
-// are the last ones the budget admitted), finishing each with done, and returns the others.
+// are the last ones the budget admitted), finishing each with done and ErrDeferred, and returns
+// the others.
 func (e *Engine) deferEntries(ctx context.Context, actions []plan.Action, n int, done func(plan.Action, *Written, error)) []plan.Action {
 	if n == 0 {
 		return actions
@@ -487,7 +486,7 @@ func (e *Engine) deferEntries(ctx context.Context, actions []plan.Action, n int,
 		n--
 		e.log.InfoContext(ctx, "entry left to the next cycle: a release it counted on for maxConcurrent did not happen", "node", a.Node)
 		if done != nil {
-			done(a, nil, nil)
+			done(a, nil, ErrDeferred)
 		}
 	}
 	return out

@@ -130,6 +130,9 @@ func (a Action) Warning() bool {
 type Plan struct {
 	Actions []Action
 	Notes   []Note
+	// EntriesOnReleases is how many of the entries maxConcurrent admitted only because releases of
+	// the same plan free their nodes' slots: if those releases fail, as many entries must wait.
+	EntriesOnReleases int
 }
 
 // Planner computes plans for one configuration.
@@ -171,6 +174,7 @@ func (p *Planner) Compute(s Snapshot) Plan {
 
 	// Managed nodes first, so releases free budget for entries in the same cycle.
 	var candidates []*corev1.Node
+	freed := 0
 	for _, n := range nodes {
 		switch phase := state.PhaseOf(n); {
 		case phase == "":
@@ -197,11 +201,13 @@ func (p *Planner) Compute(s Snapshot) Plan {
 				out.Actions = append(out.Actions, a)
 				if a.Type == Release {
 					c.active--
+					freed++
 				}
 			}
 		}
 	}
 
+	before := c.active
 	for _, n := range candidates {
 		if c.uninstalling || c.warmerMissing {
 			break
@@ -213,6 +219,11 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		}
 		out.Actions = append(out.Actions, p.enter(c, n))
 		c.active++
+	}
+	if entered := c.active - before; c.limit > 0 && entered > 0 {
+		// Without the releases, before+freed nodes would hold slots: the entries beyond the limit
+		// then are the ones the releases made room for.
+		out.EntriesOnReleases = max(0, min(entered, before+freed+entered-c.limit))
 	}
 	if c.uninstalling {
 		// At WARN: a mark that outlives its uninstall (one that failed to remove it, a cleanup
@@ -503,22 +514,31 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 		if a, changed := p.replaceChanged(n, ours); changed {
 			return a, true
 		}
-		if a, ok := p.restoreStatusLabel(n); ok {
-			return a, true
+	}
+	var a Action
+	var ok bool
+	if state.PhaseOf(n) == state.PhaseTainted {
+		a, ok = p.planTainted(c, n)
+	} else {
+		a, ok = p.planWarming(c, n)
+	}
+	if ok && (a.Type == Release || a.Change.Labels[p.cfg.StatusLabel.Key] != nil) {
+		return a, true // a release is never held back; the action sets the label anyway
+	}
+	if !c.uninstalling {
+		if r, restore := p.restoreStatusLabel(n); restore {
+			return r, true
 		}
 	}
-	if state.PhaseOf(n) == state.PhaseTainted {
-		return p.planTainted(c, n)
-	}
-	return p.planWarming(c, n)
+	return a, ok
 }
 
 // ourTaint is the taint this installation put on a managed node: the one recorded on it, else
-// (a node managed before taints were recorded, or a record naming a taint of Kubernetes' own,
-// such as node.kubernetes.io/unschedulable, which only a hand edit can have put there) the
-// configured one.
+// (a node managed before taints were recorded, or a record naming a taint of Kubernetes' node
+// controllers, such as node.kubernetes.io/unschedulable, which no configuration may name, so only
+// a hand edit can have put there) the configured one.
 func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
-	if t, ok := state.RecordedTaint(n); ok && (!reservedKey(t.Key) || t.Key == p.cfg.Taint.Key) {
+	if t, ok := state.RecordedTaint(n); ok && !state.NodeControllerTaint(t.Key) {
 		return t
 	}
 	return p.taint()
@@ -527,29 +547,13 @@ func (p *Planner) ourTaint(n *corev1.Node) corev1.Taint {
 // ourStatusLabel is the key of the status label this installation put on a managed node: the one
 // recorded on it, else (a node managed before the key was recorded, a record that is not a label
 // key, a record naming a label the configuration reads for something else, such as a pool
-// selector key, or one of Kubernetes' own, such as kubernetes.io/hostname: none of which a swap
-// or release may remove) the configured one.
+// selector key, or one of Kubernetes' own, such as kubernetes.io/hostname, which no configuration
+// may name: none of which a swap or release may remove) the configured one.
 func (p *Planner) ourStatusLabel(n *corev1.Node) string {
-	if k, ok := state.RecordedStatusLabel(n); ok && !p.otherKeys[k] && (!reservedKey(k) || k == p.cfg.StatusLabel.Key) {
+	if k, ok := state.RecordedStatusLabel(n); ok && !p.otherKeys[k] && !state.KubernetesLabel(k) {
 		return k
 	}
 	return p.cfg.StatusLabel.Key
-}
-
-// reservedKey reports whether a label or taint key is in a namespace Kubernetes keeps for its own
-// components (kubernetes.io, k8s.io and their subdomains): the kubelet's and the node
-// controller's labels and taints. A record of ours naming one was edited by hand.
-func reservedKey(key string) bool {
-	prefix, _, ok := strings.Cut(key, "/")
-	if !ok {
-		return false
-	}
-	for _, d := range []string{"kubernetes.io", "k8s.io"} {
-		if prefix == d || strings.HasSuffix(prefix, "."+d) {
-			return true
-		}
-	}
-	return false
 }
 
 // restoreStatusLabel puts back the status label of a managed node that lost it (removed by
@@ -683,6 +687,13 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			leftAt = c.s.Now
 		}
 		if c.s.Now.Sub(leftAt) >= p.cfg.CancelAfter.Duration {
+			if ruleErr != nil {
+				// Whether the node was upgraded is unknown: it may open cold, which a Warning says.
+				msg := fmt.Sprintf("left maintenance at %s; upgrade.when failed on the node (%v), so it may have been upgraded: released without pre-warming", state.FormatTime(leftAt), ruleErr)
+				a := p.release(c, n, state.ReasonCancelled, msg)
+				a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmUpgradeRuleError", Message: truncate(msg, 1024)}}
+				return a, true
+			}
 			return p.release(c, n, state.ReasonCancelled, fmt.Sprintf("left maintenance at %s without being upgraded", state.FormatTime(leftAt))), true
 		}
 		if !recorded {

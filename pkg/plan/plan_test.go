@@ -1261,10 +1261,10 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 			if !ok || !p.Owns(n) || recorded.Key != rm.Key || recorded.Effect != rm.Effect {
 				assert.Equal(t, []string{cfg.Taint.Key, string(cfg.Taint.Effect)}, []string{rm.Key, string(rm.Effect)})
 			}
-			assert.False(t, kubernetesKey(rm.Key) && rm.Key != cfg.Taint.Key, "removes Kubernetes' taint %s", rm.Key)
+			assert.False(t, state.NodeControllerTaint(rm.Key), "removes a node controller's taint %s", rm.Key)
 		}
 		for k, v := range a.Change.Labels {
-			assert.False(t, kubernetesKey(k) && k != cfg.StatusLabel.Key, "writes Kubernetes' label %s", k)
+			assert.False(t, state.KubernetesLabel(k), "writes Kubernetes' label %s", k)
 			// The configured status label, or (removed only) the key this installation recorded
 			// on its node.
 			if recorded, ok := state.RecordedStatusLabel(n); ok && p.Owns(n) && k == recorded && v == nil && !cfg.ReadLabelKeys()[k] {
@@ -1286,12 +1286,6 @@ func assertInvariants(t *testing.T, cfg *config.Config, p *plan.Planner, s plan.
 }
 
 func ptr(s string) *string { return &s }
-
-// kubernetesKey reports whether a label or taint key is in Kubernetes' own namespaces.
-func kubernetesKey(key string) bool {
-	prefix, _, _ := strings.Cut(key, "/")
-	return strings.HasSuffix("."+prefix, ".kubernetes.io") || strings.HasSuffix("."+prefix, ".k8s.io")
-}
 
 // status: each node's phase as an operator reads it; idle pool nodes only with all.
 func TestDescribePhases(t *testing.T) {

@@ -206,3 +206,27 @@ func PodRestarts(pod *corev1.Pod) int64 {
 	}
 	return n
 }
+
+// NodeControllerTaint reports whether a taint key belongs to Kubernetes' node controllers (the
+// node lifecycle controller's condition and unschedulable taints, the cloud node controller's):
+// they keep such taints in step with the node, so this product never configures, swaps or removes
+// one.
+func NodeControllerTaint(key string) bool {
+	return strings.HasPrefix(key, "node.kubernetes.io/") || strings.HasPrefix(key, "node.cloudprovider.kubernetes.io/")
+}
+
+// KubernetesLabel reports whether a label key is in a namespace Kubernetes keeps for its own
+// components (kubernetes.io, k8s.io and their subdomains: the kubelet's hostname, os and
+// topology labels, node roles): this product's status label is never one of them.
+func KubernetesLabel(key string) bool {
+	prefix, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return false
+	}
+	for _, d := range []string{"kubernetes.io", "k8s.io"} {
+		if prefix == d || strings.HasSuffix(prefix, "."+d) {
+			return true
+		}
+	}
+	return false
+}

@@ -788,6 +788,7 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "status label key read by the nodeLabel source", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'os-upgrade/status=pending'}}", want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
 		{name: "status label key read by the nodeLabel source, negated", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'a=b, !os-upgrade/status'}}", want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
 		{name: "status label key read by the nodeLabel source, set-based", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'a in (x,y),os-upgrade/status notin (done)'}}", want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
+		{name: "status label key of Kubernetes' own", extra: "statusLabel: {key: node-role.kubernetes.io/upgrading}", want: []string{"/statusLabel/key"}},
 		{name: "taint key kept by the node lifecycle controller", extra: "taint: {key: node.kubernetes.io/unschedulable}", want: []string{"/taint/key"}},
 		{name: "taint key kept by the cloud node controller", extra: "taint: {key: node.cloudprovider.kubernetes.io/uninitialized}", want: []string{"/taint/key"}},
 		{name: "equal status values", extra: "statusLabel: {value: x, warmingValue: x}", want: []string{"statusLabel.warmingValue"}},

@@ -1,0 +1,53 @@
+package plan_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// A configuration change from one cluster-autoscaler taint key (ignore-taint.* before 1.29,
+// startup-taint.* after, both under kubernetes.io) to another, or to os-upgrade, swaps the taint
+// on managed nodes, and the uninstall's cleanup removes the old one: no taint is left behind.
+func TestTaintKeyChangeFromAutoscalerPrefix(t *testing.T) {
+	for _, tc := range []struct{ from, to string }{
+		{"ignore-taint.cluster-autoscaler.kubernetes.io/prewarm", "startup-taint.cluster-autoscaler.kubernetes.io/prewarm"},
+		{"startup-taint.cluster-autoscaler.kubernetes.io/prewarm", "os-upgrade"},
+	} {
+		t.Run(tc.from+"->"+tc.to, func(t *testing.T) {
+			old := corev1.Taint{Key: tc.from, Value: "true", Effect: corev1.TaintEffectNoSchedule}
+			// The old configuration is valid.
+			testConfig(t, func(c *config.Config) { c.Taint.Key = tc.from })
+			cfg := testConfig(t, func(c *config.Config) { c.Taint.Key = tc.to })
+
+			n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+			n.Spec.Taints = []corev1.Taint{old} // what the old configuration put there
+			n.Annotations[state.Taint] = state.FormatTaint(old)
+			maint := map[string][]plan.Maintenance{"a": nm("a")}
+			p, err := plan.New(cfg)
+			require.NoError(t, err)
+
+			got := p.Compute(snapshot(t0, []*corev1.Node{n}, maint))
+			require.Len(t, got.Actions, 1)
+			a := got.Actions[0]
+			assert.NotEqual(t, state.ReasonExternal, a.Reason, "nobody removed the taint: %s", a.Message)
+			if assert.NotNil(t, a.Change.RemoveTaint, "the old taint %s must be swapped or removed (%s/%s)", tc.from, a.Type, a.Reason) {
+				assert.Equal(t, tc.from, a.Change.RemoveTaint.Key)
+			}
+
+			clean := p.Cleanup(snapshot(t0, []*corev1.Node{n}, maint), true)
+			require.Len(t, clean.Actions, 1)
+			if assert.NotNil(t, clean.Actions[0].Change.RemoveTaint, "uninstall leaves taint %s on the node", tc.from) {
+				assert.Equal(t, tc.from, clean.Actions[0].Change.RemoveTaint.Key)
+			}
+		})
+	}
+}
