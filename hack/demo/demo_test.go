@@ -243,14 +243,16 @@ func TestFollowerRestartsAnExitedProcess(t *testing.T) {
 }
 
 func TestFollowerStopsTheProcessGracefully(t *testing.T) {
-	marker := filepath.Join(t.TempDir(), "stopped")
-	// Records SIGTERM and exits 0, as the orchestrator's graceful shutdown does.
-	bin := script(t, `trap 'echo TERM > `+marker+`; exit 0' TERM; while true; do sleep 0.05; done`)
+	dir := t.TempDir()
+	marker, ready := filepath.Join(dir, "stopped"), filepath.Join(dir, "ready")
+	// Records SIGTERM and exits 0, as the orchestrator's graceful shutdown does; says when its
+	// trap is in place.
+	bin := script(t, `trap 'echo TERM > `+marker+`; exit 0' TERM; touch `+ready+`; while true; do sleep 0.05; done`)
 	f := &follower{binary: bin, log: io.Discard}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
-	time.Sleep(300 * time.Millisecond)
+	require.Eventually(t, func() bool { _, err := os.Stat(ready); return err == nil }, 10*time.Second, 10*time.Millisecond)
 	cancel()
 	select {
 	case <-done:

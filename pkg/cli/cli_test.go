@@ -51,8 +51,9 @@ func TestExitCodes(t *testing.T) {
 	assert.Equal(t, ExitConfig, ExitCode(err))
 	assert.Contains(t, err.Error(), `"xml"`)
 
-	_, _, err = execute(t, "run", "--once", "--config", bad, "--log-format", "yaml")
+	_, _, err = execute(t, "run", "--once", "--config", bad, "--log-format", "yaml", "--kubeconfig", filepath.Join(t.TempDir(), "none"))
 	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), "--log-format", "refused before the missing kubeconfig")
 
 	_, _, err = execute(t, "cleanup", "--uninstall", "--settle", "-1s", "--config", bad)
 	assert.Equal(t, ExitConfig, ExitCode(err))

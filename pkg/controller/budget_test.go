@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,14 +34,23 @@ func TestControllerFailedReleaseDoesNotFreeBudget(t *testing.T) {
 			state.UpgradedAt, state.FormatTime(now.Add(-3*time.Hour)))) // maxWaitForWarm (2h) passed
 	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
 	client := withWarmer(timedOut, candidate)
+	var attempts atomic.Int32
 	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
 		if act.(k8stesting.PatchAction).GetName() == "m" {
+			attempts.Add(1)
 			return true, nil, apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
 		}
 		return false, nil, nil
 	})
 	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
-	lead(t, c, 300*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	require.NoError(t, c.Start(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	// The release failed, and was retried once: the entry had its chances.
+	require.Eventually(t, func() bool { return attempts.Load() >= 2 }, 30*time.Second, 10*time.Millisecond)
+	cancel()
+	wg.Wait()
 
 	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	require.NoError(t, err)
@@ -72,11 +83,19 @@ func TestDeferredEntryFollowsTheRelease(t *testing.T) {
 		return false, nil, nil
 	})
 	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
-	lead(t, c, 3500*time.Millisecond)
-	m, err := client.CoreV1().Nodes().Get(context.Background(), "m", metav1.GetOptions{})
-	require.NoError(t, err)
-	n, err := client.CoreV1().Nodes().Get(context.Background(), "n", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, "", state.PhaseOf(m))
-	assert.Equal(t, state.PhaseTainted, state.PhaseOf(n))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, c.Start(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	defer wg.Wait()
+	defer cancel()
+	phase := func(name string) string {
+		node, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		require.NoError(t, err)
+		return state.PhaseOf(node)
+	}
+	// Two failures, each retried after retryAfterError: the entry follows within seconds.
+	require.Eventually(t, func() bool { return phase("m") == "" && phase("n") == state.PhaseTainted }, 30*time.Second, 50*time.Millisecond,
+		"m released and n entered; m %q, n %q", phase("m"), phase("n"))
 }

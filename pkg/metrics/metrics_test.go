@@ -125,12 +125,34 @@ func histogram(t *testing.T, m *Metrics, name string) hist {
 	return h
 }
 
+// Every phase has a nodes series from the start, and a phase no node is in any more goes back to
+// 0 (read from the registry, as a scrape would: looking a series up by its labels creates it).
 func TestSetNodesReportsEveryPhase(t *testing.T) {
 	m := New()
-	assert.Equal(t, 0.0, testutil.ToFloat64(m.nodes.WithLabelValues(state.PhaseWarming)), "zero before the first cycle")
-	m.SetNodes(map[string]int{state.PhaseTainted: 3}, 10)
-	assert.Equal(t, 3.0, testutil.ToFloat64(m.nodes.WithLabelValues(state.PhaseTainted)))
-	assert.Equal(t, 0.0, testutil.ToFloat64(m.nodes.WithLabelValues(state.PhaseWarming)))
+	byPhase := func() map[string]float64 {
+		t.Helper()
+		fams, err := m.Registry.Gather()
+		require.NoError(t, err)
+		out := map[string]float64{}
+		for _, f := range fams {
+			if f.GetName() != "image_prewarmer_nodes" {
+				continue
+			}
+			for _, metric := range f.GetMetric() {
+				for _, l := range metric.GetLabel() {
+					if l.GetName() == "phase" {
+						out[l.GetValue()] = metric.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		return out
+	}
+	assert.Equal(t, map[string]float64{state.PhaseTainted: 0, state.PhaseWarming: 0}, byPhase(), "every phase, at 0, before the first cycle")
+	m.SetNodes(map[string]int{state.PhaseTainted: 3, state.PhaseWarming: 2}, 10)
+	assert.Equal(t, map[string]float64{state.PhaseTainted: 3, state.PhaseWarming: 2}, byPhase())
+	m.SetNodes(map[string]int{state.PhaseTainted: 1}, 10)
+	assert.Equal(t, map[string]float64{state.PhaseTainted: 1, state.PhaseWarming: 0}, byPhase(), "no node warming any more: back to 0")
 	assert.Equal(t, 10.0, testutil.ToFloat64(m.poolNodes))
 }
 

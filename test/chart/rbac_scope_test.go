@@ -47,16 +47,6 @@ func TestLeaseRBACIsLimitedToTheChartsLease(t *testing.T) {
 	assert.True(t, found, "deployment mode grants the Lease")
 }
 
-// Events are written with Create only (pkg/engine/events.go writeEvents: GenerateName, Count 1, no
-// aggregation, no EventRecorder). patch lets the ServiceAccount rewrite any Event of events.namespace
-// ("default" by default), including other components' Events.
-func TestEventsRoleGrantsOnlyCreate(t *testing.T) {
-	r := mustRender(t, minimal(t))
-	role := find[*rbacv1.Role](t, r, "-events")
-	require.Len(t, role.Rules, 1)
-	assert.Equal(t, []string{"create"}, role.Rules[0].Verbs, "the orchestrator never patches an Event")
-}
-
 // With maintenance.nodeMaintenance.namespace set, the source lists and watches the resource in that
 // namespace only (sources.Collector.Resource, the namespaced dynamic informer of
 // controller.startMaintenanceInformer); the ClusterRole still grants reading it in every namespace.
