@@ -27,8 +27,10 @@ import (
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
-// These tests cover error paths with a fake clientset; behaviour against a real API server
-// (patch semantics, conflicts, RBAC) is covered by the e2e suite in test/e2e.
+// These tests use a fake clientset: for error paths, and for the engine's own decisions (what it
+// writes, in what order, what it logs) given what the API answers. Behaviour against a real API
+// server (patch semantics, conflicts, RBAC, dry runs, uninstall sweeps) is covered by the e2e
+// suite in test/e2e.
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
