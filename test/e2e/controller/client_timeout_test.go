@@ -24,8 +24,6 @@ func TestClientTimeoutDoesNotCutWatches(t *testing.T) {
 	e.Warmer()
 	p := e.startProcess("orchestrator-0", "--resync", "10m")
 	e.waitLeaderReady(p)
-	// Start-up done: informers' lists, the first reconcile, the live ControllerRevisions.
-	time.Sleep(timeout)
 
 	gets := func() float64 {
 		var n float64
@@ -36,7 +34,9 @@ func TestClientTimeoutDoesNotCutWatches(t *testing.T) {
 		}
 		return n
 	}
-	before := gets()
+	// Start-up done (informers' lists, the first reconcile, the live ControllerRevisions): the
+	// GET count holds over one client.timeout.
+	before := waitSteady(t, e.Ctx, timeout, 60*time.Second, "the GET count after start-up", gets)
 	require.Positive(t, before, "the informers' lists and watches are counted")
 	time.Sleep(5 * timeout)
 	assert.Equal(t, before, gets(), "no GET while idle for 5 x client.timeout: no watch was re-opened")

@@ -93,8 +93,21 @@ type runner struct {
 	done    chan error
 }
 
+// runnerResync is how often in-process replicas re-plan the whole pool unprompted, unless
+// withResync says otherwise.
+const runnerResync = 2 * time.Second
+
+// startOption changes the controller options of an in-process replica.
+type startOption func(*controller.Options)
+
+// withResync sets the replica's resync period. A long one (minutes) leaves only the watches to
+// account for what the replica does within a test.
+func withResync(d time.Duration) startOption {
+	return func(o *controller.Options) { o.Resync = d }
+}
+
 // start runs an in-process replica with its own clients, metrics and leader-election identity.
-func (e *env) start(id string, le controller.LeaderElection) *runner {
+func (e *env) start(id string, le controller.LeaderElection, opts ...startOption) *runner {
 	e.T.Helper()
 	m := metrics.New()
 	rc := rest.CopyConfig(cluster.RESTConfig)
@@ -109,13 +122,17 @@ func (e *env) start(id string, le controller.LeaderElection) *runner {
 	le.Namespace, le.Identity = e.Name, id
 	ctx, cancel := context.WithCancel(e.Ctx)
 	r := &runner{id: id, metrics: m, cancel: cancel, done: make(chan error, 1)}
+	co := controller.Options{
+		Config: e.Config, Client: client, Dynamic: dyn, Engine: en, Logger: log, Metrics: m,
+		Resync: runnerResync,
+	}
+	for _, opt := range opts {
+		opt(&co)
+	}
 	listening := make(chan string, 1)
 	go func() {
 		r.done <- controller.Run(ctx, controller.RunOptions{
-			Options: controller.Options{
-				Config: e.Config, Client: client, Dynamic: dyn, Engine: en, Logger: log, Metrics: m,
-				Resync: 2 * time.Second,
-			},
+			Options:        co,
 			LeaderElection: le,
 			Listen:         "127.0.0.1:0",
 			OnListen:       func(addr string) { listening <- addr },
@@ -203,6 +220,69 @@ func sample(mf map[string]*dto.MetricFamily, name string, labels map[string]stri
 		}
 	}
 	return 0, false
+}
+
+// scraper is a replica that serves /metrics: an in-process runner or a process.
+type scraper interface {
+	scrape(t *testing.T) map[string]*dto.MetricFamily
+}
+
+// reconcileCount is the number of event-driven reconciles (mode="watch") the replica has
+// completed: each re-plan, on a change, a follow-up or a resync, and each batch of writes once
+// it has returned.
+func reconcileCount(t *testing.T, s scraper) float64 {
+	t.Helper()
+	v, _ := sample(s.scrape(t), "image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "watch"})
+	return v
+}
+
+// waitReconciles waits until the replica has completed at least n reconciles more than since:
+// the positive progress a check that nothing happened needs, so that it cannot pass merely
+// because the replica had not got round to the change yet.
+func (e *env) waitReconciles(s scraper, since, n float64, what string) {
+	e.T.Helper()
+	var got float64
+	err := framework.Eventually(e.Ctx, 60*time.Second, func(context.Context) (bool, error) {
+		got = reconcileCount(e.T, s)
+		return got >= since+n, nil
+	})
+	require.NoError(e.T, err, "%s: want at least %v reconciles (%v + %v), last seen %v", what, since+n, since, n, got)
+}
+
+// quietGap is how long a count must hold for waitSteady: longer than the controller's follow-up
+// (a whole-pool re-plan one second after per-node work).
+const quietGap = 2 * time.Second
+
+// waitSteady waits until two readings of value, gap apart, are equal, and returns it: whatever
+// value counts (requests, reconciles) has stopped for now. Meaningful only where nothing
+// periodic adds to it within gap (a long resync).
+func waitSteady(t *testing.T, ctx context.Context, gap, timeout time.Duration, what string, value func() float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	prev := value()
+	for {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %v", what, ctx.Err())
+		case <-time.After(gap):
+		}
+		cur := value()
+		if cur == prev {
+			return cur
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not hold for %s within %s: last %v, then %v", what, gap, timeout, prev, cur)
+		}
+		prev = cur
+	}
+}
+
+// waitQuiet waits until the replica has completed a first reconcile and then none for quietGap,
+// and returns its reconcile count. Only for replicas with a long resync.
+func (e *env) waitQuiet(s scraper) float64 {
+	e.T.Helper()
+	e.waitReconciles(s, 0, 1, "a first reconcile")
+	return waitSteady(e.T, e.Ctx, quietGap, 60*time.Second, "the reconcile count", func() float64 { return reconcileCount(e.T, s) })
 }
 
 // leader returns the Lease's holder ("" when released or absent).

@@ -82,8 +82,8 @@ func TestDeletedNodeIsForgotten(t *testing.T) {
 		assert.True(t, apierrors.IsNotFound(err), "node %s stays deleted: %v", n, err)
 	}
 
-	// Several resyncs (2s) later: still running, ready and leading, and quiet about the deleted
-	// nodes.
+	// Several re-plans later (follow-ups, 2s resyncs): still running, ready and leading, and quiet
+	// about the deleted nodes.
 	mentions := func() int {
 		n := 0
 		for _, line := range strings.Split(p.log(), "\n") {
@@ -94,7 +94,7 @@ func TestDeletedNodeIsForgotten(t *testing.T) {
 		return n
 	}
 	before := mentions()
-	time.Sleep(6 * time.Second)
+	e.waitReconciles(p, reconcileCount(t, p), 3, "re-plans after the nodes were forgotten")
 	assert.Equal(t, before, mentions(), "no log line about the deleted nodes after they were forgotten\n%s", p.log())
 	p.requireHealthy(t)
 	assert.Equal(t, p.name, e.leader(), "the controller still leads")
@@ -130,9 +130,8 @@ func TestUpgradeWhenTemplateInEventMode(t *testing.T) {
 	e.Maintenance("label-first")
 	e.waitPhase("reboot-first", state.PhaseTainted)
 	e.waitPhase("label-first", state.PhaseTainted)
-	// Let the reconciles of the taints (and their follow-up) run before counting.
-	time.Sleep(2 * time.Second)
-	reconciles := reconcileCount(t, p)
+	// The reconciles of the taints (and their follow-up) have run: the count holds.
+	reconciles := e.waitQuiet(p)
 
 	// One half of the condition each.
 	e.Reboot("reboot-first", newKernel)
@@ -140,7 +139,8 @@ func TestUpgradeWhenTemplateInEventMode(t *testing.T) {
 	require.NoError(t, framework.Eventually(e.Ctx, 15*time.Second, func(context.Context) (bool, error) {
 		return reconcileCount(t, p) > reconciles, nil
 	}), "the node changes are reconciled")
-	time.Sleep(3 * time.Second)
+	// ...all of them: the re-plans of both nodes, their follow-up, and any write they started.
+	e.waitQuiet(p)
 	for _, n := range []string{"reboot-first", "label-first"} {
 		node := e.Node(n)
 		require.Equal(t, state.PhaseTainted, node.Annotations[state.Phase], "%s: half of upgrade.when is not the upgrade", n)
@@ -176,9 +176,9 @@ func (e *env) waitLeaderReady(p *process) {
 	}), "%s ready", p.name)
 }
 
-// waitGauges waits until the process's /metrics counts these tainted and warming nodes and this
+// waitGauges waits until the replica's /metrics counts these tainted and warming nodes and this
 // pool size (the gauges follow the caches, after a whole-pool reconcile).
-func (e *env) waitGauges(p *process, tainted, warming, pool float64) {
+func (e *env) waitGauges(p scraper, tainted, warming, pool float64) {
 	e.T.Helper()
 	var got [3]float64
 	err := framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
@@ -278,13 +278,6 @@ func (e *env) waitReleasedByWarmer(shorts ...string) {
 			return len(messages) == 1 && strings.Contains(messages[0], pod), nil
 		}), "node %s: one Released Event naming the warmer pod %s; got %q", short, pod, messages)
 	}
-}
-
-// reconcileCount is the number of event-driven reconciles the process has observed.
-func reconcileCount(t *testing.T, p *process) float64 {
-	t.Helper()
-	v, _ := sample(p.scrape(t), "image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "watch"})
-	return v
 }
 
 // scrape returns the process's /metrics as metric families.

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,9 +163,48 @@ func TestHold(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o755), info.Mode().Perm())
 
-	cmd := exec.Command(dst, "hold")
+	// Started with SIGINT ignored (the shell execs hold, keeping the pid): the Go runtime then
+	// installs no handler for it at start-up, and SIGINT shows as caught only once the process
+	// has asked for it (signal.Notify), which makes the handler's installation observable. With
+	// the default disposition the runtime catches SIGINT before main runs, and a SIGINT sent then
+	// kills the process. (An ignored SIGINT stays ignored unless the process asks for it: hold
+	// that did not would never be seen catching it, and the wait would fail.)
+	cmd := exec.Command("/bin/sh", "-c", `trap "" INT; exec "$0" hold`, dst)
 	require.NoError(t, cmd.Start())
-	time.Sleep(500 * time.Millisecond) // let it install its signal handler
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	waitSignalCaught(t, cmd.Process.Pid, filepath.Base(dst), syscall.SIGINT)
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	require.NoError(t, cmd.Wait(), "hold exits 0 on SIGINT")
+}
+
+// waitSignalCaught waits until the process pid runs the executable named name and catches sig
+// (its SigCgt in /proc/<pid>/status, a hex mask where bit n-1 stands for signal n).
+func waitSignalCaught(t *testing.T, pid int, name string, sig syscall.Signal) {
+	t.Helper()
+	if len(name) > 15 {
+		name = name[:15] // the kernel keeps 15 bytes of the name (TASK_COMM_LEN)
+	}
+	var last string
+	err := framework.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return false, err
+		}
+		last = string(b)
+		fields := map[string]string{}
+		for _, line := range strings.Split(last, "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				fields[k] = strings.TrimSpace(v)
+			}
+		}
+		if fields["Name"] != name {
+			return false, nil // not exec'd yet
+		}
+		caught, err := strconv.ParseUint(fields["SigCgt"], 16, 64)
+		if err != nil {
+			return false, fmt.Errorf("SigCgt %q: %w", fields["SigCgt"], err)
+		}
+		return caught&(1<<(uint(sig)-1)) != 0, nil
+	})
+	require.NoError(t, err, "process %d (%s) catches %v; last /proc status:\n%s", pid, name, sig, last)
 }

@@ -23,11 +23,13 @@ func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 		c.requests = append(c.requests, req.Method+" "+req.URL.Path)
 		if req.Method == http.MethodPatch {
 			if c.failAfter > 0 && c.patchesMade >= c.failAfter {
-				c.mu.Unlock()
+				// Under the lock: the engine's PATCH workers run in parallel.
 				if c.patchFailure == nil {
 					c.patchFailure = errors.New("injected: connection lost mid-cycle")
 				}
-				return nil, c.patchFailure
+				err := c.patchFailure
+				c.mu.Unlock()
+				return nil, err
 			}
 			c.patchesMade++
 		}
