@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
@@ -22,9 +23,11 @@ import (
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
-// In the event-driven mode too, an entry that counted on a release of the same plan for its slot
-// of maxConcurrent is not written when the release fails (design.md rule 1).
-func TestControllerFailedReleaseDoesNotFreeBudget(t *testing.T) {
+// failingRelease is a pool under maxConcurrent 1 whose one slot is held by m, past maxWaitForWarm
+// (so its plan releases it), while n waits in maintenance for that slot: the first failures
+// patches of m fail (a negative count: all of them). attempts counts them.
+func failingRelease(t *testing.T, failures int32) (c *Controller, client *fake.Clientset, attempts *atomic.Int32) {
+	t.Helper()
 	now := time.Now()
 	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
 		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
@@ -33,24 +36,39 @@ func TestControllerFailedReleaseDoesNotFreeBudget(t *testing.T) {
 			state.TaintedAt, state.FormatTime(now.Add(-4*time.Hour)),
 			state.UpgradedAt, state.FormatTime(now.Add(-3*time.Hour)))) // maxWaitForWarm (2h) passed
 	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
-	client := withWarmer(timedOut, candidate)
-	var attempts atomic.Int32
+	client = withWarmer(timedOut, candidate)
+	attempts = &atomic.Int32{}
 	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
-		if act.(k8stesting.PatchAction).GetName() == "m" {
-			attempts.Add(1)
+		if act.(k8stesting.PatchAction).GetName() != "m" {
+			return false, nil, nil
+		}
+		if n := attempts.Add(1); failures < 0 || n <= failures {
 			return true, nil, apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
 		}
 		return false, nil, nil
 	})
-	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
+	c = newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
+	return c, client, attempts
+}
+
+// startLeading starts c and makes it lead until the test ends.
+func startLeading(t *testing.T, c *Controller) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, c.Start(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return ctx
+}
+
+// In the event-driven mode too, an entry that counted on a release of the same plan for its slot
+// of maxConcurrent is not written when the release fails (design.md rule 1).
+func TestControllerFailedReleaseDoesNotFreeBudget(t *testing.T) {
+	c, client, attempts := failingRelease(t, -1)
+	startLeading(t, c)
 	// The release failed, and was retried once: the entry had its chances.
 	require.Eventually(t, func() bool { return attempts.Load() >= 2 }, 30*time.Second, 10*time.Millisecond)
-	cancel()
-	wg.Wait()
 
 	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	require.NoError(t, err)
@@ -63,33 +81,19 @@ func TestControllerFailedReleaseDoesNotFreeBudget(t *testing.T) {
 	assert.LessOrEqual(t, len(active), 1, "maxConcurrent is 1, but tainted/warming: %v", active)
 }
 
+// An entry left to the next plan because the release it counted on failed is re-planned after
+// retryAfterError, like the failed release: a release that keeps failing is not re-sent in a loop.
+func TestDeferredEntryDoesNotLoopAFailingRelease(t *testing.T) {
+	c, _, attempts := failingRelease(t, -1)
+	lead(t, c, retryAfterError/2)
+	assert.LessOrEqual(t, int(attempts.Load()), 2,
+		"the failing release of m should be retried after retryAfterError (%s), not in a loop driven by the deferred entry", retryAfterError)
+}
+
 // The entry held back for a failed release is written once a retry of the release succeeds.
 func TestDeferredEntryFollowsTheRelease(t *testing.T) {
-	now := time.Now()
-	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
-		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-		tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
-			state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-0",
-			state.TaintedAt, state.FormatTime(now.Add(-4*time.Hour)),
-			state.UpgradedAt, state.FormatTime(now.Add(-3*time.Hour))))
-	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
-	client := withWarmer(timedOut, candidate)
-	failures := 0
-	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
-		if act.(k8stesting.PatchAction).GetName() == "m" && failures < 2 {
-			failures++
-			return true, nil, apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
-		}
-		return false, nil, nil
-	})
-	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, c.Start(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
-	defer wg.Wait()
-	defer cancel()
+	c, client, _ := failingRelease(t, 2)
+	ctx := startLeading(t, c)
 	phase := func(name string) string {
 		node, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err)

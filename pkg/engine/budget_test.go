@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -23,10 +24,11 @@ import (
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
-// The planner lets a release free a slot of maxConcurrent for an entry of the same plan: when the
-// release fails (a 5xx, a webhook, conflicts to the end), the entry is left to the next cycle,
-// so that the budget holds (design.md rule 1).
-func TestFailedReleaseDoesNotFreeBudget(t *testing.T) {
+// failingRelease is an engine with the given maxConcurrent over a pool where m, past
+// maxWaitForWarm, is to be released but every patch of it fails (a 5xx, a webhook), while n
+// waits in maintenance.
+func failingRelease(t *testing.T, budget intstr.IntOrString) (*Engine, *fake.Clientset) {
+	t.Helper()
 	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
 		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
 		tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
@@ -42,11 +44,18 @@ func TestFailedReleaseDoesNotFreeBudget(t *testing.T) {
 		return false, nil, nil
 	})
 	cfg := testConfig(t)
-	cfg.MaxConcurrent = intstr.FromInt32(1)
+	cfg.MaxConcurrent = budget
 	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
+	return e, client
+}
 
+// The planner lets a release free a slot of maxConcurrent for an entry of the same plan: when the
+// release fails (a 5xx, a webhook, conflicts to the end), the entry is left to the next cycle,
+// so that the budget holds (design.md rule 1).
+func TestFailedReleaseDoesNotFreeBudget(t *testing.T) {
+	e, client := failingRelease(t, intstr.FromInt32(1))
 	res, err := e.RunOnce(context.Background())
 	require.Error(t, err, "the release failed")
 	require.Len(t, res.Plan.Actions, 2, "release of m (timeout) and, with the slot it frees, entry of n")
@@ -61,4 +70,21 @@ func TestFailedReleaseDoesNotFreeBudget(t *testing.T) {
 	}
 	assert.LessOrEqual(t, len(active), 1, "maxConcurrent is 1, but tainted/warming after the cycle: %v (entered: %d)",
 		active, res.Applied[plan.Enter])
+}
+
+// A failed release holds back only the entries that needed its slot: with room in the budget
+// (maxConcurrent 5, one node active) or no budget (0), the entry is written.
+func TestFailedReleaseDefersEntryOnlyWhenBudgetNeedsIt(t *testing.T) {
+	for _, budget := range []intstr.IntOrString{intstr.FromInt32(5), intstr.FromInt32(0)} {
+		t.Run(budget.String(), func(t *testing.T) {
+			e, client := failingRelease(t, budget)
+			for range 3 {
+				_, _ = e.RunOnce(context.Background())
+			}
+			n, err := client.CoreV1().Nodes().Get(context.Background(), "n", metav1.GetOptions{})
+			require.NoError(t, err)
+			assert.Equal(t, state.PhaseTainted, state.PhaseOf(n),
+				"maxConcurrent %s leaves room for n even with m still warming, yet n is never entered", budget.String())
+		})
+	}
 }
