@@ -479,7 +479,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
 	if !c.engine.DryRun() {
 		// A dry run writes nothing, so nothing it plans is ever in flight.
-		todo.Actions = c.ledger.claim(p.Actions, asOf)
+		todo.Actions = c.ledger.claim(p.Actions, p.EntriesOnReleases, asOf)
 	}
 	c.ledger.prune(asOf)
 	c.mu.Unlock()

@@ -26,15 +26,24 @@ func (l *ledger) asOf() uint64 { return l.writes }
 // claim returns the actions of a plan computed from a snapshot taken at asOf that may be
 // handed to writers, and records them as in flight. Stale actions are dropped. Entries are
 // also held back while a write that may taint a node (enter, adopt) from an earlier plan is in
-// flight: the snapshot cannot show its outcome yet, and maxConcurrent counts it.
-func (l *ledger) claim(actions []plan.Action, asOf uint64) []plan.Action {
-	tainting := l.tainting()
+// flight: the snapshot cannot show its outcome yet, and maxConcurrent counts it. So are they
+// when the plan admitted entries on the slots its releases free (onReleases, from
+// Plan.EntriesOnReleases) and one of those releases cannot be handed out (its node is being
+// written by an earlier plan, or was since the snapshot): that write may fail, and the entries
+// would then exceed maxConcurrent.
+func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) []plan.Action {
+	hold := l.tainting()
+	for _, a := range actions {
+		if _, busy := l.inflight[a.Node]; onReleases > 0 && a.Type == plan.Release && (busy || l.written[a.Node] > asOf) {
+			hold = true
+		}
+	}
 	var out []plan.Action
 	for _, a := range actions {
 		if _, busy := l.inflight[a.Node]; busy || l.written[a.Node] > asOf {
 			continue
 		}
-		if a.Type == plan.Enter && tainting {
+		if a.Type == plan.Enter && hold {
 			l.entriesWaiting = true
 			continue
 		}
@@ -45,7 +54,7 @@ func (l *ledger) claim(actions []plan.Action, asOf uint64) []plan.Action {
 }
 
 // finish records that the node's write returned. It reports whether the whole pool should be
-// re-planned now: entries were held back and the last tainting write has returned.
+// re-planned now: entries were held back and no tainting write is in flight any more.
 func (l *ledger) finish(node string) bool {
 	delete(l.inflight, node)
 	l.writes++

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
@@ -25,15 +26,15 @@ func nodesOf(actions []plan.Action) []string {
 func TestLedgerStalePlans(t *testing.T) {
 	l := newLedger()
 	before := l.asOf()
-	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt)}, before)))
-	assert.Empty(t, l.claim([]plan.Action{act("a", plan.Release)}, before), "a node being written is not handed out twice")
+	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt)}, 0, before)))
+	assert.Empty(t, l.claim([]plan.Action{act("a", plan.Release)}, 0, before), "a node being written is not handed out twice")
 
 	assert.False(t, l.finish("a"))
-	assert.Equal(t, []string{"b"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt), act("b", plan.Release)}, before)),
+	assert.Equal(t, []string{"b"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt), act("b", plan.Release)}, 0, before)),
 		"a plan from a snapshot taken before a node's write returned is stale for that node only")
 
 	after := l.asOf()
-	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Release)}, after)), "a snapshot taken after the write may act")
+	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Release)}, 0, after)), "a snapshot taken after the write may act")
 
 	l.finish("a")
 	l.finish("b")
@@ -44,20 +45,35 @@ func TestLedgerStalePlans(t *testing.T) {
 
 func TestLedgerEntriesWaitForTaintingWrites(t *testing.T) {
 	l := newLedger()
-	assert.Len(t, l.claim([]plan.Action{act("r", plan.Release), act("e1", plan.Enter), act("e2", plan.Enter)}, l.asOf()), 3,
+	assert.Len(t, l.claim([]plan.Action{act("r", plan.Release), act("e1", plan.Enter), act("e2", plan.Enter)}, 0, l.asOf()), 3,
 		"the entries of one plan go together; a release in flight holds none back")
 
-	assert.Empty(t, l.claim([]plan.Action{act("e3", plan.Enter)}, l.asOf()), "entries in flight hold the next plan's back")
+	assert.Empty(t, l.claim([]plan.Action{act("e3", plan.Enter)}, 0, l.asOf()), "entries in flight hold the next plan's back")
 	assert.False(t, l.finish("r"))
 	assert.False(t, l.finish("e1"), "one entry still in flight")
 	assert.True(t, l.finish("e2"), "the last tainting write returned: re-plan the waiting entries now")
-	assert.Equal(t, []string{"e3"}, nodesOf(l.claim([]plan.Action{act("e3", plan.Enter)}, l.asOf())))
+	assert.Equal(t, []string{"e3"}, nodesOf(l.claim([]plan.Action{act("e3", plan.Enter)}, 0, l.asOf())))
 	l.finish("e3")
 
-	assert.Len(t, l.claim([]plan.Action{act("j", plan.Adopt)}, l.asOf()), 1)
-	assert.Empty(t, l.claim([]plan.Action{act("e4", plan.Enter)}, l.asOf()), "an adoption in flight holds entries back too")
+	assert.Len(t, l.claim([]plan.Action{act("j", plan.Adopt)}, 0, l.asOf()), 1)
+	assert.Empty(t, l.claim([]plan.Action{act("e4", plan.Enter)}, 0, l.asOf()), "an adoption in flight holds entries back too")
 	assert.True(t, l.finish("j"))
 	assert.False(t, l.finish("x"), "nothing was waiting")
+}
+
+// A plan that admitted an entry on the slot of a release it cannot hand out (an earlier plan is
+// still writing that node) holds the entry back until that write returns: it may fail.
+func TestLedgerEntriesWaitForTheReleasesTheyCountOn(t *testing.T) {
+	l := newLedger()
+	require.Len(t, l.claim([]plan.Action{act("m", plan.Release)}, 0, l.asOf()), 1)
+	assert.Empty(t, l.claim([]plan.Action{act("m", plan.Release), act("n", plan.Enter)}, 1, l.asOf()),
+		"n's slot is m's, whose release is still being written")
+	assert.Equal(t, []string{"o"}, nodesOf(l.claim([]plan.Action{act("m", plan.Release), act("o", plan.Enter)}, 0, l.asOf())),
+		"an entry with room of its own does not wait")
+	assert.True(t, l.finish("o"), "o's entry returned: re-plan (the waiting entry)")
+	assert.Empty(t, l.claim([]plan.Action{act("m", plan.Release), act("n", plan.Enter)}, 1, l.asOf()), "m is still being written")
+	assert.True(t, l.finish("m"), "m's release returned: re-plan the waiting entry now")
+	assert.Equal(t, []string{"n"}, nodesOf(l.claim([]plan.Action{act("n", plan.Enter)}, 0, l.asOf())))
 }
 
 func nodeAt(rv string) *corev1.Node {
