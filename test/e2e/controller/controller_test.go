@@ -272,6 +272,16 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 	for i := range n {
 		e.Maintenance(fmt.Sprintf("n%02d", i))
 		if i == n/2 {
+			// The leader is at work (one of the nodes in maintenance so far is tainted) when it
+			// dies; the rest of the burst is the standby's.
+			require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
+				for j := range i + 1 {
+					if state.PhaseOf(e.Node(fmt.Sprintf("n%02d", j))) == state.PhaseTainted {
+						return true, nil
+					}
+				}
+				return false, nil
+			}), "the leader taints the first nodes")
 			require.NoError(t, procs[leaderID].cmd.Process.Kill())
 		}
 	}
