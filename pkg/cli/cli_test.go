@@ -385,11 +385,16 @@ func TestDryRunFailedCyclePrintsNoPlan(t *testing.T) {
 
 // unreachableKubeconfig writes a kubeconfig in dir for a server nothing listens on.
 func unreachableKubeconfig(t *testing.T, dir string) string {
+	return kubeconfigFor(t, dir, "https://127.0.0.1:1")
+}
+
+// kubeconfigFor writes a kubeconfig in dir for the API server at server, with a token.
+func kubeconfigFor(t *testing.T, dir, server string) string {
 	t.Helper()
 	path := filepath.Join(dir, "kubeconfig")
 	require.NoError(t, os.WriteFile(path, []byte(`apiVersion: v1
 kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+clusters: [{name: c, cluster: {server: "`+server+`"}}]
 users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
@@ -459,14 +464,7 @@ func TestClientTimeoutSparesWatches(t *testing.T) {
 	defer srv.Close()
 
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "`+srv.URL+`"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600))
+	kubeconfig := kubeconfigFor(t, dir, srv.URL)
 	cfg := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n"+
 		"pool: {nodeSelector: {a: b}}\nclient: {timeout: "+timeout.String()+"}\n"), 0o600))

@@ -445,6 +445,9 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 
 // Plans written at the same time (the event-driven mode's many small ones) share one re-read of
 // the DaemonSet per uninstallCheckInterval, however many of them have been writing that long.
+// A re-read that fails (a 5xx, a timeout, throttling) keeps a mark already seen: entries resumed
+// on it could land after the uninstall's last sweep and leave a node tainted with no orchestrator
+// to release it.
 func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 	client := fake.NewClientset()
 	cfg := testConfig(t)
@@ -478,6 +481,13 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 		assert.True(t, g.marked(ctx), "the mark read by one plan stops them all")
 	}
 	assert.Equal(t, 2, dsReads())
+
+	client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServerTimeout(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "get", 1)
+	})
+	clk.SetTime(t0.Add(3 * uninstallCheckInterval))
+	assert.True(t, plans[0].marked(ctx), "a failed re-read does not undo a mark already seen")
+	assert.Equal(t, 3, dsReads())
 }
 
 // countActions counts the fake client's requests with this verb on this resource.

@@ -35,13 +35,8 @@ func TestDeploymentModeUnderItsRBAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	admin := cluster.Client
-	require.NoError(t, cluster.InstallNodeMaintenanceCRD(ctx))
-	_, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   ns,
-		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
-	}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = cluster.CreateNode(ctx, "deploy-a",
+	restrictedNamespace(t, ctx, ns)
+	_, err := cluster.CreateNode(ctx, "deploy-a",
 		framework.WithLabels(map[string]string{poolLabel: poolVal, "kernel-version": "5.15.0-100"}),
 		framework.WithKernel("5.15.0-100"))
 	require.NoError(t, err)

@@ -51,6 +51,18 @@ func chartDir(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "charts", "image-prewarmer")
 }
 
+// restrictedNamespace creates namespace under the restricted Pod Security level, and the
+// NodeMaintenance resource the chart's default maintenance source reads.
+func restrictedNamespace(t *testing.T, ctx context.Context, namespace string) {
+	t.Helper()
+	require.NoError(t, cluster.InstallNodeMaintenanceCRD(ctx))
+	_, err := cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name:   namespace,
+		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
+	}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
 // helmInstall installs the chart with the Helm SDK, as `helm install` would, as release in namespace.
 func helmInstall(t *testing.T, ctx context.Context, namespace, release string, vals map[string]any) *action.Configuration {
 	t.Helper()
@@ -100,12 +112,7 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	admin := cluster.Client
-	require.NoError(t, cluster.InstallNodeMaintenanceCRD(ctx))
-	_, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   namespace,
-		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
-	}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	restrictedNamespace(t, ctx, namespace)
 
 	poolNode := func(name string, opts ...framework.NodeOption) {
 		t.Helper()
