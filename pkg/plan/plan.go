@@ -652,8 +652,8 @@ func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Actio
 
 func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 	baseline := upgrade.Baseline{Kernel: n.Annotations[state.BaselineKernel], BootID: n.Annotations[state.BaselineBootID]}
-	taintedAt, hasTaintedAt := state.Time(n, state.TaintedAt)
-	baseline.TaintedAt = taintedAt
+	baseline.TaintedAt, _ = state.Time(n, state.TaintedAt) // as recorded, for upgrade.when
+	taintedAt, hasTaintedAt := recordedTime(c, n, state.TaintedAt)
 	// A rule that fails on this node says nothing about its upgrade: the node is treated as not
 	// upgraded, so that cancelAfter and maxWaitForUpgrade still release it, and the error is
 	// reported when nothing else is to be done.
@@ -682,7 +682,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 	// An upgraded node that is not Ready yet (its network or drivers still starting) did not leave
 	// its maintenance without an upgrade: it waits for Ready, or for maxWaitForUpgrade.
 	if len(c.s.Maintenance[n.Name]) == 0 && !upgraded {
-		leftAt, recorded := state.Time(n, state.LeftMaintenanceAt)
+		leftAt, recorded := recordedTime(c, n, state.LeftMaintenanceAt)
 		if !recorded {
 			leftAt = c.s.Now
 		}
@@ -733,7 +733,7 @@ func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
 		a.WarmPod = pod
 		return a, true
 	}
-	upgradedAt, ok := state.Time(n, state.UpgradedAt)
+	upgradedAt, ok := recordedTime(c, n, state.UpgradedAt)
 	if !ok {
 		return p.repairTime(c, n, state.UpgradedAt, "maxWaitForWarm"), true
 	}
@@ -752,13 +752,32 @@ func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
 	return p.podProblem(c, n)
 }
 
-// repairTime sets a managed node's missing or malformed time annotation (edited by hand) to now,
-// with a Warning Event: without it the timeout that counts from it (timeout, a field name) would
-// never fire and the node could stay tainted for good. The timeout counts from now.
+// maxClockSkew is how far ahead of the orchestrator's clock a recorded time may be and still be
+// trusted: replicas' clocks differ by that little, while a time further ahead (a hand edit, a
+// writer with a wrong clock) would put off the timeout that counts from it until then.
+const maxClockSkew = 5 * time.Minute
+
+// recordedTime reads a time annotation the planner counts a timeout from; ok is false when it
+// is missing, malformed, or further ahead of now than maxClockSkew.
+func recordedTime(c *cycle, n *corev1.Node, key string) (time.Time, bool) {
+	t, ok := state.Time(n, key)
+	if !ok || t.Sub(c.s.Now) > maxClockSkew {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// repairTime sets a managed node's missing, malformed or future time annotation (edited by
+// hand, or written by a clock far ahead) to now, with a Warning Event: without it the timeout
+// that counts from it (timeout, a field name) would fire late or never, and the node could stay
+// tainted for good. The timeout counts from now.
 func (p *Planner) repairTime(c *cycle, n *corev1.Node, key, timeout string) Action {
 	was := "missing"
 	if v, ok := n.Annotations[key]; ok {
 		was = fmt.Sprintf("malformed (%q)", v)
+		if _, parsed := state.Time(n, key); parsed {
+			was = fmt.Sprintf("in the future (%s)", v)
+		}
 	}
 	msg := fmt.Sprintf("%s was %s: set to now, so %s counts from now", key, was, timeout)
 	return Action{

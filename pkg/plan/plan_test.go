@@ -1338,6 +1338,9 @@ func TestMalformedTimesAreRepaired(t *testing.T) {
 		{name: "tainted-at missing", phase: state.PhaseTainted, key: state.TaintedAt, missing: true},
 		{name: "upgraded-at malformed", phase: state.PhaseWarming, key: state.UpgradedAt, value: "soon"},
 		{name: "upgraded-at missing", phase: state.PhaseWarming, key: state.UpgradedAt, missing: true},
+		// A time far ahead would put the timeout off until then.
+		{name: "tainted-at in the future", phase: state.PhaseTainted, key: state.TaintedAt, value: state.FormatTime(t0.Add(30 * 24 * time.Hour))},
+		{name: "upgraded-at in the future", phase: state.PhaseWarming, key: state.UpgradedAt, value: state.FormatTime(t0.Add(time.Hour))},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1362,6 +1365,44 @@ func TestMalformedTimesAreRepaired(t *testing.T) {
 			assert.Equal(t, state.ReasonTimeout, action(t, later, "a").Reason)
 		})
 	}
+}
+
+// A recorded time a little ahead of the orchestrator's clock (another replica's clock) is
+// trusted as it is; only one further ahead than clocks differ is repaired.
+func TestTimesSlightlyAheadAreTrusted(t *testing.T) {
+	cfg := testConfig(t)
+	for _, key := range []string{state.TaintedAt, state.UpgradedAt} {
+		phase := state.PhaseTainted
+		if key == state.UpgradedAt {
+			phase = state.PhaseWarming
+		}
+		n := tu.Node("a", inPool(), managed(phase, t0.Add(-time.Hour)))
+		n.Annotations[key] = state.FormatTime(t0.Add(time.Minute))
+		got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}))
+		assert.Empty(t, got.Actions, "%s a minute ahead", key)
+
+		n.Annotations[key] = state.FormatTime(t0.Add(time.Hour))
+		got = compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}))
+		a := action(t, got, "a")
+		assert.Equal(t, "repaired", a.Reason, "%s an hour ahead", key)
+		require.Len(t, a.Events, 1)
+		assert.Contains(t, a.Events[0].Message, "in the future")
+	}
+}
+
+// A node that left its maintenance at a recorded time far in the future is not kept until then
+// plus cancelAfter: the time is recorded again as now.
+func TestLeftMaintenanceInTheFutureIsRecordedAgain(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)),
+		tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(24*time.Hour))))
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)), "a")
+	require.Equal(t, plan.Record, a.Type, a.Message)
+	assert.Equal(t, map[string]*string{state.LeftMaintenanceAt: ptr(state.FormatTime(t0))}, a.Change.Annotations)
+
+	n.Annotations[state.LeftMaintenanceAt] = state.FormatTime(t0)
+	later := action(t, compute(t, cfg, snapshot(t0.Add(cfg.CancelAfter.Duration), []*corev1.Node{n}, nil)), "a")
+	assert.Equal(t, state.ReasonCancelled, later.Reason)
 }
 
 // The warmer pod that was on the node when it was tainted counts only once its containers
