@@ -203,6 +203,9 @@ type bench struct {
 	onceRuns int
 	// probes time a fixed CPU workload during the run.
 	probes []cpuProbe
+	// nodeLease is the duration of the node Leases kwok's simulated kubelets hold (renewed every
+	// quarter of it, as a kubelet does); 0 until read.
+	nodeLease time.Duration
 }
 
 type latencyRow struct {
@@ -732,7 +735,8 @@ func (b *bench) settleNodes(ctx context.Context) (stop func()) {
 const ttlAnnotation = "node.alpha.kubernetes.io/ttl"
 
 // waitSettled waits until the control plane is done with the new nodes of names: none carries the
-// not-ready taint any more and each has its TTL annotation. A run --once cycle measured earlier
+// not-ready taint any more, each has its TTL annotation, and kwok holds each one's Lease (kwok
+// creates it, then lists the node's pods, once per new node). A run --once cycle measured earlier
 // would race with those writes (conflicts, re-reads) and share the API server with them.
 func (b *bench) waitSettled(ctx context.Context, names []string) error {
 	want := map[string]bool{}
@@ -761,7 +765,20 @@ func (b *bench) waitSettled(ctx context.Context, names []string) error {
 				return false, nil
 			}
 		}
-		return true, nil
+		leases, err := b.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false, err
+		}
+		held := 0
+		for _, l := range leases.Items {
+			if want[l.Name] && l.Spec.HolderIdentity != nil {
+				held++
+				if d := l.Spec.LeaseDurationSeconds; d != nil {
+					b.nodeLease = time.Duration(*d) * time.Second
+				}
+			}
+		}
+		return held == len(want), nil
 	})
 	b.log.Info("nodes settled", "nodes", len(names), "waited", time.Since(start).Round(time.Second).String())
 	if err != nil {

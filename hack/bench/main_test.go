@@ -282,3 +282,11 @@ func TestCPUHeader(t *testing.T) {
 	assert.Equal(t, "| pool | cycle | kube-apiserver | etcd | kube-controller-manager | kube-scheduler | kwok | orchestrator | benchmark | all | wall |\n"+
 		"|---|---|---|---|---|---|---|---|---|---|---|", got)
 }
+
+// The report states the heartbeat rate the cluster runs with, and how far it is from kubelets'.
+func TestLeaseRate(t *testing.T) {
+	assert.Equal(t, "", leaseRate(0), "unknown: nothing said")
+	assert.Equal(t, "kwok renews each node's Lease every 10s (a quarter of its 40s duration, as a kubelet does).", leaseRate(40*time.Second))
+	assert.Contains(t, leaseRate(200*time.Second), "every 50s")
+	assert.Contains(t, leaseRate(200*time.Second), "real kubelets sends 5 times as many renewals")
+}

@@ -470,8 +470,8 @@ func (b *bench) firstCycles() []onceRow {
 }
 
 // leaseLine says how many Lease renewals fell within each first cycle of runs (sorted by wall
-// time), and whether the slower runs had more: kwok renews every node's Lease every 10 s from four
-// workers, and those updates take API server time from the cycle's writes. "" when unknown.
+// time), and whether the slower runs had more: kwok renews every node's Lease from a few workers,
+// and those updates take API server time from the cycle's writes. "" when unknown.
 func leaseLine(runs []onceRow) string {
 	if len(runs) < 2 {
 		return ""
@@ -494,14 +494,27 @@ func leaseLine(runs []onceRow) string {
 	return fmt.Sprintf("Lease renewals the first cycles at %d nodes %s: %s.", runs[0].pool, verb, strings.Join(parts, ", "))
 }
 
+// leaseRate says how often kwok renews each node's Lease, against a kubelet's 10 s.
+func leaseRate(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	renew := d / 4
+	s := fmt.Sprintf("kwok renews each node's Lease every %s (a quarter of its %s duration, as a kubelet does)", renew, d)
+	if renew > 10*time.Second {
+		s += fmt.Sprintf(": kwokctl scales a kubelet's 40 s Lease by its heartbeat factor, so a cluster of real kubelets sends %.0f times as many renewals", renew.Seconds()/10)
+	}
+	return s + "."
+}
+
 // onceCPUTable reports the CPU time each process used during each run --once cycle, and the
 // Lease updates the API server served meanwhile.
 func (b *bench) onceCPUTable(p func(string, ...any)) {
 	p("CPU time each process used during each cycle (from the orchestrator's start to its exit; its own")
 	p("from `/usr/bin/time`, the others' from `/proc/<pid>/stat`, at a resolution of 10 ms), and the")
-	p("Lease updates the API server served meanwhile: the heartbeats of kwok's simulated kubelets (every")
-	p("node's Lease every 10 s, like a kubelet's) and the controllers' leader leases. With %d cores, `all`", runtime.NumCPU())
-	p("can reach at most %d times the wall time.", runtime.NumCPU())
+	p("Lease updates the API server served meanwhile: the heartbeats of kwok's simulated kubelets and the")
+	p("controllers' leader leases. %s With %d cores, `all` can reach at most %d times the wall time.",
+		leaseRate(b.nodeLease), runtime.NumCPU(), runtime.NumCPU())
 	p("")
 	p("%s", cpuHeader("| pool | cycle | client |", "all | wall | Lease updates |"))
 	for _, r := range b.once {
