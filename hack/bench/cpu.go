@@ -56,6 +56,30 @@ func cpuNow(clusterDir string, orchestratorPID int) cpuSample {
 	return s
 }
 
+// kwokLeaseDuration is the node Lease duration the cluster's kwok controller was started with
+// (--node-lease-duration-seconds), 0 when unknown.
+func kwokLeaseDuration(clusterDir string) time.Duration {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(cmdline, []byte(clusterDir)) {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if component(args[0]) != "kwok" {
+			continue
+		}
+		for _, a := range args[1:] {
+			if v, ok := strings.CutPrefix(a, "--node-lease-duration-seconds="); ok {
+				if secs, err := strconv.Atoi(v); err == nil {
+					return time.Duration(secs) * time.Second
+				}
+			}
+		}
+	}
+	return 0
+}
+
 // component names a cluster process by its executable, or "" for one that is not reported.
 func component(exe string) string {
 	base := filepath.Base(exe)

@@ -413,7 +413,7 @@ func (b *bench) joinScenario(ctx context.Context, name, label string, n int, cs 
 	closedBefore := b.nodeWatchersClosed(ctx)
 	cpuBefore := b.cpu(proc)
 	start := time.Now()
-	names, err := b.createNodes(ctx, name, n, map[string]string{poolLabel: name, allLabel: "yes"}, &taint)
+	names, err := b.createNodes(ctx, name, n, 0, map[string]string{poolLabel: name, allLabel: "yes"}, &taint)
 	if err != nil {
 		return err
 	}
@@ -510,7 +510,20 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 	defer func() { stopSettling() }()
 	if missing := n - b.live; missing > 0 {
 		stopSettling = b.settleNodes(ctx)
-		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, map[string]string{poolLabel: "fill", allLabel: "yes"}, nil); err != nil {
+		// What kube-controller-manager writes to every node of a long-lived cluster is there from
+		// the start (waitSettled): a node of a pool that has been up for a while.
+		total, err := b.nodeCount(ctx)
+		if err != nil {
+			return err
+		}
+		steady := framework.WithAnnotations(map[string]string{ttlAnnotation: strconv.Itoa(ttlFor(total + missing))})
+		// Created over one Lease renewal interval, the nodes' heartbeats are as evenly spread as
+		// in a pool whose nodes came up over time; created at once, kwok renews all their Leases
+		// within the same few seconds of every interval, and a cycle is measured either in such
+		// a burst of hundreds of Lease writes a second or between two.
+		spread := kwokLeaseDuration(filepath.Dir(b.c.Kubeconfig)) / 4
+		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, spread,
+			map[string]string{poolLabel: "fill", allLabel: "yes", "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}, nil, steady); err != nil {
 			return err
 		}
 	}
@@ -658,9 +671,9 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 // repeated first cycle needs new ones).
 func onceMaintenance(gen int, node string) string { return fmt.Sprintf("once%d-%s", gen, node) }
 
-// settler stands in for the node lifecycle controller's removal of the not-ready taint, which
-// kube-controller-manager (20 QPS, shared with the DaemonSet controller) does at about five nodes a
-// second: minutes for the thousands of nodes this benchmark creates at once, during which no warmer
+// settler stands in for the node lifecycle controller's removal of the not-ready taint, which it
+// does at about five nodes a second (its client is limited to 20 QPS, and each new node also costs
+// it an Event and a label patch): minutes for the thousands of nodes this benchmark creates at once, during which no warmer
 // pod can be scheduled and every node write races with it. Once kwok reports a bench node Ready,
 // it removes that taint (resourceVersion-guarded; a conflict is retried on the node's next event).
 // Removing it right after each create instead (no watch) was tried: creation takes about twice as
@@ -730,21 +743,54 @@ func (b *bench) settleNodes(ctx context.Context) (stop func()) {
 	})
 }
 
-// ttlAnnotation is set on every node by kube-controller-manager's TTL controller, at the
-// controller manager's client rate: about 30 s for 4,000 new nodes here.
+// ttlAnnotation is kept on every node by kube-controller-manager's TTL controller: the value
+// ttlFor gives for the cluster's size, rewritten on a node's next update when the size crosses a
+// step, at the controller manager's client rate (20 a second).
 const ttlAnnotation = "node.alpha.kubernetes.io/ttl"
 
+// ttlFor is the TTL annotation (seconds) kube-controller-manager's TTL controller wants on every
+// node of a cluster that grew to nodes nodes (pkg/controller/ttl, v1.36: its steps move up as the
+// count exceeds each maximum; they move down only below lower minimums, which a growing cluster
+// does not meet).
+func ttlFor(nodes int) int {
+	for _, step := range []struct{ max, ttl int }{{100, 0}, {500, 15}, {1000, 30}, {2000, 60}} {
+		if nodes <= step.max {
+			return step.ttl
+		}
+	}
+	return 300
+}
+
+// nodeCount is the number of nodes in the cluster.
+func (b *bench) nodeCount(ctx context.Context) (int, error) {
+	list, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return 0, err
+	}
+	return len(list.Items), nil
+}
+
 // waitSettled waits until the control plane is done with the new nodes of names: none carries the
-// not-ready taint any more, each has its TTL annotation, and kwok holds each one's Lease (kwok
-// creates it, then lists the node's pods, once per new node). A run --once cycle measured earlier
-// would race with those writes (conflicts, re-reads) and share the API server with them.
+// not-ready taint any more, kwok holds each one's Lease (kwok creates it, then lists the node's
+// pods, once per new node), and each has the TTL annotation the cluster's size calls for. A run
+// --once cycle measured earlier would race with those writes (conflicts, re-reads) and share the
+// API server with them. The TTL controller rewrites the annotation only on a node's next update,
+// and the cycle's own patches would be those updates: a node whose annotation a pool's growth left
+// behind (the size crossed a step while the node was new, or since) is given the value here.
 func (b *bench) waitSettled(ctx context.Context, names []string) error {
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
 	}
+	total, err := b.nodeCount(ctx)
+	if err != nil {
+		return err
+	}
+	ttl := strconv.Itoa(ttlFor(total))
+	var behind []string
+	fixed, rounds := 0, 0
 	start := time.Now()
-	err := framework.Eventually(ctx, 6*time.Minute, func(ctx context.Context) (bool, error) {
+	err = framework.Eventually(ctx, 6*time.Minute, func(ctx context.Context) (bool, error) {
 		// A list of thousands of nodes is not free: not more than one every two seconds.
 		if time.Since(start) > time.Second {
 			select {
@@ -757,13 +803,29 @@ func (b *bench) waitSettled(ctx context.Context, names []string) error {
 		if err != nil {
 			return false, err
 		}
+		behind = behind[:0]
 		for _, node := range list.Items {
 			if !want[node.Name] {
 				continue
 			}
-			if _, annotated := node.Annotations[ttlAnnotation]; !annotated || state.HasTaint(&node, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
+			if state.HasTaint(&node, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule) {
 				return false, nil
 			}
+			if node.Annotations[ttlAnnotation] != ttl {
+				behind = append(behind, node.Name)
+			}
+		}
+		if len(behind) > 0 {
+			// The same nodes behind again after a round: the controller wants another value.
+			if rounds++; rounds > 3 {
+				return false, fmt.Errorf("kube-controller-manager's TTL controller keeps %d nodes' %s away from %s", len(behind), ttlAnnotation, ttl)
+			}
+			fixed += len(behind)
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, ttlAnnotation, ttl)
+			return false, parallel(ctx, behind, 32, func(ctx context.Context, node string) error {
+				_, err := b.client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+				return err
+			})
 		}
 		leases, err := b.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 		if err != nil {
@@ -780,7 +842,8 @@ func (b *bench) waitSettled(ctx context.Context, names []string) error {
 		}
 		return held == len(want), nil
 	})
-	b.log.Info("nodes settled", "nodes", len(names), "waited", time.Since(start).Round(time.Second).String())
+	b.log.Info("nodes settled", "nodes", len(names), "waited", time.Since(start).Round(time.Second).String(),
+		"ttl", ttl, "ttlBehind", fixed)
 	if err != nil {
 		return fmt.Errorf("nodes not settled: %w", err)
 	}
@@ -1060,15 +1123,27 @@ func (b *bench) removePool(ctx context.Context, name string) error {
 	return nil
 }
 
-// createNodes creates n kwok nodes named <prefix>-%05d, in parallel, without waiting for them.
-func (b *bench) createNodes(ctx context.Context, prefix string, n int, labels map[string]string, taint *corev1.Taint) ([]string, error) {
+// createNodes creates n kwok nodes named <prefix>-%05d, in parallel, without waiting for them:
+// at once, or evenly over spread.
+func (b *bench) createNodes(ctx context.Context, prefix string, n int, spread time.Duration, labels map[string]string, taint *corev1.Taint, more ...framework.NodeOption) ([]string, error) {
 	names := nodeNames(prefix, n)
 	start := time.Now()
-	opts := []framework.NodeOption{framework.WithLabels(labels)}
+	opts := append([]framework.NodeOption{framework.WithLabels(labels)}, more...)
 	if taint != nil {
 		opts = append(opts, framework.WithTaints(*taint))
 	}
+	index := make(map[string]int, n)
+	for i, name := range names {
+		index[name] = i
+	}
 	err := parallel(ctx, names, 64, func(ctx context.Context, name string) error {
+		if spread > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(start.Add(spread * time.Duration(index[name]) / time.Duration(n)))):
+			}
+		}
 		_, err := b.client.CoreV1().Nodes().Create(ctx, framework.NewNode(name, opts...), metav1.CreateOptions{})
 		return err
 	})

@@ -290,3 +290,10 @@ func TestLeaseRate(t *testing.T) {
 	assert.Contains(t, leaseRate(200*time.Second), "every 50s")
 	assert.Contains(t, leaseRate(200*time.Second), "real kubelets sends 5 times as many renewals")
 }
+
+// The TTL the benchmark gives a grown pool's nodes is kube-controller-manager's for that size.
+func TestTTLFor(t *testing.T) {
+	for nodes, want := range map[int]int{0: 0, 100: 0, 101: 15, 500: 15, 501: 30, 1000: 30, 1001: 60, 2000: 60, 2001: 300, 6000: 300} {
+		assert.Equal(t, want, ttlFor(nodes), "%d nodes", nodes)
+	}
+}
