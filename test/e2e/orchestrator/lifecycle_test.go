@@ -2,6 +2,8 @@ package orchestrator_test
 
 import (
 	"fmt"
+	"net/http"
+	"path"
 	"regexp"
 	"strings"
 	"sync"
@@ -631,6 +633,87 @@ func TestConcurrentWriter(t *testing.T) {
 		for r := range rounds {
 			assert.Equal(t, "yes", n.Labels[fmt.Sprintf("writer.example.com/r%d", r)], "label of round %d on %s", r, s)
 			assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: fmt.Sprintf("writer.example.com/r%d", r), Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
+		}
+	}
+}
+
+// 8b. Another writer changes the node between the orchestrator's read and its patch, every
+// time: the entry's merge patch, guarded by the resourceVersion, is refused (409 Conflict), and
+// so is the release's JSON patch (422: its test of our taint's index fails, the writer having
+// put a taint before ours). Each node is re-read and re-planned, and nothing of the writer's is
+// lost.
+func TestWriteBetweenReadAndPatch(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.Warmer()
+	names := e.poolInMaintenance("i%d", 3)
+
+	var mu sync.Mutex
+	interfered := map[string]bool{}
+	counter := &requestCounter{beforePatch: func(req *http.Request) {
+		if !strings.HasPrefix(req.URL.Path, "/api/v1/nodes/") {
+			return
+		}
+		node, contentType := path.Base(req.URL.Path), req.Header.Get("Content-Type")
+		mu.Lock()
+		first := !interfered[node+" "+contentType]
+		interfered[node+" "+contentType] = true
+		mu.Unlock()
+		if !first {
+			return
+		}
+		// The first merge patch of each node is its entry, the first JSON patch its release.
+		key, before := "writer.example.com/enter", false
+		if contentType == string(types.JSONPatchType) {
+			key, before = "writer.example.com/release", true
+		}
+		assert.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			n, err := cluster.Client.CoreV1().Nodes().Get(e.Ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			n.Labels[key] = "yes"
+			taint := corev1.Taint{Key: key, Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule}
+			if before {
+				n.Spec.Taints = append([]corev1.Taint{taint}, n.Spec.Taints...)
+			} else {
+				n.Spec.Taints = append(n.Spec.Taints, taint)
+			}
+			_, err = cluster.Client.CoreV1().Nodes().Update(e.Ctx, n, metav1.UpdateOptions{})
+			return err
+		}))
+	}}
+	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	cycle := func() {
+		_, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
+		require.NoError(t, err)
+	}
+
+	cycle()
+	assert.Equal(t, len(names), counter.answered(http.MethodPatch, "", http.StatusConflict), "each entry was refused once")
+	for _, s := range names {
+		e.requirePhase(s, state.PhaseTainted, "upgrading")
+		n := e.Node(s)
+		assert.Equal(t, "yes", n.Labels["writer.example.com/enter"], "the writer's label on %s", s)
+		assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: "writer.example.com/enter", Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule})
+		e.Reboot(s, newKernel)
+	}
+
+	e.eventually("every node released", func() bool {
+		cycle()
+		for _, s := range names {
+			if e.Node(s).Annotations[state.ReleaseReason] == "" {
+				return false
+			}
+		}
+		return true
+	})
+	assert.Equal(t, len(names), counter.answered(http.MethodPatch, "", http.StatusUnprocessableEntity), "each release was refused once")
+	for _, s := range names {
+		n := e.RequireReleased(s, state.ReasonWarm)
+		for _, key := range []string{"writer.example.com/enter", "writer.example.com/release"} {
+			assert.Equal(t, "yes", n.Labels[key], "the writer's label %s on %s", key, s)
+			assert.Contains(t, n.Spec.Taints, corev1.Taint{Key: key, Value: "yes", Effect: corev1.TaintEffectPreferNoSchedule}, "on %s", s)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,30 +13,62 @@ import (
 type requestCounter struct {
 	mu           sync.Mutex
 	requests     []string // "VERB path"
+	responses    []string // "VERB path code"
 	failAfter    int      // fail PATCHes once this many succeeded; 0: never
 	patchesMade  int
 	patchFailure error
+	// beforePatch, when set, runs before each PATCH is sent (another writer slipping in
+	// between the client's read and its write).
+	beforePatch func(*http.Request)
 }
 
 func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		c.mu.Lock()
-		c.requests = append(c.requests, req.Method+" "+req.URL.Path)
-		if req.Method == http.MethodPatch {
-			if c.failAfter > 0 && c.patchesMade >= c.failAfter {
-				// Under the lock: the engine's PATCH workers run in parallel.
-				if c.patchFailure == nil {
-					c.patchFailure = errors.New("injected: connection lost mid-cycle")
-				}
-				err := c.patchFailure
-				c.mu.Unlock()
-				return nil, err
-			}
-			c.patchesMade++
+		if c.beforePatch != nil && req.Method == http.MethodPatch {
+			c.beforePatch(req)
 		}
-		c.mu.Unlock()
-		return rt.RoundTrip(req)
+		resp, err := c.roundTrip(rt, req)
+		if resp != nil {
+			c.mu.Lock()
+			c.responses = append(c.responses, fmt.Sprintf("%s %s %d", req.Method, req.URL.Path, resp.StatusCode))
+			c.mu.Unlock()
+		}
+		return resp, err
 	})
+}
+
+// roundTrip records the request and sends it, or fails it as failAfter says.
+func (c *requestCounter) roundTrip(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.requests = append(c.requests, req.Method+" "+req.URL.Path)
+	if req.Method == http.MethodPatch {
+		if c.failAfter > 0 && c.patchesMade >= c.failAfter {
+			// Under the lock: the engine's PATCH workers run in parallel.
+			if c.patchFailure == nil {
+				c.patchFailure = errors.New("injected: connection lost mid-cycle")
+			}
+			err := c.patchFailure
+			c.mu.Unlock()
+			return nil, err
+		}
+		c.patchesMade++
+	}
+	c.mu.Unlock()
+	return rt.RoundTrip(req)
+}
+
+// answered returns how many responses to requests with the method and a path ending in suffix
+// had the status code.
+func (c *requestCounter) answered(method, suffix string, code int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, r := range c.responses {
+		if strings.HasPrefix(r, method+" ") && strings.HasSuffix(r, fmt.Sprintf("%s %d", suffix, code)) {
+			n++
+		}
+	}
+	return n
 }
 
 // count returns how many requests had the method and a path containing fragment.
