@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -356,10 +357,11 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			require.Contains(t, byNS, "events")
 			assert.Equal(t, releaseNS, byNS["release"].Namespace)
 			releaseRules := []rbacv1.PolicyRule{
-				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: read},
+				// This release's own warmer DaemonSet and no other: read by name or with a
+				// metadata.name field selector, and marked by the uninstall hook.
+				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{find[*appsv1.DaemonSet](t, r, "").Name},
+					Verbs: append(slices.Clone(read), "patch")},
 				{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: watchOnly},
-				// The uninstall hook marks this release's own warmer DaemonSet, and no other.
-				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{find[*appsv1.DaemonSet](t, r, "").Name}, Verbs: []string{"patch"}},
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: watchOnly},
 			}
 			if tc.lease {
