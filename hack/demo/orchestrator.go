@@ -26,6 +26,7 @@ type orchestrator interface {
 // CronJob would on a much shorter schedule. Its output goes to log.
 type cycler struct {
 	binary, config, kubeconfig string
+	verbosity                  string // the chart's -v flag, or ""
 	interval                   time.Duration
 	log                        io.Writer
 
@@ -57,8 +58,8 @@ func (c *cycler) Run(ctx context.Context) {
 }
 
 func (c *cycler) cycle(ctx context.Context) {
-	cmd := exec.CommandContext(ctx, c.binary, "run", "--once",
-		"--config", c.config, "--kubeconfig", c.kubeconfig, "--log-format", "text")
+	cmd := exec.CommandContext(ctx, c.binary, withVerbosity(c.verbosity, "run", "--once",
+		"--config", c.config, "--kubeconfig", c.kubeconfig, "--log-format", "text")...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -76,6 +77,14 @@ func (c *cycler) cycle(ctx context.Context) {
 			c.lastErr = err.Error()
 		}
 	}
+}
+
+// withVerbosity returns args with the -v flag v added when there is one.
+func withVerbosity(v string, args ...string) []string {
+	if v == "" {
+		return args
+	}
+	return append(args, v)
 }
 
 // Stats returns the cycles run so far.
@@ -105,6 +114,7 @@ func (c *cycler) Summary(logPath string) string {
 // as the Deployment's pod would be, and the exit is shown. Its output goes to log.
 type follower struct {
 	binary, config, kubeconfig, namespace string
+	verbosity                             string // the chart's -v flag, or ""
 	log                                   io.Writer
 
 	mu       sync.Mutex
@@ -119,8 +129,8 @@ func (f *follower) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		// --resync 2s: the timers (maxWaitForWarm) fire as promptly as in the CronJob mode's
 		// 2-second cycles, where the default 30 s would hold the cold node back up to that long.
-		cmd := exec.CommandContext(ctx, f.binary, "run", "--config", f.config, "--kubeconfig", f.kubeconfig,
-			"--resync", "2s", "--listen", "127.0.0.1:0", "--leader-elect-namespace", f.namespace, "--log-format", "text")
+		cmd := exec.CommandContext(ctx, f.binary, withVerbosity(f.verbosity, "run", "--config", f.config, "--kubeconfig", f.kubeconfig,
+			"--resync", "2s", "--listen", "127.0.0.1:0", "--leader-elect-namespace", f.namespace, "--log-format", "text")...)
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = 15 * time.Second
 		last := &lastLineWriter{}

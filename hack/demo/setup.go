@@ -34,6 +34,8 @@ type demoEnv struct {
 	// orchestrator.
 	cfg        *config.Config
 	configPath string
+	// verbosity is the chart's -v flag for the orchestrator ("-v=2"), "" when it renders none.
+	verbosity string
 	// binary is the orchestrator built from ./cmd/prewarm-orchestrator.
 	binary string
 	// poolNodes are the names of the pool's nodes, in upgrade order.
@@ -89,6 +91,10 @@ func setUp(ctx context.Context, o Options, out io.Writer) (*demoEnv, error) {
 	if err != nil {
 		return nil, err
 	}
+	verbosity, err := chartVerbosity(ctx, cluster.Client, o)
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.Upgrade.KernelVersions) == 0 || cfg.Upgrade.KernelVersionLabel == "" {
 		return nil, fmt.Errorf("values %s: the demo needs upgrade.kernelVersions and upgrade.kernelVersionLabel", o.Values)
 	}
@@ -114,7 +120,7 @@ func setUp(ctx context.Context, o Options, out io.Writer) (*demoEnv, error) {
 	}
 	say(out, "prewarm-orchestrator built in %s: %s", since(buildStart), binary)
 	return &demoEnv{
-		cluster: cluster, cfg: cfg, configPath: configPath, binary: binary,
+		cluster: cluster, cfg: cfg, configPath: configPath, verbosity: verbosity, binary: binary,
 		poolNodes: pool, targetKernel: cfg.Upgrade.KernelVersions[0], tools: bin,
 	}, nil
 }
@@ -225,6 +231,27 @@ func chartConfig(ctx context.Context, client kubernetes.Interface, o Options, pa
 		return nil, fmt.Errorf("writing config %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// chartVerbosity reads the -v flag of the orchestrator the chart rendered (its suspended CronJob's
+// container), so that the orchestrator run on the host logs as the values say.
+func chartVerbosity(ctx context.Context, client kubernetes.Interface, o Options) (string, error) {
+	sel := "app.kubernetes.io/instance=" + o.Release + ",app.kubernetes.io/component=orchestrator"
+	list, err := client.BatchV1().CronJobs(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return "", fmt.Errorf("listing the CronJob of release %s: %w", o.Release, err)
+	}
+	if len(list.Items) != 1 {
+		return "", fmt.Errorf("finding the CronJob of release %s: %d match %s", o.Release, len(list.Items), sel)
+	}
+	for _, c := range list.Items[0].Spec.JobTemplate.Spec.Template.Spec.Containers {
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "-v=") {
+				return a, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // createNodes creates the pool nodes (the pool selector's labels, kernel FromKernel in the node's

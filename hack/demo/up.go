@@ -46,9 +46,11 @@ func Up(ctx context.Context, o Options, out *os.File) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var orch orchestrator = &cycler{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig, interval: o.Cycle, log: logFile}
+	var orch orchestrator = &cycler{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig,
+		verbosity: env.verbosity, interval: o.Cycle, log: logFile}
 	if o.Mode == ModeDeployment {
-		orch = &follower{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig, namespace: o.Namespace, log: logFile}
+		orch = &follower{binary: env.binary, config: env.configPath, kubeconfig: env.cluster.Kubeconfig, namespace: o.Namespace,
+			verbosity: env.verbosity, log: logFile}
 	}
 	view := &liveView{
 		out:   out,
