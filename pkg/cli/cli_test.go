@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/klog/v2"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
@@ -564,5 +565,34 @@ func TestIsWatch(t *testing.T) {
 	} {
 		req := httptest.NewRequest(http.MethodGet, "/api/v1/nodes?"+q, nil)
 		assert.Equal(t, want, isWatch(req), q)
+	}
+}
+
+// -v 1 is the orchestrator's own debug log; client-go's V(n) messages (logged through klog)
+// come in only from -v n+1, so that -v 1 is not drowned in client-go's start-up and reflector
+// details. client-go's infos and errors are always logged.
+func TestVerbosityLevelsClientGoApart(t *testing.T) {
+	defer klog.ClearLogger()
+	for _, tc := range []struct {
+		v                    int
+		ours, clientGoV1, v3 bool
+	}{
+		{v: 0},
+		{v: 1, ours: true},
+		{v: 2, ours: true, clientGoV1: true},
+		{v: 4, ours: true, clientGoV1: true, v3: true},
+	} {
+		var out bytes.Buffer
+		o := &globalOptions{logFormat: "text", verbosity: tc.v, stderr: &out}
+		log, err := o.logger()
+		require.NoError(t, err)
+		log.Debug("ours")
+		klog.Background().V(1).Info("client-go V1")
+		klog.Background().V(3).Info("client-go V3")
+		klog.Background().Info("client-go info")
+		assert.Equal(t, tc.ours, strings.Contains(out.String(), "msg=ours"), "-v %d: our debug", tc.v)
+		assert.Equal(t, tc.clientGoV1, strings.Contains(out.String(), `"client-go V1"`), "-v %d: client-go V(1)", tc.v)
+		assert.Equal(t, tc.v3, strings.Contains(out.String(), `"client-go V3"`), "-v %d: client-go V(3)", tc.v)
+		assert.Contains(t, out.String(), `"client-go info"`, "-v %d", tc.v)
 	}
 }

@@ -100,7 +100,7 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path of a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	pf.BoolVar(&o.dryRun, "dry-run", false, "compute and print the plan, write nothing")
 	pf.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	pf.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 or more debug")
+	pf.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 debug, 2 or more adds client-go's debug logs (its -v N-1)")
 
 	root.AddCommand(
 		newRunCommand(o),
@@ -136,19 +136,34 @@ func (o *globalOptions) logger() (*slog.Logger, error) {
 	if o.verbosity > 0 {
 		level = slog.LevelDebug
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	var log *slog.Logger
+	var handler func(slog.Leveler) slog.Handler
 	switch o.logFormat {
 	case "text":
-		log = slog.New(slog.NewTextHandler(o.stderr, opts))
+		handler = func(l slog.Leveler) slog.Handler {
+			return slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: l})
+		}
 	case "json":
-		log = slog.New(slog.NewJSONHandler(o.stderr, opts))
+		handler = func(l slog.Leveler) slog.Handler {
+			return slog.NewJSONHandler(o.stderr, &slog.HandlerOptions{Level: l})
+		}
 	default:
 		return nil, &ConfigError{fmt.Errorf("--log-format: %q is not text or json", o.logFormat)}
 	}
-	// client-go (leader election, informers) logs through klog: same format, same stream.
-	klog.SetSlogLogger(log)
-	return log, nil
+	// client-go (leader election, informers) logs through klog: same format, same stream. Its
+	// V(n) messages arrive at slog level -n: -v 1 is this program's debug log only, and each
+	// level above adds one of client-go's (-v 2: its V(1), such as every feature gate's state at
+	// start-up).
+	klog.SetSlogLogger(slog.New(handler(clientGoLevel(o.verbosity))))
+	return slog.New(handler(level)), nil
+}
+
+// clientGoLevel is the lowest slog level of client-go's messages logged at verbosity v: its
+// errors, warnings and infos always, its V(n) from v = n+1.
+func clientGoLevel(v int) slog.Level {
+	if v <= 1 {
+		return slog.LevelInfo
+	}
+	return slog.Level(1 - v)
 }
 
 // loadConfig reads and validates the configuration file.
