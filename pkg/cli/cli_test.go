@@ -572,7 +572,10 @@ func TestIsWatch(t *testing.T) {
 // come in only from -v n+1, so that -v 1 is not drowned in client-go's start-up and reflector
 // details. client-go's infos and errors are always logged.
 func TestVerbosityLevelsClientGoApart(t *testing.T) {
-	defer klog.ClearLogger()
+	defer func() { // klog's logger and verbosity are global: back to the defaults
+		_, _ = (&globalOptions{logFormat: "text", stderr: io.Discard}).logger()
+		klog.ClearLogger()
+	}()
 	for _, tc := range []struct {
 		v                    int
 		ours, clientGoV1, v3 bool
@@ -587,12 +590,17 @@ func TestVerbosityLevelsClientGoApart(t *testing.T) {
 		log, err := o.logger()
 		require.NoError(t, err)
 		log.Debug("ours")
-		klog.Background().V(1).Info("client-go V1")
-		klog.Background().V(3).Info("client-go V3")
+		// client-go logs both ways: through a contextual logger, and through klog's global V.
+		klog.Background().V(1).Info("contextual V1")
+		klog.Background().V(3).Info("contextual V3")
+		klog.V(1).Info("global V1")
+		klog.V(3).Info("global V3")
 		klog.Background().Info("client-go info")
 		assert.Equal(t, tc.ours, strings.Contains(out.String(), "msg=ours"), "-v %d: our debug", tc.v)
-		assert.Equal(t, tc.clientGoV1, strings.Contains(out.String(), `"client-go V1"`), "-v %d: client-go V(1)", tc.v)
-		assert.Equal(t, tc.v3, strings.Contains(out.String(), `"client-go V3"`), "-v %d: client-go V(3)", tc.v)
+		for _, how := range []string{"contextual", "global"} {
+			assert.Equal(t, tc.clientGoV1, strings.Contains(out.String(), how+" V1"), "-v %d: client-go's %s V(1)", tc.v, how)
+			assert.Equal(t, tc.v3, strings.Contains(out.String(), how+" V3"), "-v %d: client-go's %s V(3)", tc.v, how)
+		}
 		assert.Contains(t, out.String(), `"client-go info"`, "-v %d", tc.v)
 	}
 }

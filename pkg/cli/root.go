@@ -4,6 +4,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,11 +151,17 @@ func (o *globalOptions) logger() (*slog.Logger, error) {
 	default:
 		return nil, &ConfigError{fmt.Errorf("--log-format: %q is not text or json", o.logFormat)}
 	}
-	// client-go (leader election, informers) logs through klog: same format, same stream. Its
-	// V(n) messages arrive at slog level -n: -v 1 is this program's debug log only, and each
-	// level above adds one of client-go's (-v 2: its V(1), such as every feature gate's state at
-	// start-up).
+	// client-go (leader election, informers) logs through klog: same format, same stream. -v 1
+	// is this program's debug log only, and each level above adds one of client-go's (-v 2: its
+	// V(1), such as every feature gate's state at start-up; -v 7: its V(6), every request). Its
+	// contextual V(n) messages arrive at slog level -n; its global klog.V(n) calls are checked
+	// against klog's own verbosity first, set here to match.
 	klog.SetSlogLogger(slog.New(handler(clientGoLevel(o.verbosity))))
+	flags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(flags)
+	if err := flags.Set("v", strconv.Itoa(max(o.verbosity-1, 0))); err != nil {
+		return nil, fmt.Errorf("setting client-go's log verbosity: %w", err)
+	}
 	return slog.New(handler(level)), nil
 }
 
