@@ -234,17 +234,26 @@ func chartConfig(ctx context.Context, client kubernetes.Interface, o Options, pa
 }
 
 // chartVerbosity reads the -v flag of the orchestrator the chart rendered (its suspended CronJob's
-// container), so that the orchestrator run on the host logs as the values say.
+// container, or its Deployment's for values in deployment mode), so that the orchestrator run on
+// the host logs as the values say; "" when it renders none.
 func chartVerbosity(ctx context.Context, client kubernetes.Interface, o Options) (string, error) {
-	sel := "app.kubernetes.io/instance=" + o.Release + ",app.kubernetes.io/component=orchestrator"
-	list, err := client.BatchV1().CronJobs(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + o.Release + ",app.kubernetes.io/component=orchestrator"}
+	var containers []corev1.Container
+	cronJobs, err := client.BatchV1().CronJobs(o.Namespace).List(ctx, sel)
 	if err != nil {
 		return "", fmt.Errorf("listing the CronJob of release %s: %w", o.Release, err)
 	}
-	if len(list.Items) != 1 {
-		return "", fmt.Errorf("finding the CronJob of release %s: %d match %s", o.Release, len(list.Items), sel)
+	for _, c := range cronJobs.Items {
+		containers = append(containers, c.Spec.JobTemplate.Spec.Template.Spec.Containers...)
 	}
-	for _, c := range list.Items[0].Spec.JobTemplate.Spec.Template.Spec.Containers {
+	deployments, err := client.AppsV1().Deployments(o.Namespace).List(ctx, sel)
+	if err != nil {
+		return "", fmt.Errorf("listing the Deployment of release %s: %w", o.Release, err)
+	}
+	for _, d := range deployments.Items {
+		containers = append(containers, d.Spec.Template.Spec.Containers...)
+	}
+	for _, c := range containers {
 		for _, a := range c.Args {
 			if strings.HasPrefix(a, "-v=") {
 				return a, nil
