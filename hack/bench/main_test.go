@@ -288,7 +288,8 @@ func TestLeaseRate(t *testing.T) {
 	assert.Equal(t, "", leaseRate(0), "unknown: nothing said")
 	assert.Equal(t, "kwok renews each node's Lease every 10s (a quarter of its 40s duration, as a kubelet does).", leaseRate(40*time.Second))
 	assert.Contains(t, leaseRate(200*time.Second), "every 50s")
-	assert.Contains(t, leaseRate(200*time.Second), "real kubelets sends 5 times as many renewals")
+	assert.Contains(t, leaseRate(200*time.Second), "real kubelets would send 5 times as many renewals")
+	assert.Contains(t, leaseRate(60*time.Second), "would send 1.5 times")
 }
 
 // The TTL the benchmark gives a grown pool's nodes is kube-controller-manager's for that size.

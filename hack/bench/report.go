@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,7 +76,7 @@ func (b *bench) write() error {
 		for _, pr := range b.probes {
 			ts = append(ts, fmt.Sprintf("%s %s", pr.took.Round(time.Millisecond), pr.when))
 		}
-		p("| CPU probe | SHA-256 of 256 MiB on one core, while no scenario runs (at the end, with the last pool still in the cluster): %s (the shared host has given this machine up to twice the CPU per unit of work from one hour to the next: compare reports by this line first) |", strings.Join(ts, ", "))
+		p("| CPU probe | SHA-256 of 256 MiB on one core, between scenarios (the last one with the last pool still in the cluster): %s (the shared host has given this machine up to twice the CPU per unit of work from one hour to the next: compare reports by this line first) |", strings.Join(ts, ", "))
 	}
 	p("| cluster | kwokctl (runtime `binary`) from hack/tools/versions.env: %s |", toolVersions())
 	p("| orchestrator | the binary as `make build` builds it (`-trimpath -ldflags '-s -w'`, no cgo), run from a copy of the linker's output, as an image layer writes it (run from the linker's output file itself, its peak RSS has varied by up to 4 MiB of file pages from one build to the next); `client` qps/burst per row below (unset, the default: 50/100 in the event-driven mode, no client-side limit for `run --once`) |")
@@ -521,7 +522,8 @@ func leaseRate(d time.Duration) string {
 	renew := d / 4
 	s := fmt.Sprintf("kwok renews each node's Lease every %s (a quarter of its %s duration, as a kubelet does)", renew, d)
 	if renew > 10*time.Second {
-		s += fmt.Sprintf(": kwokctl scales a kubelet's 40 s Lease by its heartbeat factor, so a cluster of real kubelets sends %.0f times as many renewals", renew.Seconds()/10)
+		s += fmt.Sprintf(": kwokctl scales a kubelet's 40 s Lease by its heartbeat factor, so a cluster of real kubelets would send %s times as many renewals",
+			strconv.FormatFloat(renew.Seconds()/10, 'f', -1, 64))
 	}
 	return s + "."
 }
