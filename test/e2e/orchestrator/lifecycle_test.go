@@ -689,8 +689,15 @@ func TestWriteBetweenReadAndPatch(t *testing.T) {
 		require.NoError(t, err)
 	}
 
+	// Refused at least once per node (another writer, such as kwok's status updates, may make
+	// the retry conflict too).
+	refused := func(code int, what string) {
+		for _, s := range names {
+			assert.Positive(t, counter.answered(http.MethodPatch, "/nodes/"+e.NodeName(s), code), "%s of %s refused with %d", what, s, code)
+		}
+	}
 	cycle()
-	assert.Equal(t, len(names), counter.answered(http.MethodPatch, "", http.StatusConflict), "each entry was refused once")
+	refused(http.StatusConflict, "the entry")
 	for _, s := range names {
 		e.requirePhase(s, state.PhaseTainted, "upgrading")
 		n := e.Node(s)
@@ -708,7 +715,7 @@ func TestWriteBetweenReadAndPatch(t *testing.T) {
 		}
 		return true
 	})
-	assert.Equal(t, len(names), counter.answered(http.MethodPatch, "", http.StatusUnprocessableEntity), "each release was refused once")
+	refused(http.StatusUnprocessableEntity, "the release")
 	for _, s := range names {
 		n := e.RequireReleased(s, state.ReasonWarm)
 		for _, key := range []string{"writer.example.com/enter", "writer.example.com/release"} {
