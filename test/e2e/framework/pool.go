@@ -2,8 +2,10 @@ package framework
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,6 +135,12 @@ func (p *Pool) RequireUntouched(short string) {
 	}
 }
 
+// poolNames counts the pools NewPool made under each name in this process.
+var poolNames = struct {
+	sync.Mutex
+	used map[string]int
+}{used: map[string]int{}}
+
 // NewPool creates the test's slice of the cluster: a namespace and an installation named after
 // the test, with the NodeMaintenance CRD installed; mutate adjusts the installation's config.
 func NewPool(t *testing.T, c *Cluster, mutate ...func(*config.Config)) *Pool {
@@ -143,6 +151,14 @@ func NewPool(t *testing.T, c *Cluster, mutate ...func(*config.Config)) *Pool {
 	if len(name) > 40 {
 		name = strings.Trim(name[:40], "-")
 	}
+	// A test run again in the same process (go test -count=2) gets a slice of its own: the first
+	// run's namespace and nodes are still there.
+	poolNames.Lock()
+	poolNames.used[name]++
+	if n := poolNames.used[name]; n > 1 {
+		name = fmt.Sprintf("%s-%d", name, n)
+	}
+	poolNames.Unlock()
 	require.NoError(t, c.InstallNodeMaintenanceCRD(ctx), "installing the NodeMaintenance CRD")
 	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	require.NoError(t, err)
