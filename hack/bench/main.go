@@ -204,7 +204,7 @@ type bench struct {
 	// probes time a fixed CPU workload during the run.
 	probes []cpuProbe
 	// nodeLease is the duration of the node Leases kwok's simulated kubelets hold (renewed every
-	// quarter of it, as a kubelet does); 0 until read.
+	// quarter of it, as a kubelet does), read from kwok's command line; 0 until read or unknown.
 	nodeLease time.Duration
 }
 
@@ -522,8 +522,8 @@ func (b *bench) onceScenario(ctx context.Context, n int) error {
 		// in a pool whose nodes came up over time; created at once, kwok renews all their Leases
 		// within the same few seconds of every interval, and a cycle is measured either in such
 		// a burst of hundreds of Lease writes a second or between two.
-		spread := kwokLeaseDuration(filepath.Dir(b.c.Kubeconfig)) / 4
-		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, spread,
+		b.nodeLease = kwokLeaseDuration(filepath.Dir(b.c.Kubeconfig))
+		if _, err := b.createNodes(ctx, fmt.Sprintf("fill%d", b.created), missing, b.nodeLease/4,
 			map[string]string{poolLabel: "fill", allLabel: "yes", "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}, nil, steady); err != nil {
 			return err
 		}
@@ -839,9 +839,6 @@ func (b *bench) waitSettled(ctx context.Context, names []string) error {
 		for _, l := range leases.Items {
 			if want[l.Name] && l.Spec.HolderIdentity != nil {
 				held++
-				if d := l.Spec.LeaseDurationSeconds; d != nil {
-					b.nodeLease = time.Duration(*d) * time.Second
-				}
 			}
 		}
 		return held == len(want), nil
