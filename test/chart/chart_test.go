@@ -557,6 +557,21 @@ func TestHoldMethod(t *testing.T) {
 	})
 }
 
+// The chart names the oldest Kubernetes whose API has every field it renders: below it Helm refuses
+// to install, saying why, rather than let the API server drop timeZone and the PDB's eviction
+// policy without a word.
+func TestKubeVersionFloor(t *testing.T) {
+	for _, v := range []string{"v1.26.15", "v1.25.0"} {
+		_, err := render(t, minimal(t), renderOpts{kubeVersion: v})
+		require.Error(t, err, v)
+		assert.Contains(t, err.Error(), ">=1.27.0-0", v)
+	}
+	for _, v := range []string{"v1.27.0", "v1.31.4", "v1.36.3"} {
+		_, err := render(t, minimal(t), renderOpts{kubeVersion: v})
+		assert.NoError(t, err, v)
+	}
+}
+
 func TestImageVolumeMethod(t *testing.T) {
 	vals := minimal(t, "prewarm: {method: imageVolume}")
 
