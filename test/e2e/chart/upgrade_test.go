@@ -1,0 +1,554 @@
+package chart_test
+
+// `helm upgrade` of a live installation while pool nodes are mid-rollout (tainted or
+// warming). Each test installs the chart, brings nodes into the lifecycle with the orchestrator
+// binary run under the chart's ConfigMap and ServiceAccount token, upgrades the release with the
+// Helm SDK, and checks that the orchestrator run with the *new* rendering finishes the rollout the
+// way a user would expect.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
+)
+
+const upgradeOldKernel = "5.15.0-100"
+
+// liveRelease is one installation of the chart, upgraded while its nodes are mid-rollout.
+type liveRelease struct {
+	t        *testing.T
+	ctx      context.Context
+	ns, rel  string
+	poolVal  string
+	fullname string
+	helm     *action.Configuration
+	dir      string
+	gen      int // ConfigMap renderings read so far (each is written to its own file)
+}
+
+// upgradeValues are the values every installation here starts from: a pool of its own, target
+// kernels without a kernel label (so the warmer starts only once a cycle marks the node warming,
+// which keeps "warming, pod not yet proven" a state the tests can hold), a suspended CronJob (the
+// tests run the cycles) and transition Events.
+func upgradeValues(poolVal string) map[string]any {
+	return map[string]any{
+		"pool":         map[string]any{"nodeSelector": map[string]any{poolLabel: poolVal}},
+		"images":       []any{"registry.example.com/notebook/base:2026.11"},
+		"upgrade":      map[string]any{"kernelVersions": []any{newKernel}},
+		"events":       map[string]any{"transitions": true},
+		"orchestrator": map[string]any{"cronJob": map[string]any{"suspend": true}},
+	}
+}
+
+func newLiveRelease(t *testing.T, ctx context.Context, ns, rel, poolVal string, vals map[string]any) *liveRelease {
+	t.Helper()
+	restrictedNamespace(t, ctx, ns)
+	r := &liveRelease{t: t, ctx: ctx, ns: ns, rel: rel, poolVal: poolVal, fullname: rel + "-image-prewarmer", dir: t.TempDir()}
+	r.helm = helmInstall(t, ctx, ns, rel, vals)
+	return r
+}
+
+// upgrade runs `helm upgrade` of the release with vals (not --reuse-values: the whole values).
+func (r *liveRelease) upgrade(vals map[string]any) {
+	r.t.Helper()
+	ch, err := loader.Load(chartDir(r.t))
+	require.NoError(r.t, err)
+	up := action.NewUpgrade(r.helm)
+	up.Namespace, up.Timeout = r.ns, 2*time.Minute
+	_, err = up.RunWithContext(r.ctx, r.rel, ch, vals)
+	require.NoError(r.t, err, "helm upgrade")
+}
+
+func (r *liveRelease) uninstall() {
+	r.t.Helper()
+	u := action.NewUninstall(r.helm)
+	u.Timeout = 2 * time.Minute
+	_, err := u.Run(r.rel)
+	require.NoError(r.t, err, "helm uninstall")
+}
+
+// config reads the chart's ConfigMap as it is now and writes config.yaml to a file of its own.
+func (r *liveRelease) config() (*config.Config, string) {
+	r.t.Helper()
+	cm, err := cluster.Client.CoreV1().ConfigMaps(r.ns).Get(r.ctx, r.fullname, metav1.GetOptions{})
+	require.NoError(r.t, err)
+	data := cm.Data["config.yaml"]
+	cfg, err := config.Parse([]byte(data))
+	require.NoError(r.t, err)
+	r.gen++
+	path := filepath.Join(r.dir, fmt.Sprintf("config-%d.yaml", r.gen))
+	require.NoError(r.t, os.WriteFile(path, []byte(data), 0o600))
+	return cfg, path
+}
+
+// kubeconfig returns a kubeconfig holding a token of the chart's ServiceAccount.
+func (r *liveRelease) kubeconfig() string {
+	r.t.Helper()
+	sas, err := cluster.Client.CoreV1().ServiceAccounts(r.ns).List(r.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + r.rel})
+	require.NoError(r.t, err)
+	require.Len(r.t, sas.Items, 1)
+	_, token := serviceAccountClient(r.t, r.ctx, r.ns, sas.Items[0].Name)
+	dir := filepath.Join(r.dir, fmt.Sprintf("kc-%d", time.Now().UnixNano()))
+	require.NoError(r.t, os.MkdirAll(dir, 0o700))
+	return tokenKubeconfig(r.t, dir, token)
+}
+
+// cycle runs `prewarm-orchestrator run --once` as the CronJob does, with cfgPath and kubeconfig.
+func (r *liveRelease) cycle(cfgPath, kubeconfig string) string {
+	r.t.Helper()
+	cmd := exec.CommandContext(r.ctx, framework.OrchestratorBinary(r.t), "run", "--once", "--config", cfgPath, "--kubeconfig", kubeconfig)
+	out, err := cmd.CombinedOutput()
+	require.NoError(r.t, err, "run --once:\n%s", out)
+	return string(out)
+}
+
+func (r *liveRelease) poolNode(name string) {
+	r.t.Helper()
+	_, err := cluster.CreateNode(r.ctx, name,
+		framework.WithLabels(map[string]string{poolLabel: r.poolVal, "kernel-version": upgradeOldKernel}),
+		framework.WithKernel(upgradeOldKernel))
+	require.NoError(r.t, err)
+}
+
+func (r *liveRelease) maintenance(node string) {
+	r.t.Helper()
+	_, err := cluster.CreateNodeMaintenance(r.ctx, node, node)
+	require.NoError(r.t, err)
+}
+
+func (r *liveRelease) reboot(node string) {
+	r.t.Helper()
+	_, err := cluster.Reboot(r.ctx, node, newKernel, map[string]string{"kernel-version": newKernel})
+	require.NoError(r.t, err)
+}
+
+func (r *liveRelease) node(name string) *corev1.Node {
+	r.t.Helper()
+	n, err := cluster.Client.CoreV1().Nodes().Get(r.ctx, name, metav1.GetOptions{})
+	require.NoError(r.t, err)
+	return n
+}
+
+// currentRevision is the warmer DaemonSet and the hash of its current revision, as the planner
+// computes it ("" while the DaemonSet controller has not observed its latest spec).
+func (r *liveRelease) currentRevision(dsName string) (*appsv1.DaemonSet, string) {
+	r.t.Helper()
+	ds, err := cluster.Client.AppsV1().DaemonSets(r.ns).Get(r.ctx, dsName, metav1.GetOptions{})
+	require.NoError(r.t, err)
+	list, err := cluster.Client.AppsV1().ControllerRevisions(r.ns).List(r.ctx, metav1.ListOptions{})
+	require.NoError(r.t, err)
+	revs := make([]*appsv1.ControllerRevision, len(list.Items))
+	for i := range list.Items {
+		revs[i] = &list.Items[i]
+	}
+	return ds, plan.CurrentRevision(ds, revs)
+}
+
+// warmerPods are the live (not terminating) pods of the warmer DaemonSet on node.
+func (r *liveRelease) warmerPods(ds *appsv1.DaemonSet, node string) []corev1.Pod {
+	r.t.Helper()
+	pods, err := cluster.Client.CoreV1().Pods(r.ns).List(r.ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	require.NoError(r.t, err)
+	var out []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, ref := range p.OwnerReferences {
+			if ref.UID == ds.UID {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// currentWarmerReady reports whether node has a Ready warmer pod of the DaemonSet's current
+// revision, and returns it.
+func (r *liveRelease) currentWarmerReady(dsName, node string) (*corev1.Pod, bool) {
+	r.t.Helper()
+	ds, rev := r.currentRevision(dsName)
+	if rev == "" {
+		return nil, false
+	}
+	for _, p := range r.warmerPods(ds, node) {
+		if p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] == rev && state.PodReady(&p) {
+			return &p, true
+		}
+	}
+	return nil, false
+}
+
+func taintKeysOf(n *corev1.Node) []string {
+	var keys []string
+	for _, t := range n.Spec.Taints {
+		keys = append(keys, t.Key+":"+string(t.Effect))
+	}
+	return keys
+}
+
+func eventReasons(t *testing.T, ctx context.Context, node string) []string {
+	t.Helper()
+	events, err := cluster.NodeEvents(ctx, node)
+	require.NoError(t, err)
+	var reasons []string
+	for _, ev := range events {
+		reasons = append(reasons, ev.Reason)
+	}
+	return reasons
+}
+
+// midRollout brings two pool nodes of r into the rollout with the orchestrator run as the
+// CronJob runs it, under the chart's ConfigMap and ServiceAccount: <prefix>-warming is upgraded
+// and warming, <prefix>-tainted tainted and waiting for its upgrade. It returns their names, the
+// configuration read, and the kubeconfig of the ServiceAccount.
+func (r *liveRelease) midRollout(prefix string) (warming, tainted string, cfg *config.Config, kubeconfig string) {
+	r.t.Helper()
+	warming, tainted = prefix+"-warming", prefix+"-tainted"
+	for _, n := range []string{warming, tainted} {
+		r.poolNode(n)
+		r.maintenance(n)
+	}
+	cfg, cfgPath := r.config()
+	kubeconfig = r.kubeconfig()
+	r.cycle(cfgPath, kubeconfig)
+	r.reboot(warming)
+	r.cycle(cfgPath, kubeconfig)
+	require.Equal(r.t, state.PhaseWarming, state.PhaseOf(r.node(warming)), "upgrade seen before the helm upgrade")
+	require.Equal(r.t, state.PhaseTainted, state.PhaseOf(r.node(tainted)))
+	return warming, tainted, cfg, kubeconfig
+}
+
+// keyChangeMidRollout: a `helm upgrade` that changes what the installation puts on
+// nodes (the taint, the status label key) while one node is warming and one is tainted.
+// After it, the orchestrator run with the new ConfigMap must swap the old taint/label for the new
+// one on both (without releasing them), the new warmer must run there, and both must be released
+// warm; no node may keep the old taint or label.
+func keyChangeMidRollout(t *testing.T, ns, rel, poolVal, prefix string, change func(vals map[string]any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	vals := upgradeValues(poolVal)
+	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
+	idle := prefix + "-idle"
+	r.poolNode(idle)
+	warming, tainted, oldCfg, kc := r.midRollout(prefix)
+
+	// helm upgrade mid-rollout.
+	change(vals)
+	r.upgrade(vals)
+	newCfg, newPath := r.config()
+	require.True(t, oldCfg.Taint != newCfg.Taint || oldCfg.StatusLabel.Key != newCfg.StatusLabel.Key, "the upgrade changed the taint or the status label key")
+	ds, err := cluster.Client.AppsV1().DaemonSets(ns).Get(ctx, newCfg.Warmer.DaemonSetName, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, newCfg.Taint.Key, ds.Spec.Template.Spec.Tolerations[0].Key, "the new warmer tolerates the new taint")
+
+	// First cycle with the new configuration: swap, not release.
+	out := r.cycle(newPath, kc)
+	for _, name := range []string{warming, tainted} {
+		n := r.node(name)
+		assert.True(t, state.HasTaint(n, newCfg.Taint.Key, newCfg.Taint.Effect), "%s carries the new taint: %v\n%s", name, taintKeysOf(n), out)
+		if oldCfg.Taint.Key != newCfg.Taint.Key || oldCfg.Taint.Effect != newCfg.Taint.Effect {
+			assert.False(t, state.HasTaint(n, oldCfg.Taint.Key, oldCfg.Taint.Effect), "%s lost the old taint: %v", name, taintKeysOf(n))
+		}
+		if oldCfg.StatusLabel.Key != newCfg.StatusLabel.Key {
+			assert.NotContains(t, n.Labels, oldCfg.StatusLabel.Key, "%s lost the old status label", name)
+		}
+		assert.NotEqual(t, "", state.PhaseOf(n), "%s is still managed (not released by the swap)", name)
+	}
+	assert.Equal(t, newCfg.StatusLabel.WarmingValue, r.node(warming).Labels[newCfg.StatusLabel.Key])
+	assert.Equal(t, newCfg.StatusLabel.Value, r.node(tainted).Labels[newCfg.StatusLabel.Key])
+
+	// The new warmer runs on the warming node and it is released warm.
+	releasedWarm := func(name string) func(context.Context) (bool, error) {
+		return func(context.Context) (bool, error) {
+			if _, ok := r.currentWarmerReady(newCfg.Warmer.DaemonSetName, name); ok {
+				r.cycle(newPath, kc)
+			}
+			n := r.node(name)
+			return state.PhaseOf(n) == "" && n.Annotations[state.ReleaseReason] == state.ReasonWarm, nil
+		}
+	}
+	require.NoError(t, framework.Eventually(ctx, 45*time.Second, releasedWarm(warming)),
+		"the warming node is released warm after the swap: phase %q, taints %v, labels %v",
+		state.PhaseOf(r.node(warming)), taintKeysOf(r.node(warming)), r.node(warming).Labels)
+
+	// The tainted node upgrades after the helm upgrade and is released warm too.
+	r.reboot(tainted)
+	r.cycle(newPath, kc)
+	require.NoError(t, framework.Eventually(ctx, 45*time.Second, releasedWarm(tainted)),
+		"the tainted node is released warm after its upgrade: phase %q, taints %v",
+		state.PhaseOf(r.node(tainted)), taintKeysOf(r.node(tainted)))
+
+	for _, name := range []string{warming, tainted, idle} {
+		n := r.node(name)
+		for _, tk := range []config.Taint{oldCfg.Taint, newCfg.Taint} {
+			assert.False(t, state.HasTaint(n, tk.Key, tk.Effect), "%s keeps no taint of ours: %v", name, taintKeysOf(n))
+		}
+		assert.NotContains(t, n.Labels, oldCfg.StatusLabel.Key, name)
+		assert.NotContains(t, n.Labels, newCfg.StatusLabel.Key, name)
+	}
+	if oldCfg.Taint != newCfg.Taint {
+		assert.Contains(t, eventReasons(t, ctx, warming), "PrewarmTaintReplaced")
+	}
+	if oldCfg.StatusLabel.Key != newCfg.StatusLabel.Key {
+		assert.Contains(t, eventReasons(t, ctx, warming), "PrewarmStatusLabelReplaced")
+	}
+	r.uninstall()
+}
+
+// taint.key changed by helm upgrade mid-rollout.
+func TestHelmUpgradeTaintKeyChangeMidRollout(t *testing.T) {
+	keyChangeMidRollout(t, "upgrade-taint", "upg-t", "upgrade-taint-pool", "upg-t", func(vals map[string]any) {
+		vals["taint"] = map[string]any{"key": "upgrade.example.com/prewarm"}
+	})
+}
+
+// statusLabel.key changed by helm upgrade mid-rollout.
+func TestHelmUpgradeStatusLabelKeyChangeMidRollout(t *testing.T) {
+	keyChangeMidRollout(t, "upgrade-label", "upg-l", "upgrade-label-pool", "upg-l", func(vals map[string]any) {
+		vals["statusLabel"] = map[string]any{"key": "upgrade.example.com/prewarm-status"}
+	})
+}
+
+// Both at once, the taint's value and effect too.
+func TestHelmUpgradeTaintAndStatusLabelKeyChangeMidRollout(t *testing.T) {
+	keyChangeMidRollout(t, "upgrade-both", "upg-b", "upgrade-both-pool", "upg-b", func(vals map[string]any) {
+		vals["taint"] = map[string]any{"key": "upgrade.example.com/prewarm-both", "value": "yes", "effect": "NoExecute"}
+		vals["statusLabel"] = map[string]any{"key": "upgrade.example.com/prewarm-both-status"}
+	})
+}
+
+// orchestrator.mode cronjob -> deployment by helm upgrade while a node is warming and one
+// is tainted. The Deployment's orchestrator (its args, the chart's ServiceAccount token) takes the
+// Lease under the upgraded RBAC and releases both.
+func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
+	const ns, rel, poolVal = "upgrade-mode", "upg-m", "upgrade-mode-pool"
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	vals := upgradeValues(poolVal)
+	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
+	warming, tainted, _, _ := r.midRollout("upg-m")
+
+	// helm upgrade to deployment mode.
+	vals["orchestrator"] = map[string]any{"mode": "deployment"}
+	r.upgrade(vals)
+
+	cjs, err := cluster.Client.BatchV1().CronJobs(ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, cjs.Items, "the CronJob is gone after the switch")
+	d, err := cluster.Client.AppsV1().Deployments(ns).Get(ctx, r.fullname, metav1.GetOptions{})
+	require.NoError(t, err, "the Deployment exists after the switch")
+	args := d.Spec.Template.Spec.Containers[0].Args
+	require.Contains(t, args, "--leader-elect-name="+r.fullname)
+
+	// The Role grants the Lease now.
+	role, err := cluster.Client.RbacV1().Roles(ns).Get(ctx, r.fullname, metav1.GetOptions{})
+	require.NoError(t, err)
+	var leaseVerbs []string
+	for _, rule := range role.Rules {
+		for _, res := range rule.Resources {
+			if res == "leases" {
+				leaseVerbs = append(leaseVerbs, rule.Verbs...)
+			}
+		}
+	}
+	assert.Subset(t, leaseVerbs, []string{"get", "update", "create"}, "the upgraded Role grants the Lease")
+
+	cm, err := cluster.Client.CoreV1().ConfigMaps(ns).Get(ctx, r.fullname, metav1.GetOptions{})
+	require.NoError(t, err)
+	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
+	require.NoError(t, err)
+	cfgPath := filepath.Join(r.dir, "deployment-config.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(cm.Data["config.yaml"]), 0o600))
+	_, token := serviceAccountClient(t, ctx, ns, d.Spec.Template.Spec.ServiceAccountName)
+	kdir := filepath.Join(r.dir, "deploy")
+	require.NoError(t, os.MkdirAll(kdir, 0o700))
+
+	cmd := exec.CommandContext(ctx, framework.OrchestratorBinary(t), append(slicesWithout(args, "--listen"),
+		"--config", cfgPath, "--kubeconfig", tokenKubeconfig(t, kdir, token), "--listen", "127.0.0.1:0")...)
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+ns, "POD_NAME="+r.fullname+"-0")
+	var logs tu.LogBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill() }()
+
+	require.NoError(t, framework.Eventually(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		lease, err := cluster.Client.CoordinationV1().Leases(ns).Get(ctx, r.fullname, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return lease.Spec.HolderIdentity != nil && strings.HasPrefix(*lease.Spec.HolderIdentity, r.fullname+"-0"), nil
+	}), "the Deployment's orchestrator takes the Lease under the upgraded RBAC:\n%s", &logs)
+
+	released := func(name string) func(context.Context) (bool, error) {
+		return func(context.Context) (bool, error) {
+			n := r.node(name)
+			return state.PhaseOf(n) == "" && n.Annotations[state.ReleaseReason] == state.ReasonWarm, nil
+		}
+	}
+	require.NoError(t, framework.Eventually(ctx, 30*time.Second, released(warming)),
+		"the node warming at the switch is released warm by the Deployment:\n%s", &logs)
+	assert.Equal(t, state.PhaseTainted, state.PhaseOf(r.node(tainted)), "the tainted node waits for its upgrade")
+	r.reboot(tainted)
+	require.NoError(t, framework.Eventually(ctx, 45*time.Second, released(tainted)),
+		"the node tainted at the switch is released warm after its upgrade:\n%s", &logs)
+	for _, name := range []string{warming, tainted} {
+		assert.False(t, state.HasTaint(r.node(name), cfg.Taint.Key, cfg.Taint.Effect), name)
+	}
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "exit 0 on SIGTERM:\n%s", &logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit within 30 s of SIGTERM:\n%s", &logs)
+	}
+	assert.NotContains(t, strings.ToLower(logs.String()), "forbidden", "no request refused under the upgraded RBAC")
+	r.uninstall()
+}
+
+// images changed by helm upgrade while a node is warming (its warmer pod of the old image
+// list Ready or about to be). The DaemonSet rolls; the node must not be released on a pod of the
+// old list, and is released once the pod of the new list is Ready. The new image pulls slowly
+// (kwok stage: Ready 12 s after kwok sees the pod), so "the new pod is not Ready yet" is a window
+// the test can hold cycles in.
+func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
+	const ns, rel, poolVal = "upgrade-images", "upg-i", "upgrade-images-pool"
+	const newImage = "registry.example.com/notebook/base:2026.12-slow-pull-12s"
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	vals := upgradeValues(poolVal)
+	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
+	warming, tainted, cfg, kc := r.midRollout("upg-i")
+	// The old image list's pod becomes Ready; the CronJob's next cycle has not run yet.
+	var oldPod *corev1.Pod
+	require.NoError(t, framework.Eventually(ctx, 30*time.Second, func(context.Context) (bool, error) {
+		p, ok := r.currentWarmerReady(cfg.Warmer.DaemonSetName, warming)
+		oldPod = p
+		return ok, nil
+	}), "the warmer pod of the first image list is Ready")
+
+	// helm upgrade with another image list.
+	vals["images"] = []any{newImage}
+	r.upgrade(vals)
+	upgraded := time.Now()
+	cfg2, path2 := r.config()
+	require.Equal(t, cfg.Warmer.DaemonSetName, cfg2.Warmer.DaemonSetName)
+
+	// Cycles while the new pod cannot be Ready yet (12 s pull from when kwok first sees it, at
+	// the earliest after the upgrade): no release, whatever the DaemonSet controller has done.
+	cycles, staleWindow := 0, 0
+	oldHash := oldPod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]
+	for time.Since(upgraded) < 8*time.Second {
+		// Was the window this case is about open just before the cycle: the DaemonSet's current
+		// revision already the new one while the old list's pod is still live and Ready?
+		if ds, rev := r.currentRevision(cfg2.Warmer.DaemonSetName); rev != "" && rev != oldHash {
+			for _, p := range r.warmerPods(ds, warming) {
+				if p.UID == oldPod.UID && state.PodReady(&p) {
+					staleWindow++
+				}
+			}
+		}
+		out := r.cycle(path2, kc)
+		cycles++
+		n := r.node(warming)
+		require.Equal(t, state.PhaseWarming, state.PhaseOf(n),
+			"%.1fs after the images changed, the node must not be released on the old image list's pod %s (cycle %d): release-reason %q\n%s",
+			time.Since(upgraded).Seconds(), oldPod.Name, cycles, n.Annotations[state.ReleaseReason], out)
+		require.True(t, state.HasTaint(n, cfg2.Taint.Key, cfg2.Taint.Effect))
+	}
+	t.Logf("%d cycles after the image change kept the node warming; %d of them started with the old list's pod still Ready under the new revision", cycles, staleWindow)
+
+	// The DaemonSet rolled: the node's live warmer pod is of the new revision and the new list.
+	ds, rev := r.currentRevision(cfg2.Warmer.DaemonSetName)
+	require.NotEmpty(t, rev, "the DaemonSet controller observed the new spec")
+	pods := r.warmerPods(ds, warming)
+	require.NotEmpty(t, pods)
+	for _, p := range pods {
+		assert.Equal(t, rev, p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey], "pod %s is of the new revision", p.Name)
+		assert.Equal(t, newImage, p.Spec.Containers[0].Image)
+		assert.NotEqual(t, oldPod.UID, p.UID)
+	}
+
+	newNames := map[string]bool{}
+	for _, p := range pods {
+		newNames[p.Name] = true
+	}
+
+	// Released once the new pod is Ready, not before. (Once released, the node loses the status
+	// label and the DaemonSet removes its pod: the pod that proved it warm is named by the
+	// PrewarmReleased Event.)
+	var newPod *corev1.Pod
+	require.NoError(t, framework.Eventually(ctx, 45*time.Second, func(context.Context) (bool, error) {
+		if p, ready := r.currentWarmerReady(cfg2.Warmer.DaemonSetName, warming); ready {
+			newPod = p
+		}
+		r.cycle(path2, kc)
+		return state.PhaseOf(r.node(warming)) == "", nil
+	}), "the node is released once the new image list's pod is Ready")
+	n := r.node(warming)
+	assert.Equal(t, state.ReasonWarm, n.Annotations[state.ReleaseReason])
+	events, err := cluster.NodeEvents(ctx, warming)
+	require.NoError(t, err)
+	var releasedOn string
+	for _, ev := range events {
+		if ev.Reason == "PrewarmReleased" {
+			releasedOn = ev.Message
+		}
+	}
+	assert.NotContains(t, releasedOn, oldPod.Name, "not released on the old image list's pod")
+	var named bool
+	for name := range newNames {
+		named = named || strings.Contains(releasedOn, name)
+	}
+	assert.True(t, named, "released on a pod of the new image list %v: %q", newNames, releasedOn)
+	if newPod != nil {
+		assert.Equal(t, newImage, newPod.Spec.Containers[0].Image)
+		releasedAt, ok := state.Time(n, state.ReleasedAt)
+		require.True(t, ok)
+		for _, c := range newPod.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				assert.False(t, releasedAt.Before(c.LastTransitionTime.Truncate(time.Second)), "released (%s) no earlier than the new pod was Ready (%s)", releasedAt, c.LastTransitionTime)
+			}
+		}
+	}
+
+	// A node upgraded after the image change is released on the new list as well.
+	r.reboot(tainted)
+	r.cycle(path2, kc)
+	require.NoError(t, framework.Eventually(ctx, 45*time.Second, func(context.Context) (bool, error) {
+		if _, ok := r.currentWarmerReady(cfg2.Warmer.DaemonSetName, tainted); ok {
+			r.cycle(path2, kc)
+		}
+		n := r.node(tainted)
+		return state.PhaseOf(n) == "" && n.Annotations[state.ReleaseReason] == state.ReasonWarm, nil
+	}), "the node upgraded after the image change is released warm")
+
+	if _, err := cluster.Client.AppsV1().DaemonSets(ns).Get(ctx, cfg2.Warmer.DaemonSetName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		t.Fatal("the warmer DaemonSet disappeared")
+	}
+	r.uninstall()
+}
