@@ -40,8 +40,8 @@ lint: ## gofmt and go vet.
 	go vet ./...
 
 .PHONY: unit
-unit: ## Unit tests (no cluster).
-	go test -count=1 ./pkg/... ./cmd/... ./hack/...
+unit: ## Unit tests (no cluster), with the race detector.
+	CGO_ENABLED=1 go test -race -count=1 ./pkg/... ./cmd/... ./hack/...
 
 .PHONY: e2e
 e2e: tools ## End-to-end tests against a local control plane (brought up and down by the tests).
