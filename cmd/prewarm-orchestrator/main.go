@@ -17,6 +17,9 @@ import (
 )
 
 func main() {
+	if _, err := cli.SetMemoryLimit(os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "prewarm-orchestrator: warning: "+err.Error())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := cli.NewRootCommand(os.Stdout, os.Stderr).ExecuteContext(ctx)
 	stop()

@@ -643,7 +643,7 @@ func TestCronJob(t *testing.T) {
 		r := mustRender(t, minimal(t, "orchestrator: {dryRun: true, logFormat: text, verbosity: 3}"))
 		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
 		assert.Equal(t, []string{"run", "--once", "--dry-run", "--config=/etc/image-prewarmer/config.yaml", "--log-format=text", "-v=3"}, c.Args)
-		assert.Equal(t, []corev1.EnvVar{{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}}},
+		assert.Equal(t, []corev1.EnvVar{{Name: "PREWARM_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}}},
 			c.Env, "the Go runtime knows the container's memory limit")
 		assert.Contains(t, r.Notes, "WARNING: orchestrator.dryRun is true")
 	})

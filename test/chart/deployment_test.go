@@ -43,7 +43,7 @@ func TestDeployment(t *testing.T) {
 		"--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0",
 	}, c.Args)
 	assert.Equal(t, []corev1.EnvVar{
-		{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}},
+		{Name: "PREWARM_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}},
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 	}, c.Env, "memory limit for the Go runtime; leader-election identity and Lease namespace")

@@ -312,9 +312,10 @@ containers:
       - "--log-format={{ $o.logFormat }}"
       - "-v={{ $o.verbosity }}"
     env:
-      # The Go runtime collects harder as the heap nears the container's memory limit, rather
-      # than let the kernel kill the process (without a limit: the node's allocatable memory).
-      - name: GOMEMLIMIT
+      # The container's memory limit (without one: the node's allocatable memory): the binary
+      # gives the Go runtime 90% of it as a soft limit, so that it collects harder as the heap
+      # nears it rather than let the kernel kill the process (GOMEMLIMIT, if set, wins).
+      - name: PREWARM_MEMORY_LIMIT
         valueFrom:
           resourceFieldRef:
             resource: limits.memory

@@ -140,6 +140,18 @@ func TestMaintenanceWhileRunning(t *testing.T) {
 	require.Len(t, e.Events("a", "PrewarmTainted"), 1)
 }
 
+// The built binary gives the Go runtime 90% of the container's memory limit the chart passes it
+// (the Go collector's go_gc_gomemlimit_bytes reads the runtime's own setting).
+func TestBinaryMemoryLimit(t *testing.T) {
+	e := newEnv(t)
+	p := e.startProcess("memlimit")
+	code, body := p.get(t, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	limit, ok := sample(parseMetrics(t, body), "go_gc_gomemlimit_bytes", nil)
+	require.True(t, ok, "go_gc_gomemlimit_bytes is exported")
+	assert.Equal(t, float64(268435456-268435456/10), limit)
+}
+
 // /metrics exposes nodes by phase, transitions, both latency histograms, reconcile durations,
 // the leader gauge and build info, with the values of the scenario.
 func TestMetrics(t *testing.T) {

@@ -358,7 +358,8 @@ func (e *env) startProcess(name string, args ...string) *process {
 		"--leader-elect-name", leaseName, "--resync", "2s",
 		"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"}, args...)
 	cmd := exec.Command(framework.OrchestratorBinary(e.T), all...)
-	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+e.Name)
+	// As the chart's pods get them: the identity and the container's memory limit (256Mi).
+	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+e.Name, "PREWARM_MEMORY_LIMIT=268435456")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(e.T, err)
 	p := &process{name: name, cmd: cmd, exited: make(chan struct{})}
