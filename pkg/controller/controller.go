@@ -502,11 +502,15 @@ func (c *Controller) reconcile(ctx context.Context) {
 				c.overlay[w.Node.Name] = *w
 			}
 			entries := c.ledger.finish(a.Node)
+			if err != nil {
+				c.ledger.failed(a.Node, time.Now().Add(retryAfterError))
+			}
 			c.mu.Unlock()
 			switch {
 			case err != nil:
 				// Re-planned after retryAfterError, not at once: a write that keeps failing
-				// (RBAC, a webhook, conflicts) would loop on the API.
+				// (RBAC, a webhook, conflicts) would loop on the API. Until then the ledger
+				// holds back any plan of the node.
 				if ctx.Err() == nil {
 					time.AfterFunc(retryAfterError, func() { c.triggerNode(a.Node) })
 				}

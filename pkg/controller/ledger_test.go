@@ -2,6 +2,7 @@ package controller
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -94,6 +95,39 @@ func TestOverlayAhead(t *testing.T) {
 	assert.True(t, engine.Newer(nodeAt("100"), nodeAt("99")))
 	assert.False(t, engine.Newer(nodeAt("99"), nodeAt("100")))
 	assert.False(t, engine.Newer(nodeAt("x"), nodeAt("1")), "not comparable is not newer")
+}
+
+// A node whose write failed is not written again before its retry time, whatever plans it in
+// the meantime (a node event, a whole-pool plan another node asked for): the retry timer re-plans
+// it then. A release held back so holds back the entries admitted on the slot it frees.
+func TestLedgerFailedWriteWaitsForItsRetry(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLedger()
+	l.now = func() time.Time { return now }
+
+	require.Len(t, l.claim([]plan.Action{act("a", plan.Enter)}, 0, l.asOf()), 1)
+	l.finish("a")
+	l.failed("a", now.Add(time.Second))
+	assert.Empty(t, l.claim([]plan.Action{act("a", plan.Enter)}, 0, l.asOf()), "planned again after the failure, before its retry time")
+
+	require.Len(t, l.claim([]plan.Action{act("r", plan.Release)}, 0, l.asOf()), 1)
+	l.finish("r")
+	l.failed("r", now.Add(time.Second))
+	assert.Empty(t, l.claim([]plan.Action{act("r", plan.Release), act("e", plan.Enter)}, 1, l.asOf()),
+		"the entry counts on r's release, which waits")
+	assert.Equal(t, []string{"e"}, nodesOf(l.claim([]plan.Action{act("r", plan.Release), act("e", plan.Enter)}, 0, l.asOf())),
+		"an entry that does not count on it goes")
+	l.finish("e")
+
+	now = now.Add(time.Second)
+	l.prune(l.asOf())
+	assert.Empty(t, l.retryAt, "retry times past are forgotten")
+	assert.Equal(t, []string{"a", "r"}, nodesOf(l.claim([]plan.Action{act("a", plan.Enter), act("r", plan.Release)}, 0, l.asOf())),
+		"at the retry time")
+	l.finish("a")
+	l.failed("a", now.Add(time.Second))
+	l.finish("a") // a later write of the node returned
+	assert.NotContains(t, l.retryAt, "a", "a write that returns clears the node's retry time")
 }
 
 func TestEventNames(t *testing.T) {
