@@ -120,14 +120,13 @@ func (p *pipeline) upgrade(ctx context.Context, node string) error {
 		return err
 	}
 	p.timeline.set(p.timeline.rebooted, node, time.Now())
+	// Reported before the pipeline's next writes, so that it comes before the orchestrator's
+	// reaction to the reboot.
+	p.report(fmt.Sprintf("%s rebooted onto kernel %s (new boot ID); the pipeline uncordons it and deletes its NodeMaintenance", node, p.kernel))
 	if _, err := p.cluster.Uncordon(ctx, node); err != nil {
 		return err
 	}
-	if err := p.cluster.DeleteNodeMaintenance(ctx, maintenanceName(node)); err != nil {
-		return err
-	}
-	p.report(fmt.Sprintf("%s rebooted onto kernel %s (new boot ID), uncordoned, NodeMaintenance deleted", node, p.kernel))
-	return nil
+	return p.cluster.DeleteNodeMaintenance(ctx, maintenanceName(node))
 }
 
 func maintenanceName(node string) string { return "os-upgrade-" + node }

@@ -8,19 +8,12 @@ package chart_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chart/loader"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,125 +22,20 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
-	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
-const upgradeOldKernel = "5.15.0-100"
-
-// liveRelease is one installation of the chart, upgraded while its nodes are mid-rollout.
-type liveRelease struct {
-	t        *testing.T
-	ctx      context.Context
-	ns, rel  string
-	poolVal  string
-	fullname string
-	helm     *action.Configuration
-	dir      string
-	gen      int // ConfigMap renderings read so far (each is written to its own file)
-}
-
-// upgradeValues are the values every installation here starts from: a pool of its own, target
-// kernels without a kernel label (so the warmer starts only once a cycle marks the node warming,
-// which keeps "warming, pod not yet proven" a state the tests can hold), a suspended CronJob (the
-// tests run the cycles) and transition Events.
-func upgradeValues(poolVal string) map[string]any {
+// upgradeValues are the values every installation here starts from (newLiveRelease adds the
+// pool): target kernels without a kernel label (so the warmer starts only once a cycle marks the
+// node warming, which keeps "warming, pod not yet proven" a state the tests can hold), a
+// suspended CronJob (the tests run the cycles) and transition Events.
+func upgradeValues() map[string]any {
 	return map[string]any{
-		"pool":         map[string]any{"nodeSelector": map[string]any{poolLabel: poolVal}},
 		"images":       []any{"registry.example.com/notebook/base:2026.11"},
 		"upgrade":      map[string]any{"kernelVersions": []any{newKernel}},
 		"events":       map[string]any{"transitions": true},
 		"orchestrator": map[string]any{"cronJob": map[string]any{"suspend": true}},
 	}
-}
-
-func newLiveRelease(t *testing.T, ctx context.Context, ns, rel, poolVal string, vals map[string]any) *liveRelease {
-	t.Helper()
-	restrictedNamespace(t, ctx, ns)
-	r := &liveRelease{t: t, ctx: ctx, ns: ns, rel: rel, poolVal: poolVal, fullname: rel + "-image-prewarmer", dir: t.TempDir()}
-	r.helm = helmInstall(t, ctx, ns, rel, vals)
-	return r
-}
-
-// upgrade runs `helm upgrade` of the release with vals (not --reuse-values: the whole values).
-func (r *liveRelease) upgrade(vals map[string]any) {
-	r.t.Helper()
-	ch, err := loader.Load(chartDir(r.t))
-	require.NoError(r.t, err)
-	up := action.NewUpgrade(r.helm)
-	up.Namespace, up.Timeout = r.ns, 2*time.Minute
-	_, err = up.RunWithContext(r.ctx, r.rel, ch, vals)
-	require.NoError(r.t, err, "helm upgrade")
-}
-
-func (r *liveRelease) uninstall() {
-	r.t.Helper()
-	u := action.NewUninstall(r.helm)
-	u.Timeout = 2 * time.Minute
-	_, err := u.Run(r.rel)
-	require.NoError(r.t, err, "helm uninstall")
-}
-
-// config reads the chart's ConfigMap as it is now and writes config.yaml to a file of its own.
-func (r *liveRelease) config() (*config.Config, string) {
-	r.t.Helper()
-	cm, err := cluster.Client.CoreV1().ConfigMaps(r.ns).Get(r.ctx, r.fullname, metav1.GetOptions{})
-	require.NoError(r.t, err)
-	data := cm.Data["config.yaml"]
-	cfg, err := config.Parse([]byte(data))
-	require.NoError(r.t, err)
-	r.gen++
-	path := filepath.Join(r.dir, fmt.Sprintf("config-%d.yaml", r.gen))
-	require.NoError(r.t, os.WriteFile(path, []byte(data), 0o600))
-	return cfg, path
-}
-
-// kubeconfig returns a kubeconfig holding a token of the chart's ServiceAccount.
-func (r *liveRelease) kubeconfig() string {
-	r.t.Helper()
-	sas, err := cluster.Client.CoreV1().ServiceAccounts(r.ns).List(r.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + r.rel})
-	require.NoError(r.t, err)
-	require.Len(r.t, sas.Items, 1)
-	_, token := serviceAccountClient(r.t, r.ctx, r.ns, sas.Items[0].Name)
-	dir := filepath.Join(r.dir, fmt.Sprintf("kc-%d", time.Now().UnixNano()))
-	require.NoError(r.t, os.MkdirAll(dir, 0o700))
-	return tokenKubeconfig(r.t, dir, token)
-}
-
-// cycle runs `prewarm-orchestrator run --once` as the CronJob does, with cfgPath and kubeconfig.
-func (r *liveRelease) cycle(cfgPath, kubeconfig string) string {
-	r.t.Helper()
-	cmd := exec.CommandContext(r.ctx, framework.OrchestratorBinary(r.t), "run", "--once", "--config", cfgPath, "--kubeconfig", kubeconfig)
-	out, err := cmd.CombinedOutput()
-	require.NoError(r.t, err, "run --once:\n%s", out)
-	return string(out)
-}
-
-func (r *liveRelease) poolNode(name string) {
-	r.t.Helper()
-	_, err := cluster.CreateNode(r.ctx, name,
-		framework.WithLabels(map[string]string{poolLabel: r.poolVal, "kernel-version": upgradeOldKernel}),
-		framework.WithKernel(upgradeOldKernel))
-	require.NoError(r.t, err)
-}
-
-func (r *liveRelease) maintenance(node string) {
-	r.t.Helper()
-	_, err := cluster.CreateNodeMaintenance(r.ctx, node, node)
-	require.NoError(r.t, err)
-}
-
-func (r *liveRelease) reboot(node string) {
-	r.t.Helper()
-	_, err := cluster.Reboot(r.ctx, node, newKernel, map[string]string{"kernel-version": newKernel})
-	require.NoError(r.t, err)
-}
-
-func (r *liveRelease) node(name string) *corev1.Node {
-	r.t.Helper()
-	n, err := cluster.Client.CoreV1().Nodes().Get(r.ctx, name, metav1.GetOptions{})
-	require.NoError(r.t, err)
-	return n
 }
 
 // currentRevision is the warmer DaemonSet and the hash of its current revision, as the planner
@@ -163,25 +51,6 @@ func (r *liveRelease) currentRevision(dsName string) (*appsv1.DaemonSet, string)
 		revs[i] = &list.Items[i]
 	}
 	return ds, plan.CurrentRevision(ds, revs)
-}
-
-// warmerPods are the live (not terminating) pods of the warmer DaemonSet on node.
-func (r *liveRelease) warmerPods(ds *appsv1.DaemonSet, node string) []corev1.Pod {
-	r.t.Helper()
-	pods, err := cluster.Client.CoreV1().Pods(r.ns).List(r.ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
-	require.NoError(r.t, err)
-	var out []corev1.Pod
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		for _, ref := range p.OwnerReferences {
-			if ref.UID == ds.UID {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }
 
 // currentWarmerReady reports whether node has a Ready warmer pod of the DaemonSet's current
@@ -208,24 +77,13 @@ func taintKeysOf(n *corev1.Node) []string {
 	return keys
 }
 
-func eventReasons(t *testing.T, ctx context.Context, node string) []string {
-	t.Helper()
-	events, err := cluster.NodeEvents(ctx, node)
-	require.NoError(t, err)
-	var reasons []string
-	for _, ev := range events {
-		reasons = append(reasons, ev.Reason)
-	}
-	return reasons
-}
-
 // midRollout brings two pool nodes of r into the rollout with the orchestrator run as the
 // CronJob runs it, under the chart's ConfigMap and ServiceAccount: <prefix>-warming is upgraded
 // and warming, <prefix>-tainted tainted and waiting for its upgrade. It returns their names, the
 // configuration read, and the kubeconfig of the ServiceAccount.
 func (r *liveRelease) midRollout(prefix string) (warming, tainted string, cfg *config.Config, kubeconfig string) {
 	r.t.Helper()
-	warming, tainted = prefix+"-warming", prefix+"-tainted"
+	warming, tainted = r.nodeName(prefix+"-warming"), r.nodeName(prefix+"-tainted")
 	for _, n := range []string{warming, tainted} {
 		r.poolNode(n)
 		r.maintenance(n)
@@ -248,9 +106,9 @@ func (r *liveRelease) midRollout(prefix string) (warming, tainted string, cfg *c
 func keyChangeMidRollout(t *testing.T, ns, rel, poolVal, prefix string, change func(vals map[string]any)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	vals := upgradeValues(poolVal)
+	vals := upgradeValues()
 	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
-	idle := prefix + "-idle"
+	idle := r.nodeName(prefix + "-idle")
 	r.poolNode(idle)
 	warming, tainted, oldCfg, kc := r.midRollout(prefix)
 
@@ -259,7 +117,7 @@ func keyChangeMidRollout(t *testing.T, ns, rel, poolVal, prefix string, change f
 	r.upgrade(vals)
 	newCfg, newPath := r.config()
 	require.True(t, oldCfg.Taint != newCfg.Taint || oldCfg.StatusLabel.Key != newCfg.StatusLabel.Key, "the upgrade changed the taint or the status label key")
-	ds, err := cluster.Client.AppsV1().DaemonSets(ns).Get(ctx, newCfg.Warmer.DaemonSetName, metav1.GetOptions{})
+	ds, err := cluster.Client.AppsV1().DaemonSets(r.ns).Get(ctx, newCfg.Warmer.DaemonSetName, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, newCfg.Taint.Key, ds.Spec.Template.Spec.Tolerations[0].Key, "the new warmer tolerates the new taint")
 
@@ -346,7 +204,7 @@ func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 	const ns, rel, poolVal = "upgrade-mode", "upg-m", "upgrade-mode-pool"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	vals := upgradeValues(poolVal)
+	vals := upgradeValues()
 	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
 	warming, tainted, _, _ := r.midRollout("upg-m")
 
@@ -354,16 +212,12 @@ func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 	vals["orchestrator"] = map[string]any{"mode": "deployment"}
 	r.upgrade(vals)
 
-	cjs, err := cluster.Client.BatchV1().CronJobs(ns).List(ctx, metav1.ListOptions{})
+	cjs, err := cluster.Client.BatchV1().CronJobs(r.ns).List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	assert.Empty(t, cjs.Items, "the CronJob is gone after the switch")
-	d, err := cluster.Client.AppsV1().Deployments(ns).Get(ctx, r.fullname, metav1.GetOptions{})
-	require.NoError(t, err, "the Deployment exists after the switch")
-	args := d.Spec.Template.Spec.Containers[0].Args
-	require.Contains(t, args, "--leader-elect-name="+r.fullname)
 
 	// The Role grants the Lease now.
-	role, err := cluster.Client.RbacV1().Roles(ns).Get(ctx, r.fullname, metav1.GetOptions{})
+	role, err := cluster.Client.RbacV1().Roles(r.ns).Get(ctx, r.fullname, metav1.GetOptions{})
 	require.NoError(t, err)
 	var leaseVerbs []string
 	for _, rule := range role.Rules {
@@ -375,34 +229,8 @@ func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 	}
 	assert.Subset(t, leaseVerbs, []string{"get", "update", "create"}, "the upgraded Role grants the Lease")
 
-	cm, err := cluster.Client.CoreV1().ConfigMaps(ns).Get(ctx, r.fullname, metav1.GetOptions{})
-	require.NoError(t, err)
-	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
-	require.NoError(t, err)
-	cfgPath := filepath.Join(r.dir, "deployment-config.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(cm.Data["config.yaml"]), 0o600))
-	_, token := serviceAccountClient(t, ctx, ns, d.Spec.Template.Spec.ServiceAccountName)
-	kdir := filepath.Join(r.dir, "deploy")
-	require.NoError(t, os.MkdirAll(kdir, 0o700))
-
-	cmd := exec.CommandContext(ctx, framework.OrchestratorBinary(t), append(slicesWithout(args, "--listen"),
-		"--config", cfgPath, "--kubeconfig", tokenKubeconfig(t, kdir, token), "--listen", "127.0.0.1:0")...)
-	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+ns, "POD_NAME="+r.fullname+"-0")
-	var logs tu.LogBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill() }()
-
-	require.NoError(t, framework.Eventually(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
-		lease, err := cluster.Client.CoordinationV1().Leases(ns).Get(ctx, r.fullname, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		return lease.Spec.HolderIdentity != nil && strings.HasPrefix(*lease.Spec.HolderIdentity, r.fullname+"-0"), nil
-	}), "the Deployment's orchestrator takes the Lease under the upgraded RBAC:\n%s", &logs)
-
+	// The Deployment's orchestrator takes the Lease under the upgraded RBAC.
+	o := r.startDeployment()
 	released := func(name string) func(context.Context) (bool, error) {
 		return func(context.Context) (bool, error) {
 			n := r.node(name)
@@ -410,23 +238,15 @@ func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 		}
 	}
 	require.NoError(t, framework.Eventually(ctx, 30*time.Second, released(warming)),
-		"the node warming at the switch is released warm by the Deployment:\n%s", &logs)
+		"the node warming at the switch is released warm by the Deployment:\n%s", o.logs)
 	assert.Equal(t, state.PhaseTainted, state.PhaseOf(r.node(tainted)), "the tainted node waits for its upgrade")
 	r.reboot(tainted)
 	require.NoError(t, framework.Eventually(ctx, 45*time.Second, released(tainted)),
-		"the node tainted at the switch is released warm after its upgrade:\n%s", &logs)
+		"the node tainted at the switch is released warm after its upgrade:\n%s", o.logs)
 	for _, name := range []string{warming, tainted} {
-		assert.False(t, state.HasTaint(r.node(name), cfg.Taint.Key, cfg.Taint.Effect), name)
+		assert.False(t, state.HasTaint(r.node(name), o.cfg.Taint.Key, o.cfg.Taint.Effect), name)
 	}
-
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		require.NoError(t, err, "exit 0 on SIGTERM:\n%s", &logs)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit within 30 s of SIGTERM:\n%s", &logs)
-	}
-	assert.NotContains(t, strings.ToLower(logs.String()), "forbidden", "no request refused under the upgraded RBAC")
+	o.stop()
 	r.uninstall()
 }
 
@@ -440,7 +260,7 @@ func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 	const newImage = "registry.example.com/notebook/base:2026.12-slow-pull-12s"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	vals := upgradeValues(poolVal)
+	vals := upgradeValues()
 	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
 	warming, tainted, cfg, kc := r.midRollout("upg-i")
 	// The old image list's pod becomes Ready; the CronJob's next cycle has not run yet.
@@ -547,7 +367,7 @@ func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 		return state.PhaseOf(n) == "" && n.Annotations[state.ReleaseReason] == state.ReasonWarm, nil
 	}), "the node upgraded after the image change is released warm")
 
-	if _, err := cluster.Client.AppsV1().DaemonSets(ns).Get(ctx, cfg2.Warmer.DaemonSetName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	if _, err := cluster.Client.AppsV1().DaemonSets(r.ns).Get(ctx, cfg2.Warmer.DaemonSetName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		t.Fatal("the warmer DaemonSet disappeared")
 	}
 	r.uninstall()
