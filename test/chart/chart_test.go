@@ -823,6 +823,31 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "node label selector without parentheses", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'a in b'}}", want: []string{"/maintenance/nodeLabel/selector"}},
 		{name: "schedule in words", extra: "schedule: every hour", want: []string{"/schedule"}},
 		{name: "schedule with a time zone", extra: "schedule: 'CRON_TZ=UTC 0 * * * *'", want: []string{"/schedule"}},
+		// A key set to null is removed from the values: the keys the chart and the orchestrator need
+		// are required, so Helm names the one missing.
+		{name: "null duration", extra: "cancelAfter: null", want: []string{"missing property 'cancelAfter'"}},
+		{name: "null section", extra: "upgrade: null", want: []string{"missing property 'upgrade'"}},
+		{name: "null nested duration", extra: "orchestrator: {client: {timeout: null}}", want: []string{"/orchestrator/client", "missing property 'timeout'"}},
+		{name: "null image repository", extra: "orchestrator: {image: {repository: null}}", want: []string{"/orchestrator/image", "missing property 'repository'"}},
+		{name: "orchestrator repository with a tag", extra: "orchestrator: {image: {repository: ghcr.io/image-prewarmer/prewarm-orchestrator:0.1.0}}", want: []string{"/orchestrator/image/repository"}},
+		{name: "orchestrator repository in upper case", extra: "orchestrator: {image: {repository: ghcr.io/Image-Prewarmer/po}}", want: []string{"/orchestrator/image/repository"}},
+		{name: "orchestrator tag with a colon", extra: "orchestrator: {image: {tag: ':0.1.0'}}", want: []string{"/orchestrator/image/tag"}},
+		{name: "maintenance API version with a space", extra: "maintenance: {nodeMaintenance: {version: 'v1beta1 '}}", want: []string{"/maintenance/nodeMaintenance/version"}},
+		{name: "maintenance API version in upper case", extra: "maintenance: {nodeMaintenance: {version: V1Beta1}}", want: []string{"/maintenance/nodeMaintenance/version"}},
+		{name: "quantity with a space", extra: "prewarm: {resources: {requests: {memory: 100 Mi}}}", want: []string{"/prewarm/resources/requests/memory"}},
+		{name: "quantity in words", extra: "orchestrator: {resources: {requests: {cpu: half}}}", want: []string{"/orchestrator/resources/requests/cpu"}},
+		{name: "resources typo", extra: "orchestrator: {resources: {request: {cpu: 50m}}}", want: []string{"/orchestrator/resources", "request"}},
+		{name: "toleration operator in lower case", extra: "orchestrator: {tolerations: [{operator: exists}]}", want: []string{"/orchestrator/tolerations/0/operator", "Exists"}},
+		{name: "toleration effect misspelled", extra: "prewarm: {extraTolerations: [{key: a, effect: NoSchedul}]}", want: []string{"/prewarm/extraTolerations/0/effect", "NoSchedule"}},
+		{name: "toleration field misspelled", extra: "prewarm: {extraTolerations: [{key: a, operater: Exists}]}", want: []string{"/prewarm/extraTolerations/0", "operater"}},
+		{name: "toleration value not a string", extra: "orchestrator: {tolerations: [{key: a, value: true}]}", want: []string{"/orchestrator/tolerations/0/value", "want string"}},
+		{name: "priority class with a space", extra: "prewarm: {priorityClassName: High Priority}", want: []string{"/prewarm/priorityClassName"}},
+		{name: "service account name with upper case", extra: "serviceAccount: {name: My_SA}", want: []string{"/serviceAccount/name"}},
+		{name: "fullnameOverride with upper case", extra: "fullnameOverride: My_Prewarmer", want: []string{"/fullnameOverride"}},
+		{name: "nameOverride with a space", extra: "nameOverride: Pre Warmer", want: []string{"/nameOverride"}},
+		{name: "annotation key with a space", extra: "orchestrator: {podAnnotations: {'bad key': x}}", want: []string{"/orchestrator/podAnnotations", "bad key"}},
+		{name: "orchestrator node selector key with a space", extra: "orchestrator: {nodeSelector: {'bad key': x}}", want: []string{"/orchestrator/nodeSelector", "bad key"}},
+		{name: "PDB over 100%", extra: "orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 150%}}}", want: []string{"/orchestrator/deployment/podDisruptionBudget/maxUnavailable"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -857,6 +882,14 @@ func TestGoodValuesAreAccepted(t *testing.T) {
 		"global: {imageRegistry: example.com}",
 		"fullnameOverride: prewarmer",
 		"orchestrator: {client: {qps: -1}}", "orchestrator: {client: {qps: 0.5}}",
+		"maxWaitForWarm: .5h", "cancelAfter: 1.5m",
+		"orchestrator: {image: {repository: registry.example.com:5000/mirror/prewarm-orchestrator, tag: 0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}}",
+		"prewarm: {resources: {requests: {cpu: 0.5, memory: 1e6}, limits: {cpu: '1', memory: 32Mi, ephemeral-storage: 1Gi}}}",
+		"orchestrator: {tolerations: [{operator: Exists}, {key: a, operator: Equal, value: b, effect: NoExecute, tolerationSeconds: 30}]}",
+		"prewarm: {priorityClassName: system-node-critical}", "serviceAccount: {name: prewarm.orchestrator}",
+		"orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 100%}}}",
+		"orchestrator: {podAnnotations: {example.com/team: notebooks}, nodeSelector: {node-role.kubernetes.io/system: ''}}",
+		"maintenance: {nodeMaintenance: {version: v2alpha1}}",
 	} {
 		t.Run(extra, func(t *testing.T) {
 			parsedConfig(t, mustRender(t, minimal(t, extra)))

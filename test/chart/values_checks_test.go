@@ -22,6 +22,7 @@ func TestDurationHelperMatchesParseDuration(t *testing.T) {
 		"0", "0s", "1ns", "1us", "1µs", "1ms", "1s", "1m", "1h", "15s", "10s", "2s", "90s", "1h30m", "1.5h",
 		"1.5m", "0.5ms", "0.1s", "1m0.5s", "100ms", "2h45m30.5s", "10.000000001s", "3h2m1s4ms5us6ns",
 		"59m59.999s", "1.25us", "1.5µs", "2562047h", "36h", "1m1m", "0.000001s",
+		".5h", "1.h", "1.m30.s",
 	}
 	c := loadChart(t)
 	var tpl strings.Builder

@@ -164,8 +164,8 @@ printed as a float (convert the result with float64). Helm has no duration parse
 {{- define "image-prewarmer.durationMs" -}}
 {{- $unitMs := dict "h" 3600000.0 "m" 60000.0 "s" 1000.0 "ms" 1.0 "us" 0.001 "µs" 0.001 "ns" 0.000001 }}
 {{- $total := 0.0 }}
-{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
-{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
+{{- range regexFindAll "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $number := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" . }}
 {{- $total = addf $total (mulf (float64 $number) (get $unitMs (trimPrefix $number .))) }}
 {{- end }}
 {{- $total }}
