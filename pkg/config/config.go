@@ -264,6 +264,9 @@ func Parse(data []byte) (*Config, error) {
 	cfg.APIVersion, cfg.Kind = "", "" // the file must say what it is
 	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
+		if errs := nullSelectorValues(jsonData); len(errs) > 0 {
+			return nil, errs.ToAggregate()
+		}
 		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
 	}
 	if len(strictErrs) > 0 {
@@ -283,7 +286,8 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // nullSelectorValues finds the pool.nodeSelector labels written without a value (`pool:` or
-// `pool: ~`). Decoding turns a null into "", which selects only the nodes whose label value is
+// `pool: ~`), or with one that is not a string (`tier: 1`, which the decoder refuses without
+// naming the label). Decoding turns a null into "", which selects only the nodes whose label value is
 // empty: far more likely a value left out than meant. Only the JSON form still tells a null from
 // an empty string, so this reads it; a shape the decoder refuses is left to the decoder.
 func nullSelectorValues(jsonData []byte) field.ErrorList {
@@ -298,9 +302,13 @@ func nullSelectorValues(jsonData []byte) field.ErrorList {
 	p := field.NewPath("pool", "nodeSelector")
 	var errs field.ErrorList
 	for _, k := range sortedKeys(doc.Pool.NodeSelector) {
-		if string(bytes.TrimSpace(doc.Pool.NodeSelector[k])) == "null" {
+		switch v := bytes.TrimSpace(doc.Pool.NodeSelector[k]); {
+		case string(v) == "null":
 			errs = append(errs, field.Invalid(p.Key(k), nil,
 				"has no value; write '' (quoted) if the pool really is the nodes whose label value is empty"))
+		case len(v) > 0 && v[0] != '"':
+			// The decoder's own message names the map, not the key.
+			errs = append(errs, field.Invalid(p.Key(k), string(v), "must be a string: quote it"))
 		}
 	}
 	return errs
@@ -552,7 +560,12 @@ func (c *Config) validateMaintenance() field.ErrorList {
 			}
 		}
 		if nm.Version == "" {
-			errs = append(errs, field.Required(p.Child("version"), ""))
+			errs = append(errs, field.Required(p.Child("version"), "the API version the CRD serves, such as v1beta1"))
+		} else {
+			// A version no CRD can serve would leave the source reading nothing, with only a warning.
+			for _, msg := range validation.IsDNS1035Label(nm.Version) {
+				errs = append(errs, field.Invalid(p.Child("version"), nm.Version, msg+" (CRD version names are, e.g. v1beta1)"))
+			}
 		}
 		for _, msg := range validation.IsDNS1123Label(nm.Resource) {
 			errs = append(errs, field.Invalid(p.Child("resource"), nm.Resource, msg+" (the plural resource name, e.g. nodemaintenances)"))

@@ -94,6 +94,11 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"duplicate field", "onWarmTimeout: keep\nonWarmTimeout: release\n", "onWarmTimeout"},
 		{"bad duration", "maxWaitForWarm: 2 hours\n", `maxWaitForWarm: Invalid value: "2 hours"`},
 		{"negative duration", "cancelAfter: -5m\n", "cancelAfter: Invalid value"},
+		{"null duration", "cancelAfter: null\n", "cancelAfter: Required value: a duration such as 90s"},
+		{"duration left empty", "maxWaitForWarm:\n", "maxWaitForWarm: Required value"},
+		{"duration out of range", "maxWaitForWarm: 2562048h\n", `maxWaitForWarm: Invalid value: "2562048h": out of range: at most 2562047h`},
+		{"maintenance version with a space", "maintenance:\n  nodeMaintenance: {version: 'v1beta1 '}\n", `maintenance.nodeMaintenance.version: Invalid value: "v1beta1 "`},
+		{"maintenance version in upper case", "maintenance:\n  nodeMaintenance: {version: V1Beta1}\n", `maintenance.nodeMaintenance.version: Invalid value: "V1Beta1"`},
 		{"zero warm wait", "maxWaitForWarm: 0s\n", "maxWaitForWarm: Invalid value"},
 		{"bad template", "upgrade:\n  when: '{{ .Kernel '\n", "upgrade.when: Invalid value"},
 		{"template with unknown function", "upgrade:\n  when: '{{ nosuchfunc .Kernel }}'\n", "upgrade.when"},
@@ -151,6 +156,9 @@ func TestParseAcceptsValidValues(t *testing.T) {
 		"maintenance:\n  nodeMaintenance: {nodeNameField: spec.target.node}\n",
 		"maintenance:\n  nodeMaintenance: {nodeNameField: metadata.labels.node_name-1}\n",
 		"maintenance:\n  nodeMaintenance: {nodeNameField: nodeName}\n",
+		"maintenance:\n  nodeMaintenance: {version: v2alpha1}\n",
+		"maxWaitForWarm: .5h\ncancelAfter: 1.h\n",
+		"maxWaitForUpgrade: 2562047h\n",
 	} {
 		t.Run(extra, func(t *testing.T) {
 			_, err := config.Parse([]byte(minimal + extra))
@@ -175,6 +183,17 @@ func TestParseRefusesNullSelectorValue(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 			assert.Contains(t, err.Error(), "write '' (quoted)")
 		})
+	}
+
+	// A value of another type is named by its label, not only by the map.
+	for doc, want := range map[string]string{
+		"pool: {nodeSelector: {tier: 1}}\n":         `pool.nodeSelector[tier]: Invalid value: "1": must be a string`,
+		"pool: {nodeSelector: {a: b, gpu: true}}\n": `pool.nodeSelector[gpu]: Invalid value: "true": must be a string`,
+		"pool: {nodeSelector: {pool: [a]}}\n":       `pool.nodeSelector[pool]: Invalid value: "[\"a\"]": must be a string`,
+	} {
+		_, err := config.Parse([]byte(head + doc))
+		require.Error(t, err, doc)
+		assert.Contains(t, err.Error(), want, doc)
 	}
 
 	// An empty label value is legal: written as '' it is meant.

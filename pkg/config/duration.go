@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"regexp"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -14,6 +15,7 @@ type Duration struct {
 	time.Duration
 	raw     string
 	invalid bool
+	null    bool // written as null (or left empty in YAML): a missing value, not a malformed one
 }
 
 // NewDuration returns a valid Duration of d.
@@ -22,6 +24,10 @@ func NewDuration(d time.Duration) Duration { return Duration{Duration: d} }
 // UnmarshalJSON accepts a duration string.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	*d = Duration{}
+	if string(b) == "null" {
+		d.invalid, d.null = true, true
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		d.raw, d.invalid = string(b), true
@@ -46,6 +52,10 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 func (d Duration) validate(p *field.Path, positive bool) field.ErrorList {
 	switch {
+	case d.null:
+		return field.ErrorList{field.Required(p, "a duration such as 90s, 30m or 2h")}
+	case d.invalid && durationSyntax.MatchString(d.raw):
+		return field.ErrorList{field.Invalid(p, d.raw, "out of range: at most 2562047h (about 292 years)")}
 	case d.invalid:
 		return field.ErrorList{field.Invalid(p, d.raw, "must be a duration such as 90s, 30m or 2h")}
 	case d.Duration < 0:
@@ -55,3 +65,7 @@ func (d Duration) validate(p *field.Path, positive bool) field.ErrorList {
 	}
 	return nil
 }
+
+// durationSyntax is what time.ParseDuration reads; a string of this form that it refuses is out of
+// the range of a time.Duration.
+var durationSyntax = regexp.MustCompile(`^[-+]?(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)$`)
