@@ -743,10 +743,15 @@ func TestNotes(t *testing.T) {
 	r := mustRender(t, minimal(t))
 	assert.Contains(t, r.Notes, "kubectl get nodes -l pool=notebooks -L os-upgrade/status")
 	assert.Contains(t, r.Notes, "prewarm-orchestrator status")
+	assert.Contains(t, r.Notes, "helm test "+releaseName+" -n "+releaseNS)
 	assert.NotContains(t, r.Notes, "WARNING")
+	assert.NotContains(t, r.Notes, "keepAfterRelease")
 
 	r = mustRender(t, minimal(t, "onWarmTimeout: keep"))
 	assert.Contains(t, r.Notes, `WARNING: onWarmTimeout is "keep"`)
+
+	r = mustRender(t, minimal(t, "prewarm: {keepAfterRelease: true}"))
+	assert.Contains(t, r.Notes, "the whole pool pulls the images")
 }
 
 func TestBadValuesAreRefused(t *testing.T) {
