@@ -13,9 +13,10 @@ import (
 type NodeStatus struct {
 	Name string `json:"name"`
 	// Phase is tainted, warming, released, joining (carries the taint, adopted at the next
-	// cycle), waiting (in maintenance but not tainted: held back by the budget, a missing warmer
-	// DaemonSet or an uninstall), foreign (managed by another installation), or "" for an idle
-	// pool node.
+	// cycle), waiting (a pool node in maintenance, with no phase and not released for that
+	// maintenance: most often no cycle has run since it entered maintenance, up to one schedule
+	// period in CronJob mode; otherwise held back by the budget, a missing warmer DaemonSet or an
+	// uninstall), foreign (managed by another installation), or "" for an idle pool node.
 	Phase string `json:"phase"`
 	// Since is when the node entered its phase (zero when unknown).
 	Since          time.Time `json:"since,omitzero"`
