@@ -590,6 +590,15 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			return nil, nil // the fresher node needs nothing this action would write
 		}
 		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, pt, patch, metav1.PatchOptions{FieldManager: fieldManager})
+		if err != nil && outcomeUnknown(err) {
+			// No answer (a connection lost, a timeout): the patch may have been applied all the
+			// same. Its values (timestamps included) tell: then it is done, and its Event and
+			// metric are not lost with the response.
+			if landed := e.landed(ctx, node, a); landed != nil {
+				e.log.Debug("patch applied though its response was lost", "node", a.Node, "action", a.Type, "error", err)
+				patched, err = landed, nil
+			}
+		}
 		switch {
 		case err == nil:
 			// Kept until the cycle ends (Result.Written): trimmed like the snapshot's nodes, or
@@ -624,6 +633,30 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		}
 		node, a = fresh, next
 	}
+}
+
+// outcomeUnknown reports whether err leaves open whether the API server applied the request: no
+// response at all, or a timeout answer.
+func outcomeUnknown(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true
+	}
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)
+}
+
+// landed re-reads node after a write whose outcome is unknown and returns it if it carries the
+// action's change, written over the version the write was based on; nil otherwise, or when it
+// cannot be read.
+func (e *Engine) landed(ctx context.Context, node *corev1.Node, a plan.Action) *corev1.Node {
+	if ctx.Err() != nil {
+		return nil
+	}
+	fresh, err := e.client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+	if err != nil || !Newer(fresh, node) || !carries(fresh, a.Change) {
+		return nil
+	}
+	return fresh
 }
 
 // replanNode re-runs the planner with one node replaced by its fresh copy and returns that

@@ -626,3 +626,84 @@ func TestConflictWithNothingLeftReturnsTheNodeReRead(t *testing.T) {
 	assert.Equal(t, "9", got[0].Node.ResourceVersion)
 	assert.Equal(t, state.PhaseTainted, state.PhaseOf(got[0].Node))
 }
+
+// A patch whose answer is lost is re-read: when the node does not carry the change (here another
+// writer's version, not ours), the write failed and the cycle says so.
+func TestLostAnswerOfAPatchNotAppliedFailsTheWrite(t *testing.T) {
+	n := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	n.ResourceVersion = "1"
+	client := withWarmer(n)
+	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		cur, err := client.Tracker().Get(nodes, "", "a")
+		require.NoError(t, err)
+		other := cur.(*corev1.Node).DeepCopy()
+		other.Labels["other.example.com/x"] = "y"
+		other.ResourceVersion = "2"
+		require.NoError(t, client.Tracker().Update(nodes, other, ""))
+		return true, nil, errors.New("http2: client connection lost")
+	})
+	res, err := testEngine(t, client, false).RunOnce(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "client connection lost")
+	assert.Zero(t, res.Applied[plan.Enter])
+	var reads int
+	for _, act := range client.Actions() {
+		if act.GetVerb() == "get" && act.GetResource().Resource == "nodes" {
+			reads++
+		}
+	}
+	assert.Equal(t, 1, reads, "the node is re-read once to learn whether the patch was applied")
+}
+
+func TestOutcomeUnknown(t *testing.T) {
+	gr := schema.GroupResource{Resource: "nodes"}
+	for err, unknown := range map[error]bool{
+		errors.New("http2: client connection lost"):                    true,
+		context.DeadlineExceeded:                                       true,
+		apierrors.NewTimeoutError("request did not complete", 0):       true,
+		apierrors.NewServerTimeout(gr, "patch", 0):                     true,
+		apierrors.NewConflict(gr, "a", errors.New("modified")):         false,
+		apierrors.NewForbidden(gr, "a", errors.New("RBAC")):            false,
+		apierrors.NewInvalid(schema.GroupKind{Kind: "Node"}, "a", nil): false,
+		apierrors.NewNotFound(gr, "a"):                                 false,
+	} {
+		assert.Equal(t, unknown, outcomeUnknown(err), "%v", err)
+	}
+}
+
+func TestCarries(t *testing.T) {
+	v := func(s string) *string { return &s }
+	taint := &corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}
+	enter := plan.Change{AddTaint: taint, Labels: map[string]*string{"os-upgrade/status": v("upgrading")},
+		Annotations: map[string]*string{state.Phase: v(state.PhaseTainted), state.TaintedAt: v("2026-11-25T12:00:00Z")}}
+	release := plan.Change{RemoveTaint: taint, Labels: map[string]*string{"os-upgrade/status": nil},
+		Annotations: map[string]*string{state.Phase: nil, state.ReleasedAt: v("2026-11-25T13:00:00Z")}}
+	entered := tu.Node("a", tu.WithLabels("os-upgrade/status", "upgrading", "other", "x"),
+		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.TaintedAt, "2026-11-25T12:00:00Z"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule), tu.WithTaint("foreign", "", corev1.TaintEffectNoSchedule))
+	released := tu.Node("a", tu.WithLabels("other", "x"), tu.WithAnnotations(state.ReleasedAt, "2026-11-25T13:00:00Z"),
+		tu.WithTaint("foreign", "", corev1.TaintEffectNoSchedule))
+	for _, tc := range []struct {
+		name string
+		node *corev1.Node
+		ch   plan.Change
+		want bool
+	}{
+		{"entry written", entered, enter, true},
+		{"entry not written", released, enter, false},
+		{"entry written at another time", tu.Node("a", tu.WithLabels("os-upgrade/status", "upgrading"),
+			tu.WithAnnotations(state.Phase, state.PhaseTainted, state.TaintedAt, "2026-11-25T11:00:00Z"),
+			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)), enter, false},
+		{"entry without its taint", tu.Node("a", tu.WithLabels("os-upgrade/status", "upgrading"),
+			tu.WithAnnotations(state.Phase, state.PhaseTainted, state.TaintedAt, "2026-11-25T12:00:00Z")), enter, false},
+		{"release written", released, release, true},
+		{"release not written", entered, release, false},
+		{"release with the taint still there", tu.Node("a", tu.WithAnnotations(state.ReleasedAt, "2026-11-25T13:00:00Z"),
+			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)), release, false},
+		{"release with the label still there", tu.Node("a", tu.WithLabels("os-upgrade/status", "warming"),
+			tu.WithAnnotations(state.ReleasedAt, "2026-11-25T13:00:00Z")), release, false},
+	} {
+		assert.Equal(t, tc.want, carries(tc.node, tc.ch), tc.name)
+	}
+}

@@ -176,3 +176,23 @@ func raw(v any) json.RawMessage {
 	}
 	return b
 }
+
+// carries reports whether node holds everything ch writes: its labels and annotations with the
+// values written (absent for a removal), its taint added or removed. Annotations written by an
+// action include its timestamp, so a node carries an action's change only once that action (not
+// another writer) wrote it.
+func carries(node *corev1.Node, ch plan.Change) bool {
+	for _, m := range []struct {
+		current map[string]string
+		changes map[string]*string
+	}{{node.Labels, ch.Labels}, {node.Annotations, ch.Annotations}} {
+		for k, v := range m.changes {
+			cur, has := m.current[k]
+			if (v == nil && has) || (v != nil && (!has || cur != *v)) {
+				return false
+			}
+		}
+	}
+	_, changed := newTaints(node.Spec.Taints, ch)
+	return !changed
+}

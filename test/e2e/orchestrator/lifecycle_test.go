@@ -725,6 +725,73 @@ func TestWriteBetweenReadAndPatch(t *testing.T) {
 	}
 }
 
+// 8c. The API server applies a patch but its answer is lost (the connection breaks on the way
+// back): the engine re-reads the node, finds its change there, and counts the write as done:
+// the cycle succeeds and the transition's Event is recorded, once. Without the re-read the
+// cycle failed and the next one found nothing left to do, so no Event ever said what happened.
+func TestPatchAppliedButResponseLost(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.Warmer()
+	names := e.poolInMaintenance("l%d", 2)
+
+	// The first answer of each node's first merge patch (its entry) and first JSON patch (its
+	// release) is lost.
+	var mu sync.Mutex
+	dropped := map[string]bool{} // "node content-type"
+	counter := &requestCounter{dropResponse: func(req *http.Request, resp *http.Response) bool {
+		if !strings.HasPrefix(req.URL.Path, "/api/v1/nodes/") || resp.StatusCode != http.StatusOK {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		key := path.Base(req.URL.Path) + " " + req.Header.Get("Content-Type")
+		if dropped[key] {
+			return false
+		}
+		dropped[key] = true
+		return true
+	}}
+	lossy, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	cycle := func() engine.Result {
+		res, err := e.engine(func(o *engine.Options) { o.Client = lossy }).RunOnce(e.Ctx)
+		require.NoError(t, err, "a patch that was applied is a write done, answer or not")
+		return res
+	}
+
+	res := cycle()
+	assert.Equal(t, len(names), res.Applied[plan.Enter], "both entries count as written")
+	for _, s := range names {
+		e.requirePhase(s, state.PhaseTainted, "upgrading")
+		e.Reboot(s, newKernel)
+	}
+	e.eventually("every node released", func() bool {
+		cycle()
+		for _, s := range names {
+			if e.Node(s).Annotations[state.ReleaseReason] == "" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range names {
+		e.RequireReleased(s, state.ReasonWarm)
+		mu.Lock()
+		for _, pt := range []types.PatchType{types.MergePatchType, types.JSONPatchType} {
+			require.True(t, dropped[e.NodeName(s)+" "+string(pt)], "the answer to a %s of %s was lost", pt, s)
+		}
+		mu.Unlock()
+		events, err := cluster.NodeEvents(e.Ctx, e.NodeName(s))
+		require.NoError(t, err)
+		reasons := map[string]int{}
+		for _, ev := range events {
+			reasons[ev.Reason] += max(1, int(ev.Count))
+		}
+		assert.Equal(t, 1, reasons["PrewarmTainted"], "%s: one Tainted Event, for the entry whose answer was lost", s)
+		assert.Equal(t, 1, reasons["PrewarmReleased"], "%s: one Released Event, for the release whose answer was lost", s)
+	}
+}
+
 // otherWriter is another controller: read-modify-update with retry on conflict.
 func otherWriter(e *env, client kubernetes.Interface, node string, round int) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {

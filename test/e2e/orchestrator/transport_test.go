@@ -20,6 +20,9 @@ type requestCounter struct {
 	// beforePatch, when set, runs before each PATCH is sent (another writer slipping in
 	// between the client's read and its write).
 	beforePatch func(*http.Request)
+	// dropResponse, when set, is asked after each PATCH the API server answered: true loses the
+	// answer (the patch applied, the client told only that the connection broke).
+	dropResponse func(*http.Request, *http.Response) bool
 }
 
 func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
@@ -32,6 +35,10 @@ func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 			c.mu.Lock()
 			c.responses = append(c.responses, fmt.Sprintf("%s %s %d", req.Method, req.URL.Path, resp.StatusCode))
 			c.mu.Unlock()
+			if c.dropResponse != nil && req.Method == http.MethodPatch && c.dropResponse(req, resp) {
+				_ = resp.Body.Close()
+				return nil, errors.New("injected: connection lost before the response")
+			}
 		}
 		return resp, err
 	})
