@@ -175,6 +175,15 @@ printed as a float (convert the result with float64). Helm has no duration parse
 Checks that combine several values (values.schema.json checks each value alone).
 */}}
 {{- define "image-prewarmer.validate" -}}
+{{- if regexMatch "^node\\.(cloudprovider\\.)?kubernetes\\.io/" .Values.taint.key }}
+{{- fail (printf "taint.key %q: taints under node.kubernetes.io/ and node.cloudprovider.kubernetes.io/ are kept in step with the node's state by Kubernetes' node controllers, which would remove this one; use a key of your own such as example.com/os-upgrade" .Values.taint.key) }}
+{{- end }}
+{{- if regexMatch "^([^/]*\\.)?(kubernetes\\.io|k8s\\.io)/" .Values.statusLabel.key }}
+{{- fail (printf "statusLabel.key %q: label keys under kubernetes.io/ and k8s.io/ (and their subdomains) are Kubernetes' own; use a key of your own such as example.com/os-upgrade-status" .Values.statusLabel.key) }}
+{{- end }}
+{{- if eq (lower .Values.orchestrator.cronJob.timeZone) "local" }}
+{{- fail (printf "orchestrator.cronJob.timeZone %q: the API server refuses the local zone; name a zone such as Europe/Paris, or leave it empty for kube-controller-manager's" .Values.orchestrator.cronJob.timeZone) }}
+{{- end }}
 {{- if and .Values.orchestrator.metrics.serviceMonitor.enabled (ne .Values.orchestrator.mode "deployment") }}
 {{- fail "orchestrator.metrics.serviceMonitor.enabled needs orchestrator.mode=deployment (in cronjob mode, push metrics with orchestrator.cronJob.pushgateway)" }}
 {{- end }}
