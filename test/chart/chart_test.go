@@ -29,38 +29,46 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/test/chart/valuesdoc"
 )
 
-func TestWarmerToleratesExactlyTheTaint(t *testing.T) {
+// The warmer tolerates the installation's taint as the orchestrator knows it: by key and effect,
+// whatever its value (a node that joins with the key and no value is adopted, and must get its
+// warmer), and nothing else.
+func TestWarmerToleratesTheTaint(t *testing.T) {
 	cases := []struct {
 		name  string
 		extra string
-		want  corev1.Toleration
+		taint corev1.Taint
 	}{
-		{"default", "", corev1.Toleration{Key: "os-upgrade", Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+		{"default", "", corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}},
 		{"custom", "taint: {key: example.com/prewarm, value: pending, effect: NoExecute}",
-			corev1.Toleration{Key: "example.com/prewarm", Operator: corev1.TolerationOpEqual, Value: "pending", Effect: corev1.TaintEffectNoExecute}},
+			corev1.Taint{Key: "example.com/prewarm", Value: "pending", Effect: corev1.TaintEffectNoExecute}},
 		{"empty value", `taint: {key: upgrade, value: "", effect: PreferNoSchedule}`,
-			corev1.Toleration{Key: "upgrade", Operator: corev1.TolerationOpEqual, Value: "", Effect: corev1.TaintEffectPreferNoSchedule}},
+			corev1.Taint{Key: "upgrade", Value: "", Effect: corev1.TaintEffectPreferNoSchedule}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mustRender(t, minimal(t, tc.extra))
 			cfg := parsedConfig(t, r)
-			taint := corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect}
+			// One source of truth: the config's taint is the values' taint.
+			require.Equal(t, tc.taint, corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect})
 
-			// One source of truth: the config's taint is the values' taint, and the warmer tolerates
-			// exactly it (nothing broader).
-			assert.Equal(t, tc.want.Key, taint.Key)
-			assert.Equal(t, tc.want.Value, taint.Value)
-			assert.Equal(t, tc.want.Effect, taint.Effect)
+			want := corev1.Toleration{Key: tc.taint.Key, Operator: corev1.TolerationOpExists, Effect: tc.taint.Effect}
 			tols := warmer(t, r).Spec.Template.Spec.Tolerations
-			assert.Equal(t, []corev1.Toleration{tc.want}, tols)
-			assert.True(t, tols[0].ToleratesTaint(klog.Background(), &taint, false))
-			other := corev1.Taint{Key: "dedicated", Value: "gpu", Effect: corev1.TaintEffectNoSchedule}
-			assert.False(t, tols[0].ToleratesTaint(klog.Background(), &other, false))
+			assert.Equal(t, []corev1.Toleration{want}, tols)
+			tolerates := func(taint corev1.Taint) bool { return tols[0].ToleratesTaint(klog.Background(), &taint, false) }
+			assert.True(t, tolerates(tc.taint))
+			for _, v := range []string{"", "false", "other"} {
+				assert.True(t, tolerates(corev1.Taint{Key: tc.taint.Key, Value: v, Effect: tc.taint.Effect}), "value %q", v)
+			}
+			otherEffect := corev1.TaintEffectNoExecute
+			if tc.taint.Effect == otherEffect {
+				otherEffect = corev1.TaintEffectNoSchedule
+			}
+			assert.False(t, tolerates(corev1.Taint{Key: tc.taint.Key, Value: tc.taint.Value, Effect: otherEffect}), "another effect")
+			assert.False(t, tolerates(corev1.Taint{Key: "dedicated", Value: "gpu", Effect: corev1.TaintEffectNoSchedule}), "another key")
 
 			// The orchestrator's pods always tolerate it too, so the product never locks itself out.
 			for name, pod := range orchestratorPods(t, r) {
-				assert.Contains(t, pod.Tolerations, tc.want, name)
+				assert.Contains(t, pod.Tolerations, want, name)
 			}
 		})
 	}

@@ -56,7 +56,7 @@ func TestDeployment(t *testing.T) {
 	assert.Equal(t, intstr.FromString("http-metrics"), c.ReadinessProbe.HTTPGet.Port)
 
 	// Tolerates the installation's taint (it must never lock itself out), and nothing broader.
-	assert.Equal(t, []corev1.Toleration{{Key: "os-upgrade", Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}}, spec.Tolerations)
+	assert.Equal(t, []corev1.Toleration{{Key: "os-upgrade", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}, spec.Tolerations)
 
 	// Replicas spread over nodes; still prefers nodes outside the pool.
 	require.NotNil(t, spec.Affinity)

@@ -119,12 +119,13 @@ Path of the orchestrator binary in its image.
 {{- end }}
 
 {{/*
-The installation's taint as a toleration (operator Equal: exactly this key, value and effect).
+The installation's taint as a toleration: its key and effect, whatever the value (operator Exists).
+The orchestrator knows its taint by key and effect: a node that joins with `os-upgrade:NoSchedule`
+(a registration or startup taint often has no value) is adopted, and its warmer must run there.
 */}}
 {{- define "image-prewarmer.taintToleration" -}}
 - key: {{ .Values.taint.key | quote }}
-  operator: Equal
-  value: {{ .Values.taint.value | quote }}
+  operator: Exists
   effect: {{ .Values.taint.effect | quote }}
 {{- end }}
 

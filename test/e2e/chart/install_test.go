@@ -122,3 +122,33 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	// helm uninstall runs the pre-delete hook and removes the release.
 	r.uninstall()
 }
+
+// A node that joins with the installation's taint key and effect but no value (as
+// --register-with-taints=os-upgrade:NoSchedule or a startup taint writes it) is adopted, and the
+// chart's warmer, tolerating the taint by key and effect, runs there: the node is released warm,
+// not left to maxWaitForWarm.
+func TestJoinedWithTheTaintKeyWithoutValue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := newLiveRelease(t, ctx, "prewarm-join", "prewarm-j", "join-notebooks", map[string]any{
+		"images":       []any{"registry.example.com/notebook/base:2026.11"},
+		"orchestrator": map[string]any{"cronJob": map[string]any{"suspend": true}},
+	})
+	cfg, cfgPath := r.config()
+	kubeconfig := r.kubeconfig()
+	name := r.nodeName("joined-novalue")
+	registered := corev1.Taint{Key: cfg.Taint.Key, Effect: cfg.Taint.Effect} // no value
+	require.NotEqual(t, cfg.Taint.Value, registered.Value)
+	r.poolNode(name, framework.WithTaints(registered))
+
+	r.cycle(cfgPath, kubeconfig)
+	require.Equal(t, state.PhaseWarming, state.PhaseOf(r.node(name)), "adopted")
+	require.NoError(t, framework.Eventually(ctx, time.Minute, func(context.Context) (bool, error) {
+		r.cycle(cfgPath, kubeconfig)
+		return state.PhaseOf(r.node(name)) == "", nil
+	}), "the warmer runs on the node and it is released")
+	n := r.node(name)
+	assert.Equal(t, state.ReasonWarm, n.Annotations[state.ReleaseReason])
+	assert.False(t, state.HasTaint(n, cfg.Taint.Key, cfg.Taint.Effect), "the registration taint is gone: %v", n.Spec.Taints)
+	r.uninstall()
+}

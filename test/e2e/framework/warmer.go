@@ -133,7 +133,7 @@ func WarmerDaemonSet(opts WarmerOptions) *appsv1.DaemonSet {
 				ObjectMeta: metav1.ObjectMeta{Labels: selector},
 				Spec: corev1.PodSpec{
 					Affinity:                      affinity,
-					Tolerations:                   []corev1.Toleration{{Key: o.Taint.Key, Operator: corev1.TolerationOpEqual, Value: o.Taint.Value, Effect: o.Taint.Effect}},
+					Tolerations:                   []corev1.Toleration{{Key: o.Taint.Key, Operator: corev1.TolerationOpExists, Effect: o.Taint.Effect}},
 					Containers:                    containers,
 					AutomountServiceAccountToken:  &noToken,
 					TerminationGracePeriodSeconds: &grace,

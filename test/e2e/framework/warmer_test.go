@@ -64,7 +64,7 @@ func TestWarmerDaemonSetShape(t *testing.T) {
 			spec := ds.Spec.Template.Spec
 			require.NotNil(t, spec.Affinity)
 			assert.Equal(t, tc.terms, spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms)
-			assert.Equal(t, []corev1.Toleration{{Key: "maint", Operator: corev1.TolerationOpEqual, Value: "yes", Effect: corev1.TaintEffectNoExecute}}, spec.Tolerations)
+			assert.Equal(t, []corev1.Toleration{{Key: "maint", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}}, spec.Tolerations)
 			require.Len(t, spec.Containers, 2)
 			assert.Equal(t, "a:1", spec.Containers[0].Image)
 			assert.Equal(t, "b:2", spec.Containers[1].Image)
@@ -78,7 +78,7 @@ func TestWarmerDaemonSetDefaults(t *testing.T) {
 	t.Parallel()
 	ds := framework.WarmerDaemonSet(framework.WarmerOptions{Images: []string{"a:1"}})
 	assert.Equal(t, "default", ds.Namespace)
-	assert.Equal(t, []corev1.Toleration{{Key: "os-upgrade", Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+	assert.Equal(t, []corev1.Toleration{{Key: "os-upgrade", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 		ds.Spec.Template.Spec.Tolerations)
 	terms := ds.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
 	assert.Equal(t, []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
