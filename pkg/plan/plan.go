@@ -12,12 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
@@ -189,13 +191,12 @@ func (p *Planner) Compute(s Snapshot) Plan {
 				}
 			}
 		case n.Annotations[state.Owner] != p.cfg.Instance:
-			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
-				"skipped: phase %q is owned by %q, not this installation (%s)", phase, n.Annotations[state.Owner], p.cfg.Instance)})
+			out.Notes = append(out.Notes, p.notOurs(n, phase))
 		case phase != state.PhaseTainted && phase != state.PhaseWarming:
 			// Nothing releases such a node (no timeout applies to a phase we do not know): only
 			// an operator, by fixing the annotation or with cleanup.
 			out.Notes = append(out.Notes, Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
-				"skipped: unknown phase %q; no timeout applies to it: fix the %s annotation or release the node with cleanup", phase, state.Phase)})
+				"skipped: unknown phase %s; no timeout applies to it: fix the %s annotation or release the node with cleanup", quote(phase), state.Phase)})
 		default:
 			if a, ok := p.planManaged(c, n); ok {
 				out.Actions = append(out.Actions, a)
@@ -211,6 +212,12 @@ func (p *Planner) Compute(s Snapshot) Plan {
 	for _, n := range candidates {
 		if c.uninstalling || c.warmerMissing {
 			break
+		}
+		if !p.rule.Detectable(n) {
+			// Tainted, it would wait maxWaitForUpgrade (hours) for an upgrade the rule can never
+			// see, then open cold: left alone, it takes no slot of maxConcurrent.
+			out.Notes = append(out.Notes, p.undetectable(n))
+			continue
 		}
 		if c.limit > 0 && c.active >= c.limit {
 			out.Notes = append(out.Notes, Note{Node: n.Name, Message: fmt.Sprintf(
@@ -236,6 +243,53 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		out.Notes = append(out.Notes, p.warmerMissing(c, candidates))
 	}
 	return out
+}
+
+// notOurs is the note about a node with a phase and an owner other than this installation. An
+// owner that names an installation is another's, skipped quietly (INFO). One that names none
+// (missing, empty, or not <namespace>/<release>: a hand edit, a tool rewriting annotations) is
+// nobody's: no installation releases the node and its taint stays, so the note asks for an
+// operator (WARN). The node is not written either way: only its owner can say whose it is.
+func (p *Planner) notOurs(n *corev1.Node, phase string) Note {
+	owner, found := n.Annotations[state.Owner]
+	if found && validOwner(owner) {
+		return Note{Node: n.Name, Message: fmt.Sprintf(
+			"skipped: phase %s is owned by %s, not this installation (%s)", quote(phase), quote(owner), p.cfg.Instance)}
+	}
+	was := "missing"
+	switch {
+	case found && owner == "":
+		was = "empty"
+	case found:
+		was = fmt.Sprintf("malformed (%s, not <namespace>/<release>)", quote(owner))
+	}
+	return Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
+		"skipped: phase %s, but the owner annotation %s is %s, so no installation manages the node or removes its taint: "+
+			"if this installation tainted it, set %s to %s (the next cycle then manages it, and cleanup releases it); "+
+			"otherwise set it to the <namespace>/<release> of the installation that did",
+		quote(phase), state.Owner, was, state.Owner, p.cfg.Instance)}
+}
+
+// validOwner reports whether an owner annotation names an installation: <namespace>/<release>,
+// a namespace name and a DNS-1123 subdomain, as config.Validate checks instance.
+func validOwner(owner string) bool {
+	ns, release, ok := strings.Cut(owner, "/")
+	return ok && !strings.Contains(release, "/") &&
+		len(validation.IsDNS1123Label(ns)) == 0 && len(validation.IsDNS1123Subdomain(release)) == 0
+}
+
+// undetectable is the note about a node in maintenance left untainted because the change rule
+// could never see its upgrade (Rule.Detectable): it reports neither a kernel nor a boot ID.
+func (p *Planner) undetectable(n *corev1.Node) Note {
+	kernel := "status.nodeInfo.kernelVersion"
+	if l := p.cfg.Upgrade.KernelVersionLabel; l != "" {
+		kernel = "label " + l + " or " + kernel
+	}
+	return Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
+		"not tainted: the node reports no kernel (%s) and no boot ID (status.nodeInfo.bootID), so its upgrade could not be detected "+
+			"and it would stay tainted until maxWaitForUpgrade (%s); it goes through this maintenance without pre-warming "+
+			"(a kubelet that reports nodeInfo, upgrade.kernelVersions or upgrade.when would let it be pre-warmed)",
+		kernel, p.cfg.MaxWaitForUpgrade.Duration)}
 }
 
 // maxNamesInNote bounds the node names a pool-wide note lists.
@@ -660,11 +714,11 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 	upgraded, ruleErr := p.rule.Upgraded(n, baseline)
 	if upgraded && state.NodeReady(n) {
 		if pod := p.warmPod(c, n); pod != nil {
-			a := p.release(c, n, state.ReasonWarm, fmt.Sprintf("upgraded (kernel %s) and warmer pod %s is Ready", p.rule.Kernel(n), pod.Name))
+			a := p.release(c, n, state.ReasonWarm, fmt.Sprintf("upgraded (kernel %s) and warmer pod %s is Ready", clip(p.rule.Kernel(n)), pod.Name))
 			a.WarmPod = pod
 			return a, true
 		}
-		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", p.rule.Kernel(n), baseline.Kernel)
+		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.Kernel(n)), clip(baseline.Kernel))
 		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil
@@ -774,9 +828,9 @@ func recordedTime(c *cycle, n *corev1.Node, key string) (time.Time, bool) {
 func (p *Planner) repairTime(c *cycle, n *corev1.Node, key, timeout string) Action {
 	was := "missing"
 	if v, ok := n.Annotations[key]; ok {
-		was = fmt.Sprintf("malformed (%q)", v)
+		was = fmt.Sprintf("malformed (%s)", quote(v))
 		if _, parsed := state.Time(n, key); parsed {
-			was = fmt.Sprintf("in the future (%s)", v)
+			was = fmt.Sprintf("in the future (%s)", clip(v))
 		}
 	}
 	msg := fmt.Sprintf("%s was %s: set to now, so %s counts from now", key, was, timeout)
@@ -993,6 +1047,47 @@ func (p *Planner) taint() corev1.Taint {
 func taintString(t corev1.Taint) string { return fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect) }
 
 func ptr(s string) *string { return &s }
+
+// maxQuoted bounds an annotation value (editable by hand, up to the API server's 256 KiB for all
+// of a node's annotations) that a note, an action's message or an Event quotes: enough for any
+// value the product writes, so that an odd one does not make a log line of its size every cycle.
+const maxQuoted = 128
+
+// quote returns v quoted as %q does, with at most maxQuoted bytes between the quotes (escapes
+// included); a longer value is cut at a character, then "..." and its full length in bytes.
+func quote(v string) string {
+	q := strconv.Quote(v)
+	if len(q) <= maxQuoted+2 {
+		return q
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(v); {
+		_, w := utf8.DecodeRuneInString(v[i:])
+		esc := strconv.Quote(v[i : i+w])
+		esc = esc[1 : len(esc)-1]
+		if b.Len()-1+len(esc) > maxQuoted {
+			break
+		}
+		b.WriteString(esc)
+		i += w
+	}
+	fmt.Fprintf(&b, `"... (%d bytes)`, len(v))
+	return b.String()
+}
+
+// clip is quote for a value shown unquoted: cut to at most maxQuoted bytes at a character, then
+// "..." and its full length in bytes.
+func clip(v string) string {
+	if len(v) <= maxQuoted {
+		return v
+	}
+	i := maxQuoted
+	for i > 0 && !utf8.RuneStart(v[i]) {
+		i--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", v[:i], len(v))
+}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -15,8 +15,9 @@ type NodeStatus struct {
 	// Phase is tainted, warming, released, joining (carries the taint, adopted at the next
 	// cycle), waiting (a pool node in maintenance, with no phase and not released for that
 	// maintenance: most often no cycle has run since it entered maintenance, up to one schedule
-	// period in CronJob mode; otherwise held back by the budget, a missing warmer DaemonSet or an
-	// uninstall), foreign (managed by another installation), or "" for an idle pool node.
+	// period in CronJob mode; otherwise held back by the budget, a missing warmer DaemonSet, an
+	// uninstall, or an upgrade the rule could not detect: Rule.Detectable), foreign (managed by
+	// another installation, or with an owner record that names none), or "" for an idle pool node.
 	Phase string `json:"phase"`
 	// Since is when the node entered its phase (zero when unknown).
 	Since          time.Time `json:"since,omitzero"`

@@ -104,6 +104,17 @@ func (r *Rule) Kernel(node *corev1.Node) string {
 // HasKernelTargets reports whether target kernel versions are configured.
 func (r *Rule) HasKernelTargets() bool { return len(r.kernelVersions) > 0 }
 
+// Detectable reports whether the rule can ever see the upgrade of node against a baseline taken
+// now. Target kernels and a template decide from what the node reports later; the change rule
+// compares only values known on both sides, so a node that reports neither a kernel (no kernel
+// label, no status.nodeInfo.kernelVersion) nor a boot ID now is never seen upgraded.
+func (r *Rule) Detectable(node *corev1.Node) bool {
+	if r.when != nil || len(r.kernelVersions) > 0 {
+		return true
+	}
+	return r.Kernel(node) != "" || node.Status.NodeInfo.BootID != ""
+}
+
 // Upgraded reports whether node has been upgraded relative to baseline. The change rule compares
 // only what is known on both sides: a baseline recorded empty never makes a node upgraded.
 func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {

@@ -86,6 +86,35 @@ func TestUnknownBaselineIsNotAChange(t *testing.T) {
 	}
 }
 
+// The change rule compares only values known on both sides: a node that reports neither a
+// kernel nor a boot ID when it would be tainted could never be seen upgraded. Target kernels and
+// templates decide from what the node reports later.
+func TestDetectable(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		versions []string
+		label    string
+		when     string
+		node     *corev1.Node
+		want     bool
+	}{
+		{"change: kernel and boot ID", nil, "", "", node("5.15", "b1", nil), true},
+		{"change: kernel only", nil, "", "", node("5.15", "", nil), true},
+		{"change: boot ID only", nil, "", "", node("", "b1", nil), true},
+		{"change: nothing reported", nil, "", "", node("", "", nil), false},
+		{"change: kernel label", nil, "kv", "", node("", "", map[string]string{"kv": "5.15"}), true},
+		{"change: kernel label empty", nil, "kv", "", node("", "", map[string]string{"kv": ""}), false},
+		{"target: nothing reported", []string{"6.8"}, "", "", node("", "", nil), true},
+		{"template: nothing reported", nil, "", `{{ ne .BootID .Baseline.BootID }}`, node("", "", nil), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := upgrade.NewRule(tc.versions, tc.label, tc.when)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, r.Detectable(tc.node))
+		})
+	}
+}
+
 func TestTemplateRefused(t *testing.T) {
 	for name, when := range map[string]string{
 		"parse error":      `{{ .Kernel `,
