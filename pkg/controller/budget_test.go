@@ -99,7 +99,7 @@ func TestDeferredEntryFollowsTheRelease(t *testing.T) {
 		require.NoError(t, err)
 		return state.PhaseOf(node)
 	}
-	// Two failures, each retried after retryAfterError: the entry follows within seconds.
+	// Two failures, retried after 1 s and 2 s: the entry follows within seconds.
 	require.Eventually(t, func() bool { return phase("m") == "" && phase("n") == state.PhaseTainted }, 30*time.Second, 50*time.Millisecond,
 		"m released and n entered; m %q, n %q", phase("m"), phase("n"))
 }

@@ -60,8 +60,21 @@ import (
 // Defaults.
 const (
 	DefaultResync = 30 * time.Second
-	// retryAfterError is how long the loop waits before re-planning after a failed apply.
+	// retryAfterError is how long a node waits to be written again after a failed write. Each
+	// further failure in a row doubles the wait (see retryDelay), up to maxRetryAfterError, or
+	// maxRetryAfterRefusal when the API server refused the write. The first retry comes soon,
+	// since most failures pass (an API server restarting, a connection lost); the doubling keeps
+	// a write that keeps failing from costing a request a second for as long as it fails.
 	retryAfterError = time.Second
+	// maxRetryAfterError caps the wait after failures that pass by themselves (no answer, 5xx,
+	// 429, conflicts): once the API server is back, or throttles no more, each node waiting is
+	// written within 30 s, and while it is not, one request per node every 30 s is little load.
+	maxRetryAfterError = 30 * time.Second
+	// maxRetryAfterRefusal caps the wait after a refusal (4xx: RBAC, a webhook, validation such
+	// as annotations over 256 KiB), which only someone's fix lets through: the node is written
+	// within 5 minutes of that fix (short against maxWaitForUpgrade's hours), and until then it
+	// costs 12 requests (and error lines) an hour, not 3,600.
+	maxRetryAfterRefusal = 5 * time.Minute
 )
 
 // Options configure a Controller.
@@ -479,7 +492,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
 	if !c.engine.DryRun() {
 		// A dry run writes nothing, so nothing it plans is ever in flight.
-		todo.Actions = c.ledger.claim(p.Actions, p.EntriesOnReleases, asOf)
+		todo.Actions, todo.EntriesOnReleases = c.ledger.claim(p.Actions, p.EntriesOnReleases, asOf)
 	}
 	c.ledger.prune(asOf)
 	c.mu.Unlock()
@@ -493,6 +506,8 @@ func (c *Controller) reconcile(ctx context.Context) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		// soonest is the earliest retry of this plan's failed writes (under c.mu).
+		var soonest time.Duration
 		// Each node leaves the in-flight set as soon as its own write returns, not when the whole
 		// batch does: a node adopted early in a burst of a thousand is released as soon as its
 		// warmer pod is Ready.
@@ -501,18 +516,18 @@ func (c *Controller) reconcile(ctx context.Context) {
 			if w != nil && w.Node != nil {
 				c.overlay[w.Node.Name] = *w
 			}
-			entries := c.ledger.finish(a.Node)
-			if err != nil {
-				c.ledger.failed(a.Node, time.Now().Add(retryAfterError))
+			entries, retryIn := c.ledger.finish(a.Node, err)
+			if err != nil && (soonest == 0 || retryIn < soonest) {
+				soonest = retryIn
 			}
 			c.mu.Unlock()
 			switch {
 			case err != nil:
-				// Re-planned after retryAfterError, not at once: a write that keeps failing
-				// (RBAC, a webhook, conflicts) would loop on the API. Until then the ledger
-				// holds back any plan of the node.
+				// Re-planned after retryIn, not at once: a write that keeps failing (RBAC, a
+				// webhook, conflicts) would loop on the API. Until then the ledger holds back
+				// any plan of the node.
 				if ctx.Err() == nil {
-					time.AfterFunc(retryAfterError, func() { c.triggerNode(a.Node) })
+					time.AfterFunc(retryIn, func() { c.triggerNode(a.Node) })
 				}
 			case entries:
 				c.Trigger()
@@ -522,8 +537,11 @@ func (c *Controller) reconcile(ctx context.Context) {
 		})
 		c.metrics.ObserveCycle("watch", time.Since(start), err == nil, time.Now())
 		if err != nil && ctx.Err() == nil {
-			c.log.Error("reconcile incomplete; retrying", "error", err, "retryIn", retryAfterError.String())
-			time.AfterFunc(retryAfterError, c.Trigger)
+			c.mu.Lock()
+			retryIn := cmp.Or(soonest, retryAfterError)
+			c.mu.Unlock()
+			c.log.Error("reconcile incomplete; retrying", "error", err, "retryIn", retryIn.String())
+			time.AfterFunc(retryIn, c.Trigger)
 		}
 	}()
 }
@@ -584,6 +602,9 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 		default:
 			delete(c.overlay, name)
 		}
+	}
+	if full {
+		c.ledger.forget(func(name string) bool { _, ok := byName[name]; return ok })
 	}
 	c.mu.Unlock()
 	out.Nodes = make([]*corev1.Node, 0, len(byName))

@@ -1,8 +1,13 @@
 package controller
 
 import (
+	"errors"
+	"net/http"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 )
 
@@ -18,74 +23,139 @@ type ledger struct {
 	// writes counts the writes that returned; written maps a node to the count at its last.
 	writes  uint64
 	written map[string]uint64
-	// retryAt maps a node whose last write failed to when it may be written again.
-	retryAt map[string]time.Time
+	// failing maps a node whose last write failed to its streak of failed writes.
+	failing map[string]streak
 	now     func() time.Time
 	// entriesWaiting is set when entries were held back by tainting writes in flight.
 	entriesWaiting bool
 }
 
+// streak is a node's run of failed writes: how many failed in a row, and when the node may be
+// written again.
+type streak struct {
+	failures int
+	retryAt  time.Time
+}
+
 func newLedger() *ledger {
-	return &ledger{inflight: map[string]plan.ActionType{}, written: map[string]uint64{}, retryAt: map[string]time.Time{}, now: time.Now}
+	return &ledger{inflight: map[string]plan.ActionType{}, written: map[string]uint64{}, failing: map[string]streak{}, now: time.Now}
 }
 
 // asOf marks the moment a snapshot is taken.
 func (l *ledger) asOf() uint64 { return l.writes }
 
 // claim returns the actions of a plan computed from a snapshot taken at asOf that may be
-// handed to writers, and records them as in flight. Stale actions are dropped. Entries are
-// also held back while a write that may taint a node (enter, adopt) from an earlier plan is in
-// flight: the snapshot cannot show its outcome yet, and maxConcurrent counts it. So are they
-// when the plan admitted entries on the slots its releases free (onReleases, from
-// Plan.EntriesOnReleases) and one of those releases cannot be handed out (its node is being
-// written by an earlier plan, or was since the snapshot): that write may fail, and the entries
-// would then exceed maxConcurrent.
-func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) []plan.Action {
+// handed to writers, and records them as in flight; and how many of the entries handed out
+// count on the releases handed out (the plan's onReleases, from Plan.EntriesOnReleases, less
+// those held back here). Stale actions are dropped. Entries are also held back while a write
+// that may taint a node (enter, adopt) from an earlier plan is in flight: the snapshot cannot
+// show its outcome yet, and maxConcurrent counts it. When the plan admitted entries on the
+// slots its releases free and some of those releases cannot be handed out (the node is being
+// written by an earlier plan, or was since the snapshot, or waits for its retry), one entry
+// waits for each, the last ones as the engine leaves them to the next plan for a release that
+// fails: that write may fail, or has, and the entries would then exceed maxConcurrent. The
+// others go, so that a release that keeps failing holds back no entry with a slot of its own.
+func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]plan.Action, int) {
 	now := l.now()
 	held := func(node string) bool {
 		_, busy := l.inflight[node]
-		return busy || l.written[node] > asOf || now.Before(l.retryAt[node])
+		return busy || l.written[node] > asOf || now.Before(l.failing[node].retryAt)
 	}
-	hold := l.tainting()
+	tainting := l.tainting()
+	heldReleases, entries := 0, 0
 	for _, a := range actions {
-		if onReleases > 0 && a.Type == plan.Release && held(a.Node) {
-			hold = true
+		switch {
+		case a.Type == plan.Release && held(a.Node):
+			heldReleases++
+		case a.Type == plan.Enter:
+			entries++
 		}
 	}
+	wait := min(heldReleases, onReleases)
 	var out []plan.Action
+	entry := 0
 	for _, a := range actions {
+		if a.Type == plan.Enter {
+			entry++
+		}
 		if held(a.Node) {
 			continue
 		}
-		if a.Type == plan.Enter && hold {
+		if a.Type == plan.Enter && (tainting || entry > entries-wait) {
 			l.entriesWaiting = true
 			continue
 		}
 		l.inflight[a.Node] = a.Type
 		out = append(out, a)
 	}
-	return out
+	if tainting {
+		return out, 0
+	}
+	return out, onReleases - wait
 }
 
-// finish records that the node's write returned. It reports whether the whole pool should be
-// re-planned now: entries were held back and no tainting write is in flight any more.
-func (l *ledger) finish(node string) bool {
+// finish records that the node's write returned, with err. It reports whether the whole pool
+// should be re-planned now (entries were held back and no tainting write is in flight any
+// more), and, when the write failed, how long until the node may be written again (see
+// retryDelay); until then claim holds back every action of the node, so the caller re-plans it
+// then. A write that succeeds, or finds the node gone, ends the node's streak of failures; an
+// entry left to the next plan (engine.ErrDeferred) was not written, so it waits retryAfterError
+// and leaves the streak as it was.
+func (l *ledger) finish(node string, err error) (replan bool, retryIn time.Duration) {
 	delete(l.inflight, node)
-	delete(l.retryAt, node)
 	l.writes++
 	l.written[node] = l.writes
+	if err == nil {
+		delete(l.failing, node)
+	} else {
+		s := l.failing[node]
+		retryIn = retryAfterError
+		if !errors.Is(err, engine.ErrDeferred) {
+			s.failures++
+			retryIn = retryDelay(err, s.failures)
+		}
+		s.retryAt = l.now().Add(retryIn)
+		l.failing[node] = s
+	}
 	if l.entriesWaiting && !l.tainting() {
 		l.entriesWaiting = false
-		return true
+		return true, retryIn
 	}
-	return false
+	return false, retryIn
 }
 
-// failed records, after finish, that the node's write failed: it is not handed out again
-// before at.
-func (l *ledger) failed(node string, at time.Time) { l.retryAt[node] = at }
+// retryDelay is how long a node waits to be written again after failures writes of it in a row
+// failed, the last one with err: retryAfterError, doubled at each further failure, up to
+// maxRetryAfterRefusal when the API server refused the write, maxRetryAfterError otherwise.
+func retryDelay(err error, failures int) time.Duration {
+	limit := maxRetryAfterError
+	if refused(err) {
+		limit = maxRetryAfterRefusal
+	}
+	d := retryAfterError
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
 
-// prune forgets writes that every snapshot from asOf on includes, and retry times past.
+// refused reports whether the API server answered err by refusing the request itself (a 4xx:
+// RBAC, an admission webhook, validation such as annotations too long), which only a change
+// someone else makes lets through. No answer, an error of the server's (5xx), throttling (429),
+// a timeout (408) and conflicts (409; left after the engine's re-reads) pass by themselves.
+func refused(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	code := int(status.Status().Code)
+	return code >= 400 && code < 500 &&
+		code != http.StatusRequestTimeout && code != http.StatusConflict && code != http.StatusTooManyRequests
+}
+
+// prune forgets writes that every snapshot from asOf on includes, and streaks of failures over:
+// those whose retry time is maxRetryAfterRefusal past with no write of the node since (no plan
+// wanted to write it; a failure much later says nothing about these).
 func (l *ledger) prune(asOf uint64) {
 	for node, at := range l.written {
 		if at <= asOf {
@@ -93,9 +163,19 @@ func (l *ledger) prune(asOf uint64) {
 		}
 	}
 	now := l.now()
-	for node, at := range l.retryAt {
-		if !now.Before(at) {
-			delete(l.retryAt, node)
+	for node, s := range l.failing {
+		if !now.Before(s.retryAt.Add(maxRetryAfterRefusal)) {
+			delete(l.failing, node)
+		}
+	}
+}
+
+// forget ends the streaks of failures of nodes not present any more (deleted, or out of both
+// caches): a node that comes back under the same name is written at once.
+func (l *ledger) forget(present func(node string) bool) {
+	for node := range l.failing {
+		if !present(node) {
+			delete(l.failing, node)
 		}
 	}
 }

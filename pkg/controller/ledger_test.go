@@ -1,13 +1,19 @@
 package controller
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
@@ -27,18 +33,18 @@ func nodesOf(actions []plan.Action) []string {
 func TestLedgerStalePlans(t *testing.T) {
 	l := newLedger()
 	before := l.asOf()
-	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt)}, 0, before)))
-	assert.Empty(t, l.claim([]plan.Action{act("a", plan.Release)}, 0, before), "a node being written is not handed out twice")
+	assert.Equal(t, []string{"a"}, nodesOf(claimed(l, []plan.Action{act("a", plan.Adopt)}, 0, before)))
+	assert.Empty(t, claimed(l, []plan.Action{act("a", plan.Release)}, 0, before), "a node being written is not handed out twice")
 
-	assert.False(t, l.finish("a"))
-	assert.Equal(t, []string{"b"}, nodesOf(l.claim([]plan.Action{act("a", plan.Adopt), act("b", plan.Release)}, 0, before)),
+	assert.False(t, finished(l, "a"))
+	assert.Equal(t, []string{"b"}, nodesOf(claimed(l, []plan.Action{act("a", plan.Adopt), act("b", plan.Release)}, 0, before)),
 		"a plan from a snapshot taken before a node's write returned is stale for that node only")
 
 	after := l.asOf()
-	assert.Equal(t, []string{"a"}, nodesOf(l.claim([]plan.Action{act("a", plan.Release)}, 0, after)), "a snapshot taken after the write may act")
+	assert.Equal(t, []string{"a"}, nodesOf(claimed(l, []plan.Action{act("a", plan.Release)}, 0, after)), "a snapshot taken after the write may act")
 
-	l.finish("a")
-	l.finish("b")
+	finished(l, "a")
+	finished(l, "b")
 	l.prune(l.asOf())
 	assert.Empty(t, l.written, "writes every later snapshot includes are forgotten")
 	assert.Empty(t, l.inflight)
@@ -46,35 +52,35 @@ func TestLedgerStalePlans(t *testing.T) {
 
 func TestLedgerEntriesWaitForTaintingWrites(t *testing.T) {
 	l := newLedger()
-	assert.Len(t, l.claim([]plan.Action{act("r", plan.Release), act("e1", plan.Enter), act("e2", plan.Enter)}, 0, l.asOf()), 3,
+	assert.Len(t, claimed(l, []plan.Action{act("r", plan.Release), act("e1", plan.Enter), act("e2", plan.Enter)}, 0, l.asOf()), 3,
 		"the entries of one plan go together; a release in flight holds none back")
 
-	assert.Empty(t, l.claim([]plan.Action{act("e3", plan.Enter)}, 0, l.asOf()), "entries in flight hold the next plan's back")
-	assert.False(t, l.finish("r"))
-	assert.False(t, l.finish("e1"), "one entry still in flight")
-	assert.True(t, l.finish("e2"), "the last tainting write returned: re-plan the waiting entries now")
-	assert.Equal(t, []string{"e3"}, nodesOf(l.claim([]plan.Action{act("e3", plan.Enter)}, 0, l.asOf())))
-	l.finish("e3")
+	assert.Empty(t, claimed(l, []plan.Action{act("e3", plan.Enter)}, 0, l.asOf()), "entries in flight hold the next plan's back")
+	assert.False(t, finished(l, "r"))
+	assert.False(t, finished(l, "e1"), "one entry still in flight")
+	assert.True(t, finished(l, "e2"), "the last tainting write returned: re-plan the waiting entries now")
+	assert.Equal(t, []string{"e3"}, nodesOf(claimed(l, []plan.Action{act("e3", plan.Enter)}, 0, l.asOf())))
+	finished(l, "e3")
 
-	assert.Len(t, l.claim([]plan.Action{act("j", plan.Adopt)}, 0, l.asOf()), 1)
-	assert.Empty(t, l.claim([]plan.Action{act("e4", plan.Enter)}, 0, l.asOf()), "an adoption in flight holds entries back too")
-	assert.True(t, l.finish("j"))
-	assert.False(t, l.finish("x"), "nothing was waiting")
+	assert.Len(t, claimed(l, []plan.Action{act("j", plan.Adopt)}, 0, l.asOf()), 1)
+	assert.Empty(t, claimed(l, []plan.Action{act("e4", plan.Enter)}, 0, l.asOf()), "an adoption in flight holds entries back too")
+	assert.True(t, finished(l, "j"))
+	assert.False(t, finished(l, "x"), "nothing was waiting")
 }
 
 // A plan that admitted an entry on the slot of a release it cannot hand out (an earlier plan is
 // still writing that node) holds the entry back until that write returns: it may fail.
 func TestLedgerEntriesWaitForTheReleasesTheyCountOn(t *testing.T) {
 	l := newLedger()
-	require.Len(t, l.claim([]plan.Action{act("m", plan.Release)}, 0, l.asOf()), 1)
-	assert.Empty(t, l.claim([]plan.Action{act("m", plan.Release), act("n", plan.Enter)}, 1, l.asOf()),
+	require.Len(t, claimed(l, []plan.Action{act("m", plan.Release)}, 0, l.asOf()), 1)
+	assert.Empty(t, claimed(l, []plan.Action{act("m", plan.Release), act("n", plan.Enter)}, 1, l.asOf()),
 		"n's slot is m's, whose release is still being written")
-	assert.Equal(t, []string{"o"}, nodesOf(l.claim([]plan.Action{act("m", plan.Release), act("o", plan.Enter)}, 0, l.asOf())),
+	assert.Equal(t, []string{"o"}, nodesOf(claimed(l, []plan.Action{act("m", plan.Release), act("o", plan.Enter)}, 0, l.asOf())),
 		"an entry with room of its own does not wait")
-	assert.True(t, l.finish("o"), "o's entry returned: re-plan (the waiting entry)")
-	assert.Empty(t, l.claim([]plan.Action{act("m", plan.Release), act("n", plan.Enter)}, 1, l.asOf()), "m is still being written")
-	assert.True(t, l.finish("m"), "m's release returned: re-plan the waiting entry now")
-	assert.Equal(t, []string{"n"}, nodesOf(l.claim([]plan.Action{act("n", plan.Enter)}, 0, l.asOf())))
+	assert.True(t, finished(l, "o"), "o's entry returned: re-plan (the waiting entry)")
+	assert.Empty(t, claimed(l, []plan.Action{act("m", plan.Release), act("n", plan.Enter)}, 1, l.asOf()), "m is still being written")
+	assert.True(t, finished(l, "m"), "m's release returned: re-plan the waiting entry now")
+	assert.Equal(t, []string{"n"}, nodesOf(claimed(l, []plan.Action{act("n", plan.Enter)}, 0, l.asOf())))
 }
 
 func nodeAt(rv string) *corev1.Node {
@@ -99,35 +105,163 @@ func TestOverlayAhead(t *testing.T) {
 
 // A node whose write failed is not written again before its retry time, whatever plans it in
 // the meantime (a node event, a whole-pool plan another node asked for): the retry timer re-plans
-// it then. A release held back so holds back the entries admitted on the slot it frees.
+// it then. A release held back so holds back an entry admitted on the slot it frees.
 func TestLedgerFailedWriteWaitsForItsRetry(t *testing.T) {
 	now := time.Unix(1000, 0)
 	l := newLedger()
 	l.now = func() time.Time { return now }
 
-	require.Len(t, l.claim([]plan.Action{act("a", plan.Enter)}, 0, l.asOf()), 1)
-	l.finish("a")
-	l.failed("a", now.Add(time.Second))
-	assert.Empty(t, l.claim([]plan.Action{act("a", plan.Enter)}, 0, l.asOf()), "planned again after the failure, before its retry time")
+	require.Len(t, claimed(l, []plan.Action{act("a", plan.Enter)}, 0, l.asOf()), 1)
+	_, retryIn := l.finish("a", errRefused)
+	require.Equal(t, time.Second, retryIn)
+	assert.Empty(t, claimed(l, []plan.Action{act("a", plan.Enter)}, 0, l.asOf()), "planned again after the failure, before its retry time")
 
-	require.Len(t, l.claim([]plan.Action{act("r", plan.Release)}, 0, l.asOf()), 1)
-	l.finish("r")
-	l.failed("r", now.Add(time.Second))
-	assert.Empty(t, l.claim([]plan.Action{act("r", plan.Release), act("e", plan.Enter)}, 1, l.asOf()),
+	require.Len(t, claimed(l, []plan.Action{act("r", plan.Release)}, 0, l.asOf()), 1)
+	l.finish("r", errRefused)
+	assert.Empty(t, claimed(l, []plan.Action{act("r", plan.Release), act("e", plan.Enter)}, 1, l.asOf()),
 		"the entry counts on r's release, which waits")
-	assert.Equal(t, []string{"e"}, nodesOf(l.claim([]plan.Action{act("r", plan.Release), act("e", plan.Enter)}, 0, l.asOf())),
+	assert.Equal(t, []string{"e"}, nodesOf(claimed(l, []plan.Action{act("r", plan.Release), act("e", plan.Enter)}, 0, l.asOf())),
 		"an entry that does not count on it goes")
-	l.finish("e")
+	finished(l, "e")
 
 	now = now.Add(time.Second)
 	l.prune(l.asOf())
-	assert.Empty(t, l.retryAt, "retry times past are forgotten")
-	assert.Equal(t, []string{"a", "r"}, nodesOf(l.claim([]plan.Action{act("a", plan.Enter), act("r", plan.Release)}, 0, l.asOf())),
+	assert.Equal(t, []string{"a", "r"}, nodesOf(claimed(l, []plan.Action{act("a", plan.Enter), act("r", plan.Release)}, 0, l.asOf())),
 		"at the retry time")
-	l.finish("a")
-	l.failed("a", now.Add(time.Second))
-	l.finish("a") // a later write of the node returned
-	assert.NotContains(t, l.retryAt, "a", "a write that returns clears the node's retry time")
+	l.finish("a", errRefused)
+	finished(l, "a") // a later write of the node returned
+	assert.NotContains(t, l.failing, "a", "a write that returns clears the node's retry time")
+}
+
+var (
+	errRefused = apierrors.NewInvalid(schema.GroupKind{Kind: "Node"}, "a",
+		field.ErrorList{field.TooLong(field.NewPath("metadata", "annotations"), "", 262144)})
+	errUnavailable = apierrors.NewServiceUnavailable("etcd leader changed")
+)
+
+// A node whose writes keep failing waits twice as long after each failure, from a second (a
+// transient error still recovers fast) up to a cap: 5 minutes when the API server refused the
+// write (here the probe's 422, annotations too long), 30 s for an error that passes by itself
+// (no answer, 5xx, 429). The node is held back exactly that long, and re-plans before then send
+// nothing. Other nodes are written meanwhile, each with a streak of its own; a successful write
+// ends the streak, as does the node leaving the caches, and the next failure waits a second again.
+func TestLedgerRetryBacksOff(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLedger()
+	l.now = func() time.Time { return now }
+	// fail hands node's action out (at its retry time, not before) and has it fail with err.
+	fail := func(node string, err error) time.Duration {
+		t.Helper()
+		require.Equal(t, []string{node}, nodesOf(claimed(l, []plan.Action{act(node, plan.Enter)}, 0, l.asOf())), "%s is written at its retry time", node)
+		_, retryIn := l.finish(node, err)
+		return retryIn
+	}
+	// wait advances the clock by d, re-planning node just before: it is held until then.
+	wait := func(node string, d time.Duration) {
+		t.Helper()
+		now = now.Add(d - time.Millisecond)
+		l.prune(l.asOf())
+		assert.Empty(t, claimed(l, []plan.Action{act(node, plan.Enter)}, 0, l.asOf()), "%s is held until its retry time", node)
+		now = now.Add(time.Millisecond)
+	}
+
+	var refused []time.Duration
+	for range 12 {
+		d := fail("a", errRefused)
+		refused = append(refused, d)
+		assert.Equal(t, time.Second, fail("b", errUnavailable), "another node's failures do not lengthen a's wait, nor a's b's")
+		finished(l, "b")
+		wait("a", d)
+	}
+	assert.Equal(t, []time.Duration{
+		1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second,
+		64 * time.Second, 128 * time.Second, 256 * time.Second, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute,
+	}, refused)
+
+	finished(l, "a")
+	assert.Equal(t, time.Second, fail("a", errRefused), "a successful write ends the streak")
+
+	var transient []time.Duration
+	for range 7 {
+		d := fail("c", errUnavailable)
+		transient = append(transient, d)
+		wait("c", d)
+	}
+	assert.Equal(t, []time.Duration{
+		1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second,
+	}, transient)
+	assert.Equal(t, 30*time.Second, fail("c", errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")),
+		"no answer at all passes by itself too")
+	wait("c", 30*time.Second)
+	assert.Equal(t, 256*time.Second, fail("c", fmt.Errorf("patching node c (release): still conflicting after 5 re-reads: %w", errRefused)),
+		"the ninth failure in a row, a refusal (wrapped): past the 30 s cap, up to the longer one")
+
+	l.forget(func(node string) bool { return node != "c" })
+	assert.NotContains(t, l.failing, "c", "a node gone from the caches is forgotten")
+	assert.Equal(t, time.Second, fail("c", errRefused), "and starts afresh if it comes back")
+
+	_, retryIn := l.finish("d", engine.ErrDeferred)
+	assert.Equal(t, time.Second, retryIn, "an entry left to the next plan was not written: no failure of its own")
+	assert.Zero(t, l.failing["d"].failures)
+
+	now = now.Add(time.Second + maxRetryAfterRefusal)
+	l.prune(l.asOf())
+	assert.Empty(t, l.failing, "a streak is over once its retry time is maxRetryAfterRefusal past with no write of the node")
+}
+
+// The classes of errors that set the cap: refusals wait up to 5 minutes, the rest up to 30 s.
+func TestRefused(t *testing.T) {
+	gr := schema.GroupResource{Resource: "nodes"}
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{errRefused, true},
+		{apierrors.NewForbidden(gr, "a", errors.New("denied")), true},
+		{apierrors.NewBadRequest("admission webhook denied the request"), true},
+		{apierrors.NewConflict(gr, "a", errors.New("modified")), false},
+		{apierrors.NewTooManyRequests("throttled", 1), false},
+		{apierrors.NewInternalError(errors.New("etcd timeout")), false},
+		{apierrors.NewTimeoutError("timeout", 1), false},
+		{errUnavailable, false},
+		{context.DeadlineExceeded, false},
+	} {
+		assert.Equal(t, tc.want, refused(tc.err), "%v", tc.err)
+	}
+}
+
+// A release waiting for its retry holds back one entry for each such release, of those the plan
+// admitted on the slots its releases free (the last ones, as the engine leaves to the next plan
+// when a release fails), and only those: a release that keeps failing must not hold back for
+// minutes an entry with a slot of its own. The count of entries that still count on the
+// releases handed out goes to the engine with them.
+func TestLedgerHeldReleaseHoldsBackItsEntriesOnly(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLedger()
+	l.now = func() time.Time { return now }
+	require.Len(t, claimed(l, []plan.Action{act("r1", plan.Release)}, 0, l.asOf()), 1)
+	l.finish("r1", errRefused)
+
+	got, onReleases := l.claim([]plan.Action{act("r1", plan.Release), act("r2", plan.Release),
+		act("e1", plan.Enter), act("e2", plan.Enter), act("e3", plan.Enter)}, 2, l.asOf())
+	assert.Equal(t, []string{"r2", "e1", "e2"}, nodesOf(got), "e3 waits for r1's slot; e2 counts on r2's, e1 has its own")
+	assert.Equal(t, 1, onReleases, "e2 counts on r2's release")
+	assert.True(t, l.entriesWaiting)
+
+	got, onReleases = l.claim([]plan.Action{act("r3", plan.Release), act("e4", plan.Enter)}, 1, l.asOf())
+	assert.Equal(t, []string{"r3"}, nodesOf(got), "entries e1 and e2 in flight hold back every entry")
+	assert.Zero(t, onReleases, "no entry handed out counts on r3")
+}
+
+func finished(l *ledger, node string) bool {
+	replan, _ := l.finish(node, nil)
+	return replan
+}
+
+// claimed returns the actions l.claim hands out.
+func claimed(l *ledger, actions []plan.Action, onReleases int, asOf uint64) []plan.Action {
+	out, _ := l.claim(actions, onReleases, asOf)
+	return out
 }
 
 func TestEventNames(t *testing.T) {

@@ -93,8 +93,8 @@ func countPatches(client *fake.Clientset) int {
 	return n
 }
 
-// A write that keeps failing (RBAC, an admission webhook) is retried after retryAfterError, not
-// at once in a loop: the loop would spend the client's whole rate budget on one node.
+// A write that keeps failing (RBAC, an admission webhook) is retried first after retryAfterError,
+// not at once in a loop: the loop would spend the client's whole rate budget on one node.
 func TestFailedWriteIsNotRetriedInALoop(t *testing.T) {
 	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -103,6 +103,22 @@ func TestFailedWriteIsNotRetriedInALoop(t *testing.T) {
 	c := testController(t, client, false)
 	lead(t, c, retryAfterError/2)
 	assert.Equal(t, 1, countPatches(client), "one attempt, the next one after retryAfterError")
+}
+
+// A write that the API server keeps refusing (the probe's case: a node whose annotations are too
+// long for ours to fit) is retried after 1 s, then 2 s, 4 s, ... (see TestLedgerRetryBacksOff),
+// and the log says when.
+func TestFailedWriteBacksOff(t *testing.T) {
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errRefused
+	})
+	log := &tu.LogBuffer{}
+	c := newLoggingController(t, client, nil, nil, false, log)
+	// Attempts at 0 s, 1 s and 3 s; at a fixed second's retry there would be one at 2 s too.
+	lead(t, c, 2*retryAfterError+retryAfterError/2)
+	assert.Equal(t, 2, countPatches(client), "attempts at 0 s and 1 s, the next one at 3 s")
+	assert.Regexp(t, `(?s)msg="reconcile incomplete; retrying".*retryIn=1s.*msg="reconcile incomplete; retrying".*retryIn=2s`, log.String())
 }
 
 // --dry-run writes nothing, so nothing it plans is ever in flight: an adoption it would write
