@@ -170,6 +170,20 @@ func (e *env) eventually(what string, cond func() bool) {
 	}
 }
 
+// cycleUntilReleased runs cycle until every node of names has a release reason.
+func (e *env) cycleUntilReleased(names []string, cycle func()) {
+	e.T.Helper()
+	e.eventually("every node released", func() bool {
+		cycle()
+		for _, s := range names {
+			if e.Node(s).Annotations[state.ReleaseReason] == "" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Assertions on node state.
 
 func (e *env) requireTainted(short string) {

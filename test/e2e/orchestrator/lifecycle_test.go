@@ -619,15 +619,7 @@ func TestConcurrentWriter(t *testing.T) {
 	close(errs)
 	require.NoError(t, <-errs)
 
-	e.eventually("every node released", func() bool {
-		e.cycle()
-		for _, s := range names {
-			if e.Node(s).Annotations[state.ReleaseReason] == "" {
-				return false
-			}
-		}
-		return true
-	})
+	e.cycleUntilReleased(names, func() { e.cycle() })
 	for _, s := range names {
 		n := e.RequireReleased(s, state.ReasonWarm)
 		for r := range rounds {
@@ -706,15 +698,7 @@ func TestWriteBetweenReadAndPatch(t *testing.T) {
 		e.Reboot(s, newKernel)
 	}
 
-	e.eventually("every node released", func() bool {
-		cycle()
-		for _, s := range names {
-			if e.Node(s).Annotations[state.ReleaseReason] == "" {
-				return false
-			}
-		}
-		return true
-	})
+	e.cycleUntilReleased(names, cycle)
 	refused(http.StatusUnprocessableEntity, "the release")
 	for _, s := range names {
 		n := e.RequireReleased(s, state.ReasonWarm)
@@ -765,15 +749,7 @@ func TestPatchAppliedButResponseLost(t *testing.T) {
 		e.requirePhase(s, state.PhaseTainted, "upgrading")
 		e.Reboot(s, newKernel)
 	}
-	e.eventually("every node released", func() bool {
-		cycle()
-		for _, s := range names {
-			if e.Node(s).Annotations[state.ReleaseReason] == "" {
-				return false
-			}
-		}
-		return true
-	})
+	e.cycleUntilReleased(names, func() { cycle() })
 	for _, s := range names {
 		e.RequireReleased(s, state.ReasonWarm)
 		mu.Lock()
