@@ -1082,16 +1082,23 @@ func clip(v string) string {
 	if len(v) <= maxQuoted {
 		return v
 	}
-	i := maxQuoted
-	for i > 0 && !utf8.RuneStart(v[i]) {
-		i--
+	return fmt.Sprintf("%s... (%d bytes)", prefix(v, maxQuoted), len(v))
+}
+
+// prefix is the longest start of v of at most n bytes that ends at a character boundary.
+func prefix(v string, n int) string {
+	if len(v) <= n {
+		return v
 	}
-	return fmt.Sprintf("%s... (%d bytes)", v[:i], len(v))
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n]
 }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-3] + "..."
+	return prefix(s, n-3) + "..."
 }
