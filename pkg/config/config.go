@@ -264,7 +264,7 @@ func Parse(data []byte) (*Config, error) {
 	cfg.APIVersion, cfg.Kind = "", "" // the file must say what it is
 	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
-		if errs := nullSelectorValues(jsonData); len(errs) > 0 {
+		if errs := selectorValueErrors(jsonData); len(errs) > 0 {
 			return nil, errs.ToAggregate()
 		}
 		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
@@ -277,7 +277,7 @@ func Parse(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
 	}
 	cfg.complete()
-	errs := nullSelectorValues(jsonData)
+	errs := selectorValueErrors(jsonData)
 	errs = append(errs, cfg.validate()...)
 	if err := errs.ToAggregate(); err != nil {
 		return nil, err
@@ -285,12 +285,12 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// nullSelectorValues finds the pool.nodeSelector labels written without a value (`pool:` or
+// selectorValueErrors finds the pool.nodeSelector labels written without a value (`pool:` or
 // `pool: ~`), or with one that is not a string (`tier: 1`, which the decoder refuses without
 // naming the label). Decoding turns a null into "", which selects only the nodes whose label value is
 // empty: far more likely a value left out than meant. Only the JSON form still tells a null from
 // an empty string, so this reads it; a shape the decoder refuses is left to the decoder.
-func nullSelectorValues(jsonData []byte) field.ErrorList {
+func selectorValueErrors(jsonData []byte) field.ErrorList {
 	var doc struct {
 		Pool struct {
 			NodeSelector map[string]json.RawMessage `json:"nodeSelector"`
