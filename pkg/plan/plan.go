@@ -198,12 +198,17 @@ func (p *Planner) Compute(s Snapshot) Plan {
 			out.Notes = append(out.Notes, Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
 				"skipped: unknown phase %s; no timeout applies to it: fix the %s annotation or release the node with cleanup", quote(phase), state.Phase)})
 		default:
-			if a, ok := p.planManaged(c, n); ok {
-				out.Actions = append(out.Actions, a)
-				if a.Type == Release {
-					c.active--
-					freed++
+			a, ok := p.planManaged(c, n)
+			if !ok {
+				if note, odd := p.oddStatusValue(n); odd {
+					out.Notes = append(out.Notes, note)
 				}
+				break
+			}
+			out.Actions = append(out.Actions, a)
+			if a.Type == Release {
+				c.active--
+				freed++
 			}
 		}
 	}
@@ -627,6 +632,35 @@ func (p *Planner) restoreStatusLabel(n *corev1.Node) (Action, bool) {
 		Change: Change{Labels: map[string]*string{key: ptr(value)}},
 		Events: []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmStateRepaired", Message: msg}},
 	}, true
+}
+
+// oddStatusValue is the note about a managed node whose status label has a value its phase does
+// not call for (set by hand: such a value stays, see restoreStatusLabel): the warmer DaemonSet
+// follows the label, so a warming node gets no warmer and opens only at maxWaitForWarm, and a
+// tainted node labelled warming gets one before its upgrade, which pulls for nothing. Other values on a tainted node are
+// harmless (the upgrade sets the label) and not noted.
+func (p *Planner) oddStatusValue(n *corev1.Node) (Note, bool) {
+	key, want := p.cfg.StatusLabel.Key, p.statusValue(n)
+	cur, has := n.Labels[key]
+	if !has || cur == want || p.ourStatusLabel(n) != key {
+		return Note{}, false
+	}
+	var effect string
+	switch state.PhaseOf(n) {
+	case state.PhaseWarming:
+		effect = fmt.Sprintf("the warmer DaemonSet runs only where it is %s, so no warmer pod comes and the node stays tainted until maxWaitForWarm (%s)",
+			want, p.cfg.MaxWaitForWarm.Duration)
+	case state.PhaseTainted:
+		if cur != p.cfg.StatusLabel.WarmingValue {
+			return Note{}, false
+		}
+		effect = "the warmer DaemonSet runs its pod before the upgrade, pulling onto the disk the upgrade replaces"
+	default:
+		return Note{}, false
+	}
+	return Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
+		"status label %s is %s, but the node is %s (%s=%s): %s; set it to %s or remove it (the orchestrator puts it back), or remove the taint %s to release the node",
+		key, quote(cur), state.PhaseOf(n), key, want, effect, want, p.ourTaint(n).Key)}, true
 }
 
 // statusValue is the status label value a managed node's phase calls for.

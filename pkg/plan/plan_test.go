@@ -1497,6 +1497,46 @@ func TestStatusLabelRestored(t *testing.T) {
 	assert.Equal(t, "PrewarmStateRepaired", a.Events[0].Reason)
 }
 
+// A status label value set by hand stays, but where it keeps the warmer away from a warming node,
+// or brings it to a tainted node before the upgrade, a WARN note says so and how to fix it.
+func TestOddStatusValueIsNoted(t *testing.T) {
+	cfg := testConfig(t)
+	node := func(name, phase, value string) *corev1.Node {
+		n := tu.Node(name, inPool(), managed(phase, t0.Add(-time.Hour)))
+		n.Labels[labelKey] = value
+		return n
+	}
+	nodes := []*corev1.Node{
+		node("held", state.PhaseWarming, "held"),            // no warmer comes
+		node("early", state.PhaseTainted, "warming"),        // a warmer before the upgrade
+		node("tainted-other", state.PhaseTainted, "paused"), // harmless: the upgrade sets it
+		node("warming-ok", state.PhaseWarming, "warming"),   // as it should be
+		node("tainted-ok", state.PhaseTainted, "upgrading"), // as it should be
+	}
+	maint := map[string][]plan.Maintenance{}
+	for _, n := range nodes {
+		maint[n.Name] = nm(n.Name)
+	}
+	got := compute(t, cfg, snapshot(t0, nodes, maint))
+	assert.Empty(t, got.Actions, "a value set by hand is not overwritten: %+v", summarize(got))
+	notes := map[string]plan.Note{}
+	for _, n := range got.Notes {
+		notes[n.Node] = n
+	}
+	require.Len(t, notes, 2, "%+v", got.Notes)
+	assert.True(t, notes["held"].Warning)
+	assert.Contains(t, notes["held"].Message, `status label os-upgrade/status is "held", but the node is warming (os-upgrade/status=warming)`)
+	assert.Contains(t, notes["held"].Message, "no warmer pod comes and the node stays tainted until maxWaitForWarm (2h0m0s)")
+	assert.True(t, notes["early"].Warning)
+	assert.Contains(t, notes["early"].Message, "runs its pod before the upgrade")
+	assert.Contains(t, notes["early"].Message, "set it to upgrading or remove it")
+
+	// An action for the node this plan (here its release) replaces the note.
+	got = compute(t, cfg, snapshot(t0, nodes[:1], maint, tu.Pod(ds, "held", "new", tu.Ready())))
+	assert.Equal(t, []want{{"held", plan.Release, state.ReasonWarm}}, summarize(got))
+	assert.Empty(t, got.Notes)
+}
+
 // The taint and status-label records on a node are the orchestrator's own, but a hand edit can
 // make them name Kubernetes' taints and labels: those are never swapped out or removed.
 func TestRecordsNamingKubernetesKeysAreIgnored(t *testing.T) {
