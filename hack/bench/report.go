@@ -246,8 +246,10 @@ func (b *bench) write() error {
 		p("%s", line)
 	}
 	p("")
-	p("GETs are the list calls (two node lists paginated by 250, the maintenance list, the DaemonSet, its")
-	p("revisions and pods) plus one re-read per conflict; PATCHes are one per node that changes, plus one")
+	p("GETs are the list calls (two streamed node lists, one request each whatever the pool's size, the")
+	p("maintenance list, the DaemonSet, its revisions and pods; with a client-side rate limit, the")
+	p("DaemonSet is read again every 2 s of entries, for its uninstall mark) plus one re-read per")
+	p("conflict; PATCHes are one per node that changes, plus one")
 	p("per conflict; POSTs")
 	p("would be Events, which by default only Warnings and an operator's own release of a node get")
 	p("(the metrics push is not an API request). A cycle with nothing to write is the lists and")

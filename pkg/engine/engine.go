@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -50,8 +51,11 @@ type Options struct {
 	// (default 8), for releases and for other transitions each: a release never waits for a
 	// slot held by another kind of write. A client-side rate limit, if configured, applies on top.
 	Workers int
-	// NodePageSize is how many nodes each request of a node list returns (default 250).
+	// NodePageSize is how many nodes each request of a paginated node list returns (default 250).
 	NodePageSize int64
+	// PagedNodeLists reads node lists in pages from the start, rather than streamed where the API
+	// server streams lists (see streamNodes).
+	PagedNodeLists bool
 	// Metrics records transitions and latencies; nil records nothing.
 	Metrics *metrics.Metrics
 	// EventClient writes Events; default Client. A client of its own (own rate limiter) keeps
@@ -70,8 +74,11 @@ type Engine struct {
 	dryRun   bool
 	reporter string
 	metrics  *metrics.Metrics
-	// nodePageSize is the limit of each node list request.
+	// nodePageSize is the limit of each request of a paginated node list.
 	nodePageSize int64
+	// pagedNodeLists is set once node lists are read in pages: from the start
+	// (Options.PagedNodeLists) or since the API server refused to stream one.
+	pagedNodeLists atomic.Bool
 	// readLabels are the node label keys the configuration reads (TrimNode keeps only these).
 	readLabels map[string]bool
 	// gates bound the nodes written at once: releases and other transitions have their own.
@@ -109,6 +116,7 @@ func New(o Options) (*Engine, error) {
 	if e.nodePageSize <= 0 {
 		e.nodePageSize = nodePageSize
 	}
+	e.pagedNodeLists.Store(o.PagedNodeLists)
 	e.gates = [2]gate{newGate(o.Workers), newGate(o.Workers)}
 	e.events = o.EventClient
 	if e.events == nil {

@@ -9,17 +9,20 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
@@ -35,10 +38,10 @@ type Observation struct {
 }
 
 // Observe takes one snapshot with a constant number of API calls: two node lists (pool, status
-// label), one list per object source, one DaemonSet get and two namespaced lists (its revisions
-// and pods). No per-node reads. The nodes, the maintenance objects and the warmer are read
+// label; one request each when streamed, one per page otherwise), one list per object source,
+// one DaemonSet get and two namespaced lists (its revisions and pods). No per-node reads. The nodes, the maintenance objects and the warmer are read
 // concurrently: the snapshot is no more atomic for being read in sequence, and at 5,000 nodes the
-// node pages alone take a few hundred milliseconds. When reads fail, the error reported is the
+// node lists alone take a few hundred milliseconds. When reads fail, the error reported is the
 // first in that order (nodes, maintenance, warmer), whichever failed first.
 func (e *Engine) Observe(ctx context.Context) (Observation, error) {
 	var (
@@ -70,26 +73,47 @@ func (e *Engine) Observe(ctx context.Context) (Observation, error) {
 	}, nil
 }
 
-// nodePageSize is the default page size of node lists (Options.NodePageSize): a 5,000-node list in one response would need the
-// whole response body and every decoded node in memory at once. At 5,000 nodes, pages of 250
-// keep run --once's peak RSS about 6 MiB below pages of 500, for ten more list requests and no
-// measurable difference in wall time.
+// nodePageSize is the default page size of paginated node lists (Options.NodePageSize): a
+// 5,000-node list in one response would need the whole response body and every decoded node in
+// memory at once. At 5,000 nodes, pages of 250 keep run --once's peak RSS about 6 MiB below pages
+// of 500, for ten more list requests and no measurable difference in wall time.
 const nodePageSize = 250
 
+// streamTimeout bounds a streamed node list (the watch's timeoutSeconds): an API server that
+// neither sends every node nor ends the stream within it has the list read in pages instead.
+const streamTimeout = 60 * time.Second
+
 // listNodes lists pool nodes and nodes carrying the status label (a node that left the pool
-// still has to be released), each once, sorted by name. Each list is paginated (one request per
-// nodePageSize nodes) and each node is trimmed of what nothing reads as soon as its page is decoded.
+// still has to be released), each once, sorted by name. The two lists are read concurrently,
+// each streamed (streamNodes) or, where the API server does not stream lists, paginated (one
+// request per nodePageSize nodes); each node is trimmed of what nothing reads as soon as it is
+// decoded.
 func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
-	byName := map[string]*corev1.Node{}
-	if err := e.listNodePages(ctx, e.cfg.PoolSelector().String(), byName); err != nil {
-		return nil, fmt.Errorf("listing pool nodes (%s): %w", e.cfg.PoolSelector(), err)
-	}
 	req, err := labels.NewRequirement(e.cfg.StatusLabel.Key, selection.Exists, nil)
 	if err != nil {
 		return nil, fmt.Errorf("status label %s: %w", e.cfg.StatusLabel.Key, err)
 	}
-	if err := e.listNodePages(ctx, labels.NewSelector().Add(*req).String(), byName); err != nil {
-		return nil, fmt.Errorf("listing nodes labelled %s: %w", e.cfg.StatusLabel.Key, err)
+	var (
+		wg      sync.WaitGroup
+		lists   [2][]*corev1.Node
+		errs    [2]error
+		selects = [2]string{e.cfg.PoolSelector().String(), labels.NewSelector().Add(*req).String()}
+	)
+	for i, sel := range selects {
+		wg.Go(func() { lists[i], errs[i] = e.readNodes(ctx, sel) })
+	}
+	wg.Wait()
+	if errs[0] != nil {
+		return nil, fmt.Errorf("listing pool nodes (%s): %w", selects[0], errs[0])
+	}
+	if errs[1] != nil {
+		return nil, fmt.Errorf("listing nodes labelled %s: %w", e.cfg.StatusLabel.Key, errs[1])
+	}
+	byName := make(map[string]*corev1.Node, len(lists[0])+len(lists[1]))
+	for _, list := range lists {
+		for _, n := range list {
+			byName[n.Name] = n
+		}
 	}
 	nodes := make([]*corev1.Node, 0, len(byName))
 	for _, n := range byName {
@@ -99,48 +123,111 @@ func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 	return nodes, nil
 }
 
-func (e *Engine) listNodePages(ctx context.Context, selector string, into map[string]*corev1.Node) error {
+// readNodes reads the nodes matching selector: streamed when the API server streams lists, else
+// in pages. The first stream the server refuses (a server without the WatchList feature, a
+// proxy, RBAC without watch) is logged and makes this engine read in pages from then on.
+func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {
+	if !e.pagedNodeLists.Load() {
+		// Not with a client without a REST client of its own (the fake clientsets of unit tests).
+		if rc, ok := e.client.CoreV1().RESTClient().(*rest.RESTClient); ok && rc != nil {
+			nodes, err := e.streamNodes(ctx, selector)
+			if err == nil || ctx.Err() != nil {
+				return nodes, err
+			}
+			if !e.pagedNodeLists.Swap(true) {
+				e.log.Info("the API server did not stream a node list; reading node lists in pages", "error", err)
+			}
+		}
+	}
+	return e.pageNodes(ctx, selector)
+}
+
+// streamNodes reads the nodes matching selector as one watch that sends them all, then a
+// bookmark marking the end of the list (a streaming list: sendInitialEvents, Kubernetes'
+// WatchList feature), and closes it there. It is one request whatever the pool's size, served from
+// the API server's watch cache, as recent as a list (resourceVersionMatch NotOlderThan with no
+// resourceVersion: a consistent read), and each node is decoded and trimmed as it arrives: no
+// page of nodes is held at once on either side. Any error, or a stream that ends before its
+// bookmark, fails the whole read: the caller then reads in pages.
+func (e *Engine) streamNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {
+	// The API server ends the watch at timeoutSeconds; this deadline is for one that does not.
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout+5*time.Second)
+	defer cancel()
+	initialEvents, timeout := true, int64(streamTimeout/time.Second)
+	w, err := e.client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
+		LabelSelector:        selector,
+		SendInitialEvents:    &initialEvents,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+		AllowWatchBookmarks:  true,
+		TimeoutSeconds:       &timeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	var nodes []*corev1.Node
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added:
+			n, ok := ev.Object.(*corev1.Node)
+			if !ok {
+				return nil, fmt.Errorf("streamed node list: unexpected %T", ev.Object)
+			}
+			e.TrimNode(n)
+			nodes = append(nodes, n)
+		case watch.Bookmark:
+			if m, err := meta.Accessor(ev.Object); err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+				return nodes, nil
+			}
+		case watch.Error:
+			return nil, fmt.Errorf("streamed node list: %w", apierrors.FromObject(ev.Object))
+		default:
+			// Modified or Deleted before the end of the list: not a streamed list.
+			return nil, fmt.Errorf("streamed node list: %s event before the end of the list", ev.Type)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("streamed node list: the stream ended before the end of the list")
+}
+
+// pageNodes reads the nodes matching selector in pages.
+func (e *Engine) pageNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var read []string // the names this list added to into
+	var nodes []*corev1.Node
 	complete := false
 	for p := range e.nodePages(ctx, selector) {
 		switch {
 		case p.err != nil:
-			return p.err
+			return nil, p.err
 		case p.restart:
-			// The list starts over: forget what it read (not what another list put into into).
-			for _, name := range read {
-				delete(into, name)
-			}
-			read = nil
+			nodes = nodes[:0] // the list starts over
 			continue
 		}
 		list := p.list
 		if list == nil {
 			list = &corev1.NodeList{}
 			if err := runtime.DecodeInto(protobufDecoder, p.body, list); err != nil {
-				return fmt.Errorf("decoding a page of nodes: %w", err)
+				return nil, fmt.Errorf("decoding a page of nodes: %w", err)
 			}
 		}
 		for i := range list.Items {
 			n := &list.Items[i]
 			e.TrimNode(n)
-			if _, ok := into[n.Name]; !ok {
-				read = append(read, n.Name)
-			}
-			into[n.Name] = n
+			nodes = append(nodes, n)
 		}
 		complete = p.last
 	}
 	if !complete {
 		// The pages stopped before the last one: the caller's context ended.
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
-		return errors.New("node list ended before its last page")
+		return nil, errors.New("node list ended before its last page")
 	}
-	return nil
+	return nodes, nil
 }
 
 // nodePage is one page of a node list: the response body when it is protobuf (decoded by the

@@ -2,12 +2,14 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +73,55 @@ type fakeNodesServer struct {
 	served []string // "selector limit continue -> status"
 	// stall, when set, is called with every request's continue token before it is answered.
 	stall func(r *http.Request, cont string)
+	// stream answers node watches: "" refuses them as an API server without the WatchList
+	// feature does (422), "list" streams every node then the bookmark that ends the list (JSON),
+	// "cut" streams the first node only and ends the stream.
+	stream string
+}
+
+// servedFor returns what was served for one selector, in order.
+func (s *fakeNodesServer) servedFor(selector string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, line := range s.served {
+		if strings.HasPrefix(line, selector+" ") || strings.HasPrefix(line, "watch "+selector+" ") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// serveStream answers a node watch (see stream).
+func (s *fakeNodesServer) serveStream(w http.ResponseWriter, r *http.Request, sel string) {
+	q := r.URL.Query()
+	s.mu.Lock()
+	s.served = append(s.served, fmt.Sprintf("watch %s %s", sel, s.stream))
+	s.mu.Unlock()
+	if s.stream == "" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Invalid","code":422,`+
+			`"message":"ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"}`)
+		return
+	}
+	assert.Equal(s.t, "true", q.Get("sendInitialEvents"))
+	assert.Equal(s.t, "NotOlderThan", q.Get("resourceVersionMatch"))
+	assert.Equal(s.t, "true", q.Get("allowWatchBookmarks"))
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	for i, n := range s.nodes[sel] {
+		if s.stream == "cut" && i > 0 {
+			return
+		}
+		n.APIVersion, n.Kind = "v1", "Node"
+		require.NoError(s.t, enc.Encode(map[string]any{"type": "ADDED", "object": n}))
+	}
+	end := corev1.Node{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"}, ObjectMeta: metav1.ObjectMeta{
+		ResourceVersion: "7", Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
+	require.NoError(s.t, enc.Encode(map[string]any{"type": "BOOKMARK", "object": end}))
+	w.(http.Flusher).Flush()
+	<-r.Context().Done() // a watch stays open after its bookmark; the client closes it
 }
 
 func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -80,6 +131,10 @@ func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	sel, cont := q.Get("labelSelector"), q.Get("continue")
+	if q.Get("watch") == "true" {
+		s.serveStream(w, r, sel)
+		return
+	}
 	if s.stall != nil {
 		s.stall(r, cont)
 	}
@@ -122,7 +177,7 @@ func (s *fakeNodesServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve starts srv on 127.0.0.1 and returns an engine reading nodes from it in pages of 2.
-func serve(t *testing.T, srv http.Handler, mediaType string) *Engine {
+func serve(t *testing.T, srv http.Handler, mediaType string, opts ...func(*Options)) *Engine {
 	t.Helper()
 	hs := httptest.NewUnstartedServer(srv)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -134,8 +189,12 @@ func serve(t *testing.T, srv http.Handler, mediaType string) *Engine {
 		ContentType: mediaType, AcceptContentTypes: mediaType,
 	}})
 	require.NoError(t, err)
-	e, err := New(Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodePageSize: 2})
+	o := Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodePageSize: 2}
+	for _, f := range opts {
+		f(&o)
+	}
+	e, err := New(o)
 	require.NoError(t, err)
 	return e
 }
@@ -170,12 +229,76 @@ func TestListNodePagesFromAServer(t *testing.T) {
 				assert.Nil(t, n.ManagedFields, "trimmed")
 			}
 			assert.Equal(t, []string{"l000", "l001", "l002", "l003", "p000", "p001", "p002", "p003", "p004", "p005", "p006"}, names)
+			// The server refused to stream (422): at most one watch, then pages only.
+			watches := 0
+			for _, line := range srv.served {
+				if strings.HasPrefix(line, "watch ") {
+					watches++
+				}
+			}
+			assert.LessOrEqual(t, watches, 2, "%q", srv.served)
 			assert.Equal(t, []string{
 				`pool=notebooks 2 ""`, `pool=notebooks 2 "pool=notebooks|2"`, `pool=notebooks 2 "pool=notebooks|4"`, `pool=notebooks 2 "pool=notebooks|6"`,
+			}, withoutWatches(srv.servedFor("pool=notebooks")))
+			assert.Equal(t, []string{
 				`os-upgrade/status 2 ""`, `os-upgrade/status 2 "os-upgrade/status|2"`, `os-upgrade/status 0 ""`,
-			}, srv.served)
+			}, withoutWatches(srv.servedFor("os-upgrade/status")))
+			assert.True(t, e.pagedNodeLists.Load())
+
+			// The next read goes straight to pages.
+			srv.served = nil
+			_, err = e.listNodes(context.Background())
+			require.NoError(t, err)
+			assert.Empty(t, slices.DeleteFunc(slices.Clone(srv.served), func(l string) bool { return !strings.HasPrefix(l, "watch ") }))
 		})
 	}
+}
+
+func withoutWatches(lines []string) []string {
+	return slices.DeleteFunc(lines, func(l string) bool { return strings.HasPrefix(l, "watch ") })
+}
+
+// Where the API server streams lists, each node list is one watch that ends at the bookmark
+// marking the end of the list; a stream that ends before it is read again in pages, and a
+// refused stream makes the engine read in pages from then on.
+func TestStreamedNodeLists(t *testing.T) {
+	pool := namedNodes("p", 7, "pool", "notebooks")
+	labelled := append(namedNodes("l", 4, "os-upgrade/status", "upgrading"), pool[0])
+	nodes := map[string][]corev1.Node{"pool=notebooks": pool, "os-upgrade/status": labelled}
+	all := []string{"l000", "l001", "l002", "l003", "p000", "p001", "p002", "p003", "p004", "p005", "p006"}
+	names := func(t *testing.T, e *Engine) []string {
+		t.Helper()
+		got, err := e.listNodes(context.Background())
+		require.NoError(t, err)
+		var out []string
+		for _, n := range got {
+			out = append(out, n.Name)
+			assert.Nil(t, n.ManagedFields, "trimmed")
+		}
+		return out
+	}
+
+	srv := &fakeNodesServer{t: t, nodes: nodes, stream: "list"}
+	e := serve(t, srv, protobufType)
+	for range 2 {
+		srv.served = nil
+		assert.Equal(t, all, names(t, e))
+		assert.ElementsMatch(t, []string{"watch pool=notebooks list", "watch os-upgrade/status list"}, srv.served, "one request per list, no pages")
+	}
+	assert.False(t, e.pagedNodeLists.Load())
+
+	// A stream that ends before the end of the list is not a list: read in pages.
+	srv = &fakeNodesServer{t: t, nodes: nodes, stream: "cut"}
+	e = serve(t, srv, protobufType)
+	assert.Equal(t, all, names(t, e))
+	assert.Equal(t, []string{"watch pool=notebooks cut", `pool=notebooks 2 ""`, `pool=notebooks 2 "pool=notebooks|2"`,
+		`pool=notebooks 2 "pool=notebooks|4"`, `pool=notebooks 2 "pool=notebooks|6"`}, srv.servedFor("pool=notebooks"))
+
+	// Paged from the start.
+	srv = &fakeNodesServer{t: t, nodes: nodes, stream: "list"}
+	e = serve(t, srv, protobufType, func(o *Options) { o.PagedNodeLists = true })
+	assert.Equal(t, all, names(t, e))
+	assert.Empty(t, slices.DeleteFunc(slices.Clone(srv.served), func(l string) bool { return !strings.HasPrefix(l, "watch ") }))
 }
 
 // A node list cut short by the end of its context is an error, never a shorter list: a cycle

@@ -46,8 +46,9 @@ func protobufConfig(rc *rest.Config) *rest.Config {
 	return rc
 }
 
-// testPageSize is the engines' node list page size: small, so that every cycle of these tests
-// reads its pool in several pages, each requested while the one before is decoded.
+// testPageSize is the engines' node list page size: small, so that a node list read in pages
+// (engine.Options.PagedNodeLists, or an API server that does not stream lists) takes several,
+// each requested while the one before is decoded.
 const testPageSize = 3
 
 // offsetClock is the real clock moved forward by a settable offset, so tests can jump past

@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -847,8 +848,8 @@ func TestAPICost(t *testing.T) {
 	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
 	run := func() engine.Result {
-		// Pages of the default size (250): one request per node list.
-		res, err := e.engine(func(o *engine.Options) { o.Client, o.NodePageSize = counted, 0 }).RunOnce(e.Ctx)
+		// Node lists are streamed: one request per list, whatever the page size (3 here).
+		res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
 		require.NoError(t, err)
 		return res
 	}
@@ -857,6 +858,7 @@ func TestAPICost(t *testing.T) {
 	require.Equal(t, inMaintenance, res.Applied[plan.Enter])
 	t.Logf("first cycle requests: %v", summarizeRequests(counter.all()))
 	assert.Equal(t, 2, counter.count("GET", "/api/v1/nodes"), "two node lists")
+	assert.Equal(t, 2, counter.answered("GET", "/api/v1/nodes", 200), "both streamed: %v", counter.all())
 	// One read, plus one every 2 s of writing entries (the uninstall mark; none in a short cycle).
 	dsReads := counter.count("GET", "/daemonsets/warmer")
 	assert.GreaterOrEqual(t, dsReads, 1)
@@ -871,6 +873,28 @@ func TestAPICost(t *testing.T) {
 	run()
 	assert.Equal(t, 0, counter.count("PATCH", ""), "nothing changed: no writes")
 	assert.Equal(t, 2, counter.count("GET", "/api/v1/nodes"))
+
+	// Read in pages (an API server that does not stream lists), the snapshot is the same.
+	observe := func(paged bool) []string {
+		counter.reset()
+		obs, err := e.engine(func(o *engine.Options) { o.Client, o.PagedNodeLists = counted, paged }).Observe(e.Ctx)
+		require.NoError(t, err)
+		var out []string
+		for _, n := range obs.Snapshot.Nodes {
+			// This test's pool (the status label list has other tests' nodes too); names only,
+			// as kwok may update a node between the two reads.
+			if e.Config.PoolSelector().Matches(labels.Set(n.Labels)) {
+				out = append(out, n.Name)
+			}
+		}
+		return out
+	}
+	streamed := observe(false)
+	paged := observe(true)
+	assert.GreaterOrEqual(t, counter.count("GET", "/api/v1/nodes"), (pool+testPageSize-1)/testPageSize+(inMaintenance+testPageSize-1)/testPageSize,
+		"pages of %d", testPageSize)
+	assert.Len(t, streamed, pool)
+	assert.Equal(t, streamed, paged)
 }
 
 func summarizeRequests(reqs []string) map[string]int {
