@@ -636,9 +636,10 @@ func (p *Planner) restoreStatusLabel(n *corev1.Node) (Action, bool) {
 
 // oddStatusValue is the note about a managed node whose status label has a value its phase does
 // not call for (set by hand: such a value stays, see restoreStatusLabel): the warmer DaemonSet
-// follows the label, so a warming node gets no warmer and opens only at maxWaitForWarm, and a
-// tainted node labelled warming gets one before its upgrade, which pulls for nothing. Other values on a tainted node are
-// harmless (the upgrade sets the label) and not noted.
+// follows the label, so a warming node gets no warmer and opens only at maxWaitForWarm (unless
+// the DaemonSet's kernel term admits it), and a tainted node labelled warming gets one before
+// its upgrade, which pulls for nothing. Other values on a tainted node are harmless (the upgrade
+// sets the label) and not noted.
 func (p *Planner) oddStatusValue(n *corev1.Node) (Note, bool) {
 	key, want := p.cfg.StatusLabel.Key, p.statusValue(n)
 	cur, has := n.Labels[key]
@@ -648,6 +649,10 @@ func (p *Planner) oddStatusValue(n *corev1.Node) (Note, bool) {
 	var effect string
 	switch state.PhaseOf(n) {
 	case state.PhaseWarming:
+		if l := p.cfg.Upgrade.KernelVersionLabel; cur == p.cfg.StatusLabel.Value && l != "" &&
+			slices.Contains(p.cfg.Upgrade.KernelVersions, n.Labels[l]) {
+			return Note{}, false // the DaemonSet's second term: status value and a target kernel label
+		}
 		effect = fmt.Sprintf("the warmer DaemonSet runs only where it is %s, so no warmer pod comes and the node stays tainted until maxWaitForWarm (%s)",
 			want, p.cfg.MaxWaitForWarm.Duration)
 	case state.PhaseTainted:

@@ -1531,6 +1531,20 @@ func TestOddStatusValueIsNoted(t *testing.T) {
 	assert.Contains(t, notes["early"].Message, "runs its pod before the upgrade")
 	assert.Contains(t, notes["early"].Message, "set it to upgrading or remove it")
 
+	// With target kernels and their label, the DaemonSet also admits a node labelled with the
+	// status value on a target kernel: a warming node so labelled does get its warmer.
+	targets := testConfig(t, func(c *config.Config) {
+		c.Upgrade.KernelVersions = []string{"6.1.0-2"}
+		c.Upgrade.KernelVersionLabel = "example.com/kernel"
+	})
+	onTarget := node("on-target", state.PhaseWarming, "upgrading")
+	onTarget.Labels["example.com/kernel"] = "6.1.0-2"
+	offTarget := node("off-target", state.PhaseWarming, "upgrading")
+	offTarget.Labels["example.com/kernel"] = "5.15.0-1"
+	got = compute(t, targets, snapshot(t0, []*corev1.Node{onTarget, offTarget}, maint))
+	require.Len(t, got.Notes, 1, "%+v", got.Notes)
+	assert.Equal(t, "off-target", got.Notes[0].Node)
+
 	// An action for the node this plan (here its release) replaces the note.
 	got = compute(t, cfg, snapshot(t0, nodes[:1], maint, tu.Pod(ds, "held", "new", tu.Ready())))
 	assert.Equal(t, []want{{"held", plan.Release, state.ReasonWarm}}, summarize(got))
