@@ -39,10 +39,11 @@ type Observation struct {
 
 // Observe takes one snapshot with a constant number of API calls: two node lists (pool, status
 // label; one request each when streamed, one per page otherwise), one list per object source,
-// one DaemonSet get and two namespaced lists (its revisions and pods). No per-node reads. The nodes, the maintenance objects and the warmer are read
-// concurrently: the snapshot is no more atomic for being read in sequence, and at 5,000 nodes the
-// node lists alone take a few hundred milliseconds. When reads fail, the error reported is the
-// first in that order (nodes, maintenance, warmer), whichever failed first.
+// one DaemonSet get and two namespaced lists (its revisions and pods). No per-node reads. The
+// nodes, the maintenance objects and the warmer are read concurrently: the snapshot is no more
+// atomic for being read in sequence, and at 5,000 nodes the node lists alone take a few hundred
+// milliseconds. When reads fail, the error reported is the first in that order (nodes,
+// maintenance, warmer), whichever failed first.
 func (e *Engine) Observe(ctx context.Context) (Observation, error) {
 	var (
 		wg        sync.WaitGroup
