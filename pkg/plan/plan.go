@@ -256,23 +256,32 @@ func (p *Planner) Compute(s Snapshot) Plan {
 // nobody's: no installation releases the node and its taint stays, so the note asks for an
 // operator (WARN). The node is not written either way: only its owner can say whose it is.
 func (p *Planner) notOurs(n *corev1.Node, phase string) Note {
-	owner, found := n.Annotations[state.Owner]
-	if found && validOwner(owner) {
+	was, ok := ownerRecord(n)
+	if ok {
 		return Note{Node: n.Name, Message: fmt.Sprintf(
-			"skipped: phase %s is owned by %s, not this installation (%s)", quote(phase), quote(owner), p.cfg.Instance)}
-	}
-	was := "missing"
-	switch {
-	case found && owner == "":
-		was = "empty"
-	case found:
-		was = fmt.Sprintf("malformed (%s, not <namespace>/<release>)", quote(owner))
+			"skipped: phase %s is owned by %s, not this installation (%s)", quote(phase), quote(n.Annotations[state.Owner]), p.cfg.Instance)}
 	}
 	return Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
 		"skipped: phase %s, but the owner annotation %s is %s, so no installation manages the node or removes its taint: "+
 			"if this installation tainted it, set %s to %s (the next cycle then manages it, and cleanup releases it); "+
 			"otherwise set it to the <namespace>/<release> of the installation that did",
 		quote(phase), state.Owner, was, state.Owner, p.cfg.Instance)}
+}
+
+// ownerRecord reports whether a node's owner annotation names an installation, and when it does
+// not, what is wrong with it: missing, empty or malformed.
+func ownerRecord(n *corev1.Node) (problem string, ok bool) {
+	owner, found := n.Annotations[state.Owner]
+	switch {
+	case found && validOwner(owner):
+		return "", true
+	case !found:
+		return "missing", false
+	case owner == "":
+		return "empty", false
+	default:
+		return fmt.Sprintf("malformed (%s, not <namespace>/<release>)", quote(owner)), false
+	}
 }
 
 // validOwner reports whether an owner annotation names an installation: <namespace>/<release>,

@@ -1324,6 +1324,20 @@ func TestDescribePhases(t *testing.T) {
 	assert.Equal(t, 1, st.Totals["joining"])
 	assert.Equal(t, 7, st.Totals["pool"], "left is not in the pool")
 	assert.Equal(t, "", phases(p.Describe(s, true))["idle"], "listed with all, without a phase")
+
+	// A foreign node whose owner names no installation is nobody's: the status says so.
+	orphan := tu.Node("orphan", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	orphan.Annotations[state.Owner] = "someone"
+	st = p.Describe(snapshot(t0, []*corev1.Node{foreign, orphan}, nil), false)
+	problems := map[string]string{}
+	for _, n := range st.Nodes {
+		problems[n.Name+" "+n.Phase] = n.LastProblem
+	}
+	assert.Equal(t, map[string]string{
+		"foreign foreign": "",
+		"orphan foreign": `phase "warming", owner annotation malformed ("someone", not <namespace>/<release>): ` +
+			"no installation manages this node or removes its taint",
+	}, problems)
 }
 
 // A time annotation edited by hand (missing or malformed) would keep its timeout from ever

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"fmt"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,7 +18,8 @@ type NodeStatus struct {
 	// maintenance: most often no cycle has run since it entered maintenance, up to one schedule
 	// period in CronJob mode; otherwise held back by the budget, a missing warmer DaemonSet, an
 	// uninstall, or an upgrade the rule could not detect: Rule.Detectable), foreign (managed by
-	// another installation, or with an owner record that names none), or "" for an idle pool node.
+	// another installation, or with an owner record that names none: LastProblem then says so), or
+	// "" for an idle pool node.
 	Phase string `json:"phase"`
 	// Since is when the node entered its phase (zero when unknown).
 	Since          time.Time `json:"since,omitzero"`
@@ -78,6 +80,10 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			ns.Since, _ = state.Time(n, key)
 		case phase != "":
 			ns.Phase = "foreign"
+			if problem, ok := ownerRecord(n); !ok {
+				// Nobody's: no installation releases it (the plan's WARN note says how to fix it).
+				ns.LastProblem = fmt.Sprintf("phase %s, owner annotation %s: no installation manages this node or removes its taint", quote(phase), problem)
+			}
 		case ns.InPool && state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect):
 			// Joined with the taint: the next cycle adopts it (a CronJob may be a schedule away).
 			ns.Phase = "joining"
