@@ -1335,8 +1335,8 @@ func TestDescribePhases(t *testing.T) {
 	}
 	assert.Equal(t, map[string]string{
 		"foreign foreign": "",
-		"orphan foreign": `phase "warming", owner annotation malformed ("someone", not <namespace>/<release>): ` +
-			"no installation manages this node or removes its taint",
+		"orphan foreign": "no installation manages this node or removes its taint: " +
+			`owner annotation malformed ("someone", not <namespace>/<release>) (phase "warming")`,
 	}, problems)
 }
 

@@ -82,7 +82,7 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			ns.Phase = "foreign"
 			if problem, ok := ownerRecord(n); !ok {
 				// Nobody's: no installation releases it (the plan's WARN note says how to fix it).
-				ns.LastProblem = fmt.Sprintf("phase %s, owner annotation %s: no installation manages this node or removes its taint", quote(phase), problem)
+				ns.LastProblem = fmt.Sprintf("no installation manages this node or removes its taint: owner annotation %s (phase %s)", problem, quote(phase))
 			}
 		case ns.InPool && state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect):
 			// Joined with the taint: the next cycle adopts it (a CronJob may be a schedule away).
