@@ -221,14 +221,7 @@ func TestListNodePagesFromAServer(t *testing.T) {
 			}, expire: map[string]bool{"os-upgrade/status|2": true}}
 			e := serve(t, srv, mediaType)
 
-			nodes, err := e.listNodes(context.Background())
-			require.NoError(t, err)
-			var names []string
-			for _, n := range nodes {
-				names = append(names, n.Name)
-				assert.Nil(t, n.ManagedFields, "trimmed")
-			}
-			assert.Equal(t, []string{"l000", "l001", "l002", "l003", "p000", "p001", "p002", "p003", "p004", "p005", "p006"}, names)
+			assert.Equal(t, []string{"l000", "l001", "l002", "l003", "p000", "p001", "p002", "p003", "p004", "p005", "p006"}, listedNames(t, e))
 			// The server refused to stream (422): one watch per list at most (they run at once), then pages.
 			assert.LessOrEqual(t, len(onlyWatches(srv.served)), 2, "%q", srv.served)
 			assert.Equal(t, []string{
@@ -241,11 +234,23 @@ func TestListNodePagesFromAServer(t *testing.T) {
 
 			// The next read goes straight to pages.
 			srv.served = nil
-			_, err = e.listNodes(context.Background())
-			require.NoError(t, err)
+			listedNames(t, e)
 			assert.Empty(t, onlyWatches(srv.served))
 		})
 	}
+}
+
+// listedNames lists the nodes through e and returns their names, each node checked trimmed.
+func listedNames(t *testing.T, e *Engine) []string {
+	t.Helper()
+	nodes, err := e.listNodes(context.Background())
+	require.NoError(t, err)
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Name)
+		assert.Nil(t, n.ManagedFields, "trimmed")
+	}
+	return out
 }
 
 func withoutWatches(lines []string) []string {
@@ -264,17 +269,7 @@ func TestStreamedNodeLists(t *testing.T) {
 	labelled := append(namedNodes("l", 4, "os-upgrade/status", "upgrading"), pool[0])
 	nodes := map[string][]corev1.Node{"pool=notebooks": pool, "os-upgrade/status": labelled}
 	all := []string{"l000", "l001", "l002", "l003", "p000", "p001", "p002", "p003", "p004", "p005", "p006"}
-	names := func(t *testing.T, e *Engine) []string {
-		t.Helper()
-		got, err := e.listNodes(context.Background())
-		require.NoError(t, err)
-		var out []string
-		for _, n := range got {
-			out = append(out, n.Name)
-			assert.Nil(t, n.ManagedFields, "trimmed")
-		}
-		return out
-	}
+	names := listedNames
 
 	srv := &fakeNodesServer{t: t, nodes: nodes, stream: "list"}
 	e := serve(t, srv, protobufType)
