@@ -801,7 +801,10 @@ func TestCycleDiesHalfway(t *testing.T) {
 			tainted++
 		}
 	}
-	require.Equal(t, 3, tainted, "three patches went through before the failure")
+	// Three patches went out before the failure; one may have met a conflict (kwok updating a
+	// node it just created) and been retried as the failing fourth: the successful ones tainted.
+	require.Equal(t, counter.answered("PATCH", "", 200), tainted, "every patch that went through tainted its node: %v", counter.all())
+	require.True(t, tainted >= 1 && tainted < len(names), "the cycle died halfway: %d of %d tainted; %v", tainted, len(names), counter.all())
 
 	e.cycle()
 	for _, s := range names {
