@@ -114,9 +114,12 @@ type Controller struct {
 	pods                     corelisters.PodLister
 	podIndex                 cache.Indexer
 
-	// The nodeMaintenance informer starts once the resource is served.
+	// The nodeMaintenance informer starts once the resource is served, and stops (nmStop) when
+	// it no longer is; the next resync probes again.
 	nmMu       sync.Mutex
 	nmInformer cache.SharedIndexInformer
+	nmStop     context.CancelFunc
+	nmStopped  <-chan struct{}
 	nmSynced   bool
 
 	synced atomic.Bool
@@ -316,15 +319,21 @@ func (c *Controller) Start(ctx context.Context) error {
 		}
 	}
 	c.nmMu.Lock()
-	inf := c.nmInformer
+	inf, stopped := c.nmInformer, c.nmStopped
 	c.nmMu.Unlock()
 	if inf != nil {
-		if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-			return fmt.Errorf("waiting for the %s cache to sync: %w", sources.GVR(c.cfg).String(), context.Cause(ctx))
+		// stopped closes when ctx ends, or when the informer is stopped (maintenanceGone).
+		if !cache.WaitForCacheSync(stopped, inf.HasSynced) {
+			if ctx.Err() != nil {
+				return fmt.Errorf("waiting for the %s cache to sync: %w", sources.ResourceName(c.cfg), context.Cause(ctx))
+			}
+			// Stopped before it synced: the resource went away meanwhile (maintenanceGone),
+			// and plans report it as not served.
+		} else {
+			c.nmMu.Lock()
+			c.nmSynced = c.nmInformer == inf
+			c.nmMu.Unlock()
 		}
-		c.nmMu.Lock()
-		c.nmSynced = true
-		c.nmMu.Unlock()
 	}
 	c.synced.Store(true)
 	c.log.Info("caches synced")
@@ -347,10 +356,10 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
 	gvr := sources.GVR(c.cfg)
 	_, err := c.nm.Resource().List(ctx, metav1.ListOptions{Limit: 1})
 	switch {
-	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+	case notServed(err):
 		return nil // reported as a warning by every plan while not served
 	case err != nil:
-		return fmt.Errorf("probing %s: %w", gvr.String(), err)
+		return fmt.Errorf("probing %s: %w", sources.ResourceName(c.cfg), err)
 	}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
 	inf := f.ForResource(gvr).Informer()
@@ -365,21 +374,62 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
 		c.log.Warn("adding the maintenance event handler failed", "error", err)
 		return nil
 	}
-	c.nmInformer = inf
-	f.Start(ctx.Done())
+	// The resource can go away while it is watched (its CRD deleted, its version no longer
+	// served): the informer would then re-list it forever, logging each failure, and plans
+	// would go on reading it as a served source with no objects. It is stopped instead: plans
+	// warn that the source is not served, and each resync probes for it again.
+	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		if notServed(err) {
+			c.maintenanceGone(inf, err)
+			return
+		}
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}); err != nil {
+		c.log.Warn("setting the maintenance watch error handler failed", "error", err)
+	}
+	infCtx, stop := context.WithCancel(ctx)
+	c.nmInformer, c.nmStop, c.nmStopped = inf, stop, infCtx.Done()
+	f.Start(infCtx.Done())
 	if c.synced.Load() {
 		// Started after start-up (the CRD appeared): sync in the background, then re-plan.
 		go func() {
-			if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-				c.nmMu.Lock()
+			if !cache.WaitForCacheSync(infCtx.Done(), inf.HasSynced) {
+				return // ctx ended, or the resource went away again
+			}
+			c.nmMu.Lock()
+			current := c.nmInformer == inf
+			if current {
 				c.nmSynced = true
-				c.nmMu.Unlock()
-				c.log.Info("maintenance resource is now served; watching it", "resource", gvr.String())
+			}
+			c.nmMu.Unlock()
+			if current {
+				c.log.Info("maintenance resource is now served; watching it", "resource", sources.ResourceName(c.cfg))
 				c.Trigger()
 			}
 		}()
 	}
 	return nil
+}
+
+// maintenanceGone stops the nodeMaintenance informer inf, whose resource is no longer served
+// (err says how): plans then report the source as not served, and each resync probes again.
+func (c *Controller) maintenanceGone(inf cache.SharedIndexInformer, err error) {
+	c.nmMu.Lock()
+	if c.nmInformer != inf {
+		c.nmMu.Unlock()
+		return // already stopped
+	}
+	c.nmStop()
+	c.nmInformer, c.nmStop, c.nmStopped, c.nmSynced = nil, nil, nil, false
+	c.nmMu.Unlock()
+	c.log.Warn("maintenance resource is no longer served; its source is empty until a resync finds it served again",
+		"resource", sources.ResourceName(c.cfg), "resync", c.resync.String(), "error", err)
+	c.Trigger()
+}
+
+// notServed reports whether err says the API server does not serve the resource asked for.
+func notServed(err error) bool {
+	return apierrors.IsNotFound(err) || meta.IsNoMatchError(err)
 }
 
 // Trigger asks for a reconcile of the whole pool; triggers that arrive while one is pending

@@ -54,6 +54,13 @@ func GVR(cfg *config.Config) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: nm.Group, Version: nm.Version, Resource: nm.Resource}
 }
 
+// ResourceName names the nodeMaintenance resource as kubectl does, fully qualified:
+// <resource>.<version>.<group>, e.g. nodemaintenances.v1beta1.nodemaintenance.medik8s.io.
+func ResourceName(cfg *config.Config) string {
+	gvr := GVR(cfg)
+	return gvr.Resource + "." + gvr.Version + "." + gvr.Group
+}
+
 // List reads the maintenance objects CollectFrom needs: the nodeMaintenance objects, when that
 // source is enabled (served is false when the resource is not served). Nothing otherwise.
 func (c *Collector) List(ctx context.Context) (objects []*unstructured.Unstructured, served bool, err error) {
@@ -95,7 +102,7 @@ func (c *Collector) CollectFrom(nodes []*corev1.Node, objects []*unstructured.Un
 		}
 		res.Warnings = append(res.Warnings, Warning{Source: plan.SourceNodeMaintenance, Message: fmt.Sprintf(
 			"resource %s is not served (%s); no %s maintenance is active. Disable maintenance.nodeMaintenance if it is not used",
-			gvr.String(), why, gvr.Resource)})
+			ResourceName(c.cfg), why, gvr.Resource)})
 		return res
 	}
 	c.addObjects(known, objects, &res)
@@ -117,13 +124,12 @@ func (c *Collector) Resource() dynamic.ResourceInterface {
 // listObjects lists the nodeMaintenance objects; served is false when the API server does not
 // serve the resource (its CRD is not installed), which is not an error.
 func (c *Collector) listObjects(ctx context.Context) (objects []*unstructured.Unstructured, served bool, err error) {
-	gvr := GVR(c.cfg)
 	list, err := c.Resource().List(ctx, metav1.ListOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("listing %s: %w", gvr.String(), err)
+		return nil, false, fmt.Errorf("listing %s: %w", ResourceName(c.cfg), err)
 	}
 	objects = make([]*unstructured.Unstructured, len(list.Items))
 	for i := range list.Items {

@@ -111,7 +111,7 @@ func TestListErrorFailsTheCycle(t *testing.T) {
 	})
 	_, err := collect(c, nil)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "listing nodemaintenance.medik8s.io/v1beta1")
+	assert.Contains(t, err.Error(), "listing nodemaintenances.v1beta1.nodemaintenance.medik8s.io")
 }
 
 func TestLabelAndCordonSources(t *testing.T) {

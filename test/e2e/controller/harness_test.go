@@ -84,6 +84,14 @@ func testLogger(t *testing.T, id string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// logSink is where replica logs go besides a test's own buffer: stderr with E2E_VERBOSE.
+func logSink() io.Writer {
+	if os.Getenv("E2E_VERBOSE") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
 // runner is one in-process `run` replica.
 type runner struct {
 	id      string
@@ -106,6 +114,13 @@ func withResync(d time.Duration) startOption {
 	return func(o *controller.Options) { o.Resync = d }
 }
 
+// withLog sends the replica's log to w as well (text, debug level), for a test to read.
+func withLog(w io.Writer) startOption {
+	return func(o *controller.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(w, logSink()), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+}
+
 // start runs an in-process replica with its own clients, metrics and leader-election identity.
 func (e *env) start(id string, le controller.LeaderElection, opts ...startOption) *runner {
 	e.T.Helper()
@@ -116,19 +131,19 @@ func (e *env) start(id string, le controller.LeaderElection, opts ...startOption
 	require.NoError(e.T, err)
 	dyn, err := dynamic.NewForConfig(rc)
 	require.NoError(e.T, err)
-	log := testLogger(e.T, id)
-	en, err := engine.New(engine.Options{Config: e.Config, Client: client, Dynamic: dyn, Logger: log, Reporter: id, Metrics: m})
-	require.NoError(e.T, err)
-	le.Namespace, le.Identity = e.Name, id
-	ctx, cancel := context.WithCancel(e.Ctx)
-	r := &runner{id: id, metrics: m, cancel: cancel, done: make(chan error, 1)}
 	co := controller.Options{
-		Config: e.Config, Client: client, Dynamic: dyn, Engine: en, Logger: log, Metrics: m,
+		Config: e.Config, Client: client, Dynamic: dyn, Logger: testLogger(e.T, id), Metrics: m,
 		Resync: runnerResync,
 	}
 	for _, opt := range opts {
 		opt(&co)
 	}
+	en, err := engine.New(engine.Options{Config: e.Config, Client: client, Dynamic: dyn, Logger: co.Logger, Reporter: id, Metrics: m})
+	require.NoError(e.T, err)
+	co.Engine = en
+	le.Namespace, le.Identity = e.Name, id
+	ctx, cancel := context.WithCancel(e.Ctx)
+	r := &runner{id: id, metrics: m, cancel: cancel, done: make(chan error, 1)}
 	listening := make(chan string, 1)
 	go func() {
 		r.done <- controller.Run(ctx, controller.RunOptions{

@@ -3,6 +3,7 @@ package framework
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,26 +29,25 @@ func crdGVR() schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 }
 
-// nodeMaintenanceCRD is a minimal CustomResourceDefinition for nodemaintenances.nodemaintenance.medik8s.io:
-// cluster-scoped, v1beta1, spec.nodeName and spec.reason strings, a free-form status subresource.
-func nodeMaintenanceCRD() *unstructured.Unstructured {
+// maintenanceCRD is a minimal CustomResourceDefinition for NodeMaintenance-like objects of gvr:
+// cluster-scoped, spec.nodeName and spec.reason strings, a free-form status subresource.
+func maintenanceCRD(gvr schema.GroupVersionResource, kind string) *unstructured.Unstructured {
 	str := map[string]any{"type": "string"}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiextensions.k8s.io/v1",
 		"kind":       "CustomResourceDefinition",
-		"metadata":   map[string]any{"name": NodeMaintenanceResource + "." + NodeMaintenanceGroup},
+		"metadata":   map[string]any{"name": gvr.Resource + "." + gvr.Group},
 		"spec": map[string]any{
-			"group": NodeMaintenanceGroup,
+			"group": gvr.Group,
 			"scope": "Cluster",
 			"names": map[string]any{
-				"kind":       NodeMaintenanceKind,
-				"listKind":   NodeMaintenanceKind + "List",
-				"plural":     NodeMaintenanceResource,
-				"singular":   "nodemaintenance",
-				"shortNames": []any{"nm"},
+				"kind":     kind,
+				"listKind": kind + "List",
+				"plural":   gvr.Resource,
+				"singular": strings.ToLower(kind),
 			},
 			"versions": []any{map[string]any{
-				"name":         NodeMaintenanceVersion,
+				"name":         gvr.Version,
 				"served":       true,
 				"storage":      true,
 				"subresources": map[string]any{"status": map[string]any{}},
@@ -73,7 +73,14 @@ func nodeMaintenanceCRD() *unstructured.Unstructured {
 // InstallNodeMaintenanceCRD installs the NodeMaintenance CRD (if it is not there yet) and waits
 // until it is established and its resource is served.
 func (c *Cluster) InstallNodeMaintenanceCRD(ctx context.Context) error {
-	crd := nodeMaintenanceCRD()
+	return c.InstallMaintenanceCRD(ctx, NodeMaintenanceGVR(), NodeMaintenanceKind)
+}
+
+// InstallMaintenanceCRD installs a CRD for NodeMaintenance-like objects of gvr and kind (if it is
+// not there yet) and waits until it is established and its resource is served. Tests that delete
+// their maintenance resource install one of their own, leaving NodeMaintenance to the others.
+func (c *Cluster) InstallMaintenanceCRD(ctx context.Context, gvr schema.GroupVersionResource, kind string) error {
+	crd := maintenanceCRD(gvr, kind)
 	crds := c.Dynamic.Resource(crdGVR())
 	if _, err := crds.Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating CRD %s: %w", crd.GetName(), err)
@@ -93,8 +100,8 @@ func (c *Cluster) InstallNodeMaintenanceCRD(ctx context.Context) error {
 		if !established {
 			return false, nil
 		}
-		_, err = c.Dynamic.Resource(NodeMaintenanceGVR()).List(ctx, metav1.ListOptions{Limit: 1})
-		return err == nil, err
+		_, err = c.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil, nil // served a moment after it is established
 	})
 	if err != nil {
 		return fmt.Errorf("waiting for CRD %s to be established: %w", crd.GetName(), err)
@@ -102,18 +109,42 @@ func (c *Cluster) InstallNodeMaintenanceCRD(ctx context.Context) error {
 	return nil
 }
 
+// DeleteMaintenanceCRD deletes the CRD of gvr (which deletes its objects) and waits until the
+// resource is no longer served.
+func (c *Cluster) DeleteMaintenanceCRD(ctx context.Context, gvr schema.GroupVersionResource) error {
+	name := gvr.Resource + "." + gvr.Group
+	err := c.Dynamic.Resource(crdGVR()).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting CRD %s: %w", name, err)
+	}
+	err = Eventually(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := c.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for CRD %s to be gone: %w", name, err)
+	}
+	return nil
+}
+
 // CreateNodeMaintenance creates a NodeMaintenance named name for node nodeName (spec.reason
 // "e2e") and returns it (its UID is the maintenance's identity).
 func (c *Cluster) CreateNodeMaintenance(ctx context.Context, name, nodeName string) (*unstructured.Unstructured, error) {
+	return c.CreateMaintenance(ctx, NodeMaintenanceGVR(), NodeMaintenanceKind, name, nodeName)
+}
+
+// CreateMaintenance creates an object of gvr and kind (a resource InstallMaintenanceCRD
+// installed) named name for node nodeName (spec.reason "e2e") and returns it.
+func (c *Cluster) CreateMaintenance(ctx context.Context, gvr schema.GroupVersionResource, kind, name, nodeName string) (*unstructured.Unstructured, error) {
 	nm := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": NodeMaintenanceGroup + "/" + NodeMaintenanceVersion,
-		"kind":       NodeMaintenanceKind,
+		"apiVersion": gvr.GroupVersion().String(),
+		"kind":       kind,
 		"metadata":   map[string]any{"name": name},
 		"spec":       map[string]any{"nodeName": nodeName, "reason": "e2e"},
 	}}
-	created, err := c.Dynamic.Resource(NodeMaintenanceGVR()).Create(ctx, nm, metav1.CreateOptions{})
+	created, err := c.Dynamic.Resource(gvr).Create(ctx, nm, metav1.CreateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("creating NodeMaintenance %s for node %s: %w", name, nodeName, err)
+		return nil, fmt.Errorf("creating %s %s for node %s: %w", kind, name, nodeName, err)
 	}
 	return created, nil
 }
