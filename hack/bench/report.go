@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 )
 
 // percentile returns the p-th percentile (nearest rank) of sorted samples.
@@ -263,7 +265,7 @@ func (b *bench) write() error {
 		}
 		busy := 100 * all.Seconds() / (float64(runtime.NumCPU()) * r.wall.Seconds())
 		p("By default (no client-side rate limit) no request waits for a rate limiter; the entries go out")
-		p("eight at a time (the engine's write slots). In the first cycle at")
+		p("%d at a time (the engine's write slots). In the first cycle at", engine.DefaultWorkers)
 		p("%d nodes (%s, the median run) the orchestrator wrote %.0f patches a second, and the cluster's processes,", r.pool,
 			r.wall.Round(time.Millisecond), float64(r.actions)/r.write.Seconds())
 		p("the orchestrator and the benchmark used %.0f%% of the %d cores over the cycle's wall time", busy, runtime.NumCPU())
@@ -275,11 +277,13 @@ func (b *bench) write() error {
 			p("meanwhile (the API server and etcd alone used %.1f s of CPU, the orchestrator %.1f s).",
 				(r.cpu["kube-apiserver"] + r.cpu["etcd"]).Seconds(), r.cpu["orchestrator"].Seconds())
 		}
-		p("The write phase is bound by the cores the whole control plane shares, not by the orchestrator:")
-		p("in earlier experiments (not part of this benchmark), writing 8, 16, 32 or 64 nodes at once made no")
-		p("repeatable difference, nor did the kind of write (merge, JSON or strategic merge patch, or an")
-		p("update: 400 node writes took 0.87-0.96 s and 1.0-1.1 s of API server CPU each way, on an otherwise")
-		p("idle cluster of 2,400 kwok nodes). A `client.qps` of 50 paces them: after a burst of 100 requests,")
+		p("The write phase is bound by the cores the whole control plane shares. In separate runs of this")
+		p("scenario (not part of this benchmark; 2026-11-27), the writes of the first 5,000-node cycle took")
+		p("1.56-1.93 s with 8 nodes written at once (5 runs), 1.16-1.40 s with 16 (3 runs), and no less")
+		p("with 32 or 64 (1.12-1.35 s); the API server used less CPU over the cycle with 16 than with 8")
+		p("(1.6-1.8 s against 2.1-2.5 s). The kind of write made no difference in earlier experiments (merge, JSON or")
+		p("strategic merge patch, or an update: 400 node writes took 0.87-0.96 s and 1.0-1.1 s of API server")
+		p("CPU each way, on an otherwise idle cluster of 2,400 kwok nodes). A `client.qps` of 50 paces them: after a burst of 100 requests,")
 		p("50 a second, for %d patches and the lists.", r.actions)
 		if line := leaseLine(b.firstCycles()); line != "" {
 			p("")

@@ -174,8 +174,8 @@ type Events struct {
 // Client tunes the Kubernetes client.
 type Client struct {
 	// QPS and Burst are the client-side rate limit of node writes and lists; QPS -1 turns it off
-	// (client-go's convention), leaving API Priority and Fairness and the write slots (eight
-	// releases and eight other writes at once) to bound the load. Unset, QPS depends on the mode:
+	// (client-go's convention), leaving API Priority and Fairness and the write slots (16
+	// releases and 16 other writes at once) to bound the load. Unset, QPS depends on the mode:
 	// see QPSFor.
 	QPS     *float32 `json:"qps,omitempty"`
 	Burst   int      `json:"burst"`
