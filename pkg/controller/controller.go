@@ -471,6 +471,9 @@ func (c *Controller) Lead(ctx context.Context) error {
 	defer c.metrics.SetLeader(false)
 	ticker := time.NewTicker(c.resync)
 	defer ticker.Stop()
+	// A standby that saw the maintenance resource go away probes for it as it takes over, rather
+	// than a resync later.
+	c.probeMaintenance(ctx)
 	c.Trigger()
 	for {
 		select {
@@ -479,17 +482,24 @@ func (c *Controller) Lead(ctx context.Context) error {
 			c.engine.WaitEvents()
 			return nil
 		case <-ticker.C:
-			if c.cfg.Maintenance.NodeMaintenance.Enabled {
-				if err := c.startMaintenanceInformer(ctx); err != nil {
-					c.log.Warn("probing the maintenance resource failed; retrying at the next resync", "error", err)
-				}
-			}
+			c.probeMaintenance(ctx)
 			c.mu.Lock()
 			c.full = true
 			c.mu.Unlock()
 		case <-c.dirty:
 		}
 		c.reconcile(ctx)
+	}
+}
+
+// probeMaintenance starts the nodeMaintenance informer if the source is enabled, not watched,
+// and now served.
+func (c *Controller) probeMaintenance(ctx context.Context) {
+	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
+		return
+	}
+	if err := c.startMaintenanceInformer(ctx); err != nil {
+		c.log.Warn("probing the maintenance resource failed; retrying at the next resync", "error", err)
 	}
 }
 

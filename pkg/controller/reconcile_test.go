@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,6 +182,35 @@ func TestUnreadableMaintenanceIsNotEmpty(t *testing.T) {
 	// Start refuses a maintenance source it could not read, rather than plan from an empty one.
 	require.ErrorContains(t, c.Start(ctx), "etcd timeout")
 	assert.Zero(t, countPatches(client), "node a is still in maintenance: nothing to write")
+}
+
+// A replica that finds the maintenance resource not served probes for it again when it starts to
+// lead, not a resync (30s) later: a standby may have seen the resource go away and come back.
+func TestLeadProbesTheMaintenanceResource(t *testing.T) {
+	client := fake.NewClientset()
+	gvr := sources.GVR(config.Default())
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"})
+	var served atomic.Bool
+	dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !served.Load() {
+			return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
+		}
+		return false, nil, nil
+	})
+	log := &tu.LogBuffer{}
+	c := newLoggingController(t, client, dyn, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.Enabled = true }, false, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, c.Start(ctx), "a resource not served is an empty source, not an error")
+	served.Store(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	defer wg.Wait()
+	defer cancel()
+	require.Eventually(t, func() bool {
+		return strings.Contains(log.String(), "maintenance resource is now served; watching it")
+	}, 5*time.Second, 10*time.Millisecond, log.String())
 }
 
 // The event-driven mode plans from its DaemonSet cache as run --once does from a read: while the
