@@ -101,7 +101,10 @@ func (c *Cluster) InstallMaintenanceCRD(ctx context.Context, gvr schema.GroupVer
 			return false, nil
 		}
 		_, err = c.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
-		return err == nil, nil // served a moment after it is established
+		if apierrors.IsNotFound(err) {
+			return false, nil // served a moment after it is established
+		}
+		return err == nil, err
 	})
 	if err != nil {
 		return fmt.Errorf("waiting for CRD %s to be established: %w", crd.GetName(), err)
