@@ -325,9 +325,13 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if err != nil {
 		return nil, fmt.Errorf("creating watch client: %w", err)
 	}
+	workers := engine.DefaultWorkers
+	if eventDriven {
+		workers = engine.EventDrivenWorkers
+	}
 	e, err := engine.New(engine.Options{
 		Config: cfg, Client: client, Dynamic: dyn, Logger: log, DryRun: dryRun, Reporter: reporter(), Metrics: m,
-		EventClient: events,
+		EventClient: events, Workers: workers,
 	})
 	if err != nil {
 		return nil, &ConfigError{err}

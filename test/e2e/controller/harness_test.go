@@ -138,7 +138,8 @@ func (e *env) start(id string, le controller.LeaderElection, opts ...startOption
 	for _, opt := range opts {
 		opt(&co)
 	}
-	en, err := engine.New(engine.Options{Config: e.Config, Client: client, Dynamic: dyn, Logger: co.Logger, Reporter: id, Metrics: m})
+	en, err := engine.New(engine.Options{Config: e.Config, Client: client, Dynamic: dyn, Logger: co.Logger, Reporter: id, Metrics: m,
+		Workers: engine.EventDrivenWorkers}) // as the binary's run
 	require.NoError(e.T, err)
 	co.Engine = en
 	le.Namespace, le.Identity = e.Name, id
