@@ -35,7 +35,7 @@ import (
 const maxConflictRetries = 5
 
 // DefaultWorkers is how many nodes are patched at once by default, for releases and for other
-// writes each (Options.Workers). Writing 16 instead of 8 at once took about a third off the
+// writes each (Options.Workers). Writing 16 instead of 8 at once took about a quarter off the
 // writes of a 5,000-node pool's first cycle on the benchmark machine (docs/benchmarks.md); 32
 // and 64 were no faster.
 const DefaultWorkers = 16
@@ -62,8 +62,9 @@ type Options struct {
 	// Reporter names this process in Events (e.g. the pod name).
 	Reporter string
 	// Workers bounds how many nodes are patched at once, across concurrent Apply calls
-	// (default DefaultWorkers), for releases and for other transitions each: a release never waits for a
-	// slot held by another kind of write. A client-side rate limit, if configured, applies on top.
+	// (default DefaultWorkers), for releases and for other transitions each: a release never
+	// waits for a slot held by another kind of write. A client-side rate limit, if configured,
+	// applies on top.
 	Workers int
 	// NodePageSize is how many nodes each request of a paginated node list returns (default 250).
 	NodePageSize int64
