@@ -679,6 +679,8 @@ func TestCarries(t *testing.T) {
 		Annotations: map[string]*string{state.Phase: v(state.PhaseTainted), state.TaintedAt: v("2026-11-25T12:00:00Z")}}
 	release := plan.Change{RemoveTaint: taint, Labels: map[string]*string{"os-upgrade/status": nil},
 		Annotations: map[string]*string{state.Phase: nil, state.ReleasedAt: v("2026-11-25T13:00:00Z")}}
+	valueSwap := plan.Change{RemoveTaint: taint, AddTaint: &corev1.Taint{Key: "os-upgrade", Value: "yes", Effect: corev1.TaintEffectNoSchedule}}
+	keySwap := plan.Change{RemoveTaint: taint, AddTaint: &corev1.Taint{Key: "prewarm", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
 	entered := tu.Node("a", tu.WithLabels("os-upgrade/status", "upgrading", "other", "x"),
 		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.TaintedAt, "2026-11-25T12:00:00Z"),
 		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule), tu.WithTaint("foreign", "", corev1.TaintEffectNoSchedule))
@@ -703,6 +705,17 @@ func TestCarries(t *testing.T) {
 			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)), release, false},
 		{"release with the label still there", tu.Node("a", tu.WithLabels("os-upgrade/status", "warming"),
 			tu.WithAnnotations(state.ReleasedAt, "2026-11-25T13:00:00Z")), release, false},
+		// A configuration swap (the record) that changes only the taint's value removes and adds a
+		// taint of the same key and effect.
+		{"value swap written", tu.Node("a", tu.WithTaint("os-upgrade", "yes", corev1.TaintEffectNoSchedule)), valueSwap, true},
+		{"value swap not written", tu.Node("a", tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)), valueSwap, false},
+		{"value swap over no taint", tu.Node("a"), valueSwap, false},
+		{"entry over the taint with another value", tu.Node("a", tu.WithLabels("os-upgrade/status", "upgrading"),
+			tu.WithAnnotations(state.Phase, state.PhaseTainted, state.TaintedAt, "2026-11-25T12:00:00Z"),
+			tu.WithTaint("os-upgrade", "set-by-hand", corev1.TaintEffectNoSchedule)), enter, true},
+		{"key swap written", tu.Node("a", tu.WithTaint("prewarm", "true", corev1.TaintEffectNoSchedule)), keySwap, true},
+		{"key swap with the old taint left", tu.Node("a", tu.WithTaint("prewarm", "true", corev1.TaintEffectNoSchedule),
+			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)), keySwap, false},
 	} {
 		assert.Equal(t, tc.want, carries(tc.node, tc.ch), tc.name)
 	}

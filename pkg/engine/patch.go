@@ -178,9 +178,10 @@ func raw(v any) json.RawMessage {
 }
 
 // carries reports whether node holds everything ch writes: its labels and annotations with the
-// values written (absent for a removal), its taint added or removed. Annotations written by an
-// action include its timestamp, so a node carries an action's change only once that action (not
-// another writer) wrote it.
+// values written (absent for a removal), the taint it adds (with its value) and none it removes.
+// Annotations written by a transition include its timestamp, so a node carries a transition's
+// change only once that transition (not another writer) wrote it; a record (a configuration swap)
+// has none, and writing it twice changes nothing.
 func carries(node *corev1.Node, ch plan.Change) bool {
 	for _, m := range []struct {
 		current map[string]string
@@ -193,6 +194,21 @@ func carries(node *corev1.Node, ch plan.Change) bool {
 			}
 		}
 	}
-	_, changed := newTaints(node.Spec.Taints, ch)
-	return !changed
+	add, remove := ch.AddTaint, ch.RemoveTaint
+	// A swap of the taint's value removes the taint and adds it back with its new value; an entry
+	// adds none where one of the key and effect is present, whatever its value (newTaints).
+	swap := add != nil && remove != nil && add.Key == remove.Key && add.Effect == remove.Effect
+	added := add == nil
+	for _, t := range node.Spec.Taints {
+		switch {
+		case add != nil && t.Key == add.Key && t.Effect == add.Effect:
+			if swap && t.Value != add.Value {
+				return false
+			}
+			added = true
+		case remove != nil && t.Key == remove.Key && t.Effect == remove.Effect:
+			return false
+		}
+	}
+	return added
 }
