@@ -115,12 +115,14 @@ type Controller struct {
 	podIndex                 cache.Indexer
 
 	// The nodeMaintenance informer starts once the resource is served, and stops (nmStop) when
-	// it no longer is; the next resync probes again.
-	nmMu       sync.Mutex
-	nmInformer cache.SharedIndexInformer
-	nmStop     context.CancelFunc
-	nmStopped  <-chan struct{}
-	nmSynced   bool
+	// it no longer is; the next resync probes again. nmProbeFailed is set while the last probe
+	// failed otherwise: whether the resource is served is then unknown (maintenanceReady).
+	nmMu          sync.Mutex
+	nmInformer    cache.SharedIndexInformer
+	nmStop        context.CancelFunc
+	nmStopped     <-chan struct{}
+	nmSynced      bool
+	nmProbeFailed bool
 
 	synced atomic.Bool
 	// dirty wakes the loop; what to re-plan is in pending and full (under mu).
@@ -493,14 +495,51 @@ func (c *Controller) Lead(ctx context.Context) error {
 }
 
 // probeMaintenance starts the nodeMaintenance informer if the source is enabled, not watched,
-// and now served.
+// and now served. A failed probe leaves the source unknown: plans wait (maintenanceReady), and
+// the first failure of a streak is logged.
 func (c *Controller) probeMaintenance(ctx context.Context) {
 	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
 		return
 	}
-	if err := c.startMaintenanceInformer(ctx); err != nil {
-		c.log.Warn("probing the maintenance resource failed; retrying at the next resync", "error", err)
+	err := c.startMaintenanceInformer(ctx)
+	c.nmMu.Lock()
+	was := c.nmProbeFailed
+	c.nmProbeFailed = err != nil
+	c.nmMu.Unlock()
+	switch {
+	case err != nil && !was:
+		c.log.Warn("probing the maintenance resource failed; plans wait until a probe succeeds", "error", err, "retryIn", retryAfterError.String())
+	case err != nil:
+		c.log.Debug("probing the maintenance resource failed again", "error", err)
+	case was:
+		c.log.Info("probing the maintenance resource succeeded; planning again", "resource", sources.ResourceName(c.cfg))
 	}
+}
+
+// maintenanceReady reports whether plans can read the nodeMaintenance source: off, not served,
+// or watched with its cache synced. It is not while an informer started after start-up (a
+// takeover, a resync that found the resource served) is syncing, nor while the last probe
+// failed: a plan would read the source as not served, and take every node tainted for one of
+// its objects (by another replica, before the takeover) out of maintenance, released cancelled
+// with a short cancelAfter. Plans wait instead, as Start does and as a run --once cycle fails:
+// the informer's sync re-plans, and a failed probe is retried here after retryAfterError.
+func (c *Controller) maintenanceReady(ctx context.Context) bool {
+	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
+		return true
+	}
+	c.nmMu.Lock()
+	failed := c.nmProbeFailed
+	c.nmMu.Unlock()
+	if failed {
+		c.probeMaintenance(ctx)
+	}
+	c.nmMu.Lock()
+	failed, ready := c.nmProbeFailed, c.nmInformer == nil || c.nmSynced
+	c.nmMu.Unlock()
+	if failed && ctx.Err() == nil {
+		time.AfterFunc(retryAfterError, c.Trigger)
+	}
+	return ready && !failed
 }
 
 // reconcile plans the whole pool, or the nodes that changed, from the caches and hands the
@@ -519,6 +558,14 @@ func (c *Controller) reconcile(ctx context.Context) {
 	clear(c.pending)
 	c.mu.Unlock()
 	if !full && len(names) == 0 {
+		return
+	}
+	if !c.maintenanceReady(ctx) {
+		// The whole pool is planned once it is (maintenanceReady says when that is asked for).
+		c.mu.Lock()
+		c.full = true
+		c.mu.Unlock()
+		c.log.Debug("plan waits for the maintenance source", "resource", sources.ResourceName(c.cfg))
 		return
 	}
 

@@ -213,6 +213,84 @@ func TestLeadProbesTheMaintenanceResource(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, log.String())
 }
 
+// A replica that takes the lead after the maintenance resource became served (a standby that
+// started before its CRD was installed) plans nothing until it knows the resource's objects: node
+// a, tainted by the former leader for NodeMaintenance nm, stays in maintenance, not cancelled
+// (cancelAfter 0s) by a plan that read the source as empty; the cordoned node c waits too, and is
+// entered once the source is known. It is unknown while the informer the takeover started is
+// syncing, and while a probe fails (retried every second).
+func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		slow bool // the informer's list takes a while
+		fail bool // probes fail until the test lets them through
+	}{
+		{name: "informer syncing", slow: true},
+		{name: "probe failing", fail: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+				tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+				tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test",
+					state.MaintenanceID, "uid-nm", state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-1",
+					state.TaintedAt, state.FormatTime(time.Now())))
+			client := withWarmer(a, tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+			gvr := sources.GVR(config.Default())
+			nm := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": gvr.GroupVersion().String(), "kind": "NodeMaintenance",
+				"metadata": map[string]any{"name": "nm", "uid": "uid-nm"},
+				"spec":     map[string]any{"nodeName": "a"},
+			}}
+			dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+				map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"}, nm)
+			var served, failing atomic.Bool
+			failing.Store(tc.fail)
+			listed := make(chan struct{})
+			dyn.PrependReactor("list", gvr.Resource, func(action k8stesting.Action) (bool, runtime.Object, error) {
+				switch {
+				case !served.Load():
+					return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
+				case failing.Load():
+					return true, nil, apierrors.NewInternalError(errors.New("etcd timeout"))
+				case tc.slow && action.(k8stesting.ListAction).GetListRestrictions().Labels.Empty() &&
+					action.(k8stesting.ListActionImpl).ListOptions.Limit == 0:
+					<-listed // the informer's list, not the probe's
+				}
+				return false, nil, nil
+			})
+			log := &tu.LogBuffer{}
+			c := newLoggingController(t, client, dyn, func(cfg *config.Config) {
+				cfg.Maintenance.NodeMaintenance.Enabled = true
+				cfg.CancelAfter = config.NewDuration(0)
+			}, false, log)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			require.NoError(t, c.Start(ctx), "standby: the resource is not served yet")
+			served.Store(true) // its CRD installed; the former leader tainted a for nm
+			var wg sync.WaitGroup
+			wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+			defer wg.Wait()
+			defer cancel()
+
+			time.Sleep(1500 * time.Millisecond) // takeover, plans, and a retried probe
+			assert.Zero(t, countPatches(client), "nothing planned while the maintenance source is unknown")
+			if tc.fail {
+				assert.Equal(t, 1, strings.Count(log.String(), "probing the maintenance resource failed; plans wait"), log.String())
+			}
+			failing.Store(false)
+			close(listed)
+			require.Eventually(t, func() bool {
+				n, err := client.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{})
+				return err == nil && state.PhaseOf(n) == state.PhaseTainted
+			}, 5*time.Second, 10*time.Millisecond, "planned once the source is known")
+			got, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+			require.NoError(t, err)
+			assert.Equal(t, state.PhaseTainted, got.Annotations[state.Phase], "still in maintenance nm")
+			assert.NotContains(t, got.Annotations, state.LeftMaintenanceAt, "a never left maintenance nm")
+		})
+	}
+}
+
 // The event-driven mode plans from its DaemonSet cache as run --once does from a read: while the
 // warmer DaemonSet does not exist no node is entered, and a warning says so (once, not at every
 // reconcile); the DaemonSet's creation is an event that re-plans the pool, and the node is
