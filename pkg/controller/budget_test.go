@@ -103,3 +103,40 @@ func TestDeferredEntryFollowsTheRelease(t *testing.T) {
 	require.Eventually(t, func() bool { return phase("m") == "" && phase("n") == state.PhaseTainted }, 30*time.Second, 50*time.Millisecond,
 		"m released and n entered; m %q, n %q", phase("m"), phase("n"))
 }
+
+// maxConcurrent holds when an entry gets no answer and the API server applies it later: node b's
+// entry is lost on the way back (the re-read shows b untainted) and lands 300 ms later; node a
+// enters maintenance meanwhile, and the whole-pool plan its change asks for must not give a the
+// slot b's entry may still take.
+func TestUnansweredEntryKeepsItsSlot(t *testing.T) {
+	client := withWarmer(
+		tu.Node("a", tu.WithLabels("pool", "notebooks")),
+		tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	apply := k8stesting.ObjectReaction(client.Tracker())
+	var lost atomic.Bool
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() != "b" || lost.Swap(true) {
+			return false, nil, nil
+		}
+		time.AfterFunc(300*time.Millisecond, func() { _, _, _ = apply(act) })
+		return true, nil, errors.New("http2: client connection lost")
+	})
+	c := newTestController(t, client, nil, func(cfg *config.Config) { cfg.MaxConcurrent = intstr.FromInt32(1) }, false)
+	ctx := startLeading(t, c)
+	require.Eventually(t, lost.Load, 5*time.Second, 10*time.Millisecond, "b's entry sent")
+
+	a, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	a.Spec.Unschedulable = true
+	_, err = client.CoreV1().Nodes().Update(ctx, a, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	phase := func(name string) string {
+		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		require.NoError(t, err)
+		return state.PhaseOf(n)
+	}
+	require.Eventually(t, func() bool { return phase("b") == state.PhaseTainted }, 5*time.Second, 10*time.Millisecond, "b's entry landed")
+	time.Sleep(retryAfterError + 500*time.Millisecond) // b's retry, and the plans a's change asked for
+	assert.Empty(t, phase("a"), "maxConcurrent 1: b holds the slot")
+}

@@ -713,7 +713,11 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 	if full {
 		c.ledger.forget(func(name string) bool { _, ok := byName[name]; return ok })
 	}
+	resume := c.ledger.settle(func(name string) (*corev1.Node, bool) { n, ok := byName[name]; return n, ok }, full)
 	c.mu.Unlock()
+	if resume {
+		c.Trigger() // entries held back by an unanswered write: the whole pool, again
+	}
 	out.Nodes = make([]*corev1.Node, 0, len(byName))
 	for _, n := range byName {
 		out.Nodes = append(out.Nodes, n)

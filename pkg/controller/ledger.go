@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
@@ -28,7 +30,23 @@ type ledger struct {
 	now     func() time.Time
 	// entriesWaiting is set when entries were held back by tainting writes in flight.
 	entriesWaiting bool
+	// uncertain maps a node whose entry or adoption got no answer (engine.UnknownOutcomeError)
+	// to that write's guard: the API server may still apply it, so it counts as a tainting write
+	// in flight until a version of the node after the guard is seen (settle), a later write of
+	// the node succeeds, or unknownOutcomeHold has passed.
+	uncertain map[string]guard
 }
+
+// guard is the version an unanswered write was based on, and until when it may still land.
+type guard struct {
+	before string
+	until  time.Time
+}
+
+// unknownOutcomeHold bounds how long an unanswered write counts as in flight when no later
+// version of its node is seen: the API server gives up on a request after a minute by default
+// (--request-timeout), and its watch delivers an applied one within seconds.
+const unknownOutcomeHold = 2 * time.Minute
 
 // streak is a node's run of failed writes: how many failed in a row, and when the node may be
 // written again.
@@ -38,7 +56,8 @@ type streak struct {
 }
 
 func newLedger() *ledger {
-	return &ledger{inflight: map[string]plan.ActionType{}, written: map[string]uint64{}, failing: map[string]streak{}, now: time.Now}
+	return &ledger{inflight: map[string]plan.ActionType{}, written: map[string]uint64{}, failing: map[string]streak{},
+		uncertain: map[string]guard{}, now: time.Now}
 }
 
 // asOf marks the moment a snapshot is taken.
@@ -61,7 +80,12 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 		_, busy := l.inflight[node]
 		return busy || l.written[node] > asOf || now.Before(l.failing[node].retryAt)
 	}
-	tainting := l.tainting()
+	// Computed before this plan's own entries are in flight: they go together. An unanswered
+	// entry does not hold back its own retry (which the guard keeps from landing twice).
+	inflight, uncertain := l.inflightTainting(), l.uncertainNodes()
+	tainting := func(node string) bool {
+		return inflight || len(uncertain) > 1 || (len(uncertain) == 1 && uncertain[0] != node)
+	}
 	heldReleases, entries := 0, 0
 	for _, a := range actions {
 		switch {
@@ -81,14 +105,14 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 		if held(a.Node) {
 			continue
 		}
-		if a.Type == plan.Enter && (tainting || entry > entries-wait) {
+		if a.Type == plan.Enter && (tainting(a.Node) || entry > entries-wait) {
 			l.entriesWaiting = true
 			continue
 		}
 		l.inflight[a.Node] = a.Type
 		out = append(out, a)
 	}
-	if tainting {
+	if tainting("") {
 		return out, 0
 	}
 	return out, onReleases - wait
@@ -102,9 +126,17 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 // entry left to the next plan (engine.ErrDeferred) was not written, so it waits retryAfterError
 // and leaves the streak as it was.
 func (l *ledger) finish(node string, err error) (replan bool, retryIn time.Duration) {
+	typ := l.inflight[node]
 	delete(l.inflight, node)
 	l.writes++
 	l.written[node] = l.writes
+	var unanswered *engine.UnknownOutcomeError
+	switch {
+	case err == nil:
+		delete(l.uncertain, node)
+	case (typ == plan.Enter || typ == plan.Adopt) && errors.As(err, &unanswered):
+		l.uncertain[node] = guard{before: unanswered.Before, until: l.now().Add(unknownOutcomeHold)}
+	}
 	if err == nil {
 		delete(l.failing, node)
 	} else {
@@ -117,11 +149,34 @@ func (l *ledger) finish(node string, err error) (replan bool, retryIn time.Durat
 		s.retryAt = l.now().Add(retryIn)
 		l.failing[node] = s
 	}
-	if l.entriesWaiting && !l.tainting() {
+	return l.entriesResume(), retryIn
+}
+
+// entriesResume reports whether entries were held back and nothing tainting is in flight any
+// more, and clears entriesWaiting if so.
+func (l *ledger) entriesResume() bool {
+	if l.entriesWaiting && !l.inflightTainting() && len(l.uncertainNodes()) == 0 {
 		l.entriesWaiting = false
-		return true, retryIn
+		return true
 	}
-	return false, retryIn
+	return false
+}
+
+// settle ends the uncertainty of unanswered writes whose node is seen at a later version than
+// the write's guard (the write landed, or can no longer: the API server applies it over that
+// version only), or is gone from a whole-pool snapshot (full). seen returns a node of the
+// snapshot. It reports whether held-back entries may now be planned (entriesResume).
+func (l *ledger) settle(seen func(name string) (*corev1.Node, bool), full bool) bool {
+	if len(l.uncertain) == 0 {
+		return false
+	}
+	for name, g := range l.uncertain {
+		n, ok := seen(name)
+		if (!ok && full) || (ok && engine.Newer(n, &corev1.Node{ObjectMeta: metav1.ObjectMeta{ResourceVersion: g.before}})) {
+			delete(l.uncertain, name)
+		}
+	}
+	return l.entriesResume()
 }
 
 // retryDelay is how long a node waits to be written again after failures writes of it in a row
@@ -180,11 +235,27 @@ func (l *ledger) forget(present func(node string) bool) {
 	}
 }
 
-func (l *ledger) tainting() bool {
+// inflightTainting reports whether a write that may taint a node (enter, adopt) is in flight.
+func (l *ledger) inflightTainting() bool {
 	for _, t := range l.inflight {
 		if t == plan.Enter || t == plan.Adopt {
 			return true
 		}
 	}
 	return false
+}
+
+// uncertainNodes returns the nodes whose entry or adoption was left unanswered and may still
+// land, forgetting those past unknownOutcomeHold.
+func (l *ledger) uncertainNodes() []string {
+	now := l.now()
+	var out []string
+	for name, g := range l.uncertain {
+		if !now.Before(g.until) {
+			delete(l.uncertain, name)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
 }

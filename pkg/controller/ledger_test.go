@@ -68,6 +68,59 @@ func TestLedgerEntriesWaitForTaintingWrites(t *testing.T) {
 	assert.False(t, finished(l, "x"), "nothing was waiting")
 }
 
+// An entry or adoption that got no answer may still be applied by the API server: it holds
+// entries back like one in flight until its node is seen at a version after its guard, a later
+// write of the node succeeds, or unknownOutcomeHold has passed. An unanswered release does not.
+func TestLedgerUnansweredEntryHoldsEntries(t *testing.T) {
+	now := time.Now()
+	l := newLedger()
+	l.now = func() time.Time { return now }
+	lost := &engine.UnknownOutcomeError{Before: "5", Err: errors.New("http2: client connection lost")}
+	at := func(rv string) func(string) (*corev1.Node, bool) {
+		return func(name string) (*corev1.Node, bool) {
+			if name != "a" {
+				return nil, false
+			}
+			return nodeAt(rv), true
+		}
+	}
+
+	require.Len(t, claimed(l, []plan.Action{act("a", plan.Enter)}, 0, l.asOf()), 1)
+	replan, _ := l.finish("a", fmt.Errorf("patching node a (enter): %w", lost))
+	assert.False(t, replan)
+	assert.Empty(t, claimed(l, []plan.Action{act("b", plan.Enter)}, 0, l.asOf()), "a's entry may still land")
+	assert.False(t, l.settle(at("5"), true), "a seen at the version the entry was based on: it may still land")
+	assert.Empty(t, claimed(l, []plan.Action{act("b", plan.Enter)}, 0, l.asOf()))
+	assert.False(t, l.settle(func(string) (*corev1.Node, bool) { return nil, false }, false), "a not in a snapshot of other nodes")
+	assert.True(t, l.settle(at("6"), false), "a seen at a later version: settled, and b was waiting")
+	assert.Equal(t, []string{"b"}, nodesOf(claimed(l, []plan.Action{act("b", plan.Enter)}, 0, l.asOf())))
+	finished(l, "b")
+
+	now = now.Add(time.Minute) // a's retry time is long past
+	require.Len(t, claimed(l, []plan.Action{act("a", plan.Adopt)}, 0, l.asOf()), 1)
+	l.finish("a", lost)
+	assert.Empty(t, claimed(l, []plan.Action{act("c", plan.Enter)}, 0, l.asOf()), "an unanswered adoption holds entries back too")
+	assert.True(t, l.settle(func(string) (*corev1.Node, bool) { return nil, false }, true), "a gone from the pool: settled")
+
+	require.Len(t, claimed(l, []plan.Action{act("d", plan.Enter)}, 0, l.asOf()), 1)
+	l.finish("d", lost)
+	now = now.Add(time.Minute)
+	require.Len(t, claimed(l, []plan.Action{act("d", plan.Enter)}, 0, l.asOf()), 1, "d's retry")
+	finished(l, "d")
+	assert.Len(t, claimed(l, []plan.Action{act("x", plan.Enter)}, 0, l.asOf()), 1, "the retry succeeded: d's entry is settled")
+	finished(l, "x")
+
+	require.Len(t, claimed(l, []plan.Action{act("e", plan.Enter)}, 0, l.asOf()), 1)
+	l.finish("e", lost)
+	now = now.Add(unknownOutcomeHold)
+	assert.Len(t, claimed(l, []plan.Action{act("f", plan.Enter)}, 0, l.asOf()), 1, "held unknownOutcomeHold at most")
+	finished(l, "f")
+
+	require.Len(t, claimed(l, []plan.Action{act("r", plan.Release)}, 0, l.asOf()), 1)
+	l.finish("r", lost)
+	assert.Len(t, claimed(l, []plan.Action{act("g", plan.Enter)}, 0, l.asOf()), 1, "an unanswered release holds no entry back")
+}
+
 // A plan that admitted an entry on the slot of a release it cannot hand out (an earlier plan is
 // still writing that node) holds the entry back until that write returns: it may fail.
 func TestLedgerEntriesWaitForTheReleasesTheyCountOn(t *testing.T) {

@@ -620,6 +620,8 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			if landed := e.landed(ctx, node, a); landed != nil {
 				e.log.Debug("patch applied though its response was lost", "node", a.Node, "action", a.Type, "error", err)
 				patched, err = landed, nil
+			} else if pt == types.MergePatchType {
+				err = &UnknownOutcomeError{Before: node.ResourceVersion, Err: err}
 			}
 		}
 		switch {
@@ -657,6 +659,18 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		node, a = fresh, next
 	}
 }
+
+// UnknownOutcomeError is a node patch guarded by the node's resourceVersion (every write but a
+// release) that got no answer (a lost connection, a timeout) and that a re-read did not show
+// applied, or could not make: the API server may still apply it, but only over version Before. The
+// node's state is known again once a version after Before is seen.
+type UnknownOutcomeError struct {
+	Before string
+	Err    error
+}
+
+func (e *UnknownOutcomeError) Error() string { return e.Err.Error() }
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
 
 // outcomeUnknown reports whether err leaves open whether the API server applied the request: no
 // response at all, or a timeout answer.
