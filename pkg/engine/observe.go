@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -113,7 +114,10 @@ func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 	byName := make(map[string]*corev1.Node, len(lists[0])+len(lists[1]))
 	for _, list := range lists {
 		for _, n := range list {
-			byName[n.Name] = n
+			// A node in both lists: the two reads are not one snapshot, keep the later copy.
+			if old, ok := byName[n.Name]; !ok || Newer(n, old) {
+				byName[n.Name] = n
+			}
 		}
 	}
 	nodes := make([]*corev1.Node, 0, len(byName))
@@ -126,7 +130,11 @@ func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 
 // readNodes reads the nodes matching selector: streamed when the API server streams lists, else
 // in pages. The first stream the server refuses (a server without the WatchList feature, a
-// proxy, RBAC without watch) is logged and makes this engine read in pages from then on.
+// proxy, RBAC without watch) is logged and makes this engine read in pages from then on. A
+// stream that got no answer at all (connection refused, no route, a TLS failure; not a timeout,
+// which a server holding streams without answering gives) is read in pages this once, without a
+// word: that says nothing about streamed lists, and the pages fail the same way when the server
+// is unreachable.
 func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {
 	if !e.pagedNodeLists.Load() {
 		// Not with a client without a REST client of its own (the fake clientsets of unit tests).
@@ -135,7 +143,8 @@ func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node
 			if err == nil || ctx.Err() != nil {
 				return nodes, err
 			}
-			if !e.pagedNodeLists.Swap(true) {
+			var noAnswer *url.Error
+			if (!errors.As(err, &noAnswer) || noAnswer.Timeout()) && !e.pagedNodeLists.Swap(true) {
 				e.log.Info("the API server did not stream a node list; reading node lists in pages", "error", err)
 			}
 		}

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
@@ -408,4 +409,45 @@ func TestTrimNode(t *testing.T) {
 	want := full()
 	want.ManagedFields = nil
 	assert.Equal(t, want, n, "a template may read any field")
+}
+
+// A node in both lists (pool, status label) is kept at the later of its two versions: the lists
+// are read one after the other, and the node may change in between.
+func TestListNodesKeepsTheLaterCopy(t *testing.T) {
+	for _, older := range []string{"pool=notebooks", "os-upgrade/status"} {
+		client := fake.NewClientset()
+		client.PrependReactor("list", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			rv := "7"
+			if a.(k8stesting.ListAction).GetListRestrictions().Labels.String() == older {
+				rv = "3"
+			}
+			n := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"))
+			n.ResourceVersion = rv
+			return true, &corev1.NodeList{Items: []corev1.Node{*n}}, nil
+		})
+		nodes, err := testEngine(t, client, false).listNodes(context.Background())
+		require.NoError(t, err)
+		require.Len(t, nodes, 1)
+		assert.Equal(t, "7", nodes[0].ResourceVersion, "older copy from the %s list", older)
+	}
+}
+
+// An API server that cannot be reached does not refuse streamed lists: the read fails (its pages
+// too), without the log line that says the server does not stream, and the next read streams.
+func TestUnreachableServerDoesNotRefuseStreams(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	host := "http://" + l.Addr().String()
+	require.NoError(t, l.Close()) // nothing listens there now: connection refused
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: host})
+	require.NoError(t, err)
+	log := &tu.LogBuffer{}
+	e, err := New(Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(log, nil))})
+	require.NoError(t, err)
+
+	_, err = e.readNodes(context.Background(), "pool=notebooks")
+	require.ErrorContains(t, err, "connection refused")
+	assert.False(t, e.pagedNodeLists.Load(), "streamed lists stay on")
+	assert.NotContains(t, log.String(), "did not stream")
 }
