@@ -248,7 +248,7 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes a configuration strictly over the defaults and validates it. An unknown or
-// duplicated field is an error that names it.
+// duplicated field is an error that names it; so is a value of the wrong type, shown as written.
 func Parse(data []byte) (*Config, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("empty configuration: apiVersion %s, kind %s and pool.nodeSelector are required", APIVersion, Kind)
@@ -260,12 +260,27 @@ func Parse(data []byte) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing YAML: %w", err)
 	}
+	doc := newDocument(data, jsonData)
+	cfg, err := decode(jsonData, doc)
+	if err != nil && looksLikeChartValues(doc.tree) {
+		return nil, fmt.Errorf("%w\n%s", err, chartValuesHint)
+	}
+	return cfg, err
+}
+
+func decode(jsonData []byte, doc document) (*Config, error) {
+	// A null document is one left empty (a comment, ---): validate says what it lacks.
+	if _, ok := doc.tree.(map[string]any); !ok && doc.tree != nil {
+		return nil, fmt.Errorf("the configuration must be a map of fields (apiVersion: %s, kind: %s, pool: ...), not %s: %s",
+			APIVersion, Kind, describeValue(doc.tree), written(doc.tree, doc.src))
+	}
+	typeErrs := typeErrors(doc.tree, doc.src, configType, nil)
 	cfg := Default()
 	cfg.APIVersion, cfg.Kind = "", "" // the file must say what it is
 	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
-		if errs := selectorValueErrors(jsonData); len(errs) > 0 {
-			return nil, errs.ToAggregate()
+		if len(typeErrs) > 0 {
+			return nil, typeErrs.ToAggregate()
 		}
 		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
 	}
@@ -277,41 +292,12 @@ func Parse(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
 	}
 	cfg.complete()
-	errs := selectorValueErrors(jsonData)
-	errs = append(errs, cfg.validate()...)
+	// Decoded, the document can hold only map values left empty, which the decoder reads as "".
+	errs := append(typeErrs, cfg.validate()...)
 	if err := errs.ToAggregate(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-// selectorValueErrors finds the pool.nodeSelector labels written without a value (`pool:` or
-// `pool: ~`), or with one that is not a string (`tier: 1`, which the decoder refuses without
-// naming the label). Decoding turns a null into "", which selects only the nodes whose label value is
-// empty: far more likely a value left out than meant. Only the JSON form still tells a null from
-// an empty string, so this reads it; a shape the decoder refuses is left to the decoder.
-func selectorValueErrors(jsonData []byte) field.ErrorList {
-	var doc struct {
-		Pool struct {
-			NodeSelector map[string]json.RawMessage `json:"nodeSelector"`
-		} `json:"pool"`
-	}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(jsonData, &doc); err != nil {
-		return nil
-	}
-	p := field.NewPath("pool", "nodeSelector")
-	var errs field.ErrorList
-	for _, k := range sortedKeys(doc.Pool.NodeSelector) {
-		switch v := bytes.TrimSpace(doc.Pool.NodeSelector[k]); {
-		case string(v) == "null":
-			errs = append(errs, field.Invalid(p.Key(k), nil,
-				"has no value; write '' (quoted) if the pool really is the nodes whose label value is empty"))
-		case len(v) > 0 && v[0] != '"':
-			// The decoder's own message names the map, not the key.
-			errs = append(errs, field.Invalid(p.Key(k), string(v), "must be a string: quote it"))
-		}
-	}
-	return errs
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -605,6 +591,10 @@ func validateBudget(p *field.Path, v intstr.IntOrString) field.ErrorList {
 		return nil
 	}
 	s := v.StrVal
+	if _, err := strconv.Atoi(s); err == nil {
+		// Quoted, a number is a string; only a percentage is written as one.
+		return field.ErrorList{field.Invalid(p, s, "a number must be written without quotes ("+p.String()+": "+s+"); only a percentage such as 25% is a string")}
+	}
 	if !strings.HasSuffix(s, "%") {
 		return field.ErrorList{field.Invalid(p, s, "must be an integer or a percentage such as 25%")}
 	}
@@ -652,7 +642,8 @@ func (c *Config) NodeLabelSelector() labels.Selector {
 }
 
 // cleanJSONError shortens encoding/json's messages about wrong types so they read as
-// "pool.nodeSelector: cannot unmarshal number into a string".
+// "taint.value: expected string, got bool". It is the fallback for a decoding error that
+// typeErrors, which names the value as written and says what to write, does not account for.
 func cleanJSONError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {

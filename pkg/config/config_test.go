@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 )
@@ -93,7 +95,11 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"unknown nested field", "upgrade:\n  kernelVersion: [x]\n", `unknown field "upgrade.kernelVersion"`},
 		{"duplicate field", "onWarmTimeout: keep\nonWarmTimeout: release\n", "onWarmTimeout"},
 		{"bad duration", "maxWaitForWarm: 2 hours\n", `maxWaitForWarm: Invalid value: "2 hours"`},
-		{"negative duration", "cancelAfter: -5m\n", "cancelAfter: Invalid value"},
+		{"negative duration", "cancelAfter: -5m\n", `cancelAfter: Invalid value: "-5m": must not be negative`},
+		{"negative duration, as written", "cancelAfter: -1h30m\n", `cancelAfter: Invalid value: "-1h30m": must not be negative`},
+		{"zero duration, as written", "maxWaitForWarm: 0m\n", `maxWaitForWarm: Invalid value: "0m": must be greater than 0`},
+		// 0 is no duration out of range: it lacks its unit.
+		{"duration written as a number", "maxWaitForWarm: 0\n", "maxWaitForWarm: Invalid value: 0: must be a duration with its unit, such as 90s"},
 		{"null duration", "cancelAfter: null\n", "cancelAfter: Required value: a duration such as 90s"},
 		{"duration left empty", "maxWaitForWarm:\n", "maxWaitForWarm: Required value"},
 		{"duration out of range", "maxWaitForWarm: 2562048h\n", `maxWaitForWarm: Invalid value: "2562048h": out of range: at most 2562047h`},
@@ -112,10 +118,20 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"label source without selector", "maintenance:\n  nodeLabel: {enabled: true}\n", "maintenance.nodeLabel.selector: Required value"},
 		{"bad label selector", "maintenance:\n  nodeLabel: {enabled: true, selector: 'a=(b'}\n", "maintenance.nodeLabel.selector: Invalid value"},
 		{"same label values", "statusLabel: {value: x, warmingValue: x}\n", "statusLabel.warmingValue: Invalid value"},
-		{"wrong type", "client: {qps: fast}\n", "client.qps"},
+		{"wrong type", "client: {qps: fast}\n", "client.qps: Invalid value: fast: must be a number, not a string"},
+		// The decoder said "taint.value: expected string, got bool", without the value.
+		{"boolean for a string", "taint: {value: true}\n", `taint.value: Invalid value: true: must be a string, and YAML reads true unquoted as a boolean: quote it ("true")`},
+		{"YAML 1.1 boolean for a string", "statusLabel: {value: no}\n", `statusLabel.value: Invalid value: no: must be a string, and YAML reads no unquoted as a boolean: quote it ("no")`},
+		{"number for a string, as written", "upgrade:\n  kernelVersions: [6.10]\n", `upgrade.kernelVersions[0]: Invalid value: 6.10: must be a string, and YAML reads 6.10 unquoted as a number: quote it ("6.10")`},
+		{"every wrong type is named", "taint: {key: 2, value: on}\n", `taint.value: Invalid value: on: must be a string`},
+		{"list for a map", "taint: [a, b]\n", "taint: Invalid value: [a, b]: must be a map of fields (name: value), not a list"},
+		{"map for a list", "upgrade: {kernelVersions: {a: b}}\n", "upgrade.kernelVersions: Invalid value: {a: b}: must be a list, not a map"},
+		{"quoted integer", "client: {burst: \"5\"}\n", `client.burst: Invalid value: "5": must be an integer, written without quotes (5)`},
+		{"fraction for an integer", "client: {burst: 1.5}\n", "client.burst: Invalid value: 1.5: must be an integer"},
+		{"quoted boolean", "events: {transitions: 'true'}\n", "events.transitions: Invalid value: 'true': must be true or false, written without quotes (true)"},
 		{"zero qps", "client: {qps: 0}\n", "client.qps: Invalid value"},
 		{"negative qps other than -1", "client: {qps: -2}\n", "client.qps: Invalid value"},
-		{"transitions not a bool", "events: {transitions: sometimes}\n", "events.transitions"},
+		{"transitions not a bool", "events: {transitions: sometimes}\n", "events.transitions: Invalid value: sometimes: must be true or false, not a string"},
 		{"status label in pool selector", "statusLabel: {key: pool}\n", "statusLabel.key: Invalid value"},
 		{"kernel version not a label value", "upgrade:\n  kernelVersionLabel: kv\n  kernelVersions: ['5.15.0 #1 SMP']\n", "upgrade.kernelVersions[0]: Invalid value"},
 		{"instance without a namespace", "instance: notebooks\n", `instance: Invalid value: "notebooks": must be <namespace>/<release>`},
@@ -135,6 +151,9 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"zero percent budget", "maxConcurrent: 0%\n", `maxConcurrent: Invalid value: "0%": must be a percentage from 1% to 100%, or 0 (the number) for no limit`},
 		{"budget over 100 percent", "maxConcurrent: 101%\n", `maxConcurrent: Invalid value: "101%"`},
 		{"padded percentage", "maxConcurrent: 05%\n", `maxConcurrent: Invalid value: "05%"`},
+		// The chart's values.schema.json refuses "5" as well: it renders what the schema accepts.
+		{"quoted budget", "maxConcurrent: \"5\"\n", `maxConcurrent: Invalid value: "5": a number must be written without quotes (maxConcurrent: 5)`},
+		{"budget of the wrong type", "maxConcurrent: true\n", "maxConcurrent: Invalid value: true: must be an integer or a percentage such as 25%, not a boolean"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,9 +206,9 @@ func TestParseRefusesNullSelectorValue(t *testing.T) {
 
 	// A value of another type is named by its label, not only by the map.
 	for doc, want := range map[string]string{
-		"pool: {nodeSelector: {tier: 1}}\n":         `pool.nodeSelector[tier]: Invalid value: "1": must be a string`,
-		"pool: {nodeSelector: {a: b, gpu: true}}\n": `pool.nodeSelector[gpu]: Invalid value: "true": must be a string`,
-		"pool: {nodeSelector: {pool: [a]}}\n":       `pool.nodeSelector[pool]: Invalid value: "[\"a\"]": must be a string`,
+		"pool: {nodeSelector: {tier: 1}}\n":         `pool.nodeSelector[tier]: Invalid value: 1: must be a string, and YAML reads 1 unquoted as a number: quote it ("1")`,
+		"pool: {nodeSelector: {a: b, gpu: true}}\n": `pool.nodeSelector[gpu]: Invalid value: true: must be a string, and YAML reads true unquoted as a boolean: quote it ("true")`,
+		"pool: {nodeSelector: {pool: [a]}}\n":       `pool.nodeSelector[pool]: Invalid value: [a]: must be a string, not a list`,
 	} {
 		_, err := config.Parse([]byte(head + doc))
 		require.Error(t, err, doc)
@@ -213,6 +232,9 @@ func TestParseRefusesEmptyPool(t *testing.T) {
 		"missing": "apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\n",
 		"empty":   "apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {}}\n",
 		"file":    "",
+		// A document that is null (only a comment or ---) is not "not a map": it lacks the fields.
+		"comment only":   "# nothing yet\n",
+		"separator only": "---\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.Parse([]byte(doc))
@@ -259,6 +281,58 @@ func TestParseRefusesWrongKindAndVersion(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "apiVersion: Required value")
 	assert.Contains(t, err.Error(), "kind: Required value")
+}
+
+// The chart's values given as --config were refused with only "unknown field" errors.
+func TestParseHintsAtChartValues(t *testing.T) {
+	// The command docs/operations.md gives.
+	const command = `kubectl -n image-prewarmer get configmap prewarm-image-prewarmer -o jsonpath='{.data.config\.yaml}' > config.yaml`
+	ops, err := os.ReadFile("../../docs/operations.md")
+	require.NoError(t, err)
+	require.Contains(t, string(ops), command, "the hint gives the command the docs give")
+
+	files, err := filepath.Glob("../../values-examples/*.yaml")
+	require.NoError(t, err)
+	for _, path := range append(files, "../../charts/image-prewarmer/values.yaml") {
+		t.Run(path, func(t *testing.T) {
+			_, err := config.Load(path)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "\nthis looks like the chart's values: the orchestrator reads the config.yaml that the chart renders")
+			assert.Contains(t, err.Error(), command)
+		})
+	}
+
+	// Every top-level value the configuration does not have gets the hint.
+	data, err := os.ReadFile("../../charts/image-prewarmer/values.yaml")
+	require.NoError(t, err)
+	var values map[string]any
+	require.NoError(t, yaml.Unmarshal(data, &values))
+	for key := range values {
+		if key == "pool" {
+			continue // in minimal
+		}
+		_, err := config.Parse([]byte(minimal + key + ": {}\n"))
+		if err != nil && strings.Contains(err.Error(), fmt.Sprintf("unknown field %q", key)) {
+			assert.Contains(t, err.Error(), "looks like the chart's values", key)
+		}
+	}
+
+	// Not for a mere typo.
+	_, err = config.Parse([]byte(minimal + "maxConcurent: 3\n"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "chart's values")
+}
+
+// A file that is not a map was refused with "json: cannot unmarshal array into Go value of type config.Config".
+func TestParseRefusesADocumentNotAMap(t *testing.T) {
+	for doc, want := range map[string]string{
+		"- a\n- b\n": "the configuration must be a map of fields (apiVersion: image-prewarmer.io/v1alpha1, kind: OrchestratorConfig, pool: ...), not a list: [a, b]",
+		"hello\n":    "not a string: hello",
+	} {
+		_, err := config.Parse([]byte(doc))
+		require.Error(t, err, doc)
+		assert.Contains(t, err.Error(), want, doc)
+	}
 }
 
 func TestLoad(t *testing.T) {
