@@ -21,10 +21,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "prewarm-orchestrator: warning: "+err.Error())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := cli.NewRootCommand(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "prewarm-orchestrator: "+err.Error())
-	}
-	os.Exit(cli.ExitCode(err))
+	os.Exit(code)
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -62,6 +63,62 @@ func TestExitCodes(t *testing.T) {
 
 	assert.Equal(t, ExitFailure, ExitCode(errors.New("listing pool nodes: connection refused")))
 	assert.Equal(t, 0, ExitCode(nil))
+}
+
+// Flags that are checked before anything connects, and the credentials' errors, name what is
+// wrong: the flag, the path, or where credentials are looked for.
+func TestFlagAndCredentialErrors(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	missing := filepath.Join(t.TempDir(), "missing")
+	empty := filepath.Join(t.TempDir(), "empty")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("HOME", t.TempDir()) // no ~/.kube/config
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--once", "--pushgateway", "not a url"}, `--pushgateway "not a url": not a URL`},
+		{[]string{"run", "--once", "--pushgateway", "ftp://gateway:9091"}, `--pushgateway "ftp://gateway:9091": must be an http or https URL`},
+		{[]string{"run", "--once", "--pushgateway", "http://"}, `--pushgateway "http://": has no host`},
+		{[]string{"cleanup", "--settle", "5s"}, "--settle: only with --uninstall"},
+		{[]string{"status", "--kubeconfig", missing}, "--kubeconfig: no such file: " + missing},
+		{[]string{"status", "--kubeconfig", empty}, "--kubeconfig " + empty + ": no cluster, user or context in it"},
+		{[]string{"status"}, "none found: not running in a cluster, and no --kubeconfig, $KUBECONFIG or ~/.kube/config"},
+		// Accepted: the command goes on, and stops at the credentials.
+		{[]string{"run", "--once", "--pushgateway", "gateway:9091"}, "loading cluster credentials"},
+		{[]string{"cleanup", "--uninstall", "--settle", "5s"}, "loading cluster credentials"},
+	} {
+		_, _, err := execute(t, append(tc.args, "--config", cfg)...)
+		require.Error(t, err, tc.args)
+		assert.Equal(t, ExitConfig, ExitCode(err), tc.args)
+		assert.Contains(t, err.Error(), tc.want, tc.args)
+	}
+}
+
+// With --log-format json, the error that ends the process is a JSON log line too, carrying the
+// exit code; in text, one plain line.
+func TestMainReportsTheErrorInTheLogFormat(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"status", "--config", missing, "--log-format", "json"}, &out, &errOut)
+	assert.Equal(t, ExitConfig, code)
+	var line struct {
+		Level, Msg, Error string
+		ExitCode          int
+	}
+	require.NoError(t, json.Unmarshal(errOut.Bytes(), &line), errOut.String())
+	assert.Equal(t, "ERROR", line.Level)
+	assert.Contains(t, line.Error, missing)
+	assert.Equal(t, ExitConfig, line.ExitCode)
+
+	errOut.Reset()
+	code = Main(context.Background(), []string{"status", "--config", missing}, &out, &errOut)
+	assert.Equal(t, ExitConfig, code)
+	assert.Equal(t, "prewarm-orchestrator: reading config: open "+missing+": no such file or directory\n", errOut.String())
+	assert.Zero(t, Main(context.Background(), []string{"version"}, &out, &errOut))
 }
 
 func TestVersion(t *testing.T) {

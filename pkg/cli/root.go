@@ -67,8 +67,36 @@ type globalOptions struct {
 	stderr     io.Writer
 }
 
+// Main runs the command tree with args and returns the process's exit code (ExitCode). A
+// failure is reported on stderr in the --log-format: text, one line "prewarm-orchestrator: ERROR";
+// json, a log line at level ERROR with the error and the exit code, which a log pipeline reads
+// like every other line of the run.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root, o := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		o.reportError(err)
+	}
+	return ExitCode(err)
+}
+
+// reportError writes the error a command returned, in the --log-format.
+func (o *globalOptions) reportError(err error) {
+	if o.logFormat == "json" {
+		slog.New(slog.NewJSONHandler(o.stderr, nil)).Error("prewarm-orchestrator failed", "error", err.Error(), "exitCode", ExitCode(err))
+		return
+	}
+	fmt.Fprintln(o.stderr, "prewarm-orchestrator: "+err.Error())
+}
+
 // NewRootCommand builds the command tree writing to stdout and stderr.
 func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	root, _ := newRootCommand(stdout, stderr)
+	return root
+}
+
+func newRootCommand(stdout, stderr io.Writer) (*cobra.Command, *globalOptions) {
 	o := &globalOptions{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "prewarm-orchestrator",
@@ -111,7 +139,7 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 		withoutGlobalFlagsInHelp(newHoldCommand(o)),
 		withoutGlobalFlagsInHelp(newVersionCommand(o)),
 	)
-	return root
+	return root, o
 }
 
 // withoutGlobalFlagsInHelp leaves the root's flags (configuration, cluster, dry run, logging)
@@ -190,6 +218,9 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 	var err error
 	switch {
 	case o.kubeconfig != "":
+		if _, serr := os.Stat(o.kubeconfig); errors.Is(serr, fs.ErrNotExist) {
+			return nil, &ConfigError{fmt.Errorf("loading cluster credentials: --kubeconfig: no such file: %s", o.kubeconfig)}
+		}
 		rc, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	case os.Getenv("KUBECONFIG") != "":
 		if err := kubeconfigEnvExists(os.Getenv("KUBECONFIG")); err != nil {
@@ -202,6 +233,17 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 		if errors.Is(err, rest.ErrNotInCluster) {
 			rules := clientcmd.NewDefaultClientConfigLoadingRules()
 			rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+		}
+	}
+	if clientcmd.IsEmptyConfig(err) {
+		// client-go's message points at a variable nothing reads any more (KUBERNETES_MASTER).
+		switch env := os.Getenv("KUBECONFIG"); {
+		case o.kubeconfig != "":
+			err = fmt.Errorf("--kubeconfig %s: no cluster, user or context in it", o.kubeconfig)
+		case env != "":
+			err = fmt.Errorf("$KUBECONFIG (%s): no cluster, user or context in it", env)
+		default:
+			err = errors.New("none found: not running in a cluster, and no --kubeconfig, $KUBECONFIG or ~/.kube/config")
 		}
 	}
 	if err != nil {

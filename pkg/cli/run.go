@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -66,6 +67,9 @@ Lease and exits 0. Its flags (--listen, --resync, --leader-elect*, --profiling) 
 				if err := refuseEventDrivenFlags(cmd); err != nil {
 					return err
 				}
+				if err := validatePushgateway(ro.pushgateway); err != nil {
+					return &ConfigError{err}
+				}
 				return runOnce(cmd.Context(), o, ro)
 			}
 			return runWatch(cmd.Context(), o, ro)
@@ -110,6 +114,32 @@ func refuseEventDrivenFlags(cmd *cobra.Command) error {
 	}
 	return &ConfigError{fmt.Errorf("%s: for the event-driven mode (run without --once); run --once does not use %s",
 		strings.Join(set, ", "), them)}
+}
+
+// validatePushgateway checks --pushgateway as the push will read it: empty (no push), or an
+// http or https URL with a host; without a scheme, http is meant (host:9091).
+func validatePushgateway(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	full := raw
+	if !strings.Contains(raw, "://") {
+		full = "http://" + raw
+	}
+	u, err := url.Parse(full)
+	switch {
+	case err != nil:
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("--pushgateway %q: not a URL (%w)", raw, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("--pushgateway %q: must be an http or https URL", raw)
+	case u.Host == "":
+		return fmt.Errorf("--pushgateway %q: has no host", raw)
+	}
+	return nil
 }
 
 // validateListen checks --listen as the HTTP server will use it: empty (serve nothing) or
@@ -288,6 +318,9 @@ maintenance and taints it again at its next one.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if settle < 0 {
 				return &ConfigError{fmt.Errorf("invalid --settle %s: must not be negative", settle)}
+			}
+			if cmd.Flags().Changed("settle") && !uninstall {
+				return &ConfigError{errors.New("--settle: only with --uninstall (cleanup alone releases the nodes once)")}
 			}
 			e, log, err := o.newEngine(o.dryRun)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -22,14 +23,35 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 		msg = fmt.Sprintf("installation %s is being uninstalled", p.cfg.Instance)
 	}
 	var out Plan
+	var others []*corev1.Node
 	for _, n := range sortedByName(s.Nodes) {
 		if !p.Owns(n) {
+			if state.PhaseOf(n) != "" && n.Annotations[state.Owner] != "" {
+				others = append(others, n)
+			}
 			continue
 		}
 		a := p.release(c, n, state.ReasonCleanup, msg)
 		out.Actions = append(out.Actions, a)
 	}
+	if len(others) > 0 && !uninstall {
+		// A cleanup run by hand with a configuration whose instance is not the installation's
+		// (written by hand, not copied from the chart's ConfigMap) would release nothing, silently.
+		out.Notes = append(out.Notes, Note{Warning: true, Message: fmt.Sprintf(
+			"skipped: %d managed node(s) of another installation than %s (owner annotation %s): %s; set instance in the configuration to the installation whose nodes to release",
+			len(others), p.cfg.Instance, owners(others), nameList(others))})
+	}
 	return out
+}
+
+// owners lists the distinct owner annotations of nodes, sorted.
+func owners(nodes []*corev1.Node) string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Annotations[state.Owner])
+	}
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), ", ")
 }
 
 // sortedByName returns the nodes sorted by name.

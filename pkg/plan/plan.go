@@ -309,6 +309,19 @@ func (p *Planner) undetectable(n *corev1.Node) Note {
 // maxNamesInNote bounds the node names a pool-wide note lists.
 const maxNamesInNote = 5
 
+// nameList names the first maxNamesInNote nodes, and counts the others: "a, b, c, d, e and 2 more".
+func nameList(nodes []*corev1.Node) string {
+	names := make([]string, 0, min(len(nodes), maxNamesInNote))
+	for _, n := range nodes[:min(len(nodes), maxNamesInNote)] {
+		names = append(names, n.Name)
+	}
+	list := strings.Join(names, ", ")
+	if more := len(nodes) - len(names); more > 0 {
+		list += fmt.Sprintf(" and %d more", more)
+	}
+	return list
+}
+
 // warmerMissing is the note of a plan made while the warmer DaemonSet does not exist: no node is
 // tainted for maintenance then (skipped are the nodes that would have been), since none could
 // become warm; each would only wait for its timeout and open cold, hours later than without this
@@ -318,15 +331,7 @@ func (p *Planner) warmerMissing(c *cycle, skipped []*corev1.Node) Note {
 	fmt.Fprintf(&b, "warmer DaemonSet %s/%s not found: no node is tainted for maintenance until it exists",
 		p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)
 	if len(skipped) > 0 {
-		names := make([]string, 0, min(len(skipped), maxNamesInNote))
-		for _, n := range skipped[:min(len(skipped), maxNamesInNote)] {
-			names = append(names, n.Name)
-		}
-		list := strings.Join(names, ", ")
-		if more := len(skipped) - len(names); more > 0 {
-			list += fmt.Sprintf(" and %d more", more)
-		}
-		fmt.Fprintf(&b, " (%d node(s) in maintenance are upgraded without pre-warming: %s)", len(skipped), list)
+		fmt.Fprintf(&b, " (%d node(s) in maintenance are upgraded without pre-warming: %s)", len(skipped), nameList(skipped))
 	}
 	if c.managed > 0 {
 		fmt.Fprintf(&b, ", and none of the %d managed node(s) can become warm", c.managed)

@@ -1142,6 +1142,27 @@ func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
 	}
 }
 
+// A cleanup by hand whose configuration names another installation than the one that manages
+// the nodes (an instance written by hand) says why it released none of them; an uninstall, whose
+// configuration is the installation's own, says nothing about other installations' nodes.
+func TestCleanupNamesOtherInstallationsNodes(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	nodes := []*corev1.Node{
+		tu.Node("c", inPool(), managed(state.PhaseTainted, t0), tu.WithAnnotations(state.Owner, "other/x")),
+		tu.Node("d", inPool(), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "image-prewarmer/prewarm")),
+		tu.Node("e", inPool(), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "other/x")),
+		tu.Node("f", inPool()),
+	}
+	got := p.Cleanup(snapshot(t0, nodes, nil), false)
+	assert.Empty(t, got.Actions)
+	require.Len(t, got.Notes, 1)
+	assert.True(t, got.Notes[0].Warning)
+	assert.Equal(t, "skipped: 3 managed node(s) of another installation than prewarm/test (owner annotation image-prewarmer/prewarm, other/x): c, d, e; set instance in the configuration to the installation whose nodes to release", got.Notes[0].Message)
+
+	assert.Empty(t, p.Cleanup(snapshot(t0, nodes, nil), true).Notes)
+}
+
 // The message of a cleanup release says what is happening: an uninstall (the chart's pre-delete
 // hook, `cleanup --uninstall`), or a release by hand while the installation stays.
 func TestCleanupMessage(t *testing.T) {
