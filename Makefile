@@ -94,7 +94,7 @@ IMAGE_REPO ?= ghcr.io/image-prewarmer/prewarm-orchestrator
 REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: image
-image: ## Build the orchestrator image (linux/amd64) into dist/prewarm-orchestrator-$(VERSION).tar, no Docker engine needed.
+image: ## Build the orchestrator image (linux/amd64) into dist/prewarm-orchestrator-<version>.tar, no Docker engine needed.
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-amd64/prewarm-orchestrator ./cmd/prewarm-orchestrator
 	go run ./hack/image -binary dist/linux-amd64/prewarm-orchestrator -repository $(IMAGE_REPO) \
 	  -version $(VERSION) -revision $(REVISION) -output dist/prewarm-orchestrator-$(VERSION).tar
