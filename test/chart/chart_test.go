@@ -518,6 +518,46 @@ func TestWarmerDaemonSet(t *testing.T) {
 	})
 }
 
+// Every warmer pod runs the orchestrator image (the copy-hold init container, or the hold
+// container): from a private mirror it needs orchestrator.imagePullSecrets as well as
+// prewarm.imagePullSecrets, or every warmer pod sits in ImagePullBackOff. Each secret once.
+func TestWarmerGetsTheOrchestratorPullSecrets(t *testing.T) {
+	const mirror = "mirror.example.com/prewarm-orchestrator"
+	cases := []struct {
+		name                  string
+		method                string
+		images                []any
+		prewarm, orchestrator string
+		want                  []corev1.LocalObjectReference
+	}{
+		{name: "hold", method: "hold", prewarm: "[{name: registry}, {name: shared}]", orchestrator: "[{name: mirror}, {name: shared}]",
+			want: []corev1.LocalObjectReference{{Name: "registry"}, {Name: "shared"}, {Name: "mirror"}}},
+		{name: "hold, no images", method: "hold", images: []any{}, prewarm: "[]", orchestrator: "[{name: mirror}]",
+			want: []corev1.LocalObjectReference{{Name: "mirror"}}},
+		{name: "imageVolume", method: "imageVolume", prewarm: "[{name: registry}]", orchestrator: "[{name: mirror}, {name: mirror}]",
+			want: []corev1.LocalObjectReference{{Name: "registry"}, {Name: "mirror"}}},
+		{name: "no orchestrator secrets", method: "hold", prewarm: "[{name: registry}]", orchestrator: "[]",
+			want: []corev1.LocalObjectReference{{Name: "registry"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := minimal(t, fmt.Sprintf("{prewarm: {method: %s, imagePullSecrets: %s}, orchestrator: {image: {repository: %s}, imagePullSecrets: %s}}",
+				tc.method, tc.prewarm, mirror, tc.orchestrator))
+			if tc.images != nil {
+				vals["images"] = tc.images
+			}
+			r := mustRender(t, vals)
+			spec := warmer(t, r).Spec.Template.Spec
+			runsOrchestrator := false
+			for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+				runsOrchestrator = runsOrchestrator || strings.HasPrefix(c.Image, mirror+":")
+			}
+			require.True(t, runsOrchestrator, "the warmer runs the orchestrator image")
+			assert.Equal(t, tc.want, spec.ImagePullSecrets)
+		})
+	}
+}
+
 type labelSet map[string]string
 
 func (l labelSet) Has(k string) bool              { _, ok := l[k]; return ok }
@@ -862,6 +902,43 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "annotation key with a space", extra: "orchestrator: {podAnnotations: {'bad key': x}}", want: []string{"/orchestrator/podAnnotations", "bad key"}},
 		{name: "orchestrator node selector key with a space", extra: "orchestrator: {nodeSelector: {'bad key': x}}", want: []string{"/orchestrator/nodeSelector", "bad key"}},
 		{name: "PDB over 100%", extra: "orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 150%}}}", want: []string{"/orchestrator/deployment/podDisruptionBudget/maxUnavailable"}},
+		// A budget of 0 would block every drain of the nodes the orchestrator runs on.
+		{name: "PDB 0", extra: "orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 0}}}", want: []string{"/orchestrator/deployment/podDisruptionBudget/maxUnavailable"}},
+		{name: "PDB 0%", extra: "orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 0%}}}", want: []string{"/orchestrator/deployment/podDisruptionBudget/maxUnavailable"}},
+		// The CronJob controller looks every 10 seconds: a shorter deadline can skip every run.
+		{name: "starting deadline 0", extra: "orchestrator: {cronJob: {startingDeadlineSeconds: 0}}", want: []string{"/orchestrator/cronJob/startingDeadlineSeconds"}},
+		{name: "starting deadline under 10", extra: "orchestrator: {cronJob: {startingDeadlineSeconds: 9}}", want: []string{"/orchestrator/cronJob/startingDeadlineSeconds"}},
+		// Values the schema's form admits but the orchestrator refuses at start-up (and with it the
+		// uninstall hook): the chart refuses them, naming the value.
+		{name: "pool label key prefix over 253 characters", set: func(v map[string]any) {
+			v["pool"] = map[string]any{"nodeSelector": map[string]any{"pool": "notebooks", dnsSubdomain(254) + "/tier": "gpu"}}
+		}, want: []string{"pool.nodeSelector", "longer than 253 characters"}},
+		{name: "taint key prefix over 253 characters", set: func(v map[string]any) { v["taint"] = map[string]any{"key": dnsSubdomain(254) + "/prewarm"} },
+			want: []string{"taint.key", "longer than 253 characters"}},
+		{name: "status label key prefix over 253 characters", set: func(v map[string]any) { v["statusLabel"] = map[string]any{"key": dnsSubdomain(254) + "/status"} },
+			want: []string{"statusLabel.key", "longer than 253 characters"}},
+		{name: "kernel label prefix over 253 characters", set: func(v map[string]any) {
+			v["upgrade"] = map[string]any{"kernelVersionLabel": dnsSubdomain(300) + "/kernel"}
+		}, want: []string{"upgrade.kernelVersionLabel", "longer than 253 characters"}},
+		{name: "maintenance group over 253 characters", set: func(v map[string]any) {
+			v["maintenance"] = map[string]any{"nodeMaintenance": map[string]any{"group": dnsSubdomain(254)}}
+		}, want: []string{"/maintenance/nodeMaintenance/group"}},
+		{name: "cancelAfter beyond Go's range", extra: "cancelAfter: 9999999h", want: []string{"cancelAfter", "out of range"}},
+		{name: "maxWaitForUpgrade beyond Go's range by a nanosecond", extra: "maxWaitForUpgrade: 2562047h47m16.854775808s", want: []string{"maxWaitForUpgrade", "out of range"}},
+		{name: "maxWaitForWarm below a nanosecond", extra: "maxWaitForWarm: 0.0000000001s", want: []string{"maxWaitForWarm", "at least 1ns"}},
+		{name: "client timeout of two half nanoseconds", extra: "orchestrator: {client: {timeout: 0.5ns0.5ns}}", want: []string{"orchestrator.client.timeout", "at least 1ns"}},
+		{name: "resync beyond Go's range", extra: "orchestrator: {mode: deployment, deployment: {resync: 9999999h}}", want: []string{"orchestrator.deployment.resync", "out of range"}},
+		{name: "retryPeriod below a nanosecond", extra: "orchestrator: {mode: deployment, deployment: {leaderElection: {retryPeriod: 0.1ns}}}",
+			want: []string{"orchestrator.deployment.leaderElection.retryPeriod", "at least 1ns"}},
+		{name: "budget beyond int32", extra: "maxConcurrent: 3000000000", want: []string{"/maxConcurrent"}},
+		{name: "qps beyond float32", extra: "orchestrator: {client: {qps: 1e40}}", want: []string{"/orchestrator/client/qps"}},
+		{name: "qps that rounds to 0", extra: "orchestrator: {client: {qps: 1e-50}}", want: []string{"/orchestrator/client/qps"}},
+		{name: "kernel version with a no-break space, no label", extra: `upgrade: {kernelVersions: ["6.8.0\u00a0"]}`, want: []string{"/upgrade/kernelVersions/0"}},
+		{name: "kernel version with a line separator, no label", extra: `upgrade: {kernelVersions: ["6.8.0\u2028x"]}`, want: []string{"/upgrade/kernelVersions/0"}},
+		{name: "status label key read by the nodeLabel source, before a newline", extra: "maintenance: {nodeLabel: {enabled: true, selector: \"a=b,os-upgrade/status\\n=pending\"}}",
+			want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
+		{name: "status label key read by the nodeLabel source, before a carriage return", extra: "maintenance: {nodeLabel: {enabled: true, selector: \"os-upgrade/status\\r\\nin (a)\"}}",
+			want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -904,6 +981,22 @@ func TestGoodValuesAreAccepted(t *testing.T) {
 		"orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 100%}}}",
 		"orchestrator: {podAnnotations: {example.com/team: notebooks}, nodeSelector: {node-role.kubernetes.io/system: ''}}",
 		"maintenance: {nodeMaintenance: {version: v2alpha1}}",
+		"orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 1%}}}",
+		"orchestrator: {cronJob: {startingDeadlineSeconds: 10}}",
+		// The edges of what the orchestrator accepts.
+		"pool: {nodeSelector: {" + dnsSubdomain(253) + "/pool: notebooks}}",
+		"taint: {key: " + dnsSubdomain(253) + "/prewarm}",
+		"statusLabel: {key: " + dnsSubdomain(253) + "/status}",
+		"upgrade: {kernelVersionLabel: " + dnsSubdomain(253) + "/kernel}",
+		"maintenance: {nodeMaintenance: {group: " + dnsSubdomain(253) + "}}",
+		"maxWaitForUpgrade: 2562047h47m16.854775807s", "maxWaitForWarm: 0.000000001s", "orchestrator: {client: {timeout: 1ns}}",
+		// Not positive: 0 is allowed.
+		"cancelAfter: 0.0000000001s",
+		"orchestrator: {mode: deployment, deployment: {resync: 2562047h, leaderElection: {leaseDuration: 2562047h, renewDeadline: 2562046h, retryPeriod: 1ns}}}",
+		"maxConcurrent: 2147483647",
+		"orchestrator: {client: {qps: 0.001}}", "orchestrator: {client: {qps: 1000000}}",
+		// Not whitespace to Go's unicode.IsSpace (zero-width space, Mongolian vowel separator).
+		`upgrade: {kernelVersions: ["6.8.0\u200b", "6.8.0\u180e"]}`,
 	} {
 		t.Run(extra, func(t *testing.T) {
 			parsedConfig(t, mustRender(t, minimal(t, extra)))

@@ -2,33 +2,63 @@ package chart_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
+	"github.com/Masterminds/sprig/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v3/pkg/chart"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/leaderelection"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/upgrade"
 )
 
-// The image-prewarmer.durationMs helper converts what the schema calls a duration to milliseconds
-// exactly as time.ParseDuration reads it (the leader-election check relies on it).
+// The image-prewarmer.durationNs helper reads what the schema calls a duration exactly as
+// time.ParseDuration does: whole nanoseconds (each part truncated, so 0.5ns is 0), "overflow" for
+// what it refuses as out of range; durationMs (the leader-election check) is the same in
+// milliseconds. The templates refuse out-of-range durations and positive ones that read as 0 with it.
 func TestDurationHelperMatchesParseDuration(t *testing.T) {
 	durations := []string{
 		"0", "0s", "1ns", "1us", "1µs", "1ms", "1s", "1m", "1h", "15s", "10s", "2s", "90s", "1h30m", "1.5h",
 		"1.5m", "0.5ms", "0.1s", "1m0.5s", "100ms", "2h45m30.5s", "10.000000001s", "3h2m1s4ms5us6ns",
 		"59m59.999s", "1.25us", "1.5µs", "2562047h", "36h", "1m1m", "0.000001s",
 		".5h", "1.h", "1.m30.s",
+		// Below a nanosecond, per part.
+		"0.5ns", "0.9ns", "1.9ns", "0.5ns0.5ns", "0.0000000001s", "0.000000001s", "0.0000000009s", "0.001us",
+		"0.0009us", "0.000001ms", "0.0000000000003h", "0.0000000000002h", "0.00000000001m", "0.00000000002m",
+		".0000000001s1ns", "000001s", "0.0000000000000000000000001h",
+		// Around the end of the range (2562047h47m16.854775807s).
+		"2562047h47m16.854775807s", "2562047h47m16.854775808s", "2562048h", "9999999h", "9223372036854775807ns",
+		"9223372036854775808ns", "9223372036854775806ns1ns", "9223372036854775806ns2ns", "9223372036854775.807us",
+		"9223372036854775.808us", "153722867m", "153722868m", "1281023h1281024h", "1281023h1281024h47m16.854775807s",
+		"99999999999999999999ns", "0000000000000000000001ns", "2562047.788015215h", "2562047.7880152156h",
+	}
+	rng := rand.New(rand.NewPCG(7, 11))
+	units := []string{"ns", "us", "µs", "ms", "s", "m", "h"}
+	for range 300 {
+		var d strings.Builder
+		for range 1 + rng.IntN(3) {
+			d.WriteString(strconv.FormatUint(rng.Uint64N([]uint64{10, 1000, 1e6, 1e12, 1e19}[rng.IntN(5)]), 10))
+			if rng.IntN(2) == 0 {
+				d.WriteString("." + strconv.FormatUint(rng.Uint64N(1e12), 10)[:1+rng.IntN(11)])
+			}
+			d.WriteString(units[rng.IntN(len(units))])
+		}
+		durations = append(durations, d.String())
 	}
 	c := loadChart(t)
 	var tpl strings.Builder
 	tpl.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: durations\ndata:\n")
 	for i, d := range durations {
-		fmt.Fprintf(&tpl, "  d%d: {{ include \"image-prewarmer.durationMs\" %q | quote }}\n", i, d)
+		fmt.Fprintf(&tpl, "  ns%d: {{ include \"image-prewarmer.durationNs\" %q | quote }}\n", i, d)
+		fmt.Fprintf(&tpl, "  ms%d: {{ include \"image-prewarmer.durationMs\" %q | quote }}\n", i, d)
 	}
 	c.Templates = append(c.Templates, &chart.File{Name: "templates/zz-durations.yaml", Data: []byte(tpl.String())})
 	r := mustRender(t, minimal(t), renderOpts{chart: c})
@@ -39,14 +69,21 @@ func TestDurationHelperMatchesParseDuration(t *testing.T) {
 		}
 	}
 	require.NotNil(t, cm)
+	overflows := 0
 	for i, d := range durations {
 		want, err := time.ParseDuration(d)
-		require.NoError(t, err, d)
-		got, err := strconv.ParseFloat(cm.Data[fmt.Sprintf("d%d", i)], 64)
-		require.NoError(t, err, "%s rendered as %q", d, cm.Data[fmt.Sprintf("d%d", i)])
+		if err != nil {
+			assert.Equal(t, "overflow", cm.Data[fmt.Sprintf("ns%d", i)], "%s: %v", d, err)
+			overflows++
+			continue
+		}
+		assert.Equal(t, strconv.FormatInt(int64(want), 10), cm.Data[fmt.Sprintf("ns%d", i)], "%s", d)
+		got, err := strconv.ParseFloat(cm.Data[fmt.Sprintf("ms%d", i)], 64)
+		require.NoError(t, err, "%s rendered as %q", d, cm.Data[fmt.Sprintf("ms%d", i)])
 		wantMs := float64(want) / float64(time.Millisecond)
 		assert.InDelta(t, wantMs, got, 1e-9*wantMs+1e-9, "%s", d)
 	}
+	require.Greater(t, overflows, 10)
 }
 
 // In deployment mode the orchestrator refuses (exit 2) lease timings that are not
@@ -98,6 +135,21 @@ func TestLeaderElectionTimings(t *testing.T) {
 	})
 }
 
+// dnsSubdomain returns a DNS subdomain of n characters (labels of at most 63), such as a label
+// key's prefix: the API server and the orchestrator refuse one longer than 253.
+func dnsSubdomain(n int) string {
+	var labels []string
+	for n > 0 {
+		l := min(n, 63)
+		if n-l == 1 { // no empty label after the last dot
+			l--
+		}
+		labels = append(labels, strings.Repeat("p", l))
+		n -= l + 1
+	}
+	return strings.Join(labels, ".")
+}
+
 func mustDuration(t *testing.T, s string) time.Duration {
 	t.Helper()
 	d, err := time.ParseDuration(s)
@@ -109,18 +161,7 @@ func mustDuration(t *testing.T, s string) time.Duration {
 // selectors the orchestrator accepts: labels.Parse succeeds and selects something.
 func TestNodeLabelSelectorMatchesLabelsParse(t *testing.T) {
 	long := func(n int) string { return strings.Repeat("a", n) }
-	prefix := func(n int) string { // a DNS subdomain of n characters
-		var labels []string
-		for n > 0 {
-			l := min(n, 63)
-			if n-l == 1 { // no empty label after the last dot
-				l--
-			}
-			labels = append(labels, strings.Repeat("p", l))
-			n -= l + 1
-		}
-		return strings.Join(labels, ".")
-	}
+	prefix := dnsSubdomain
 	cases := []struct {
 		sel string
 		// deviation: the chart refuses what labels.Parse accepts (documented in the value's description).
@@ -245,5 +286,132 @@ func TestNodeLabelSelectorMatchesLabelsParse(t *testing.T) {
 
 	t.Run("not checked while the source is disabled", func(t *testing.T) {
 		mustRender(t, minimal(t, "maintenance: {nodeLabel: {enabled: false, selector: 'a in b'}}"))
+	})
+}
+
+// upgrade.kernelVersions without the kernel label: the orchestrator refuses an entry holding any
+// rune unicode.IsSpace reports (a kernel version has no whitespace); so does the schema, every one
+// of them, not only ASCII spaces.
+func TestKernelVersionsRefuseEveryUnicodeSpace(t *testing.T) {
+	var versions []any
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if unicode.IsSpace(r) {
+			versions = append(versions, "6.8.0"+string(r)+"1")
+		}
+	}
+	require.Len(t, versions, 25)
+	vals := minimal(t)
+	vals["upgrade"] = map[string]any{"kernelVersions": versions}
+	_, err := render(t, vals)
+	require.Error(t, err)
+	for i, v := range versions {
+		assert.Contains(t, err.Error(), fmt.Sprintf("/upgrade/kernelVersions/%d'", i), "%q", v)
+	}
+}
+
+// upgrade.when: the orchestrator parses it at start-up (pkg/upgrade NewRule), and so does the
+// pre-delete cleanup hook; one that does not parse stops both, and helm uninstall with them. The chart
+// refuses what the orchestrator cannot parse and accepts what it can, although Helm's functions are
+// not the orchestrator's (sprig without env and expandenv, plus include, toYaml...). It checks the
+// syntax only: a template that parses but fails on the sample node passes the chart.
+func TestUpgradeWhenSyntaxMatchesTheOrchestrator(t *testing.T) {
+	cases := []struct {
+		when string
+		// deviation: the chart accepts a template the orchestrator cannot parse (documented in values.yaml).
+		deviation bool
+	}{
+		// The templates of docs/integrations.md, the tests and the end-to-end tests.
+		{when: "{{ and (ne .BootID .Baseline.BootID)\n       (eq (index .Labels \"example.com/os-image\") \"2026-11\") }}"},
+		{when: `{{ hasPrefix "Ubuntu 24" .Node.Status.NodeInfo.OSImage }}`},
+		{when: `{{ and (ne .Kernel .Baseline.Kernel) (semverCompare ">=6.0" .Kernel) }}`},
+		{when: `{{ ne .BootID .Baseline.BootID }}`},
+		{when: `{{ ne .Kernel .Baseline.Kernel }}`},
+		{when: `{{ ne .Node.Status.NodeInfo.BootID .Baseline.BootID }}`},
+		{when: `{{ hasPrefix "Ubuntu" .Node.Status.NodeInfo.OSImage }}`},
+		{when: `{{ ne .Node.Status.NodeInfo.OSImage "Old OS" }}`},
+		{when: `{{ if eq .Node.Name "sample" }}true{{ else }}{{ .Labels.nope }}{{ end }}`},
+		{when: `{{ and (ne .Kernel .Baseline.Kernel) (eq (index .Labels "example.com/os-image") "v2") }}`},
+		{when: `{{ range 10 }}{{ end }}true`},
+		{when: `{{ .Kernel }}`},
+		{when: `{{ .Nope }}`},
+		{when: `{{ range 9223372036854775807 }}x{{ end }}`},
+		{when: `{{ .Kernel `},
+		{when: `{{ .Kernel`},
+		{when: `{{ frobnicate .Kernel }}`},
+		{when: `{{ nosuchfunc .Kernel }}`},
+		// Parsed, never run: fail and a loop pass the chart (the orchestrator refuses them on its sample).
+		{when: `{{ fail "never run" }}`},
+		{when: `{{ range 50000000 }}{{ end }}true`},
+		// Syntax.
+		{when: `{{ if .Kernel }}true`},
+		{when: `{{ end }}`},
+		{when: `true{{ else }}`},
+		{when: `{{ $x }}`},
+		{when: `{{ break }}`},
+		{when: `{{ /* unclosed`},
+		{when: `{{- $k := .Kernel -}} {{- ne $k .Baseline.Kernel -}}`},
+		{when: `{{ range .KernelVersions }}{{ if eq . "6.8" }}{{ break }}{{ end }}{{ end }}true`},
+		{when: "{{/* a comment */}}\n{{ ne .Kernel .Baseline.Kernel }}\n"},
+		{when: "   \n"},
+		// The orchestrator's functions that Helm lacks, and Helm's that the orchestrator lacks.
+		{when: `{{ eq (env "PREWARM_UNSET") "" }}`},
+		{when: `{{ empty (expandenv "$PREWARM_UNSET") }}`},
+		{when: `{{ ne (sha512sum .Kernel) "" }}`},
+		{when: `{{ toYaml .Labels | empty | not }}`},
+		{when: `{{ include "image-prewarmer.name" . | empty }}`},
+		{when: `{{ required "kernel" .Kernel | empty | not }}`},
+		{when: `{{ lookup "v1" "Node" "" "n" | empty }}`},
+		{when: `{{ tpl "true" . }}`},
+		// Those names as labels, fields, variables, strings and text are no function calls.
+		{when: `{{ eq (index .Labels "include") (index .Labels "env") }}`},
+		{when: `{{ $env := .Kernel }}{{ $toYaml := .BootID }}{{ and (ne $env "") (ne $toYaml "") }}`},
+		{when: `{{/* include env toYaml */}}{{ printf "%s" "lookup tpl" | ne "" }}`},
+		{when: `{{ if eq .Kernel "env" }}false{{ else }}true{{ end }}`},
+		// Named templates: not checked by the chart, which parses in a branch where define may not be.
+		{when: `{{ define "rule" }}true{{ end }}{{ template "rule" }}`},
+		{when: `{{- define "rule" }}{{ frobnicate }}{{ end }}true`, deviation: true},
+		{when: `{{ block "rule" . }}{{ ne .Kernel .Baseline.Kernel }}{{ end }}`},
+		{when: `{{ block "upgrade.when" . }}true{{ end }}`},
+		{when: `{{ block "upgrade.when" . }}{{ end }}true`},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%q", tc.when), func(t *testing.T) {
+			_, ruleErr := upgrade.NewRule(nil, "", tc.when)
+			parseErr := ruleErr != nil && strings.HasPrefix(ruleErr.Error(), "parsing template")
+			vals := minimal(t)
+			vals["upgrade"] = map[string]any{"when": tc.when}
+			r, err := render(t, vals)
+			if tc.deviation {
+				require.True(t, parseErr, "not a deviation: the orchestrator parses it (%v)", ruleErr)
+				require.NoError(t, err, "the chart accepts it")
+				return
+			}
+			if parseErr {
+				require.Error(t, err, "the orchestrator refuses it: %v", ruleErr)
+				assert.Contains(t, err.Error(), "upgrade.when")
+				return
+			}
+			require.NoError(t, err, "the orchestrator parses it")
+			if ruleErr == nil {
+				assert.Equal(t, tc.when, parsedConfig(t, r).Upgrade.When)
+			}
+		})
+	}
+
+	t.Run("every function of the orchestrator", func(t *testing.T) {
+		names := []string{"and", "or", "not", "len", "index", "slice", "print", "printf", "println", "eq", "ne", "lt", "le", "gt", "ge", "call", "html", "js", "urlquery"}
+		for name := range sprig.TxtFuncMap() {
+			names = append(names, name)
+		}
+		var when strings.Builder
+		for _, name := range names {
+			fmt.Fprintf(&when, "{{ if false }}{{ %s }}{{ end }}", name)
+		}
+		when.WriteString("true")
+		_, err := upgrade.NewRule(nil, "", when.String())
+		require.NoError(t, err)
+		vals := minimal(t)
+		vals["upgrade"] = map[string]any{"when": when.String()}
+		parsedConfig(t, mustRender(t, vals))
 	})
 }

@@ -159,17 +159,47 @@ seccompProfile:
 
 {{/*
 A Go duration in the form values.schema.json allows ("0", or parts of a number, possibly with a
-fraction, and a unit h, m, s, ms, us, µs or ns, e.g. 1h30m or 1.5s) as a number of milliseconds,
-printed as a float (convert the result with float64). Helm has no duration parser.
+fraction, and a unit h, m, s, ms, us, µs or ns, e.g. 1h30m or 1.5s) as time.ParseDuration reads it:
+a whole number of nanoseconds (each part truncated to whole nanoseconds, as Go does, so 0.5ns is 0),
+or "overflow" beyond 2562047h47m16.854775807s, which Go refuses. Integer parts are counted exactly
+(int64); only a fraction's nanoseconds go through floating point. Helm has no duration parser.
+*/}}
+{{- define "image-prewarmer.durationNs" -}}
+{{- $unitNs := dict "h" 3600000000000 "m" 60000000000 "s" 1000000000 "ms" 1000000 "us" 1000 "µs" 1000 "ns" 1 }}
+{{- $max := 9223372036854775807 }}
+{{- $total := 0 }}
+{{- $overflow := false }}
+{{- range regexFindAll "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $unit := regexFind "(ns|us|µs|ms|s|m|h)$" . }}
+{{- $u := get $unitNs $unit }}
+{{- $number := splitList "." (trimSuffix $unit .) }}
+{{- $int := regexReplaceAll "^0+" (first $number) "" }}
+{{- /* time.ParseDuration refuses an integer part beyond the int64 range, and one times its unit beyond it. */}}
+{{- if or (gt (len $int) 19) (and (eq (len $int) 19) (gt $int (toString $max))) (gt (atoi $int) (div $max $u)) }}
+{{- $overflow = true }}
+{{- else }}
+{{- $v := mul (atoi $int) $u }}
+{{- $f := 0 }}
+{{- if gt (len $number) 1 }}
+{{- $f = floor (mulf (float64 (printf "0.%s0" (last $number))) $u) | int64 }}
+{{- end }}
+{{- if gt $f (sub $max $v) }}
+{{- $overflow = true }}
+{{- else if gt (add $v $f) (sub $max $total) }}
+{{- $overflow = true }}
+{{- else }}
+{{- $total = add $total $v $f }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $overflow }}overflow{{ else }}{{ $total }}{{ end }}
+{{- end }}
+
+{{/*
+The same duration as a number of milliseconds, printed as a float (convert the result with float64).
 */}}
 {{- define "image-prewarmer.durationMs" -}}
-{{- $unitMs := dict "h" 3600000.0 "m" 60000.0 "s" 1000.0 "ms" 1.0 "us" 0.001 "µs" 0.001 "ns" 0.000001 }}
-{{- $total := 0.0 }}
-{{- range regexFindAll "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
-{{- $number := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" . }}
-{{- $total = addf $total (mulf (float64 $number) (get $unitMs (trimPrefix $number .))) }}
-{{- end }}
-{{- $total }}
+{{- divf (include "image-prewarmer.durationNs" . | int64) 1000000.0 }}
 {{- end }}
 
 {{/*
@@ -223,7 +253,7 @@ server refuses 22-2) is beyond a regular expression. */}}
 {{- /* Entering a node sets the status label: a maintenance read from it would end there. The keys are
 what each requirement (split on commas outside the parentheses of in/notin) starts with. */}}
 {{- range splitList "," (regexReplaceAll "\\([^)]*\\)" .Values.maintenance.nodeLabel.selector "") }}
-{{- if eq (regexFind "^[^!=<> \t]+" (trim (trimPrefix "!" (trim .)))) $.Values.statusLabel.key }}
+{{- if eq (regexFind "^[^!=<> \t\r\n]+" (trim (trimPrefix "!" (trim .)))) $.Values.statusLabel.key }}
 {{- fail (printf "statusLabel.key %q must not be a label maintenance.nodeLabel.selector reads" $.Values.statusLabel.key) }}
 {{- end }}
 {{- end }}
@@ -232,6 +262,34 @@ what each requirement (split on commas outside the parentheses of in/notin) star
 {{- if gt (len .) 254 }}
 {{- fail (printf "maintenance.nodeLabel.selector: the prefix of label key %s is longer than 253 characters" (trimSuffix "/" . | quote)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- /* The schema checks label keys' syntax; a DNS prefix's length (at most 253) is beyond a regular expression. */}}
+{{- $labelKeys := list (list "taint.key" .Values.taint.key) (list "statusLabel.key" .Values.statusLabel.key) (list "upgrade.kernelVersionLabel" .Values.upgrade.kernelVersionLabel) }}
+{{- range $key, $_ := .Values.pool.nodeSelector }}
+{{- $labelKeys = append $labelKeys (list "pool.nodeSelector" $key) }}
+{{- end }}
+{{- range $labelKeys }}
+{{- $prefix := regexFind "^[^/]*/" (last .) }}
+{{- if gt (len $prefix) 254 }}
+{{- fail (printf "%s: the prefix of label key %s is longer than 253 characters" (first .) (trimSuffix "/" $prefix | quote)) }}
+{{- end }}
+{{- end }}
+{{- /* The Go durations the orchestrator reads: time.ParseDuration refuses one beyond
+2562047h47m16.854775807s, and reads a positive one shorter than a nanosecond (0.0000000001s) as 0,
+which the orchestrator refuses where a duration must be positive. The schema checks their form. */}}
+{{- $durations := list (list "cancelAfter" .Values.cancelAfter false) (list "maxWaitForUpgrade" .Values.maxWaitForUpgrade true) (list "maxWaitForWarm" .Values.maxWaitForWarm true) (list "orchestrator.client.timeout" .Values.orchestrator.client.timeout true) }}
+{{- if eq .Values.orchestrator.mode "deployment" }}
+{{- $d := .Values.orchestrator.deployment }}
+{{- $durations = concat $durations (list (list "orchestrator.deployment.resync" $d.resync true) (list "orchestrator.deployment.leaderElection.leaseDuration" $d.leaderElection.leaseDuration true) (list "orchestrator.deployment.leaderElection.renewDeadline" $d.leaderElection.renewDeadline true) (list "orchestrator.deployment.leaderElection.retryPeriod" $d.leaderElection.retryPeriod true)) }}
+{{- end }}
+{{- range $durations }}
+{{- $ns := include "image-prewarmer.durationNs" (index . 1) }}
+{{- if eq $ns "overflow" }}
+{{- fail (printf "%s %q: out of range: a Go duration is at most 2562047h47m16.854775807s (about 292 years)" (index . 0) (index . 1)) }}
+{{- end }}
+{{- if and (index . 2) (eq $ns "0") }}
+{{- fail (printf "%s %q: must be at least 1ns: a Go duration counts whole nanoseconds, so the orchestrator would read 0" (index . 0) (index . 1)) }}
 {{- end }}
 {{- end }}
 {{- if eq .Values.orchestrator.mode "deployment" }}
@@ -252,6 +310,22 @@ what each requirement (split on commas outside the parentheses of in/notin) star
 {{- end }}
 {{- if and (eq .Values.prewarm.method "imageVolume") (semverCompare "<1.35-0" .Capabilities.KubeVersion.Version) }}
 {{- fail (printf "prewarm.method: \"imageVolume\" needs Kubernetes 1.35 or later (image volumes); this cluster is %s. Use prewarm.method=hold" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- if trim (.Values.upgrade.when | default "") }}
+{{- /* upgrade.when is a Go template the orchestrator parses at start-up, and the pre-delete cleanup hook
+too: one that does not parse would stop both, and so helm uninstall. Parse it here with tpl, as a
+template of its own (a block: no else, break or outer variable of the wrapper reaches into it) in a
+branch never taken, so nothing of it runs. Helm's functions differ from the orchestrator's (sprig):
+first, env and expandenv (which Helm removes) and sha512sum (which a helm built with sprig older than
+3.3 lacks) become print, which every helm has; Helm's own functions become names neither knows.
+Renaming an identifier changes nothing but the meaning of a function call, so only function names
+are affected. A template that defines named templates (define, which a block may not hold) is not
+checked. A syntax error fails tpl, whose message quotes the text parsed: its comment names the value. */}}
+{{- $when := regexReplaceAll "\\b(env|expandenv|sha512sum)\\b" .Values.upgrade.when "print" }}
+{{- $when = regexReplaceAll "\\b(include|tpl|required|lookup|toToml|fromToml|toYaml|toYamlPretty|fromYaml|fromYamlArray|fromJsonArray)\\b" $when "${1}_isNotAnOrchestratorFunction" }}
+{{- if not (regexMatch "{{-?\\s*define\\b" $when) }}
+{{- $_ := tpl (printf "{{/* upgrade.when does not parse as a Go template: */}}{{ if false }}{{ block \"upgrade.when\" . }}%s{{ end }}{{ end }}" $when) (dict) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
