@@ -758,6 +758,30 @@ func TestHooks(t *testing.T) {
 	assert.Len(t, r.Hooks, 2)
 }
 
+// Every Job of the orchestrator fails at once on exit code 2 (an invalid configuration, flag or
+// credentials: a retry fails the same way; in the uninstall hook, backoffLimit retries would only
+// delay helm uninstall's failure), and a pod evicted by a drain is not a failure.
+func TestJobsFailAtOnceOnAnInvalidConfiguration(t *testing.T) {
+	r := mustRender(t, minimal(t))
+	want := &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+		{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			ContainerName: ptrTo("orchestrator"), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{2}}},
+		{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
+			{Type: corev1.DisruptionTarget}}},
+	}}
+	jobs := map[string]batchv1.JobSpec{
+		"CronJob":      find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec,
+		"cleanup hook": find[*batchv1.Job](t, r, "-cleanup").Spec,
+		"helm test":    find[*batchv1.Job](t, r, "-test").Spec,
+	}
+	for name, spec := range jobs {
+		assert.Equal(t, want, spec.PodFailurePolicy, name)
+		require.Len(t, spec.Template.Spec.Containers, 1, name)
+		assert.Equal(t, *want.Rules[0].OnExitCodes.ContainerName, spec.Template.Spec.Containers[0].Name, name)
+		assert.Equal(t, corev1.RestartPolicyNever, spec.Template.Spec.RestartPolicy, name+": a pod failure policy needs it")
+	}
+}
+
 // Helm accepts release names of up to 53 characters; every object must still get a name the API
 // server accepts for its kind: at most 52 characters for a CronJob (its Jobs' names add 11), a
 // DNS-1035 label for a Service, a DNS-1123 label for a Job (its name is a pod label value).

@@ -330,6 +330,24 @@ checked. A syntax error fails tpl, whose message quotes the text parsed: its com
 {{- end }}
 
 {{/*
+podFailurePolicy of the orchestrator's Jobs (CronJob, cleanup hook, helm test). Exit code 2 is an
+invalid configuration, flag or cluster credentials: a retry fails the same way, so the Job fails at
+once rather than after backoffLimit retries. A pod evicted by a drain does not count as a failure.
+*/}}
+{{- define "image-prewarmer.podFailurePolicy" -}}
+podFailurePolicy:
+  rules:
+    - action: FailJob
+      onExitCodes:
+        containerName: orchestrator
+        operator: In
+        values: [2]
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+{{- end }}
+
+{{/*
 Pod spec of the orchestrator's pods (CronJob, Deployment, pre-delete cleanup hook, helm test).
 Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never"); "deployment" true adds
 the Deployment's parts: POD_NAME/POD_NAMESPACE, the HTTP port, probes and pod anti-affinity.
