@@ -215,6 +215,21 @@ func TestParseRefusesNullSelectorValue(t *testing.T) {
 		assert.Contains(t, err.Error(), want, doc)
 	}
 
+	// A label key YAML reads as a boolean would select the label true or false.
+	for doc, want := range map[string]string{
+		"pool: {nodeSelector: {on: x}}\n":        `pool.nodeSelector: Invalid value: key on: YAML reads it unquoted as the boolean true, so the key would be "true": quote it ('on')`,
+		"pool:\n  nodeSelector:\n    n: x\n":     `pool.nodeSelector: Invalid value: key n: YAML reads it unquoted as the boolean false`,
+		"pool: {nodeSelector: {a: b, Yes: x}}\n": `key Yes: YAML reads it unquoted as the boolean true`,
+	} {
+		_, err := config.Parse([]byte(head + doc))
+		require.Error(t, err, doc)
+		assert.Contains(t, err.Error(), want, doc)
+	}
+	for _, doc := range []string{"pool: {nodeSelector: {'on': x}}\n", "pool: {nodeSelector: {\"yes\": x}}\n", "pool: {nodeSelector: {ontology: x}}\n"} {
+		_, err := config.Parse([]byte(head + doc))
+		require.NoError(t, err, doc)
+	}
+
 	// An empty label value is legal: written as '' it is meant.
 	for doc, want := range map[string]map[string]string{
 		"pool: {nodeSelector: {pool: ''}}\n":     {"pool": ""},

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -82,7 +83,7 @@ func typeErrors(doc any, src *yamlv3.Node, t reflect.Type, p *field.Path) field.
 		if !ok {
 			return wrongType(p, doc, src, t)
 		}
-		var errs field.ErrorList
+		errs := renamedKeys(src, p)
 		for _, k := range sortedKeys(m) {
 			if m[k] == nil && t.Elem().Kind() == reflect.String {
 				errs = append(errs, field.Invalid(p.Key(k), nil, "has no value; write '' (quoted) if an empty label value is meant"))
@@ -287,6 +288,37 @@ func writeNode(b *strings.Builder, n *yamlv3.Node, depth int) {
 		}
 		b.WriteString("}")
 	}
+}
+
+// yaml11Booleans are the words YAML 1.1, which the decoder follows, reads unquoted as a
+// boolean, but true and false themselves.
+var yaml11Booleans = map[string]string{
+	"y": "true", "Y": "true", "yes": "true", "Yes": "true", "YES": "true", "on": "true", "On": "true", "ON": "true",
+	"True": "true", "TRUE": "true",
+	"n": "false", "N": "false", "no": "false", "No": "false", "NO": "false", "off": "false", "Off": "false", "OFF": "false",
+	"False": "false", "FALSE": "false",
+}
+
+// renamedKeys reports the keys of mapping n (the map at p) that the decoder reads as another key
+// than the file writes: an unquoted on, yes or n is the boolean true or false, whose key is
+// then "true" or "false" (`pool.nodeSelector: {on: x}` would select the label true=x).
+func renamedKeys(n *yamlv3.Node, p *field.Path) field.ErrorList {
+	n = resolve(n)
+	if n == nil || n.Kind != yamlv3.MappingNode {
+		return nil
+	}
+	var errs field.ErrorList
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if k.Kind != yamlv3.ScalarNode || k.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle) != 0 {
+			continue
+		}
+		if as, ok := yaml11Booleans[k.Value]; ok {
+			errs = append(errs, field.Invalid(p, field.OmitValueType{}, fmt.Sprintf(
+				"key %s: YAML reads it unquoted as the boolean %s, so the key would be %q: quote it ('%s')", k.Value, as, as, k.Value)))
+		}
+	}
+	return errs
 }
 
 // resolve follows an alias to its anchored node.
