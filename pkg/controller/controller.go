@@ -123,6 +123,9 @@ type Controller struct {
 	nmStopped     <-chan struct{}
 	nmSynced      bool
 	nmProbeFailed bool
+	// nmProbedAt is when the last probe returned; nmRetrying is set while a retry is scheduled.
+	nmProbedAt time.Time
+	nmRetrying bool
 
 	synced atomic.Bool
 	// dirty wakes the loop; what to re-plan is in pending and full (under mu).
@@ -504,7 +507,7 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 	err := c.startMaintenanceInformer(ctx)
 	c.nmMu.Lock()
 	was := c.nmProbeFailed
-	c.nmProbeFailed = err != nil
+	c.nmProbeFailed, c.nmProbedAt = err != nil, time.Now()
 	c.nmMu.Unlock()
 	switch {
 	case err != nil && !was:
@@ -528,16 +531,23 @@ func (c *Controller) maintenanceReady(ctx context.Context) bool {
 		return true
 	}
 	c.nmMu.Lock()
-	failed := c.nmProbeFailed
+	failed, due := c.nmProbeFailed, time.Since(c.nmProbedAt) >= retryAfterError
 	c.nmMu.Unlock()
-	if failed {
+	if failed && due {
 		c.probeMaintenance(ctx)
 	}
 	c.nmMu.Lock()
+	defer c.nmMu.Unlock()
 	failed, ready := c.nmProbeFailed, c.nmInformer == nil || c.nmSynced
-	c.nmMu.Unlock()
-	if failed && ctx.Err() == nil {
-		time.AfterFunc(retryAfterError, c.Trigger)
+	if failed && !c.nmRetrying && ctx.Err() == nil {
+		// One retry pending at a time, however many plans the events of the meantime ask for.
+		c.nmRetrying = true
+		time.AfterFunc(retryAfterError-time.Since(c.nmProbedAt), func() {
+			c.nmMu.Lock()
+			c.nmRetrying = false
+			c.nmMu.Unlock()
+			c.Trigger()
+		})
 	}
 	return ready && !failed
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,6 +245,7 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
 				map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"}, nm)
 			var served, failing atomic.Bool
+			var failedProbes atomic.Int32
 			failing.Store(tc.fail)
 			listed := make(chan struct{})
 			dyn.PrependReactor("list", gvr.Resource, func(action k8stesting.Action) (bool, runtime.Object, error) {
@@ -251,6 +253,7 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 				case !served.Load():
 					return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
 				case failing.Load():
+					failedProbes.Add(1)
 					return true, nil, apierrors.NewInternalError(errors.New("etcd timeout"))
 				case tc.slow && action.(k8stesting.ListAction).GetListRestrictions().Labels.Empty() &&
 					action.(k8stesting.ListActionImpl).ListOptions.Limit == 0:
@@ -272,10 +275,20 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			defer wg.Wait()
 			defer cancel()
 
-			time.Sleep(1500 * time.Millisecond) // takeover, plans, and a retried probe
+			// The takeover, and node events asking for plans: a probe each would hammer an API
+			// server that is already failing.
+			for i := range 30 {
+				n, err := client.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{})
+				require.NoError(t, err)
+				n.Labels["event"] = strconv.Itoa(i)
+				_, err = client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+				require.NoError(t, err)
+				time.Sleep(50 * time.Millisecond)
+			}
 			assert.Zero(t, countPatches(client), "nothing planned while the maintenance source is unknown")
 			if tc.fail {
 				assert.Equal(t, 1, strings.Count(log.String(), "probing the maintenance resource failed; plans wait"), log.String())
+				assert.LessOrEqual(t, int(failedProbes.Load()), 3, "a probe a second at most")
 			}
 			failing.Store(false)
 			close(listed)
