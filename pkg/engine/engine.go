@@ -256,7 +256,7 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) { return e.cleanup
 // cleanup releases every node this installation manages; uninstall says whether the installation
 // is being uninstalled (Uninstall's sweeps), for the actions' messages.
 func (e *Engine) cleanup(ctx context.Context, uninstall bool) (Result, error) {
-	obs, err := e.Observe(ctx)
+	obs, err := e.observe(ctx, true)
 	if err != nil {
 		return Result{}, err
 	}

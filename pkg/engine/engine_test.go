@@ -386,6 +386,34 @@ func TestUninstallWithoutDaemonSet(t *testing.T) {
 	assert.Equal(t, 1, res.Applied[plan.Release])
 }
 
+// cleanup and the uninstall find every node the installation manages, also one that lost both
+// its pool labels and its status label (edited away by hand): no selector finds it, only its
+// annotations mark it as this installation's. Another installation's node stays as it is.
+func TestCleanupFindsManagedNodesOutsideThePool(t *testing.T) {
+	managed := func(name, owner string) *corev1.Node {
+		return tu.Node(name, tu.WithLabels("team", "ml"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+			tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, owner))
+	}
+	for _, uninstall := range []bool{false, true} {
+		client := withWarmer(managed("lost", "prewarm/test"), managed("theirs", "other/x"), tu.Node("idle", tu.WithLabels("pool", "notebooks")))
+		e := testEngine(t, client, false)
+		var err error
+		if uninstall {
+			_, err = e.Uninstall(context.Background(), 0)
+		} else {
+			_, err = e.Cleanup(context.Background())
+		}
+		require.NoError(t, err)
+		lost, err := client.CoreV1().Nodes().Get(context.Background(), "lost", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Empty(t, lost.Spec.Taints, "uninstall %v: released", uninstall)
+		assert.Equal(t, state.ReasonCleanup, lost.Annotations[state.ReleaseReason])
+		theirs, err := client.CoreV1().Nodes().Get(context.Background(), "theirs", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Len(t, theirs.Spec.Taints, 1, "another installation's node")
+	}
+}
+
 func TestWrittenNodesAreTrimmed(t *testing.T) {
 	// What the patch returns is kept until the cycle ends: trimmed like the snapshot, so that a
 	// cycle entering hundreds of nodes does not hold their managed fields and image lists.

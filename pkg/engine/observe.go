@@ -46,6 +46,14 @@ type Observation struct {
 // milliseconds. When reads fail, the error reported is the first in that order (nodes,
 // maintenance, warmer), whichever failed first.
 func (e *Engine) Observe(ctx context.Context) (Observation, error) {
+	return e.observe(ctx, false)
+}
+
+// observe is Observe; with everyNode, the snapshot holds every node of the cluster, read in one
+// list, rather than the pool and the nodes carrying the status label: cleanup must also find a
+// managed node that has lost both its pool labels and its status label (edited away by hand),
+// which only its annotations still mark as this installation's.
+func (e *Engine) observe(ctx context.Context, everyNode bool) (Observation, error) {
 	var (
 		wg        sync.WaitGroup
 		errs      [3]error
@@ -56,7 +64,16 @@ func (e *Engine) Observe(ctx context.Context) (Observation, error) {
 		revisions []*appsv1.ControllerRevision
 		pods      []*corev1.Pod
 	)
-	wg.Go(func() { nodes, errs[0] = e.listNodes(ctx) })
+	wg.Go(func() {
+		if everyNode {
+			nodes, errs[0] = e.readNodes(ctx, "")
+			if errs[0] != nil {
+				errs[0] = fmt.Errorf("listing nodes: %w", errs[0])
+			}
+			return
+		}
+		nodes, errs[0] = e.listNodes(ctx)
+	})
 	wg.Go(func() { objects, served, errs[1] = e.sources.List(ctx) })
 	wg.Go(func() { ds, revisions, pods, errs[2] = e.observeWarmer(ctx) })
 	wg.Wait()
