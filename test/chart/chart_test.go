@@ -899,8 +899,10 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "leaseDuration not above renewDeadline", extra: "orchestrator: {mode: deployment, deployment: {leaderElection: {leaseDuration: 10s, renewDeadline: 10s}}}", want: []string{"orchestrator.deployment.leaderElection.leaseDuration", "orchestrator.deployment.leaderElection.renewDeadline"}},
 		{name: "renewDeadline not above 1.2 x retryPeriod", extra: "orchestrator: {mode: deployment, deployment: {leaderElection: {retryPeriod: 9s}}}", want: []string{"orchestrator.deployment.leaderElection.renewDeadline", "orchestrator.deployment.leaderElection.retryPeriod"}},
 		{name: "node label selector without parentheses", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'a in b'}}", want: []string{"/maintenance/nodeLabel/selector"}},
-		{name: "schedule in words", extra: "schedule: every hour", want: []string{"/schedule"}},
-		{name: "schedule with a time zone", extra: "schedule: 'CRON_TZ=UTC 0 * * * *'", want: []string{"/schedule"}},
+		{name: "schedule in words", extra: "schedule: every hour", want: []string{`schedule "every hour": must be five fields`}},
+		{name: "schedule with a time zone", extra: "schedule: 'CRON_TZ=UTC 0 * * * *'", want: []string{"no CRON_TZ= or TZ= prefix: set orchestrator.cronJob.timeZone"}},
+		{name: "schedule with an hour out of range", extra: "schedule: '0 25 * * *'", want: []string{`the hour field "25" must be`, "a value 0-23"}},
+		{name: "schedule with a bad month name", extra: "schedule: '0 0 1 JANUARY *'", want: []string{`the month field "JANUARY" must be`, "1-12 or JAN-DEC"}},
 		// A key set to null is removed from the values: the keys the chart and the orchestrator need
 		// are required, so Helm names the one missing.
 		{name: "null duration", extra: "cancelAfter: null", want: []string{"missing property 'cancelAfter'"}},

@@ -231,11 +231,28 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- fail "maintenance.nodeLabel.selector is required when maintenance.nodeLabel.enabled is true" }}
 {{- end }}
 {{- if not (hasPrefix "@" .Values.schedule) }}
-{{- /* The schema checks each field's values; that a range a-b does not start after its end (the API
-server refuses 22-2) is beyond a regular expression. */}}
+{{- /* Five fields, each a comma-separated list of *, ?, a value or a range a-b, each with an optional
+step /n: checked here field by field (the schema only tells them from the descriptors), so that the
+message names the field that is wrong rather than quoting one regular expression for all five; and
+a range a-b must not start after its end (the API server refuses 22-2). */}}
 {{- $names := list (dict) (dict) (dict) (dict "jan" 1 "feb" 2 "mar" 3 "apr" 4 "may" 5 "jun" 6 "jul" 7 "aug" 8 "sep" 9 "oct" 10 "nov" 11 "dec" 12) (dict "sun" 0 "mon" 1 "tue" 2 "wed" 3 "thu" 4 "fri" 5 "sat" 6) }}
 {{- $fields := list "minute" "hour" "day-of-month" "month" "day-of-week" }}
-{{- range $i, $field := regexSplit "[ \t]+" $.Values.schedule -1 }}
+{{- $values := list "(0?[0-9]|[1-5][0-9])" "(0?[0-9]|1[0-9]|2[0-3])" "(0?[1-9]|[12][0-9]|3[01])" "(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))" "(0?[0-6]|(?i:sun|mon|tue|wed|thu|fri|sat))" }}
+{{- $ranges := list "0-59" "0-23" "1-31" "1-12 or JAN-DEC" "0-6 or SUN-SAT" }}
+{{- $split := regexSplit "[ \t]+" $.Values.schedule -1 }}
+{{- if regexMatch "^(CRON_)?TZ=" $.Values.schedule }}
+{{- fail (printf "schedule %q: no CRON_TZ= or TZ= prefix: set orchestrator.cronJob.timeZone" $.Values.schedule) }}
+{{- end }}
+{{- if ne (len $split) 5 }}
+{{- fail (printf "schedule %q: must be five fields separated by spaces (minute hour day-of-month month day-of-week), a descriptor such as @hourly, or @every and a duration" $.Values.schedule) }}
+{{- end }}
+{{- range $i, $field := $split }}
+{{- $item := printf "([*?]|%s(-%s)?)(/[1-9][0-9]{0,5})?" (index $values $i) (index $values $i) }}
+{{- if not (regexMatch (printf "^%s(,%s)*$" $item $item) $field) }}
+{{- fail (printf "schedule %q: the %s field %q must be a comma-separated list of *, ?, a value %s or a range of two such values (a-b), each with an optional step /n" $.Values.schedule (index $fields $i) $field (index $ranges $i)) }}
+{{- end }}
+{{- end }}
+{{- range $i, $field := $split }}
 {{- range splitList "," $field }}
 {{- $ends := splitList "-" (first (splitList "/" .)) }}
 {{- if eq (len $ends) 2 }}
