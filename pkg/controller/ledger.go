@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -80,11 +81,12 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 		_, busy := l.inflight[node]
 		return busy || l.written[node] > asOf || now.Before(l.failing[node].retryAt)
 	}
-	// Computed before this plan's own entries are in flight: they go together. An unanswered
-	// entry does not hold back its own retry (which the guard keeps from landing twice).
+	// Computed before this plan's own entries are in flight: they go together. The retry of an
+	// unanswered entry goes, whatever other entries are unanswered (a lost connection loses all
+	// of its answers at once): it enters the same node, and the guard keeps it from landing twice.
 	inflight, uncertain := l.inflightTainting(), l.uncertainNodes()
 	tainting := func(node string) bool {
-		return inflight || len(uncertain) > 1 || (len(uncertain) == 1 && uncertain[0] != node)
+		return inflight || (len(uncertain) > 0 && !slices.Contains(uncertain, node))
 	}
 	heldReleases, entries := 0, 0
 	for _, a := range actions {

@@ -116,6 +116,17 @@ func TestLedgerUnansweredEntryHoldsEntries(t *testing.T) {
 	assert.Len(t, claimed(l, []plan.Action{act("f", plan.Enter)}, 0, l.asOf()), 1, "held unknownOutcomeHold at most")
 	finished(l, "f")
 
+	// A lost connection loses every answer at once: each retry goes, other entries wait.
+	require.Len(t, claimed(l, []plan.Action{act("h", plan.Enter), act("i", plan.Enter)}, 0, l.asOf()), 2)
+	l.finish("h", lost)
+	l.finish("i", lost)
+	now = now.Add(time.Minute)
+	assert.Equal(t, []string{"h", "i"}, nodesOf(claimed(l, []plan.Action{act("h", plan.Enter), act("i", plan.Enter), act("j", plan.Enter)}, 0, l.asOf())),
+		"the retries of both unanswered entries go; j waits")
+	finished(l, "h")
+	assert.True(t, finished(l, "i"), "both retries succeeded: j was waiting")
+	now = now.Add(unknownOutcomeHold)
+
 	require.Len(t, claimed(l, []plan.Action{act("r", plan.Release)}, 0, l.asOf()), 1)
 	l.finish("r", lost)
 	assert.Len(t, claimed(l, []plan.Action{act("g", plan.Enter)}, 0, l.asOf()), 1, "an unanswered release holds no entry back")

@@ -75,6 +75,8 @@ func TestScheduleMatchesCronJobValidation(t *testing.T) {
 		{s: "+ * * * *"}, {s: "++5 * * * *"}, {s: "-1 * * * *"}, {s: "-5 * * * *"}, {s: "5- * * * *"},
 		{s: "100 * * * *"}, {s: "99999999999999999999 * * * *"}, {s: "1.5 * * * *"}, {s: "0x1 * * * *"},
 		{s: "JAN * * * *"}, {s: "١ * * * *"},
+		// Names in ASCII cases only: Unicode case folding takes the long s (ſ) for an s.
+		{s: "0 0 * ſep *"}, {s: "0 0 * * ſun"}, {s: "0 0 * * ſat"}, {s: "0 0 * SEP *"}, {s: "0 0 * * Sat"},
 		// Hour: 0-23.
 		{s: "0 23 * * *"}, {s: "0 24 * * *"}, {s: "0 25 * * *"}, {s: "0 0-23 * * *"}, {s: "0 20-24 * * *"},
 		{s: "0 19 * * *"}, {s: "0 023 * * *", strict: true}, {s: "0 +23 * * *", strict: true}, {s: "0 29 * * *"},

@@ -234,10 +234,11 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- /* Five fields, each a comma-separated list of *, ?, a value or a range a-b, each with an optional
 step /n: checked here field by field (the schema only tells them from the descriptors), so that the
 message names the field that is wrong rather than quoting one regular expression for all five; and
-a range a-b must not start after its end (the API server refuses 22-2). */}}
+a range a-b must not start after its end (the API server refuses 22-2). Names match in ASCII
+letter cases only ([Jj][Aa][Nn]): Go's (?i) also folds the long s (ſ) into s, which cron refuses. */}}
 {{- $names := list (dict) (dict) (dict) (dict "jan" 1 "feb" 2 "mar" 3 "apr" 4 "may" 5 "jun" 6 "jul" 7 "aug" 8 "sep" 9 "oct" 10 "nov" 11 "dec" 12) (dict "sun" 0 "mon" 1 "tue" 2 "wed" 3 "thu" 4 "fri" 5 "sat" 6) }}
 {{- $fields := list "minute" "hour" "day-of-month" "month" "day-of-week" }}
-{{- $values := list "(0?[0-9]|[1-5][0-9])" "(0?[0-9]|1[0-9]|2[0-3])" "(0?[1-9]|[12][0-9]|3[01])" "(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))" "(0?[0-6]|(?i:sun|mon|tue|wed|thu|fri|sat))" }}
+{{- $values := list "(0?[0-9]|[1-5][0-9])" "(0?[0-9]|1[0-9]|2[0-3])" "(0?[1-9]|[12][0-9]|3[01])" "(0?[1-9]|1[0-2]|[Jj][Aa][Nn]|[Ff][Ee][Bb]|[Mm][Aa][Rr]|[Aa][Pp][Rr]|[Mm][Aa][Yy]|[Jj][Uu][Nn]|[Jj][Uu][Ll]|[Aa][Uu][Gg]|[Ss][Ee][Pp]|[Oo][Cc][Tt]|[Nn][Oo][Vv]|[Dd][Ee][Cc])" "(0?[0-6]|[Ss][Uu][Nn]|[Mm][Oo][Nn]|[Tt][Uu][Ee]|[Ww][Ee][Dd]|[Tt][Hh][Uu]|[Ff][Rr][Ii]|[Ss][Aa][Tt])" }}
 {{- $ranges := list "0-59" "0-23" "1-31" "1-12 or JAN-DEC" "0-6 or SUN-SAT" }}
 {{- $split := regexSplit "[ \t]+" $.Values.schedule -1 }}
 {{- if regexMatch "^(CRON_)?TZ=" $.Values.schedule }}
@@ -347,18 +348,14 @@ checked. A syntax error fails tpl, whose message quotes the text parsed: its com
 {{- end }}
 
 {{/*
-podFailurePolicy of the orchestrator's Jobs (CronJob, cleanup hook, helm test). Exit code 2 is an
-invalid configuration, flag or cluster credentials: a retry fails the same way, so the Job fails at
-once rather than after backoffLimit retries. A pod evicted by a drain does not count as a failure.
+podFailurePolicy of the orchestrator's Jobs (CronJob, cleanup hook, helm test): a pod evicted by a
+node drain (or preempted) does not count against backoffLimit; the Job runs it again. Exit codes
+fail as usual: 2, an invalid configuration, is also the Go runtime's code for a crash, which a
+retry may get past.
 */}}
 {{- define "image-prewarmer.podFailurePolicy" -}}
 podFailurePolicy:
   rules:
-    - action: FailJob
-      onExitCodes:
-        containerName: orchestrator
-        operator: In
-        values: [2]
     - action: Ignore
       onPodConditions:
         - type: DisruptionTarget
