@@ -73,6 +73,13 @@ func TestFlagAndCredentialErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing")
 	empty := filepath.Join(t.TempDir(), "empty")
 	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	noContext := filepath.Join(t.TempDir(), "no-context")
+	require.NoError(t, os.WriteFile(noContext, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+`), 0o600))
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	t.Setenv("HOME", t.TempDir()) // no ~/.kube/config
@@ -86,6 +93,7 @@ func TestFlagAndCredentialErrors(t *testing.T) {
 		{[]string{"cleanup", "--settle", "5s"}, "--settle: only with --uninstall"},
 		{[]string{"status", "--kubeconfig", missing}, "--kubeconfig: no such file: " + missing},
 		{[]string{"status", "--kubeconfig", empty}, "--kubeconfig " + empty + ": no cluster, user or context in it"},
+		{[]string{"status", "--kubeconfig", noContext}, "--kubeconfig " + noContext + ": no current-context, or its cluster has no server"},
 		{[]string{"status"}, "none found: not running in a cluster, and no --kubeconfig, $KUBECONFIG or ~/.kube/config"},
 		// Accepted: the command goes on, and stops at the credentials.
 		{[]string{"run", "--once", "--pushgateway", "gateway:9091"}, "loading cluster credentials"},

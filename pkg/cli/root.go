@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
@@ -237,14 +238,7 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 	}
 	if clientcmd.IsEmptyConfig(err) {
 		// client-go's message points at a variable nothing reads any more (KUBERNETES_MASTER).
-		switch env := os.Getenv("KUBECONFIG"); {
-		case o.kubeconfig != "":
-			err = fmt.Errorf("--kubeconfig %s: no cluster, user or context in it", o.kubeconfig)
-		case env != "":
-			err = fmt.Errorf("$KUBECONFIG (%s): no cluster, user or context in it", env)
-		default:
-			err = errors.New("none found: not running in a cluster, and no --kubeconfig, $KUBECONFIG or ~/.kube/config")
-		}
+		err = o.emptyConfig()
 	}
 	if err != nil {
 		return nil, &ConfigError{fmt.Errorf("loading cluster credentials: %w", err)}
@@ -254,6 +248,34 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 	rc.Timeout = cfg.Client.Timeout.Duration
 	rc.UserAgent = "prewarm-orchestrator/" + version.Version
 	return rc, nil
+}
+
+// emptyConfig says why the kubeconfig found names no cluster: there is none (no file, or files
+// without clusters, users and contexts), or it has no current context (or that context's cluster
+// has no server), which client-go reports the same way.
+func (o *globalOptions) emptyConfig() error {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	source := "~/.kube/config"
+	switch env := os.Getenv("KUBECONFIG"); {
+	case o.kubeconfig != "":
+		rules.ExplicitPath, source = o.kubeconfig, "--kubeconfig "+o.kubeconfig
+	case env != "":
+		source = "$KUBECONFIG (" + env + ")"
+	}
+	raw, err := rules.Load()
+	switch {
+	case err == nil && !clientcmdapi.IsConfigEmpty(raw):
+		return fmt.Errorf("%s: no current-context, or its cluster has no server", source)
+	case o.kubeconfig == "" && os.Getenv("KUBECONFIG") == "" && !fileExists(clientcmd.RecommendedHomeFile):
+		return errors.New("none found: not running in a cluster, and no --kubeconfig, $KUBECONFIG or ~/.kube/config")
+	default:
+		return fmt.Errorf("%s: no cluster, user or context in it", source)
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // kubeconfigEnvExists refuses a $KUBECONFIG none of whose files exists. client-go merges the

@@ -26,7 +26,9 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	var others []*corev1.Node
 	for _, n := range sortedByName(s.Nodes) {
 		if !p.Owns(n) {
-			if state.PhaseOf(n) != "" && n.Annotations[state.Owner] != "" {
+			// Only nodes of this installation's pool: another installation may have a pool of its
+			// own in the same cluster (with the same status label).
+			if state.PhaseOf(n) != "" && n.Annotations[state.Owner] != "" && p.InPool(n) {
 				others = append(others, n)
 			}
 			continue

@@ -1153,6 +1153,8 @@ func TestCleanupNamesOtherInstallationsNodes(t *testing.T) {
 		tu.Node("d", inPool(), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "image-prewarmer/prewarm")),
 		tu.Node("e", inPool(), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "other/x")),
 		tu.Node("f", inPool()),
+		// Another installation's pool in the same cluster, with the same status label.
+		tu.Node("g", tu.WithLabels("pool", "batch"), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "other/y")),
 	}
 	got := p.Cleanup(snapshot(t0, nodes, nil), false)
 	assert.Empty(t, got.Actions)
