@@ -142,9 +142,12 @@ type Controller struct {
 	pending  map[string]bool
 	full     bool
 	followUp bool
-	warnings []sources.Warning
-	notes    []plan.Note
-	wg       sync.WaitGroup
+	// waitingSince is when plans started to wait for the maintenance source (zero: they do
+	// not); waitWarned when that was last logged at WARN.
+	waitingSince, waitWarned time.Time
+	warnings                 []sources.Warning
+	notes                    []plan.Note
+	wg                       sync.WaitGroup
 
 	// live are the warmer's ControllerRevisions as read from the API server once the DaemonSet
 	// controller observed the generation in liveFor (see revisionsFor).
@@ -279,6 +282,10 @@ func New(o Options) (*Controller, error) {
 
 // byNodeIndex indexes warmer pods by spec.nodeName.
 const byNodeIndex = "node"
+
+// maintenanceWaitWarning is how long plans wait for the maintenance source before a WARN says so
+// (a variable for tests).
+var maintenanceWaitWarning = 10 * time.Second
 
 // fullFollowUp is how soon after per-node work the whole pool is re-planned.
 const fullFollowUp = time.Second
@@ -572,12 +579,31 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}
 	if !c.maintenanceReady(ctx) {
 		// The whole pool is planned once it is (maintenanceReady says when that is asked for).
+		// A wait that lasts (an informer whose list keeps failing) is said at WARN, once per
+		// resync: no node is written meanwhile, not even a release.
+		now := time.Now()
 		c.mu.Lock()
 		c.full = true
+		if c.waitingSince.IsZero() {
+			c.waitingSince = now
+		}
+		since := c.waitingSince
+		warn := now.Sub(since) >= maintenanceWaitWarning && now.Sub(c.waitWarned) >= c.resync
+		if warn {
+			c.waitWarned = now
+		}
 		c.mu.Unlock()
-		c.log.Debug("plan waits for the maintenance source", "resource", sources.ResourceName(c.cfg))
+		level := slog.LevelDebug
+		if warn {
+			level = slog.LevelWarn
+		}
+		c.log.Log(ctx, level, "plans wait for the maintenance resource to be read; no node is written meanwhile",
+			"resource", sources.ResourceName(c.cfg), "waiting", now.Sub(since).Round(time.Second).String())
 		return
 	}
+	c.mu.Lock()
+	c.waitingSince = time.Time{}
+	c.mu.Unlock()
 
 	cached, asOf := c.cached(ctx, names, full)
 	obs, err := c.engine.ObserveFrom(cached)

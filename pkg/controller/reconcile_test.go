@@ -245,19 +245,18 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
 				map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"}, nm)
 			var served, failing atomic.Bool
-			var failedProbes atomic.Int32
+			var failedProbes, servedLists atomic.Int32
 			failing.Store(tc.fail)
 			listed := make(chan struct{})
-			dyn.PrependReactor("list", gvr.Resource, func(action k8stesting.Action) (bool, runtime.Object, error) {
+			dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 				switch {
 				case !served.Load():
 					return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
 				case failing.Load():
 					failedProbes.Add(1)
 					return true, nil, apierrors.NewInternalError(errors.New("etcd timeout"))
-				case tc.slow && action.(k8stesting.ListAction).GetListRestrictions().Labels.Empty() &&
-					action.(k8stesting.ListActionImpl).ListOptions.Limit == 0:
-					<-listed // the informer's list, not the probe's
+				case tc.slow && servedLists.Add(1) > 1:
+					<-listed // the informer's list; the probe (the first) is answered
 				}
 				return false, nil, nil
 			})
@@ -302,6 +301,46 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			assert.NotContains(t, got.Annotations, state.LeftMaintenanceAt, "a never left maintenance nm")
 		})
 	}
+}
+
+// A wait for the maintenance source that lasts (its informer's list keeps failing or hanging) is
+// said at WARN, once per resync: nothing at all is written meanwhile.
+func TestLongWaitForTheMaintenanceSourceIsWarned(t *testing.T) {
+	defer func(d time.Duration) { maintenanceWaitWarning = d }(maintenanceWaitWarning)
+	maintenanceWaitWarning = 300 * time.Millisecond
+	client := withWarmer(tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	gvr := sources.GVR(config.Default())
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"})
+	var served atomic.Bool
+	var lists atomic.Int32
+	hang := make(chan struct{})
+	defer close(hang)
+	dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		switch {
+		case !served.Load():
+			return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
+		case lists.Add(1) > 1:
+			<-hang // the probe is answered; the informer's list never is
+		}
+		return false, nil, nil
+	})
+	log := &tu.LogBuffer{}
+	c := newLoggingController(t, client, dyn, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.Enabled = true }, false, log)
+	c.resync = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, c.Start(ctx))
+	served.Store(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	time.Sleep(1500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	warned := strings.Count(log.String(), `level=WARN msg="plans wait for the maintenance resource to be read; no node is written meanwhile"`)
+	assert.GreaterOrEqual(t, warned, 2, log.String())
+	assert.LessOrEqual(t, warned, 7, "once per resync at most")
+	assert.Zero(t, countPatches(client))
 }
 
 // The event-driven mode plans from its DaemonSet cache as run --once does from a read: while the
