@@ -225,7 +225,8 @@ func TestParseRefusesNullSelectorValue(t *testing.T) {
 		require.Error(t, err, doc)
 		assert.Contains(t, err.Error(), want, doc)
 	}
-	for _, doc := range []string{"pool: {nodeSelector: {'on': x}}\n", "pool: {nodeSelector: {\"yes\": x}}\n", "pool: {nodeSelector: {ontology: x}}\n"} {
+	for _, doc := range []string{"pool: {nodeSelector: {'on': x}}\n", "pool: {nodeSelector: {\"yes\": x}}\n", "pool: {nodeSelector: {ontology: x}}\n",
+		"pool: {nodeSelector: {!!str on: x}}\n"} {
 		_, err := config.Parse([]byte(head + doc))
 		require.NoError(t, err, doc)
 	}

@@ -310,8 +310,8 @@ func renamedKeys(n *yamlv3.Node, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
-		if k.Kind != yamlv3.ScalarNode || k.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle) != 0 {
-			continue
+		if k.Kind != yamlv3.ScalarNode || k.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle|yamlv3.TaggedStyle) != 0 {
+			continue // quoted, or tagged (!!str on) as the file wants it read
 		}
 		if as, ok := yaml11Booleans[k.Value]; ok {
 			errs = append(errs, field.Invalid(p, field.OmitValueType{}, fmt.Sprintf(

@@ -148,10 +148,10 @@ func (e *Engine) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 // readNodes reads the nodes matching selector: streamed when the API server streams lists, else
 // in pages. The first stream the server refuses (a server without the WatchList feature, a
 // proxy, RBAC without watch) is logged and makes this engine read in pages from then on. A
-// stream that got no answer at all (connection refused, no route, a TLS failure; not a timeout,
-// which a server holding streams without answering gives) is read in pages this once, without a
-// word: that says nothing about streamed lists, and the pages fail the same way when the server
-// is unreachable.
+// stream that got no answer at all (connection refused or lost, no route, a TLS failure; not a
+// timeout, which a server holding streams without answering gives) is read in pages this once,
+// without a word: that says nothing about streamed lists, and the pages fail the same way when
+// the server is unreachable.
 func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {
 	if !e.pagedNodeLists.Load() {
 		// Not with a client without a REST client of its own (the fake clientsets of unit tests).
@@ -161,7 +161,8 @@ func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node
 				return nodes, err
 			}
 			var noAnswer *url.Error
-			if (!errors.As(err, &noAnswer) || noAnswer.Timeout()) && !e.pagedNodeLists.Swap(true) {
+			lost := errors.Is(err, errStreamLost) || (errors.As(err, &noAnswer) && !noAnswer.Timeout())
+			if !lost && !e.pagedNodeLists.Swap(true) {
 				e.log.Info("the API server did not stream a node list; reading node lists in pages", "error", err)
 			}
 		}
@@ -180,6 +181,7 @@ func (e *Engine) streamNodes(ctx context.Context, selector string) ([]*corev1.No
 	// The API server ends the watch at timeoutSeconds; this deadline is for one that does not.
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout+5*time.Second)
 	defer cancel()
+	start := time.Now()
 	initialEvents, timeout := true, int64(streamTimeout/time.Second)
 	w, err := e.client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
 		LabelSelector:        selector,
@@ -216,8 +218,17 @@ func (e *Engine) streamNodes(ctx context.Context, selector string) ([]*corev1.No
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if len(nodes) == 0 && time.Since(start) < streamTimeout/2 {
+		// Not one event, and well before timeoutSeconds: the connection was lost (client-go
+		// answers a dropped one with a watch that ends at once), not a server that ignored
+		// sendInitialEvents, which would have held the stream open without events until then.
+		return nil, errStreamLost
+	}
 	return nil, errors.New("streamed node list: the stream ended before the end of the list")
 }
+
+// errStreamLost is a streamed list that ended before its first event: it got no answer.
+var errStreamLost = errors.New("streamed node list: the stream ended before its first event")
 
 // pageNodes reads the nodes matching selector in pages.
 func (e *Engine) pageNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {

@@ -76,7 +76,7 @@ type fakeNodesServer struct {
 	stall func(r *http.Request, cont string)
 	// stream answers node watches: "" refuses them as an API server without the WatchList
 	// feature does (422), "list" streams every node then the bookmark that ends the list (JSON),
-	// "cut" streams the first node only and ends the stream.
+	// "cut" streams the first node only and ends the stream, "lost" ends it before any event.
 	stream string
 }
 
@@ -110,6 +110,9 @@ func (s *fakeNodesServer) serveStream(w http.ResponseWriter, r *http.Request, se
 	assert.Equal(s.t, "NotOlderThan", q.Get("resourceVersionMatch"))
 	assert.Equal(s.t, "true", q.Get("allowWatchBookmarks"))
 	w.Header().Set("Content-Type", "application/json")
+	if s.stream == "lost" {
+		return
+	}
 	enc := json.NewEncoder(w)
 	for i, n := range s.nodes[sel] {
 		if s.stream == "cut" && i > 0 {
@@ -430,6 +433,27 @@ func TestListNodesKeepsTheLaterCopy(t *testing.T) {
 		require.Len(t, nodes, 1)
 		assert.Equal(t, "7", nodes[0].ResourceVersion, "older copy from the %s list", older)
 	}
+}
+
+// A stream that ends before its first event got no answer (a connection lost, an API server
+// restarting): that read is paged, without the log line, and the next one streams again.
+func TestLostStreamIsNotARefusal(t *testing.T) {
+	srv := &fakeNodesServer{t: t, nodes: map[string][]corev1.Node{"pool=notebooks": namedNodes("p", 3, "pool", "notebooks")}, stream: "lost"}
+	log := &tu.LogBuffer{}
+	e := serve(t, srv, protobufType, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(log, nil)) })
+	nodes, err := e.readNodes(context.Background(), "pool=notebooks")
+	require.NoError(t, err)
+	assert.Len(t, nodes, 3, "read in pages")
+	assert.False(t, e.pagedNodeLists.Load(), "streamed lists stay on")
+	assert.NotContains(t, log.String(), "did not stream")
+
+	srv.mu.Lock()
+	srv.stream, srv.served = "list", nil
+	srv.mu.Unlock()
+	nodes, err = e.readNodes(context.Background(), "pool=notebooks")
+	require.NoError(t, err)
+	assert.Len(t, nodes, 3)
+	assert.Equal(t, []string{"watch pool=notebooks list"}, srv.servedFor("pool=notebooks"), "streamed again")
 }
 
 // An API server that cannot be reached does not refuse streamed lists: the read fails (its pages
