@@ -148,26 +148,33 @@ func TestDryRunKeepsPlanning(t *testing.T) {
 	assert.Zero(t, countPatches(client))
 }
 
-// A maintenance resource that is served but could not be read when the controller started (a
-// timeout, a 5xx) is not an empty maintenance set: planning from one would record every node
-// tainted for a NodeMaintenance as out of maintenance, and release it (cancelled) after
-// cancelAfter, before its upgrade.
-func TestUnreadableMaintenanceIsNotEmpty(t *testing.T) {
-	n := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+// taintedForMaintenance returns node a of the pool, tainted by this installation for the
+// NodeMaintenance nm, and a fake dynamic client serving nm.
+func taintedForMaintenance() (*corev1.Node, *dynamicfake.FakeDynamicClient) {
+	a := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
 		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
 		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test",
 			state.MaintenanceID, "uid-nm", state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-1",
 			state.TaintedAt, state.FormatTime(time.Now())))
-	client := fake.NewClientset(n)
-	mutate := func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.Enabled = true }
 	gvr := sources.GVR(config.Default())
 	nm := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": gvr.GroupVersion().String(), "kind": "NodeMaintenance",
 		"metadata": map[string]any{"name": "nm", "uid": "uid-nm"},
 		"spec":     map[string]any{"nodeName": "a"},
 	}}
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+	return a, dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
 		map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"}, nm)
+}
+
+// A maintenance resource that is served but could not be read when the controller started (a
+// timeout, a 5xx) is not an empty maintenance set: planning from one would record every node
+// tainted for a NodeMaintenance as out of maintenance, and release it (cancelled) after
+// cancelAfter, before its upgrade.
+func TestUnreadableMaintenanceIsNotEmpty(t *testing.T) {
+	n, dyn := taintedForMaintenance()
+	client := fake.NewClientset(n)
+	mutate := func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.Enabled = true }
+	gvr := sources.GVR(config.Default())
 	failed := false
 	dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 		if !failed {
@@ -230,20 +237,9 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 		{name: "probe failing", fail: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
-				tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-				tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test",
-					state.MaintenanceID, "uid-nm", state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-1",
-					state.TaintedAt, state.FormatTime(time.Now())))
+			a, dyn := taintedForMaintenance()
 			client := withWarmer(a, tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 			gvr := sources.GVR(config.Default())
-			nm := &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": gvr.GroupVersion().String(), "kind": "NodeMaintenance",
-				"metadata": map[string]any{"name": "nm", "uid": "uid-nm"},
-				"spec":     map[string]any{"nodeName": "a"},
-			}}
-			dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-				map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"}, nm)
 			var served, failing atomic.Bool
 			var failedProbes, servedLists atomic.Int32
 			failing.Store(tc.fail)
