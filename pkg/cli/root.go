@@ -255,6 +255,7 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 // has no server), which client-go reports the same way.
 func (o *globalOptions) emptyConfig() error {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.MigrationRules = nil // reading, not moving files about: an error message is being written
 	source := "~/.kube/config"
 	switch env := os.Getenv("KUBECONFIG"); {
 	case o.kubeconfig != "":

@@ -81,12 +81,19 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 		_, busy := l.inflight[node]
 		return busy || l.written[node] > asOf || now.Before(l.failing[node].retryAt)
 	}
-	// Computed before this plan's own entries are in flight: they go together. The retry of an
-	// unanswered entry goes, whatever other entries are unanswered (a lost connection loses all
-	// of its answers at once): it enters the same node, and the guard keeps it from landing twice.
+	// Computed before this plan's own entries are in flight: they go together. The retries of
+	// unanswered entries go when the plan enters (or adopts) every node whose write may still
+	// land, as after a lost connection, which loses all of its answers at once: the plan's budget
+	// then counts each of them, and the guard keeps a write from landing twice. A plan that leaves
+	// one out did not count it, and waits like any other.
 	inflight, uncertain := l.inflightTainting(), l.uncertainNodes()
+	retries := len(uncertain) > 0 && !slices.ContainsFunc(uncertain, func(n string) bool {
+		return !slices.ContainsFunc(actions, func(a plan.Action) bool {
+			return a.Node == n && (a.Type == plan.Enter || a.Type == plan.Adopt)
+		})
+	})
 	tainting := func(node string) bool {
-		return inflight || (len(uncertain) > 0 && !slices.Contains(uncertain, node))
+		return inflight || (len(uncertain) > 0 && !(retries && slices.Contains(uncertain, node)))
 	}
 	heldReleases, entries := 0, 0
 	for _, a := range actions {

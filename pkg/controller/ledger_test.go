@@ -125,6 +125,15 @@ func TestLedgerUnansweredEntryHoldsEntries(t *testing.T) {
 		"the retries of both unanswered entries go; j waits")
 	finished(l, "h")
 	assert.True(t, finished(l, "i"), "both retries succeeded: j was waiting")
+
+	// A plan that retries one of them only did not count the other in its budget: it waits.
+	require.Len(t, claimed(l, []plan.Action{act("h", plan.Enter), act("i", plan.Enter)}, 0, l.asOf()), 2)
+	l.finish("h", lost)
+	l.finish("i", lost)
+	now = now.Add(time.Minute)
+	assert.Equal(t, []string{"k"}, nodesOf(claimed(l, []plan.Action{act("k", plan.Adopt), act("h", plan.Enter)}, 0, l.asOf())),
+		"i's entry may still land: h's retry waits")
+	finished(l, "k")
 	now = now.Add(unknownOutcomeHold)
 
 	require.Len(t, claimed(l, []plan.Action{act("r", plan.Release)}, 0, l.asOf()), 1)

@@ -330,9 +330,14 @@ func TestLongWaitForTheMaintenanceSourceIsWarned(t *testing.T) {
 	served.Store(true)
 	var wg sync.WaitGroup
 	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
-	time.Sleep(1500 * time.Millisecond)
+	for range 75 {
+		c.Trigger() // events asking for plans, between the resyncs
+		time.Sleep(20 * time.Millisecond)
+	}
 	cancel()
 	wg.Wait()
+	// Waiting from about 0 s, warned from 0.3 s on at most once per resync (0.2 s): 6 times at
+	// most in 1.5 s, however many plans the events asked for.
 	warned := strings.Count(log.String(), `level=WARN msg="plans wait for the maintenance resource to be read; no node is written meanwhile"`)
 	assert.GreaterOrEqual(t, warned, 2, log.String())
 	assert.LessOrEqual(t, warned, 7, "once per resync at most")

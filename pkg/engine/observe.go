@@ -156,7 +156,12 @@ func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node
 	if !e.pagedNodeLists.Load() {
 		// Not with a client without a REST client of its own (the fake clientsets of unit tests).
 		if rc, ok := e.client.CoreV1().RESTClient().(*rest.RESTClient); ok && rc != nil {
-			nodes, err := e.streamNodes(ctx, selector)
+			// The client's own timeout (client.timeout) ends the stream too, when it is shorter.
+			limit := streamTimeout
+			if t := rc.Client.Timeout; t > 0 && t < limit {
+				limit = t
+			}
+			nodes, err := e.streamNodes(ctx, selector, limit)
 			if err == nil || ctx.Err() != nil {
 				return nodes, err
 			}
@@ -176,13 +181,14 @@ func (e *Engine) readNodes(ctx context.Context, selector string) ([]*corev1.Node
 // the API server's watch cache, as recent as a list (resourceVersionMatch NotOlderThan with no
 // resourceVersion: a consistent read), and each node is decoded and trimmed as it arrives: no
 // page of nodes is held at once on either side. Any error, or a stream that ends before its
-// bookmark, fails the whole read: the caller then reads in pages.
-func (e *Engine) streamNodes(ctx context.Context, selector string) ([]*corev1.Node, error) {
+// bookmark, fails the whole read: the caller then reads in pages. limit bounds the stream: the
+// smaller of streamTimeout and the client's own timeout, which would cut it anyway.
+func (e *Engine) streamNodes(ctx context.Context, selector string, limit time.Duration) ([]*corev1.Node, error) {
 	// The API server ends the watch at timeoutSeconds; this deadline is for one that does not.
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, limit+5*time.Second)
 	defer cancel()
 	start := time.Now()
-	initialEvents, timeout := true, int64(streamTimeout/time.Second)
+	initialEvents, timeout := true, max(int64(limit/time.Second), 1)
 	w, err := e.client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
 		LabelSelector:        selector,
 		SendInitialEvents:    &initialEvents,
@@ -218,7 +224,7 @@ func (e *Engine) streamNodes(ctx context.Context, selector string) ([]*corev1.No
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if len(nodes) == 0 && time.Since(start) < streamTimeout/2 {
+	if len(nodes) == 0 && time.Since(start) < limit/2 {
 		// Not one event, and well before timeoutSeconds: the connection was lost (client-go
 		// answers a dropped one with a watch that ends at once), not a server that ignored
 		// sendInitialEvents, which would have held the stream open without events until then.

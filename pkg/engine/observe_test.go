@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,7 +77,8 @@ type fakeNodesServer struct {
 	stall func(r *http.Request, cont string)
 	// stream answers node watches: "" refuses them as an API server without the WatchList
 	// feature does (422), "list" streams every node then the bookmark that ends the list (JSON),
-	// "cut" streams the first node only and ends the stream, "lost" ends it before any event.
+	// "cut" streams the first node only and ends the stream, "lost" ends it before any event,
+	// "held" sends nothing and holds it open (a proxy that ignores sendInitialEvents).
 	stream string
 }
 
@@ -110,7 +112,12 @@ func (s *fakeNodesServer) serveStream(w http.ResponseWriter, r *http.Request, se
 	assert.Equal(s.t, "NotOlderThan", q.Get("resourceVersionMatch"))
 	assert.Equal(s.t, "true", q.Get("allowWatchBookmarks"))
 	w.Header().Set("Content-Type", "application/json")
-	if s.stream == "lost" {
+	switch s.stream {
+	case "lost":
+		return
+	case "held":
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
 		return
 	}
 	enc := json.NewEncoder(w)
@@ -454,6 +461,22 @@ func TestLostStreamIsNotARefusal(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, nodes, 3)
 	assert.Equal(t, []string{"watch pool=notebooks list"}, srv.servedFor("pool=notebooks"), "streamed again")
+}
+
+// A stream held open without a single event until the client's timeout is a server that does not
+// stream lists, however short client.timeout is: the engine reads in pages from then on.
+func TestHeldStreamIsARefusal(t *testing.T) {
+	srv := &fakeNodesServer{t: t, nodes: map[string][]corev1.Node{"pool=notebooks": namedNodes("p", 3, "pool", "notebooks")}, stream: "held"}
+	log := &tu.LogBuffer{}
+	e := serve(t, srv, protobufType, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(log, nil))
+		o.Client.CoreV1().RESTClient().(*rest.RESTClient).Client.Timeout = time.Second
+	})
+	nodes, err := e.readNodes(context.Background(), "pool=notebooks")
+	require.NoError(t, err)
+	assert.Len(t, nodes, 3, "read in pages")
+	assert.True(t, e.pagedNodeLists.Load(), "paged from then on")
+	assert.Contains(t, log.String(), "did not stream")
 }
 
 // An API server that cannot be reached does not refuse streamed lists: the read fails (its pages
