@@ -283,7 +283,7 @@ func New(o Options) (*Controller, error) {
 // byNodeIndex indexes warmer pods by spec.nodeName.
 const byNodeIndex = "node"
 
-// maintenanceWaitWarning is how long plans wait for the maintenance source before a WARN says so
+// maintenanceWaitWarning is how long the maintenance source may stay unknown before a WARN says so
 // (a variable for tests).
 var maintenanceWaitWarning = 10 * time.Second
 
@@ -505,8 +505,8 @@ func (c *Controller) Lead(ctx context.Context) error {
 }
 
 // probeMaintenance starts the nodeMaintenance informer if the source is enabled, not watched,
-// and now served. A failed probe leaves the source unknown: plans wait (maintenanceReady), and
-// the first failure of a streak is logged.
+// and now served. A failed probe leaves the source unknown (maintenanceReady), and the first
+// failure of a streak is logged.
 func (c *Controller) probeMaintenance(ctx context.Context) {
 	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
 		return
@@ -518,7 +518,7 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 	c.nmMu.Unlock()
 	switch {
 	case err != nil && !was:
-		c.log.Warn("probing the maintenance resource failed; plans wait until a probe succeeds", "error", err, "retryIn", retryAfterError.String())
+		c.log.Warn("probing the maintenance resource failed; no node is entered or leaves maintenance until a probe succeeds", "error", err, "retryIn", retryAfterError.String())
 	case err != nil:
 		c.log.Debug("probing the maintenance resource failed again", "error", err)
 	case was:
@@ -531,8 +531,9 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 // takeover, a resync that found the resource served) is syncing, nor while the last probe
 // failed: a plan would read the source as not served, and take every node tainted for one of
 // its objects (by another replica, before the takeover) out of maintenance, released cancelled
-// with a short cancelAfter. Plans wait instead, as Start does and as a run --once cycle fails:
-// the informer's sync re-plans, and a failed probe is retried here after retryAfterError.
+// with a short cancelAfter. Plans mark it unknown instead (plan.Snapshot.MaintenanceUnknown),
+// which decides nothing that rests on maintenance; the informer's sync re-plans, and a failed
+// probe is retried here after retryAfterError.
 func (c *Controller) maintenanceReady(ctx context.Context) bool {
 	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
 		return true
@@ -577,19 +578,19 @@ func (c *Controller) reconcile(ctx context.Context) {
 	if !full && len(names) == 0 {
 		return
 	}
-	if !c.maintenanceReady(ctx) {
-		// The whole pool is planned once it is (maintenanceReady says when that is asked for).
-		// A wait that lasts (an informer whose list keeps failing) is said at WARN, once per
-		// resync: no node is written meanwhile, not even a release.
+	known := c.maintenanceReady(ctx)
+	if !known {
+		// Plans go on without what rests on maintenance (plan.Snapshot.MaintenanceUnknown); the
+		// whole pool is planned again once the source is read (maintenanceReady asks for it). A
+		// wait that lasts (an informer whose list keeps failing) is said at WARN, once per resync.
 		now := time.Now()
 		c.mu.Lock()
-		c.full = true
 		if c.waitingSince.IsZero() {
 			c.waitingSince = now
 		}
 		since := c.waitingSince
-		// At most once per resync, which drives these plans while nothing else does (a tenth of
-		// it spares the ticker's jitter).
+		// At most once per resync, which drives plans while nothing else does (a tenth of it
+		// spares the ticker's jitter).
 		warn := now.Sub(since) >= maintenanceWaitWarning && now.Sub(c.waitWarned) >= c.resync*9/10
 		if warn {
 			c.waitWarned = now
@@ -599,15 +600,18 @@ func (c *Controller) reconcile(ctx context.Context) {
 		if warn {
 			level = slog.LevelWarn
 		}
-		c.log.Log(ctx, level, "plans wait for the maintenance resource to be read; no node is written meanwhile",
+		c.log.Log(ctx, level, "maintenance resource not read yet: no node is entered, and no tainted node leaves maintenance, until it is",
 			"resource", sources.ResourceName(c.cfg), "waiting", now.Sub(since).Round(time.Second).String())
-		return
+	} else {
+		c.mu.Lock()
+		c.waitingSince = time.Time{}
+		c.mu.Unlock()
 	}
-	c.mu.Lock()
-	c.waitingSince = time.Time{}
-	c.mu.Unlock()
 
 	cached, asOf := c.cached(ctx, names, full)
+	if !known {
+		cached.MaintenanceUnknown = sources.ResourceName(c.cfg)
+	}
 	obs, err := c.engine.ObserveFrom(cached)
 	if err != nil {
 		c.log.Error("building the snapshot failed", "error", err)

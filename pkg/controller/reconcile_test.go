@@ -222,11 +222,12 @@ func TestLeadProbesTheMaintenanceResource(t *testing.T) {
 }
 
 // A replica that takes the lead after the maintenance resource became served (a standby that
-// started before its CRD was installed) plans nothing until it knows the resource's objects: node
-// a, tainted by the former leader for NodeMaintenance nm, stays in maintenance, not cancelled
-// (cancelAfter 0s) by a plan that read the source as empty; the cordoned node c waits too, and is
-// entered once the source is known. It is unknown while the informer the takeover started is
-// syncing, and while a probe fails (retried every second).
+// started before its CRD was installed) decides nothing that rests on maintenance until it knows
+// the resource's objects: node a, tainted by the former leader for NodeMaintenance nm, stays in
+// maintenance, not cancelled (cancelAfter 0s) by a plan that read the source as empty; the
+// cordoned node c is entered only once the source is known. Node w, warm, is released meanwhile,
+// its record of maintenance nm kept. The source is unknown while the informer the takeover
+// started is syncing, and while a probe fails (retried every second).
 func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -238,7 +239,18 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, dyn := taintedForMaintenance()
-			client := withWarmer(a, tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+			w := tu.Node("w", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
+				tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+				tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
+					state.MaintenanceID, "uid-nm-w", state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-1",
+					state.TaintedAt, state.FormatTime(time.Now()), state.UpgradedAt, state.FormatTime(time.Now()),
+					state.StatusValues, "upgrading,warming"))
+			warmer := config.Default().Warmer
+			ds := tu.DaemonSet(warmer.Namespace, warmer.DaemonSetName)
+			rev := tu.Revision(ds, 1, "h1")
+			rev.Labels["app"] = ds.Name // the DaemonSet's selector, as its controller labels revisions
+			client := withWarmer(a, w, tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
+				rev, tu.Pod(ds, "w", "h1", tu.Ready()))
 			gvr := sources.GVR(config.Default())
 			var served, failing atomic.Bool
 			var failedProbes, servedLists atomic.Int32
@@ -280,9 +292,17 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 				require.NoError(t, err)
 				time.Sleep(50 * time.Millisecond)
 			}
-			assert.Zero(t, countPatches(client), "nothing planned while the maintenance source is unknown")
+			for name, phase := range map[string]string{"a": state.PhaseTainted, "c": "", "w": ""} {
+				n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+				require.NoError(t, err)
+				assert.Equal(t, phase, state.PhaseOf(n), "%s while the maintenance source is unknown", name)
+			}
+			released, err := client.CoreV1().Nodes().Get(ctx, "w", metav1.GetOptions{})
+			require.NoError(t, err)
+			assert.Equal(t, state.ReasonWarm, released.Annotations[state.ReleaseReason], "w released warm meanwhile")
+			assert.Equal(t, "uid-nm-w", released.Annotations[state.MaintenanceID], "w's record of its maintenance kept")
 			if tc.fail {
-				assert.Equal(t, 1, strings.Count(log.String(), "probing the maintenance resource failed; plans wait"), log.String())
+				assert.Equal(t, 1, strings.Count(log.String(), "probing the maintenance resource failed; no node is entered"), log.String())
 				assert.LessOrEqual(t, int(failedProbes.Load()), 3, "a probe a second at most")
 			}
 			failing.Store(false)
@@ -300,7 +320,7 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 }
 
 // A wait for the maintenance source that lasts (its informer's list keeps failing or hanging) is
-// said at WARN, once per resync: nothing at all is written meanwhile.
+// said at WARN, once per resync; no node is entered meanwhile.
 func TestLongWaitForTheMaintenanceSourceIsWarned(t *testing.T) {
 	defer func(d time.Duration) { maintenanceWaitWarning = d }(maintenanceWaitWarning)
 	maintenanceWaitWarning = 300 * time.Millisecond
@@ -338,7 +358,7 @@ func TestLongWaitForTheMaintenanceSourceIsWarned(t *testing.T) {
 	wg.Wait()
 	// Waiting from about 0 s, warned from 0.3 s on at most once per resync (0.2 s): 6 times at
 	// most in 1.5 s, however many plans the events asked for.
-	warned := strings.Count(log.String(), `level=WARN msg="plans wait for the maintenance resource to be read; no node is written meanwhile"`)
+	warned := strings.Count(log.String(), `level=WARN msg="maintenance resource not read yet: no node is entered, and no tainted node leaves maintenance, until it is"`)
 	assert.GreaterOrEqual(t, warned, 2, log.String())
 	assert.LessOrEqual(t, warned, 7, "once per resync at most")
 	assert.Zero(t, countPatches(client))

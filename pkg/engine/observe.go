@@ -518,9 +518,12 @@ type Cached struct {
 	// is not served (the source is then empty, with a warning).
 	Maintenance       []*unstructured.Unstructured
 	MaintenanceServed bool
-	DaemonSet         *appsv1.DaemonSet
-	Revisions         []*appsv1.ControllerRevision
-	Pods              []*corev1.Pod
+	// MaintenanceUnknown names the maintenance resource when its objects could not be read
+	// (plan.Snapshot.MaintenanceUnknown); Maintenance and MaintenanceServed are then ignored.
+	MaintenanceUnknown string
+	DaemonSet          *appsv1.DaemonSet
+	Revisions          []*appsv1.ControllerRevision
+	Pods               []*corev1.Pod
 }
 
 // ObserveFrom builds the Observation of one cycle from cached objects, with no API call, at the
@@ -528,9 +531,13 @@ type Cached struct {
 func (e *Engine) ObserveFrom(c Cached) (Observation, error) {
 	nodes := slices.Clone(c.Nodes)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
-	src := e.sources.CollectFrom(nodes, c.Maintenance, c.MaintenanceServed)
+	objects, served := c.Maintenance, c.MaintenanceServed
+	if c.MaintenanceUnknown != "" {
+		objects, served = nil, true // no "not served" warning: whether it is, is what is unknown
+	}
+	src := e.sources.CollectFrom(nodes, objects, served)
 	obs := Observation{
-		Snapshot: plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now()},
+		Snapshot: plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(), MaintenanceUnknown: c.MaintenanceUnknown},
 		Warnings: src.Warnings,
 	}
 	ds := c.DaemonSet

@@ -60,6 +60,13 @@ type Snapshot struct {
 	Pods []*corev1.Pod
 	// Now is the cycle's time.
 	Now time.Time
+	// MaintenanceUnknown names a maintenance source whose objects could not be read (the
+	// event-driven mode while its informer syncs, or while its probe fails); "" when every
+	// source is known. Maintenance then lacks that source's maintenances, so nothing that rests
+	// on a node's maintenance is decided: no entry, no left-maintenance record or cancel, and a
+	// release leaves the maintenances recorded on the node as they are. Adoptions, releases of
+	// warm nodes and the timeouts go on.
+	MaintenanceUnknown string
 }
 
 // ActionType is what an action does to a node.
@@ -215,7 +222,7 @@ func (p *Planner) Compute(s Snapshot) Plan {
 
 	before := c.active
 	for _, n := range candidates {
-		if c.uninstalling || c.warmerMissing {
+		if c.uninstalling || c.warmerMissing || s.MaintenanceUnknown != "" {
 			break
 		}
 		if !p.rule.Detectable(n) {
@@ -246,6 +253,10 @@ func (p *Planner) Compute(s Snapshot) Plan {
 	}
 	if c.warmerMissing && (len(candidates) > 0 || c.managed > 0) {
 		out.Notes = append(out.Notes, p.warmerMissing(c, candidates))
+	}
+	if s.MaintenanceUnknown != "" {
+		out.Notes = append(out.Notes, Note{Message: fmt.Sprintf(
+			"maintenance source %s not read yet: no node is entered, and no tainted node leaves maintenance, until it is", s.MaintenanceUnknown)})
 	}
 	return out
 }
@@ -447,7 +458,10 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 		return &a, false
 	}
 	active := c.s.Maintenance[n.Name]
-	if len(active) == 0 {
+	switch {
+	case c.s.MaintenanceUnknown != "":
+		return nil, false
+	case len(active) == 0:
 		return p.recordMaintenanceEnded(c, n), false
 	}
 	return nil, !p.releasedFor(n, active)
@@ -788,7 +802,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 
 	// An upgraded node that is not Ready yet (its network or drivers still starting) did not leave
 	// its maintenance without an upgrade: it waits for Ready, or for maxWaitForUpgrade.
-	if len(c.s.Maintenance[n.Name]) == 0 && !upgraded {
+	if len(c.s.Maintenance[n.Name]) == 0 && !upgraded && c.s.MaintenanceUnknown == "" {
 		leftAt, recorded := recordedTime(c, n, state.LeftMaintenanceAt)
 		if !recorded {
 			leftAt = c.s.Now
@@ -820,7 +834,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 		a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmTimeout", Message: msg}}
 		return a, true
 	}
-	if len(c.s.Maintenance[n.Name]) > 0 {
+	if len(c.s.Maintenance[n.Name]) > 0 && c.s.MaintenanceUnknown == "" {
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			return Action{
 				Node: n.Name, Type: Record, Reason: "back-in-maintenance", Message: "back in maintenance",
@@ -961,11 +975,16 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	}
 	// The maintenances still active are recorded (one may outlast the one the node entered for);
 	// with none left, a presence maintenance is marked ended now, saving a patch later.
-	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
+	switch active := c.s.Maintenance[n.Name]; {
+	case c.s.MaintenanceUnknown != "":
+		// A source's maintenances are missing from the snapshot: one left out of the record
+		// would be taken for a new maintenance once the source is read, and the node tainted
+		// again. The record stays as it is.
+	case len(active) > 0:
 		if ids := maintenanceIDs(active); ids != n.Annotations[state.MaintenanceID] {
 			ch.Annotations[state.MaintenanceID] = ptr(ids)
 		}
-	} else if slices.ContainsFunc(recordedIDs(n), isPresenceID) {
+	case slices.ContainsFunc(recordedIDs(n), isPresenceID):
 		ch.Annotations[state.MaintenanceEnded] = ptr(c.now)
 	}
 	a := Action{Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch}

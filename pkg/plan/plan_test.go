@@ -1612,3 +1612,44 @@ func TestRecordsNamingKubernetesKeysAreIgnored(t *testing.T) {
 		assert.False(t, v == nil && k != labelKey, "removes label %s", k)
 	}
 }
+
+// While a maintenance source could not be read, nothing that rests on a node's maintenance is
+// decided: no entry, no left-maintenance record or cancel, no change to a release's record of its
+// maintenances or presence ends (the unread source's maintenances are missing); adoptions,
+// releases of warm nodes and timeouts go on.
+func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.CancelAfter = config.NewDuration(0) })
+	cordoned := []plan.Maintenance{{Source: plan.SourceCordoned, ID: plan.SourceCordoned, Object: plan.SourceCordoned}}
+	nodes := []*corev1.Node{
+		// Tainted for its NodeMaintenance, which the snapshot cannot show.
+		tu.Node("a", inPool(), managed(state.PhaseTainted, t0)),
+		// In maintenance (cordoned): a candidate.
+		tu.Node("c", inPool(), tu.Cordoned()),
+		// Joined with the taint.
+		tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)),
+		// Released for a presence maintenance that the snapshot no longer shows.
+		tu.Node("r", inPool(), tu.WithAnnotations(state.ReleaseReason, state.ReasonWarm, state.ReleasedAt, state.FormatTime(t0),
+			state.MaintenanceID, plan.SourceCordoned)),
+		// Warm; entered for a NodeMaintenance and cordoned since.
+		tu.Node("w", inPool(), tu.Cordoned(), managed(state.PhaseWarming, t0)),
+		// Waiting for its upgrade past maxWaitForUpgrade.
+		tu.Node("x", inPool(), managed(state.PhaseTainted, t0.Add(-7*time.Hour))),
+	}
+	maint := map[string][]plan.Maintenance{"c": cordoned, "w": cordoned}
+	s := snapshot(t0, nodes, maint, tu.Pod(ds, "w", "new", tu.Ready()))
+
+	known := compute(t, cfg, s)
+	assert.Equal(t, []want{{"a", plan.Release, state.ReasonCancelled}, {"j", plan.Adopt, "joined-tainted"},
+		{"r", plan.Record, "maintenance-ended"}, {"w", plan.Release, state.ReasonWarm}, {"x", plan.Release, state.ReasonCancelled},
+		{"c", plan.Enter, "cordoned"}}, summarize(known), "with every source read (cancelAfter 0s)")
+	assert.Equal(t, ptr(plan.SourceCordoned), action(t, known, "w").Change.Annotations[state.MaintenanceID],
+		"the maintenances still active are recorded")
+
+	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	got := compute(t, cfg, s)
+	assert.Equal(t, []want{{"j", plan.Adopt, "joined-tainted"}, {"w", plan.Release, state.ReasonWarm}, {"x", plan.Release, state.ReasonTimeout}},
+		summarize(got))
+	assert.NotContains(t, action(t, got, "w").Change.Annotations, state.MaintenanceID, "w's record of its NodeMaintenance kept")
+	require.Len(t, got.Notes, 1)
+	assert.Contains(t, got.Notes[0].Message, "maintenance source nodemaintenances.v1beta1.nodemaintenance.medik8s.io not read yet")
+}
