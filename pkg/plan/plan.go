@@ -460,6 +460,12 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 	active := c.s.Maintenance[n.Name]
 	switch {
 	case c.s.MaintenanceUnknown != "":
+		// No entry. A presence maintenance's end is recorded only where the unread source can
+		// change nothing: a node whose record names none of its maintenances (any active one
+		// would be new, and enter the node, once the source is read, as it would now).
+		if len(active) == 0 && !slices.ContainsFunc(recordedIDs(n), func(id string) bool { return !isPresenceID(id) }) {
+			return p.recordMaintenanceEnded(c, n), false
+		}
 		return nil, false
 	case len(active) == 0:
 		return p.recordMaintenanceEnded(c, n), false
@@ -975,11 +981,20 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	}
 	// The maintenances still active are recorded (one may outlast the one the node entered for);
 	// with none left, a presence maintenance is marked ended now, saving a patch later.
-	switch active := c.s.Maintenance[n.Name]; {
-	case c.s.MaintenanceUnknown != "":
-		// A source's maintenances are missing from the snapshot: one left out of the record
-		// would be taken for a new maintenance once the source is read, and the node tainted
-		// again. The record stays as it is.
+	// While the NodeMaintenance source is unknown its maintenances are missing from the
+	// snapshot: those recorded on the node are kept as recorded (one left out would be taken for
+	// a new maintenance once the source is read, and the node tainted again), and the presence
+	// sources' are recorded as they are now.
+	active := c.s.Maintenance[n.Name]
+	if c.s.MaintenanceUnknown != "" {
+		active = slices.Clone(active)
+		for _, id := range recordedIDs(n) {
+			if !isPresenceID(id) {
+				active = append(active, Maintenance{Source: SourceNodeMaintenance, ID: id})
+			}
+		}
+	}
+	switch {
 	case len(active) > 0:
 		if ids := maintenanceIDs(active); ids != n.Annotations[state.MaintenanceID] {
 			ch.Annotations[state.MaintenanceID] = ptr(ids)

@@ -1647,9 +1647,25 @@ func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
 
 	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
 	got := compute(t, cfg, s)
-	assert.Equal(t, []want{{"j", plan.Adopt, "joined-tainted"}, {"w", plan.Release, state.ReasonWarm}, {"x", plan.Release, state.ReasonTimeout}},
-		summarize(got))
-	assert.NotContains(t, action(t, got, "w").Change.Annotations, state.MaintenanceID, "w's record of its NodeMaintenance kept")
+	assert.Equal(t, []want{{"j", plan.Adopt, "joined-tainted"}, {"r", plan.Record, "maintenance-ended"},
+		{"w", plan.Release, state.ReasonWarm}, {"x", plan.Release, state.ReasonTimeout}}, summarize(got),
+		"r's record names no NodeMaintenance: its cordon's end is recorded")
+	assert.Equal(t, ptr("cordoned,uid-nm-w"), action(t, got, "w").Change.Annotations[state.MaintenanceID],
+		"w's NodeMaintenance kept as recorded, its cordon added")
+
+	// Once the source is read, w (still cordoned, its NodeMaintenance still there) was released
+	// for both: it is not entered again.
+	released := tu.Node("w", inPool(), tu.Cordoned(), tu.WithAnnotations(state.ReleaseReason, state.ReasonWarm,
+		state.ReleasedAt, state.FormatTime(t0), state.MaintenanceID, "cordoned,uid-nm-w"))
+	after := compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"w": append(nm("w"), cordoned...)}))
+	assert.Empty(t, after.Actions)
+
+	// A released node whose record names a NodeMaintenance: its cordon's end waits for the source.
+	nmReleased := tu.Node("q", inPool(), tu.WithAnnotations(state.ReleaseReason, state.ReasonWarm, state.ReleasedAt, state.FormatTime(t0),
+		state.MaintenanceID, "cordoned,uid-nm-q"))
+	unknown := snapshot(t0, []*corev1.Node{nmReleased}, nil)
+	unknown.MaintenanceUnknown = s.MaintenanceUnknown
+	assert.Empty(t, compute(t, cfg, unknown).Actions)
 	require.Len(t, got.Notes, 1)
 	assert.Contains(t, got.Notes[0].Message, "maintenance source nodemaintenances.v1beta1.nodemaintenance.medik8s.io not read yet")
 }
