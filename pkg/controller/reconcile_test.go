@@ -57,6 +57,10 @@ func newLoggingController(t *testing.T, client *fake.Clientset, dyn dynamic.Inte
 		mutate(cfg)
 	}
 	require.NoError(t, cfg.Validate())
+	tu.CopyingWatches(client)
+	if f, ok := dyn.(tu.Faked); ok {
+		tu.CopyingWatches(f)
+	}
 	log := slog.New(slog.NewTextHandler(w, nil))
 	e, err := engine.New(engine.Options{Config: cfg, Client: client, Dynamic: dyn, Logger: log, DryRun: dryRun})
 	require.NoError(t, err)
