@@ -133,6 +133,21 @@ func TestMainReportsTheErrorInTheLogFormat(t *testing.T) {
 	assert.Equal(t, ExitConfig, code)
 	assert.Equal(t, "prewarm-orchestrator: reading config: open "+missing+": no such file or directory\n", errOut.String())
 	assert.Zero(t, Main(context.Background(), []string{"version"}, &out, &errOut))
+
+	// A bad flag stops parsing; a --log-format json after it still applies to the error.
+	for _, args := range [][]string{
+		{"status", "--bogus", "--log-format", "json"},
+		{"run", "--once", "--bogus", "--log-format=json"},
+		{"--log-format", "json", "status", "--bogus"},
+	} {
+		errOut.Reset()
+		assert.Equal(t, ExitConfig, Main(context.Background(), args, &out, &errOut), args)
+		require.NoError(t, json.Unmarshal(errOut.Bytes(), &line), "%v: %s", args, errOut.String())
+		assert.Equal(t, "unknown flag: --bogus", line.Error, args)
+	}
+	errOut.Reset()
+	assert.Equal(t, ExitConfig, Main(context.Background(), []string{"status", "--bogus", "--", "--log-format", "json"}, &out, &errOut))
+	assert.Equal(t, "prewarm-orchestrator: unknown flag: --bogus\n", errOut.String(), "nothing after -- is a flag")
 }
 
 func TestVersion(t *testing.T) {

@@ -77,9 +77,24 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err != nil {
+		if f := logFormatArg(args); f != "" {
+			// Parsing stops at a bad flag: a --log-format after it was not read.
+			o.logFormat = f
+		}
 		o.reportError(err)
 	}
 	return ExitCode(err)
+}
+
+// logFormatArg returns the last --log-format value in args, read past flags cobra does not know
+// (of any command) and up to a "--"; "" if there is none.
+func logFormatArg(args []string) string {
+	fs := pflag.NewFlagSet("log-format", pflag.ContinueOnError)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	fs.SetOutput(io.Discard)
+	f := fs.String("log-format", "", "")
+	_ = fs.Parse(args) // anything else wrong was reported by the command's own parse
+	return *f
 }
 
 // reportError writes the error a command returned, in the --log-format.
