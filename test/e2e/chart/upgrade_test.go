@@ -280,9 +280,11 @@ func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 
 	// Cycles while the new pod cannot be Ready yet (12 s pull from when kwok first sees it, at
 	// the earliest after the upgrade): no release, whatever the DaemonSet controller has done.
+	// The last cycle starts 6 s before the pull can end, more than a cycle takes on a loaded
+	// machine.
 	cycles, staleWindow := 0, 0
 	oldHash := oldPod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]
-	for time.Since(upgraded) < 8*time.Second {
+	for time.Since(upgraded) < 6*time.Second {
 		// Was the window this case is about open just before the cycle: the DaemonSet's current
 		// revision already the new one while the old list's pod is still live and Ready?
 		if ds, rev := r.currentRevision(cfg2.Warmer.DaemonSetName); rev != "" && rev != oldHash {
