@@ -29,10 +29,13 @@ func TestStatusWatchYAMLBlocksAreSeparateDocuments(t *testing.T) {
 	e, err := engine.New(engine.Options{Config: cfg, Client: fake.NewClientset(), DryRun: true})
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	// Stopped after the second refresh (watchStatus writes each in one piece), not after a fixed
+	// time that a loaded machine may spend on one; the timeout is a backstop.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	require.NoError(t, watchStatus(ctx, &out, io.Discard, e, &statusOptions{output: "yaml", watch: true, interval: 50 * time.Millisecond}))
+	w := &refreshes{w: &out, after: 2, stop: cancel}
+	require.NoError(t, watchStatus(ctx, w, io.Discard, e, &statusOptions{output: "yaml", watch: true, interval: 50 * time.Millisecond}))
 
 	dec := yamlv3.NewDecoder(bytes.NewReader(out.Bytes()))
 	docs := 0
@@ -46,4 +49,24 @@ func TestStatusWatchYAMLBlocksAreSeparateDocuments(t *testing.T) {
 		docs++
 	}
 	assert.GreaterOrEqual(t, docs, 2, "one YAML document per refresh")
+}
+
+// refreshes passes writes on to w, and calls stop after the given number of them (not counting
+// empty ones).
+type refreshes struct {
+	w     io.Writer
+	n     int
+	after int
+	stop  func()
+}
+
+func (r *refreshes) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if len(p) == 0 {
+		return n, err
+	}
+	if r.n++; r.n == r.after {
+		r.stop()
+	}
+	return n, err
 }

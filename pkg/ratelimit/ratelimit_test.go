@@ -83,6 +83,9 @@ func TestReserveServesUrgentBurst(t *testing.T) {
 	waitQueued(t, l, 1, 1)
 	clk.Step(100 * time.Millisecond)
 	assert.True(t, granted(u), "the timer is re-armed for the earlier urgent request")
+	// u is granted before the timer is armed for n, under the limiter's lock: stepping the clock
+	// earlier would leave that timer due after the step.
+	waitQueued(t, l, 0, 1)
 	assert.True(t, blocked(n))
 	clk.Step(300 * time.Millisecond)
 	assert.True(t, granted(n))
