@@ -73,12 +73,12 @@ func TestReserveServesUrgentBurst(t *testing.T) {
 	for range 2 {
 		require.NoError(t, l.Wait(context.Background()))
 	}
+	require.NoError(t, l.Wait(Urgent(context.Background())), "the reserve is the urgent requests'")
+	// One token left; the normal waiter needs 3: its timer is due in 200 ms.
 	n := start(l, context.Background())
 	waitQueued(t, l, 0, 1)
-	for range 2 {
-		require.NoError(t, l.Wait(Urgent(context.Background())), "urgent requests pass a waiting normal one")
-	}
-	// The bucket is empty: the normal waiter needs 3 tokens (300 ms), an urgent one 1 (100 ms).
+	require.NoError(t, l.Wait(Urgent(context.Background())), "urgent requests pass a waiting normal one")
+	// The bucket is empty: an urgent request needs 1 token (100 ms), before n's timer.
 	u := start(l, Urgent(context.Background()))
 	waitQueued(t, l, 1, 1)
 	clk.Step(100 * time.Millisecond)
