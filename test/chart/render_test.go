@@ -60,6 +60,7 @@ type renderOpts struct {
 	kubeVersion string
 	chart       *chart.Chart // default: the chart loaded from chartDir
 	releaseName string       // default: releaseName
+	namespace   string       // default: releaseNS
 }
 
 // render installs the chart with DryRun+ClientOnly, like `helm install --dry-run` without a cluster.
@@ -78,6 +79,9 @@ func render(t *testing.T, vals map[string]any, opts ...renderOpts) (*rendered, e
 	if o.releaseName == "" {
 		o.releaseName = releaseName
 	}
+	if o.namespace == "" {
+		o.namespace = releaseNS
+	}
 	kv, err := chartutil.ParseKubeVersion(o.kubeVersion)
 	require.NoError(t, err)
 
@@ -86,7 +90,7 @@ func render(t *testing.T, vals map[string]any, opts ...renderOpts) (*rendered, e
 	install.ClientOnly = true
 	install.Replace = true
 	install.ReleaseName = o.releaseName
-	install.Namespace = releaseNS
+	install.Namespace = o.namespace
 	install.KubeVersion = kv
 	rel, err := install.Run(o.chart, vals)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/strvals"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/leaderelection"
@@ -413,5 +415,96 @@ func TestUpgradeWhenSyntaxMatchesTheOrchestrator(t *testing.T) {
 		vals := minimal(t)
 		vals["upgrade"] = map[string]any{"when": when.String()}
 		parsedConfig(t, mustRender(t, vals))
+	})
+}
+
+// helmValues reads a values file as `helm install -f` does (chartutil.ReadValues, sigs.k8s.io/yaml:
+// YAML 1.1 scalars), merged over the minimal values.
+func helmValues(t *testing.T, file string) map[string]any {
+	t.Helper()
+	v, err := chartutil.ReadValues([]byte(file))
+	require.NoError(t, err)
+	return chartutil.CoalesceTables(v.AsMap(), minimal(t))
+}
+
+// In a values file, an unquoted on, yes, y (off, no, n), in lower, title or upper case, is a YAML 1.1
+// boolean: as a map key, Helm makes it the key "true" ("false") before the chart sees the values,
+// and the label key meant is lost (`pool: {nodeSelector: {on: x}}` would make the pool the nodes
+// labelled true=x). The chart refuses the keys "true" and "false" in every map of the values whose
+// keys become label keys or selectors, naming the map; a quoted key, or one given with --set, is
+// kept as written and passes.
+func TestYAMLBooleanLabelKeysAreRefused(t *testing.T) {
+	const (
+		isTrue  = `key "true" is what YAML makes of an unquoted on, yes, y or true (lower, title or upper case): quote the label key, as in 'on': value`
+		isFalse = `key "false" is what YAML makes of an unquoted off, no, n or false (lower, title or upper case): quote the label key, as in 'off': value`
+	)
+	refused := []struct{ file, want string }{
+		{"pool: {nodeSelector: {on: x}}", "pool.nodeSelector: " + isTrue},
+		{"pool:\n  nodeSelector:\n    yes: x\n", "pool.nodeSelector: " + isTrue},
+		{"pool: {nodeSelector: {y: x}}", "pool.nodeSelector: " + isTrue},
+		{"pool: {nodeSelector: {Y: x}}", "pool.nodeSelector: " + isTrue},
+		{"pool: {nodeSelector: {ON: x}}", "pool.nodeSelector: " + isTrue},
+		{"pool: {nodeSelector: {Yes: x}}", "pool.nodeSelector: " + isTrue},
+		{"pool: {nodeSelector: {true: x}}", "pool.nodeSelector: " + isTrue},
+		{"pool: {nodeSelector: {off: x}}", "pool.nodeSelector: " + isFalse},
+		{"pool: {nodeSelector: {no: x}}", "pool.nodeSelector: " + isFalse},
+		{"pool: {nodeSelector: {n: x}}", "pool.nodeSelector: " + isFalse},
+		{"pool: {nodeSelector: {NO: x}}", "pool.nodeSelector: " + isFalse},
+		{"pool: {nodeSelector: {False: x}}", "pool.nodeSelector: " + isFalse},
+		// Quoted, the key is the label key "true": refused too, since the chart cannot tell it from on.
+		{`pool: {nodeSelector: {"true": x}}`, "pool.nodeSelector: " + isTrue},
+		{"orchestrator: {nodeSelector: {on: system}}", "orchestrator.nodeSelector: " + isTrue},
+		{"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, labels: {yes: x}}}}",
+			"orchestrator.metrics.serviceMonitor.labels: " + isTrue},
+	}
+	for _, tc := range refused {
+		t.Run(tc.file, func(t *testing.T) {
+			_, err := render(t, helmValues(t, tc.file))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+
+	accepted := []struct {
+		file string
+		vals func(t *testing.T) map[string]any // instead of file: values given otherwise
+		key  string                            // the pool's label key, as rendered
+	}{
+		{file: `pool: {nodeSelector: {"on": x}}`, key: "on"},
+		{file: "pool: {nodeSelector: {'yes': x}}", key: "yes"},
+		{file: "pool: {nodeSelector: {!!str n: x}}", key: "n"},
+		// Not a YAML 1.1 boolean.
+		{file: "pool: {nodeSelector: {oN: x}}", key: "oN"},
+		// --set reads keys as written.
+		{vals: func(t *testing.T) map[string]any {
+			v := minimal(t)
+			require.NoError(t, strvals.ParseInto("pool.nodeSelector.on=x", v))
+			return v
+		}, key: "on"},
+	}
+	for _, tc := range accepted {
+		t.Run(tc.key, func(t *testing.T) {
+			var vals map[string]any
+			if tc.vals != nil {
+				vals = tc.vals(t)
+			} else {
+				vals = helmValues(t, tc.file)
+			}
+			r := mustRender(t, vals)
+			assert.Equal(t, map[string]string{"pool": "notebooks", tc.key: "x"}, parsedConfig(t, r).Pool.NodeSelector)
+			terms := warmer(t, r).Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+			assert.Contains(t, terms[0].MatchExpressions, corev1.NodeSelectorRequirement{Key: tc.key, Operator: corev1.NodeSelectorOpIn, Values: []string{"x"}})
+		})
+	}
+
+	t.Run("quoted keys in the other maps", func(t *testing.T) {
+		r := mustRender(t, helmValues(t, `orchestrator:
+  mode: deployment
+  nodeSelector: {"on": system}
+  metrics: {serviceMonitor: {enabled: true, labels: {"yes": x}}}
+`))
+		for name, pod := range orchestratorPods(t, r) {
+			assert.Equal(t, map[string]string{"on": "system"}, pod.NodeSelector, name)
+		}
 	})
 }

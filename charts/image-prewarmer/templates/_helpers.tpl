@@ -32,10 +32,10 @@ Chart name and version, for the helm.sh/chart label.
 Common labels of every object. Pod templates use selectorLabels (stable) instead.
 */}}
 {{- define "image-prewarmer.labels" -}}
-helm.sh/chart: {{ include "image-prewarmer.chart" . }}
+helm.sh/chart: {{ include "image-prewarmer.chart" . | quote }}
 {{ include "image-prewarmer.selectorLabels" . }}
 app.kubernetes.io/version: {{ include "image-prewarmer.versionLabel" . | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 app.kubernetes.io/part-of: image-prewarmer
 {{- end }}
 
@@ -52,8 +52,8 @@ characters a label value allows.
 Selector labels: stable across chart and app versions.
 */}}
 {{- define "image-prewarmer.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "image-prewarmer.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "image-prewarmer.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{/*
@@ -282,6 +282,24 @@ what each requirement (split on commas outside the parentheses of in/notin) star
 {{- end }}
 {{- end }}
 {{- end }}
+{{- /* In a values file, an unquoted on, yes, y or true (off, no, n or false), in lower, title or upper
+case, is a YAML 1.1 boolean: as a map key, Helm (sigs.k8s.io/yaml) makes it the key "true" ("false")
+before the chart sees the values, and the label key meant is lost (pool.nodeSelector {on: x} would
+make the pool the nodes labelled true=x). The maps whose keys become label keys or selectors take
+neither key: the chart cannot tell one written so from a quoted "true". --set keeps keys as written. */}}
+{{- $labelMaps := list (list "pool.nodeSelector" .Values.pool.nodeSelector) (list "orchestrator.nodeSelector" .Values.orchestrator.nodeSelector) (list "orchestrator.metrics.serviceMonitor.labels" .Values.orchestrator.metrics.serviceMonitor.labels) }}
+{{- $yamlBooleans := dict "true" (list "on, yes, y or true" "on") "false" (list "off, no, n or false" "off") }}
+{{- range $labelMaps }}
+{{- $path := index . 0 }}
+{{- $labels := index . 1 }}
+{{- if kindIs "map" $labels }}
+{{- range $key, $words := $yamlBooleans }}
+{{- if hasKey $labels $key }}
+{{- fail (printf "%s: key %q is what YAML makes of an unquoted %s (lower, title or upper case): quote the label key, as in '%s': value (the chart takes no label key %q itself)" $path $key (index $words 0) (index $words 1) $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- /* The schema checks label keys' syntax; a DNS prefix's length (at most 253) is beyond a regular expression. */}}
 {{- $labelKeys := list (list "taint.key" .Values.taint.key) (list "statusLabel.key" .Values.statusLabel.key) (list "upgrade.kernelVersionLabel" .Values.upgrade.kernelVersionLabel) }}
 {{- range $key, $_ := .Values.pool.nodeSelector }}
@@ -370,11 +388,11 @@ the Deployment's parts: POD_NAME/POD_NAMESPACE, the HTTP port, probes and pod an
 {{- $root := .root }}
 {{- $v := $root.Values }}
 {{- $o := $v.orchestrator -}}
-serviceAccountName: {{ include "image-prewarmer.serviceAccountName" $root }}
+serviceAccountName: {{ include "image-prewarmer.serviceAccountName" $root | quote }}
 automountServiceAccountToken: true
 restartPolicy: {{ .restartPolicy | default "Never" }}
 {{- with $o.priorityClassName }}
-priorityClassName: {{ . }}
+priorityClassName: {{ . | quote }}
 {{- end }}
 {{- with $o.imagePullSecrets }}
 imagePullSecrets:
@@ -476,7 +494,7 @@ containers:
 volumes:
   - name: config
     configMap:
-      name: {{ include "image-prewarmer.fullname" $root }}
+      name: {{ include "image-prewarmer.fullname" $root | quote }}
 {{- end }}
 
 {{/*
