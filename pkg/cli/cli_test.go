@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
 )
@@ -148,6 +150,29 @@ func TestMainReportsTheErrorInTheLogFormat(t *testing.T) {
 	errOut.Reset()
 	assert.Equal(t, ExitConfig, Main(context.Background(), []string{"status", "--bogus", "--", "--log-format", "json"}, &out, &errOut))
 	assert.Equal(t, "prewarm-orchestrator: unknown flag: --bogus\n", errOut.String(), "nothing after -- is a flag")
+}
+
+// Without --config, a missing file at the default path (a run outside the chart's pods) says to
+// pass --config and how to save the installation's file; a missing file given with --config,
+// even the default path, is reported as it is.
+func TestMissingDefaultConfigSaysToPassConfig(t *testing.T) {
+	if _, err := os.Stat(config.DefaultPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Skipf("%s exists on this machine", config.DefaultPath)
+	}
+	var out, errOut bytes.Buffer
+	for _, command := range [][]string{{"status"}, {"run", "--once"}, {"cleanup"}} {
+		errOut.Reset()
+		assert.Equal(t, ExitConfig, Main(context.Background(), command, &out, &errOut), command)
+		assert.Equal(t, "prewarm-orchestrator: reading config: open "+config.DefaultPath+": no such file or directory\n"+
+			"no --config given: "+config.DefaultPath+" is where the chart's pods mount the configuration; "+
+			"elsewhere, pass the installation's config.yaml with --config, saved from the chart's ConfigMap: "+
+			`kubectl -n image-prewarmer get configmap prewarm-image-prewarmer -o jsonpath='{.data.config\.yaml}' > config.yaml `+
+			"(release prewarm in namespace image-prewarmer: substitute yours)\n", errOut.String(), command)
+	}
+
+	errOut.Reset()
+	assert.Equal(t, ExitConfig, Main(context.Background(), []string{"status", "--config", config.DefaultPath}, &out, &errOut))
+	assert.Equal(t, "prewarm-orchestrator: reading config: open "+config.DefaultPath+": no such file or directory\n", errOut.String())
 }
 
 func TestVersion(t *testing.T) {

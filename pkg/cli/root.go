@@ -60,6 +60,8 @@ func ExitCode(err error) int {
 // globalOptions are the flags every command shares.
 type globalOptions struct {
 	configPath string
+	// configFlag is the --config flag: whether it was given (Changed).
+	configFlag *pflag.Flag
 	kubeconfig string
 	dryRun     bool
 	logFormat  string
@@ -143,6 +145,7 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.configPath, "config", config.DefaultPath, "path of the OrchestratorConfig file")
+	o.configFlag = pf.Lookup("config")
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path of a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	pf.BoolVar(&o.dryRun, "dry-run", false, "compute and print the plan, write nothing")
 	pf.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -218,9 +221,16 @@ func clientGoLevel(v int) slog.Level {
 	return slog.Level(1 - v)
 }
 
-// loadConfig reads and validates the configuration file.
+// loadConfig reads and validates the configuration file. Without --config, a missing file at the
+// default path (where the chart's pods mount it) most likely means a run outside the chart's pods:
+// the error then says to pass --config, and how to save the installation's file.
 func (o *globalOptions) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(o.configPath)
+	if errors.Is(err, fs.ErrNotExist) && (o.configFlag == nil || !o.configFlag.Changed) {
+		err = fmt.Errorf("%w\nno --config given: %s is where the chart's pods mount the configuration; "+
+			"elsewhere, pass the installation's config.yaml with --config, saved from the chart's ConfigMap: %s",
+			err, o.configPath, config.SaveCommand)
+	}
 	if err != nil {
 		return nil, &ConfigError{err}
 	}

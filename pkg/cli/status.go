@@ -177,6 +177,9 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 	if st.WarmerMissing != "" {
 		fmt.Fprintf(w, "WARMER MISSING: DaemonSet %s not found: no node is tainted for maintenance until it exists\n", st.WarmerMissing)
 	}
+	if st.EmptyPool != "" {
+		fmt.Fprintf(w, "EMPTY POOL: no node matches the pool selector %s: nothing to pre-warm until one does\n", st.EmptyPool)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPHASE\tIN PHASE\tKERNEL\tWARMER\tMAINTENANCE\tLAST PROBLEM")
 	for _, n := range st.Nodes {

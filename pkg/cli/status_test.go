@@ -63,3 +63,19 @@ func TestRenderStatusTableSaysTheWarmerIsMissing(t *testing.T) {
 	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{}, WarmerMissing: "prewarm/nb-warmer"}, "table"))
 	assert.Contains(t, buf.String(), "WARMER MISSING: DaemonSet prewarm/nb-warmer not found: no node is tainted for maintenance")
 }
+
+// A pool selector that matches no node (a typo in the label) is said above the table, naming the
+// selector, and in the machine formats.
+func TestRenderStatusSaysThePoolIsEmpty(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{"pool": 3}}, "table"))
+	assert.NotContains(t, buf.String(), "EMPTY POOL")
+	buf.Reset()
+	st := plan.Status{Time: now, Totals: map[string]int{}, EmptyPool: "pool=notebooks"}
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	assert.Contains(t, buf.String(), "\nEMPTY POOL: no node matches the pool selector pool=notebooks: nothing to pre-warm until one does\n")
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, st, "json"))
+	assert.Contains(t, buf.String(), `"emptyPool": "pool=notebooks"`)
+}

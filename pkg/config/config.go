@@ -39,6 +39,10 @@ const (
 	Kind = "OrchestratorConfig"
 	// DefaultPath is where the chart mounts the configuration.
 	DefaultPath = "/etc/image-prewarmer/config.yaml"
+	// SaveCommand saves an installation's configuration from the chart's ConfigMap into
+	// config.yaml, for hints; the command is the one docs/operations.md gives.
+	SaveCommand = `kubectl -n image-prewarmer get configmap prewarm-image-prewarmer -o jsonpath='{.data.config\.yaml}' > config.yaml ` +
+		"(release prewarm in namespace image-prewarmer: substitute yours)"
 )
 
 // OnWarmTimeout says what happens to a node whose warmer pod is not Ready within maxWaitForWarm.

@@ -365,10 +365,9 @@ func mapValue(n *yamlv3.Node, key string, depth int) *yamlv3.Node {
 var chartOnlyValues = []string{"fullnameOverride", "images", "nameOverride", "orchestrator", "prewarm", "schedule", "serviceAccount"}
 
 // chartValuesHint is the hint line added to the errors about a file that looks like the chart's
-// values; the command is the one docs/operations.md gives.
+// values.
 const chartValuesHint = "this looks like the chart's values: the orchestrator reads the config.yaml that the chart renders " +
-	"from them into its ConfigMap: kubectl -n image-prewarmer get configmap prewarm-image-prewarmer " +
-	`-o jsonpath='{.data.config\.yaml}' > config.yaml (release prewarm in namespace image-prewarmer: substitute yours)`
+	"from them into its ConfigMap: " + SaveCommand
 
 func looksLikeChartValues(doc any) bool {
 	m, _ := doc.(map[string]any)

@@ -489,3 +489,59 @@ func TestMissingWarmerEntersNothingUntilItExists(t *testing.T) {
 		return err == nil && state.PhaseOf(n) == state.PhaseTainted
 	}, 5*time.Second, 10*time.Millisecond, "entered once the warmer exists")
 }
+
+// A pool selector that matches no node (a typo in the label) is said at WARN, naming the
+// selector, once each time the pool becomes empty: not at every resync or plan.
+func TestEmptyPoolIsWarnedOncePerTransition(t *testing.T) {
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebook")))
+	log := &tu.LogBuffer{}
+	c := newLoggingController(t, client, nil, nil, false, log)
+	c.resync = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, c.Start(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+	defer wg.Wait()
+	defer cancel()
+
+	const warning = `level=WARN msg="no node matches the pool selector pool=notebooks: nothing to pre-warm until one does; check pool.nodeSelector against the nodes' labels"`
+	warnings := func() int { return strings.Count(log.String(), warning) }
+	// plans waits for n more whole-pool plans (the resyncs) after those already counted.
+	plans := func(n int) {
+		t.Helper()
+		for range n {
+			c.Trigger()
+			time.Sleep(2 * c.resync)
+		}
+	}
+	require.Eventually(t, func() bool { return warnings() == 1 }, 5*time.Second, 10*time.Millisecond, log.String())
+	plans(10)
+	assert.Equal(t, 1, warnings(), "said once, not at every plan:\n%s", log.String())
+
+	relabel := func(value string) {
+		t.Helper()
+		n, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+		require.NoError(t, err)
+		n.Labels["pool"] = value
+		_, err = client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	// The label fixed: the pool has a node, and a whole-pool plan says nothing of it.
+	relabel("notebooks")
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.notes) == 0
+	}, 5*time.Second, 10*time.Millisecond, "a whole-pool plan with the node")
+	plans(5)
+	assert.Equal(t, 1, warnings(), "nothing to say while the pool has a node:\n%s", log.String())
+
+	// Empty again: said again, once.
+	relabel("notebook")
+	require.Eventually(t, func() bool { return warnings() == 2 }, 5*time.Second, 10*time.Millisecond, log.String())
+	plans(10)
+	assert.Equal(t, 2, warnings(), "once per transition to an empty pool:\n%s", log.String())
+	assert.NotContains(t, log.String(), `node=`, "a note about the pool has no node attribute")
+	assert.Zero(t, countPatches(client))
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -155,7 +156,8 @@ func withoutTime(lines []string) []string {
 	return out
 }
 
-// `cleanup` releases with a message that does not speak of an uninstall; `cleanup --uninstall`
+// `cleanup` releases with a message that does not speak of an uninstall, and that says whether
+// the installation taints the node again (not once its DaemonSet is gone); `cleanup --uninstall`
 // says the installation is being uninstalled.
 func TestCleanupMessages(t *testing.T) {
 	managed := func() runtime.Object {
@@ -173,10 +175,46 @@ func TestCleanupMessages(t *testing.T) {
 	assert.NotContains(t, line, "being removed")
 	assert.NotContains(t, line, "uninstall")
 
+	// After the release was uninstalled (cleanup with its saved configuration), no DaemonSet:
+	// nothing taints the node again.
+	e, log = loggingEngine(t, fake.NewClientset(managed()), false)
+	res, err = e.Cleanup(context.Background())
+	require.NoError(t, err)
+	require.Len(t, res.Plan.Actions, 1)
+	line = log.line(t, "msg=release", "node=a")
+	assert.Contains(t, line, "released by cleanup; installation prewarm/test is not installed (no DaemonSet image-prewarmer/image-prewarmer-warmer) and does not taint the node again")
+	assert.NotContains(t, line, "stays installed")
+
 	e, log = loggingEngine(t, withWarmer(managed()), false)
 	res, err = e.Uninstall(context.Background(), 0)
 	require.NoError(t, err)
 	require.Len(t, res.Plan.Actions, 1)
 	assert.Contains(t, res.Plan.Actions[0].Message, "installation prewarm/test is being uninstalled")
 	assert.Contains(t, log.line(t, "msg=release", "node=a"), "is being uninstalled")
+}
+
+// A pool selector that matches no node (a typo in the label) is said at WARN, naming the
+// selector, once in each cycle, dry run or not: otherwise the cycle would only report nothing
+// done. The first cycle with a pool node says nothing of it.
+func TestEmptyPoolIsAWarningInEachCycle(t *testing.T) {
+	const warning = `level=WARN msg="no node matches the pool selector pool=notebooks: nothing to pre-warm until one does; check pool.nodeSelector against the nodes' labels"`
+	for _, dryRun := range []bool{false, true} {
+		t.Run(map[bool]string{false: "run", true: "dry run"}[dryRun], func(t *testing.T) {
+			client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebook"), tu.Cordoned()))
+			e, log := loggingEngine(t, client, dryRun)
+			for cycle := 1; cycle <= 2; cycle++ {
+				res, err := e.RunOnce(context.Background())
+				require.NoError(t, err)
+				assert.Empty(t, res.Plan.Actions)
+				assert.Equal(t, cycle, strings.Count(log.String(), warning), "once per cycle:\n%s", log.String())
+			}
+			assert.NotContains(t, log.String(), `node=`, "a note about the pool has no node attribute")
+
+			_, err := client.CoreV1().Nodes().Create(context.Background(), tu.Node("b", tu.WithLabels("pool", "notebooks")), metav1.CreateOptions{})
+			require.NoError(t, err)
+			_, err = e.RunOnce(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, 2, strings.Count(log.String(), warning), "not with a pool node")
+		})
+	}
 }

@@ -14,13 +14,25 @@ import (
 // Cleanup returns the actions that release every node this installation manages (reason
 // cleanup): taint, status label and managed annotations off. uninstall says why, for the
 // message: the installation is being uninstalled (`cleanup --uninstall`, the chart's
-// pre-delete hook), or released by hand (`cleanup`), while the installation stays and may taint
-// the node again.
+// pre-delete hook), or released by hand (`cleanup`). The message of a release by hand says
+// whether the installation may taint the node again, as the snapshot's warmer DaemonSet tells:
+// it does at the node's next maintenance while its DaemonSet exists, unmarked; not while the
+// DaemonSet carries the uninstall mark; and not at all without the DaemonSet (the release was
+// uninstalled, and cleanup runs with its saved configuration).
 func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	c := p.newCycle(s)
-	msg := fmt.Sprintf("released by cleanup; installation %s stays installed and taints the node again at its next maintenance", p.cfg.Instance)
-	if uninstall {
+	ds := p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
+	var msg string
+	switch {
+	case uninstall:
 		msg = fmt.Sprintf("installation %s is being uninstalled", p.cfg.Instance)
+	case c.warmerMissing:
+		msg = fmt.Sprintf("released by cleanup; installation %s is not installed (no DaemonSet %s) and does not taint the node again", p.cfg.Instance, ds)
+	case c.uninstalling:
+		msg = fmt.Sprintf("released by cleanup; installation %s is marked as being uninstalled (DaemonSet %s has %s) and taints no node until the mark is removed",
+			p.cfg.Instance, ds, state.Uninstalling)
+	default:
+		msg = fmt.Sprintf("released by cleanup; installation %s stays installed and taints the node again at its next maintenance", p.cfg.Instance)
 	}
 	var out Plan
 	var others []*corev1.Node

@@ -235,3 +235,36 @@ func TestQuotedAnnotationValuesAreCut(t *testing.T) {
 		assert.Contains(t, got.Notes[0].Message, `unknown phase "bogus";`)
 	})
 }
+
+// A pool selector that matches no node (a typo in pool.nodeSelector) is said at WARN, naming the
+// selector, in every plan of the whole pool; status shows it. Nodes that left the pool are still
+// released. A pool with a node has no such note.
+func TestEmptyPoolIsAWarning(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	const message = "no node matches the pool selector " + poolKey + "=" + poolVal +
+		": nothing to pre-warm until one does; check pool.nodeSelector against the nodes' labels"
+	left := tu.Node("left", managed(state.PhaseWarming, t0))
+	for _, tc := range []struct {
+		name  string
+		nodes []*corev1.Node
+		want  []want
+	}{
+		{"no node", nil, nil},
+		{"nodes of another pool", []*corev1.Node{tu.Node("x", tu.WithLabels(poolKey, "notebook"), tu.Cordoned())}, nil},
+		{"a managed node that left the pool", []*corev1.Node{left}, []want{{"left", plan.Release, state.ReasonLeftPool}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snapshot(t0, tc.nodes, nil)
+			got := p.Compute(s)
+			assert.Equal(t, tc.want, summarize(got))
+			require.Len(t, got.Notes, 1, "%+v", got.Notes)
+			assert.Equal(t, plan.Note{Warning: true, Message: message}, got.Notes[0])
+			assert.Equal(t, poolKey+"="+poolVal, p.Describe(s, false).EmptyPool)
+		})
+	}
+
+	s := snapshot(t0, []*corev1.Node{tu.Node("a", inPool())}, nil)
+	assert.Empty(t, p.Compute(s).Notes)
+	assert.Empty(t, p.Describe(s, false).EmptyPool)
+}

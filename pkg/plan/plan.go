@@ -244,6 +244,9 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		// then are the ones the releases made room for.
 		out.EntriesOnReleases = max(0, min(entered, before+freed+entered-c.limit))
 	}
+	if c.poolSize == 0 {
+		out.Notes = append(out.Notes, p.emptyPool())
+	}
 	if c.uninstalling {
 		// At WARN: a mark that outlives its uninstall (one that failed to remove it, a cleanup
 		// --uninstall run by hand) stops the installation for good.
@@ -350,6 +353,14 @@ func (p *Planner) warmerMissing(c *cycle, skipped []*corev1.Node) Note {
 	return Note{Message: b.String(), Warning: true}
 }
 
+// emptyPool is the note of a plan made while no node matches the pool selector, at WARN: most
+// often a selector that names no node (a typo in pool.nodeSelector), which would otherwise show
+// only as a cycle with nothing to do. Nodes that left the pool are still released.
+func (p *Planner) emptyPool() Note {
+	return Note{Warning: true, Message: fmt.Sprintf(
+		"no node matches the pool selector %s: nothing to pre-warm until one does; check pool.nodeSelector against the nodes' labels", p.pool)}
+}
+
 // cycle holds what Compute derives once from the snapshot.
 type cycle struct {
 	s        Snapshot
@@ -359,6 +370,8 @@ type cycle struct {
 	active   int                      // nodes tainted or warming, owned by us
 	managed  int
 	limit    int // 0: no limit
+	// poolSize counts the snapshot's nodes that match the pool selector.
+	poolSize int
 	// uninstalling: the DaemonSet carries state.Uninstalling; nothing is tainted or adopted.
 	uninstalling bool
 	// warmerMissing: the snapshot has no warmer DaemonSet (it does not exist); nothing is
@@ -377,10 +390,9 @@ func (p *Planner) newCycle(s Snapshot) *cycle {
 		}
 		c.revision = CurrentRevision(ds, s.Revisions)
 	}
-	poolSize := 0
 	for _, n := range s.Nodes {
 		if p.InPool(n) {
-			poolSize++
+			c.poolSize++
 		}
 		if p.Owns(n) {
 			c.managed++
@@ -389,7 +401,7 @@ func (p *Planner) newCycle(s Snapshot) *cycle {
 			}
 		}
 	}
-	c.limit = Budget(p.cfg.MaxConcurrent, poolSize)
+	c.limit = Budget(p.cfg.MaxConcurrent, c.poolSize)
 	return c
 }
 

@@ -1166,24 +1166,37 @@ func TestCleanupNamesOtherInstallationsNodes(t *testing.T) {
 }
 
 // The message of a cleanup release says what is happening: an uninstall (the chart's pre-delete
-// hook, `cleanup --uninstall`), or a release by hand while the installation stays.
+// hook, `cleanup --uninstall`), or a release by hand while the installation stays, is marked as
+// being uninstalled, or is gone (no warmer DaemonSet: nothing taints the node again).
 func TestCleanupMessage(t *testing.T) {
 	cfg := testConfig(t, func(c *config.Config) { c.Events.Transitions = true })
 	p, err := plan.New(cfg)
 	require.NoError(t, err)
 	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0))
+	marked := ds.DeepCopy()
+	marked.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
 	cases := []struct {
 		name      string
 		uninstall bool
+		ds        *appsv1.DaemonSet
 		want      string
 		not       string
 	}{
-		{name: "cleanup", uninstall: false, want: "released by cleanup; installation prewarm/test stays installed", not: "uninstall"},
-		{name: "cleanup --uninstall", uninstall: true, want: "installation prewarm/test is being uninstalled", not: "stays installed"},
+		{name: "cleanup", uninstall: false, ds: ds, want: "released by cleanup; installation prewarm/test stays installed", not: "uninstall"},
+		{name: "cleanup without the DaemonSet", uninstall: false, ds: nil,
+			want: "released by cleanup; installation prewarm/test is not installed (no DaemonSet prewarm/warmer) and does not taint the node again",
+			not:  "stays installed"},
+		{name: "cleanup with the uninstall mark", uninstall: false, ds: marked,
+			want: "released by cleanup; installation prewarm/test is marked as being uninstalled (DaemonSet prewarm/warmer has " + state.Uninstalling + ") and taints no node until the mark is removed",
+			not:  "stays installed"},
+		{name: "cleanup --uninstall", uninstall: true, ds: ds, want: "installation prewarm/test is being uninstalled", not: "stays installed"},
+		{name: "cleanup --uninstall without the DaemonSet", uninstall: true, ds: nil, want: "installation prewarm/test is being uninstalled", not: "stays installed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a := action(t, p.Cleanup(snapshot(t0, []*corev1.Node{n}, nil), tc.uninstall), "a")
+			s := snapshot(t0, []*corev1.Node{n}, nil)
+			s.DaemonSet = tc.ds
+			a := action(t, p.Cleanup(s, tc.uninstall), "a")
 			assert.Contains(t, a.Message, tc.want)
 			assert.NotContains(t, a.Message, tc.not)
 			assert.NotContains(t, a.Message, "being removed")

@@ -43,9 +43,11 @@ type Status struct {
 	Uninstalling string `json:"uninstalling,omitempty"`
 	// WarmerMissing names the warmer DaemonSet (namespace/name) when it does not exist: no node
 	// is tainted for maintenance then, and none can become warm.
-	WarmerMissing string         `json:"warmerMissing,omitempty"`
-	Nodes         []NodeStatus   `json:"nodes"`
-	Totals        map[string]int `json:"totals"`
+	WarmerMissing string `json:"warmerMissing,omitempty"`
+	// EmptyPool is the pool selector when no node matches it: there is nothing to pre-warm.
+	EmptyPool string         `json:"emptyPool,omitempty"`
+	Nodes     []NodeStatus   `json:"nodes"`
+	Totals    map[string]int `json:"totals"`
 }
 
 // Describe summarises a snapshot for humans. With all, every pool node is listed; otherwise only
@@ -57,6 +59,9 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 		st.Uninstalling = s.DaemonSet.Annotations[state.Uninstalling]
 	} else {
 		st.WarmerMissing = p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
+	}
+	if c.poolSize == 0 {
+		st.EmptyPool = p.pool.String()
 	}
 	for _, n := range sortedByName(s.Nodes) {
 		ns := NodeStatus{
