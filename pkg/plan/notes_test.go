@@ -125,21 +125,27 @@ func TestUndetectableTakesNoBudget(t *testing.T) {
 // A node with our phase whose owner record names no installation (missing, empty, or not
 // <namespace>/<release>) is nobody's: nothing would ever remove its taint, so the note is a
 // warning that says what to do. It is still not written, nor released by cleanup. Another
-// installation's node is skipped quietly.
+// installation's node is skipped quietly, unless that installation uses our taint or status label
+// key: then the note is a warning that the two need distinct keys.
 func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		owner   *string
+		ownKeys bool // the owner's taint and status label keys are not ours
 		warning bool
+		nobodys bool
 		says    string
 	}{
-		{"missing", nil, true, "is missing"},
-		{"empty", ptr(""), true, "is empty"},
-		{"trailing space", ptr(instance + " "), true, `is malformed ("prewarm/test "`},
-		{"no slash", ptr("prewarm"), true, "is malformed"},
-		{"two slashes", ptr("prewarm/test/x"), true, "is malformed"},
-		{"upper case", ptr("Prewarm/Test"), true, "is malformed"},
-		{"another installation", ptr("other/release"), false, `is owned by "other/release"`},
+		{"missing", nil, false, true, true, "is missing"},
+		{"empty", ptr(""), false, true, true, "is empty"},
+		{"trailing space", ptr(instance + " "), false, true, true, `is malformed ("prewarm/test "`},
+		{"no slash", ptr("prewarm"), false, true, true, "is malformed"},
+		{"two slashes", ptr("prewarm/test/x"), false, true, true, "is malformed"},
+		{"upper case", ptr("Prewarm/Test"), false, true, true, "is malformed"},
+		{"another installation", ptr("other/release"), true, false, false, `is owned by "other/release"`},
+		{"another installation with our keys", ptr("other/release"), false, true, false,
+			`is owned by "other/release", which uses this installation's (` + instance + `) taint key ` + taintKey +
+				` and status label key ` + labelKey + `: installations whose pools overlap need distinct taint.key and statusLabel.key`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
@@ -148,6 +154,9 @@ func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 			if tc.owner != nil {
 				n.Annotations[state.Owner] = *tc.owner
 			}
+			if tc.ownKeys {
+				otherKeys(n)
+			}
 			s := snapshot(t0.Add(100*time.Hour), []*corev1.Node{n}, nil)
 			got := compute(t, cfg, s)
 			assert.Empty(t, got.Actions, "not written, whatever its timestamps")
@@ -155,7 +164,7 @@ func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 			require.Len(t, notes, 1)
 			assert.Equal(t, tc.warning, notes[0].Warning)
 			assert.Contains(t, notes[0].Message, tc.says)
-			if tc.warning {
+			if tc.nobodys {
 				assert.Contains(t, notes[0].Message, "set "+state.Owner+" to "+instance)
 				assert.Contains(t, notes[0].Message, "cleanup")
 			}
@@ -164,6 +173,20 @@ func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 			require.NoError(t, err)
 			assert.Empty(t, p.Cleanup(s, false).Actions, "cleanup releases only the nodes this installation owns")
 		})
+	}
+}
+
+// otherKeys gives a managed node another installation's taint and status label keys instead of
+// ours.
+func otherKeys(n *corev1.Node) {
+	for i := range n.Spec.Taints {
+		if n.Spec.Taints[i].Key == taintKey {
+			n.Spec.Taints[i].Key = "other-upgrade"
+		}
+	}
+	if v, ok := n.Labels[labelKey]; ok {
+		delete(n.Labels, labelKey)
+		n.Labels["other-upgrade/status"] = v
 	}
 }
 

@@ -265,13 +265,30 @@ func (p *Planner) Compute(s Snapshot) Plan {
 }
 
 // notOurs is the note about a node with a phase and an owner other than this installation. An
-// owner that names an installation is another's, skipped quietly (INFO). One that names none
-// (missing, empty, or not <namespace>/<release>: a hand edit, a tool rewriting annotations) is
-// nobody's: no installation releases the node and its taint stays, so the note asks for an
-// operator (WARN). The node is not written either way: only its owner can say whose it is.
+// owner that names an installation is another's, skipped quietly (INFO), unless the node carries
+// this installation's taint or status label key: the other installation uses the same key, and
+// two installations whose pools overlap cannot share one (each warmer DaemonSet would follow the
+// other's status label, each would take the other's taint for its own), so the note asks for an
+// operator (WARN). An owner that names none (missing, empty, or not <namespace>/<release>: a
+// hand edit, a tool rewriting annotations) is nobody's: no installation releases the node and
+// its taint stays, so the note asks for an operator too. The node is not written either way:
+// only its owner can say whose it is.
 func (p *Planner) notOurs(n *corev1.Node, phase string) Note {
 	was, ok := ownerRecord(n)
 	if ok {
+		var shared []string
+		if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+			shared = append(shared, "taint key "+p.cfg.Taint.Key)
+		}
+		if _, has := n.Labels[p.cfg.StatusLabel.Key]; has {
+			shared = append(shared, "status label key "+p.cfg.StatusLabel.Key)
+		}
+		if len(shared) > 0 {
+			return Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
+				"skipped: phase %s is owned by %s, which uses this installation's (%s) %s: "+
+					"installations whose pools overlap need distinct taint.key and statusLabel.key",
+				quote(phase), quote(n.Annotations[state.Owner]), p.cfg.Instance, strings.Join(shared, " and "))}
+		}
 		return Note{Node: n.Name, Message: fmt.Sprintf(
 			"skipped: phase %s is owned by %s, not this installation (%s)", quote(phase), quote(n.Annotations[state.Owner]), p.cfg.Instance)}
 	}

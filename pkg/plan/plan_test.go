@@ -1521,6 +1521,7 @@ func TestUnknownPhaseIsAWarningNote(t *testing.T) {
 	odd.Annotations[state.Phase] = "bogus"
 	foreign := tu.Node("foreign", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
 	foreign.Annotations[state.Owner] = "other/release"
+	otherKeys(foreign)
 	got := compute(t, cfg, snapshot(t0.Add(100*time.Hour), []*corev1.Node{odd, foreign}, nil))
 	assert.Empty(t, got.Actions, "neither is written, whatever their timestamps")
 	warnings := map[string]bool{}
