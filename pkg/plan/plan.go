@@ -267,9 +267,9 @@ func (p *Planner) Compute(s Snapshot) Plan {
 // notOurs is the note about a node with a phase and an owner other than this installation. An
 // owner that names an installation is another's, skipped quietly (INFO), unless the node carries
 // this installation's taint or status label key: the other installation uses the same key, and
-// two installations whose pools overlap cannot share one (each warmer DaemonSet would follow the
-// other's status label, each would take the other's taint for its own), so the note asks for an
-// operator (WARN). An owner that names none (missing, empty, or not <namespace>/<release>: a
+// two installations whose pools overlap cannot share one (each warmer DaemonSet follows the
+// other's status label; a node that joins with the shared taint goes to whichever adopts it
+// first), so the note asks for an operator (WARN). An owner that names none (missing, empty, or not <namespace>/<release>: a
 // hand edit, a tool rewriting annotations) is nobody's: no installation releases the node and
 // its taint stays, so the note asks for an operator too. The node is not written either way:
 // only its owner can say whose it is.
