@@ -284,7 +284,7 @@ func decode(jsonData []byte, doc document) (*Config, error) {
 	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
 		if len(typeErrs) > 0 {
-			return nil, typeErrs.ToAggregate()
+			return nil, listed(typeErrs)
 		}
 		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
 	}
@@ -297,11 +297,44 @@ func decode(jsonData []byte, doc document) (*Config, error) {
 	}
 	cfg.complete()
 	// Decoded, the document can hold only map values left empty, which the decoder reads as "".
-	errs := append(typeErrs, cfg.validate()...)
-	if err := errs.ToAggregate(); err != nil {
+	if err := listed(append(typeErrs, cfg.validate()...)); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// listed returns the field errors as one error: nil for none, the error itself for one, and for
+// several one line each under a count, so that a file with many problems reads as a list rather
+// than as one bracketed line.
+func listed(errs field.ErrorList) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return fieldErrors(errs)
+}
+
+type fieldErrors field.ErrorList
+
+func (e fieldErrors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d problems:", len(e))
+	for _, err := range e {
+		b.WriteString("\n  - ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the field errors, for errors.Is and errors.As.
+func (e fieldErrors) Unwrap() []error {
+	out := make([]error, len(e))
+	for i, err := range e {
+		out[i] = err
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -347,7 +380,7 @@ func (c *Config) complete() {
 
 // Validate checks every field and returns all problems at once, each with its field path.
 func (c *Config) Validate() error {
-	return c.validate().ToAggregate()
+	return listed(c.validate())
 }
 
 func (c *Config) validate() field.ErrorList {

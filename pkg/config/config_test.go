@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
@@ -297,6 +298,23 @@ func TestParseRefusesWrongKindAndVersion(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "apiVersion: Required value")
 	assert.Contains(t, err.Error(), "kind: Required value")
+}
+
+// Several problems are listed one per line under their count; one is said on its own; each stays
+// a *field.Error for errors.As.
+func TestParseListsSeveralProblems(t *testing.T) {
+	_, err := config.Parse([]byte(minimal + "taint: {key: bad key, effect: Sometimes}\n"))
+	require.Error(t, err)
+	assert.Equal(t, "2 problems:\n"+
+		`  - taint.key: Invalid value: "bad key": `+"name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')\n"+
+		`  - taint.effect: Unsupported value: "Sometimes": supported values: "NoSchedule", "PreferNoSchedule", "NoExecute"`, err.Error())
+	var fe *field.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "taint.key", fe.Field)
+
+	_, err = config.Parse([]byte(minimal + "taint: {effect: Sometimes}\n"))
+	require.Error(t, err)
+	assert.Equal(t, `taint.effect: Unsupported value: "Sometimes": supported values: "NoSchedule", "PreferNoSchedule", "NoExecute"`, err.Error())
 }
 
 // The chart's values given as --config were refused with only "unknown field" errors.
