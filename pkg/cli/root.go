@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,7 +154,7 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 
 	root.AddCommand(
 		newRunCommand(o),
-		newStatusCommand(o),
+		withoutGlobalFlagsInHelp(newStatusCommand(o), "dry-run"),
 		newCleanupCommand(o),
 		withoutGlobalFlagsInHelp(newHoldCommand(o)),
 		withoutGlobalFlagsInHelp(newVersionCommand(o)),
@@ -161,11 +162,15 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 	return root, o
 }
 
-// withoutGlobalFlagsInHelp leaves the root's flags (configuration, cluster, dry run, logging)
-// out of cmd's help: cmd reads none of them. They are still accepted.
-func withoutGlobalFlagsInHelp(cmd *cobra.Command) *cobra.Command {
+// withoutGlobalFlagsInHelp leaves the root's flags named (all of them if none is: configuration,
+// cluster, dry run, logging) out of cmd's help: cmd reads none of them. They are still accepted.
+func withoutGlobalFlagsInHelp(cmd *cobra.Command, names ...string) *cobra.Command {
 	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
-		c.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
+		c.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) {
+			if len(names) == 0 || slices.Contains(names, f.Name) {
+				f.Hidden = true
+			}
+		})
 		c.Root().HelpFunc()(c, args)
 	})
 	return cmd
