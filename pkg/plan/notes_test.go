@@ -143,6 +143,8 @@ func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 		{"two slashes", ptr("prewarm/test/x"), false, true, true, "is malformed"},
 		{"upper case", ptr("Prewarm/Test"), false, true, true, "is malformed"},
 		{"another installation", ptr("other/release"), true, false, false, `is owned by "other/release"`},
+		{"another installation with our keys, in a pool of its own", ptr("other/release"), false, false, false,
+			`is owned by "other/release", not this installation`},
 		{"another installation with our keys", ptr("other/release"), false, true, false,
 			`is owned by "other/release", which uses this installation's (` + instance + `) taint key ` + taintKey +
 				` and status label key ` + labelKey + `: installations whose pools overlap need distinct taint.key and statusLabel.key`},
@@ -156,6 +158,12 @@ func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 			}
 			if tc.ownKeys {
 				otherKeys(n)
+			}
+			if strings.Contains(tc.name, "pool of its own") {
+				// Listed for the status label it carries, outside our pool.
+				for k := range cfg.Pool.NodeSelector {
+					delete(n.Labels, k)
+				}
 			}
 			s := snapshot(t0.Add(100*time.Hour), []*corev1.Node{n}, nil)
 			got := compute(t, cfg, s)

@@ -265,25 +265,21 @@ func (p *Planner) Compute(s Snapshot) Plan {
 }
 
 // notOurs is the note about a node with a phase and an owner other than this installation. An
-// owner that names an installation is another's, skipped quietly (INFO), unless the node carries
-// this installation's taint or status label key: the other installation uses the same key, and
-// two installations whose pools overlap cannot share one (each warmer DaemonSet follows the
-// other's status label; a node that joins with the shared taint goes to whichever adopts it
-// first), so the note asks for an operator (WARN). An owner that names none (missing, empty, or not <namespace>/<release>: a
-// hand edit, a tool rewriting annotations) is nobody's: no installation releases the node and
-// its taint stays, so the note asks for an operator too. The node is not written either way:
-// only its owner can say whose it is.
+// owner that names an installation is another's, skipped quietly (INFO), unless the node is in
+// this installation's pool too and carries its taint or status label key: the other installation
+// uses the same key (installations with disjoint pools may), and two whose pools overlap cannot
+// share one (each warmer DaemonSet follows the other's status label; a node that joins with the
+// shared taint goes to whichever adopts it first), so the note asks for an operator (WARN). An
+// owner that names none (missing, empty, or not <namespace>/<release>: a hand edit, a tool
+// rewriting annotations) is nobody's: no installation releases the node and its taint stays, so
+// the note asks for an operator too. The node is not written either way: only its owner can say
+// whose it is.
 func (p *Planner) notOurs(n *corev1.Node, phase string) Note {
 	was, ok := ownerRecord(n)
 	if ok {
-		var shared []string
-		if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
-			shared = append(shared, "taint key "+p.cfg.Taint.Key)
-		}
-		if _, has := n.Labels[p.cfg.StatusLabel.Key]; has {
-			shared = append(shared, "status label key "+p.cfg.StatusLabel.Key)
-		}
-		if len(shared) > 0 {
+		// A node outside the pool is listed for its status label only: the other installation's,
+		// in a pool of its own.
+		if shared := p.sharedKeys(n); len(shared) > 0 && p.InPool(n) {
 			return Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
 				"skipped: phase %s is owned by %s, which uses this installation's (%s) %s: "+
 					"installations whose pools overlap need distinct taint.key and statusLabel.key",
@@ -297,6 +293,18 @@ func (p *Planner) notOurs(n *corev1.Node, phase string) Note {
 			"if this installation tainted it, set %s to %s (the next cycle then manages it, and cleanup releases it); "+
 			"otherwise set it to the <namespace>/<release> of the installation that did",
 		quote(phase), state.Owner, was, state.Owner, p.cfg.Instance)}
+}
+
+// sharedKeys names this installation's taint and status label keys that n carries.
+func (p *Planner) sharedKeys(n *corev1.Node) []string {
+	var shared []string
+	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+		shared = append(shared, "taint key "+p.cfg.Taint.Key)
+	}
+	if _, has := n.Labels[p.cfg.StatusLabel.Key]; has {
+		shared = append(shared, "status label key "+p.cfg.StatusLabel.Key)
+	}
+	return shared
 }
 
 // ownerRecord reports whether a node's owner annotation names an installation, and when it does
