@@ -980,6 +980,16 @@ func TestBadValuesAreRefused(t *testing.T) {
 	}
 }
 
+// A duration written as a number (no unit) is refused once, as a number where a string is due: a
+// positive duration's schema adds its "not zero" pattern without a second type check.
+func TestDurationAsANumberIsRefusedOnce(t *testing.T) {
+	for _, extra := range []string{"maxWaitForWarm: 30", "cancelAfter: 30"} {
+		_, err := render(t, minimal(t, extra))
+		require.Error(t, err, extra)
+		assert.Equal(t, 1, strings.Count(err.Error(), "got number, want string"), "%s: %v", extra, err)
+	}
+}
+
 func TestGoodValuesAreAccepted(t *testing.T) {
 	// The other side of the refusals: edge values that are valid must render and validate.
 	for _, extra := range []string{
