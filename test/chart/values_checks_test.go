@@ -508,3 +508,14 @@ func TestYAMLBooleanLabelKeysAreRefused(t *testing.T) {
 		}
 	})
 }
+
+// A refusal by the templates' checks is reported at templates/validate.yaml, whatever the mode,
+// not at the object that happened to render first.
+func TestTemplateRefusalsNameTheValidateTemplate(t *testing.T) {
+	for _, mode := range []string{"cronjob", "deployment"} {
+		_, err := render(t, minimal(t, "orchestrator: {mode: "+mode+"}", "maintenance: {nodeMaintenance: {enabled: false}}"))
+		require.Error(t, err, mode)
+		assert.Contains(t, err.Error(), "templates/validate.yaml:", mode)
+		assert.Contains(t, err.Error(), "maintenance: enable at least one of", mode)
+	}
+}
