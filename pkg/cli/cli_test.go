@@ -166,14 +166,17 @@ func TestMissingDefaultConfigSaysToPassConfig(t *testing.T) {
 		assert.Equal(t, ExitConfig, Main(context.Background(), command, &out, &errOut), command)
 		assert.Equal(t, "prewarm-orchestrator: reading config: open "+config.DefaultPath+": no such file or directory\n"+
 			"no --config given: "+config.DefaultPath+" is where the chart's pods mount the configuration; "+
-			"elsewhere, pass the installation's config.yaml with --config, saved from the chart's ConfigMap: "+
+			"elsewhere, pass the installation's config.yaml with --config, saved from the chart's ConfigMap (before an uninstall, which deletes it): "+
 			`kubectl -n image-prewarmer get configmap prewarm-image-prewarmer -o jsonpath='{.data.config\.yaml}' > config.yaml `+
 			"(release prewarm in namespace image-prewarmer: substitute yours)\n", errOut.String(), command)
 	}
 
-	errOut.Reset()
-	assert.Equal(t, ExitConfig, Main(context.Background(), []string{"status", "--config", config.DefaultPath}, &out, &errOut))
-	assert.Equal(t, "prewarm-orchestrator: reading config: open "+config.DefaultPath+": no such file or directory\n", errOut.String())
+	// Given, even as the default path and before the command: no hint.
+	for _, args := range [][]string{{"status", "--config", config.DefaultPath}, {"--config", config.DefaultPath, "status"}} {
+		errOut.Reset()
+		assert.Equal(t, ExitConfig, Main(context.Background(), args, &out, &errOut))
+		assert.Equal(t, "prewarm-orchestrator: reading config: open "+config.DefaultPath+": no such file or directory\n", errOut.String(), args)
+	}
 }
 
 func TestVersion(t *testing.T) {

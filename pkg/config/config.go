@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -305,8 +306,15 @@ func decode(jsonData []byte, doc document) (*Config, error) {
 
 // listed returns the field errors as one error: nil for none, the error itself for one, and for
 // several one line each under a count, so that a file with many problems reads as a list rather
-// than as one bracketed line.
+// than as one bracketed line. A message given twice is listed once.
 func listed(errs field.ErrorList) error {
+	// As ToAggregate does, the same message once.
+	seen := map[string]bool{}
+	errs = slices.DeleteFunc(slices.Clone(errs), func(e *field.Error) bool {
+		dup := seen[e.Error()]
+		seen[e.Error()] = true
+		return dup
+	})
 	switch len(errs) {
 	case 0:
 		return nil

@@ -182,7 +182,7 @@ func TestCleanupMessages(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, res.Plan.Actions, 1)
 	line = log.line(t, "msg=release", "node=a")
-	assert.Contains(t, line, "released by cleanup; installation prewarm/test is not installed (no DaemonSet image-prewarmer/image-prewarmer-warmer) and does not taint the node again")
+	assert.Contains(t, line, "released by cleanup; installation prewarm/test has no DaemonSet image-prewarmer/image-prewarmer-warmer (uninstalled, or deleted) and taints no node until it exists again")
 	assert.NotContains(t, line, "stays installed")
 
 	e, log = loggingEngine(t, withWarmer(managed()), false)

@@ -17,8 +17,8 @@ import (
 // pre-delete hook), or released by hand (`cleanup`). The message of a release by hand says
 // whether the installation may taint the node again, as the snapshot's warmer DaemonSet tells:
 // it does at the node's next maintenance while its DaemonSet exists, unmarked; not while the
-// DaemonSet carries the uninstall mark; and not at all without the DaemonSet (the release was
-// uninstalled, and cleanup runs with its saved configuration).
+// DaemonSet carries the uninstall mark; and not while the DaemonSet does not exist (the release
+// was uninstalled and cleanup runs with its saved configuration, or the DaemonSet was deleted).
 func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	c := p.newCycle(s)
 	ds := p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
@@ -27,7 +27,7 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	case uninstall:
 		msg = fmt.Sprintf("installation %s is being uninstalled", p.cfg.Instance)
 	case c.warmerMissing:
-		msg = fmt.Sprintf("released by cleanup; installation %s is not installed (no DaemonSet %s) and does not taint the node again", p.cfg.Instance, ds)
+		msg = fmt.Sprintf("released by cleanup; installation %s has no DaemonSet %s (uninstalled, or deleted) and taints no node until it exists again", p.cfg.Instance, ds)
 	case c.uninstalling:
 		msg = fmt.Sprintf("released by cleanup; installation %s is marked as being uninstalled (DaemonSet %s has %s) and taints no node until the mark is removed",
 			p.cfg.Instance, ds, state.Uninstalling)

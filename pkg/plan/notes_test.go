@@ -128,26 +128,55 @@ func TestUndetectableTakesNoBudget(t *testing.T) {
 // installation's node is skipped quietly, unless that installation uses our taint or status label
 // key: then the note is a warning that the two need distinct keys.
 func TestOwnerRecordMissingOrMalformed(t *testing.T) {
+	const other = `is owned by "other/release", which uses this installation's (` + instance + `) `
+	const distinct = `: installations whose pools overlap need distinct taint.key and statusLabel.key`
 	for _, tc := range []struct {
 		name    string
 		owner   *string
-		ownKeys bool // the owner's taint and status label keys are not ours
+		node    func(n *corev1.Node, cfg *config.Config) // after the owner is set
 		warning bool
 		nobodys bool
 		says    string
 	}{
-		{"missing", nil, false, true, true, "is missing"},
-		{"empty", ptr(""), false, true, true, "is empty"},
-		{"trailing space", ptr(instance + " "), false, true, true, `is malformed ("prewarm/test "`},
-		{"no slash", ptr("prewarm"), false, true, true, "is malformed"},
-		{"two slashes", ptr("prewarm/test/x"), false, true, true, "is malformed"},
-		{"upper case", ptr("Prewarm/Test"), false, true, true, "is malformed"},
-		{"another installation", ptr("other/release"), true, false, false, `is owned by "other/release"`},
-		{"another installation with our keys, in a pool of its own", ptr("other/release"), false, false, false,
-			`is owned by "other/release", not this installation`},
-		{"another installation with our keys", ptr("other/release"), false, true, false,
-			`is owned by "other/release", which uses this installation's (` + instance + `) taint key ` + taintKey +
-				` and status label key ` + labelKey + `: installations whose pools overlap need distinct taint.key and statusLabel.key`},
+		{name: "missing", warning: true, nobodys: true, says: "is missing"},
+		{name: "empty", owner: ptr(""), warning: true, nobodys: true, says: "is empty"},
+		{name: "trailing space", owner: ptr(instance + " "), warning: true, nobodys: true, says: `is malformed ("prewarm/test "`},
+		{name: "no slash", owner: ptr("prewarm"), warning: true, nobodys: true, says: "is malformed"},
+		{name: "two slashes", owner: ptr("prewarm/test/x"), warning: true, nobodys: true, says: "is malformed"},
+		{name: "upper case", owner: ptr("Prewarm/Test"), warning: true, nobodys: true, says: "is malformed"},
+		{name: "another installation", owner: ptr("other/release"), node: func(n *corev1.Node, _ *config.Config) { otherKeys(n) },
+			says: `is owned by "other/release", not this installation`},
+		{name: "another installation with our keys", owner: ptr("other/release"), warning: true,
+			says: other + `taint key ` + taintKey + ` and status label key ` + labelKey + distinct},
+		{name: "another installation with our keys, in a pool of its own", owner: ptr("other/release"),
+			node: func(n *corev1.Node, cfg *config.Config) {
+				for k := range cfg.Pool.NodeSelector { // listed for the status label it carries
+					delete(n.Labels, k)
+				}
+			},
+			says: `is owned by "other/release", not this installation`},
+		{name: "another installation with our taint key, recorded with another effect", owner: ptr("other/release"),
+			node: func(n *corev1.Node, _ *config.Config) {
+				otherKeys(n)
+				n.Spec.Taints = []corev1.Taint{{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoExecute}}
+				n.Annotations[state.Taint] = taintKey + "=true:NoExecute"
+				n.Annotations[state.StatusLabel] = "other-upgrade/status"
+			},
+			warning: true, says: other + `taint key ` + taintKey + distinct},
+		{name: "another installation with our status label key, recorded", owner: ptr("other/release"),
+			node: func(n *corev1.Node, _ *config.Config) {
+				otherKeys(n)
+				n.Annotations[state.Taint] = "other-upgrade=true:NoSchedule"
+				n.Annotations[state.StatusLabel] = labelKey
+			},
+			warning: true, says: other + `status label key ` + labelKey + distinct},
+		{name: "another installation whose records name other keys", owner: ptr("other/release"),
+			node: func(n *corev1.Node, _ *config.Config) {
+				// The records, not a taint or label someone else put on the node, say whose keys.
+				n.Annotations[state.Taint] = "other-upgrade=true:NoSchedule"
+				n.Annotations[state.StatusLabel] = "other-upgrade/status"
+			},
+			says: `is owned by "other/release", not this installation`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
@@ -156,14 +185,8 @@ func TestOwnerRecordMissingOrMalformed(t *testing.T) {
 			if tc.owner != nil {
 				n.Annotations[state.Owner] = *tc.owner
 			}
-			if tc.ownKeys {
-				otherKeys(n)
-			}
-			if strings.Contains(tc.name, "pool of its own") {
-				// Listed for the status label it carries, outside our pool.
-				for k := range cfg.Pool.NodeSelector {
-					delete(n.Labels, k)
-				}
+			if tc.node != nil {
+				tc.node(n, cfg)
 			}
 			s := snapshot(t0.Add(100*time.Hour), []*corev1.Node{n}, nil)
 			got := compute(t, cfg, s)

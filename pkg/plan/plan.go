@@ -295,13 +295,19 @@ func (p *Planner) notOurs(n *corev1.Node, phase string) Note {
 		quote(phase), state.Owner, was, state.Owner, p.cfg.Instance)}
 }
 
-// sharedKeys names this installation's taint and status label keys that n carries.
+// sharedKeys names this installation's taint and status label keys that another installation's
+// node n was given by its owner: as its records say (the taint's key whatever its effect), or,
+// where a record is missing (nodes entered before there were records), as the node's taints and
+// labels do.
 func (p *Planner) sharedKeys(n *corev1.Node) []string {
 	var shared []string
-	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+	taint, ok := state.RecordedTaint(n)
+	if ok && taint.Key == p.cfg.Taint.Key ||
+		!ok && slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == p.cfg.Taint.Key }) {
 		shared = append(shared, "taint key "+p.cfg.Taint.Key)
 	}
-	if _, has := n.Labels[p.cfg.StatusLabel.Key]; has {
+	label, ok := state.RecordedStatusLabel(n)
+	if _, has := n.Labels[p.cfg.StatusLabel.Key]; ok && label == p.cfg.StatusLabel.Key || !ok && has {
 		shared = append(shared, "status label key "+p.cfg.StatusLabel.Key)
 	}
 	return shared

@@ -1184,7 +1184,7 @@ func TestCleanupMessage(t *testing.T) {
 	}{
 		{name: "cleanup", uninstall: false, ds: ds, want: "released by cleanup; installation prewarm/test stays installed", not: "uninstall"},
 		{name: "cleanup without the DaemonSet", uninstall: false, ds: nil,
-			want: "released by cleanup; installation prewarm/test is not installed (no DaemonSet prewarm/warmer) and does not taint the node again",
+			want: "released by cleanup; installation prewarm/test has no DaemonSet prewarm/warmer (uninstalled, or deleted) and taints no node until it exists again",
 			not:  "stays installed"},
 		{name: "cleanup with the uninstall mark", uninstall: false, ds: marked,
 			want: "released by cleanup; installation prewarm/test is marked as being uninstalled (DaemonSet prewarm/warmer has " + state.Uninstalling + ") and taints no node until the mark is removed",

@@ -16,6 +16,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/strvals"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/leaderelection"
 
@@ -435,8 +436,8 @@ func helmValues(t *testing.T, file string) map[string]any {
 // kept as written and passes.
 func TestYAMLBooleanLabelKeysAreRefused(t *testing.T) {
 	const (
-		isTrue  = `key "true" is what YAML makes of an unquoted on, yes, y or true (lower, title or upper case): quote the label key, as in 'on': value`
-		isFalse = `key "false" is what YAML makes of an unquoted off, no, n or false (lower, title or upper case): quote the label key, as in 'off': value`
+		isTrue  = `key "true" is what a values file's YAML makes of an unquoted on, yes, y or true (lower, title or upper case): quote the label key, as in 'on': value`
+		isFalse = `key "false" is what a values file's YAML makes of an unquoted off, no, n or false (lower, title or upper case): quote the label key, as in 'off': value`
 	)
 	refused := []struct{ file, want string }{
 		{"pool: {nodeSelector: {on: x}}", "pool.nodeSelector: " + isTrue},
@@ -506,6 +507,8 @@ func TestYAMLBooleanLabelKeysAreRefused(t *testing.T) {
 		for name, pod := range orchestratorPods(t, r) {
 			assert.Equal(t, map[string]string{"on": "system"}, pod.NodeSelector, name)
 		}
+		sm := find[*unstructured.Unstructured](t, r, "")
+		assert.Equal(t, "x", sm.GetLabels()["yes"], "the ServiceMonitor's label")
 	})
 }
 

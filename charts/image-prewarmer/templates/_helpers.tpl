@@ -295,7 +295,7 @@ neither key: the chart cannot tell one written so from a quoted "true". --set ke
 {{- if kindIs "map" $labels }}
 {{- range $key, $words := $yamlBooleans }}
 {{- if hasKey $labels $key }}
-{{- fail (printf "%s: key %q is what YAML makes of an unquoted %s (lower, title or upper case): quote the label key, as in '%s': value (the chart takes no label key %q itself)" $path $key (index $words 0) (index $words 1) $key) }}
+{{- fail (printf "%s: key %q is what a values file's YAML makes of an unquoted %s (lower, title or upper case): quote the label key, as in '%s': value (the chart takes no label key %q itself)" $path $key (index $words 0) (index $words 1) $key) }}
 {{- end }}
 {{- end }}
 {{- end }}
