@@ -497,13 +497,8 @@ func TestEmptyPoolIsWarnedOncePerTransition(t *testing.T) {
 	log := &tu.LogBuffer{}
 	c := newLoggingController(t, client, nil, nil, false, log)
 	c.resync = 20 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, c.Start(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
-	defer wg.Wait()
-	defer cancel()
+	leading(t, c)
+	ctx := context.Background()
 
 	const warning = `level=WARN msg="no node matches the pool selector pool=notebooks: nothing to pre-warm until one does; check pool.nodeSelector against the nodes' labels"`
 	warnings := func() int { return strings.Count(log.String(), warning) }
