@@ -90,7 +90,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // logFormatArg returns the last --log-format value in args, read past flags cobra does not know
-// (of any command) and up to a "--"; "" if there is none.
+// (of any command) and up to a "--"; "" if there is none. An unknown flag followed by a word
+// takes it as its value, as most of the commands' flags would: the word is not a --log-format.
 func logFormatArg(args []string) string {
 	fs := pflag.NewFlagSet("log-format", pflag.ContinueOnError)
 	fs.ParseErrorsAllowlist.UnknownFlags = true
