@@ -232,7 +232,7 @@ func clientGoLevel(v int) slog.Level {
 // the error then says to pass --config, and how to save the installation's file.
 func (o *globalOptions) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(o.configPath)
-	if errors.Is(err, fs.ErrNotExist) && (!o.configFlag.Changed) {
+	if errors.Is(err, fs.ErrNotExist) && !o.configFlag.Changed {
 		err = fmt.Errorf("%w\nno --config given: %s is where the chart's pods mount the configuration; "+
 			"elsewhere, pass the installation's config.yaml with --config, saved from the chart's ConfigMap (before an uninstall, which deletes it): %s",
 			err, o.configPath, config.SaveCommand)
