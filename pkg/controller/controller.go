@@ -622,8 +622,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	if full {
 		c.logWarnings(ctx, obs.Warnings)
 		c.logNotes(ctx, p.Notes)
-		byPhase, pool := c.engine.Count(obs.Snapshot.Nodes)
-		c.metrics.SetNodes(byPhase, pool)
+		c.metrics.SetNodes(c.engine.Count(obs.Snapshot.Nodes))
 	} else {
 		// An entry depends on the whole pool (maxConcurrent): re-plan it all, now. Otherwise
 		// refresh the pool-wide view (counts, entries waiting for budget) shortly.

@@ -208,24 +208,27 @@ func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 	e.WaitEvents()
 	res.Took = Timing{Observe: observed.Sub(start), Write: written.Sub(observed), Events: time.Since(written)}
 	if !e.dryRun {
-		byPhase, pool := e.Count(After(obs.Snapshot.Nodes, res.Written))
-		e.metrics.SetNodes(byPhase, pool)
+		e.metrics.SetNodes(e.Count(After(obs.Snapshot.Nodes, res.Written)))
 	}
 	return res, err
 }
 
-// Count returns how many of nodes this installation manages, by phase, and how many are in the pool.
-func (e *Engine) Count(nodes []*corev1.Node) (byPhase map[string]int, pool int) {
-	byPhase = map[string]int{}
+// Count returns how many of nodes this installation manages, by phase and by recorded problem,
+// and how many are in the pool.
+func (e *Engine) Count(nodes []*corev1.Node) metrics.NodeCounts {
+	c := metrics.NodeCounts{ByPhase: map[string]int{}, ByProblem: map[string]int{}}
 	for _, n := range nodes {
 		if e.planner.InPool(n) {
-			pool++
+			c.Pool++
 		}
 		if e.planner.Owns(n) {
-			byPhase[state.PhaseOf(n)]++
+			c.ByPhase[state.PhaseOf(n)]++
+			if r := plan.RecordedProblem(n); r != "" {
+				c.ByProblem[r]++
+			}
 		}
 	}
-	return byPhase, pool
+	return c
 }
 
 // After returns nodes with those written replaced by the patched objects.

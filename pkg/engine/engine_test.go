@@ -748,3 +748,26 @@ func TestCarries(t *testing.T) {
 		assert.Equal(t, tc.want, carries(tc.node, tc.ch), tc.name)
 	}
 }
+
+func TestCountByPhaseProblemAndPool(t *testing.T) {
+	e := testEngine(t, fake.NewClientset(), true)
+	owned := func(phase string, kv ...string) tu.NodeOption {
+		return tu.WithAnnotations(append([]string{state.Phase, phase, state.Owner, "prewarm/test"}, kv...)...)
+	}
+	got := e.Count([]*corev1.Node{
+		tu.Node("idle", tu.WithLabels("pool", "notebooks")),
+		tu.Node("pulling", tu.WithLabels("pool", "notebooks"), owned(state.PhaseWarming, state.LastError, "ImagePull: pod w container c: ErrImagePull: x")),
+		tu.Node("kept", tu.WithLabels("pool", "notebooks"), owned(state.PhaseWarming, state.LastError, "WarmTimeout: kept tainted")),
+		tu.Node("tainted", tu.WithLabels("pool", "notebooks"), owned(state.PhaseTainted)),
+		// Managed, but outside the pool now (it is about to be released as left-pool).
+		tu.Node("left", owned(state.PhaseTainted, state.LastError, "hand-written")),
+		// Released: its last-error stays for the record and counts no more.
+		tu.Node("released", tu.WithLabels("pool", "notebooks"), tu.WithAnnotations(state.LastError, "ImagePull: x")),
+		// Another installation's.
+		tu.Node("foreign", tu.WithLabels("pool", "notebooks"), tu.WithAnnotations(state.Phase, state.PhaseWarming,
+			state.Owner, "other/prewarm", state.LastError, "ImagePull: x")),
+	})
+	assert.Equal(t, map[string]int{state.PhaseWarming: 2, state.PhaseTainted: 2}, got.ByPhase)
+	assert.Equal(t, map[string]int{"ImagePull": 1, plan.ProblemWarmTimeout: 1, plan.ProblemOther: 1}, got.ByProblem)
+	assert.Equal(t, 6, got.Pool)
+}

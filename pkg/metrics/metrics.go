@@ -43,6 +43,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	nodes            *prometheus.GaugeVec
+	nodeProblems     *prometheus.GaugeVec
 	poolNodes        prometheus.Gauge
 	transitions      *prometheus.CounterVec
 	upgradeToRelease *prometheus.HistogramVec
@@ -60,7 +61,7 @@ type Metrics struct {
 
 // Names of the families a push leaves out when this process has no value for them.
 var (
-	nodeFamilies        = []string{Namespace + "_nodes", Namespace + "_pool_nodes"}
+	nodeFamilies        = []string{Namespace + "_nodes", Namespace + "_node_problems", Namespace + "_pool_nodes"}
 	lastSuccessFamilies = []string{Namespace + "_last_success_timestamp_seconds"}
 )
 
@@ -76,6 +77,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "nodes",
 			Help: "Nodes managed by this installation, by phase (tainted: waiting for the upgrade; warming: waiting for the warmer pod).",
 		}, []string{"phase"}),
+		nodeProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "node_problems",
+			Help: "Managed nodes whose last-error records a problem (a warmer pod that cannot pull or start, is unschedulable or missed maxWaitForWarm with onWarmTimeout keep; an upgrade rule that failed), by its reason. A node counts until it is released.",
+		}, []string{"reason"}),
 		poolNodes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "pool_nodes",
 			Help: "Nodes matching the pool selector.",
@@ -122,12 +127,16 @@ func New() *Metrics {
 	}, []string{"version", "commit", "goversion"})
 	buildInfo.WithLabelValues(version.Version, version.Commit, runtime.Version()).Set(1)
 
-	m.Registry.MustRegister(m.nodes, m.poolNodes, m.transitions, m.upgradeToRelease, m.readyToRelease,
+	m.Registry.MustRegister(m.nodes, m.nodeProblems, m.poolNodes, m.transitions, m.upgradeToRelease, m.readyToRelease,
 		m.cycleDuration, m.apiErrors, m.apiRequests, m.leader, m.lastSuccess, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range Phases {
 		m.nodes.WithLabelValues(p).Set(0)
 	}
+	for _, r := range plan.ProblemReasons() {
+		m.nodeProblems.WithLabelValues(r).Set(0)
+	}
+	m.nodeProblems.WithLabelValues(plan.ProblemOther).Set(0)
 	// Release series exist from the start, so that increase() counts the first release of each
 	// reason (a series that appears with the value 1 shows no increase).
 	for _, r := range ReleaseReasons {
@@ -159,15 +168,29 @@ func (m *Metrics) Transition(node *corev1.Node, a plan.Action, now time.Time) {
 	}
 }
 
-// SetNodes sets the phase and pool gauges from the managed nodes' phases and the pool size.
-func (m *Metrics) SetNodes(byPhase map[string]int, pool int) {
+// NodeCounts are the values of the node gauges.
+type NodeCounts struct {
+	// ByPhase counts the managed nodes by phase.
+	ByPhase map[string]int
+	// ByProblem counts the managed nodes by the reason of the problem their last-error records
+	// (plan.RecordedProblem).
+	ByProblem map[string]int
+	// Pool counts the nodes matching the pool selector.
+	Pool int
+}
+
+// SetNodes sets the phase, problem and pool gauges.
+func (m *Metrics) SetNodes(c NodeCounts) {
 	if m == nil {
 		return
 	}
 	for _, p := range Phases {
-		m.nodes.WithLabelValues(p).Set(float64(byPhase[p]))
+		m.nodes.WithLabelValues(p).Set(float64(c.ByPhase[p]))
 	}
-	m.poolNodes.Set(float64(pool))
+	for _, r := range append(plan.ProblemReasons(), plan.ProblemOther) {
+		m.nodeProblems.WithLabelValues(r).Set(float64(c.ByProblem[r]))
+	}
+	m.poolNodes.Set(float64(c.Pool))
 	m.nodesSet.Store(true)
 }
 

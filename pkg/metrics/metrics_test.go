@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -158,11 +159,34 @@ func TestSetNodesReportsEveryPhase(t *testing.T) {
 	m := New()
 	byPhase := func() map[string]float64 { return series(t, m, "image_prewarmer_nodes", "phase", nil) }
 	assert.Equal(t, map[string]float64{state.PhaseTainted: 0, state.PhaseWarming: 0}, byPhase(), "every phase, at 0, before the first cycle")
-	m.SetNodes(map[string]int{state.PhaseTainted: 3, state.PhaseWarming: 2}, 10)
+	m.SetNodes(NodeCounts{ByPhase: map[string]int{state.PhaseTainted: 3, state.PhaseWarming: 2}, Pool: 10})
 	assert.Equal(t, map[string]float64{state.PhaseTainted: 3, state.PhaseWarming: 2}, byPhase())
-	m.SetNodes(map[string]int{state.PhaseTainted: 1}, 10)
+	m.SetNodes(NodeCounts{ByPhase: map[string]int{state.PhaseTainted: 1}, Pool: 10})
 	assert.Equal(t, map[string]float64{state.PhaseTainted: 1, state.PhaseWarming: 0}, byPhase(), "no node warming any more: back to 0")
 	assert.Equal(t, 10.0, testutil.ToFloat64(m.poolNodes))
+}
+
+// Every problem reason has a node_problems series from the start, so an alert sees it go from 0;
+// a reason no node records any more goes back to 0.
+func TestSetNodesReportsEveryProblemReason(t *testing.T) {
+	m := New()
+	byReason := func() map[string]float64 { return series(t, m, "image_prewarmer_node_problems", "reason", nil) }
+	zero := map[string]float64{}
+	for _, r := range append(plan.ProblemReasons(), plan.ProblemOther) {
+		zero[r] = 0
+	}
+	require.Contains(t, zero, "ImagePull")
+	require.Contains(t, zero, plan.ProblemWarmTimeout)
+	assert.Equal(t, zero, byReason(), "every reason, at 0, before the first cycle")
+
+	m.SetNodes(NodeCounts{ByProblem: map[string]int{"ImagePull": 3, plan.ProblemOther: 1}})
+	want := maps.Clone(zero)
+	want["ImagePull"], want[plan.ProblemOther] = 3, 1
+	assert.Equal(t, want, byReason())
+	m.SetNodes(NodeCounts{ByProblem: map[string]int{plan.ProblemWarmTimeout: 2}})
+	want = maps.Clone(zero)
+	want[plan.ProblemWarmTimeout] = 2
+	assert.Equal(t, want, byReason(), "the pull problems are gone: back to 0")
 }
 
 func TestWrapTransportCountsRequestsAndErrors(t *testing.T) {
@@ -207,7 +231,7 @@ func TestPush(t *testing.T) {
 	require.True(t, strings.HasPrefix(srv.URL, "http://127.0.0.1:"))
 	m := New()
 	m.Transition(node(nil), plan.Action{Type: plan.Enter, Reason: plan.SourceCordoned}, now)
-	m.SetNodes(map[string]int{state.PhaseTainted: 1}, 1)
+	m.SetNodes(NodeCounts{ByPhase: map[string]int{state.PhaseTainted: 1}, Pool: 1})
 	m.ObserveCycle("once", time.Second, true, now)
 	require.NoError(t, m.Push(context.Background(), srv.URL, "prewarm-system/prewarm"))
 	assert.Equal(t, http.MethodPut, got.method)
@@ -224,7 +248,7 @@ func TestPush(t *testing.T) {
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
 	m.Transition(node(nil), plan.Action{Type: plan.Release}, now)
-	m.SetNodes(nil, 0)
+	m.SetNodes(NodeCounts{})
 	m.ObserveCycle("once", time.Second, true, now)
 	m.SetLeader(true)
 	assert.NoError(t, m.Push(context.Background(), "http://127.0.0.1:1", "x"))
@@ -267,12 +291,12 @@ func pushgateway(t *testing.T) (*httptest.Server, *[]pushed) {
 func TestPushAfterCompleteCycleReplacesTheGroup(t *testing.T) {
 	srv, got := pushgateway(t)
 	m := New()
-	m.SetNodes(map[string]int{state.PhaseTainted: 2}, 5)
+	m.SetNodes(NodeCounts{ByPhase: map[string]int{state.PhaseTainted: 2}, Pool: 5})
 	m.ObserveCycle("once", time.Second, true, now)
 	require.NoError(t, m.Push(context.Background(), srv.URL, "x"))
 	require.Len(t, *got, 1)
 	assert.Equal(t, http.MethodPut, (*got)[0].method, "a complete cycle replaces the whole group: no stale series")
-	for _, name := range []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes", "image_prewarmer_last_success_timestamp_seconds"} {
+	for _, name := range []string{"image_prewarmer_nodes", "image_prewarmer_node_problems", "image_prewarmer_pool_nodes", "image_prewarmer_last_success_timestamp_seconds"} {
 		assert.Contains(t, (*got)[0].names, name)
 	}
 }
@@ -287,17 +311,17 @@ func TestPushAfterFailedCycleKeepsTheLastKnownValues(t *testing.T) {
 	}{
 		{
 			name: "observe failed: node counts and last success unknown", ok: false,
-			withheld:  []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes", "image_prewarmer_last_success_timestamp_seconds"},
+			withheld:  []string{"image_prewarmer_nodes", "image_prewarmer_node_problems", "image_prewarmer_pool_nodes", "image_prewarmer_last_success_timestamp_seconds"},
 			preserved: []string{"image_prewarmer_reconcile_duration_seconds", "image_prewarmer_build_info"},
 		},
 		{
 			name: "a write failed: counts known, no success", setNodes: true, ok: false,
 			withheld:  []string{"image_prewarmer_last_success_timestamp_seconds"},
-			preserved: []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes", "image_prewarmer_reconcile_duration_seconds"},
+			preserved: []string{"image_prewarmer_nodes", "image_prewarmer_node_problems", "image_prewarmer_pool_nodes", "image_prewarmer_reconcile_duration_seconds"},
 		},
 		{
 			name: "dry run: no counts", ok: true,
-			withheld:  []string{"image_prewarmer_nodes", "image_prewarmer_pool_nodes"},
+			withheld:  []string{"image_prewarmer_nodes", "image_prewarmer_node_problems", "image_prewarmer_pool_nodes"},
 			preserved: []string{"image_prewarmer_last_success_timestamp_seconds"},
 		},
 	}
@@ -306,7 +330,7 @@ func TestPushAfterFailedCycleKeepsTheLastKnownValues(t *testing.T) {
 			srv, got := pushgateway(t)
 			m := New()
 			if tc.setNodes {
-				m.SetNodes(map[string]int{state.PhaseTainted: 2}, 5)
+				m.SetNodes(NodeCounts{ByPhase: map[string]int{state.PhaseTainted: 2}, Pool: 5})
 			}
 			m.ObserveCycle("once", time.Second, tc.ok, now)
 			require.NoError(t, m.Push(context.Background(), srv.URL, "x"))

@@ -892,7 +892,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 		}
 	}
 	if ruleErr != nil {
-		return p.problem(c, n, "UpgradeRuleError", "upgrade.when: "+ruleErr.Error())
+		return p.problem(c, n, ProblemUpgradeRuleError, "upgrade.when: "+ruleErr.Error())
 	}
 	return p.podProblem(c, n)
 }
@@ -909,7 +909,7 @@ func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {
 	}
 	if c.s.Now.Sub(upgradedAt) >= p.cfg.MaxWaitForWarm.Duration {
 		if p.cfg.OnWarmTimeout == config.OnWarmTimeoutKeep {
-			return p.problem(c, n, "WarmTimeout", fmt.Sprintf(
+			return p.problem(c, n, ProblemWarmTimeout, fmt.Sprintf(
 				"warmer pod not Ready within maxWaitForWarm (%s); kept tainted (onWarmTimeout: keep)%s",
 				p.cfg.MaxWaitForWarm.Duration, p.lastProblemSuffix(c, n)))
 		}
@@ -1107,6 +1107,47 @@ var problemReasons = map[string]string{
 	"PreStartHookError":          "RunContainerError",
 }
 
+// Problem reasons the planner records in last-error besides the pod problem categories.
+const (
+	ProblemUnschedulable    = "Unschedulable"
+	ProblemWarmTimeout      = "WarmTimeout"
+	ProblemUpgradeRuleError = "UpgradeRuleError"
+	// ProblemOther stands for a last-error whose reason the planner does not write (an
+	// annotation edited by hand, or written by another version).
+	ProblemOther = "other"
+)
+
+// ProblemReasons returns, sorted, every reason the planner records in last-error.
+func ProblemReasons() []string {
+	out := []string{ProblemUnschedulable, ProblemWarmTimeout, ProblemUpgradeRuleError}
+	for _, cat := range problemReasons {
+		out = append(out, cat)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// RecordedProblem returns the reason of the problem recorded in node's last-error annotation: one
+// of ProblemReasons, ProblemOther for an annotation of another form, or "" when there is none.
+func RecordedProblem(node *corev1.Node) string {
+	v, ok := node.Annotations[state.LastError]
+	if !ok {
+		return ""
+	}
+	if reason, _, found := strings.Cut(v, ":"); found && knownProblems[reason] {
+		return reason
+	}
+	return ProblemOther
+}
+
+var knownProblems = func() map[string]bool {
+	known := map[string]bool{}
+	for _, r := range ProblemReasons() {
+		known[r] = true
+	}
+	return known
+}()
+
 // PodProblem returns the category and message of the first problem among the pods' containers
 // (init containers first), or "" when there is none. An unschedulable pod is a problem too.
 func PodProblem(pods []*corev1.Pod) (string, string) {
@@ -1135,7 +1176,7 @@ func podProblems(pods []*corev1.Pod) []podProblemOf {
 		}
 		for _, cond := range pod.Status.Conditions {
 			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
-				out = append(out, podProblemOf{"Unschedulable", fmt.Sprintf("pod %s: %s", pod.Name, cond.Message)})
+				out = append(out, podProblemOf{ProblemUnschedulable, fmt.Sprintf("pod %s: %s", pod.Name, cond.Message)})
 			}
 		}
 	}

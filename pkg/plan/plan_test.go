@@ -870,6 +870,44 @@ func TestPullProblemEventAndAnnotation(t *testing.T) {
 	assert.Nil(t, a.Change.RemoveTaint)
 }
 
+// Every problem the planner records reads back as its own reason, so the node_problems gauge
+// never counts one of them as "other".
+func TestRecordedProblemReadsWhatThePlannerWrites(t *testing.T) {
+	keep := testConfig(t)
+	keep.OnWarmTimeout = config.OnWarmTimeoutKeep
+	warming := func(since time.Duration) *corev1.Node {
+		return tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-since)))
+	}
+	cases := []struct {
+		name string
+		cfg  *config.Config
+		node *corev1.Node
+		pod  *corev1.Pod
+	}{
+		{"pull", testConfig(t), warming(time.Hour), tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "ImagePullBackOff", "back-off"))},
+		{"crash loop", testConfig(t), warming(time.Hour), tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "CrashLoopBackOff", "back-off"))},
+		{"config", testConfig(t), warming(time.Hour), tu.Pod(ds, "a", "new", tu.Waiting("warm-0", "example.com/big:1", "CreateContainerConfigError", "x"))},
+		{"warm timeout kept", keep, warming(100 * time.Hour), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var pods []*corev1.Pod
+			if tc.pod != nil {
+				pods = append(pods, tc.pod)
+			}
+			a := action(t, compute(t, tc.cfg, snapshot(t0, []*corev1.Node{tc.node}, nil, pods...)), "a")
+			require.Equal(t, plan.Record, a.Type)
+			require.NotNil(t, a.Change.Annotations[state.LastError])
+			n := tu.Node("a", tu.WithAnnotations(state.LastError, *a.Change.Annotations[state.LastError]))
+			assert.Equal(t, a.Reason, plan.RecordedProblem(n))
+			assert.Contains(t, plan.ProblemReasons(), a.Reason)
+		})
+	}
+	assert.Empty(t, plan.RecordedProblem(tu.Node("b")), "no last-error, no problem")
+	assert.Equal(t, plan.ProblemOther, plan.RecordedProblem(tu.Node("c", tu.WithAnnotations(state.LastError, "edited by hand"))))
+	assert.Equal(t, plan.ProblemOther, plan.RecordedProblem(tu.Node("d", tu.WithAnnotations(state.LastError, "Unknown: x"))))
+}
+
 func TestBudget(t *testing.T) {
 	var nodes []*corev1.Node
 	maint := map[string][]plan.Maintenance{}
