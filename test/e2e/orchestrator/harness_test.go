@@ -18,6 +18,7 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
@@ -114,6 +115,29 @@ func (e *env) cycle() engine.Result {
 	res, err := e.engine().RunOnce(e.Ctx)
 	require.NoError(e.T, err)
 	return res
+}
+
+// problemGauge runs a cycle with metrics and returns the image_prewarmer_node_problems series
+// that are not 0, by reason.
+func (e *env) problemGauge() map[string]float64 {
+	e.T.Helper()
+	m := metrics.New()
+	_, err := e.engine(func(o *engine.Options) { o.Metrics = m }).RunOnce(e.Ctx)
+	require.NoError(e.T, err)
+	families, err := m.Registry.Gather()
+	require.NoError(e.T, err)
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "image_prewarmer_node_problems" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			if v := s.GetGauge().GetValue(); v != 0 {
+				got[s.GetLabel()[0].GetValue()] = v
+			}
+		}
+	}
+	return got
 }
 
 func testLogger(t *testing.T) *slog.Logger {

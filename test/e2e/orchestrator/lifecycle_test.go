@@ -225,6 +225,7 @@ func TestPullFailure(t *testing.T) {
 			e.cycle() // the same problem is not reported twice
 			require.Len(t, e.Events("a", "PrewarmImagePull"), 1)
 			e.requirePhase("a", state.PhaseWarming, "warming")
+			assert.Equal(t, map[string]float64{"ImagePull": 1}, e.problemGauge(), "node_problems after the problem was recorded")
 
 			e.clock.Advance(2 * time.Hour)
 			e.cycle()
@@ -232,9 +233,11 @@ func TestPullFailure(t *testing.T) {
 				e.requirePhase("a", state.PhaseWarming, "warming")
 				assert.True(t, strings.HasPrefix(e.Node("a").Annotations[state.LastError], "WarmTimeout: "))
 				require.Len(t, e.Events("a", "PrewarmWarmTimeout"), 1)
+				assert.Equal(t, map[string]float64{plan.ProblemWarmTimeout: 1}, e.problemGauge(), "the node kept tainted counts")
 				return
 			}
 			e.RequireReleased("a", state.ReasonTimeout)
+			assert.Empty(t, e.problemGauge(), "a released node counts no more")
 			timeouts := e.Events("a", "PrewarmTimeout")
 			require.Len(t, timeouts, 1)
 			assert.Equal(t, corev1.EventTypeWarning, timeouts[0].Type)
