@@ -74,9 +74,9 @@ demo-down: ## Delete the demo's cluster and files.
 	go run ./hack/demo down
 
 .PHONY: chart-lint
-chart-lint: ## Lint the chart: ct lint (helm lint + yamllint) for every ci values file, README values table, chart tests.
+chart-lint: ## Lint the chart: ct lint (helm lint + yamllint) for every ci values file, README values table, chart tests (alerting rules with promtool).
 	@command -v yamllint >/dev/null 2>&1 || { echo "chart-lint: yamllint is not installed (ct lint needs it): apt-get install -y yamllint" >&2; exit 1; }
-	hack/tools/install.sh helm ct >/dev/null
+	hack/tools/install.sh helm ct promtool >/dev/null
 	ct lint --config ct.yaml --all
 	yamllint -c lintconf.yaml --strict values-examples ct.yaml lintconf.yaml
 	go run ./hack/chart-readme -check

@@ -40,10 +40,12 @@ func TestMetricsServiceNameIsDNS1035ForEveryReleaseName(t *testing.T) {
 var yamlScalarNames = []string{"n", "y", "no", "yes", "on", "off", "true", "false", "null", "123", "010", "0x1f", "1e3"}
 
 // everyOptionalObject renders every kind of object the chart can, in each mode: the FlowSchema, the
-// maintenance Role in a namespace, the ServiceMonitor, the PodDisruptionBudget.
+// maintenance Role in a namespace, the ServiceMonitor, the PrometheusRule, the PodDisruptionBudget.
 var everyOptionalObject = map[string]string{
-	"cronjob":    "{orchestrator: {flowSchema: {enabled: true}}, maintenance: {nodeMaintenance: {namespace: ops}}}",
-	"deployment": "{orchestrator: {mode: deployment, flowSchema: {enabled: true}, metrics: {serviceMonitor: {enabled: true}}}, maintenance: {nodeMaintenance: {namespace: ops}}}",
+	"cronjob": "{orchestrator: {flowSchema: {enabled: true}, cronJob: {pushgateway: 'http://pushgateway:9091'}, metrics: {prometheusRule: {enabled: true}}}, " +
+		"maintenance: {nodeMaintenance: {namespace: ops}}}",
+	"deployment": "{orchestrator: {mode: deployment, flowSchema: {enabled: true}, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}}}, " +
+		"maintenance: {nodeMaintenance: {namespace: ops}}}",
 }
 
 // fieldValues returns every value of a field named key in the object, at any depth, by path.

@@ -218,6 +218,9 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- if and .Values.orchestrator.metrics.serviceMonitor.enabled (ne .Values.orchestrator.mode "deployment") }}
 {{- fail "orchestrator.metrics.serviceMonitor.enabled needs orchestrator.mode=deployment (in cronjob mode, push metrics with orchestrator.cronJob.pushgateway)" }}
 {{- end }}
+{{- if and .Values.orchestrator.metrics.prometheusRule.enabled (ne .Values.orchestrator.mode "deployment") (not .Values.orchestrator.cronJob.pushgateway) }}
+{{- fail "orchestrator.metrics.prometheusRule.enabled needs metrics to alert on: orchestrator.mode=deployment, or orchestrator.cronJob.pushgateway in cronjob mode" }}
+{{- end }}
 {{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
 {{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
 {{- end }}
@@ -287,7 +290,7 @@ case, is a YAML 1.1 boolean: as a map key, Helm (sigs.k8s.io/yaml) makes it the 
 before the chart sees the values, and the label key meant is lost (pool.nodeSelector {on: x} would
 make the pool the nodes labelled true=x). The maps whose keys become label keys or selectors take
 neither key: the chart cannot tell one written so from a quoted "true". --set keeps keys as written. */}}
-{{- $labelMaps := list (list "pool.nodeSelector" .Values.pool.nodeSelector) (list "orchestrator.nodeSelector" .Values.orchestrator.nodeSelector) (list "orchestrator.metrics.serviceMonitor.labels" .Values.orchestrator.metrics.serviceMonitor.labels) }}
+{{- $labelMaps := list (list "pool.nodeSelector" .Values.pool.nodeSelector) (list "orchestrator.nodeSelector" .Values.orchestrator.nodeSelector) (list "orchestrator.metrics.serviceMonitor.labels" .Values.orchestrator.metrics.serviceMonitor.labels) (list "orchestrator.metrics.prometheusRule.labels" .Values.orchestrator.metrics.prometheusRule.labels) (list "orchestrator.metrics.prometheusRule.alertLabels" .Values.orchestrator.metrics.prometheusRule.alertLabels) }}
 {{- $yamlBooleans := dict "true" (list "on, yes, y or true" "on") "false" (list "off, no, n or false" "off") }}
 {{- range $labelMaps }}
 {{- $path := index . 0 }}
