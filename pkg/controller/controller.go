@@ -637,6 +637,11 @@ func (c *Controller) reconcile(ctx context.Context) {
 	}
 
 	c.mu.Lock()
+	// A reconcile counts as a success (last_success_timestamp_seconds) when it planned the whole
+	// pool, with the maintenance source read, and every write it wanted went through: not while
+	// a node's failing write waits for its retry, which would otherwise pass for a plan with
+	// nothing to do.
+	success := full && known && !c.ledger.backingOff(p.Actions)
 	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
 	if !c.engine.DryRun() {
 		// A dry run writes nothing, so nothing it plans is ever in flight.
@@ -648,7 +653,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		c.log.Debug("planned", "node", a.Node, "action", a.Type, "reason", a.Reason)
 	}
 	if len(todo.Actions) == 0 {
-		c.metrics.ObserveCycle("watch", time.Since(start), true, time.Now())
+		c.metrics.ObserveCycle("watch", time.Since(start), success, time.Now())
 		return
 	}
 	c.wg.Add(1)
@@ -683,7 +688,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 				c.triggerNode(a.Node)
 			}
 		})
-		c.metrics.ObserveCycle("watch", time.Since(start), err == nil, time.Now())
+		c.metrics.ObserveCycle("watch", time.Since(start), success && err == nil, time.Now())
 		if err != nil && ctx.Err() == nil {
 			c.mu.Lock()
 			retryIn := cmp.Or(soonest, retryAfterError)

@@ -244,6 +244,13 @@ func (l *ledger) forget(present func(node string) bool) {
 	}
 }
 
+// backingOff reports whether an action is for a node whose last write failed and whose retry
+// time has not come: the plan wants the node written, and the ledger holds the write back.
+func (l *ledger) backingOff(actions []plan.Action) bool {
+	now := l.now()
+	return slices.ContainsFunc(actions, func(a plan.Action) bool { return now.Before(l.failing[a.Node].retryAt) })
+}
+
 // inflightTainting reports whether a write that may taint a node (enter, adopt) is in flight.
 func (l *ledger) inflightTainting() bool {
 	for _, t := range l.inflight {

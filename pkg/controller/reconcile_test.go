@@ -28,6 +28,8 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
+	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
@@ -179,6 +181,72 @@ func TestFailedWriteBacksOff(t *testing.T) {
 	assert.Equal(t, 2, countPatches(client), "attempts at 0 s and 1 s, the next one at 3 s")
 	assert.GreaterOrEqual(t, at[1].Sub(at[0]), retryAfterError, "the second attempt retryAfterError after the first")
 	assert.Regexp(t, `(?s)msg="reconcile incomplete; retrying".*retryIn=1s.*msg="reconcile incomplete; retrying".*retryIn=2s`, log.String())
+}
+
+// gaugeValue returns the value of the metric family name (one series) in m, 0 when absent.
+func gaugeValue(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == name {
+			require.Len(t, f.GetMetric(), 1, name)
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// reconciles returns how many reconciles the controller has timed.
+func reconciles(t *testing.T, m *metrics.Metrics) uint64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == "image_prewarmer_reconcile_duration_seconds" && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}
+
+// A plan of the whole pool while a node's write keeps failing has nothing to hand out until the
+// retry, but is no success: last_success_timestamp_seconds, which the alert on stalled
+// reconciles reads, stays where it was until the write goes through.
+func TestFailingWriteIsNoSuccess(t *testing.T) {
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var patches attempts
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !refuse.Load() {
+			return false, nil, nil
+		}
+		patches.add()
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("denied"))
+	})
+	c := testController(t, client, false)
+	m := metrics.New()
+	c.metrics = m
+	const lastSuccess = "image_prewarmer_last_success_timestamp_seconds"
+	leading(t, c)
+	patches.waitAttempts(t, 1)
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.ledger.backingOff([]plan.Action{{Node: "a"}})
+	}, 5*time.Second, 5*time.Millisecond, "a's write waits for its retry")
+
+	// A plan of the whole pool during the wait (a resync, another node's change).
+	before := reconciles(t, m)
+	c.Trigger()
+	require.Eventually(t, func() bool { return reconciles(t, m) > before }, 5*time.Second, 5*time.Millisecond)
+	assert.Zero(t, gaugeValue(t, m, lastSuccess), "no success while a's write is failing")
+	assert.Equal(t, 1, countPatches(client), "the plan during the wait wrote nothing")
+
+	refuse.Store(false)
+	require.Eventually(t, func() bool { return gaugeValue(t, m, lastSuccess) > 0 }, 10*time.Second, 10*time.Millisecond,
+		"a success once the retry went through")
 }
 
 // --dry-run writes nothing, so nothing it plans is ever in flight: an adoption it would write

@@ -118,7 +118,7 @@ func New() *Metrics {
 		}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "last_success_timestamp_seconds",
-			Help: "Unix time of the last reconcile that completed without error.",
+			Help: "Unix time of the last reconcile that completed without error (event-driven mode: of the whole pool, with the maintenance source read and no node's write failing).",
 		}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
