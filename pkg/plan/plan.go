@@ -839,6 +839,9 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil
 		}
+		if ruleErrorRecorded(n) {
+			ann[state.LastError] = nil
+		}
 		return Action{
 			Node: n.Name, Type: Upgraded, Reason: "upgrade-seen", Message: msg,
 			Change: Change{
@@ -894,7 +897,21 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 	if ruleErr != nil {
 		return p.problem(c, n, ProblemUpgradeRuleError, "upgrade.when: "+ruleErr.Error())
 	}
+	if ruleErrorRecorded(n) {
+		return Action{
+			Node: n.Name, Type: Record, Reason: "upgrade-rule-recovered", Message: "upgrade.when evaluates on the node again",
+			Change: Change{Annotations: map[string]*string{state.LastError: nil}},
+		}, true
+	}
 	return p.podProblem(c, n)
+}
+
+// ruleErrorRecorded reports whether the node's last-error is an upgrade.when failure. Unlike a
+// warmer pod's problem, which stays on record until the node is released, it is cleared once
+// the rule evaluates on the node again (a fixed upgrade.when): the node is then simply waiting
+// for its upgrade, and status and the node_problems gauge stop reporting the error.
+func ruleErrorRecorded(n *corev1.Node) bool {
+	return strings.HasPrefix(n.Annotations[state.LastError], ProblemUpgradeRuleError+":")
 }
 
 func (p *Planner) planWarming(c *cycle, n *corev1.Node) (Action, bool) {

@@ -1300,6 +1300,31 @@ func TestTemplateErrorIsReportedOnce(t *testing.T) {
 	assert.Empty(t, got.Actions, "the same error is not reported twice")
 }
 
+// A fixed upgrade.when clears the rule error a tainted node recorded: with the next plan while
+// the node waits for its upgrade, or in the same write that sees the upgrade. A warmer pod's
+// problem stays on record until the release.
+func TestFixedRuleClearsItsError(t *testing.T) {
+	fixed := testConfig(t)
+	maint := map[string][]plan.Maintenance{"a": nm("a")}
+	ruleErr := "UpgradeRuleError: upgrade.when: map has no entry for key \"nope\""
+
+	waiting := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithAnnotations(state.LastError, ruleErr))
+	a := action(t, compute(t, fixed, snapshot(t0, []*corev1.Node{waiting}, maint)), "a")
+	assert.Equal(t, plan.Record, a.Type)
+	assert.Equal(t, "upgrade-rule-recovered", a.Reason)
+	assert.Equal(t, map[string]*string{state.LastError: nil}, a.Change.Annotations)
+	assert.Empty(t, a.Events)
+	waiting.Annotations[state.LastError] = "ImagePull: earlier"
+	assert.Empty(t, compute(t, fixed, snapshot(t0, []*corev1.Node{waiting}, maint)).Actions, "a pod problem stays")
+
+	upgraded := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithKernel("6.8.0-1"),
+		tu.WithAnnotations(state.LastError, ruleErr))
+	a = action(t, compute(t, fixed, snapshot(t0, []*corev1.Node{upgraded}, maint)), "a")
+	assert.Equal(t, plan.Upgraded, a.Type)
+	require.Contains(t, a.Change.Annotations, state.LastError)
+	assert.Nil(t, a.Change.Annotations[state.LastError], "cleared in the upgrade's write")
+}
+
 func TestDeterministic(t *testing.T) {
 	cfg := testConfig(t)
 	nodes := []*corev1.Node{tu.Node("b", inPool()), tu.Node("a", inPool()), tu.Node("c", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))}
