@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	deploymentRule = "orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true}}}"
+	deploymentRule = "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}}}"
 	cronJobRule    = "orchestrator: {cronJob: {pushgateway: 'http://pushgateway.monitoring:9091'}, metrics: {prometheusRule: {enabled: true}}}"
 )
 
@@ -97,6 +97,11 @@ func TestPrometheusRule(t *testing.T) {
 		_, err := render(t, minimal(t, "orchestrator: {metrics: {prometheusRule: {enabled: true}}}"))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "orchestrator.metrics.prometheusRule.enabled needs metrics to alert on")
+		// In deployment mode: the ServiceMonitor's series, or a selector of another scrape's.
+		_, err = render(t, minimal(t, "orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true}}}"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "set orchestrator.metrics.serviceMonitor.enabled=true, or orchestrator.metrics.prometheusRule.selector")
+		assert.Len(t, prometheusRule(t, minimal(t, "orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: 'job=\"prewarm\"'}}}")), 1)
 	})
 
 	t.Run("values", func(t *testing.T) {
@@ -110,7 +115,7 @@ func TestPrometheusRule(t *testing.T) {
       alertLabels: {severity: page, team: platform}
       disabled: [ImagePrewarmerNoLeader]
       selector: 'job="prewarm"'
-      nodeProblemFor: 1h`))
+      nodeProblemFor: 1h30m`))
 		assert.Equal(t, []string{"ImagePrewarmerReconcileFailing", "ImagePrewarmerNodeProblem", "ImagePrewarmerNodeReleasedCold"}, alertNames(groups))
 		for _, r := range groups[0].Rules {
 			assert.Equal(t, map[string]string{"severity": "page", "team": "platform"}, r.Labels)
@@ -118,7 +123,7 @@ func TestPrometheusRule(t *testing.T) {
 			assert.Contains(t, r.Expr, `job="prewarm"`)
 		}
 		assert.Contains(t, groups[0].Rules[0].Expr, "> 900", "three resyncs of 5m, more than the 10m floor")
-		assert.Equal(t, "1h", groups[0].Rules[1].For)
+		assert.Equal(t, "1h30m", groups[0].Rules[1].For)
 	})
 
 	t.Run("refused values", func(t *testing.T) {
@@ -127,7 +132,19 @@ func TestPrometheusRule(t *testing.T) {
 			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, disabled: [NoLeader]}}}", "disabled"},
 			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, alertLabels: {team-name: x}}}}", "alertLabels"},
 			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: '{job=\"x\"}'}}}", "selector"},
-			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, labels: {'true': x}}}}", "orchestrator.metrics.prometheusRule.labels: key \"true\""},
+			{"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true, labels: {'true': x}}}}", "orchestrator.metrics.prometheusRule.labels: key \"true\""},
+			// Prometheus reads units in order, once each.
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, nodeProblemFor: 30m1h}}}", "nodeProblemFor"},
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, nodeProblemFor: ''}}}", "nodeProblemFor"},
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: ', job=\"x\"'}}}", "selector"},
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: \"job=\\\"x\\\"\\n\"}}}", "selector"},
+			{"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true, alertLabels: {reason: x}}}}",
+				`alertLabels: "reason" is a label the alerts set themselves`},
+			{"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true, alertLabels: {alertname: x}}}}",
+				`alertLabels: "alertname" is a label the alerts set themselves`},
+			{"orchestrator: {cronJob: {pushgateway: 'http://p:9091'}, metrics: {prometheusRule: {enabled: true, " +
+				"disabled: [ImagePrewarmerReconcileFailing, ImagePrewarmerNodeProblem, ImagePrewarmerNodeReleasedCold]}}}",
+				"leaves out every alert of this mode"},
 		} {
 			_, err := render(t, minimal(t, tc.values))
 			if assert.Error(t, err, tc.values) {

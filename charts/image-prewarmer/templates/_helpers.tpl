@@ -218,8 +218,29 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- if and .Values.orchestrator.metrics.serviceMonitor.enabled (ne .Values.orchestrator.mode "deployment") }}
 {{- fail "orchestrator.metrics.serviceMonitor.enabled needs orchestrator.mode=deployment (in cronjob mode, push metrics with orchestrator.cronJob.pushgateway)" }}
 {{- end }}
-{{- if and .Values.orchestrator.metrics.prometheusRule.enabled (ne .Values.orchestrator.mode "deployment") (not .Values.orchestrator.cronJob.pushgateway) }}
+{{- with .Values.orchestrator.metrics.prometheusRule }}
+{{- if .enabled }}
+{{- $deployment := eq $.Values.orchestrator.mode "deployment" }}
+{{- if and (not $deployment) (not $.Values.orchestrator.cronJob.pushgateway) }}
 {{- fail "orchestrator.metrics.prometheusRule.enabled needs metrics to alert on: orchestrator.mode=deployment, or orchestrator.cronJob.pushgateway in cronjob mode" }}
+{{- end }}
+{{- if and $deployment (not $.Values.orchestrator.metrics.serviceMonitor.enabled) (not .selector) }}
+{{- fail "orchestrator.metrics.prometheusRule.enabled in mode deployment reads the series the ServiceMonitor scrapes: set orchestrator.metrics.serviceMonitor.enabled=true, or orchestrator.metrics.prometheusRule.selector to the label matchers of your own scrape of the metrics Service" }}
+{{- end }}
+{{- $all := list "ImagePrewarmerReconcileFailing" "ImagePrewarmerNodeProblem" "ImagePrewarmerNodeReleasedCold" }}
+{{- if $deployment }}{{ $all = append $all "ImagePrewarmerNoLeader" }}{{ end }}
+{{- $disabled := .disabled | default list }}
+{{- $left := 0 }}
+{{- range $all }}{{ if not (has . $disabled) }}{{ $left = add1 $left }}{{ end }}{{ end }}
+{{- if not $left }}
+{{- fail "orchestrator.metrics.prometheusRule.disabled leaves out every alert of this mode: set orchestrator.metrics.prometheusRule.enabled=false instead" }}
+{{- end }}
+{{- range $key := list "alertname" "reason" }}
+{{- if hasKey ($.Values.orchestrator.metrics.prometheusRule.alertLabels | default dict) $key }}
+{{- fail (printf "orchestrator.metrics.prometheusRule.alertLabels: %q is a label the alerts set themselves" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
 {{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
