@@ -5,7 +5,8 @@
 #      runs `helm test` (a Job: one `run --once --dry-run` cycle), and uninstalls it (pre-delete
 #      cleanup hook), all in a namespace that enforces the restricted Pod Security Standard. The kwok
 #      nodes of testdata/kwok-nodes.yaml put a warmer pod on a tainted pool node for each ci file, so
-#      `--wait` proves the warmer is admitted, scheduled and Ready.
+#      `--wait` proves the warmer is admitted, scheduled and Ready. The Prometheus Operator's CRDs are
+#      installed first, so the API server validates the ServiceMonitor and PrometheusRule too.
 #   2. Every values-examples/*.yaml is installed as is into its own restricted namespace, tested and
 #      uninstalled; nothing of the release may be left behind.
 # Under kwok no container really runs: Jobs complete and pods become Ready through kwok's stages, so
@@ -36,6 +37,20 @@ log "cluster $cluster is up (KUBECONFIG=$KUBECONFIG)"
 
 kubectl apply -f "$here/testdata/kwok-nodes.yaml" >/dev/null
 kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
+
+# The Prometheus Operator's own CRDs for the ServiceMonitor and PrometheusRule that ci files render:
+# the API server checks those objects against the CRDs' schemas. From the operator's Go module (the
+# module proxy and checksum database vouch for its content).
+# shellcheck source=../../hack/tools/versions.env
+source "$root/hack/tools/versions.env"
+operator=$(cd "$root/hack/tools/promtool" &&
+  go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[[ -n $operator ]] || { log "downloading the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION failed"; exit 1; }
+for crd in servicemonitors prometheusrules; do
+  kubectl apply --server-side -f "$operator/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml" >/dev/null
+done
+kubectl wait --for=condition=Established crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com --timeout=60s >/dev/null
 
 restricted_ns() {
   kubectl create namespace "$1" >/dev/null
