@@ -93,6 +93,13 @@ func TestPrometheusRule(t *testing.T) {
 		}
 	})
 
+	t.Run("NOTES", func(t *testing.T) {
+		notes := mustRender(t, minimal(t, cronJobRule)).Notes
+		assert.Contains(t, notes, "Metrics: pushed after each run to http://pushgateway.monitoring:9091 (job image-prewarmer, instance prewarm-system/prewarm).")
+		assert.Contains(t, notes, "Alerts: PrometheusRule prewarm-image-prewarmer")
+		assert.NotContains(t, mustRender(t, minimal(t)).Notes, "Alerts:")
+	})
+
 	t.Run("needs metrics to alert on", func(t *testing.T) {
 		_, err := render(t, minimal(t, "orchestrator: {metrics: {prometheusRule: {enabled: true}}}"))
 		require.Error(t, err)
