@@ -79,7 +79,7 @@ func New() *Metrics {
 		}, []string{"phase"}),
 		nodeProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "node_problems",
-			Help: "Managed nodes whose last-error records a problem (a warmer pod that cannot pull or start, is unschedulable or missed maxWaitForWarm with onWarmTimeout keep; an upgrade rule that failed), by its reason. A node counts until it is released.",
+			Help: "Managed nodes whose last-error records a problem (a warmer pod that cannot pull or start, is unschedulable or missed maxWaitForWarm with onWarmTimeout keep; an upgrade rule that failed), by its reason. A warmer pod's problem counts until the node is released, even once it has passed; an upgrade rule error until the rule evaluates on the node again.",
 		}, []string{"reason"}),
 		poolNodes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "pool_nodes",
