@@ -228,6 +228,11 @@ func TestFailingWriteIsNoSuccess(t *testing.T) {
 	c := testController(t, client, false)
 	m := metrics.New()
 	c.metrics = m
+	// The ledger's clock stands still until the test moves it: a's retry time does not come
+	// however slowly the plans below run.
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.ledger.now = func() time.Time { return time.Unix(0, clock.Load()) }
 	const lastSuccess = "image_prewarmer_last_success_timestamp_seconds"
 	leading(t, c)
 	patches.waitAttempts(t, 1)
@@ -245,6 +250,8 @@ func TestFailingWriteIsNoSuccess(t *testing.T) {
 	assert.Equal(t, 1, countPatches(client), "the plan during the wait wrote nothing")
 
 	refuse.Store(false)
+	clock.Add(int64(time.Hour))
+	c.Trigger()
 	require.Eventually(t, func() bool { return gaugeValue(t, m, lastSuccess) > 0 }, 10*time.Second, 10*time.Millisecond,
 		"a success once the retry went through")
 }
