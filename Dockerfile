@@ -4,6 +4,8 @@
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
 #     --build-arg COMMIT=$(git rev-parse --short HEAD) --build-arg REVISION=$(git rev-parse HEAD) \
 #     -t ghcr.io/image-prewarmer/prewarm-orchestrator:dev .
+# For every architecture the node pools run (the warmer pods copy the binary from this image), use
+# `docker buildx build --platform linux/amd64,linux/arm64 ...` with the same arguments.
 
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 ARG TARGETOS=linux

@@ -18,6 +18,9 @@ export PATH := $(TOOLS_BIN):$(PATH)
 
 BIN := bin/prewarm-orchestrator
 
+comma := ,
+space := $(subst ,, )
+
 .PHONY: help
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,8 +96,17 @@ chart-docs: ## Regenerate the values table of charts/image-prewarmer/README.md f
 IMAGE_REPO ?= ghcr.io/image-prewarmer/prewarm-orchestrator
 REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
+# The image's platforms: the warmer pods copy the binary out of it onto every pool node, so it needs
+# one for each architecture the pools run.
+PLATFORMS ?= linux/amd64 linux/arm64
+
 .PHONY: image
-image: ## Build the orchestrator image (linux/amd64) into dist/prewarm-orchestrator-<version>.tar, no Docker engine needed.
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-amd64/prewarm-orchestrator ./cmd/prewarm-orchestrator
-	go run ./hack/image -binary dist/linux-amd64/prewarm-orchestrator -repository $(IMAGE_REPO) \
-	  -version $(VERSION) -revision $(REVISION) -output dist/prewarm-orchestrator-$(VERSION).tar
+image: ## Build the orchestrator image (PLATFORMS: linux/amd64 and linux/arm64) into dist/prewarm-orchestrator-<version>.tar, no Docker engine needed.
+	@for p in $(PLATFORMS); do \
+	  echo "building $$p"; \
+	  CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags '$(LDFLAGS)' \
+	    -o dist/$${p%/*}-$${p#*/}/prewarm-orchestrator ./cmd/prewarm-orchestrator; \
+	done
+	go run ./hack/image -repository $(IMAGE_REPO) -version $(VERSION) -revision $(REVISION) \
+	  -binary $(subst $(space),$(comma),$(foreach p,$(PLATFORMS),$(p)=dist/$(subst /,-,$(p))/prewarm-orchestrator)) \
+	  -output dist/prewarm-orchestrator-$(VERSION).tar

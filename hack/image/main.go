@@ -5,7 +5,15 @@
 // (manifest.json), so `docker load`, `podman load`, `crane push` and `skopeo copy oci-archive:`
 // all read it.
 //
-//	go run ./hack/image -binary dist/linux-amd64/prewarm-orchestrator -version v0.1.0 -revision <sha>
+// With a binary for each of several platforms it is a multi-platform image: the layout's
+// index.json names an image index of one image per platform (what a registry serves to nodes of
+// each architecture; `skopeo copy --all oci-archive:...` pushes it whole), and the docker-save
+// manifest.json holds each image under the tag <version>-<arch>, the first platform's also under
+// <version>. The warmer pods copy the binary out of this image onto every pool node, so the image
+// must hold one for each architecture of the pool.
+//
+//	go run ./hack/image -binary linux/amd64=dist/linux-amd64/prewarm-orchestrator,linux/arm64=dist/linux-arm64/prewarm-orchestrator \
+//	  -version v0.1.0 -revision <sha>
 package main
 
 import (
@@ -18,7 +26,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -35,10 +45,54 @@ const BinaryPath = "/usr/local/bin/prewarm-orchestrator"
 // NonRoot is the user and group the image runs as (the distroless "nonroot" IDs).
 const NonRoot = 65532
 
+// Platform is one static orchestrator binary and the platform it was built for.
+type Platform struct {
+	OS, Arch string
+	// Binary is the path of the binary.
+	Binary string
+}
+
+func (p Platform) String() string { return p.OS + "/" + p.Arch }
+
+// ParsePlatforms reads the -binary flag: a comma-separated list of os/arch=path entries, or a
+// single path, which is a linux/amd64 binary.
+func ParsePlatforms(v string) ([]Platform, error) {
+	if v == "" {
+		return nil, errors.New("-binary is required")
+	}
+	if osName, arch, ok := strings.Cut(v, "/"); ok && osName == "linux" && validArch(arch) {
+		return nil, fmt.Errorf("-binary %q names a platform: give its binary as %s=path", v, v)
+	}
+	if !strings.Contains(v, "=") && !strings.Contains(v, ",") {
+		return []Platform{{OS: "linux", Arch: "amd64", Binary: v}}, nil
+	}
+	var out []Platform
+	seen := map[string]bool{}
+	for _, entry := range strings.Split(v, ",") {
+		platform, path, ok := strings.Cut(entry, "=")
+		osName, arch, slash := strings.Cut(platform, "/")
+		if !ok || !slash || path == "" || osName != "linux" || !validArch(arch) {
+			return nil, fmt.Errorf("-binary %q: want os/arch=path entries, comma-separated, with os linux and arch one of %s", entry, strings.Join(archs, ", "))
+		}
+		if seen[platform] {
+			return nil, fmt.Errorf("-binary: platform %s given twice", platform)
+		}
+		seen[platform] = true
+		out = append(out, Platform{OS: osName, Arch: arch, Binary: path})
+	}
+	return out, nil
+}
+
+// archs are the architectures Go builds static linux binaries for that Kubernetes nodes run.
+var archs = []string{"amd64", "arm64", "arm", "ppc64le", "s390x"}
+
+func validArch(a string) bool { return slices.Contains(archs, a) }
+
 // Options describe the image to build.
 type Options struct {
-	// Binary is the path of the static linux/amd64 orchestrator binary.
-	Binary string
+	// Platforms are the binaries to build an image of, one each (several: a multi-platform
+	// image, in this order).
+	Platforms []Platform
 	// Repository is the image name without tag.
 	Repository string
 	// Version is the image tag and the org.opencontainers.image.version label.
@@ -55,7 +109,7 @@ type Options struct {
 
 // Validate checks the options and returns the image reference they name.
 func (o Options) Validate() (name.Tag, error) {
-	if o.Binary == "" {
+	if len(o.Platforms) == 0 {
 		return name.Tag{}, errors.New("-binary is required")
 	}
 	if o.Output == "" {
@@ -65,7 +119,19 @@ func (o Options) Validate() (name.Tag, error) {
 	if err != nil {
 		return name.Tag{}, fmt.Errorf("image reference %s:%s: %w", o.Repository, o.Version, err)
 	}
+	if len(o.Platforms) > 1 {
+		for _, p := range o.Platforms {
+			if _, err := archTag(tag, p); err != nil {
+				return name.Tag{}, fmt.Errorf("image reference %s:%s-%s: %w", o.Repository, o.Version, p.Arch, err)
+			}
+		}
+	}
 	return tag, nil
+}
+
+// archTag is the docker-save tag of a platform's image in a multi-platform tarball.
+func archTag(ref name.Tag, p Platform) (name.Tag, error) {
+	return name.NewTag(ref.Context().Name()+":"+ref.TagStr()+"-"+p.Arch, name.StrictValidation)
 }
 
 func main() {
@@ -77,8 +143,9 @@ func main() {
 
 func run(args []string) error {
 	var o Options
+	var binaries string
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
-	fs.StringVar(&o.Binary, "binary", "", "static linux/amd64 prewarm-orchestrator binary to put in the image")
+	fs.StringVar(&binaries, "binary", "", "static prewarm-orchestrator binaries to put in the image: os/arch=path, comma-separated (a bare path is linux/amd64)")
 	fs.StringVar(&o.Repository, "repository", "ghcr.io/image-prewarmer/prewarm-orchestrator", "image name without tag")
 	fs.StringVar(&o.Version, "version", "dev", "image tag and version label")
 	fs.StringVar(&o.Revision, "revision", "unknown", "VCS revision label")
@@ -87,6 +154,11 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	platforms, err := ParsePlatforms(binaries)
+	if err != nil {
+		return err
+	}
+	o.Platforms = platforms
 	if o.Output == "" {
 		o.Output = filepath.Join("dist", "prewarm-orchestrator-"+o.Version+".tar")
 	}
@@ -100,16 +172,17 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	img, err := Build(o)
+	var imgs []v1.Image
+	for _, p := range o.Platforms {
+		img, err := Build(o, p)
+		if err != nil {
+			return err
+		}
+		imgs = append(imgs, img)
+	}
+	digest, err := WriteTarball(o.Output, tag, o.Platforms, imgs)
 	if err != nil {
 		return err
-	}
-	if err := WriteTarball(o.Output, tag, img); err != nil {
-		return err
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return fmt.Errorf("computing digest of %s: %w", tag, err)
 	}
 	fmt.Printf("%s %s@%s\n", o.Output, tag, digest)
 	return nil
@@ -129,12 +202,12 @@ func sourceDateEpoch() (time.Time, error) {
 	return time.Unix(sec, 0).UTC(), nil
 }
 
-// Build assembles the image: an empty OCI base, one layer (the binary and the nonroot user),
-// and a config that runs the binary as 65532:65532 on linux/amd64.
-func Build(o Options) (v1.Image, error) {
-	binary, err := os.ReadFile(o.Binary)
+// Build assembles the image of one platform: an empty OCI base, one layer (the binary and the
+// nonroot user), and a config that runs the binary as 65532:65532.
+func Build(o Options, p Platform) (v1.Image, error) {
+	binary, err := os.ReadFile(p.Binary)
 	if err != nil {
-		return nil, fmt.Errorf("reading binary %s: %w", o.Binary, err)
+		return nil, fmt.Errorf("reading binary %s: %w", p.Binary, err)
 	}
 	layerTar, err := rootfs(binary, o.Created)
 	if err != nil {
@@ -162,8 +235,8 @@ func Build(o Options) (v1.Image, error) {
 		return nil, fmt.Errorf("reading image config: %w", err)
 	}
 	cfg = cfg.DeepCopy()
-	cfg.Architecture = "amd64"
-	cfg.OS = "linux"
+	cfg.Architecture = p.Arch
+	cfg.OS = p.OS
 	cfg.Created = v1.Time{Time: o.Created}
 	user := strconv.Itoa(NonRoot) + ":" + strconv.Itoa(NonRoot)
 	cfg.Config = v1.Config{
@@ -227,36 +300,38 @@ func rootfs(binary []byte, created time.Time) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// WriteTarball writes img to path as a tar that is an OCI image layout and a docker-save archive
-// at once (the format `docker save` writes since Docker 25): blobs/sha256/<digest> for the
-// manifest, config and layers; oci-layout; index.json naming the image ref; manifest.json with
-// RepoTags for docker load and crane.
-func WriteTarball(path string, ref name.Tag, img v1.Image) error {
+// WriteTarball writes the images, one per platform in that order, to path as a tar that is an
+// OCI image layout and a docker-save archive at once (the format `docker save` writes since
+// Docker 25): blobs/sha256/<digest> for the manifests, configs and layers; oci-layout;
+// index.json naming ref (the image, or with several platforms an image index of them);
+// manifest.json with RepoTags for docker load and crane. It returns the digest ref names.
+func WriteTarball(path string, ref name.Tag, platforms []Platform, imgs []v1.Image) (v1.Hash, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("creating directory of %s: %w", path, err)
+		return v1.Hash{}, fmt.Errorf("creating directory of %s: %w", path, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".image-*.tar")
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
+		return v1.Hash{}, fmt.Errorf("creating %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := writeArchive(tmp, ref, img); err != nil {
+	digest, err := writeArchive(tmp, ref, platforms, imgs)
+	if err != nil {
 		tmp.Close()
-		return fmt.Errorf("writing image %s to %s: %w", ref, path, err)
+		return v1.Hash{}, fmt.Errorf("writing image %s to %s: %w", ref, path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return v1.Hash{}, fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("setting mode of %s: %w", path, err)
+		return v1.Hash{}, fmt.Errorf("setting mode of %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("renaming to %s: %w", path, err)
+		return v1.Hash{}, fmt.Errorf("renaming to %s: %w", path, err)
 	}
-	return nil
+	return digest, nil
 }
 
-func writeArchive(w io.Writer, ref name.Tag, img v1.Image) error {
+func writeArchive(w io.Writer, ref name.Tag, platforms []Platform, imgs []v1.Image) (v1.Hash, error) {
 	tw := tar.NewWriter(w)
 	write := func(name string, data []byte) error {
 		hdr := &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0)}
@@ -267,93 +342,130 @@ func writeArchive(w io.Writer, ref name.Tag, img v1.Image) error {
 		return err
 	}
 	blob := func(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
-
-	manifest, err := img.RawManifest()
-	if err != nil {
-		return err
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return err
-	}
-	cfgName, err := img.ConfigName()
-	if err != nil {
-		return err
-	}
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		return err
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "blobs/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}); err != nil {
-		return err
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "blobs/sha256/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}); err != nil {
-		return err
-	}
-	if err := write(blob(digest), manifest); err != nil {
-		return err
-	}
-	if err := write(blob(cfgName), cfg); err != nil {
-		return err
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return err
-	}
-	layerPaths := make([]string, 0, len(layers))
-	for _, l := range layers {
-		d, err := l.Digest()
-		if err != nil {
-			return err
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}); err != nil {
+			return v1.Hash{}, err
 		}
-		rc, err := l.Compressed()
-		if err != nil {
-			return err
+	}
+	// Blobs shared by several images (none today, but a base layer would be) are written once.
+	written := map[v1.Hash]bool{}
+	writeBlob := func(h v1.Hash, data []byte) error {
+		if written[h] {
+			return nil
 		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			return err
-		}
-		if err := write(blob(d), data); err != nil {
-			return err
-		}
-		layerPaths = append(layerPaths, blob(d))
+		written[h] = true
+		return write(blob(h), data)
 	}
 
-	mt, err := img.MediaType()
-	if err != nil {
-		return err
+	var saves tarball.Manifest
+	var descs []v1.Descriptor
+	for i, img := range imgs {
+		manifest, err := img.RawManifest()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		digest, err := img.Digest()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		cfgName, err := img.ConfigName()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		cfg, err := img.RawConfigFile()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		if err := writeBlob(digest, manifest); err != nil {
+			return v1.Hash{}, err
+		}
+		if err := writeBlob(cfgName, cfg); err != nil {
+			return v1.Hash{}, err
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		layerPaths := make([]string, 0, len(layers))
+		for _, l := range layers {
+			d, err := l.Digest()
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			data, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			if err := writeBlob(d, data); err != nil {
+				return v1.Hash{}, err
+			}
+			layerPaths = append(layerPaths, blob(d))
+		}
+		mt, err := img.MediaType()
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		descs = append(descs, v1.Descriptor{
+			MediaType: mt, Size: int64(len(manifest)), Digest: digest,
+			Platform: &v1.Platform{OS: platforms[i].OS, Architecture: platforms[i].Arch},
+		})
+		tags := []string{ref.Name()}
+		if len(imgs) > 1 {
+			at, err := archTag(ref, platforms[i])
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			tags = []string{at.Name()}
+			if i == 0 {
+				tags = []string{ref.Name(), at.Name()}
+			}
+		}
+		saves = append(saves, tarball.Descriptor{Config: blob(cfgName), RepoTags: tags, Layers: layerPaths})
 	}
-	index := v1.IndexManifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIImageIndex,
-		Manifests: []v1.Descriptor{{
-			MediaType: mt,
-			Size:      int64(len(manifest)),
-			Digest:    digest,
-			Annotations: map[string]string{
-				"io.containerd.image.name":          ref.Name(),
-				"org.opencontainers.image.ref.name": ref.TagStr(),
-			},
-		}},
+
+	// index.json names the one image, or an image index of the platforms' images.
+	top := descs[0]
+	top.Platform = nil
+	if len(imgs) > 1 {
+		raw, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: descs})
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		digest, size, err := v1.SHA256(bytes.NewReader(raw))
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		if err := writeBlob(digest, raw); err != nil {
+			return v1.Hash{}, err
+		}
+		top = v1.Descriptor{MediaType: types.OCIImageIndex, Size: size, Digest: digest}
 	}
+	top.Annotations = map[string]string{
+		"io.containerd.image.name":          ref.Name(),
+		"org.opencontainers.image.ref.name": ref.TagStr(),
+	}
+	index := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{top}}
 	files := []struct {
 		name string
 		v    any
 	}{
 		{"oci-layout", map[string]string{"imageLayoutVersion": "1.0.0"}},
 		{"index.json", index},
-		{"manifest.json", tarball.Manifest{{Config: blob(cfgName), RepoTags: []string{ref.Name()}, Layers: layerPaths}}},
+		{"manifest.json", saves},
 	}
 	for _, f := range files {
 		data, err := json.Marshal(f.v)
 		if err != nil {
-			return err
+			return v1.Hash{}, err
 		}
 		if err := write(f.name, data); err != nil {
-			return err
+			return v1.Hash{}, err
 		}
 	}
-	return tw.Close()
+	return top.Digest, tw.Close()
 }

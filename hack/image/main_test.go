@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/assert"
@@ -115,15 +117,186 @@ func TestImageTarball(t *testing.T) {
 	assert.True(t, bytes.Equal(first, second), "builds are reproducible")
 }
 
+var (
+	amd64 = []Platform{{OS: "linux", Arch: "amd64", Binary: "b"}}
+	both  = []Platform{{OS: "linux", Arch: "amd64", Binary: "b"}, {OS: "linux", Arch: "arm64", Binary: "c"}}
+)
+
+func TestParsePlatforms(t *testing.T) {
+	got, err := ParsePlatforms("dist/prewarm-orchestrator")
+	require.NoError(t, err)
+	assert.Equal(t, []Platform{{OS: "linux", Arch: "amd64", Binary: "dist/prewarm-orchestrator"}}, got, "a bare path is linux/amd64")
+	got, err = ParsePlatforms("linux/arm64=a,linux/amd64=b")
+	require.NoError(t, err)
+	assert.Equal(t, []Platform{{OS: "linux", Arch: "arm64", Binary: "a"}, {OS: "linux", Arch: "amd64", Binary: "b"}}, got, "in the order given")
+	for _, bad := range []string{"", "linux/arm64", "linux/arm64=", "darwin/arm64=a", "linux/riscv=a", "arm64=a", "linux/amd64=a,linux/amd64=b", "a,b"} {
+		_, err := ParsePlatforms(bad)
+		assert.Error(t, err, "%q", bad)
+	}
+	_, err = ParsePlatforms("linux/amd64=a,linux/amd64=b")
+	assert.ErrorContains(t, err, "platform linux/amd64 given twice")
+	_, err = ParsePlatforms("linux/mips=a")
+	assert.ErrorContains(t, err, `-binary "linux/mips=a": want os/arch=path entries`)
+}
+
+// A multi-platform image: the layout's index.json names an image index with one image per
+// platform, each holding the binary of its architecture; docker-save tags each image by
+// architecture, and the first one by the version too.
+func TestMultiPlatformImage(t *testing.T) {
+	dir := t.TempDir()
+	bins := map[string]string{"amd64": buildStandInFor(t, dir, "amd64"), "arm64": buildStandInFor(t, dir, "arm64")}
+	out := filepath.Join(dir, "multi.tar")
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	require.NoError(t, run([]string{"-binary", "linux/amd64=" + bins["amd64"] + ",linux/arm64=" + bins["arm64"],
+		"-version", "v9.9.9", "-output", out}))
+
+	// The OCI layout, read by go-containerregistry's layout package from the unpacked tarball.
+	root := filepath.Join(dir, "layout")
+	unpack(t, out, root)
+	top, err := layout.ImageIndexFromPath(root)
+	require.NoError(t, err)
+	topManifest, err := top.IndexManifest()
+	require.NoError(t, err)
+	require.Len(t, topManifest.Manifests, 1)
+	desc := topManifest.Manifests[0]
+	assert.Equal(t, types.OCIImageIndex, desc.MediaType)
+	assert.Equal(t, "v9.9.9", desc.Annotations["org.opencontainers.image.ref.name"])
+	assert.Equal(t, "ghcr.io/image-prewarmer/prewarm-orchestrator:v9.9.9", desc.Annotations["io.containerd.image.name"])
+	idx, err := top.ImageIndex(desc.Digest)
+	require.NoError(t, err)
+	idxManifest, err := idx.IndexManifest()
+	require.NoError(t, err)
+	require.Len(t, idxManifest.Manifests, 2)
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	for i, arch := range []string{"amd64", "arm64"} {
+		m := idxManifest.Manifests[i]
+		require.NotNil(t, m.Platform)
+		assert.Equal(t, v1.Platform{OS: "linux", Architecture: arch}, *m.Platform)
+		img, err := idx.Image(m.Digest)
+		require.NoError(t, err)
+		cfg, err := img.ConfigFile()
+		require.NoError(t, err)
+		assert.Equal(t, arch, cfg.Architecture)
+		assert.Equal(t, "linux", cfg.OS)
+		bin := layerFiles(t, img)[BinaryPath].body
+		f, err := elf.NewFile(bytes.NewReader(bin))
+		require.NoError(t, err)
+		assert.Equal(t, machines[arch], f.Machine, "the %s image holds the %s binary", arch, arch)
+		if arch == "arm64" {
+			runArm64(t, dir, bin)
+		}
+	}
+
+	skopeoReads(t, dir, out)
+
+	// The docker-save view.
+	for tagName, arch := range map[string]string{"v9.9.9": "amd64", "v9.9.9-amd64": "amd64", "v9.9.9-arm64": "arm64"} {
+		tag, err := name.NewTag("ghcr.io/image-prewarmer/prewarm-orchestrator:" + tagName)
+		require.NoError(t, err)
+		img, err := tarball.ImageFromPath(out, &tag)
+		require.NoError(t, err, tagName)
+		cfg, err := img.ConfigFile()
+		require.NoError(t, err)
+		assert.Equal(t, arch, cfg.Architecture, tagName)
+	}
+
+	// Same inputs, same bytes.
+	again := filepath.Join(dir, "again.tar")
+	require.NoError(t, run([]string{"-binary", "linux/amd64=" + bins["amd64"] + ",linux/arm64=" + bins["arm64"],
+		"-version", "v9.9.9", "-output", again}))
+	first, err := os.ReadFile(out)
+	require.NoError(t, err)
+	second, err := os.ReadFile(again)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(first, second), "builds are reproducible")
+}
+
+// runArm64 runs the arm64 binary with qemu-aarch64 (Debian's qemu-user, which CI installs), or
+// skips that part where it is missing.
+func runArm64(t *testing.T, dir string, bin []byte) {
+	t.Helper()
+	qemu, err := exec.LookPath("qemu-aarch64")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("qemu-aarch64 is missing: .ci/run installs Debian's qemu-user")
+		}
+		t.Log("qemu-aarch64 is missing (apt-get install qemu-user): the arm64 binary is checked by its ELF header only")
+		return
+	}
+	path := filepath.Join(dir, "arm64-from-image")
+	require.NoError(t, os.WriteFile(path, bin, 0o755))
+	got, err := exec.Command(qemu, path, "version", "--short").CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	assert.Equal(t, "stand-in:version,--short\n", string(got))
+}
+
+// skopeoReads checks the multi-platform tarball with skopeo (Debian's skopeo, which CI installs),
+// the tool that pushes it: each platform resolves to its image, and `copy --all` takes the whole
+// index. Skipped where skopeo is missing.
+func skopeoReads(t *testing.T, dir, archive string) {
+	t.Helper()
+	skopeo, err := exec.LookPath("skopeo")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("skopeo is missing: .ci/run installs Debian's skopeo")
+		}
+		t.Log("skopeo is missing (apt-get install skopeo): the tarball is checked with go-containerregistry only")
+		return
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		got, err := exec.Command(skopeo, "inspect", "--override-os", "linux", "--override-arch", arch, "oci-archive:"+archive).CombinedOutput()
+		require.NoError(t, err, "%s", got)
+		var info struct{ Architecture, Os string }
+		require.NoError(t, json.Unmarshal(got, &info), "%s", got)
+		assert.Equal(t, arch, info.Architecture)
+	}
+	got, err := exec.Command(skopeo, "copy", "--all", "oci-archive:"+archive, "oci:"+filepath.Join(dir, "copied")+":v9.9.9").CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	copied, err := layout.ImageIndexFromPath(filepath.Join(dir, "copied"))
+	require.NoError(t, err)
+	m, err := copied.IndexManifest()
+	require.NoError(t, err)
+	require.Len(t, m.Manifests, 1)
+	assert.Equal(t, types.OCIImageIndex, m.Manifests[0].MediaType, "the index, not one platform's image")
+}
+
+// unpack extracts the tarball into dir.
+func unpack(t *testing.T, archive, dir string) {
+	t.Helper()
+	f, err := os.Open(archive)
+	require.NoError(t, err)
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		require.NoError(t, err)
+		path := filepath.Join(dir, filepath.FromSlash(hdr.Name))
+		if hdr.Typeflag == tar.TypeDir {
+			require.NoError(t, os.MkdirAll(path, 0o755))
+			continue
+		}
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		body, err := io.ReadAll(tr)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path, body, 0o644))
+	}
+}
+
 func TestOptionsValidate(t *testing.T) {
 	tests := []struct {
 		name    string
 		opts    Options
 		wantErr string
 	}{
-		{"ok", Options{Binary: "b", Output: "o", Repository: "ghcr.io/x/y", Version: "v1.2.3"}, ""},
+		{"ok", Options{Platforms: amd64, Output: "o", Repository: "ghcr.io/x/y", Version: "v1.2.3"}, ""},
 		{"no binary", Options{Output: "o", Repository: "ghcr.io/x/y", Version: "v1"}, "-binary is required"},
-		{"bad tag", Options{Binary: "b", Output: "o", Repository: "ghcr.io/x/y", Version: "v1+dirty"}, "image reference ghcr.io/x/y:v1+dirty"},
+		{"bad tag", Options{Platforms: amd64, Output: "o", Repository: "ghcr.io/x/y", Version: "v1+dirty"}, "image reference ghcr.io/x/y:v1+dirty"},
+		// The 128-character tag limit, with the architecture suffix of a multi-platform image.
+		{"arch tag too long", Options{Platforms: both, Output: "o", Repository: "ghcr.io/x/y", Version: strings.Repeat("v", 125)},
+			"image reference ghcr.io/x/y:" + strings.Repeat("v", 125) + "-amd64"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,14 +318,23 @@ func TestMissingBinary(t *testing.T) {
 
 func buildStandIn(t *testing.T, dir string) string {
 	t.Helper()
+	return buildStandInFor(t, dir, "amd64")
+}
+
+// buildStandInFor builds the stand-in for linux/arch into dir/<arch>/prewarm-orchestrator.
+func buildStandInFor(t *testing.T, dir, arch string) string {
+	t.Helper()
 	src := filepath.Join(dir, "standin")
 	require.NoError(t, os.MkdirAll(src, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "main.go"), []byte(standIn), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "go.mod"), []byte("module standin\n\ngo 1.26\n"), 0o644))
 	out := filepath.Join(dir, "prewarm-orchestrator")
+	if arch != "amd64" {
+		out = filepath.Join(dir, arch, "prewarm-orchestrator")
+	}
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
 	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=", "GOWORK=off")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS=", "GOWORK=off")
 	got, err := cmd.CombinedOutput()
 	require.NoError(t, err, "building the stand-in binary: %s", got)
 	return out
