@@ -238,3 +238,19 @@ func TestPrometheusRuleWithPromtool(t *testing.T) {
 		})
 	}
 }
+
+// docs/operations.md lists the reasons of image_prewarmer_node_problems, which Alertmanager routes
+// and silences match on: exactly the planner's.
+func TestAlertDocsListEveryProblemReason(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	require.NoError(t, err)
+	m := regexp.MustCompile("(?s)The reasons: (.*?)\\. To see the rule").FindSubmatch(doc)
+	require.NotNil(t, m, "the sentence listing the reasons in docs/operations.md")
+	var listed []string
+	for _, r := range regexp.MustCompile("`([A-Za-z]+)`").FindAllSubmatch(m[1], -1) {
+		listed = append(listed, string(r[1]))
+	}
+	want := append(plan.ProblemReasons(), plan.ProblemOther)
+	assert.Equal(t, want, listed)
+}
+
