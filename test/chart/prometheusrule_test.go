@@ -253,4 +253,3 @@ func TestAlertDocsListEveryProblemReason(t *testing.T) {
 	want := append(plan.ProblemReasons(), plan.ProblemOther)
 	assert.Equal(t, want, listed)
 }
-
