@@ -1043,7 +1043,7 @@ func TestExamplesRenderAndValidate(t *testing.T) {
 		names = append(names, filepath.Base(f))
 	}
 	for _, want := range []string{"dev.yaml", "staging.yaml", "prod.yaml", "medik8s-nodemaintenance.yaml",
-		"startup-taint.yaml", "cordon-kured.yaml", "demo.yaml", "default-values.yaml", "keep-kernel-values.yaml"} {
+		"startup-taint.yaml", "cordon-kured.yaml", "demo.yaml", "kube-prometheus-stack.yaml", "default-values.yaml", "keep-kernel-values.yaml"} {
 		assert.Contains(t, names, want)
 	}
 	for _, f := range files {
