@@ -66,7 +66,8 @@ kubectl delete namespace ct-restricted --wait=false >/dev/null
 
 # 2. values-examples/*.yaml, each as is.
 leftovers() { # NAMESPACE RELEASE: the release's objects still present
-  kubectl get configmap,serviceaccount,role,rolebinding,daemonset,cronjob -n "$1" -l "app.kubernetes.io/instance=$2" -o name
+  kubectl get configmap,serviceaccount,role,rolebinding,daemonset,cronjob,deployment,service,poddisruptionbudget,servicemonitor,prometheusrule \
+    -n "$1" -l "app.kubernetes.io/instance=$2" -o name
   kubectl get clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$2" -o name
   kubectl get role,rolebinding -A -l "app.kubernetes.io/instance=$2" -o name
 }
