@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned tools (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok, kwokctl, helm, ct, promtool) from Go modules into a cache outside the repository, keyed by version,
+# kwok, kwokctl, helm, ct, prometheus, promtool) from Go modules into a cache outside the repository, keyed by version,
 # so a fresh clone reuses them. Prints nothing but progress on stderr; the bin directory is
 #   ${IMAGE_PREWARMER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-prewarmer}/bin
 # Usage: hack/tools/install.sh [tool ...]   (default: all)
@@ -49,7 +49,7 @@ done
 ct_ldflags="-s -w -X github.com/helm/chart-testing/v3/ct/cmd.Version=${CT_VERSION}"
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm ct promtool)
+[[ ${#tools[@]} -gt 0 ]] || tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm ct prometheus promtool)
 
 for t in "${tools[@]}"; do
   case $t in
@@ -59,7 +59,7 @@ for t in "${tools[@]}"; do
     kwok|kwokctl) build "$t" "$KWOK_VERSION" kwok "sigs.k8s.io/kwok/cmd/$t" "-s -w" ;;
     helm) build helm "$HELM_VERSION+k8s1.$kube_minor" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
     ct) build ct "$CT_VERSION" ct github.com/helm/chart-testing/v3/ct "$ct_ldflags" ;;
-    promtool) build promtool "$PROMETHEUS_VERSION" promtool github.com/prometheus/prometheus/cmd/promtool "-s -w" ;;
+    prometheus|promtool) build "$t" "$PROMETHEUS_VERSION" prometheus "github.com/prometheus/prometheus/cmd/$t" "-s -w" ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

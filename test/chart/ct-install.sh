@@ -43,7 +43,7 @@ kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
 # module proxy and checksum database vouch for its content).
 # shellcheck source=../../hack/tools/versions.env
 source "$root/hack/tools/versions.env"
-operator=$(cd "$root/hack/tools/promtool" &&
+operator=$(cd "$root/hack/tools/prometheus" &&
   go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [[ -n $operator ]] || { log "downloading the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION failed"; exit 1; }
