@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
@@ -121,14 +120,7 @@ func renderAlertRules(t *testing.T, release, namespace, values string) []byte {
 // promServer is a Prometheus server started by a test.
 type promServer struct {
 	addr string
-	mu   sync.Mutex
-	log  strings.Builder
-}
-
-func (s *promServer) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.log.Write(b)
+	log  tu.LogBuffer
 }
 
 // startPrometheus runs prometheus with dir/prometheus.yml on a free port of 127.0.0.1, storing
@@ -141,7 +133,7 @@ func startPrometheus(t *testing.T, bin, dir string) *promServer {
 	require.NoError(t, l.Close())
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+s.addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = s, s
+	cmd.Stdout, cmd.Stderr = &s.log, &s.log
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -149,9 +141,7 @@ func startPrometheus(t *testing.T, bin, dir string) *promServer {
 		_ = cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
-			s.mu.Lock()
 			t.Logf("prometheus log:\n%s", s.log.String())
-			s.mu.Unlock()
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
