@@ -52,8 +52,6 @@ type Platform struct {
 	Binary string
 }
 
-func (p Platform) String() string { return p.OS + "/" + p.Arch }
-
 // ParsePlatforms reads the -binary flag: a comma-separated list of os/arch=path entries, or a
 // single path, which is a linux/amd64 binary.
 func ParsePlatforms(v string) ([]Platform, error) {
@@ -83,8 +81,9 @@ func ParsePlatforms(v string) ([]Platform, error) {
 	return out, nil
 }
 
-// archs are the architectures Go builds static linux binaries for that Kubernetes nodes run.
-var archs = []string{"amd64", "arm64", "arm", "ppc64le", "s390x"}
+// archs are the architectures Kubernetes nodes run that Go builds static linux binaries for and
+// that an OCI platform names without a variant (32-bit arm would need one).
+var archs = []string{"amd64", "arm64", "ppc64le", "s390x"}
 
 func validArch(a string) bool { return slices.Contains(archs, a) }
 
