@@ -8,8 +8,10 @@
 # `docker buildx build --platform linux/amd64,linux/arm64 ...` with the same arguments.
 
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
+# Set by BuildKit to each --platform's; a default here would override it (every platform's image
+# would get the build machine's binary). Empty (the classic builder), Go builds for the host.
+ARG TARGETOS
+ARG TARGETARCH
 ARG VERSION=dev
 ARG COMMIT=unknown
 WORKDIR /src

@@ -100,13 +100,17 @@ REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # one for each architecture the pools run.
 PLATFORMS ?= linux/amd64 linux/arm64
 
+# Space- or comma-separated, as buildx takes them.
+image_platforms = $(strip $(subst $(comma),$(space),$(PLATFORMS)))
+
 .PHONY: image
 image: ## Build the orchestrator image (PLATFORMS: linux/amd64 and linux/arm64) into dist/prewarm-orchestrator-<version>.tar, no Docker engine needed.
-	@for p in $(PLATFORMS); do \
+	@[[ -n "$(image_platforms)" ]] || { echo "image: PLATFORMS is empty; e.g. PLATFORMS=linux/amd64,linux/arm64" >&2; exit 2; }
+	@for p in $(image_platforms); do \
 	  echo "building $$p"; \
 	  CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags '$(LDFLAGS)' \
 	    -o dist/$${p%/*}-$${p#*/}/prewarm-orchestrator ./cmd/prewarm-orchestrator; \
 	done
 	go run ./hack/image -repository $(IMAGE_REPO) -version $(VERSION) -revision $(REVISION) \
-	  -binary $(subst $(space),$(comma),$(foreach p,$(PLATFORMS),$(p)=dist/$(subst /,-,$(p))/prewarm-orchestrator)) \
+	  -binary $(subst $(space),$(comma),$(foreach p,$(image_platforms),$(p)=dist/$(subst /,-,$(p))/prewarm-orchestrator)) \
 	  -output dist/prewarm-orchestrator-$(VERSION).tar

@@ -2,15 +2,16 @@
 // layer on an empty base holding the static binary at /usr/local/bin/prewarm-orchestrator and
 // /etc/passwd and /etc/group entries for the nonroot user 65532, written as a tarball that is
 // both an OCI image layout (oci-layout, index.json, blobs/) and a `docker save` archive
-// (manifest.json), so `docker load`, `podman load`, `crane push` and `skopeo copy oci-archive:`
-// all read it.
+// (manifest.json), so `docker load`, `podman load`, `crane push` (single-platform) and
+// `skopeo copy oci-archive:` all read it.
 //
 // With a binary for each of several platforms it is a multi-platform image: the layout's
-// index.json names an image index of one image per platform (what a registry serves to nodes of
-// each architecture; `skopeo copy --all oci-archive:...` pushes it whole), and the docker-save
-// manifest.json holds each image under the tag <version>-<arch>, the first platform's also under
-// <version>. The warmer pods copy the binary out of this image onto every pool node, so the image
-// must hold one for each architecture of the pool.
+// index.json names an image index of one image per platform, tagged <version> (what a registry
+// serves to nodes of each architecture; `skopeo copy --all oci-archive:...` pushes it whole, as
+// `crane push --index` does from the unpacked directory), and the docker-save manifest.json holds
+// each image under the tag <version>-<arch> only, so that no single-platform image is loaded, and
+// then pushed, under the multi-platform tag. The warmer pods copy the binary out of this image
+// onto every pool node, so the image must hold one for each architecture of the pool.
 //
 //	go run ./hack/image -binary linux/amd64=dist/linux-amd64/prewarm-orchestrator,linux/arm64=dist/linux-arm64/prewarm-orchestrator \
 //	  -version v0.1.0 -revision <sha>
@@ -19,6 +20,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -79,6 +81,22 @@ func ParsePlatforms(v string) ([]Platform, error) {
 		out = append(out, Platform{OS: osName, Arch: arch, Binary: path})
 	}
 	return out, nil
+}
+
+// machines are the ELF machines of archs' binaries.
+var machines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "ppc64le": elf.EM_PPC64, "s390x": elf.EM_S390}
+
+// checkArch refuses a binary that is not an ELF executable of p's architecture: its image would
+// say one architecture and hold another, and fail on its nodes with an exec format error.
+func checkArch(binary []byte, p Platform) error {
+	f, err := elf.NewFile(bytes.NewReader(binary))
+	if err != nil {
+		return fmt.Errorf("binary %s for %s/%s: not an ELF executable: %w", p.Binary, p.OS, p.Arch, err)
+	}
+	if f.Machine != machines[p.Arch] {
+		return fmt.Errorf("binary %s is built for %s, not %s/%s", p.Binary, strings.ToLower(strings.TrimPrefix(f.Machine.String(), "EM_")), p.OS, p.Arch)
+	}
+	return nil
 }
 
 // archs are the architectures Kubernetes nodes run that Go builds static linux binaries for and
@@ -207,6 +225,9 @@ func Build(o Options, p Platform) (v1.Image, error) {
 	binary, err := os.ReadFile(p.Binary)
 	if err != nil {
 		return nil, fmt.Errorf("reading binary %s: %w", p.Binary, err)
+	}
+	if err := checkArch(binary, p); err != nil {
+		return nil, err
 	}
 	layerTar, err := rootfs(binary, o.Created)
 	if err != nil {
@@ -420,9 +441,6 @@ func writeArchive(w io.Writer, ref name.Tag, platforms []Platform, imgs []v1.Ima
 				return v1.Hash{}, err
 			}
 			tags = []string{at.Name()}
-			if i == 0 {
-				tags = []string{ref.Name(), at.Name()}
-			}
 		}
 		saves = append(saves, tarball.Descriptor{Config: blob(cfgName), RepoTags: tags, Layers: layerPaths})
 	}

@@ -183,8 +183,13 @@ func TestMultiPlatformImage(t *testing.T) {
 
 	skopeoReads(t, dir, out)
 
-	// The docker-save view.
-	for tagName, arch := range map[string]string{"v9.9.9": "amd64", "v9.9.9-amd64": "amd64", "v9.9.9-arm64": "arm64"} {
+	// The docker-save view: each image by its architecture's tag only.
+	var saved tarball.Manifest
+	require.NoError(t, json.Unmarshal(archiveFile(t, out, "manifest.json"), &saved))
+	require.Len(t, saved, 2)
+	assert.Equal(t, []string{"ghcr.io/image-prewarmer/prewarm-orchestrator:v9.9.9-amd64"}, saved[0].RepoTags)
+	assert.Equal(t, []string{"ghcr.io/image-prewarmer/prewarm-orchestrator:v9.9.9-arm64"}, saved[1].RepoTags)
+	for tagName, arch := range map[string]string{"v9.9.9-amd64": "amd64", "v9.9.9-arm64": "arm64"} {
 		tag, err := name.NewTag("ghcr.io/image-prewarmer/prewarm-orchestrator:" + tagName)
 		require.NoError(t, err)
 		img, err := tarball.ImageFromPath(out, &tag)
@@ -314,6 +319,23 @@ func TestOptionsValidate(t *testing.T) {
 			assert.ErrorContains(t, err, tc.wantErr)
 		})
 	}
+}
+
+// A binary of another architecture than its platform says is refused, naming both.
+func TestBinaryOfAnotherArchitecture(t *testing.T) {
+	dir := t.TempDir()
+	amd64Bin := buildStandInFor(t, dir, "amd64")
+	err := run([]string{"-binary", "linux/arm64=" + amd64Bin, "-output", filepath.Join(dir, "x.tar")})
+	assert.ErrorContains(t, err, "binary "+amd64Bin+" is built for x86_64, not linux/arm64")
+	// A bare path is linux/amd64: an arm64 binary given so is refused too.
+	err = run([]string{"-binary", buildStandInFor(t, dir, "arm64"), "-output", filepath.Join(dir, "y.tar")})
+	assert.ErrorContains(t, err, "is built for aarch64, not linux/amd64")
+	script := filepath.Join(dir, "script")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755))
+	err = run([]string{"-binary", script, "-output", filepath.Join(dir, "z.tar")})
+	assert.ErrorContains(t, err, "not an ELF executable")
+	_, statErr := os.Stat(filepath.Join(dir, "x.tar"))
+	assert.True(t, errors.Is(statErr, os.ErrNotExist), "no tarball is written")
 }
 
 func TestMissingBinary(t *testing.T) {

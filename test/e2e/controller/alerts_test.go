@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,13 +32,15 @@ import (
 // ServiceMonitor does (the labels namespace and service of the metrics Service), with the
 // PrometheusRule's groups as rendered by the chart: a warmer that cannot pull makes
 // ImagePrewarmerNodeProblem fire with reason ImagePull, and the warm timeout's cold release makes
-// ImagePrewarmerNodeReleasedCold fire. The alerts with a `for` of minutes (no leader, failing
-// reconciles) must stay silent all along.
+// ImagePrewarmerNodeReleasedCold fire (on a Prometheus this young through its branch for counters
+// new within the hour; the promtool tests in test/chart cover the other). At the end no other
+// alert is pending or firing. The alerts whose `for` is minutes long are the promtool tests' to
+// time.
 func TestChartAlertsOnARealPrometheus(t *testing.T) {
-	prometheus, err := exec.LookPath("prometheus")
-	require.NoError(t, err, "prometheus is built by make e2e (hack/tools/install.sh prometheus) into the tools' bin directory")
+	prometheus := framework.Tool(t, "prometheus")
 
-	e := newEnv(t, func(c *config.Config) { c.MaxWaitForWarm = config.NewDuration(20 * time.Second) })
+	// Room for the pull problem's alert to fire before the timeout releases the node.
+	e := newEnv(t, func(c *config.Config) { c.MaxWaitForWarm = config.NewDuration(40 * time.Second) })
 	e.Images = []string{framework.FailPullImage("registry.example.com/notebook/missing:1")}
 	e.PoolNode("a")
 	e.Warmer()
@@ -76,8 +80,8 @@ scrape_configs:
 	require.NoError(t, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		return !prom.active(t, "ImagePrewarmerNodeProblem"), nil
 	}), "ImagePrewarmerNodeProblem resolves once the node is released")
-	for _, name := range []string{"ImagePrewarmerNoLeader", "ImagePrewarmerReconcileFailing"} {
-		assert.False(t, prom.active(t, name), "%s is neither pending nor firing", name)
+	for _, a := range prom.alerts(t) {
+		assert.Equal(t, "ImagePrewarmerNodeReleasedCold", a.Labels["alertname"], "no other alert is pending or firing: %+v", a)
 	}
 	p.requireHealthy(t)
 }
@@ -123,9 +127,26 @@ type promServer struct {
 	log  tu.LogBuffer
 }
 
+// httpClient bounds every request to Prometheus.
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
 // startPrometheus runs prometheus with dir/prometheus.yml on a free port of 127.0.0.1, storing
-// its data in dir, and waits until it is ready.
+// its data in dir, and waits until it is ready. The port is free when picked, but another process
+// may take it before prometheus listens: then it tries another.
 func startPrometheus(t *testing.T, bin, dir string) *promServer {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		s, inUse := tryPrometheus(t, bin, dir)
+		if s != nil {
+			return s
+		}
+		require.True(t, inUse && attempt < 3, "prometheus started (attempt %d)", attempt)
+	}
+}
+
+// tryPrometheus starts prometheus once; it returns nil and whether the port was taken when it
+// exited before it was ready.
+func tryPrometheus(t *testing.T, bin, dir string) (*promServer, bool) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -134,6 +155,8 @@ func startPrometheus(t *testing.T, bin, dir string) *promServer {
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+s.addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = &s.log, &s.log
+	// Killed with the test process, even one that a timeout panics before the cleanups run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -146,15 +169,19 @@ func startPrometheus(t *testing.T, bin, dir string) *promServer {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + s.addr + "/-/ready")
+		resp, err := httpClient.Get("http://" + s.addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return s, false
 			}
 		}
 		select {
 		case err := <-exited:
+			exited <- err // for the cleanup
+			if strings.Contains(s.log.String(), "address already in use") {
+				return nil, true
+			}
 			t.Fatalf("prometheus exited: %v\n%s", err, s.log.String())
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -171,7 +198,7 @@ type promAlert struct {
 // alerts returns the alerts Prometheus holds (pending and firing).
 func (s *promServer) alerts(t *testing.T) []promAlert {
 	t.Helper()
-	resp, err := http.Get("http://" + s.addr + "/api/v1/alerts")
+	resp, err := httpClient.Get("http://" + s.addr + "/api/v1/alerts")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var body struct {

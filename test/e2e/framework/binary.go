@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -36,4 +37,22 @@ func OrchestratorBinary(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// Tool returns the path of one of the pinned tools (hack/tools/versions.env), building it into the
+// tools' cache first if it is not there, as hack/cluster.sh does for the cluster's binaries: not
+// whatever version PATH holds.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(root, "hack", "tools", "install.sh"), name)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("hack/tools/install.sh %s: %v", name, err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), name)
 }
