@@ -274,6 +274,21 @@ func skopeoReads(t *testing.T, dir, archive string) {
 // unpack extracts the tarball into dir.
 func unpack(t *testing.T, archive, dir string) {
 	t.Helper()
+	tarEntries(t, archive, func(hdr *tar.Header, body []byte) bool {
+		path := filepath.Join(dir, filepath.FromSlash(hdr.Name))
+		if hdr.Typeflag == tar.TypeDir {
+			require.NoError(t, os.MkdirAll(path, 0o755))
+			return true
+		}
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, body, 0o644))
+		return true
+	})
+}
+
+// tarEntries calls fn with each entry of the tar archive and its content, until fn returns false.
+func tarEntries(t *testing.T, archive string, fn func(hdr *tar.Header, body []byte) bool) {
+	t.Helper()
 	f, err := os.Open(archive)
 	require.NoError(t, err)
 	defer f.Close()
@@ -284,15 +299,11 @@ func unpack(t *testing.T, archive, dir string) {
 			return
 		}
 		require.NoError(t, err)
-		path := filepath.Join(dir, filepath.FromSlash(hdr.Name))
-		if hdr.Typeflag == tar.TypeDir {
-			require.NoError(t, os.MkdirAll(path, 0o755))
-			continue
-		}
-		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 		body, err := io.ReadAll(tr)
 		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(path, body, 0o644))
+		if !fn(hdr, body) {
+			return
+		}
 	}
 }
 
@@ -401,19 +412,16 @@ func layerFiles(t *testing.T, img v1.Image) map[string]file {
 
 func archiveFile(t *testing.T, archive, name string) []byte {
 	t.Helper()
-	f, err := os.Open(archive)
-	require.NoError(t, err)
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		require.NoError(t, err, "looking for %s in %s", name, archive)
+	var found []byte
+	tarEntries(t, archive, func(hdr *tar.Header, body []byte) bool {
 		if hdr.Name == name {
-			body, err := io.ReadAll(tr)
-			require.NoError(t, err)
-			return body
+			found = body
+			return false
 		}
-	}
+		return true
+	})
+	require.NotNil(t, found, "%s in %s", name, archive)
+	return found
 }
 
 func keys(m map[string]file) []string {
