@@ -196,6 +196,16 @@ func TestMetrics(t *testing.T) {
 	expect("image_prewarmer_upgrade_to_release_seconds", map[string]string{"reason": "warm"}, 2)
 	expect("image_prewarmer_leader", nil, 1)
 	expect("image_prewarmer_build_info", nil, 1)
+	// With nothing left to do the leader still completes a whole-pool reconcile every resync
+	// (2s here): the last success keeps moving, as the chart's ImagePrewarmerReconcileFailing
+	// alert expects.
+	last, ok := sample(mf, "image_prewarmer_last_success_timestamp_seconds", nil)
+	require.True(t, ok)
+	assert.Positive(t, last)
+	require.NoError(t, framework.Eventually(e.Ctx, 15*time.Second, func(context.Context) (bool, error) {
+		now, _ := sample(r.scrape(t), "image_prewarmer_last_success_timestamp_seconds", nil)
+		return now > last, nil
+	}), "last_success_timestamp_seconds advances with the resync")
 	d, ok := sample(mf, "image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "watch"})
 	require.True(t, ok)
 	assert.Positive(t, d)
