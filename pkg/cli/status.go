@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -179,6 +181,14 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 	}
 	if st.EmptyPool != "" {
 		fmt.Fprintf(w, "EMPTY POOL: no node matches the pool selector %s: nothing to pre-warm until one does\n", st.EmptyPool)
+	}
+	if len(st.Problems) > 0 {
+		reasons := slices.Sorted(maps.Keys(st.Problems))
+		parts := make([]string, len(reasons))
+		for i, r := range reasons {
+			parts[i] = fmt.Sprintf("%s=%d", r, st.Problems[r])
+		}
+		fmt.Fprintf(w, "PROBLEMS on managed nodes (LAST PROBLEM below; the image_prewarmer_node_problems gauge): %s\n", strings.Join(parts, " "))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPHASE\tIN PHASE\tKERNEL\tWARMER\tMAINTENANCE\tLAST PROBLEM")

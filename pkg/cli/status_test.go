@@ -79,3 +79,19 @@ func TestRenderStatusSaysThePoolIsEmpty(t *testing.T) {
 	require.NoError(t, renderStatus(&buf, st, "json"))
 	assert.Contains(t, buf.String(), `"emptyPool": "pool=notebooks"`)
 }
+
+// The problems recorded on managed nodes are counted by reason above the table, as the
+// image_prewarmer_node_problems gauge counts them, and in the machine formats.
+func TestRenderStatusCountsProblems(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{}}, "table"))
+	assert.NotContains(t, buf.String(), "PROBLEMS")
+	st := plan.Status{Time: now, Totals: map[string]int{}, Problems: map[string]int{"WarmTimeout": 1, "ImagePull": 2}}
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	assert.Contains(t, buf.String(), "\nPROBLEMS on managed nodes (LAST PROBLEM below; the image_prewarmer_node_problems gauge): ImagePull=2 WarmTimeout=1\n")
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, st, "json"))
+	assert.Contains(t, buf.String(), `"problems": {`)
+}

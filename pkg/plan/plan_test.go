@@ -1422,6 +1422,19 @@ func TestDescribePhases(t *testing.T) {
 	}, phases(st))
 	assert.Equal(t, 1, st.Totals["joining"])
 	assert.Equal(t, 7, st.Totals["pool"], "left is not in the pool")
+	assert.Empty(t, st.Problems)
+	// Problems recorded on managed nodes are counted by reason; a foreign node's and a released
+	// node's are not.
+	withProblem := func(n *corev1.Node, v string) *corev1.Node {
+		n = n.DeepCopy()
+		n.Annotations[state.LastError] = v
+		return n
+	}
+	st = p.Describe(snapshot(t0, []*corev1.Node{
+		withProblem(nodes[0], "ImagePull: x"), withProblem(nodes[1], "ImagePull: y"), withProblem(left, "by hand"),
+		withProblem(foreign, "ImagePull: z"), withProblem(nodes[5], "ImagePull: earlier"),
+	}, nil), false)
+	assert.Equal(t, map[string]int{"ImagePull": 2, plan.ProblemOther: 1}, st.Problems)
 	assert.Equal(t, "", phases(p.Describe(s, true))["idle"], "listed with all, without a phase")
 
 	// A foreign node whose owner names no installation is nobody's: the status says so.

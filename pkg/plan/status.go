@@ -48,6 +48,9 @@ type Status struct {
 	EmptyPool string         `json:"emptyPool,omitempty"`
 	Nodes     []NodeStatus   `json:"nodes"`
 	Totals    map[string]int `json:"totals"`
+	// Problems counts the managed nodes by the reason of the problem their last-error records
+	// (RecordedProblem), as the image_prewarmer_node_problems gauge does.
+	Problems map[string]int `json:"problems,omitempty"`
 }
 
 // Describe summarises a snapshot for humans. With all, every pool node is listed; otherwise only
@@ -78,6 +81,12 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 		switch phase := state.PhaseOf(n); {
 		case phase != "" && p.Owns(n):
 			ns.Phase = phase
+			if r := RecordedProblem(n); r != "" {
+				if st.Problems == nil {
+					st.Problems = map[string]int{}
+				}
+				st.Problems[r]++
+			}
 			key := state.TaintedAt
 			if phase == state.PhaseWarming {
 				key = state.UpgradedAt
