@@ -287,6 +287,29 @@ const byNodeIndex = "node"
 // (a variable for tests).
 var maintenanceWaitWarning = 10 * time.Second
 
+// noteMaintenanceWait records whether a plan at now has the maintenance source read (known) or
+// waits for it, and returns how long the current wait has lasted and whether to say so at WARN:
+// once it has lasted maintenanceWaitWarning, and then at most once per resync, which drives plans
+// while nothing else does (a tenth of it spares the ticker's jitter). A plan with the source read
+// ends the wait, so a later one is counted, and warned about, from its own start.
+func (c *Controller) noteMaintenanceWait(now time.Time, known bool) (waited time.Duration, warn bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if known {
+		c.waitingSince = time.Time{}
+		return 0, false
+	}
+	if c.waitingSince.IsZero() {
+		c.waitingSince = now
+	}
+	waited = now.Sub(c.waitingSince)
+	warn = waited >= maintenanceWaitWarning && now.Sub(c.waitWarned) >= c.resync*9/10
+	if warn {
+		c.waitWarned = now
+	}
+	return waited, warn
+}
+
 // fullFollowUp is how soon after per-node work the whole pool is re-planned.
 const fullFollowUp = time.Second
 
@@ -583,29 +606,15 @@ func (c *Controller) reconcile(ctx context.Context) {
 		// Plans go on without what rests on maintenance (plan.Snapshot.MaintenanceUnknown); the
 		// whole pool is planned again once the source is read (maintenanceReady asks for it). A
 		// wait that lasts (an informer whose list keeps failing) is said at WARN, once per resync.
-		now := time.Now()
-		c.mu.Lock()
-		if c.waitingSince.IsZero() {
-			c.waitingSince = now
-		}
-		since := c.waitingSince
-		// At most once per resync, which drives plans while nothing else does (a tenth of it
-		// spares the ticker's jitter).
-		warn := now.Sub(since) >= maintenanceWaitWarning && now.Sub(c.waitWarned) >= c.resync*9/10
-		if warn {
-			c.waitWarned = now
-		}
-		c.mu.Unlock()
+		waited, warn := c.noteMaintenanceWait(time.Now(), false)
 		level := slog.LevelDebug
 		if warn {
 			level = slog.LevelWarn
 		}
 		c.log.Log(ctx, level, "maintenance resource not read yet: no node is entered, and no tainted node leaves maintenance, until it is",
-			"resource", sources.ResourceName(c.cfg), "waiting", now.Sub(since).Round(time.Second).String())
+			"resource", sources.ResourceName(c.cfg), "waiting", waited.Round(time.Second).String())
 	} else {
-		c.mu.Lock()
-		c.waitingSince = time.Time{}
-		c.mu.Unlock()
+		c.noteMaintenanceWait(time.Now(), true)
 	}
 
 	cached, asOf := c.cached(ctx, names, full)

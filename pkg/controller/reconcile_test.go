@@ -530,6 +530,35 @@ func TestLongWaitForTheMaintenanceSourceIsWarned(t *testing.T) {
 	assert.Zero(t, countPatches(client))
 }
 
+// A wait for the maintenance source ends with the first plan that has it read: a later wait is
+// counted, and warned about, from its own start, not from the first wait's.
+func TestMaintenanceWaitCountsFromItsOwnStart(t *testing.T) {
+	c := &Controller{resync: 30 * time.Second}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	steps := []struct {
+		at     time.Duration
+		known  bool
+		waited time.Duration
+		warn   bool
+	}{
+		{at: 0, waited: 0},
+		{at: 5 * time.Second, waited: 5 * time.Second},
+		{at: maintenanceWaitWarning, waited: maintenanceWaitWarning, warn: true},
+		{at: maintenanceWaitWarning + time.Second, waited: maintenanceWaitWarning + time.Second}, // warned a second ago
+		{at: 40 * time.Second, waited: 40 * time.Second, warn: true},                             // a resync later
+		{at: 41 * time.Second, known: true},
+		{at: 100 * time.Second, waited: 0}, // a new wait
+		{at: 105 * time.Second, waited: 5 * time.Second},
+		{at: 100*time.Second + maintenanceWaitWarning, waited: maintenanceWaitWarning, warn: true},
+	}
+	for _, s := range steps {
+		waited, warn := c.noteMaintenanceWait(at(s.at), s.known)
+		assert.Equal(t, s.waited, waited, "at %s", s.at)
+		assert.Equal(t, s.warn, warn, "at %s", s.at)
+	}
+}
+
 // The event-driven mode plans from its DaemonSet cache as run --once does from a read: while the
 // warmer DaemonSet does not exist no node is entered, and a warning says so (once, not at every
 // reconcile); the DaemonSet's creation is an event that re-plans the pool, and the node is
