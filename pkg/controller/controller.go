@@ -280,7 +280,7 @@ func New(o Options) (*Controller, error) {
 	return c, nil
 }
 
-// byNodeIndex indexes warmer pods by spec.nodeName.
+// byNodeIndex indexes warmer pods by the node they are for (plan.PodNode): bound or not yet.
 const byNodeIndex = "node"
 
 // maintenanceWaitWarning is how long the maintenance source may stay unknown before a WARN says so
@@ -328,7 +328,7 @@ func podNode(obj any) string {
 		obj = t.Obj
 	}
 	if p, ok := obj.(*corev1.Pod); ok {
-		return p.Spec.NodeName
+		return plan.PodNode(p)
 	}
 	return ""
 }

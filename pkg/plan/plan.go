@@ -415,8 +415,8 @@ func (p *Planner) newCycle(s Snapshot) *cycle {
 	if ds := s.DaemonSet; ds != nil {
 		_, c.uninstalling = ds.Annotations[state.Uninstalling]
 		for _, pod := range s.Pods {
-			if owned(pod, ds) && pod.Spec.NodeName != "" {
-				c.pods[pod.Spec.NodeName] = append(c.pods[pod.Spec.NodeName], pod)
+			if node := PodNode(pod); owned(pod, ds) && node != "" {
+				c.pods[node] = append(c.pods[node], pod)
 			}
 		}
 		c.revision = CurrentRevision(ds, s.Revisions)
@@ -1174,6 +1174,36 @@ func PodProblem(pods []*corev1.Pod) (string, string) {
 	return "", ""
 }
 
+// PodNode returns the node a warmer pod is for: spec.nodeName once the scheduler has bound it,
+// and before that the node its DaemonSet names in the pod's required node affinity (the
+// DaemonSet controller gives each pod it creates a matchFields term on metadata.name), so that a
+// pod the scheduler cannot place is seen, with its Unschedulable condition, on the node it waits
+// for. "" for a pod that names no single node.
+func PodNode(pod *corev1.Pod) string {
+	if pod.Spec.NodeName != "" {
+		return pod.Spec.NodeName
+	}
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	node := ""
+	for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		named := ""
+		for _, f := range term.MatchFields {
+			if f.Key == metav1.ObjectNameField && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				named = f.Values[0]
+			}
+		}
+		// The terms are ORed: the pod is for one node only if every term names the same one.
+		if named == "" || (node != "" && named != node) {
+			return ""
+		}
+		node = named
+	}
+	return node
+}
+
 type podProblemOf struct{ reason, msg string }
 
 // podProblems returns every problem among the pods' containers, in PodProblem's order.
@@ -1200,9 +1230,11 @@ func podProblems(pods []*corev1.Pod) []podProblemOf {
 	return out
 }
 
+// livePod returns a pod of the node's that the kubelet runs: bound to the node, not terminating.
+// A pod the scheduler has not bound has pulled nothing there.
 func livePod(pods []*corev1.Pod) *corev1.Pod {
 	for _, pod := range pods {
-		if pod.DeletionTimestamp == nil {
+		if pod.DeletionTimestamp == nil && pod.Spec.NodeName != "" {
 			return pod
 		}
 	}

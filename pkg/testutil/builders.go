@@ -143,6 +143,29 @@ func Waiting(container, image, reason, message string) PodOption {
 	}
 }
 
+// Unbound makes the pod one the scheduler has not bound yet, as the DaemonSet controller creates
+// it: no spec.nodeName, and its node named in a required node affinity term on metadata.name.
+func Unbound() PodOption {
+	return func(p *corev1.Pod) {
+		node := p.Spec.NodeName
+		p.Spec.NodeName = ""
+		p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
+			}}},
+		}}
+	}
+}
+
+// Unschedulable adds the condition the scheduler sets on a pod it cannot place.
+func Unschedulable(message string) PodOption {
+	return func(p *corev1.Pod) {
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
+			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: message,
+		})
+	}
+}
+
 // Terminating sets a deletion timestamp.
 func Terminating() PodOption {
 	return func(p *corev1.Pod) { now := metav1.Now(); p.DeletionTimestamp = &now }

@@ -246,6 +246,44 @@ func TestPullFailure(t *testing.T) {
 	}
 }
 
+// 5b. A warmer pod the scheduler cannot place (here: it asks for more CPU than the node has) is
+// never bound to its node; it is still reported there, as a pull failure is.
+func TestUnschedulableWarmer(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	ds := e.Warmer()
+	patch := `{"spec":{"template":{"spec":{"containers":[{"name":"warm-0","resources":{"requests":{"cpu":"5k"}}}]}}}}`
+	_, err := e.client.AppsV1().DaemonSets(ds.Namespace).Patch(e.Ctx, ds.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	require.NoError(t, err)
+	e.Maintenance("a")
+	e.cycle()
+	e.Reboot("a", newKernel)
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	node := e.NodeName("a")
+	e.eventually("the scheduler to find no room for the warmer pod", func() bool {
+		pods, err := e.client.CoreV1().Pods(ds.Namespace).List(e.Ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		for i := range pods.Items {
+			if p := &pods.Items[i]; plan.PodNode(p) == node {
+				reason, _ := plan.PodProblem([]*corev1.Pod{p})
+				return reason == plan.ProblemUnschedulable && p.Spec.NodeName == ""
+			}
+		}
+		return false
+	})
+
+	e.cycle()
+	n := e.Node("a")
+	assert.True(t, strings.HasPrefix(n.Annotations[state.LastError], "Unschedulable: "), n.Annotations[state.LastError])
+	assert.Contains(t, n.Annotations[state.LastError], "Insufficient cpu")
+	warnings := e.Events("a", "PrewarmUnschedulable")
+	require.Len(t, warnings, 1)
+	assert.Equal(t, corev1.EventTypeWarning, warnings[0].Type)
+	assert.Equal(t, map[string]float64{plan.ProblemUnschedulable: 1}, e.problemGauge())
+	e.requirePhase("a", state.PhaseWarming, "warming")
+}
+
 func podPtrs(pods []corev1.Pod) []*corev1.Pod {
 	out := make([]*corev1.Pod, len(pods))
 	for i := range pods {

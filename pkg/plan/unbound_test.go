@@ -1,0 +1,90 @@
+package plan_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+func TestPodNode(t *testing.T) {
+	term := func(op corev1.NodeSelectorOperator, values ...string) corev1.NodeSelectorTerm {
+		return corev1.NodeSelectorTerm{MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: op, Values: values}}}
+	}
+	withTerms := func(terms ...corev1.NodeSelectorTerm) tu.PodOption {
+		return func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: terms},
+			}}
+		}
+	}
+	unbound := func(p *corev1.Pod) { p.Spec.NodeName = "" }
+	cases := []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{"bound", tu.Pod(ds, "a", "new"), "a"},
+		{"bound: the binding wins over the affinity", tu.Pod(ds, "a", "new", withTerms(term(corev1.NodeSelectorOpIn, "b"))), "a"},
+		{"not bound: the node its DaemonSet named", tu.Pod(ds, "a", "new", tu.Unbound()), "a"},
+		{"not bound, no affinity", tu.Pod(ds, "a", "new", unbound), ""},
+		{"two terms naming one node", tu.Pod(ds, "a", "new", unbound, withTerms(term(corev1.NodeSelectorOpIn, "a"), term(corev1.NodeSelectorOpIn, "a"))), "a"},
+		{"two terms naming two nodes", tu.Pod(ds, "a", "new", unbound, withTerms(term(corev1.NodeSelectorOpIn, "a"), term(corev1.NodeSelectorOpIn, "b"))), ""},
+		{"a term naming none", tu.Pod(ds, "a", "new", unbound, withTerms(term(corev1.NodeSelectorOpIn, "a"), corev1.NodeSelectorTerm{})), ""},
+		{"several nodes in one term", tu.Pod(ds, "a", "new", unbound, withTerms(term(corev1.NodeSelectorOpIn, "a", "b"))), ""},
+		{"NotIn", tu.Pod(ds, "a", "new", unbound, withTerms(term(corev1.NodeSelectorOpNotIn, "a"))), ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, plan.PodNode(tc.pod))
+		})
+	}
+}
+
+// A warmer pod the scheduler cannot place is never bound, so it has no spec.nodeName: it is still
+// the node's warmer pod, and its Unschedulable condition is reported as a pull problem is.
+func TestUnschedulableWarmerIsReported(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	pod := tu.Pod(ds, "a", "new", tu.Unbound(), tu.Unschedulable("0/3 nodes are available: 1 Insufficient cpu."))
+	s := snapshot(t0, []*corev1.Node{n}, nil, pod)
+	a := action(t, compute(t, cfg, s), "a")
+	require.Equal(t, plan.Record, a.Type)
+	assert.Equal(t, plan.ProblemUnschedulable, a.Reason)
+	require.Len(t, a.Events, 1)
+	assert.Equal(t, corev1.EventTypeWarning, a.Events[0].Type)
+	assert.Equal(t, "PrewarmUnschedulable", a.Events[0].Reason)
+	require.NotNil(t, a.Change.Annotations[state.LastError])
+	assert.Equal(t, "Unschedulable: pod warmer-a: 0/3 nodes are available: 1 Insufficient cpu.", *a.Change.Annotations[state.LastError])
+	assert.Nil(t, a.Change.RemoveTaint, "not warm")
+
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	st := p.Describe(s, false)
+	require.Len(t, st.Nodes, 1)
+	assert.Equal(t, plan.ProblemUnschedulable, st.Nodes[0].Warmer)
+}
+
+// A warmer pod waiting for the scheduler when its node enters maintenance has run nothing there:
+// it is not recorded as a pod that was already on the node, and counts once it is bound and Ready.
+func TestUnboundPodIsNotAPreExistingOne(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool())
+	pod := tu.Pod(ds, "a", "new", tu.Unbound())
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}, pod)), "a")
+	require.Equal(t, plan.Enter, a.Type)
+	assert.NotContains(t, a.Change.Annotations, state.WarmerPodUID)
+	assert.NotContains(t, a.Change.Annotations, state.WarmerPodRestarts)
+
+	bound := tu.Pod(ds, "a", "new")
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}, bound)), "a")
+	require.Equal(t, plan.Enter, a.Type)
+	require.Contains(t, a.Change.Annotations, state.WarmerPodUID, "a bound pod is recorded")
+	assert.Equal(t, string(bound.UID), *a.Change.Annotations[state.WarmerPodUID])
+}
