@@ -1045,6 +1045,10 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	// snapshot: those recorded on the node are kept as recorded (one left out would be taken for
 	// a new maintenance once the source is read, and the node tainted again), and the presence
 	// sources' are recorded as they are now.
+	// A node outside the pool (a left-pool release) has no maintenances in the snapshot at all:
+	// the sources read pool nodes only. Its record is kept as it is: marked ended, a cordon or
+	// label still there would count as a new maintenance if the node came back to the pool in it
+	// (a pool label rolled back mid-maintenance), and the node would be tainted again.
 	active := c.s.Maintenance[n.Name]
 	if c.s.MaintenanceUnknown != "" {
 		active = slices.Clone(active)
@@ -1055,6 +1059,7 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 		}
 	}
 	switch {
+	case !p.InPool(n):
 	case len(active) > 0:
 		if ids := maintenanceIDs(active); ids != n.Annotations[state.MaintenanceID] {
 			ch.Annotations[state.MaintenanceID] = ptr(ids)

@@ -1588,6 +1588,32 @@ func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
 	assert.Equal(t, ptr("cordoned"), again.Change.Annotations[state.MaintenanceID])
 }
 
+// A node released because it left the pool has no maintenances in the snapshot (the sources
+// read pool nodes only): its record is kept as it is, so that, back in the pool while the same
+// cordon lasts, it is not entered again for it.
+func TestLeftPoolReleaseKeepsTheMaintenanceRecord(t *testing.T) {
+	cfg := testConfig(t)
+	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
+	left := tu.Node("a", managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithLabels(poolKey, "other"),
+		tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned), tu.Cordoned())
+	release := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{left}, nil)), "a")
+	require.Equal(t, plan.Release, release.Type)
+	require.Equal(t, state.ReasonLeftPool, release.Reason)
+	assert.NotContains(t, release.Change.Annotations, state.MaintenanceEnded, "the cordon has not ended")
+	assert.NotContains(t, release.Change.Annotations, state.MaintenanceID, "the record stays as it is")
+
+	back := tu.Node("a", inPool(), tu.Cordoned(),
+		tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, state.ReasonLeftPool))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{back}, map[string][]plan.Maintenance{"a": {cordon}}))
+	assert.Empty(t, got.Actions, "back in the pool in the same cordon: not entered again")
+
+	// In the pool, a release with the cordon gone marks it ended, as before.
+	inPoolNode := tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned))
+	warm := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{inPoolNode}, nil, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
+	require.Equal(t, plan.Release, warm.Type)
+	assert.Contains(t, warm.Change.Annotations, state.MaintenanceEnded)
+}
+
 // A node of ours in a phase the planner does not know is left alone, and since no timeout
 // releases it, the note about it asks for an operator (WARN); another installation's nodes are
 // skipped quietly.
