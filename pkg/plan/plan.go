@@ -238,6 +238,12 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		}
 		out.Actions = append(out.Actions, p.enter(c, n))
 		c.active++
+		if kernel, ok := p.rule.OnTarget(n); ok {
+			out.Notes = append(out.Notes, Note{Node: n.Name, Warning: true, Message: fmt.Sprintf(
+				"tainted already on target kernel %s: upgrade.kernelVersions counts it as upgraded, so it is released once its warmer pod "+
+					"is Ready, before any reboot this maintenance brings (a reimage would leave it open and cold); "+
+					"list only the kernels of the rollout under way", kernel)})
+		}
 	}
 	if entered := c.active - before; c.limit > 0 && entered > 0 {
 		// Without the releases, before+freed nodes would hold slots: the entries beyond the limit

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
@@ -87,4 +88,33 @@ func TestUnboundPodIsNotAPreExistingOne(t *testing.T) {
 	require.Equal(t, plan.Enter, a.Type)
 	require.Contains(t, a.Change.Annotations, state.WarmerPodUID, "a bound pod is recorded")
 	assert.Equal(t, string(bound.UID), *a.Change.Annotations[state.WarmerPodUID])
+}
+
+// With target kernels, a node that enters maintenance already on one is upgraded at once: it is
+// tainted as usual, and a warning note says that it opens once warm, before any reboot.
+func TestEnteredOnATargetKernelIsAWarningNote(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.Upgrade.KernelVersions = []string{"6.8.0-1"} })
+	nodes := []*corev1.Node{
+		tu.Node("on", inPool(), tu.WithKernel("6.8.0-1")),
+		tu.Node("off", inPool(), tu.WithKernel("6.1.0-9")),
+	}
+	got := compute(t, cfg, snapshot(t0, nodes, map[string][]plan.Maintenance{"on": nm("on"), "off": nm("off")}))
+	assert.Equal(t, plan.Enter, action(t, got, "on").Type)
+	assert.Equal(t, plan.Enter, action(t, got, "off").Type)
+	var warned []string
+	for _, n := range got.Notes {
+		if n.Warning {
+			warned = append(warned, n.Node)
+			assert.Contains(t, n.Message, "already on target kernel 6.8.0-1")
+		}
+	}
+	assert.Equal(t, []string{"on"}, warned)
+
+	// With a template the rule is the template's: no note.
+	cfg.Upgrade.When = `{{ has .Kernel .KernelVersions }}`
+	got = compute(t, cfg, snapshot(t0, nodes, map[string][]plan.Maintenance{"on": nm("on")}))
+	assert.Equal(t, plan.Enter, action(t, got, "on").Type)
+	for _, n := range got.Notes {
+		assert.False(t, n.Warning, n.Message)
+	}
 }

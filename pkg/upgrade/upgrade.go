@@ -115,6 +115,16 @@ func (r *Rule) Detectable(node *corev1.Node) bool {
 	return r.Kernel(node) != "" || node.Status.NodeInfo.BootID != ""
 }
 
+// OnTarget returns the node's kernel when the rule is target kernels (no template) and the node
+// already runs one of them: taken as the baseline at entry, it makes the node upgraded at once.
+func (r *Rule) OnTarget(node *corev1.Node) (string, bool) {
+	if r.when != nil || len(r.kernelVersions) == 0 {
+		return "", false
+	}
+	k := r.Kernel(node)
+	return k, slices.Contains(r.kernelVersions, k)
+}
+
 // Upgraded reports whether node has been upgraded relative to baseline. The change rule compares
 // only what is known on both sides: a baseline recorded empty never makes a node upgraded.
 func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
