@@ -22,6 +22,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
@@ -135,13 +136,37 @@ func TestDryRunWritesNothing(t *testing.T) {
 	}
 }
 
+// A node deleted between the cycle's read and its patch (404) is forgotten: the cycle succeeds,
+// and nothing counts or reports a transition that was not written.
 func TestDeletedNodeIsForgotten(t *testing.T) {
 	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, "a")
 	})
-	_, err := testEngine(t, client, false).RunOnce(context.Background())
+	cfg := testConfig(t)
+	cfg.Events.Transitions = true // an Event for every transition written
+	m := metrics.New()
+	e, err := New(Options{
+		Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0), Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
 	require.NoError(t, err)
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	e.WaitEvents()
+	assert.Len(t, patches(client), 1, "the entry was tried once")
+	assert.Zero(t, res.Applied[plan.Enter])
+	assert.Empty(t, res.Written)
+	assert.Zero(t, countActions(client, "create", "events"), "no Event for a transition not written")
+	families, err := m.Registry.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == "image_prewarmer_transitions_total" {
+			for _, s := range f.GetMetric() {
+				assert.Zero(t, s.GetCounter().GetValue(), "no transition counted: %v", s.GetLabel())
+			}
+		}
+	}
 }
 
 func TestMergePatch(t *testing.T) {

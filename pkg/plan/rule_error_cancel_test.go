@@ -38,9 +38,8 @@ func TestRuleErrorCancelIsNotSilent(t *testing.T) {
 					warned = warned || ev.Type == corev1.EventTypeWarning
 				}
 			}
-			if released {
-				assert.True(t, warned, "released (%+v) although upgrade.when cannot tell whether it was upgraded, and no Warning Event says so", summarize(got))
-			}
+			assert.True(t, released, "cancelled: %+v", summarize(got))
+			assert.True(t, warned, "released (%+v) although upgrade.when cannot tell whether it was upgraded, and no Warning Event says so", summarize(got))
 		})
 	}
 }

@@ -25,7 +25,6 @@ import (
 type result struct {
 	code           int
 	stdout, stderr string
-	took           time.Duration
 }
 
 func (e *env) runBinary(configYAML string, args ...string) result {
@@ -44,9 +43,8 @@ func runBinaryWith(t *testing.T, args []string, env []string) result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(os.Environ(), env...)
-	start := time.Now()
 	err := cmd.Run()
-	res := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -79,7 +77,8 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-// 11. Unreachable API server: non-zero exit with a one-line reason, in bounded time.
+// 11. Unreachable API server: exit 1 with a one-line reason, not a wait for the server (a binary
+// still waiting when runBinaryWith's deadline kills it exits -1, not 1).
 func TestUnreachableAPIServer(t *testing.T) {
 	e := newEnv(t)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
@@ -92,7 +91,6 @@ current-context: c
 `), 0o600))
 	res := e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
 	assert.Equal(t, 1, res.code, res.stderr)
-	assert.Less(t, res.took, time.Minute)
 	line := lastLine(res.stderr)
 	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: listing pool nodes"), line)
 	assert.Contains(t, line, "127.0.0.1:1")

@@ -37,9 +37,15 @@ func kernelTarget(c *config.Config) {
 }
 
 // consistentlyNoWarmer asserts that no warmer pod appears on the node for a while: the
-// DaemonSet's affinity must not admit a node before its upgrade.
+// DaemonSet's affinity must not admit a node before its upgrade. The window starts once the
+// DaemonSet controller has synced the warmer (its status has observed its generation), so that a
+// DaemonSet created just before is not merely still unseen by that controller.
 func (e *env) consistentlyNoWarmer(short string, d time.Duration) {
 	e.T.Helper()
+	e.eventually("the DaemonSet controller to sync the warmer", func() bool {
+		ds, err := e.client.AppsV1().DaemonSets(e.Config.Warmer.Namespace).Get(e.Ctx, e.Config.Warmer.DaemonSetName, metav1.GetOptions{})
+		return err == nil && ds.Status.ObservedGeneration >= ds.Generation
+	})
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		require.Empty(e.T, e.warmerPods(short), "no warmer pod may run on %s before its upgrade", short)
