@@ -431,7 +431,7 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 				mu.Unlock()
 				return err
 			}
-			if (a.Type == plan.Enter || a.Type == plan.Adopt) && guard.marked(ctx) {
+			if guard.holds(ctx, a.Type) {
 				g.release()
 				if done != nil {
 					done(a, nil, nil)
@@ -543,41 +543,59 @@ type uninstallMark struct {
 	mu   sync.Mutex
 	read time.Time // zero: never read
 	set  bool
+	// missing: the last read found no DaemonSet.
+	missing bool
 }
 
-// marked reports whether the installation is being uninstalled. The DaemonSet is read at most
-// once per uninstallCheckInterval across all plans; one that is missing counts as unmarked (the
-// planner decides about a missing warmer). A read that fails is logged and keeps the last answer
-// (unmarked when there is none): it must not stop a cycle, nor undo a mark already seen.
-func (g *uninstallGuard) marked(ctx context.Context) bool {
+// holds reports whether an entry or adoption still being written must be dropped, as the
+// planner would not plan it now: while the installation is being uninstalled, both; while the
+// warmer DaemonSet is missing (deleted meanwhile, or by the uninstall after its mark), entries,
+// which no warmer could make warm. The DaemonSet is read at most once per uninstallCheckInterval
+// across all plans. A read that fails is logged and keeps the last answer (nothing held when
+// there is none): it must not stop a cycle, nor undo a mark already seen; a DaemonSet gone does
+// not undo it either.
+func (g *uninstallGuard) holds(ctx context.Context, t plan.ActionType) bool {
+	if t != plan.Enter && t != plan.Adopt {
+		return false
+	}
+	set, missing := g.marked(ctx)
+	return set || (missing && t == plan.Enter)
+}
+
+// marked returns the uninstall mark and whether the DaemonSet is missing, as last read.
+func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 	e := g.e
 	if e.clock.Since(g.start) < uninstallCheckInterval {
-		return false
+		return false, false
 	}
 	m := &e.uninstall
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.read.IsZero() && e.clock.Since(m.read) < uninstallCheckInterval {
-		return m.set
+		return m.set, m.missing
 	}
 	m.read = e.clock.Now()
-	was := m.set
+	was, wasMissing := m.set, m.missing
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
 	ds, err := e.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		m.set = false
+		m.missing = true
 	case err != nil:
 		// A mark once seen stays until a read shows it gone: entries resumed on one failed read
 		// could land after the uninstall's last sweep.
 		e.log.Warn("re-reading the warmer DaemonSet for an uninstall mark failed; going on with the last answer", "daemonSet", ns+"/"+name, "marked", was, "error", err)
 	default:
 		_, m.set = ds.Annotations[state.Uninstalling]
+		m.missing = false
 	}
 	if m.set && !was {
 		e.log.Info("the installation is being uninstalled: entries and adoptions still being written are dropped", "daemonSet", ns+"/"+name)
 	}
-	return m.set
+	if m.missing && !wasMissing && !m.set {
+		e.log.Warn("the warmer DaemonSet is gone: entries still being written are dropped", "daemonSet", ns+"/"+name)
+	}
+	return m.set, m.missing
 }
 
 // priority orders actions: releases (a user waits for the node) before everything else.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -516,13 +517,13 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 		plans[i] = &uninstallGuard{e: e, start: t0}
 	}
 	for _, g := range plans {
-		assert.False(t, g.marked(ctx), "a plan that began writing just now trusts its snapshot")
+		assert.False(t, g.holds(ctx, plan.Enter), "a plan that began writing just now trusts its snapshot")
 	}
 	assert.Zero(t, dsReads())
 
 	clk.SetTime(t0.Add(uninstallCheckInterval))
 	for _, g := range plans {
-		assert.False(t, g.marked(ctx))
+		assert.False(t, g.holds(ctx, plan.Enter))
 	}
 	assert.Equal(t, 1, dsReads(), "one read for all the plans")
 
@@ -531,7 +532,7 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 	require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
 	clk.SetTime(t0.Add(2 * uninstallCheckInterval))
 	for _, g := range plans {
-		assert.True(t, g.marked(ctx), "the mark read by one plan stops them all")
+		assert.True(t, g.holds(ctx, plan.Enter), "the mark read by one plan stops them all")
 	}
 	assert.Equal(t, 2, dsReads())
 
@@ -539,8 +540,52 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 		return true, nil, apierrors.NewServerTimeout(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "get", 1)
 	})
 	clk.SetTime(t0.Add(3 * uninstallCheckInterval))
-	assert.True(t, plans[0].marked(ctx), "a failed re-read does not undo a mark already seen")
+	assert.True(t, plans[0].holds(ctx, plan.Adopt), "a failed re-read does not undo a mark already seen")
 	assert.Equal(t, 3, dsReads())
+}
+
+// A warmer DaemonSet deleted while a plan is being written (by hand, or by an uninstall after its
+// mark, while a cycle's pod lives on) stops the entries still waiting: tainted without a warmer,
+// a node could only open cold at its timeout. Adoptions go on, as the planner plans them while
+// the warmer is missing, unless the uninstall mark was seen. Once the DaemonSet is back, entries
+// go on too.
+func TestMissingWarmerStopsEntriesBeingWritten(t *testing.T) {
+	gvr := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
+	for _, markedFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("marked first=%v", markedFirst), func(t *testing.T) {
+			client := fake.NewClientset()
+			cfg := testConfig(t)
+			clk := clocktesting.NewFakePassiveClock(t0)
+			e, err := New(Options{Config: cfg, Client: client, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			require.NoError(t, err)
+			ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
+			require.NoError(t, client.Tracker().Add(ds))
+			g := &uninstallGuard{e: e, start: t0}
+			ctx := context.Background()
+			step := 1
+			next := func() { step++; clk.SetTime(t0.Add(time.Duration(step) * uninstallCheckInterval)) }
+
+			clk.SetTime(t0.Add(uninstallCheckInterval))
+			if markedFirst {
+				m := ds.DeepCopy()
+				m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+				require.NoError(t, client.Tracker().Update(gvr, m, m.Namespace))
+			}
+			assert.Equal(t, markedFirst, g.holds(ctx, plan.Enter))
+			assert.False(t, g.holds(ctx, plan.Release), "releases always go")
+
+			require.NoError(t, client.Tracker().Delete(gvr, ds.Namespace, ds.Name))
+			next()
+			assert.True(t, g.holds(ctx, plan.Enter), "no entry without a warmer")
+			assert.Equal(t, markedFirst, g.holds(ctx, plan.Adopt), "adoptions stop only for the uninstall")
+			assert.False(t, g.holds(ctx, plan.Release))
+
+			require.NoError(t, client.Tracker().Add(tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)))
+			next()
+			assert.False(t, g.holds(ctx, plan.Enter), "the warmer is back, unmarked")
+			assert.False(t, g.holds(ctx, plan.Adopt))
+		})
+	}
 }
 
 // countActions counts the fake client's requests with this verb on this resource.
