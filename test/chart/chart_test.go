@@ -352,23 +352,27 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			assert.Equal(t, tc.clusterRole, cr.Rules)
 
 			roles := all[*rbacv1.Role](r)
-			require.Len(t, roles, 2)
+			require.Len(t, roles, 3)
 			byNS := map[string]*rbacv1.Role{}
 			for _, role := range roles {
-				if strings.HasSuffix(role.Name, "-events") {
+				switch {
+				case strings.HasSuffix(role.Name, "-events"):
 					byNS["events"] = role
-				} else {
+				case strings.HasSuffix(role.Name, "-uninstall"):
+					byNS["uninstall"] = role
+				default:
 					byNS["release"] = role
 				}
 			}
 			require.Contains(t, byNS, "release")
 			require.Contains(t, byNS, "events")
+			require.Contains(t, byNS, "uninstall")
 			assert.Equal(t, releaseNS, byNS["release"].Namespace)
 			releaseRules := []rbacv1.PolicyRule{
 				// This release's own warmer DaemonSet and no other: read by name or with a
-				// metadata.name field selector, and marked by the uninstall hook.
+				// metadata.name field selector. Not patched: that could change its pod template.
 				{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{find[*appsv1.DaemonSet](t, r, "").Name},
-					Verbs: append(slices.Clone(read), "patch")},
+					Verbs: read},
 				{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: watchOnly},
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: watchOnly},
 			}
@@ -381,6 +385,15 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 					rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}})
 			}
 			assert.Equal(t, releaseRules, byNS["release"].Rules)
+			// The uninstall mark's patch: a pre-delete hook of its own, created before the
+			// cleanup Job (weight 0) and deleted with it.
+			uninstall := byNS["uninstall"]
+			assert.Equal(t, releaseNS, uninstall.Namespace)
+			assert.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"},
+				ResourceNames: []string{find[*appsv1.DaemonSet](t, r, "").Name}, Verbs: []string{"patch"}}}, uninstall.Rules)
+			assert.Equal(t, []string{"pre-delete", "pre-delete"}, r.Hooks[uninstall.Name], "the Role and its RoleBinding")
+			assert.Equal(t, "-5", uninstall.Annotations["helm.sh/hook-weight"])
+			assert.Equal(t, "before-hook-creation,hook-succeeded", uninstall.Annotations["helm.sh/hook-delete-policy"])
 			assert.Equal(t, tc.eventsNS, byNS["events"].Namespace)
 			assert.Equal(t, []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
@@ -392,12 +405,16 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}, crb.RoleRef)
 			assert.Equal(t, subject, crb.Subjects)
 			bindings := all[*rbacv1.RoleBinding](r)
-			require.Len(t, bindings, 2)
+			require.Len(t, bindings, 3)
 			for _, rb := range bindings {
 				assert.Equal(t, subject, rb.Subjects)
 				role := byNS["release"]
-				if rb.Namespace == tc.eventsNS && strings.HasSuffix(rb.Name, "-events") {
+				switch {
+				case rb.Namespace == tc.eventsNS && strings.HasSuffix(rb.Name, "-events"):
 					role = byNS["events"]
+				case strings.HasSuffix(rb.Name, "-uninstall"):
+					role = byNS["uninstall"]
+					assert.Equal(t, "-5", rb.Annotations["helm.sh/hook-weight"])
 				}
 				assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}, rb.RoleRef)
 				assert.Equal(t, role.Namespace, rb.Namespace)
@@ -753,9 +770,11 @@ func TestHooks(t *testing.T) {
 			assert.Equal(t, cm.Name, spec.Volumes[0].ConfigMap.Name)
 		})
 	}
-	// Only these two are hooks: the ServiceAccount, RBAC and ConfigMap the hooks use are ordinary
-	// release objects, which Helm deletes only after the pre-delete hook has run.
-	assert.Len(t, r.Hooks, 2)
+	// Only these two Jobs and the uninstall mark's Role and RoleBinding are hooks: the
+	// ServiceAccount, the rest of the RBAC and the ConfigMap the hooks use are ordinary release
+	// objects, which Helm deletes only after the pre-delete hook has run.
+	assert.Len(t, r.Hooks, 3)
+	assert.Contains(t, r.Hooks, releaseName+"-image-prewarmer-uninstall")
 }
 
 // A pod of the orchestrator's Jobs evicted by a node drain does not count against backoffLimit:

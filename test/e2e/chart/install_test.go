@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
@@ -104,14 +105,21 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	r.maintenance(c)
 	cycle()
 	require.True(t, tainted(c))
-	// The pre-delete hook's command: it marks the warmer DaemonSet (under the chart's RBAC), after
-	// which a cycle taints nothing, however many maintenances appear.
+	// The token cannot patch the warmer DaemonSet (that could change the pod template it runs on
+	// every pool node) until the uninstall begins.
+	ds, err := admin.AppsV1().DaemonSets(r.ns).Get(ctx, cfg.Warmer.DaemonSetName, metav1.GetOptions{})
+	require.NoError(t, err)
+	_, err = client.AppsV1().DaemonSets(r.ns).Patch(ctx, ds.Name, types.MergePatchType, []byte(`{"metadata":{"annotations":{"x":"y"}}}`), metav1.PatchOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "patching the warmer must be forbidden outside an uninstall, got %v", err)
+	// The pre-delete hook's command, with the RBAC Helm creates just before it: it marks the warmer
+	// DaemonSet, after which a cycle taints nothing, however many maintenances appear.
+	r.createUninstallHookRBAC()
 	r.run(cfgPath, kubeconfig, "cleanup", "--uninstall", "--settle", "1s")
 	nc := r.node(c)
 	assert.False(t, state.HasTaint(nc, cfg.Taint.Key, cfg.Taint.Effect))
 	assert.Equal(t, state.ReasonCleanup, nc.Annotations[state.ReleaseReason])
 	assert.NotContains(t, nc.Labels, cfg.StatusLabel.Key)
-	ds, err := admin.AppsV1().DaemonSets(r.ns).Get(ctx, cfg.Warmer.DaemonSetName, metav1.GetOptions{})
+	ds, err = admin.AppsV1().DaemonSets(r.ns).Get(ctx, cfg.Warmer.DaemonSetName, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Contains(t, ds.Annotations, state.Uninstalling)
 	_, err = cluster.CreateNodeMaintenance(ctx, b+"-again", b)

@@ -24,8 +24,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -183,6 +185,33 @@ func (r *liveRelease) serviceAccount(sa string) (kubernetes.Interface, string) {
 	path := filepath.Join(dir, "kubeconfig")
 	require.NoError(r.t, clientcmd.WriteToFile(*kc, path))
 	return client, path
+}
+
+// createUninstallHookRBAC creates the uninstall mark's Role and RoleBinding as `helm uninstall`
+// does before its cleanup Job: from the release's pre-delete hooks, with the admin client.
+func (r *liveRelease) createUninstallHookRBAC() {
+	r.t.Helper()
+	rel, err := action.NewGet(r.helm).Run(r.rel)
+	require.NoError(r.t, err)
+	created := 0
+	for _, h := range rel.Hooks {
+		if h.Name != r.fullname+"-uninstall" {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(h.Manifest), nil, nil)
+		require.NoError(r.t, err, h.Manifest)
+		switch o := obj.(type) {
+		case *rbacv1.Role:
+			_, err = cluster.Client.RbacV1().Roles(r.ns).Create(r.ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = cluster.Client.RbacV1().RoleBindings(r.ns).Create(r.ctx, o, metav1.CreateOptions{})
+		default:
+			r.t.Fatalf("unexpected hook object %T", obj)
+		}
+		require.NoError(r.t, err)
+		created++
+	}
+	require.Equal(r.t, 2, created, "the uninstall hook's Role and RoleBinding")
 }
 
 // kubeconfig returns a kubeconfig holding a token of the release's ServiceAccount.
