@@ -936,6 +936,18 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "toleration effect misspelled", extra: "prewarm: {extraTolerations: [{key: a, effect: NoSchedul}]}", want: []string{"/prewarm/extraTolerations/0/effect", "NoSchedule"}},
 		{name: "toleration field misspelled", extra: "prewarm: {extraTolerations: [{key: a, operater: Exists}]}", want: []string{"/prewarm/extraTolerations/0", "operater"}},
 		{name: "toleration value not a string", extra: "orchestrator: {tolerations: [{key: a, value: true}]}", want: []string{"/orchestrator/tolerations/0/value", "want string"}},
+		// What the API server refuses in a toleration, refused at install rather than on the pods.
+		{name: "toleration Exists with a value", extra: "orchestrator: {tolerations: [{key: a, operator: Exists, value: b}]}", want: []string{"/orchestrator/tolerations/0"}},
+		{name: "toleration without a key, Equal", extra: "prewarm: {extraTolerations: [{value: x}]}", want: []string{"/prewarm/extraTolerations/0"}},
+		{name: "toleration seconds without NoExecute", extra: "prewarm: {extraTolerations: [{key: a, effect: NoSchedule, tolerationSeconds: 30}]}", want: []string{"/prewarm/extraTolerations/0"}},
+		{name: "toleration key with a space", extra: "orchestrator: {tolerations: [{key: 'a b', operator: Exists}]}", want: []string{"/orchestrator/tolerations/0/key"}},
+		{name: "toleration value with a space", extra: "orchestrator: {tolerations: [{key: a, value: 'b c'}]}", want: []string{"/orchestrator/tolerations/0/value"}},
+		// The Prometheus Operator's duration, not Go's.
+		{name: "ServiceMonitor interval with a fraction", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 1.5m}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
+		{name: "ServiceMonitor interval in microseconds", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 500us}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
+		{name: "ServiceMonitor interval units out of order", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 30s1m}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
+		{name: "ServiceMonitor interval 0", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 0s}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
+		{name: "cleanup deadline shorter than its sweep", extra: "orchestrator: {cleanupJob: {activeDeadlineSeconds: 8}}", want: []string{"/orchestrator/cleanupJob/activeDeadlineSeconds"}},
 		{name: "priority class with a space", extra: "prewarm: {priorityClassName: High Priority}", want: []string{"/prewarm/priorityClassName"}},
 		{name: "service account name with upper case", extra: "serviceAccount: {name: My_SA}", want: []string{"/serviceAccount/name"}},
 		{name: "fullnameOverride with upper case", extra: "fullnameOverride: My_Prewarmer", want: []string{"/fullnameOverride"}},

@@ -122,3 +122,21 @@ func TestDeployment(t *testing.T) {
 		assert.NotContains(t, r.Notes, "cronjob")
 	})
 }
+
+// The values the stricter schema rules still take.
+func TestTolerationsAndIntervalsTheAPIAccepts(t *testing.T) {
+	for _, extra := range []string{
+		"orchestrator: {tolerations: [{operator: Exists}]}", // every taint
+		"orchestrator: {tolerations: [{key: '', operator: Exists, effect: NoSchedule}]}",
+		"prewarm: {extraTolerations: [{key: example.com/gpu, operator: Exists, effect: NoExecute, tolerationSeconds: 30}]}",
+		"prewarm: {extraTolerations: [{key: dedicated, operator: Equal, value: notebooks, effect: NoSchedule}]}",
+		"prewarm: {extraTolerations: [{key: dedicated, value: ''}]}",
+		"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 1m30s}}}",
+		"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 500ms}}}",
+		"orchestrator: {cleanupJob: {activeDeadlineSeconds: 30}}",
+	} {
+		t.Run(extra, func(t *testing.T) {
+			mustRender(t, minimal(t, extra))
+		})
+	}
+}
