@@ -262,6 +262,7 @@ func TestRunWatchUsageErrors(t *testing.T) {
 		{"listen port not a number", []string{"run", "--listen", ":http"}, `--listen ":http"`},
 		{"listen port out of range", []string{"run", "--listen", "127.0.0.1:65536"}, `--listen "127.0.0.1:65536"`},
 		{"listen without a port", []string{"run", "--listen", "127.0.0.1:"}, `--listen "127.0.0.1:"`},
+		{"profiling with nothing to serve it", []string{"run", "--listen", "", "--profiling"}, `--profiling: needs --listen`},
 		// The API server would refuse to create the Lease: the process would run, answer /healthz
 		// and /readyz, and never lead.
 		{"lease name not a DNS subdomain", []string{"run", "--leader-elect-name", "Bad_Name"}, `--leader-elect-name "Bad_Name": not a valid Lease name`},

@@ -202,6 +202,9 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	if err := validateListen(ro.listen); err != nil {
 		return &ConfigError{err}
 	}
+	if ro.profiling && ro.listen == "" {
+		return &ConfigError{errors.New("--profiling: needs --listen (it serves the profiles there), which is empty")}
+	}
 	if ro.resync <= 0 {
 		return &ConfigError{fmt.Errorf("--resync: must be positive, got %s", ro.resync)}
 	}

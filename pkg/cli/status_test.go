@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -94,4 +95,17 @@ func TestRenderStatusCountsProblems(t *testing.T) {
 	buf.Reset()
 	require.NoError(t, renderStatus(&buf, st, "json"))
 	assert.Contains(t, buf.String(), `"problems": {`)
+}
+
+// The LAST PROBLEM column is cut at a character, never inside one: a message quoting a
+// non-ASCII image name or pod message stays valid UTF-8.
+func TestOneLineCutsAtACharacter(t *testing.T) {
+	assert.Equal(t, "short", oneLine("short", 10))
+	assert.Equal(t, "a b", oneLine("a\nb", 10))
+	assert.Equal(t, "abcdefg...", oneLine("abcdefghijk", 10))
+	for n := 5; n < 14; n++ {
+		got := oneLine("pull: ünïcödé image", n)
+		assert.True(t, utf8.ValidString(got), "%d: %q", n, got)
+		assert.LessOrEqual(t, len(got), n, "%d: %q", n, got)
+	}
 }
