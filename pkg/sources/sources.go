@@ -158,20 +158,30 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 			out.Object[k] = v
 		}
 	}
+	// The node name field is copied as far as its path goes in the object: to the value, or to
+	// the first step that is not an object (a list, a string), which is kept so that reading the
+	// name from the trimmed object fails for the reason the whole one would, and the warning
+	// says which. Values are set without a deep copy: they are only read, and the original object
+	// is dropped. The path may run through what is already kept (metadata.name,
+	// metadata.labels.node).
 	path := strings.Split(c.cfg.Maintenance.NodeMaintenance.NodeNameField, ".")
-	if v, found, err := unstructured.NestedFieldNoCopy(u.Object, path...); err == nil && found {
-		// Set without a deep copy: the value is only read, and the original object is dropped.
-		// The path may run through what is already kept (metadata.name, metadata.labels.node).
-		parent := out.Object
-		for _, k := range path[:len(path)-1] {
-			child, ok := parent[k].(map[string]any)
-			if !ok {
-				child = map[string]any{}
-				parent[k] = child
-			}
-			parent = child
+	src, dst := u.Object, out.Object
+	for i, k := range path {
+		v, ok := src[k]
+		if !ok {
+			break
 		}
-		parent[path[len(path)-1]] = v
+		next, isMap := v.(map[string]any)
+		if i == len(path)-1 || !isMap {
+			dst[k] = v
+			break
+		}
+		child, ok := dst[k].(map[string]any)
+		if !ok {
+			child = map[string]any{}
+			dst[k] = child
+		}
+		src, dst = next, child
 	}
 	return out
 }

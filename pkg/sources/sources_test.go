@@ -177,6 +177,32 @@ func TestTrimObject(t *testing.T) {
 	assert.Equal(t, map[string]any{"target": map[string]any{"node": int64(42)}}, c.TrimObject(full).Object["spec"])
 	delete(full.Object, "spec")
 	assert.NotContains(t, c.TrimObject(full).Object, "spec", "no node name field: none made up")
+
+	// A step of the path that is not an object (a list of targets, a plain value) is kept, so
+	// that the name is refused for its type, as the whole object's would be.
+	full.Object["spec"] = map[string]any{"target": []any{map[string]any{"node": "a"}}, "reason": "kernel"}
+	assert.Equal(t, map[string]any{"target": []any{map[string]any{"node": "a"}}}, c.TrimObject(full).Object["spec"])
+	full.Object["spec"] = map[string]any{"target": "a"}
+	assert.Equal(t, map[string]any{"target": "a"}, c.TrimObject(full).Object["spec"])
+}
+
+// The warning for an object whose node name field runs through a list says so, from the cached
+// (trimmed) object as from the whole one.
+func TestNodeNameThroughAListIsReportedForItsType(t *testing.T) {
+	c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = "spec.nodes.0" })
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Upgrade",
+		"metadata": map[string]any{"name": "m", "uid": "uid-m"},
+		"spec":     map[string]any{"nodes": []any{"a"}},
+	}}
+	node := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	for name, o := range map[string]*unstructured.Unstructured{"whole": obj, "trimmed": c.TrimObject(obj)} {
+		res := c.CollectFrom([]*corev1.Node{node}, []*unstructured.Unstructured{o}, true)
+		require.Len(t, res.Warnings, 1, name)
+		assert.Contains(t, res.Warnings[0].Message, "skipped: field spec.nodes.0 is not a string", name)
+		assert.Contains(t, res.Warnings[0].Message, "[]interface {}", name)
+		assert.Empty(t, res.Maintenance, name)
+	}
 }
 
 // A node name field inside metadata (any resource that names its node there) is kept along with
