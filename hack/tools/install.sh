@@ -16,18 +16,33 @@ mkdir -p "$bin" "$cache/versions"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
+# require DIR MODULE VERSION: the tools module DIR must require MODULE at VERSION (versions.env),
+# or the binary built from it would be another version than the one it is stamped and cached as.
+require() {
+  local dir=$1 module=$2 version=$3 got
+  got=$(awk -v m="$module" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$here/$dir/go.mod")
+  if [[ $got != "$version" ]]; then
+    echo "hack/tools/$dir/go.mod requires $module ${got:-(not at all)}, hack/tools/versions.env says $version: change both (cd hack/tools/$dir && go get $module@$version && go mod tidy)" >&2
+    exit 2
+  fi
+}
+
 # build NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]
-# Builds PACKAGE inside the tools module MODULE_DIR into $cache/versions/NAME-VERSION and links
-# $bin/NAME to it. Skips the build when that exact version is already there.
+# Builds PACKAGE inside the tools module MODULE_DIR into $cache/versions/NAME-VERSION-KEY and
+# links $bin/NAME to it, KEY being a hash of what else makes the binary: the module's go.mod and
+# go.sum, the link flags and the Go toolchain. Skips the build when that exact one is there.
 build() {
   local name=$1 version=$2 dir=$3 pkg=$4 ldflags=${5:-}
-  local out="$cache/versions/$name-$version"
+  local key
+  key=$( (cat "$here/$dir/go.mod" "$here/$dir/go.sum"; echo "$ldflags"; go env GOVERSION) | sha256sum | cut -c1-12)
+  local out="$cache/versions/$name-$version-$key"
   if [[ ! -x "$out" ]]; then
     log "building $name $version (first time only; cached in $cache)"
     local start=$SECONDS
+    # A temporary name of this process's own: two test packages may build the same tool at once.
     (cd "$here/$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GONOSUMDB=github.com/helm/chart-testing \
-      go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
-    mv "$out.tmp" "$out"
+      go build -trimpath -ldflags "$ldflags" -o "$out.tmp.$$" "$pkg")
+    mv -f "$out.tmp.$$" "$out"
     log "built $name in $((SECONDS - start))s"
   fi
   ln -sfn "$out" "$bin/$name"
@@ -53,13 +68,24 @@ tools=("$@")
 
 for t in "${tools[@]}"; do
   case $t in
-    etcd) build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "-s -w" ;;
+    etcd)
+      require etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+      build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "-s -w" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+      require kube k8s.io/kubernetes "$KUBE_VERSION"
       build "$t" "$KUBE_VERSION" kube "k8s.io/kubernetes/cmd/$t" "$kube_ldflags" ;;
-    kwok|kwokctl) build "$t" "$KWOK_VERSION" kwok "sigs.k8s.io/kwok/cmd/$t" "-s -w" ;;
-    helm) build helm "$HELM_VERSION+k8s1.$kube_minor" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
-    ct) build ct "$CT_VERSION" ct github.com/helm/chart-testing/v3/ct "$ct_ldflags" ;;
-    prometheus|promtool) build "$t" "$PROMETHEUS_VERSION" prometheus "github.com/prometheus/prometheus/cmd/$t" "-s -w" ;;
+    kwok|kwokctl)
+      require kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+      build "$t" "$KWOK_VERSION" kwok "sigs.k8s.io/kwok/cmd/$t" "-s -w" ;;
+    helm)
+      require helm helm.sh/helm/v3 "$HELM_VERSION"
+      build helm "$HELM_VERSION+k8s1.$kube_minor" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
+    ct)
+      require ct github.com/helm/chart-testing/v3 "$CT_VERSION"
+      build ct "$CT_VERSION" ct github.com/helm/chart-testing/v3/ct "$ct_ldflags" ;;
+    prometheus|promtool)
+      require prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
+      build "$t" "$PROMETHEUS_VERSION" prometheus "github.com/prometheus/prometheus/cmd/$t" "-s -w" ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done
