@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned tools (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok, kwokctl, helm, ct, prometheus, promtool) from Go modules into a cache outside the repository, keyed by version,
-# so a fresh clone reuses them. Prints nothing but progress on stderr; the bin directory is
+# kwok, kwokctl, helm, ct, prometheus, promtool) from Go modules into a cache outside the repository,
+# keyed by version and a hash of the module's go.mod and go.sum, the link flags and the Go toolchain,
+# so a fresh clone reuses them. Exits 2 when versions.env and a tool module's go.mod disagree. Prints nothing but progress on stderr; the bin directory is
 #   ${IMAGE_PREWARMER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-prewarmer}/bin
 # Usage: hack/tools/install.sh [tool ...]   (default: all)
 set -euo pipefail

@@ -524,7 +524,8 @@ func (e *Engine) deferEntries(ctx context.Context, actions []plan.Action, n int,
 const uninstallCheckInterval = 2 * time.Second
 
 // uninstallGuard stops a plan's entries and adoptions once `cleanup --uninstall` has marked the
-// warmer DaemonSet (state.Uninstalling). The plan was computed from a snapshot without the mark,
+// warmer DaemonSet (state.Uninstalling), and its entries once a re-read finds the DaemonSet gone
+// (a mark once seen stays even then). The plan was computed from a snapshot without the mark,
 // but writing it can take long (hundreds of entries, more so when client.qps paces them): an
 // entry that landed after the hook's last sweep would leave a node tainted with no orchestrator
 // left to release it. A plan whose writes began less than uninstallCheckInterval ago trusts its

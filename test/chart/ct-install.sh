@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make chart-test: installs the chart into a local kwok cluster (hack/cluster.sh, a dedicated cluster
-# so it never disturbs a development one) and always deletes that cluster at the end.
+# so it never disturbs a development one: CHART_TEST_CLUSTER, default image-prewarmer-ct), deleting
+# any cluster of that name first (a killed run's releases never fail the next) and at the end.
 #   1. `ct install` installs the chart with each charts/image-prewarmer/ci/*-values.yaml (`--wait`),
 #      runs `helm test` (a Job: one `run --once --dry-run` cycle), and uninstalls it (pre-delete
 #      cleanup hook), all in a namespace that enforces the restricted Pod Security Standard. The kwok
