@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -503,13 +504,7 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 // on it could land after the uninstall's last sweep and leave a node tainted with no orchestrator
 // to release it.
 func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
-	client := fake.NewClientset()
-	cfg := testConfig(t)
-	clk := clocktesting.NewFakePassiveClock(t0)
-	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
-	require.NoError(t, client.Tracker().Add(ds))
+	e, client, clk, ds := guardedEngine(t)
 	dsReads := func() int { return countActions(client, "get", "daemonsets") }
 	ctx := context.Background()
 	plans := make([]*uninstallGuard, 50)
@@ -553,13 +548,8 @@ func TestMissingWarmerStopsEntriesBeingWritten(t *testing.T) {
 	gvr := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
 	for _, markedFirst := range []bool{false, true} {
 		t.Run(fmt.Sprintf("marked first=%v", markedFirst), func(t *testing.T) {
-			client := fake.NewClientset()
-			cfg := testConfig(t)
-			clk := clocktesting.NewFakePassiveClock(t0)
-			e, err := New(Options{Config: cfg, Client: client, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			require.NoError(t, err)
-			ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
-			require.NoError(t, client.Tracker().Add(ds))
+			e, client, clk, ds := guardedEngine(t)
+			cfg := e.cfg
 			g := &uninstallGuard{e: e, start: t0}
 			ctx := context.Background()
 			step := 1
@@ -586,6 +576,20 @@ func TestMissingWarmerStopsEntriesBeingWritten(t *testing.T) {
 			assert.False(t, g.holds(ctx, plan.Adopt))
 		})
 	}
+}
+
+// guardedEngine returns an engine on a fake clientset holding the warmer DaemonSet, with a clock
+// the test moves, for the uninstall guard's tests.
+func guardedEngine(t *testing.T) (*Engine, *fake.Clientset, *clocktesting.FakePassiveClock, *appsv1.DaemonSet) {
+	t.Helper()
+	client := fake.NewClientset()
+	cfg := testConfig(t)
+	clk := clocktesting.NewFakePassiveClock(t0)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
+	require.NoError(t, client.Tracker().Add(ds))
+	return e, client, clk, ds
 }
 
 // countActions counts the fake client's requests with this verb on this resource.

@@ -221,12 +221,7 @@ func TestPullFailure(t *testing.T) {
 			})
 
 			e.cycle()
-			n := e.Node("a")
-			assert.True(t, strings.HasPrefix(n.Annotations[state.LastError], "ImagePull: "), n.Annotations[state.LastError])
-			assert.Contains(t, n.Annotations[state.LastError], "missing")
-			warnings := e.Events("a", "PrewarmImagePull")
-			require.Len(t, warnings, 1)
-			assert.Equal(t, corev1.EventTypeWarning, warnings[0].Type)
+			e.requireProblemRecorded("a", "ImagePull", "missing")
 
 			e.cycle() // the same problem is not reported twice
 			require.Len(t, e.Events("a", "PrewarmImagePull"), 1)
@@ -280,14 +275,21 @@ func TestUnschedulableWarmer(t *testing.T) {
 	})
 
 	e.cycle()
-	n := e.Node("a")
-	assert.True(t, strings.HasPrefix(n.Annotations[state.LastError], "Unschedulable: "), n.Annotations[state.LastError])
-	assert.Contains(t, n.Annotations[state.LastError], "Insufficient cpu")
-	warnings := e.Events("a", "PrewarmUnschedulable")
-	require.Len(t, warnings, 1)
-	assert.Equal(t, corev1.EventTypeWarning, warnings[0].Type)
+	e.requireProblemRecorded("a", plan.ProblemUnschedulable, "Insufficient cpu")
 	assert.Equal(t, map[string]float64{plan.ProblemUnschedulable: 1}, e.problemGauge())
 	e.requirePhase("a", state.PhaseWarming, "warming")
+}
+
+// requireProblemRecorded requires the node's last-error to record the problem reason (and say
+// detail), with one Warning Event Prewarm<reason> about it.
+func (e *env) requireProblemRecorded(short, reason, detail string) {
+	e.T.Helper()
+	lastError := e.Node(short).Annotations[state.LastError]
+	assert.True(e.T, strings.HasPrefix(lastError, reason+": "), lastError)
+	assert.Contains(e.T, lastError, detail)
+	warnings := e.Events(short, "Prewarm"+reason)
+	require.Len(e.T, warnings, 1)
+	assert.Equal(e.T, corev1.EventTypeWarning, warnings[0].Type)
 }
 
 func podPtrs(pods []corev1.Pod) []*corev1.Pod {
