@@ -244,11 +244,21 @@ func (l *ledger) forget(present func(node string) bool) {
 	}
 }
 
-// backingOff reports whether an action is for a node whose last write failed and whose retry
-// time has not come: the plan wants the node written, and the ledger holds the write back.
+// backingOff reports whether a write the plan wants is failing: an action for a node whose last
+// write failed and whose retry time has not come (the ledger holds the write back), or one that
+// failed and has not succeeded since; or a retry of a failed write in flight right now (a webhook
+// that times out, an API server that does not answer), which the plan left out as busy.
 func (l *ledger) backingOff(actions []plan.Action) bool {
+	for node, s := range l.failing {
+		if _, busy := l.inflight[node]; busy && s.failures > 0 {
+			return true
+		}
+	}
 	now := l.now()
-	return slices.ContainsFunc(actions, func(a plan.Action) bool { return now.Before(l.failing[a.Node].retryAt) })
+	return slices.ContainsFunc(actions, func(a plan.Action) bool {
+		s, failing := l.failing[a.Node]
+		return failing && (s.failures > 0 || now.Before(s.retryAt))
+	})
 }
 
 // inflightTainting reports whether a write that may taint a node (enter, adopt) is in flight.

@@ -256,6 +256,49 @@ func TestFailingWriteIsNoSuccess(t *testing.T) {
 		"a success once the retry went through")
 }
 
+// The retry of a failing write may take long (a webhook that times out, an API server that does
+// not answer): a plan of the whole pool meanwhile skips the node, which is in flight, and has
+// nothing to hand out, but is no success either.
+func TestRetryInFlightIsNoSuccess(t *testing.T) {
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	var patches attempts
+	hold := make(chan struct{})
+	defer close(hold)
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		patches.add()
+		if len(patches.times()) > 1 {
+			<-hold // the retry hangs
+		}
+		return true, nil, apierrors.NewInternalError(errors.New("webhook timed out"))
+	})
+	c := testController(t, client, false)
+	m := metrics.New()
+	c.metrics = m
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.ledger.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	const lastSuccess = "image_prewarmer_last_success_timestamp_seconds"
+	leading(t, c)
+	patches.waitAttempts(t, 1)
+	var retryAt time.Time
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		s, failing := c.ledger.failing["a"]
+		retryAt = s.retryAt
+		return failing
+	}, 5*time.Second, 5*time.Millisecond, "a's write failed")
+
+	clock.Store(retryAt.Add(time.Millisecond).UnixNano()) // its retry time has come
+	c.Trigger()
+	patches.waitAttempts(t, 2) // the retry, hanging
+
+	before := reconciles(t, m)
+	c.Trigger()
+	require.Eventually(t, func() bool { return reconciles(t, m) > before }, 5*time.Second, 5*time.Millisecond)
+	assert.Zero(t, gaugeValue(t, m, lastSuccess), "no success while a's retry is in flight")
+}
+
 // --dry-run writes nothing, so nothing it plans is ever in flight: an adoption it would write
 // must not hold back the entries of later plans, which it reports as a real run would write them.
 func TestDryRunKeepsPlanning(t *testing.T) {
