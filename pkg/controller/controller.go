@@ -523,6 +523,11 @@ func (c *Controller) Lead(ctx context.Context) error {
 			c.mu.Unlock()
 		case <-c.dirty:
 		}
+		if ctx.Err() != nil {
+			// select picks at random among ready cases: a wake-up that came with the end of
+			// leadership or SIGTERM plans nothing (its writes would fail as cancelled).
+			continue
+		}
 		c.reconcile(ctx)
 	}
 }
