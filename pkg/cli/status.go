@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -254,9 +255,15 @@ func orDash(s string) string {
 	return s
 }
 
-// oneLine returns s on one line, cut to n bytes (with "...") at a character boundary.
+// oneLine returns s on one line, its control characters (newlines, tabs that would break the
+// table's columns, terminal escapes) as spaces, cut to n bytes (with "...") at a character boundary.
 func oneLine(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 	if len(s) <= n {
 		return s
 	}

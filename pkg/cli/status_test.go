@@ -102,6 +102,7 @@ func TestRenderStatusCountsProblems(t *testing.T) {
 func TestOneLineCutsAtACharacter(t *testing.T) {
 	assert.Equal(t, "short", oneLine("short", 10))
 	assert.Equal(t, "a b", oneLine("a\nb", 10))
+	assert.Equal(t, "a b  [1m", oneLine("a\tb \x1b[1m", 20), "tabs and escapes would break the table or the terminal")
 	assert.Equal(t, "abcdefg...", oneLine("abcdefghijk", 10))
 	for n := 5; n < 14; n++ {
 		got := oneLine("pull: ünïcödé image", n)

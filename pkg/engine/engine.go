@@ -279,6 +279,10 @@ func (e *Engine) cleanup(ctx context.Context, uninstall bool) (Result, error) {
 func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (res Result, err error) {
 	set, err := e.markUninstalling(ctx)
 	if err != nil {
+		if outcomeUnknown(err) {
+			// No answer (SIGTERM, the hook's deadline, a timeout): the mark may have landed.
+			e.unmarkUninstalling(ctx, err)
+		}
 		return Result{}, err
 	}
 	if set {

@@ -379,6 +379,26 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 			},
 			want: context.Canceled.Error(),
 		},
+		{
+			name: "the mark lands but its answer is lost",
+			fail: func(client *fake.Clientset, _ context.CancelFunc) {
+				first := true
+				client.PrependReactor("patch", "daemonsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					if !first {
+						return false, nil, nil
+					}
+					first = false
+					// The API server applies the patch; the connection drops before the answer.
+					obj, err := client.Tracker().Get(a.GetResource(), a.GetNamespace(), a.(k8stesting.PatchAction).GetName())
+					require.NoError(t, err)
+					ds := obj.(*appsv1.DaemonSet).DeepCopy()
+					ds.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+					require.NoError(t, client.Tracker().Update(a.GetResource(), ds, a.GetNamespace()))
+					return true, nil, errors.New("connection reset by peer")
+				})
+			},
+			want: "connection reset by peer",
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -18,7 +19,8 @@ type NodeStatus struct {
 	// maintenance: most often no cycle has run since it entered maintenance, up to one schedule
 	// period in CronJob mode; otherwise held back by the budget, a missing warmer DaemonSet, an
 	// uninstall, or an upgrade the rule could not detect: Rule.Detectable), foreign (managed by
-	// another installation, or with an owner record that names none: LastProblem then says so), or
+	// another installation, or with an owner record that names none: LastProblem then says so),
+	// unknown (ours, with a phase annotation the planner does not know: LastProblem quotes it), or
 	// "" for an idle pool node.
 	Phase string `json:"phase"`
 	// Since is when the node entered its phase (zero when unknown).
@@ -59,7 +61,10 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 	c := p.newCycle(s)
 	st := Status{Time: s.Now, Instance: p.cfg.Instance, Totals: map[string]int{}}
 	if s.DaemonSet != nil {
-		st.Uninstalling = s.DaemonSet.Annotations[state.Uninstalling]
+		if at, marked := s.DaemonSet.Annotations[state.Uninstalling]; marked {
+			// The mark stops the installation whatever its value (the planner reads the key).
+			st.Uninstalling = cmp.Or(at, "(no time recorded)")
+		}
 	} else {
 		st.WarmerMissing = p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
 	}
@@ -79,6 +84,12 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			ns.Maintenance = describe(primary(ms))
 		}
 		switch phase := state.PhaseOf(n); {
+		case phase != "" && p.Owns(n) && phase != state.PhaseTainted && phase != state.PhaseWarming:
+			// A phase the planner does not know (set by hand): it leaves the node alone, tainted,
+			// and no timeout releases it. Not shown as the phase it names, which may be one of
+			// status's own ("released") or a total's.
+			ns.Phase = "unknown"
+			ns.LastProblem = fmt.Sprintf("unknown phase %s: left alone, tainted, until the annotation is fixed (tainted or warming) or removed", quote(phase))
 		case phase != "" && p.Owns(n):
 			ns.Phase = phase
 			if r := RecordedProblem(n); r != "" {

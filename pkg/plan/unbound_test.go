@@ -118,3 +118,26 @@ func TestEnteredOnATargetKernelIsAWarningNote(t *testing.T) {
 		assert.False(t, n.Warning, n.Message)
 	}
 }
+
+// status shows what the planner does with odd records: a phase set by hand that the planner does
+// not know is "unknown" (with the value quoted), not counted as the phase or total it names; an
+// uninstall mark with no value stops the installation, and status says so.
+func TestStatusOfOddRecords(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	handSet := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	handSet.Annotations[state.Phase] = "released"
+	s := snapshot(t0, []*corev1.Node{handSet}, nil)
+	st := p.Describe(s, false)
+	require.Len(t, st.Nodes, 1)
+	assert.Equal(t, "unknown", st.Nodes[0].Phase)
+	assert.Contains(t, st.Nodes[0].LastProblem, `unknown phase "released"`)
+	assert.Equal(t, map[string]int{"pool": 1, "unknown": 1}, st.Totals)
+	assert.Empty(t, st.Uninstalling)
+
+	s.DaemonSet = s.DaemonSet.DeepCopy()
+	s.DaemonSet.Annotations = map[string]string{state.Uninstalling: ""}
+	assert.Equal(t, "(no time recorded)", p.Describe(s, false).Uninstalling)
+	s.DaemonSet.Annotations[state.Uninstalling] = "2026-11-27T12:00:00Z"
+	assert.Equal(t, "2026-11-27T12:00:00Z", p.Describe(s, false).Uninstalling)
+}
