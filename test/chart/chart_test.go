@@ -136,6 +136,14 @@ func TestWarmerAffinity(t *testing.T) {
 			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, upgrading, target kernel"},
 		},
 		{
+			// With a template, the template alone says when a node is upgraded: a node already on
+			// a target kernel may be waiting for its reboot, so no kernel term starts its warmer.
+			name:    "target kernels and a template",
+			extra:   "upgrade: {kernelVersions: [6.8.0, 6.8.1], kernelVersionLabel: " + kernelLabel + ", when: '{{ and (has .Kernel .KernelVersions) (ne .BootID .Baseline.BootID) }}'}",
+			terms:   1,
+			matches: []string{"pool, warming", "pool, warming, old kernel"},
+		},
+		{
 			name:    "keepAfterRelease",
 			extra:   "prewarm: {keepAfterRelease: true}",
 			terms:   2,
@@ -947,6 +955,7 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "ServiceMonitor interval in microseconds", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 500us}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
 		{name: "ServiceMonitor interval units out of order", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 30s1m}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
 		{name: "ServiceMonitor interval 0", extra: "orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true, interval: 0s}}}", want: []string{"/orchestrator/metrics/serviceMonitor/interval"}},
+		{name: "resource claims the chart has no pod claim for", extra: "prewarm: {resources: {claims: [{name: gpu}]}}", want: []string{"/prewarm/resources", "claims"}},
 		{name: "cleanup deadline shorter than its sweep", extra: "orchestrator: {cleanupJob: {activeDeadlineSeconds: 8}}", want: []string{"/orchestrator/cleanupJob/activeDeadlineSeconds"}},
 		{name: "priority class with a space", extra: "prewarm: {priorityClassName: High Priority}", want: []string{"/prewarm/priorityClassName"}},
 		{name: "service account name with upper case", extra: "serviceAccount: {name: My_SA}", want: []string{"/serviceAccount/name"}},

@@ -140,3 +140,21 @@ func TestTolerationsAndIntervalsTheAPIAccepts(t *testing.T) {
 		})
 	}
 }
+
+// The orchestrator's image is built for Linux only: its pods (CronJob, Deployment, the cleanup
+// hook, helm test) never land on a Windows node, which the default preference for nodes outside
+// the pool would otherwise favour as much as a system node. A value for the key replaces it.
+func TestOrchestratorPodsRunOnLinux(t *testing.T) {
+	for _, mode := range []string{"cronjob", "deployment"} {
+		r := mustRender(t, minimal(t, "orchestrator: {mode: "+mode+"}"))
+		pods := orchestratorPods(t, r)
+		require.NotEmpty(t, pods)
+		for name, pod := range pods {
+			assert.Equal(t, map[string]string{"kubernetes.io/os": "linux"}, pod.NodeSelector, name)
+		}
+	}
+	r := mustRender(t, minimal(t, "orchestrator: {nodeSelector: {kubernetes.io/os: linux-custom, role: system}}"))
+	for name, pod := range orchestratorPods(t, r) {
+		assert.Equal(t, map[string]string{"kubernetes.io/os": "linux-custom", "role": "system"}, pod.NodeSelector, name)
+	}
+}

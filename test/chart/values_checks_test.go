@@ -505,7 +505,7 @@ func TestYAMLBooleanLabelKeysAreRefused(t *testing.T) {
   metrics: {serviceMonitor: {enabled: true, labels: {"yes": x}}}
 `))
 		for name, pod := range orchestratorPods(t, r) {
-			assert.Equal(t, map[string]string{"on": "system"}, pod.NodeSelector, name)
+			assert.Equal(t, map[string]string{"on": "system", "kubernetes.io/os": "linux"}, pod.NodeSelector, name)
 		}
 		sm := find[*unstructured.Unstructured](t, r, "")
 		assert.Equal(t, "x", sm.GetLabels()["yes"], "the ServiceMonitor's label")

@@ -424,10 +424,9 @@ imagePullSecrets:
 {{- end }}
 securityContext:
   {{- include "image-prewarmer.podSecurityContext" $root | nindent 2 }}
-{{- with $o.nodeSelector }}
+{{- /* The image is built for Linux only: never on a Windows node, unless the values say otherwise. */}}
 nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
+  {{- merge (deepCopy ($o.nodeSelector | default dict)) (dict "kubernetes.io/os" "linux") | toYaml | nindent 2 }}
 {{- if $o.affinity }}
 affinity:
   {{- toYaml $o.affinity | nindent 2 }}
