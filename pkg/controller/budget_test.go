@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -139,4 +140,46 @@ func TestUnansweredEntryKeepsItsSlot(t *testing.T) {
 	require.Eventually(t, func() bool { return phase("b") == state.PhaseTainted }, 5*time.Second, 10*time.Millisecond, "b's entry landed")
 	time.Sleep(retryAfterError + 500*time.Millisecond) // b's retry, and the plans a's change asked for
 	assert.Empty(t, phase("a"), "maxConcurrent 1: b holds the slot")
+}
+
+// Entries held back while an adoption was in flight are planned again as soon as it returns, also
+// when it failed: its failure has no bearing on their slots. Here the adoption's retry is minutes
+// away (a write refused again and again) and the resync is too, so only that re-plan enters x.
+func TestEntriesHeldForAFailedAdoptionGoOnAtOnce(t *testing.T) {
+	client := withWarmer(tu.Node("j", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule)))
+	hold := make(chan struct{})
+	var adoptions atomic.Int32
+	client.PrependReactor("patch", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.(k8stesting.PatchAction).GetName() != "j" {
+			return false, nil, nil
+		}
+		adoptions.Add(1)
+		<-hold
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "j", errors.New("denied by a webhook"))
+	})
+	c := testController(t, client, false)
+	c.resync = 10 * time.Minute
+	c.mu.Lock()
+	// Refused many times already, its retry time just come: the next retry is minutes away.
+	c.ledger.failing["j"] = streak{failures: 10, retryAt: time.Now()}
+	c.mu.Unlock()
+	stop := leading(t, c)
+	defer stop()
+	require.Eventually(t, func() bool { return adoptions.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "j's adoption in flight")
+
+	// x enters maintenance while j's adoption is in flight: its entry waits for it. (Through the
+	// tracker: the fake clientset holds its lock while the adoption's reactor blocks.)
+	require.NoError(t, client.Tracker().Add(tu.Node("x", tu.WithLabels("pool", "notebooks"), tu.Cordoned())))
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.ledger.entriesWaiting
+	}, 5*time.Second, 5*time.Millisecond, "x's entry held back")
+	close(hold) // j's adoption is refused
+
+	require.Eventually(t, func() bool {
+		n, err := client.CoreV1().Nodes().Get(context.Background(), "x", metav1.GetOptions{})
+		return err == nil && state.PhaseOf(n) == state.PhaseTainted
+	}, 5*time.Second, 10*time.Millisecond, "x entered once j's write returned, not at j's retry")
+	assert.Equal(t, int32(1), adoptions.Load(), "j waits for its retry")
 }

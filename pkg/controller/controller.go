@@ -692,9 +692,13 @@ func (c *Controller) reconcile(ctx context.Context) {
 			case err != nil:
 				// Re-planned after retryIn, not at once: a write that keeps failing (RBAC, a
 				// webhook, conflicts) would loop on the API. Until then the ledger holds back
-				// any plan of the node.
+				// any plan of the node. Entries that waited for this write go on now, failed
+				// or not: its outcome is known.
 				if ctx.Err() == nil {
 					time.AfterFunc(retryIn, func() { c.triggerNode(a.Node) })
+					if entries {
+						c.Trigger()
+					}
 				}
 			case entries:
 				c.Trigger()
