@@ -166,7 +166,9 @@ type Warmer struct {
 
 // Events configures the Kubernetes Events the orchestrator emits about nodes.
 type Events struct {
-	// Namespace holds Events about nodes (cluster-scoped objects). Default "default", as the kubelet does.
+	// Namespace holds Events about nodes. Only "default": the API server accepts Events about a
+	// cluster-scoped object in no other namespace (kube-system only for events.k8s.io Events).
+	// Each Event names the installation that wrote it in its image-prewarmer.io/owner annotation.
 	Namespace string `json:"namespace"`
 	// Transitions also records a Normal Event for every routine transition (tainted, adopted,
 	// upgrade seen, released warm, cancelled, left the pool, cleaned up): one more API write per
@@ -431,8 +433,10 @@ func (c *Config) validate() field.ErrorList {
 		errs = append(errs, field.NotSupported(field.NewPath("onWarmTimeout"), c.OnWarmTimeout,
 			[]OnWarmTimeout{OnWarmTimeoutRelease, OnWarmTimeoutKeep}))
 	}
-	for _, msg := range validation.IsDNS1123Label(c.Events.Namespace) {
-		errs = append(errs, field.Invalid(field.NewPath("events", "namespace"), c.Events.Namespace, msg))
+	if c.Events.Namespace != "default" {
+		// The API server refuses a core/v1 Event about a cluster-scoped object (a node) in any
+		// other namespace: every Event, the Warnings included, would be lost.
+		errs = append(errs, field.NotSupported(field.NewPath("events", "namespace"), c.Events.Namespace, []string{"default"}))
 	}
 	cp := field.NewPath("client")
 	if q := c.Client.QPS; q != nil && *q <= 0 && *q != -1 {

@@ -55,7 +55,7 @@ cancelAfter: 0s
 maxWaitForUpgrade: 12h
 maxWaitForWarm: 90m
 onWarmTimeout: keep
-events: {namespace: ops, transitions: true}
+events: {namespace: default, transitions: true}
 client: {qps: 5, burst: 10, timeout: 10s}
 `))
 	require.NoError(t, err)
@@ -65,7 +65,7 @@ client: {qps: 5, burst: 10, timeout: 10s}
 	assert.Equal(t, config.OnWarmTimeoutKeep, cfg.OnWarmTimeout)
 	assert.Equal(t, "upgrade=pending", cfg.NodeLabelSelector().String())
 	assert.Equal(t, "prewarm/notebooks", cfg.Instance)
-	assert.Equal(t, config.Events{Namespace: "ops", Transitions: true}, cfg.Events)
+	assert.Equal(t, config.Events{Namespace: "default", Transitions: true}, cfg.Events)
 }
 
 func TestClientRateLimitByMode(t *testing.T) {
@@ -115,6 +115,8 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"negative budget", "maxConcurrent: -1\n", "maxConcurrent: Invalid value"},
 		{"bad percentage", "maxConcurrent: 150%\n", "maxConcurrent: Invalid value"},
 		{"bad onWarmTimeout", "onWarmTimeout: ignore\n", "onWarmTimeout: Unsupported value"},
+		// The API server refuses an Event about a node in any other namespace.
+		{"events in another namespace", "events: {namespace: ops}\n", `events.namespace: Unsupported value: "ops": supported values: "default"`},
 		{"no source", "maintenance:\n  nodeMaintenance: {enabled: false}\n", "maintenance: Required value"},
 		{"label source without selector", "maintenance:\n  nodeLabel: {enabled: true}\n", "maintenance.nodeLabel.selector: Required value"},
 		{"bad label selector", "maintenance:\n  nodeLabel: {enabled: true, selector: 'a=(b'}\n", "maintenance.nodeLabel.selector: Invalid value"},

@@ -865,3 +865,25 @@ func TestCountByPhaseProblemAndPool(t *testing.T) {
 	assert.Equal(t, map[string]int{"ImagePull": 1, plan.ProblemWarmTimeout: 1, plan.ProblemOther: 1}, got.ByProblem)
 	assert.Equal(t, 6, got.Pool)
 }
+
+// Events about nodes go to default, the one namespace the API server accepts them in for a
+// cluster-scoped object, which installations share: each names the installation that wrote it.
+func TestEventsNameTheirInstallation(t *testing.T) {
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	cfg := testConfig(t)
+	cfg.Events.Transitions = true
+	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	_, err = e.RunOnce(context.Background())
+	require.NoError(t, err)
+	e.WaitEvents()
+	events, err := client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, events.Items, 1)
+	ev := events.Items[0]
+	assert.Equal(t, "PrewarmTainted", ev.Reason)
+	assert.Equal(t, "a", ev.InvolvedObject.Name)
+	assert.Empty(t, ev.InvolvedObject.Namespace, "a node has none")
+	assert.Equal(t, cfg.Instance, ev.Annotations[state.Owner])
+}

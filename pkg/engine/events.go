@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
 
 // Component is the source component of the Events this product emits.
@@ -43,6 +44,9 @@ func (e *Engine) writeEvents(ctx context.Context, node *corev1.Node, a plan.Acti
 			ObjectMeta: metav1.ObjectMeta{
 				GenerateName: node.Name + ".",
 				Namespace:    e.cfg.Events.Namespace,
+				// Installations share the namespace (Events about nodes live in default): this
+				// says which one wrote it.
+				Annotations: map[string]string{state.Owner: e.cfg.Instance},
 			},
 			InvolvedObject: corev1.ObjectReference{
 				Kind: "Node", APIVersion: "v1", Name: node.Name, UID: node.UID,

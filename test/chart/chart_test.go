@@ -242,7 +242,7 @@ cancelAfter: 7m
 maxWaitForUpgrade: 36h
 maxWaitForWarm: 90m
 onWarmTimeout: keep
-events: {namespace: ops-events, transitions: true}
+events: {namespace: default, transitions: true}
 orchestrator: {client: {qps: 7.5, burst: 15, timeout: 45s}}
 `)
 	r := mustRender(t, vals)
@@ -266,7 +266,7 @@ orchestrator: {client: {qps: 7.5, burst: 15, timeout: 45s}}
 	assert.Equal(t, 36*time.Hour, cfg.MaxWaitForUpgrade.Duration)
 	assert.Equal(t, 90*time.Minute, cfg.MaxWaitForWarm.Duration)
 	assert.Equal(t, config.OnWarmTimeoutKeep, cfg.OnWarmTimeout)
-	assert.Equal(t, "ops-events", cfg.Events.Namespace)
+	assert.Equal(t, "default", cfg.Events.Namespace)
 	assert.True(t, cfg.Events.Transitions)
 	require.NotNil(t, cfg.Client.QPS)
 	assert.InDelta(t, 7.5, *cfg.Client.QPS, 1e-9)
@@ -324,12 +324,12 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		},
 		{
 			name:  "custom maintenance resource",
-			extra: "{maintenance: {nodeMaintenance: {group: upgrades.example.com, resource: drains}}, events: {namespace: ops}}",
+			extra: "{maintenance: {nodeMaintenance: {group: upgrades.example.com, resource: drains}}}",
 			clusterRole: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
 				{APIGroups: []string{"upgrades.example.com"}, Resources: []string{"drains"}, Verbs: watchOnly},
 			},
-			eventsNS: "ops",
+			eventsNS: "default",
 		},
 		{
 			name:  "deployment mode",
@@ -893,6 +893,7 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "bool as string", extra: "prewarm: {keepAfterRelease: 'yes'}", want: []string{"/prewarm/keepAfterRelease", "want boolean"}},
 		{name: "negative backoff", extra: "orchestrator: {cronJob: {backoffLimit: -1}}", want: []string{"/orchestrator/cronJob/backoffLimit"}},
 		{name: "bad events namespace", extra: "events: {namespace: Events_NS}", want: []string{"/events/namespace"}},
+		{name: "events in a namespace the API server refuses them in", extra: "events: {namespace: ops}", want: []string{"/events/namespace", "default"}},
 		{name: "transitions as string", extra: "events: {transitions: 'on'}", want: []string{"/events/transitions", "want boolean"}},
 		{name: "pull secrets as strings", extra: "prewarm: {imagePullSecrets: [regcred]}", want: []string{"/prewarm/imagePullSecrets/0"}},
 		// Combinations the templates refuse with a message naming the values.

@@ -4,6 +4,7 @@ package chart_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -108,19 +109,23 @@ func TestReleaseNamesYAMLReadsAsScalars(t *testing.T) {
 }
 
 // The same for the release namespace: every namespace field of every object is the namespace, as
-// a string; events.namespace and maintenance.nodeMaintenance.namespace, which take the same names,
-// too.
+// a string (but the Events' Role and RoleBinding, in default: events.namespace takes no other);
+// maintenance.nodeMaintenance.namespace, which takes the same names, too.
 func TestNamespacesYAMLReadsAsScalars(t *testing.T) {
 	for _, ns := range yamlScalarNames {
 		for _, mode := range []string{"cronjob", "deployment"} {
 			t.Run(ns+"/"+mode, func(t *testing.T) {
-				vals := minimal(t, everyOptionalObject[mode], fmt.Sprintf("{events: {namespace: %q}, maintenance: {nodeMaintenance: {namespace: %q}}}", ns, ns))
+				vals := minimal(t, everyOptionalObject[mode], fmt.Sprintf("{maintenance: {nodeMaintenance: {namespace: %q}}}", ns))
 				r, err := render(t, vals, renderOpts{namespace: ns})
 				require.NoError(t, err)
 				namespaces := 0
 				for _, o := range r.Objects {
 					for path, v := range fieldValues(t, o, "namespace") {
-						assert.Equal(t, ns, v, "%T %s: %s", o, objName(o), path)
+						want := ns
+						if strings.HasSuffix(objName(o), "-events") && path != ".subjects[0].namespace" {
+							want = "default" // the Events' Role and RoleBinding; their subject is the ServiceAccount
+						}
+						assert.Equal(t, want, v, "%T %s: %s", o, objName(o), path)
 						namespaces++
 					}
 					if u, ok := o.(*unstructured.Unstructured); ok && u.GetKind() == "ServiceMonitor" {
@@ -134,7 +139,7 @@ func TestNamespacesYAMLReadsAsScalars(t *testing.T) {
 				cfg := parsedConfig(t, r)
 				assert.Equal(t, ns+"/"+releaseName, cfg.Instance)
 				assert.Equal(t, ns, cfg.Warmer.Namespace)
-				assert.Equal(t, ns, cfg.Events.Namespace)
+				assert.Equal(t, "default", cfg.Events.Namespace)
 				assert.Equal(t, ns, cfg.Maintenance.NodeMaintenance.Namespace)
 			})
 		}

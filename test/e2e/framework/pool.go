@@ -93,7 +93,8 @@ func (p *Pool) Reboot(short, kernel string) {
 	require.NoError(p.T, err)
 }
 
-// Events returns the Events about the node with the given reason ("": all of them).
+// Events returns the Events this installation wrote about the node with the given reason ("": all
+// of them). Installations share the Events' namespace; each Event names its own.
 func (p *Pool) Events(short, reason string) []corev1.Event {
 	p.T.Helper()
 	list, err := p.Cluster.Client.CoreV1().Events(p.Config.Events.Namespace).List(p.Ctx, metav1.ListOptions{
@@ -102,6 +103,9 @@ func (p *Pool) Events(short, reason string) []corev1.Event {
 	require.NoError(p.T, err)
 	var out []corev1.Event
 	for _, ev := range list.Items {
+		if ev.Annotations[state.Owner] != p.Config.Instance {
+			continue
+		}
 		if reason == "" || ev.Reason == reason {
 			out = append(out, ev)
 		}

@@ -244,7 +244,6 @@ func (e *env) secondInstallation(suffix string, mutate func(*config.Config)) *en
 	cfg := *e.Config
 	cfg.Instance = ns + "/prewarm"
 	cfg.Warmer = config.Warmer{Namespace: ns, DaemonSetName: "warmer"}
-	cfg.Events.Namespace = ns
 	cfg.Pool.NodeSelector = nil
 	mutate(&cfg)
 	require.NoError(e.T, cfg.Validate())

@@ -86,6 +86,9 @@ func TestTwoInstallationsOverlappingPools(t *testing.T) {
 	b.requireNotOurs(shared)
 	a.requirePhase("shared", state.PhaseTainted, "upgrading")
 	assert.Equal(t, a.Config.Instance, shared.Annotations[state.Owner])
+	// Both write their Events to default; each names its installation.
+	require.Len(t, b.Events("bonly", "PrewarmTainted"), 1, "B records its own entry")
+	require.Len(t, a.Events("shared", "PrewarmTainted"), 1, "A records its entry")
 	assert.Empty(t, b.Events("shared", ""), "B emits nothing about a node A owns")
 
 	// B's uninstall hook releases what B owns, never what A owns.
