@@ -210,6 +210,22 @@ func reconciles(t *testing.T, m *metrics.Metrics) uint64 {
 	return 0
 }
 
+// lastSuccess is the gauge the stalled-reconcile alert reads.
+const lastSuccess = "image_prewarmer_last_success_timestamp_seconds"
+
+// stillClockController returns a controller with metrics (returned too) whose ledger reads the
+// returned clock, which stands still until the test moves it.
+func stillClockController(t *testing.T, client *fake.Clientset) (*Controller, *metrics.Metrics, *atomic.Int64) {
+	t.Helper()
+	c := testController(t, client, false)
+	m := metrics.New()
+	c.metrics = m
+	clock := new(atomic.Int64)
+	clock.Store(time.Now().UnixNano())
+	c.ledger.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	return c, m, clock
+}
+
 // A plan of the whole pool while a node's write keeps failing has nothing to hand out until the
 // retry, but is no success: last_success_timestamp_seconds, which the alert on stalled
 // reconciles reads, stays where it was until the write goes through.
@@ -225,15 +241,9 @@ func TestFailingWriteIsNoSuccess(t *testing.T) {
 		patches.add()
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("denied"))
 	})
-	c := testController(t, client, false)
-	m := metrics.New()
-	c.metrics = m
 	// The ledger's clock stands still until the test moves it: a's retry time does not come
 	// however slowly the plans below run.
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	c.ledger.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	const lastSuccess = "image_prewarmer_last_success_timestamp_seconds"
+	c, m, clock := stillClockController(t, client)
 	leading(t, c)
 	patches.waitAttempts(t, 1)
 	require.Eventually(t, func() bool {
@@ -271,13 +281,7 @@ func TestRetryInFlightIsNoSuccess(t *testing.T) {
 		}
 		return true, nil, apierrors.NewInternalError(errors.New("webhook timed out"))
 	})
-	c := testController(t, client, false)
-	m := metrics.New()
-	c.metrics = m
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	c.ledger.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	const lastSuccess = "image_prewarmer_last_success_timestamp_seconds"
+	c, m, clock := stillClockController(t, client)
 	leading(t, c)
 	patches.waitAttempts(t, 1)
 	var retryAt time.Time
