@@ -7,6 +7,7 @@ package plan
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -631,7 +632,11 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 	msg := fmt.Sprintf("joined with taint %s: warming until warmer pod is Ready", p.cfg.Taint.Key)
 	ann := p.startAnnotations(c, n, state.PhaseWarming)
 	ann[state.UpgradedAt] = ptr(c.now)
-	if _, ok := n.Annotations[state.MaintenanceID]; ok {
+	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
+		// It joined, but a maintenance names it: recorded as for an entry, so that its release
+		// while that maintenance lasts does not make it look new, and the node entered again.
+		ann[state.MaintenanceID] = ptr(maintenanceIDs(active))
+	} else if _, ok := n.Annotations[state.MaintenanceID]; ok {
 		ann[state.MaintenanceID] = nil // it joined: no maintenance of ours brought it here
 	}
 	return Action{
@@ -669,7 +674,19 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	}
 	if !c.uninstalling {
 		if r, restore := p.restoreStatusLabel(n); restore {
-			return r, true
+			if !ok {
+				return r, true
+			}
+			// One patch for both: the planned record (a timer's start or repair, a problem) is
+			// not put off while the label is put back, or a label removed again and again would
+			// keep cancelAfter and the timeouts from ever starting.
+			if a.Change.Labels == nil {
+				a.Change.Labels = map[string]*string{}
+			}
+			maps.Copy(a.Change.Labels, r.Change.Labels)
+			a.Events = append(a.Events, r.Events...)
+			a.Message += "; " + r.Message
+			return a, true
 		}
 	}
 	return a, ok
