@@ -29,17 +29,21 @@ help: ## List the targets.
 build: ## Build the orchestrator binary into bin/.
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/prewarm-orchestrator
 
+# GO_FILES sets files to the tracked Go files, and fails (rather than leave gofmt reading stdin)
+# outside a git checkout.
+GO_FILES = files=$$(git ls-files '*.go') && [[ -n $$files ]] || { echo "needs a git checkout: git ls-files found no Go files" >&2; exit 1; }
+
 .PHONY: tools
 tools: ## Build the pinned cluster and chart tools into the cache (first time ~10 min).
 	hack/tools/install.sh >/dev/null
 
 .PHONY: fmt
 fmt: ## Format the Go code.
-	gofmt -w $$(git ls-files '*.go')
+	@$(GO_FILES); gofmt -w $$files
 
 .PHONY: lint
 lint: ## gofmt and go vet.
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@$(GO_FILES); out=$$(gofmt -l $$files); if [[ -n "$$out" ]]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
 .PHONY: unit
@@ -50,8 +54,13 @@ unit: ## Unit tests (no cluster), with the race detector.
 e2e: tools ## End-to-end tests against a local control plane (brought up and down by the tests).
 	go test -count=1 -timeout 30m ./test/e2e/...
 
+.PHONY: preflight
+preflight: ## Check the host commands `make test` needs beyond Go (before the long steps).
+	@missing=(); for c in git gcc flock yamllint; do command -v $$c >/dev/null 2>&1 || missing+=($$c); done; \
+	if [[ $${#missing[@]} -gt 0 ]]; then echo "preflight: missing $${missing[*]} (Debian: apt-get install -y git gcc util-linux yamllint; bash .ci/run installs them)" >&2; exit 1; fi
+
 .PHONY: test
-test: lint unit e2e chart-lint chart-test ## Everything CI runs: lint, unit, e2e, chart lint and install.
+test: preflight lint unit e2e chart-lint chart-test ## Everything CI runs: lint, unit, e2e, chart lint and install.
 
 .PHONY: bench
 bench: tools ## Measure release latency (event-driven) and run --once cost on the local cluster; writes docs/benchmarks.md (~15 min; not part of test).
