@@ -142,3 +142,66 @@ func TestEndlessTemplateRefused(t *testing.T) {
 	_, err = upgrade.NewRule(nil, "", `{{ range 10 }}{{ end }}true`)
 	require.NoError(t, err, "a template that finishes in time is accepted")
 }
+
+// The sprig functions that build a list or a string of a size given by an argument are bounded:
+// refused at start-up when the sample node reaches the bound, a rule error on a node whose data
+// does, never an allocation that gets the process killed.
+func TestSizedFunctionsAreBounded(t *testing.T) {
+	for name, when := range map[string]string{
+		"until":              `{{ len (until 100000000) }}`,
+		"until, negative":    `{{ len (until -100000000) }}`,
+		"untilStep":          `{{ len (untilStep 0 100000000 1) }}`,
+		"untilStep, extreme": `{{ len (untilStep -9223372036854775808 9223372036854775807 1) }}`,
+		"seq":                `{{ seq 100000000 }}`,
+		"seq with a step":    `{{ seq 0 1 100000000 }}`,
+		"repeat":             `{{ $_ := repeat 300000000 "x" }}false`,
+		"indent":             `{{ $_ := indent 1000000000 "x" }}false`,
+		"nindent":            `{{ $_ := nindent 100000 "a\nb\nc" }}false`,
+		"randAlphaNum":       `{{ $_ := randAlphaNum 1000000000 }}false`,
+		"randBytes":          `{{ $_ := randBytes 1000000000 }}false`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := upgrade.NewRule(nil, "", when)
+			require.ErrorContains(t, err, "more than the 65536 a rule may")
+		})
+	}
+	for name, when := range map[string]string{
+		"until":       `{{ eq (len (until 10)) 10 }}`,
+		"until, down": `{{ eq (len (until -10)) 10 }}`,
+		"untilStep":   `{{ eq (len (untilStep 0 10 3)) 4 }}`,
+		"seq":         `{{ eq (seq 3) "1 2 3" }}`,
+		"seq, down":   `{{ eq (seq 3 1) "3 2 1" }}`,
+		"seq, step":   `{{ eq (seq 0 5 10) "0 5 10" }}`,
+		"repeat":      `{{ eq (repeat 3 "ab") "ababab" }}`,
+		"nindent":     `{{ eq (nindent 2 "a") "\n  a" }}`,
+		"rand":        `{{ eq (len (randAlpha 8)) 8 }}`,
+	} {
+		t.Run("within the bound: "+name, func(t *testing.T) {
+			r, err := upgrade.NewRule(nil, "", when)
+			require.NoError(t, err)
+			got, err := r.Upgraded(&corev1.Node{}, upgrade.Baseline{})
+			require.NoError(t, err)
+			assert.True(t, got)
+		})
+	}
+
+	t.Run("a count read from the node", func(t *testing.T) {
+		r, err := upgrade.NewRule(nil, "", `{{ $n := atoi (index .Labels "example.com/n") }}{{ gt (len (until $n)) 0 }}`)
+		require.NoError(t, err)
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"example.com/n": "3"}}}
+		got, err := r.Upgraded(node, upgrade.Baseline{})
+		require.NoError(t, err)
+		assert.True(t, got)
+		node.Labels["example.com/n"] = "1000000000"
+		_, err = r.Upgraded(node, upgrade.Baseline{})
+		require.ErrorContains(t, err, "until: would build 1000000000 elements")
+	})
+}
+
+// A rule reads the node, not the orchestrator's environment or the network.
+func TestEnvironmentAndNetworkFunctionsAreRefused(t *testing.T) {
+	for _, when := range []string{`{{ env "HOME" }}`, `{{ expandenv "$HOME" }}`, `{{ getHostByName "localhost" }}`} {
+		_, err := upgrade.NewRule(nil, "", when)
+		require.ErrorContains(t, err, "not defined", when)
+	}
+}
