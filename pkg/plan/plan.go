@@ -593,7 +593,13 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 		state.StatusLabel:    ptr(p.cfg.StatusLabel.Key),
 		state.StatusValues:   ptr(state.FormatStatusValues(p.cfg.StatusLabel.Value, p.cfg.StatusLabel.WarmingValue)),
 	}
-	for _, k := range append(slices.Clone(state.RecordAnnotations), state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
+	if src := p.rule.KernelSource(n); src != "" {
+		ann[state.BaselineKernelSource] = ptr(src)
+	}
+	for _, k := range append(slices.Clone(state.RecordAnnotations), state.BaselineKernelSource, state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
+		if _, set := ann[k]; set {
+			continue
+		}
 		if _, ok := n.Annotations[k]; ok {
 			ann[k] = nil
 		}
@@ -844,7 +850,7 @@ func (p *Planner) replaceChanged(n *corev1.Node, oldTaint corev1.Taint) (a Actio
 }
 
 func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
-	baseline := upgrade.Baseline{Kernel: n.Annotations[state.BaselineKernel], BootID: n.Annotations[state.BaselineBootID]}
+	baseline := upgrade.Baseline{Kernel: n.Annotations[state.BaselineKernel], KernelSource: n.Annotations[state.BaselineKernelSource], BootID: n.Annotations[state.BaselineBootID]}
 	baseline.TaintedAt, _ = state.Time(n, state.TaintedAt) // as recorded, for upgrade.when
 	taintedAt, hasTaintedAt := recordedTime(c, n, state.TaintedAt)
 	// A rule that fails on this node says nothing about its upgrade: the node is treated as not
@@ -857,7 +863,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			a.WarmPod = pod
 			return a, true
 		}
-		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.Kernel(n)), clip(baseline.Kernel))
+		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.KernelFrom(n, baseline.KernelSource)), clip(baseline.Kernel))
 		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil
@@ -888,6 +894,13 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 				msg := fmt.Sprintf("left maintenance at %s; upgrade.when failed on the node (%v), so it may have been upgraded: released without pre-warming", state.FormatTime(leftAt), ruleErr)
 				a := p.release(c, n, state.ReasonCancelled, msg)
 				a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmUpgradeRuleError", Message: truncate(msg, 1024)}}
+				return a, true
+			}
+			if kernel, off := p.rule.OffTarget(n, baseline); off {
+				// Rebooted, onto a kernel upgrade.kernelVersions does not list: it opens cold.
+				msg := fmt.Sprintf("left maintenance at %s after a reboot onto kernel %s, which upgrade.kernelVersions does not list: released without pre-warming", state.FormatTime(leftAt), clip(kernel))
+				a := p.release(c, n, state.ReasonCancelled, msg)
+				a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmKernelNotTargeted", Message: msg}}
 				return a, true
 			}
 			return p.release(c, n, state.ReasonCancelled, fmt.Sprintf("left maintenance at %s without being upgraded", state.FormatTime(leftAt))), true

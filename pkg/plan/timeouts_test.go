@@ -1,10 +1,12 @@
 package plan_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
@@ -59,5 +61,99 @@ func TestUpgradedButNotReadyIsNotCancelled(t *testing.T) {
 	for _, a := range got.Actions {
 		assert.False(t, a.Type == plan.Release && a.Reason == state.ReasonCancelled,
 			"upgraded (kernel 6.8.0-1, new boot ID) but NotReady: not a cancelled maintenance, got %s/%s: %s", a.Type, a.Reason, a.Message)
+	}
+}
+
+// With upgrade.kernelVersions, a node that rebooted during its maintenance onto a kernel the list
+// does not name is not upgraded by the rule; cancelAfter releases it once its maintenance is gone,
+// and since it may have lost its images, the release comes with a Warning Event naming the
+// kernel. One that never rebooted is cancelled as usual, without one.
+func TestRebootOntoAnUnlistedKernelIsAWarningCancel(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.Upgrade.KernelVersions = []string{"6.8.0-1"} })
+	left := tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(-20*time.Minute)))
+	rebooted := tu.Node("a", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), left},
+		upgradedTo("6.9.0-1")...)...)
+	newBootOnly := tu.Node("b", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), left, tu.WithKernel("5.15.0-1"), tu.WithBootID("boot-2"))
+	untouched := tu.Node("c", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), left, tu.WithKernel("5.15.0-1"), tu.WithBootID("boot-1"))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{rebooted, newBootOnly, untouched}, nil))
+	assert.Equal(t, []want{
+		{"a", plan.Release, state.ReasonCancelled},
+		{"b", plan.Release, state.ReasonCancelled},
+		{"c", plan.Release, state.ReasonCancelled},
+	}, summarize(got))
+	warnings := map[string][]plan.Event{}
+	for _, a := range got.Actions {
+		for _, ev := range a.Events {
+			if ev.Type == corev1.EventTypeWarning {
+				warnings[a.Node] = append(warnings[a.Node], ev)
+			}
+		}
+	}
+	if assert.Len(t, warnings["a"], 1) {
+		assert.Equal(t, "PrewarmKernelNotTargeted", warnings["a"][0].Reason)
+		assert.Contains(t, warnings["a"][0].Message, "kernel 6.9.0-1, which upgrade.kernelVersions does not list")
+	}
+	assert.Len(t, warnings["b"], 1, "a new boot ID on the old kernel is a reboot too")
+	assert.Empty(t, warnings["c"], "never rebooted: a plain cancel")
+}
+
+// With upgrade.kernelVersionLabel, a node's kernel is the label where the node has it, else
+// status.nodeInfo. The baseline records which of the two it was read from, and the change rule
+// reads the node's kernel from there again: a label that appears (or goes) between the entry
+// and the reboot, written in a form of its own, is no upgrade; a change in the same source is.
+func TestKernelBaselineIsComparedWithItsOwnSource(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.Upgrade.KernelVersionLabel = "example.com/kernel" })
+	maint := map[string][]plan.Maintenance{"info": nm("info"), "label": nm("label")}
+	fromInfo := tu.Node("info", inPool(), tu.WithKernel("5.15.0-1057-azure"), tu.WithBootID("boot-1"))
+	fromLabel := tu.Node("label", inPool(), tu.WithKernel("5.15.0-1057-azure"), tu.WithBootID("boot-1"), tu.WithLabels("example.com/kernel", "5.15.0-1057"))
+	got := compute(t, cfg, snapshot(t0, []*corev1.Node{fromInfo, fromLabel}, maint))
+	require.Len(t, got.Actions, 2)
+	entered := map[string]*corev1.Node{"info": fromInfo, "label": fromLabel}
+	for _, a := range got.Actions {
+		require.Equal(t, plan.Enter, a.Type)
+		ann := a.Change.Annotations
+		want := map[string][2]string{"info": {"5.15.0-1057-azure", "nodeInfo"}, "label": {"5.15.0-1057", "label"}}[a.Node]
+		assert.Equal(t, want[0], *ann[state.BaselineKernel], a.Node)
+		assert.Equal(t, want[1], *ann[state.BaselineKernelSource], a.Node)
+		apply(entered[a.Node], a.Change)
+	}
+
+	// Before any reboot, the first node gets the label, the second loses it: no upgrade.
+	fromInfo.Labels["example.com/kernel"] = "5.15.0-1057"
+	delete(fromLabel.Labels, "example.com/kernel")
+	got = compute(t, cfg, snapshot(t0.Add(time.Minute), []*corev1.Node{fromInfo, fromLabel}, maint))
+	for _, a := range got.Actions {
+		assert.NotEqual(t, plan.Upgraded, a.Type, "%s: %s", a.Node, a.Message)
+	}
+
+	// A new kernel in the source the baseline was read from is an upgrade.
+	fromInfo.Status.NodeInfo.KernelVersion = "5.15.0-1060-azure"
+	fromLabel.Labels["example.com/kernel"] = "5.15.0-1060"
+	got = compute(t, cfg, snapshot(t0.Add(2*time.Minute), []*corev1.Node{fromInfo, fromLabel}, maint))
+	assert.Equal(t, []want{{"info", plan.Upgraded, "upgrade-seen"}, {"label", plan.Upgraded, "upgrade-seen"}}, summarize(got))
+}
+
+// apply writes ch to n as the engine's patch would.
+func apply(n *corev1.Node, ch plan.Change) {
+	for _, m := range []struct {
+		to      *map[string]string
+		changes map[string]*string
+	}{{&n.Labels, ch.Labels}, {&n.Annotations, ch.Annotations}} {
+		if *m.to == nil {
+			*m.to = map[string]string{}
+		}
+		for k, v := range m.changes {
+			if v == nil {
+				delete(*m.to, k)
+			} else {
+				(*m.to)[k] = *v
+			}
+		}
+	}
+	if rm := ch.RemoveTaint; rm != nil {
+		n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == rm.Key && t.Effect == rm.Effect })
+	}
+	if add := ch.AddTaint; add != nil {
+		n.Spec.Taints = append(n.Spec.Taints, *add)
 	}
 }

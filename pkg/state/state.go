@@ -17,20 +17,23 @@ const Prefix = "image-prewarmer.io/"
 
 // Annotations on managed and released nodes.
 const (
-	Phase             = Prefix + "phase"
-	Owner             = Prefix + "owner"
-	BaselineKernel    = Prefix + "baseline-kernel"
-	BaselineBootID    = Prefix + "baseline-boot-id"
-	TaintedAt         = Prefix + "tainted-at"
-	UpgradedAt        = Prefix + "upgraded-at"
-	LeftMaintenanceAt = Prefix + "left-maintenance-at"
-	WarmerPodUID      = Prefix + "warmer-pod-uid"
-	WarmerPodRestarts = Prefix + "warmer-pod-restarts"
-	LastError         = Prefix + "last-error"
-	MaintenanceID     = Prefix + "maintenance-id"
-	MaintenanceEnded  = Prefix + "maintenance-ended-at"
-	ReleasedAt        = Prefix + "released-at"
-	ReleaseReason     = Prefix + "release-reason"
+	Phase          = Prefix + "phase"
+	Owner          = Prefix + "owner"
+	BaselineKernel = Prefix + "baseline-kernel"
+	BaselineBootID = Prefix + "baseline-boot-id"
+	// BaselineKernelSource says where baseline-kernel was read, when upgrade.kernelVersionLabel
+	// is set: "label" or "nodeInfo" (status.nodeInfo.kernelVersion, the node lacking the label).
+	BaselineKernelSource = Prefix + "baseline-kernel-source"
+	TaintedAt            = Prefix + "tainted-at"
+	UpgradedAt           = Prefix + "upgraded-at"
+	LeftMaintenanceAt    = Prefix + "left-maintenance-at"
+	WarmerPodUID         = Prefix + "warmer-pod-uid"
+	WarmerPodRestarts    = Prefix + "warmer-pod-restarts"
+	LastError            = Prefix + "last-error"
+	MaintenanceID        = Prefix + "maintenance-id"
+	MaintenanceEnded     = Prefix + "maintenance-ended-at"
+	ReleasedAt           = Prefix + "released-at"
+	ReleaseReason        = Prefix + "release-reason"
 	// Taint records the taint this installation put on (or adopted with) a managed node, as
 	// key=value:effect: the one its release removes, even after the configured taint changed.
 	Taint = Prefix + "taint"
@@ -67,7 +70,7 @@ const (
 // ManagedAnnotations are removed when a node is released. MaintenanceID, ReleasedAt,
 // ReleaseReason, MaintenanceEnded and LastError stay for the record.
 var ManagedAnnotations = []string{
-	Phase, Owner, BaselineKernel, BaselineBootID, TaintedAt, UpgradedAt,
+	Phase, Owner, BaselineKernel, BaselineBootID, BaselineKernelSource, TaintedAt, UpgradedAt,
 	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel, StatusValues,
 }
 

@@ -14,17 +14,25 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/Masterminds/sprig/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Baseline is what the node looked like when it was tainted.
 type Baseline struct {
-	Kernel    string
-	BootID    string
-	TaintedAt time.Time
+	Kernel string
+	// KernelSource is where Kernel was read (KernelSource): the change rule reads the node's
+	// kernel from there again. Empty (a baseline recorded without one): wherever Kernel reads now.
+	KernelSource string
+	BootID       string
+	TaintedAt    time.Time
 }
+
+// Where a kernel version was read, with a kernel label configured.
+const (
+	SourceLabel    = "label"
+	SourceNodeInfo = "nodeInfo"
+)
 
 // TemplateData is what an upgrade.when template sees.
 //
@@ -68,7 +76,7 @@ func NewRule(kernelVersions []string, kernelLabel, when string) (*Rule, error) {
 	if strings.TrimSpace(when) == "" {
 		return r, nil
 	}
-	t, err := template.New("upgrade.when").Funcs(sprig.TxtFuncMap()).Option("missingkey=error").Parse(when)
+	t, err := template.New("upgrade.when").Funcs(funcMap()).Option("missingkey=error").Parse(when)
 	if err != nil {
 		return nil, fmt.Errorf("parsing template: %w", err)
 	}
@@ -101,6 +109,33 @@ func (r *Rule) Kernel(node *corev1.Node) string {
 	return node.Status.NodeInfo.KernelVersion
 }
 
+// KernelSource returns where Kernel reads node's kernel: SourceLabel or SourceNodeInfo when a
+// kernel label is configured, "" when not (status.nodeInfo always).
+func (r *Rule) KernelSource(node *corev1.Node) string {
+	if r.kernelLabel == "" {
+		return ""
+	}
+	if v, ok := node.Labels[r.kernelLabel]; ok && v != "" {
+		return SourceLabel
+	}
+	return SourceNodeInfo
+}
+
+// KernelFrom reads node's kernel from source (KernelSource), or as Kernel does when source is
+// empty or unknown: a label that appeared or went since the baseline was read is not compared
+// with a value read elsewhere, which may be written differently.
+func (r *Rule) KernelFrom(node *corev1.Node, source string) string {
+	switch {
+	case r.kernelLabel == "":
+		return node.Status.NodeInfo.KernelVersion
+	case source == SourceLabel:
+		return node.Labels[r.kernelLabel]
+	case source == SourceNodeInfo:
+		return node.Status.NodeInfo.KernelVersion
+	}
+	return r.Kernel(node)
+}
+
 // HasKernelTargets reports whether target kernel versions are configured.
 func (r *Rule) HasKernelTargets() bool { return len(r.kernelVersions) > 0 }
 
@@ -125,6 +160,20 @@ func (r *Rule) OnTarget(node *corev1.Node) (string, bool) {
 	return k, slices.Contains(r.kernelVersions, k)
 }
 
+// OffTarget returns the node's kernel when the rule is target kernels (no template), the node
+// runs none of them, and its kernel or boot ID differs from the baseline: it rebooted, onto a
+// kernel the rule does not wait for (a list behind the rollout), and may have lost its images.
+func (r *Rule) OffTarget(node *corev1.Node, baseline Baseline) (string, bool) {
+	if r.when != nil || len(r.kernelVersions) == 0 {
+		return "", false
+	}
+	k := r.Kernel(node)
+	if slices.Contains(r.kernelVersions, k) {
+		return "", false
+	}
+	return k, changed(k, baseline.Kernel) || changed(node.Status.NodeInfo.BootID, baseline.BootID)
+}
+
 // Upgraded reports whether node has been upgraded relative to baseline. The change rule compares
 // only what is known on both sides: a baseline recorded empty never makes a node upgraded.
 func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
@@ -144,7 +193,7 @@ func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
 	}
 	// An empty value, on the node or in the baseline (nothing reported when the node was tainted,
 	// or an annotation removed by hand), is unknown: no change is seen in it.
-	if changed(kernel, baseline.Kernel) {
+	if changed(r.KernelFrom(node, baseline.KernelSource), baseline.Kernel) {
 		return true, nil
 	}
 	return changed(node.Status.NodeInfo.BootID, baseline.BootID), nil
