@@ -226,8 +226,15 @@ func TestPrintPlan(t *testing.T) {
 }
 
 func TestCopySelf(t *testing.T) {
-	dst := filepath.Join(t.TempDir(), "copy")
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "copy")
+	// What a copy killed before its rename left behind.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".copy-123"), []byte("partial"), 0o600))
 	require.NoError(t, copySelf(dst))
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "only the copy is left in the directory")
+	assert.Equal(t, "copy", entries[0].Name())
 	info, err := os.Stat(dst)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o755), info.Mode().Perm())

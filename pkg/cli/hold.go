@@ -43,6 +43,13 @@ func copySelf(dst string) error {
 		return fmt.Errorf("opening %s: %w", self, err)
 	}
 	defer in.Close()
+	// A copy cut short by SIGKILL (an init container killed mid-copy) is never renamed: remove
+	// what earlier attempts left, or each restart would keep one more binary in the volume.
+	if stale, err := filepath.Glob(filepath.Join(filepath.Dir(dst), ".copy-*")); err == nil {
+		for _, f := range stale {
+			_ = os.Remove(f)
+		}
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".copy-*")
 	if err != nil {
 		return fmt.Errorf("creating a file next to %s: %w", dst, err)

@@ -613,6 +613,9 @@ func TestHoldMethod(t *testing.T) {
 		assert.Equal(t, corev1.PullIfNotPresent, c.ImagePullPolicy)
 		assert.Equal(t, []string{"/prewarm/prewarm-orchestrator", "hold"}, append(append([]string{}, c.Command...), c.Args...))
 		assert.Equal(t, []corev1.VolumeMount{{Name: "prewarm", MountPath: "/prewarm", ReadOnly: true}}, c.VolumeMounts)
+		// The image's environment reaches hold: a GOMEMLIMIT Go cannot parse (an image's "512M")
+		// would stop the Go runtime before main, so the container sets its own.
+		assert.Contains(t, c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "off"})
 		names[c.Name] = true
 	}
 	assert.Len(t, names, len(images), "container names are unique")
