@@ -41,6 +41,7 @@ tools() { "$root/hack/tools/install.sh" "$@"; }
 # kwokctl and the components it starts get `9>&-`: a component that inherited the lock's file
 # descriptor would hold the lock as long as it runs.
 lock() {
+  command -v flock >/dev/null 2>&1 || die "flock is not installed (util-linux: apt-get install -y util-linux)"
   mkdir -p "$KWOK_WORKDIR/logs"
   exec 9>"$KWOK_WORKDIR/cluster-create.lock"
   flock -w 600 9 || die "timed out waiting for $KWOK_WORKDIR/cluster-create.lock"

@@ -129,7 +129,11 @@ func setUp(ctx context.Context, o Options, out io.Writer) (*demoEnv, error) {
 // from the same state, and connects to it.
 func freshCluster(ctx context.Context, o Options, out io.Writer) (*framework.Cluster, error) {
 	script := filepath.Join(o.Root, "hack", "cluster.sh")
-	if _, err := os.Stat(filepath.Join(o.Cache, "kwok", "clusters", o.ClusterName)); err == nil {
+	workdir := os.Getenv("KWOK_WORKDIR") // as hack/cluster.sh reads it
+	if workdir == "" {
+		workdir = filepath.Join(o.Cache, "kwok")
+	}
+	if _, err := os.Stat(filepath.Join(workdir, "clusters", o.ClusterName)); err == nil {
 		say(out, "deleting the previous demo cluster %s", o.ClusterName)
 		if _, err := streamCommand(ctx, out, o.Root, "", script, "down", o.ClusterName); err != nil {
 			return nil, err
