@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -45,12 +46,15 @@ func copySelf(dst string) error {
 	defer in.Close()
 	// A copy cut short by SIGKILL (an init container killed mid-copy) is never renamed: remove
 	// what earlier attempts left, or each restart would keep one more binary in the volume.
-	if stale, err := filepath.Glob(filepath.Join(filepath.Dir(dst), ".copy-*")); err == nil {
-		for _, f := range stale {
-			_ = os.Remove(f)
+	dir := filepath.Dir(dst)
+	if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".copy-") {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".copy-*")
+	tmp, err := os.CreateTemp(dir, ".copy-*")
 	if err != nil {
 		return fmt.Errorf("creating a file next to %s: %w", dst, err)
 	}

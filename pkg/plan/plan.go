@@ -863,7 +863,7 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			a.WarmPod = pod
 			return a, true
 		}
-		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.KernelFrom(n, baseline.KernelSource)), clip(baseline.Kernel))
+		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.KernelAgainst(n, baseline)), clip(baseline.Kernel))
 		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/pkg/upgrade"
 )
 
 // NodeStatus is what `status` shows for one node.
@@ -74,7 +75,7 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 	for _, n := range sortedByName(s.Nodes) {
 		ns := NodeStatus{
 			Name:           n.Name,
-			Kernel:         p.rule.Kernel(n),
+			Kernel:         p.rule.KernelAgainst(n, upgrade.Baseline{KernelSource: n.Annotations[state.BaselineKernelSource]}),
 			BaselineKernel: n.Annotations[state.BaselineKernel],
 			LastProblem:    n.Annotations[state.LastError],
 			Warmer:         p.warmerState(c, n),

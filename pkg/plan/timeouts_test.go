@@ -157,3 +157,50 @@ func apply(n *corev1.Node, ch plan.Change) {
 		n.Spec.Taints = append(n.Spec.Taints, *add)
 	}
 }
+
+// The kernel source also decides what counts as a reboot for the target-kernel cancel Warning,
+// what a configuration without the kernel label reads, and how a baseline recorded without its
+// source (by an older version) is compared.
+func TestKernelSourceEdgeCases(t *testing.T) {
+	left := tu.WithAnnotations(state.LeftMaintenanceAt, state.FormatTime(t0.Add(-20*time.Minute)))
+
+	t.Run("a label that appeared is no reboot onto an unlisted kernel", func(t *testing.T) {
+		cfg := testConfig(t, func(c *config.Config) {
+			c.Upgrade.KernelVersions = []string{"6.8.0-1"}
+			c.Upgrade.KernelVersionLabel = "example.com/kernel"
+		})
+		n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), left,
+			tu.WithKernel("5.15.0-1"), tu.WithBootID("boot-1"), tu.WithLabels("example.com/kernel", "5.15.0"))
+		n.Annotations[state.BaselineKernelSource] = "nodeInfo"
+		got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil))
+		assert.Equal(t, []want{{"a", plan.Release, state.ReasonCancelled}}, summarize(got))
+		assert.Empty(t, got.Actions[0].Events, "never rebooted: a plain cancel")
+	})
+
+	t.Run("read from a label no longer configured: the boot ID decides", func(t *testing.T) {
+		cfg := testConfig(t)
+		n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithKernel("5.15.0-1-azure"), tu.WithBootID("boot-1"))
+		n.Annotations[state.BaselineKernel] = "5.15.0-1"
+		n.Annotations[state.BaselineKernelSource] = "label"
+		maint := map[string][]plan.Maintenance{"a": nm("a")}
+		got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+		assert.Empty(t, got.Actions, "same boot: not upgraded")
+		n.Status.NodeInfo.BootID = "boot-2"
+		got = compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+		assert.Equal(t, []want{{"a", plan.Upgraded, "upgrade-seen"}}, summarize(got))
+	})
+
+	t.Run("a baseline without its source matches either", func(t *testing.T) {
+		cfg := testConfig(t, func(c *config.Config) { c.Upgrade.KernelVersionLabel = "example.com/kernel" })
+		maint := map[string][]plan.Maintenance{"a": nm("a")}
+		n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), tu.WithKernel("5.15.0-1-azure"), tu.WithBootID("boot-1"),
+			tu.WithLabels("example.com/kernel", "5.15.0-1"))
+		n.Annotations[state.BaselineKernel] = "5.15.0-1-azure" // read from nodeInfo, before the label came
+		got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+		assert.Empty(t, got.Actions, "the baseline is nodeInfo's kernel: not upgraded")
+		n.Status.NodeInfo.KernelVersion = "5.15.0-2-azure"
+		n.Labels["example.com/kernel"] = "5.15.0-2"
+		got = compute(t, cfg, snapshot(t0, []*corev1.Node{n}, maint))
+		assert.Equal(t, []want{{"a", plan.Upgraded, "upgrade-seen"}}, summarize(got), "neither matches: upgraded")
+	})
+}

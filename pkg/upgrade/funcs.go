@@ -37,24 +37,17 @@ func funcMap() template.FuncMap {
 	}
 	untilStep := f["untilStep"].(func(int, int, int) []int)
 	f["untilStep"] = func(start, stop, step int) ([]int, error) {
-		if err := bound("untilStep", span(start, stop, step)); err != nil {
+		if err := steps("untilStep", start, stop, step); err != nil {
 			return nil, err
 		}
 		return untilStep(start, stop, step), nil
 	}
 	seq := f["seq"].(func(...int) string)
 	f["seq"] = func(params ...int) (string, error) {
-		var n float64
-		switch len(params) {
-		case 1:
-			n = distance(1, params[0])
-		case 2:
-			n = distance(params[0], params[1])
-		case 3:
-			n = span(params[0], params[2], params[1])
-		}
-		if err := bound("seq", n); err != nil {
-			return "", err
+		if start, stop, step, ok := seqSteps(params); ok {
+			if err := steps("seq", start, stop, step); err != nil {
+				return "", err
+			}
 		}
 		return seq(params...), nil
 	}
@@ -93,14 +86,53 @@ func funcMap() template.FuncMap {
 	return f
 }
 
-// span is about how many elements a range from start towards stop by step has (none when step
-// leads away from stop or is 0), in floating point so that no extreme argument overflows.
-func span(start, stop, step int) float64 {
-	d := float64(stop) - float64(start)
-	if step == 0 || d == 0 || (d > 0) != (step > 0) {
-		return 0
+// steps refuses the range untilStep builds from start towards stop by step when it has more than
+// maxBuilt elements, or when its loop (i += step while i < stop, or > stop going down) would
+// overflow past stop and wrap around: an endless loop. Exact in integers, whatever the arguments.
+func steps(name string, start, stop, step int) error {
+	switch {
+	case step > 0 && stop > start:
+		if stop > math.MaxInt-step {
+			return fmt.Errorf("%s: a range up to %d by %d overflows", name, stop, step)
+		}
+		return bound(name, float64((uint64(stop)-uint64(start)-1)/uint64(step)+1))
+	case step < 0 && stop < start:
+		if stop < math.MinInt-step {
+			return fmt.Errorf("%s: a range down to %d by %d overflows", name, stop, step)
+		}
+		return bound(name, float64((uint64(start)-uint64(stop)-1)/(uint64(-(step+1))+1)+1))
 	}
-	return math.Ceil(d / float64(step))
+	return nil // empty
+}
+
+// seqSteps returns the range sprig's seq hands to untilStep for params (the same arithmetic,
+// overflow included); ok is false when it builds none.
+func seqSteps(params []int) (start, stop, step int, ok bool) {
+	switch len(params) {
+	case 1:
+		start, stop, step = 1, params[0], 1
+		if stop < start {
+			step = -1
+		}
+		return start, stop + step, step, true
+	case 2:
+		start, stop, step = params[0], params[1], 1
+		if stop < start {
+			step = -1
+		}
+		return start, stop + step, step, true
+	case 3:
+		start, step, stop = params[0], params[1], params[2]
+		increment := 1
+		if stop < start {
+			increment = -1
+			if step > 0 {
+				return 0, 0, 0, false
+			}
+		}
+		return start, stop + increment, step, true
+	}
+	return 0, 0, 0, false
 }
 
 // distance is how many elements a range from start towards stop by 1 or -1 has, about.

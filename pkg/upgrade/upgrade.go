@@ -123,17 +123,39 @@ func (r *Rule) KernelSource(node *corev1.Node) string {
 
 // KernelFrom reads node's kernel from source (KernelSource), or as Kernel does when source is
 // empty or unknown: a label that appeared or went since the baseline was read is not compared
-// with a value read elsewhere, which may be written differently.
+// with a value read elsewhere, which may be written differently. From a label no longer
+// configured, the kernel is unknown ("").
 func (r *Rule) KernelFrom(node *corev1.Node, source string) string {
 	switch {
-	case r.kernelLabel == "":
-		return node.Status.NodeInfo.KernelVersion
 	case source == SourceLabel:
-		return node.Labels[r.kernelLabel]
-	case source == SourceNodeInfo:
+		return node.Labels[r.kernelLabel] // "" when no label is configured any more
+	case source == SourceNodeInfo || r.kernelLabel == "":
 		return node.Status.NodeInfo.KernelVersion
 	}
 	return r.Kernel(node)
+}
+
+// KernelAgainst returns the node's kernel as the rule compares it with baseline: read from the
+// baseline's source by the change rule, as Kernel reads it by the others.
+func (r *Rule) KernelAgainst(node *corev1.Node, baseline Baseline) string {
+	if r.when != nil || len(r.kernelVersions) > 0 {
+		return r.Kernel(node)
+	}
+	return r.KernelFrom(node, baseline.KernelSource)
+}
+
+// kernelChanged reports whether the node's kernel differs from the baseline's, both known. A
+// baseline recorded without its source (an older version), with a kernel label configured, is
+// compared with both the label and status.nodeInfo: changed only when it matches neither.
+func (r *Rule) kernelChanged(node *corev1.Node, baseline Baseline) bool {
+	if baseline.KernelSource == "" && r.kernelLabel != "" {
+		label, info := node.Labels[r.kernelLabel], node.Status.NodeInfo.KernelVersion
+		if baseline.Kernel == "" || (label == "" && info == "") {
+			return false
+		}
+		return (label == "" || label != baseline.Kernel) && (info == "" || info != baseline.Kernel)
+	}
+	return changed(r.KernelFrom(node, baseline.KernelSource), baseline.Kernel)
 }
 
 // HasKernelTargets reports whether target kernel versions are configured.
@@ -171,7 +193,7 @@ func (r *Rule) OffTarget(node *corev1.Node, baseline Baseline) (string, bool) {
 	if slices.Contains(r.kernelVersions, k) {
 		return "", false
 	}
-	return k, changed(k, baseline.Kernel) || changed(node.Status.NodeInfo.BootID, baseline.BootID)
+	return k, r.kernelChanged(node, baseline) || changed(node.Status.NodeInfo.BootID, baseline.BootID)
 }
 
 // Upgraded reports whether node has been upgraded relative to baseline. The change rule compares
@@ -193,7 +215,7 @@ func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
 	}
 	// An empty value, on the node or in the baseline (nothing reported when the node was tainted,
 	// or an annotation removed by hand), is unknown: no change is seen in it.
-	if changed(r.KernelFrom(node, baseline.KernelSource), baseline.Kernel) {
+	if r.kernelChanged(node, baseline) {
 		return true, nil
 	}
 	return changed(node.Status.NodeInfo.BootID, baseline.BootID), nil
