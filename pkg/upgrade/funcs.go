@@ -2,7 +2,9 @@ package upgrade
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"text/template"
 
@@ -143,4 +145,11 @@ func bound(name string, n float64) error {
 		return fmt.Errorf("%s: would build %.0f elements or bytes, more than the %d a rule may", name, n, maxBuilt)
 	}
 	return nil
+}
+
+// FuncNames returns the names of the functions an upgrade.when template may call besides the
+// template language's own (and, or, len, index, printf, ...), sorted.
+func FuncNames() []string {
+	names := slices.Sorted(maps.Keys(funcMap()))
+	return names
 }

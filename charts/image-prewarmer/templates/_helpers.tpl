@@ -375,14 +375,15 @@ which the orchestrator refuses where a duration must be positive. The schema che
 {{- /* upgrade.when is a Go template the orchestrator parses at start-up, and the pre-delete cleanup hook
 too: one that does not parse would stop both, and so helm uninstall. Parse it here with tpl, as a
 template of its own (a block: no else, break or outer variable of the wrapper reaches into it) in a
-branch never taken, so nothing of it runs. Helm's functions differ from the orchestrator's (sprig):
-first, env and expandenv (which Helm removes) and sha512sum (which a helm built with sprig older than
-3.3 lacks) become print, which every helm has; Helm's own functions become names neither knows.
+branch never taken, so nothing of it runs. Helm's functions differ from the orchestrator's (sprig
+without env, expandenv and getHostByName): first, sha512sum (which a helm built with sprig older
+than 3.3 lacks) becomes print, which every helm has; Helm's own functions, and getHostByName, become
+names neither knows (Helm removes env and expandenv itself).
 Renaming an identifier changes nothing but the meaning of a function call, so only function names
 are affected. A template that defines named templates (define, which a block may not hold) is not
 checked. A syntax error fails tpl, whose message quotes the text parsed: its comment names the value. */}}
-{{- $when := regexReplaceAll "\\b(env|expandenv|sha512sum)\\b" .Values.upgrade.when "print" }}
-{{- $when = regexReplaceAll "\\b(include|tpl|required|lookup|toToml|fromToml|toYaml|toYamlPretty|fromYaml|fromYamlArray|fromJsonArray)\\b" $when "${1}_isNotAnOrchestratorFunction" }}
+{{- $when := regexReplaceAll "\\b(sha512sum)\\b" .Values.upgrade.when "print" }}
+{{- $when = regexReplaceAll "\\b(include|tpl|required|lookup|toToml|fromToml|toYaml|toYamlPretty|fromYaml|fromYamlArray|fromJsonArray|getHostByName)\\b" $when "${1}_isNotAnOrchestratorFunction" }}
 {{- if not (regexMatch "{{-?\\s*define\\b" $when) }}
 {{- $_ := tpl (printf "{{/* upgrade.when does not parse as a Go template: */}}{{ if false }}{{ block \"upgrade.when\" . }}%s{{ end }}{{ end }}" $when) (dict) }}
 {{- end }}
