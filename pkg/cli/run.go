@@ -219,7 +219,9 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		return err
 	}
 	le := controller.LeaderElection{
-		Enabled: ro.leaderElect, Namespace: ro.leaseNS, Name: ro.leaseName, Identity: identity(),
+		// A dry run writes nothing, the Lease included: one run from a laptop against a live
+		// installation's Lease would take it, and the installation's replicas would stand by.
+		Enabled: ro.leaderElect && !o.dryRun, Namespace: ro.leaseNS, Name: ro.leaseName, Identity: identity(),
 		LeaseDuration: ro.leaseDur, RenewDeadline: ro.renew, RetryPeriod: ro.retry,
 	}
 	if le.Namespace == "" {

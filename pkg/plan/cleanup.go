@@ -12,7 +12,8 @@ import (
 )
 
 // Cleanup returns the actions that release every node this installation manages (reason
-// cleanup): taint, status label and managed annotations off. uninstall says why, for the
+// cleanup): taint, status label and managed annotations off; when uninstalling, also the pool
+// nodes that joined with the taint and wait for their adoption. uninstall says why, for the
 // message: the installation is being uninstalled (`cleanup --uninstall`, the chart's
 // pre-delete hook), or released by hand (`cleanup`). The message of a release by hand says
 // whether the installation may taint the node again, as the snapshot's warmer DaemonSet tells:
@@ -37,6 +38,13 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	var out Plan
 	var others []*corev1.Node
 	for _, n := range sortedByName(s.Nodes) {
+		if uninstall && p.joinedTainted(n) {
+			// Joined with the taint and not adopted yet (between two CronJob runs): the
+			// installation would have adopted and released it, and after the uninstall nothing
+			// will; it is released as if it had been.
+			out.Actions = append(out.Actions, p.release(c, n, state.ReasonCleanup, msg+"; the node joined with its taint and was not adopted yet"))
+			continue
+		}
 		if !p.Owns(n) {
 			// Only nodes of this installation's pool: another installation may have a pool of its
 			// own in the same cluster (with the same status label).
@@ -56,6 +64,12 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 			len(others), p.cfg.Instance, owners(others), nameList(others))})
 	}
 	return out
+}
+
+// joinedTainted reports whether n is a pool node with no phase that carries the configured
+// taint: one that joined with it, which the next cycle would adopt (planUnmanaged).
+func (p *Planner) joinedTainted(n *corev1.Node) bool {
+	return state.PhaseOf(n) == "" && p.InPool(n) && state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect)
 }
 
 // owners lists the distinct owner annotations of nodes, sorted.

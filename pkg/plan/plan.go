@@ -500,7 +500,7 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 		// Listed only because it carries the status label; without a phase it is not ours.
 		return nil, false
 	}
-	if state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) {
+	if p.joinedTainted(n) {
 		if c.uninstalling {
 			return nil, false
 		}

@@ -1171,13 +1171,18 @@ func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
 		tu.Node("a", inPool(), managed(state.PhaseTainted, t0)),
 		tu.Node("b", managed(state.PhaseWarming, t0)), // left the pool, still ours
 		tu.Node("c", inPool(), managed(state.PhaseTainted, t0), tu.WithAnnotations(state.Owner, "other/x")),
-		tu.Node("d", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)), // joined tainted, never adopted
+		tu.Node("d", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)), // joined tainted, not adopted yet
 		tu.Node("e", inPool()),
 	}
-	for _, uninstall := range []bool{false, true} {
-		got := p.Cleanup(snapshot(t0, nodes, nil), uninstall)
-		assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}}, summarize(got))
-	}
+	// By hand, the installation stays and its next cycle adopts d.
+	got := p.Cleanup(snapshot(t0, nodes, nil), false)
+	assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}}, summarize(got))
+	// Uninstalling, nothing would ever release d: it goes too.
+	got = p.Cleanup(snapshot(t0, nodes, nil), true)
+	assert.Equal(t, []want{{"a", plan.Release, state.ReasonCleanup}, {"b", plan.Release, state.ReasonCleanup}, {"d", plan.Release, state.ReasonCleanup}}, summarize(got))
+	d := action(t, got, "d")
+	assert.Equal(t, &corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}, d.Change.RemoveTaint)
+	assert.Contains(t, d.Message, "joined with its taint and was not adopted yet")
 }
 
 // A cleanup by hand whose configuration names another installation than the one that manages

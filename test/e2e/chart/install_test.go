@@ -113,8 +113,16 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	assert.True(t, apierrors.IsForbidden(err), "patching the warmer must be forbidden outside an uninstall, got %v", err)
 	// The pre-delete hook's command, with the RBAC Helm creates just before it: it marks the warmer
 	// DaemonSet, after which a cycle taints nothing, however many maintenances appear.
+	// A node that joined with the taint after the last cycle: not adopted, and after the uninstall
+	// nothing would release it.
+	joined := r.nodeName("joined")
+	r.poolNode(joined, framework.WithTaints(corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect}))
+	require.Empty(t, state.PhaseOf(r.node(joined)), "not adopted before the uninstall")
 	r.createUninstallHookRBAC()
 	r.run(cfgPath, kubeconfig, "cleanup", "--uninstall", "--settle", "1s")
+	nj := r.node(joined)
+	assert.False(t, state.HasTaint(nj, cfg.Taint.Key, cfg.Taint.Effect), "a node that joined with the taint is released by the uninstall")
+	assert.Equal(t, state.ReasonCleanup, nj.Annotations[state.ReleaseReason])
 	nc := r.node(c)
 	assert.False(t, state.HasTaint(nc, cfg.Taint.Key, cfg.Taint.Effect))
 	assert.Equal(t, state.ReasonCleanup, nc.Annotations[state.ReleaseReason])

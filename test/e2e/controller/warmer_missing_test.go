@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
@@ -38,4 +39,7 @@ func TestEventDrivenMissingWarmerThenDryRun(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(dry.log(), would) }, time.Minute, 50*time.Millisecond,
 		"the dry run says it would enter b:\n%s", dry.log())
 	e.RequireUntouched("b")
+	// Nor does it take the Lease orchestrator-0 released (a dry run from a workstation would
+	// otherwise hold a live installation's replicas on standby).
+	assert.NotEqual(t, "orchestrator-1", e.leader(), "a dry run takes no Lease")
 }
