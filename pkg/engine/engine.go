@@ -662,8 +662,9 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		case apierrors.IsNotFound(err):
 			e.log.Info("node deleted; forgetting it", "node", a.Node)
 			return nil, nil
-		case !apierrors.IsConflict(err) && !(pt == types.JSONPatchType && apierrors.IsInvalid(err)):
+		case !apierrors.IsConflict(err) && !(pt == types.JSONPatchType && notApplicable(err)):
 			// A JSON patch whose test operations fail is refused as invalid: like a conflict.
+			// A refusal of the result (validation, an admission policy) is an error as any.
 			return nil, fmt.Errorf("patching node %s (%s): %w", a.Node, a.Type, err)
 		case attempt >= maxConflictRetries:
 			return nil, fmt.Errorf("patching node %s (%s): still conflicting after %d re-reads: %w", a.Node, a.Type, attempt, err)
@@ -684,6 +685,20 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		}
 		node, a = fresh, next
 	}
+}
+
+// notApplicable reports whether a JSON patch was refused because it does not apply to the node as
+// it is now (a test operation failed, a path it removes is gone): the API server answers that
+// with a bare 422 Invalid naming no object and no field. Validation and admission policies
+// (a ValidatingAdmissionPolicy answers 422 Invalid by default) refuse the patched node with 422
+// too, but name the object or give causes: re-reading the node would not change their answer.
+func notApplicable(err error) bool {
+	var status apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	return d == nil || (d.Kind == "" && d.Name == "" && len(d.Causes) == 0)
 }
 
 // UnknownOutcomeError is a node patch guarded by the node's resourceVersion (every write but a
