@@ -309,7 +309,9 @@ func newCleanupCommand(o *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Release every node this installation manages (taint, status label, annotations)",
-		Long: `cleanup releases every node this installation manages (reason cleanup).
+		Long: `cleanup releases every node this installation manages (reason cleanup). With --uninstall,
+or when the installation adopts nothing any more (its warmer DaemonSet is gone or marked), it also
+releases, once, the pool nodes that joined with the taint and were not adopted yet.
 
 With --uninstall, as the chart's pre-delete hook runs it, it first marks the warmer DaemonSet
 (annotation image-prewarmer.io/uninstalling), after which no orchestrator of the installation

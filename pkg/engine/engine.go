@@ -689,17 +689,24 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 
 // notApplicable reports whether a JSON patch was refused because it does not apply to the node as
 // it is now (a test operation failed, a path it removes is gone): the API server answers that
-// with a bare 422 Invalid naming no object and no field. Validation and admission policies
-// (a ValidatingAdmissionPolicy answers 422 Invalid by default) refuse the patched node with 422
-// too, but name the object or give causes: re-reading the node would not change their answer.
+// with a bare 422 Invalid that names no object and no field and carries only the generic message
+// (patchNotApplicable). Validation and admission refuse the patched node with 422 too (a
+// ValidatingAdmissionPolicy does by default, a webhook may), but name the object, give causes or
+// say who denied it: re-reading the node would not change their answer.
 func notApplicable(err error) bool {
 	var status apierrors.APIStatus
 	if !apierrors.IsInvalid(err) || !errors.As(err, &status) {
 		return false
 	}
-	d := status.Status().Details
-	return d == nil || (d.Kind == "" && d.Name == "" && len(d.Causes) == 0)
+	st := status.Status()
+	d := st.Details
+	return st.Message == patchNotApplicable && (d == nil || (d.Kind == "" && d.Name == "" && len(d.Causes) == 0))
 }
+
+// patchNotApplicable is the message of the API server's answer to a JSON patch that does not
+// apply (k8s.io/apiserver's patch handler, through apierrors.NewGenericServerResponse: a 422 keeps
+// none of the patch library's own message).
+const patchNotApplicable = "the server rejected our request due to an error in our request"
 
 // UnknownOutcomeError is a node patch guarded by the node's resourceVersion (every write but a
 // release) that got no answer (a lost connection, a timeout) and that a re-read did not show

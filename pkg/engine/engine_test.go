@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"testing"
 	"time"
 
@@ -886,4 +887,24 @@ func TestEventsNameTheirInstallation(t *testing.T) {
 	assert.Equal(t, "a", ev.InvolvedObject.Name)
 	assert.Empty(t, ev.InvolvedObject.Namespace, "a node has none")
 	assert.Equal(t, cfg.Instance, ev.Annotations[state.Owner])
+}
+
+// A JSON patch that no longer applies to the node (a failed test operation) is answered with the
+// API server's bare 422; a refusal of the patched node (validation, an admission policy or
+// webhook) is not re-planned. The real server's answers: TestWriteBetweenReadAndPatch and
+// TestReleaseRefusedByAPolicy (test/e2e/orchestrator).
+func TestNotApplicable(t *testing.T) {
+	webhook := &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusUnprocessableEntity, Reason: metav1.StatusReasonInvalid,
+		Message: `admission webhook "nodes.example.com" denied the request: keep the taint`,
+	}}
+	for err, want := range map[error]bool{
+		apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "", schema.GroupResource{}, "", "testing value /spec/taints/0 failed: test failed", 0, false): true,
+		apierrors.NewInvalid(schema.GroupKind{Kind: "Node"}, "a", nil): false,
+		webhook: false,
+		apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("modified")): false,
+		errors.New("connection reset"): false,
+	} {
+		assert.Equal(t, want, notApplicable(err), "%v", err)
+	}
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // Cleanup returns the actions that release every node this installation manages (reason
-// cleanup): taint, status label and managed annotations off; when uninstalling, also the pool
-// nodes that joined with the taint and wait for their adoption. uninstall says why, for the
+// cleanup): taint, status label and managed annotations off; when uninstalling (or the
+// installation adopts nothing any more: its DaemonSet is marked or gone), also the pool nodes that
+// joined with the taint and wait for their adoption, each once. uninstall says why, for the
 // message: the installation is being uninstalled (`cleanup --uninstall`, the chart's
 // pre-delete hook), or released by hand (`cleanup`). The message of a release by hand says
 // whether the installation may taint the node again, as the snapshot's warmer DaemonSet tells:
@@ -38,10 +39,12 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	var out Plan
 	var others []*corev1.Node
 	for _, n := range sortedByName(s.Nodes) {
-		if uninstall && p.joinedTainted(n) {
+		if (uninstall || c.warmerMissing || c.uninstalling) && p.joinedTainted(n) && n.Annotations[state.ReleaseReason] != state.ReasonCleanup {
 			// Joined with the taint and not adopted yet (between two CronJob runs): the
-			// installation would have adopted and released it, and after the uninstall nothing
-			// will; it is released as if it had been.
+			// installation would have adopted and released it, and once it is uninstalled (or
+			// being uninstalled, or its DaemonSet is gone) nothing will; it is released as if it
+			// had been. Once: a taint that a node pool's configuration puts back (AKS
+			// --node-taints) would otherwise keep every sweep of the uninstall busy.
 			out.Actions = append(out.Actions, p.release(c, n, state.ReasonCleanup, msg+"; the node joined with its taint and was not adopted yet"))
 			continue
 		}

@@ -1183,6 +1183,17 @@ func TestCleanupReleasesOnlyOwnedNodes(t *testing.T) {
 	d := action(t, got, "d")
 	assert.Equal(t, &corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}, d.Change.RemoveTaint)
 	assert.Contains(t, d.Message, "joined with its taint and was not adopted yet")
+	// By hand, with the DaemonSet gone (the release uninstalled without its hook), nothing
+	// adopts d either.
+	gone := snapshot(t0, nodes, nil)
+	gone.DaemonSet = nil
+	got = p.Cleanup(gone, false)
+	assert.Contains(t, summarize(got), want{"d", plan.Release, state.ReasonCleanup})
+	// Once: a taint put back after the uninstall released it stays.
+	again := tu.Node("d", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.ReleaseReason, state.ReasonCleanup, state.ReleasedAt, state.FormatTime(t0)))
+	got = p.Cleanup(snapshot(t0, []*corev1.Node{again}, nil), true)
+	assert.Empty(t, got.Actions)
 }
 
 // A cleanup by hand whose configuration names another installation than the one that manages

@@ -722,6 +722,12 @@ func TestCronJob(t *testing.T) {
 		assert.Equal(t, []corev1.EnvVar{{Name: "PREWARM_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}}},
 			c.Env, "the Go runtime knows the container's memory limit")
 		assert.Contains(t, r.Notes, "WARNING: orchestrator.dryRun is true")
+
+		// A dry run takes no Lease: the NOTES do not point at one.
+		deployment := mustRender(t, minimal(t, "orchestrator: {mode: deployment}"))
+		assert.Contains(t, deployment.Notes, "kubectl get lease")
+		dry := mustRender(t, minimal(t, "orchestrator: {mode: deployment, dryRun: true}"))
+		assert.NotContains(t, dry.Notes, "kubectl get lease")
 	})
 
 	t.Run("pushgateway", func(t *testing.T) {

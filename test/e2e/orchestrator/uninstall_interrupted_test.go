@@ -54,6 +54,8 @@ func TestInterruptedUninstallRemovesItsMark(t *testing.T) {
 	select {
 	case err = <-exited:
 	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited // stderr is written until the process is gone
 		t.Fatalf("cleanup did not stop on SIGTERM:\n%s", stderr.String())
 	}
 	var exit *exec.ExitError
