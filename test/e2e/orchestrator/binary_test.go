@@ -1,10 +1,12 @@
 package orchestrator_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,10 +144,19 @@ func TestDryRun(t *testing.T) {
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
 	assert.Contains(t, res.stderr, `"msg":"cycle complete"`)
 
-	// status reads what the run wrote.
+	// status reads what the run wrote: as JSON, as the table, and in --watch's blocks.
 	res = e.runBinary(e.configYAML(), "status", "-o", "json", "--kubeconfig", cluster.Kubeconfig)
 	require.Equal(t, 0, res.code, res.stderr)
 	assert.Contains(t, res.stdout, `"phase": "tainted"`)
+	res = e.runBinary(e.configYAML(), "status", "--kubeconfig", cluster.Kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Regexp(t, `(?m)^NODE\s+PHASE\s+IN PHASE\s+KERNEL\s+WARMER\s+MAINTENANCE\s+LAST PROBLEM$`, res.stdout)
+	assert.Regexp(t, `(?m)^`+e.NodeName("a")+`\s+tainted\s+\S+\s+\S+\s+none\s+nodeMaintenance`, res.stdout)
+	assert.NotContains(t, res.stdout, e.NodeName("b"), "only managed nodes (--all lists the pool)")
+	watched := runWatchBlocks(t, 2, "--config", writeConfig(t, e.configYAML()), "status", "--watch", "--interval", "300ms", "--kubeconfig", cluster.Kubeconfig)
+	for _, block := range watched {
+		assert.Regexp(t, `(?m)^`+e.NodeName("a")+`\s+tainted`, block)
+	}
 
 	// cleanup releases it.
 	res = e.runBinary(e.configYAML(), "cleanup", "--kubeconfig", cluster.Kubeconfig)
@@ -205,4 +216,41 @@ func waitSignalCaught(t *testing.T, pid int, name string, sig syscall.Signal) {
 		return caught&(1<<(uint(sig)-1)) != 0, nil
 	})
 	require.NoError(t, err, "process %d (%s) catches %v; last /proc status:\n%s", pid, name, sig, last)
+}
+
+func writeConfig(t *testing.T, configYAML string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(configYAML), 0o600))
+	return p
+}
+
+// runWatchBlocks runs the binary (a --watch command, piped: one block per interval, separated by
+// a blank line) until it has printed n blocks, then stops it with SIGINT and returns them.
+func runWatchBlocks(t *testing.T, n int, args ...string) []string {
+	t.Helper()
+	cmd := exec.Command(framework.OrchestratorBinary(t), args...)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	var blocks []string
+	var cur strings.Builder
+	lines := bufio.NewScanner(out)
+	for len(blocks) < n && lines.Scan() {
+		if lines.Text() == "" {
+			if cur.Len() > 0 {
+				blocks = append(blocks, cur.String())
+				cur.Reset()
+			}
+			continue
+		}
+		cur.WriteString(lines.Text() + "\n")
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	_, _ = io.Copy(io.Discard, out)
+	require.NoError(t, cmd.Wait(), "--watch ends with exit 0 on SIGINT: %s", stderr.String())
+	require.Len(t, blocks, n, "blocks printed: %s", stderr.String())
+	return blocks
 }
