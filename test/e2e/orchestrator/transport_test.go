@@ -91,10 +91,11 @@ func (c *requestCounter) count(method, fragment string) int {
 	return n
 }
 
+// reset forgets the requests and responses seen so far.
 func (c *requestCounter) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.requests = nil
+	c.requests, c.responses = nil, nil
 }
 
 func (c *requestCounter) all() []string {
