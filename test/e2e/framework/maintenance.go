@@ -30,8 +30,9 @@ func crdGVR() schema.GroupVersionResource {
 }
 
 // maintenanceCRD is a minimal CustomResourceDefinition for NodeMaintenance-like objects of gvr:
-// cluster-scoped, spec.nodeName and spec.reason strings, a free-form status subresource.
-func maintenanceCRD(gvr schema.GroupVersionResource, kind string) *unstructured.Unstructured {
+// of scope (Cluster or Namespaced), spec.nodeName and spec.reason strings, a free-form status
+// subresource.
+func maintenanceCRD(gvr schema.GroupVersionResource, kind, scope string) *unstructured.Unstructured {
 	str := map[string]any{"type": "string"}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiextensions.k8s.io/v1",
@@ -39,7 +40,7 @@ func maintenanceCRD(gvr schema.GroupVersionResource, kind string) *unstructured.
 		"metadata":   map[string]any{"name": gvr.Resource + "." + gvr.Group},
 		"spec": map[string]any{
 			"group": gvr.Group,
-			"scope": "Cluster",
+			"scope": scope,
 			"names": map[string]any{
 				"kind":     kind,
 				"listKind": kind + "List",
@@ -80,7 +81,15 @@ func (c *Cluster) InstallNodeMaintenanceCRD(ctx context.Context) error {
 // not there yet) and waits until it is established and its resource is served. Tests that delete
 // their maintenance resource install one of their own, leaving NodeMaintenance to the others.
 func (c *Cluster) InstallMaintenanceCRD(ctx context.Context, gvr schema.GroupVersionResource, kind string) error {
-	crd := maintenanceCRD(gvr, kind)
+	return c.installCRD(ctx, gvr, maintenanceCRD(gvr, kind, "Cluster"))
+}
+
+// InstallNamespacedMaintenanceCRD is InstallMaintenanceCRD for a namespaced resource.
+func (c *Cluster) InstallNamespacedMaintenanceCRD(ctx context.Context, gvr schema.GroupVersionResource, kind string) error {
+	return c.installCRD(ctx, gvr, maintenanceCRD(gvr, kind, "Namespaced"))
+}
+
+func (c *Cluster) installCRD(ctx context.Context, gvr schema.GroupVersionResource, crd *unstructured.Unstructured) error {
 	crds := c.Dynamic.Resource(crdGVR())
 	if _, err := crds.Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating CRD %s: %w", crd.GetName(), err)
