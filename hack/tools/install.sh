@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned tools (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok, kwokctl, helm, ct, prometheus, promtool) from Go modules into a cache outside the repository,
+# kwok, kwokctl, helm, ct, prometheus, promtool, pushgateway) from Go modules into a cache outside the repository,
 # keyed by version and a hash of the module's go.mod and go.sum, the link flags and the Go toolchain,
 # so a fresh clone reuses them. Exits 2 when versions.env and a tool module's go.mod disagree. Prints nothing but progress on stderr; the bin directory is
 #   ${IMAGE_PREWARMER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-prewarmer}/bin
@@ -65,7 +65,7 @@ done
 ct_ldflags="-s -w -X github.com/helm/chart-testing/v3/ct/cmd.Version=${CT_VERSION}"
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm ct prometheus promtool)
+[[ ${#tools[@]} -gt 0 ]] || tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm ct prometheus promtool pushgateway)
 
 for t in "${tools[@]}"; do
   case $t in
@@ -87,6 +87,10 @@ for t in "${tools[@]}"; do
     prometheus|promtool)
       require prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
       build "$t" "$PROMETHEUS_VERSION" prometheus "github.com/prometheus/prometheus/cmd/$t" "-s -w" ;;
+    pushgateway)
+      require pushgateway github.com/prometheus/pushgateway "$PUSHGATEWAY_VERSION"
+      build pushgateway "$PUSHGATEWAY_VERSION" pushgateway github.com/prometheus/pushgateway \
+        "-s -w -X github.com/prometheus/common/version.Version=${PUSHGATEWAY_VERSION#v}" ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

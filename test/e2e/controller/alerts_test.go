@@ -124,37 +124,48 @@ func renderAlertRules(t *testing.T, release, namespace, values string) []byte {
 // promServer is a Prometheus server started by a test.
 type promServer struct {
 	addr string
-	log  tu.LogBuffer
 }
 
-// httpClient bounds every request to Prometheus.
+// httpClient bounds every request to Prometheus and the Pushgateway.
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
 // startPrometheus runs prometheus with dir/prometheus.yml on a free port of 127.0.0.1, storing
-// its data in dir, and waits until it is ready. The port is free when picked, but another process
-// may take it before prometheus listens: then it tries another.
+// its data in dir, and waits until it is ready.
 func startPrometheus(t *testing.T, bin, dir string) *promServer {
 	t.Helper()
+	addr := startLocalServer(t, "prometheus", bin, func(addr string) []string {
+		return []string{"--config.file=" + filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr, "--log.level=warn"}
+	})
+	return &promServer{addr: addr}
+}
+
+// startLocalServer runs a Prometheus project's server (its flags for listening on addr from
+// args) on a free port of 127.0.0.1 until the test ends, waits until its /-/ready answers 200
+// and returns the address. The port is free when picked, but another process may take it
+// before the server listens: then it tries another.
+func startLocalServer(t *testing.T, name, bin string, args func(addr string) []string) string {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		s, inUse := tryPrometheus(t, bin, dir)
-		if s != nil {
-			return s
+		addr, inUse := tryLocalServer(t, name, bin, args)
+		if addr != "" {
+			return addr
 		}
-		require.True(t, inUse && attempt < 3, "prometheus started (attempt %d)", attempt)
+		require.True(t, inUse && attempt < 3, "%s started (attempt %d)", name, attempt)
 	}
 }
 
-// tryPrometheus starts prometheus once; it returns nil and whether the port was taken when it
+// tryLocalServer starts the server once; it returns "" and whether the port was taken when it
 // exited before it was ready.
-func tryPrometheus(t *testing.T, bin, dir string) (*promServer, bool) {
+func tryLocalServer(t *testing.T, name, bin string, args func(addr string) []string) (string, bool) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &promServer{addr: l.Addr().String()}
+	addr := l.Addr().String()
 	require.NoError(t, l.Close())
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+s.addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = &s.log, &s.log
+	var log tu.LogBuffer
+	cmd := exec.Command(bin, args(addr)...)
+	cmd.Stdout, cmd.Stderr = &log, &log
 	// Killed with the test process, even one that a timeout panics before the cleanups run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, cmd.Start())
@@ -164,28 +175,28 @@ func tryPrometheus(t *testing.T, bin, dir string) (*promServer, bool) {
 		_ = cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
-			t.Logf("prometheus log:\n%s", s.log.String())
+			t.Logf("%s log:\n%s", name, log.String())
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := httpClient.Get("http://" + s.addr + "/-/ready")
+		resp, err := httpClient.Get("http://" + addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s, false
+				return addr, false
 			}
 		}
 		select {
 		case err := <-exited:
 			exited <- err // for the cleanup
-			if strings.Contains(s.log.String(), "address already in use") {
-				return nil, true
+			if strings.Contains(log.String(), "address already in use") {
+				return "", true
 			}
-			t.Fatalf("prometheus exited: %v\n%s", err, s.log.String())
+			t.Fatalf("%s exited: %v\n%s", name, err, log.String())
 		case <-time.After(200 * time.Millisecond):
 		}
-		require.True(t, time.Now().Before(deadline), "prometheus ready within 30s\n%s", s.log.String())
+		require.True(t, time.Now().Before(deadline), "%s ready within 30s\n%s", name, log.String())
 	}
 }
 

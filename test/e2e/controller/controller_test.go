@@ -3,16 +3,12 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -268,10 +264,15 @@ func TestAPIServerRestart(t *testing.T) {
 func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 	e := newEnv(t)
 	const n = 12
+	// Taints of others, which each node keeps: one with the key of ours and another effect.
+	theirs := []corev1.Taint{
+		{Key: e.Config.Taint.Key, Value: "manual", Effect: corev1.TaintEffectPreferNoSchedule},
+		{Key: "team.example.com/gpu", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
-		go func() { defer wg.Done(); e.PoolNode(fmt.Sprintf("n%02d", i)) }()
+		go func() { defer wg.Done(); e.PoolNode(fmt.Sprintf("n%02d", i), framework.WithTaints(theirs...)) }()
 	}
 	wg.Wait()
 	e.Warmer()
@@ -320,13 +321,7 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 		short := fmt.Sprintf("n%02d", i)
 		e.waitPhase(short, state.PhaseTainted)
 		node := e.Node(short)
-		count := 0
-		for _, tt := range node.Spec.Taints {
-			if tt.Key == e.Config.Taint.Key {
-				count++
-			}
-		}
-		assert.Equal(t, 1, count, "one taint on %s", short)
+		e.RequireTaints(short, append(theirs, e.OurTaint())...)
 		assert.Equal(t, "upgrading", node.Labels[e.Config.StatusLabel.Key])
 		assert.Equal(t, e.Config.Instance, node.Annotations[state.Owner])
 		assert.LessOrEqual(t, len(e.Events(short, "PrewarmTainted")), 1, "no double write on %s", short)
@@ -340,63 +335,6 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 	}
 	require.NoError(t, next.err, "exit 0 on SIGTERM\n%s", next.log())
 	assert.Empty(t, e.leader(), "the Lease is released on SIGTERM")
-}
-
-// run --once --pushgateway pushes the cycle's metrics to the Pushgateway after the cycle.
-func TestOncePushgateway(t *testing.T) {
-	e := newEnv(t)
-	e.PoolNode("a")
-	e.Warmer()
-	e.Maintenance("a")
-
-	type pushed struct {
-		method, path string
-		families     map[string]*dto.MetricFamily
-	}
-	got := make(chan pushed, 4)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		p := pushed{method: req.Method, path: req.URL.Path, families: map[string]*dto.MetricFamily{}}
-		dec := expfmt.NewDecoder(req.Body, expfmt.ResponseFormat(req.Header))
-		for {
-			var mf dto.MetricFamily
-			if err := dec.Decode(&mf); err != nil {
-				if err != io.EOF {
-					t.Errorf("decoding pushed metrics: %v", err)
-				}
-				break
-			}
-			p.families[mf.GetName()] = &mf
-		}
-		got <- p
-		w.WriteHeader(http.StatusOK)
-	}))
-	defer srv.Close()
-	require.True(t, strings.HasPrefix(srv.URL, "http://127.0.0.1:"))
-
-	cmd := []string{"run", "--once", "--config", e.configFile(), "--kubeconfig", cluster.Kubeconfig, "--pushgateway", srv.URL}
-	out, err := execBinary(t, cmd...)
-	require.NoError(t, err, out)
-	e.waitPhase("a", state.PhaseTainted)
-
-	var p pushed
-	select {
-	case p = <-got:
-	default:
-		t.Fatal("nothing was pushed")
-	}
-	assert.Equal(t, http.MethodPut, p.method)
-	assert.True(t, strings.HasPrefix(p.path, "/metrics/job/image-prewarmer/instance"), p.path)
-	expect := func(name string, labels map[string]string, want float64) {
-		t.Helper()
-		v, ok := sample(p.families, name, labels)
-		require.True(t, ok, "pushed %s%v", name, labels)
-		assert.Equal(t, want, v, "%s%v", name, labels)
-	}
-	expect("image_prewarmer_transitions_total", map[string]string{"type": "enter", "reason": "nodeMaintenance"}, 1)
-	expect("image_prewarmer_nodes", map[string]string{"phase": "tainted"}, 1)
-	expect("image_prewarmer_pool_nodes", nil, 1)
-	expect("image_prewarmer_reconcile_duration_seconds", map[string]string{"mode": "once"}, 1)
-	expect("image_prewarmer_build_info", nil, 1)
 }
 
 // The chart's pre-delete hook (cleanup --uninstall) while the controller runs: the node it manages
