@@ -139,6 +139,28 @@ func (p *Pool) RequireUntouched(short string) {
 	}
 }
 
+// RequireTaints checks that the node's taints, apart from the node lifecycle's own
+// (node.kubernetes.io/...), are exactly want: each once, by key, value and effect.
+func (p *Pool) RequireTaints(short string, want ...corev1.Taint) {
+	p.T.Helper()
+	var got []string
+	for _, t := range p.Node(short).Spec.Taints {
+		if !strings.HasPrefix(t.Key, "node.kubernetes.io/") {
+			got = append(got, t.ToString())
+		}
+	}
+	wanted := make([]string, len(want))
+	for i, t := range want {
+		wanted[i] = t.ToString()
+	}
+	require.ElementsMatch(p.T, wanted, got, "taints of %s", short)
+}
+
+// OurTaint is the installation's taint.
+func (p *Pool) OurTaint() corev1.Taint {
+	return corev1.Taint{Key: p.Config.Taint.Key, Value: p.Config.Taint.Value, Effect: p.Config.Taint.Effect}
+}
+
 // poolNames counts the pools NewPool made under each name in this process.
 var poolNames = struct {
 	sync.Mutex

@@ -837,7 +837,17 @@ func otherWriter(e *env, client kubernetes.Interface, node string, round int) er
 func TestCycleDiesHalfway(t *testing.T) {
 	e := newEnv(t)
 	e.Warmer()
-	names := e.poolInMaintenance("h%d", 6)
+	// Taints of others: one with the key of ours and another effect, and one of a team.
+	theirs := []corev1.Taint{
+		{Key: e.Config.Taint.Key, Value: "manual", Effect: corev1.TaintEffectPreferNoSchedule},
+		{Key: "team.example.com/gpu", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+	}
+	names := make([]string, 6)
+	for i := range names {
+		names[i] = fmt.Sprintf("h%d", i)
+		e.PoolNode(names[i], framework.WithTaints(theirs...))
+		e.Maintenance(names[i])
+	}
 	counter := &requestCounter{failAfter: 3}
 	broken, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
@@ -857,19 +867,13 @@ func TestCycleDiesHalfway(t *testing.T) {
 
 	e.cycle()
 	for _, s := range names {
-		n := e.Node(s)
 		e.requirePhase(s, state.PhaseTainted, "upgrading")
-		count := 0
-		for _, tt := range n.Spec.Taints {
-			if tt.Key == "os-upgrade" {
-				count++
-			}
-		}
-		assert.Equal(t, 1, count, "one taint on %s", s)
+		e.RequireTaints(s, append(theirs, e.OurTaint())...)
 	}
 	e.cycle() // idempotent: nothing left to do
 	for _, s := range names {
 		require.Len(t, e.Events(s, "PrewarmTainted"), 1, "one Tainted event on %s", s)
+		e.RequireTaints(s, append(theirs, e.OurTaint())...)
 	}
 }
 
