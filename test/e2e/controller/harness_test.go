@@ -107,39 +107,53 @@ type runner struct {
 // withResync says otherwise.
 const runnerResync = 2 * time.Second
 
-// startOption changes the controller options of an in-process replica.
-type startOption func(*controller.Options)
+// startOption changes how an in-process replica is started.
+type startOption func(*startSettings)
+
+// startSettings are a replica's controller options and what its clients are built with.
+type startSettings struct {
+	controller.Options
+	// transport, when set, wraps the API transport (inside the request metrics).
+	transport func(http.RoundTripper) http.RoundTripper
+}
 
 // withResync sets the replica's resync period. A long one (minutes) leaves only the watches to
 // account for what the replica does within a test.
 func withResync(d time.Duration) startOption {
-	return func(o *controller.Options) { o.Resync = d }
+	return func(s *startSettings) { s.Resync = d }
 }
 
 // withLog sends the replica's log to w as well (text, debug level), for a test to read.
 func withLog(w io.Writer) startOption {
-	return func(o *controller.Options) {
-		o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(w, logSink()), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return func(s *startSettings) {
+		s.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(w, logSink()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+}
+
+// withTransport wraps the replica's API transport, inside its request metrics.
+func withTransport(wrap func(http.RoundTripper) http.RoundTripper) startOption {
+	return func(s *startSettings) { s.transport = wrap }
 }
 
 // start runs an in-process replica with its own clients, metrics and leader-election identity.
 func (e *env) start(id string, le controller.LeaderElection, opts ...startOption) *runner {
 	e.T.Helper()
 	m := metrics.New()
+	st := startSettings{Options: controller.Options{Config: e.Config, Logger: testLogger(e.T, id), Metrics: m, Resync: runnerResync}}
+	for _, opt := range opts {
+		opt(&st)
+	}
 	rc := rest.CopyConfig(cluster.RESTConfig)
+	if st.transport != nil {
+		rc.Wrap(st.transport)
+	}
 	rc.Wrap(m.WrapTransport)
 	client, err := kubernetes.NewForConfig(rc)
 	require.NoError(e.T, err)
 	dyn, err := dynamic.NewForConfig(rc)
 	require.NoError(e.T, err)
-	co := controller.Options{
-		Config: e.Config, Client: client, Dynamic: dyn, Logger: testLogger(e.T, id), Metrics: m,
-		Resync: runnerResync,
-	}
-	for _, opt := range opts {
-		opt(&co)
-	}
+	co := st.Options
+	co.Client, co.Dynamic = client, dyn
 	en, err := engine.New(engine.Options{Config: e.Config, Client: client, Dynamic: dyn, Logger: co.Logger, Reporter: id, Metrics: m,
 		Workers: engine.EventDrivenWorkers}) // as the binary's run
 	require.NoError(e.T, err)

@@ -1,0 +1,84 @@
+package controller_test
+
+import (
+	"errors"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+)
+
+// The API server applies a patch but its answer is lost (the connection drops before the
+// response), in the event-driven mode: for each node, the answer to its entry (a merge patch)
+// and to its release (a JSON patch). The replica finds each write done from the node as its
+// watch delivers it: every node goes through its upgrade and is released warm, with one Tainted
+// and one Released Event each, and each transition counted once in its metrics.
+func TestLostAnswersInEventMode(t *testing.T) {
+	e := newEnv(t)
+	names := []string{"a", "b"}
+	for _, s := range names {
+		e.PoolNode(s)
+	}
+	e.Warmer()
+
+	var mu sync.Mutex
+	dropped := map[string]bool{} // "node content-type"
+	lossy := func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err != nil || req.Method != http.MethodPatch || !strings.HasPrefix(req.URL.Path, "/api/v1/nodes/") ||
+				resp.StatusCode != http.StatusOK {
+				return resp, err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			key := path.Base(req.URL.Path) + " " + req.Header.Get("Content-Type")
+			if dropped[key] {
+				return resp, nil
+			}
+			dropped[key] = true
+			_ = resp.Body.Close()
+			return nil, errors.New("injected: connection lost before the response")
+		})
+	}
+	r := e.start("only", fastElection, withTransport(lossy))
+
+	for _, s := range names {
+		e.Maintenance(s)
+	}
+	for _, s := range names {
+		e.waitPhase(s, state.PhaseTainted)
+		e.Reboot(s, newKernel)
+	}
+	for _, s := range names {
+		e.waitReleased(s)
+	}
+
+	mf := r.scrape(t)
+	for _, s := range names {
+		e.RequireReleased(s, state.ReasonWarm)
+		mu.Lock()
+		for _, pt := range []types.PatchType{types.MergePatchType, types.JSONPatchType} {
+			require.True(t, dropped[e.NodeName(s)+" "+string(pt)], "the answer to a %s of %s was lost", pt, s)
+		}
+		mu.Unlock()
+		assert.Len(t, e.Events(s, "PrewarmTainted"), 1, "%s: one Tainted Event, for the entry whose answer was lost", s)
+		assert.Len(t, e.Events(s, "PrewarmReleased"), 1, "%s: one Released Event, for the release whose answer was lost", s)
+	}
+	for _, c := range []struct{ typ, reason string }{{"enter", "nodeMaintenance"}, {"release", state.ReasonWarm}} {
+		v, ok := sample(mf, "image_prewarmer_transitions_total", map[string]string{"type": c.typ, "reason": c.reason})
+		assert.True(t, ok && v == float64(len(names)), "transitions_total{type=%q,reason=%q} counts each node once: %v", c.typ, c.reason, v)
+	}
+}
+
+// roundTripperFunc is a function used as an http.RoundTripper.
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
