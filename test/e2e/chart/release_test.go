@@ -273,17 +273,28 @@ func (r *liveRelease) node(name string) *corev1.Node {
 // pod runs it.
 type orchestrator struct {
 	t      *testing.T
+	r      *liveRelease
+	pod    string
 	cmd    *exec.Cmd
 	logs   *tu.LogBuffer
 	exited chan error
 	cfg    *config.Config
 }
 
-// startDeployment starts the orchestrator as the release's Deployment runs it: its arguments,
-// the ConfigMap's config.yaml, a token of the Deployment's ServiceAccount, and its namespace and
-// pod name as the downward API gives them (pod "<fullname>-0"), with the HTTP endpoints on a free
-// local port. It returns once that pod holds the Lease.
+// startDeployment starts the orchestrator as the release's Deployment runs it (replica
+// "<fullname>-0"; see startReplica) and waits until it holds the release's Lease.
 func (r *liveRelease) startDeployment() *orchestrator {
+	r.t.Helper()
+	o := r.startReplica(0)
+	o.waitLeading()
+	return o
+}
+
+// startReplica starts the orchestrator as the release's Deployment runs it: its arguments, the
+// ConfigMap's config.yaml, a token of the Deployment's ServiceAccount, and its namespace and pod
+// name as the downward API gives them (pod "<fullname>-<i>"), with the HTTP endpoints on a free
+// port of 127.0.0.1.
+func (r *liveRelease) startReplica(i int) *orchestrator {
 	r.t.Helper()
 	d, err := cluster.Client.AppsV1().Deployments(r.ns).Get(r.ctx, r.fullname, metav1.GetOptions{})
 	require.NoError(r.t, err, "the release's Deployment")
@@ -292,24 +303,43 @@ func (r *liveRelease) startDeployment() *orchestrator {
 	cfg, cfgPath := r.config()
 	_, kubeconfig := r.serviceAccount(d.Spec.Template.Spec.ServiceAccountName)
 
-	o := &orchestrator{t: r.t, logs: &tu.LogBuffer{}, exited: make(chan error, 1), cfg: cfg}
+	pod := fmt.Sprintf("%s-%d", r.fullname, i)
+	o := &orchestrator{t: r.t, r: r, pod: pod, logs: &tu.LogBuffer{}, exited: make(chan error, 1), cfg: cfg}
 	o.cmd = exec.CommandContext(r.ctx, framework.OrchestratorBinary(r.t), append(withoutFlag(args, "--listen"),
 		"--config", cfgPath, "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:0")...)
-	pod := r.fullname + "-0"
 	o.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+r.ns, "POD_NAME="+pod)
 	o.cmd.Stdout, o.cmd.Stderr = o.logs, o.logs
 	require.NoError(r.t, o.cmd.Start())
 	go func() { o.exited <- o.cmd.Wait() }()
 	r.t.Cleanup(func() { _ = o.cmd.Process.Kill() })
-
-	require.NoError(r.t, framework.Eventually(r.ctx, time.Minute, func(ctx context.Context) (bool, error) {
-		lease, err := cluster.Client.CoordinationV1().Leases(r.ns).Get(ctx, r.fullname, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		return lease.Spec.HolderIdentity != nil && strings.HasPrefix(*lease.Spec.HolderIdentity, pod), nil
-	}), "the Deployment's orchestrator takes the release's Lease:\n%s", o.logs)
 	return o
+}
+
+// waitLeading waits until the replica holds the release's Lease (its identity starts with the
+// pod's name).
+func (o *orchestrator) waitLeading() {
+	o.t.Helper()
+	require.NoError(o.t, framework.Eventually(o.r.ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		return strings.HasPrefix(o.r.leaseHolder(), o.pod), nil
+	}), "%s takes the release's Lease:\n%s", o.pod, o.logs)
+}
+
+// leaseHolder is the identity holding the release's Lease, "" when none does.
+func (r *liveRelease) leaseHolder() string {
+	lease, err := cluster.Client.CoordinationV1().Leases(r.ns).Get(r.ctx, r.fullname, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// kill ends the replica with SIGKILL (it hands nothing back) and requires that it had no
+// request refused.
+func (o *orchestrator) kill() {
+	o.t.Helper()
+	require.NoError(o.t, o.cmd.Process.Kill())
+	<-o.exited
+	assert.NotContains(o.t, strings.ToLower(o.logs.String()), "forbidden", "no request of %s refused under the chart's RBAC", o.pod)
 }
 
 // stop sends SIGTERM and requires exit 0 within 30 s, and no request refused along the way.
