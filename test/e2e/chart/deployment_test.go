@@ -53,7 +53,9 @@ func TestDeploymentModeUnderItsRBAC(t *testing.T) {
 	assert.False(t, state.HasTaint(r.node(node), cfg.Taint.Key, cfg.Taint.Effect))
 
 	standby.stop()
-	assert.Empty(t, r.leaseHolder(), "the Lease is handed back")
+	holder, err := r.leaseHolder()
+	require.NoError(t, err)
+	assert.Empty(t, holder, "the Lease is handed back")
 
 	r.uninstall()
 }

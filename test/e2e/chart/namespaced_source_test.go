@@ -23,22 +23,25 @@ import (
 // A namespaced maintenance resource read in one namespace (maintenance.nodeMaintenance.namespace)
 // under exactly the RBAC the chart grants for it, a Role in that namespace: the ServiceAccount
 // cannot read the resource in other namespaces; a run --once cycle enters the node whose object
-// is in that namespace and not the one whose object is elsewhere; the event-driven mode, whose
-// informer lists and watches the resource there, releases the entered node once warm. No request
-// is refused.
+// is in that namespace and not the one whose object is elsewhere; the event-driven mode syncs its
+// informer on the resource there (list and watch) and releases the entered node once warm. No
+// request is refused.
 func TestNamespacedMaintenanceSourceUnderItsRBAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	gvr := schema.GroupVersionResource{Group: "namespaced.chart.e2e.image-prewarmer.io", Version: "v1", Resource: "upgradejobs"}
 	const kind = "UpgradeJob"
 	require.NoError(t, cluster.InstallNamespacedMaintenanceCRD(ctx, gvr, kind))
+	t.Cleanup(func() { _ = cluster.DeleteMaintenanceCRD(context.Background(), gvr) })
 
 	// The pipeline's namespace and another one, each named by the API server.
 	namespace := func(prefix string) string {
 		t.Helper()
 		ns, err := cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix}}, metav1.CreateOptions{})
 		require.NoError(t, err)
-		t.Cleanup(func() { _ = cluster.Client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = cluster.Client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+		})
 		return ns.Name
 	}
 	upgrades, other := namespace("upgrades-"), namespace("other-")

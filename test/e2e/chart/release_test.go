@@ -320,17 +320,18 @@ func (r *liveRelease) startReplica(i int) *orchestrator {
 func (o *orchestrator) waitLeading() {
 	o.t.Helper()
 	require.NoError(o.t, framework.Eventually(o.r.ctx, time.Minute, func(ctx context.Context) (bool, error) {
-		return strings.HasPrefix(o.r.leaseHolder(), o.pod), nil
+		holder, err := o.r.leaseHolder()
+		return err == nil && strings.HasPrefix(holder, o.pod), nil
 	}), "%s takes the release's Lease:\n%s", o.pod, o.logs)
 }
 
 // leaseHolder is the identity holding the release's Lease, "" when none does.
-func (r *liveRelease) leaseHolder() string {
+func (r *liveRelease) leaseHolder() (string, error) {
 	lease, err := cluster.Client.CoordinationV1().Leases(r.ns).Get(r.ctx, r.fullname, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil {
-		return ""
+		return "", err
 	}
-	return *lease.Spec.HolderIdentity
+	return *lease.Spec.HolderIdentity, nil
 }
 
 // kill ends the replica with SIGKILL (it hands nothing back) and requires that it had no

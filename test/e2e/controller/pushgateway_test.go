@@ -122,7 +122,7 @@ current-context: c
 	_, ok = sample(mf, "image_prewarmer_api_errors_total", with(map[string]string{"code": "transport"}))
 	assert.False(t, ok, "the failed run's errors are gone: the group was replaced")
 	v, ok = sample(mf, "image_prewarmer_reconcile_duration_seconds", with(map[string]string{"mode": "once"}))
-	assert.True(t, ok && v == 1, "this run's one cycle, not two: %v", v)
+	assert.True(t, ok && v == 1, "this run's one cycle: %v", v)
 	success, ok := sample(mf, "image_prewarmer_last_success_timestamp_seconds", group)
 	require.True(t, ok, "the success time is pushed")
 	assert.InDelta(t, float64(time.Now().Unix()), success, 120)
