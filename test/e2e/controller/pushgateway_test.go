@@ -60,14 +60,7 @@ scrape_configs:
 	prom := startPrometheus(t, prometheus, dir)
 
 	// A kubeconfig whose API server refuses connections: the cycle fails at its first list.
-	unreachable := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, os.WriteFile(unreachable, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: gone, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: gone, user: u}}]
-current-context: c
-`), 0o600))
+	unreachable := framework.UnreachableKubeconfig(t)
 	config := e.configFile()
 	run := func(kubeconfig string, wantOK bool) {
 		t.Helper()

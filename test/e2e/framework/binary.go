@@ -56,3 +56,20 @@ func Tool(t testing.TB, name string) string {
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), name)
 }
+
+// UnreachableKubeconfig writes a kubeconfig whose API server (127.0.0.1:1) refuses every
+// connection and returns its path.
+func UnreachableKubeconfig(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: gone, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: gone, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -83,14 +83,7 @@ func lastLine(s string) string {
 // still waiting when runBinaryWith's deadline kills it exits -1, not 1).
 func TestUnreachableAPIServer(t *testing.T) {
 	e := newEnv(t)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: gone, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: gone, user: u}}]
-current-context: c
-`), 0o600))
+	kubeconfig := framework.UnreachableKubeconfig(t)
 	res := e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
 	assert.Equal(t, 1, res.code, res.stderr)
 	line := lastLine(res.stderr)
