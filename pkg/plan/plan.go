@@ -512,15 +512,19 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 	case c.s.MaintenanceUnknown != "":
 		// No entry. A presence maintenance's end is recorded only where the unread source can
 		// change nothing: a node whose record names none of its maintenances (any active one
-		// would be new, and enter the node, once the source is read, as it would now).
+		// would be new, and enter the node, once the source is read, as it would now). Otherwise
+		// only the presence maintenances that left, which the unread source cannot bring back.
 		if len(active) == 0 && !slices.ContainsFunc(recordedIDs(n), func(id string) bool { return !isPresenceID(id) }) {
 			return p.recordMaintenanceEnded(c, n), false
 		}
-		return nil, false
+		return p.recordPresenceLeft(c, n, active), false
 	case len(active) == 0:
 		return p.recordMaintenanceEnded(c, n), false
 	}
-	return nil, !p.releasedFor(n, active)
+	if !p.releasedFor(n, active) {
+		return nil, true
+	}
+	return p.recordPresenceLeft(c, n, active), false
 }
 
 // releasedFor reports whether the node was already released for these maintenances: whether
@@ -575,6 +579,34 @@ func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 		Node: n.Name, Type: Record, Reason: "maintenance-ended",
 		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(slices.DeleteFunc(ids, func(id string) bool { return !isPresenceID(id) }), ", ")),
 		Change:  Change{Annotations: map[string]*string{state.MaintenanceEnded: ptr(c.now)}},
+	}
+}
+
+// recordPresenceLeft drops from the record of a node released for maintenances that still last
+// the presence maintenances that are over (a label removed while the cordon stays), so that the
+// node entering that set again is a new maintenance: the identity of a presence maintenance is
+// the node's unbroken stay in the set, which maintenance-ended-at alone marks only once every
+// maintenance on the node has ended. Presence sources are read from the nodes themselves, so
+// this holds also while another source is unknown.
+func (p *Planner) recordPresenceLeft(c *cycle, n *corev1.Node, active []Maintenance) *Action {
+	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
+		return nil
+	}
+	var left []string
+	kept := slices.DeleteFunc(recordedIDs(n), func(id string) bool {
+		over := isPresenceID(id) && !slices.ContainsFunc(active, func(m Maintenance) bool { return m.ID == id })
+		if over {
+			left = append(left, id)
+		}
+		return over
+	})
+	if len(left) == 0 {
+		return nil
+	}
+	return &Action{
+		Node: n.Name, Type: Record, Reason: "maintenance-ended",
+		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(left, ", ")),
+		Change:  Change{Annotations: map[string]*string{state.MaintenanceID: ptr(strings.Join(kept, ","))}},
 	}
 }
 

@@ -1604,6 +1604,47 @@ func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
 	assert.Equal(t, ptr("cordoned"), again.Change.Annotations[state.MaintenanceID])
 }
 
+// Each presence maintenance is the node's unbroken stay in its set: with a cordon and a label
+// both recorded, the label removed and put back while the cordon lasts is a new maintenance.
+func TestPresenceLeftWhileAnotherLasts(t *testing.T) {
+	cfg := testConfig(t)
+	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
+	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
+	released := tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "cordoned,nodeLabel", state.ReleaseReason, state.ReasonWarm))
+	in := func(ms ...plan.Maintenance) map[string][]plan.Maintenance {
+		return map[string][]plan.Maintenance{"a": ms}
+	}
+
+	assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(label, cordon))).Actions, "both still last")
+
+	// The label is removed; the cordon stays: the label's maintenance is over.
+	left := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(cordon))), "a")
+	assert.Equal(t, plan.Record, left.Type)
+	assert.Equal(t, "maintenance-ended", left.Reason)
+	assert.Contains(t, left.Message, plan.SourceNodeLabel)
+	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr(plan.SourceCordoned)}, left.Change.Annotations,
+		"the label dropped from the record, no end stamped while the cordon lasts")
+	released.Annotations[state.MaintenanceID] = plan.SourceCordoned
+	assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(cordon))).Actions, "recorded once")
+
+	// The label is put back while the cordon lasts: a new maintenance.
+	again := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(label, cordon))), "a")
+	assert.Equal(t, plan.Enter, again.Type)
+	assert.Equal(t, ptr("cordoned,nodeLabel"), again.Change.Annotations[state.MaintenanceID])
+
+	// A NodeMaintenance recorded with the label: the label's end drops it, the object's UID stays.
+	withNM := tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "nodeLabel,uid-nm-a", state.ReleaseReason, state.ReasonWarm))
+	nmLeft := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{withNM}, in(nm("a")...))), "a")
+	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr("uid-nm-a")}, nmLeft.Change.Annotations)
+
+	// Once every maintenance is over, the end is stamped as before, and no record is rewritten
+	// after it.
+	released.Annotations[state.MaintenanceEnded] = state.FormatTime(t0)
+	released.Annotations[state.MaintenanceID] = "cordoned,nodeLabel"
+	assert.Equal(t, plan.Enter, action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(cordon))), "a").Type,
+		"cordoned again after every maintenance ended: new")
+}
+
 // A node released because it left the pool has no maintenances in the snapshot (the sources
 // read pool nodes only): its record is kept as it is, so that, back in the pool while the same
 // cordon lasts, it is not entered again for it.
@@ -1792,12 +1833,18 @@ func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
 	after := compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"w": append(nm("w"), cordoned...)}))
 	assert.Empty(t, after.Actions)
 
-	// A released node whose record names a NodeMaintenance: its cordon's end waits for the source.
+	// A released node whose record names a NodeMaintenance: no end is stamped while the source
+	// is unknown (its NodeMaintenance may still last), but the cordon, read from the node itself,
+	// is dropped from the record: the unread source cannot bring it back.
 	nmReleased := tu.Node("q", inPool(), tu.WithAnnotations(state.ReleaseReason, state.ReasonWarm, state.ReleasedAt, state.FormatTime(t0),
 		state.MaintenanceID, "cordoned,uid-nm-q"))
 	unknown := snapshot(t0, []*corev1.Node{nmReleased}, nil)
 	unknown.MaintenanceUnknown = s.MaintenanceUnknown
-	assert.Empty(t, compute(t, cfg, unknown).Actions)
+	left := action(t, compute(t, cfg, unknown), "q")
+	assert.Equal(t, plan.Record, left.Type)
+	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr("uid-nm-q")}, left.Change.Annotations)
+	nmReleased.Annotations[state.MaintenanceID] = "uid-nm-q"
+	assert.Empty(t, compute(t, cfg, unknown).Actions, "nothing more to record")
 	require.Len(t, got.Notes, 1)
 	assert.Contains(t, got.Notes[0].Message, "maintenance source nodemaintenances.v1beta1.nodemaintenance.medik8s.io not read yet")
 }

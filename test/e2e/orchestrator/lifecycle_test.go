@@ -1045,6 +1045,50 @@ func TestNodeLabelSourceAndExternalRelease(t *testing.T) {
 	e.requirePhase("a", state.PhaseTainted, "upgrading")
 }
 
+// Two presence sources name the node at once (a pipeline labels the node and cordons it): after
+// the release, the label removed and put back while the cordon lasts is a new maintenance.
+func TestPresenceSourceLeftWhileAnotherLasts(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Maintenance.NodeMaintenance.Enabled = false
+		c.Maintenance.Cordoned.Enabled = true
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	e.PoolNode("a")
+	e.Warmer()
+	label := func(patch string) {
+		t.Helper()
+		_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("a"), types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"upgrade.example.com/pending":`+patch+`}}}`), metav1.PatchOptions{})
+		require.NoError(t, err)
+	}
+
+	label(`"true"`)
+	_, err := cluster.Cordon(e.Ctx, e.NodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	assert.Equal(t, "cordoned,nodeLabel", e.Node("a").Annotations[state.MaintenanceID])
+	e.Reboot("a", "5.15.0-100")
+	e.cycle()
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	e.waitWarmerReady("a")
+	e.cycle()
+	e.RequireReleased("a", state.ReasonWarm)
+	e.cycle()
+	e.RequireReleased("a", state.ReasonWarm) // both last: not tainted again
+
+	label("null")
+	e.cycle()
+	n := e.RequireReleased("a", state.ReasonWarm)
+	assert.Equal(t, plan.SourceCordoned, n.Annotations[state.MaintenanceID], "the label's maintenance is over")
+	assert.NotContains(t, n.Annotations, state.MaintenanceEnded, "the cordon lasts")
+
+	label(`"true"`)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	assert.Equal(t, "cordoned,nodeLabel", e.Node("a").Annotations[state.MaintenanceID])
+}
+
 // A release is guarded by our own keys, not by the node's resourceVersion: a write to anything
 // else between the read and the release (another controller's label and taint) does not send it
 // back for a re-read; a write to one of ours does, and the release is re-planned from the fresh
