@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/push"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -26,9 +28,10 @@ import (
 //     (job image-prewarmer, instance <namespace>/<release>: a value with a slash, which the
 //     push encodes in the URL) without node counts or a success time, and
 //     ImagePrewarmerReconcileFailing becomes pending (its `for` is promtool's to time);
-//   - a completed run replaces the group: node counts, transitions and the success time, and the
-//     alert resolves;
-//   - a failed run after it keeps the node counts and the success time of the completed one.
+//   - a completed run replaces the group (a family it does not push goes): node counts,
+//     transitions and the success time, and the alert resolves;
+//   - a failed run after it keeps the node counts and the success time of the completed one (and
+//     a family it does not push).
 //
 // The Pushgateway refuses a push whose families are inconsistent; no push here is refused.
 func TestOncePushgateway(t *testing.T) {
@@ -101,7 +104,8 @@ scrape_configs:
 		return prom.active(t, "ImagePrewarmerReconcileFailing"), nil
 	}), "ImagePrewarmerReconcileFailing is pending after a failed run; alerts: %+v", prom.alerts(t))
 
-	// A completed run replaces the group.
+	// A completed run replaces the group: a family it does not push goes too.
+	pushSentinel(t, gateway, e.Config.Instance)
 	e.Maintenance("a")
 	run(cluster.Kubeconfig, true)
 	e.waitPhase("a", state.PhaseTainted)
@@ -114,6 +118,8 @@ scrape_configs:
 	assert.True(t, ok && v == 1, "one entry: %v", v)
 	_, ok = sample(mf, "image_prewarmer_api_errors_total", with(map[string]string{"code": "transport"}))
 	assert.False(t, ok, "the failed run's errors are gone: the group was replaced")
+	_, ok = sample(mf, sentinel, group)
+	assert.False(t, ok, "a family the completed run did not push is gone: the group was replaced")
 	v, ok = sample(mf, "image_prewarmer_reconcile_duration_seconds", with(map[string]string{"mode": "once"}))
 	assert.True(t, ok && v == 1, "this run's one cycle: %v", v)
 	success, ok := sample(mf, "image_prewarmer_last_success_timestamp_seconds", group)
@@ -124,7 +130,8 @@ scrape_configs:
 		return !prom.active(t, "ImagePrewarmerReconcileFailing"), nil
 	}), "ImagePrewarmerReconcileFailing resolves after a completed run; alerts: %+v", prom.alerts(t))
 
-	// A failed run after it keeps what the completed one knew.
+	// A failed run after it keeps what the completed one knew, and any family it does not push.
+	pushSentinel(t, gateway, e.Config.Instance)
 	run(unreachable, false)
 	mf = scrapeGateway(t, gateway)
 	v, ok = sample(mf, "image_prewarmer_nodes", with(map[string]string{"phase": "tainted"}))
@@ -133,7 +140,23 @@ scrape_configs:
 	assert.True(t, ok && kept == success, "the success time of the completed run stays: %v, was %v", kept, success)
 	errs, ok = sample(mf, "image_prewarmer_api_errors_total", with(map[string]string{"code": "transport"}))
 	assert.True(t, ok && errs >= 1, "this run's failure is pushed: %v", errs)
+	_, ok = sample(mf, sentinel, group)
+	assert.True(t, ok, "a family the failed run did not push stays: it added to the group")
 	requirePushed(t, mf, group)
+}
+
+// sentinel is a family no run pushes, which pushSentinel adds to the group.
+const sentinel = "image_prewarmer_test_sentinel"
+
+// pushSentinel adds the sentinel family to the group of instance (POST: the group's other
+// families stay), so that what a later push does to the families it does not push shows.
+func pushSentinel(t *testing.T, gateway, instance string) {
+	t.Helper()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: sentinel, Help: "Pushed by the test, never by the orchestrator."})
+	g.Set(1)
+	require.NoError(t, push.New(gateway, "image-prewarmer").Grouping("instance", instance).Collector(g).Add())
+	_, ok := sample(scrapeGateway(t, gateway), sentinel, map[string]string{"job": "image-prewarmer", "instance": instance})
+	require.True(t, ok, "the sentinel is in the group")
 }
 
 // scrapeGateway reads the Pushgateway's /metrics: the pushed series with their grouping labels,
