@@ -346,6 +346,10 @@ func kernel() string {
 	return strings.TrimSpace(string(out))
 }
 
+// clusterParts are the entries of hack/tools/versions.env the benchmark's cluster is made of
+// (the others are chart and alert test tools).
+var clusterParts = []string{"ETCD_VERSION", "KUBE_VERSION", "KWOK_VERSION"}
+
 func toolVersions() string {
 	data, err := os.ReadFile("hack/tools/versions.env")
 	if err != nil {
@@ -353,13 +357,12 @@ func toolVersions() string {
 	}
 	var parts []string
 	for _, l := range strings.Split(string(data), "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		if k, v, ok := strings.Cut(l, "="); ok && strings.Contains(strings.ToLower(k), "version") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && slices.Contains(clusterParts, k) {
 			parts = append(parts, fmt.Sprintf("%s %s", strings.ToLower(strings.TrimSuffix(k, "_VERSION")), strings.Trim(v, `"`)))
 		}
+	}
+	if len(parts) != len(clusterParts) {
+		return "unknown"
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
