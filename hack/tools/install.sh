@@ -63,6 +63,10 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=${kube_minor}"
 done
 ct_ldflags="-s -w -X github.com/helm/chart-testing/v3/ct/cmd.Version=${CT_VERSION}"
+# Prometheus 3.x tags its Go module v0.<major><minor, two digits>.<patch>: v0.316.0 is 3.16.0,
+# the version `prometheus --version` and `promtool --version` print.
+prom_mm=$(echo "${PROMETHEUS_VERSION#v0.}" | cut -d. -f1)
+prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$((10#$prom_mm / 100)).$((10#$prom_mm % 100)).$(echo "$PROMETHEUS_VERSION" | cut -d. -f3)"
 
 tools=("$@")
 [[ ${#tools[@]} -gt 0 ]] || tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm ct prometheus promtool pushgateway)
@@ -86,7 +90,7 @@ for t in "${tools[@]}"; do
       build ct "$CT_VERSION" ct github.com/helm/chart-testing/v3/ct "$ct_ldflags" ;;
     prometheus|promtool)
       require prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
-      build "$t" "$PROMETHEUS_VERSION" prometheus "github.com/prometheus/prometheus/cmd/$t" "-s -w" ;;
+      build "$t" "$PROMETHEUS_VERSION" prometheus "github.com/prometheus/prometheus/cmd/$t" "$prom_ldflags" ;;
     pushgateway)
       require pushgateway github.com/prometheus/pushgateway "$PUSHGATEWAY_VERSION"
       build pushgateway "$PUSHGATEWAY_VERSION" pushgateway github.com/prometheus/pushgateway \
