@@ -65,7 +65,8 @@ type Snapshot struct {
 	// event-driven mode while its informer syncs, or while its probe fails); "" when every
 	// source is known. Maintenance then lacks that source's maintenances, so nothing that rests
 	// on a node's maintenance is decided: no entry, no left-maintenance record or cancel, and a
-	// release leaves the maintenances recorded on the node as they are. Adoptions, releases of
+	// release leaves the NodeMaintenance objects recorded on the node as they are. The presence
+	// sources, read from the nodes themselves, are recorded as they are. Adoptions, releases of
 	// warm nodes and the timeouts go on.
 	MaintenanceUnknown string
 }
@@ -512,9 +513,11 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 	case c.s.MaintenanceUnknown != "":
 		// No entry. A presence maintenance's end is recorded only where the unread source can
 		// change nothing: a node whose record names none of its maintenances (any active one
-		// would be new, and enter the node, once the source is read, as it would now). Otherwise
-		// only the presence maintenances that left, which the unread source cannot bring back.
-		if len(active) == 0 && !slices.ContainsFunc(recordedIDs(n), func(id string) bool { return !isPresenceID(id) }) {
+		// would be new, and enter the node, once the source is read, as it would now).
+		if slices.ContainsFunc(recordedIDs(n), func(id string) bool { return !isPresenceID(id) }) {
+			return nil, false
+		}
+		if len(active) == 0 {
 			return p.recordMaintenanceEnded(c, n), false
 		}
 		return p.recordPresenceLeft(c, n, active), false
@@ -582,32 +585,55 @@ func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 	}
 }
 
-// recordPresenceLeft drops from the record of a node released for maintenances that still last
-// the presence maintenances that are over (a label removed while the cordon stays), so that the
-// node entering that set again is a new maintenance: the identity of a presence maintenance is
-// the node's unbroken stay in the set, which maintenance-ended-at alone marks only once every
-// maintenance on the node has ended. Presence sources are read from the nodes themselves, so
-// this holds also while another source is unknown.
+// recordPresenceLeft drops from the record of a released node the presence maintenances that
+// are over while another presence maintenance lasts (a label removed while the cordon stays), so
+// that the node entering that set again is a new maintenance: a presence maintenance is the
+// node's unbroken stay in its set, which maintenance-ended-at alone marks only once every
+// maintenance on the node has ended. Not while a NodeMaintenance lasts: a cordon or label that
+// comes and goes under it is part of it (medik8s cordons the node of its NodeMaintenance, and
+// cordons it again if someone uncordons it), and the node was released for it. Only the sources
+// this configuration reads count: a disabled source's record may be another installation's, and
+// its absence from the snapshot says nothing. Presence sources are read from the nodes
+// themselves, so this holds also while the NodeMaintenance source is unknown, for a node whose
+// record names no NodeMaintenance. With none of the recorded maintenances left, their end is
+// marked as when none lasts.
 func (p *Planner) recordPresenceLeft(c *cycle, n *corev1.Node, active []Maintenance) *Action {
 	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
 		return nil
 	}
+	if slices.ContainsFunc(active, func(m Maintenance) bool { return m.Source == SourceNodeMaintenance }) {
+		return nil
+	}
 	var left []string
 	kept := slices.DeleteFunc(recordedIDs(n), func(id string) bool {
-		over := isPresenceID(id) && !slices.ContainsFunc(active, func(m Maintenance) bool { return m.ID == id })
+		over := p.presenceRead(id) && !slices.ContainsFunc(active, func(m Maintenance) bool { return m.ID == id })
 		if over {
 			left = append(left, id)
 		}
 		return over
 	})
-	if len(left) == 0 {
+	switch {
+	case len(left) == 0:
 		return nil
+	case len(kept) == 0:
+		return p.recordMaintenanceEnded(c, n)
 	}
 	return &Action{
 		Node: n.Name, Type: Record, Reason: "maintenance-ended",
 		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(left, ", ")),
 		Change:  Change{Annotations: map[string]*string{state.MaintenanceID: ptr(strings.Join(kept, ","))}},
 	}
+}
+
+// presenceRead reports whether id is a presence source this configuration reads.
+func (p *Planner) presenceRead(id string) bool {
+	switch id {
+	case SourceCordoned:
+		return p.cfg.Maintenance.Cordoned.Enabled
+	case SourceNodeLabel:
+		return p.cfg.Maintenance.NodeLabel.Enabled
+	}
+	return false
 }
 
 func isPresenceID(id string) bool { return id == SourceNodeLabel || id == SourceCordoned }

@@ -1605,44 +1605,75 @@ func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
 }
 
 // Each presence maintenance is the node's unbroken stay in its set: with a cordon and a label
-// both recorded, the label removed and put back while the cordon lasts is a new maintenance.
+// both recorded, the label removed and put back while the cordon lasts is a new maintenance. A
+// cordon or label that comes and goes while a NodeMaintenance lasts stays part of it, and a
+// source the configuration does not read is not taken for over.
 func TestPresenceLeftWhileAnotherLasts(t *testing.T) {
-	cfg := testConfig(t)
+	bothSources := func(c *config.Config) {
+		c.Maintenance.Cordoned.Enabled = true
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	}
+	cfg := testConfig(t, bothSources)
 	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
 	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
-	released := tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "cordoned,nodeLabel", state.ReleaseReason, state.ReasonWarm))
+	released := func(ids string, more ...string) *corev1.Node {
+		return tu.Node("a", inPool(), tu.WithAnnotations(append([]string{state.MaintenanceID, ids, state.ReleaseReason, state.ReasonWarm}, more...)...))
+	}
 	in := func(ms ...plan.Maintenance) map[string][]plan.Maintenance {
 		return map[string][]plan.Maintenance{"a": ms}
 	}
+	plans := func(n *corev1.Node, m map[string][]plan.Maintenance) plan.Plan {
+		return compute(t, cfg, snapshot(t0, []*corev1.Node{n}, m))
+	}
 
-	assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(label, cordon))).Actions, "both still last")
+	assert.Empty(t, plans(released("cordoned,nodeLabel"), in(label, cordon)).Actions, "both still last")
 
 	// The label is removed; the cordon stays: the label's maintenance is over.
-	left := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(cordon))), "a")
+	left := action(t, plans(released("cordoned,nodeLabel"), in(cordon)), "a")
 	assert.Equal(t, plan.Record, left.Type)
 	assert.Equal(t, "maintenance-ended", left.Reason)
 	assert.Contains(t, left.Message, plan.SourceNodeLabel)
 	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr(plan.SourceCordoned)}, left.Change.Annotations,
 		"the label dropped from the record, no end stamped while the cordon lasts")
-	released.Annotations[state.MaintenanceID] = plan.SourceCordoned
-	assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(cordon))).Actions, "recorded once")
+	assert.Empty(t, plans(released("cordoned"), in(cordon)).Actions, "recorded once")
 
 	// The label is put back while the cordon lasts: a new maintenance.
-	again := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(label, cordon))), "a")
+	again := action(t, plans(released("cordoned"), in(label, cordon)), "a")
 	assert.Equal(t, plan.Enter, again.Type)
 	assert.Equal(t, ptr("cordoned,nodeLabel"), again.Change.Annotations[state.MaintenanceID])
 
-	// A NodeMaintenance recorded with the label: the label's end drops it, the object's UID stays.
-	withNM := tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "nodeLabel,uid-nm-a", state.ReleaseReason, state.ReasonWarm))
-	nmLeft := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{withNM}, in(nm("a")...))), "a")
-	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr("uid-nm-a")}, nmLeft.Change.Annotations)
+	// Under a NodeMaintenance that lasts, a cordon that came and went is part of it: kept, and
+	// the node is not entered again when it is cordoned again.
+	withNM := append(nm("a"), cordon)
+	assert.Empty(t, plans(released("cordoned,uid-nm-a"), in(nm("a")...)).Actions, "uncordoned while the NodeMaintenance lasts")
+	assert.Empty(t, plans(released("cordoned,uid-nm-a"), in(withNM...)).Actions, "cordoned again under it")
 
-	// Once every maintenance is over, the end is stamped as before, and no record is rewritten
-	// after it.
-	released.Annotations[state.MaintenanceEnded] = state.FormatTime(t0)
-	released.Annotations[state.MaintenanceID] = "cordoned,nodeLabel"
-	assert.Equal(t, plan.Enter, action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, in(cordon))), "a").Type,
-		"cordoned again after every maintenance ended: new")
+	// Once every maintenance has ended, the end is stamped as before; nothing is rewritten after it.
+	ended := plans(released("cordoned,nodeLabel", state.MaintenanceEnded, state.FormatTime(t0)), in(cordon))
+	assert.Equal(t, []want{{"a", plan.Enter, plan.SourceCordoned}}, summarize(ended), "cordoned again after every maintenance ended: new")
+
+	// A source this configuration does not read (another installation's, or one turned off) is
+	// not taken for over: its record stays.
+	cordonOnly := testConfig(t, func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true })
+	assert.Empty(t, compute(t, cordonOnly, snapshot(t0, []*corev1.Node{released("cordoned,nodeLabel")}, in(cordon))).Actions)
+
+	// While the NodeMaintenance source is unknown, a record of presence maintenances only is kept
+	// up to date: the unread source cannot bring them back.
+	unknown := func(n *corev1.Node, m map[string][]plan.Maintenance) plan.Plan {
+		s := snapshot(t0, []*corev1.Node{n}, m)
+		s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+		return compute(t, cfg, s)
+	}
+	leftUnknown := action(t, unknown(released("cordoned,nodeLabel"), in(cordon)), "a")
+	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr(plan.SourceCordoned)}, leftUnknown.Change.Annotations)
+	assert.Empty(t, unknown(released("cordoned,nodeLabel", state.MaintenanceEnded, state.FormatTime(t0)), in(cordon)).Actions,
+		"all ended already: nothing to rewrite")
+	// The label gone and the node cordoned since: none of the recorded maintenances lasts, so
+	// their end is stamped (the cordon is a new maintenance, entered once the source is read).
+	over := action(t, unknown(released("nodeLabel"), in(cordon)), "a")
+	assert.Equal(t, plan.Record, over.Type)
+	assert.Equal(t, map[string]*string{state.MaintenanceEnded: ptr(state.FormatTime(t0))}, over.Change.Annotations)
+	assert.Equal(t, plan.Enter, action(t, plans(released("nodeLabel", state.MaintenanceEnded, state.FormatTime(t0)), in(cordon)), "a").Type)
 }
 
 // A node released because it left the pool has no maintenances in the snapshot (the sources
@@ -1833,18 +1864,13 @@ func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
 	after := compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"w": append(nm("w"), cordoned...)}))
 	assert.Empty(t, after.Actions)
 
-	// A released node whose record names a NodeMaintenance: no end is stamped while the source
-	// is unknown (its NodeMaintenance may still last), but the cordon, read from the node itself,
-	// is dropped from the record: the unread source cannot bring it back.
+	// A released node whose record names a NodeMaintenance: its cordon's end waits for the source
+	// (the cordon may have come and gone under a NodeMaintenance that still lasts).
 	nmReleased := tu.Node("q", inPool(), tu.WithAnnotations(state.ReleaseReason, state.ReasonWarm, state.ReleasedAt, state.FormatTime(t0),
 		state.MaintenanceID, "cordoned,uid-nm-q"))
 	unknown := snapshot(t0, []*corev1.Node{nmReleased}, nil)
 	unknown.MaintenanceUnknown = s.MaintenanceUnknown
-	left := action(t, compute(t, cfg, unknown), "q")
-	assert.Equal(t, plan.Record, left.Type)
-	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr("uid-nm-q")}, left.Change.Annotations)
-	nmReleased.Annotations[state.MaintenanceID] = "uid-nm-q"
-	assert.Empty(t, compute(t, cfg, unknown).Actions, "nothing more to record")
+	assert.Empty(t, compute(t, cfg, unknown).Actions)
 	require.Len(t, got.Notes, 1)
 	assert.Contains(t, got.Notes[0].Message, "maintenance source nodemaintenances.v1beta1.nodemaintenance.medik8s.io not read yet")
 }

@@ -1089,6 +1089,35 @@ func TestPresenceSourceLeftWhileAnotherLasts(t *testing.T) {
 	assert.Equal(t, "cordoned,nodeLabel", e.Node("a").Annotations[state.MaintenanceID])
 }
 
+// medik8s cordons the node of its NodeMaintenance, and cordons it again if someone uncordons it:
+// with the cordoned source on too, a cordon that comes and goes while the NodeMaintenance the
+// node was released for lasts is part of it, and the node is not tainted again.
+func TestCordonAgainUnderTheSameNodeMaintenance(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true })
+	e.PoolNode("a")
+	e.Warmer()
+	e.Maintenance("a")
+	_, err := cluster.Cordon(e.Ctx, e.NodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.Reboot("a", "5.15.0-100")
+	e.cycle()
+	e.waitWarmerReady("a")
+	e.cycle()
+	recorded := e.RequireReleased("a", state.ReasonWarm).Annotations[state.MaintenanceID]
+	assert.Contains(t, recorded, plan.SourceCordoned)
+
+	_, err = cluster.Uncordon(e.Ctx, e.NodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	assert.Equal(t, recorded, e.RequireReleased("a", state.ReasonWarm).Annotations[state.MaintenanceID], "kept while the NodeMaintenance lasts")
+	_, err = cluster.Cordon(e.Ctx, e.NodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.RequireReleased("a", state.ReasonWarm)
+}
+
 // A release is guarded by our own keys, not by the node's resourceVersion: a write to anything
 // else between the read and the release (another controller's label and taint) does not send it
 // back for a re-read; a write to one of ours does, and the release is re-planned from the fresh
