@@ -569,10 +569,12 @@ func maintenanceIDs(ms []Maintenance) string {
 }
 
 // recordMaintenanceEnded marks a released node whose presence-based maintenance is over, so the
-// next time it enters that set it is a new maintenance.
+// next time it enters that set it is a new maintenance. Only for a source this configuration
+// reads: a cordon or label recorded by another installation whose pool overlaps this one may
+// well last.
 func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 	ids := recordedIDs(n)
-	if !slices.ContainsFunc(ids, isPresenceID) {
+	if !slices.ContainsFunc(ids, p.presenceRead) {
 		return nil
 	}
 	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
@@ -580,7 +582,7 @@ func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 	}
 	return &Action{
 		Node: n.Name, Type: Record, Reason: "maintenance-ended",
-		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(slices.DeleteFunc(ids, func(id string) bool { return !isPresenceID(id) }), ", ")),
+		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(slices.DeleteFunc(ids, func(id string) bool { return !p.presenceRead(id) }), ", ")),
 		Change:  Change{Annotations: map[string]*string{state.MaintenanceEnded: ptr(c.now)}},
 	}
 }

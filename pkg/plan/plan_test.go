@@ -186,8 +186,13 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name:  "released node that left its cordon is marked so the next cordon is new",
+			cfg:   func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true },
 			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, "warm"))},
 			want:  []want{{"a", plan.Record, "maintenance-ended"}},
+		},
+		{
+			name:  "a cordon recorded where this installation does not read cordons may last: not marked",
+			nodes: []*corev1.Node{tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, plan.SourceCordoned, state.ReleaseReason, "warm"))},
 		},
 		{
 			name: "tainted node whose status label was removed by hand gets it back",
@@ -1570,7 +1575,7 @@ func TestPreexistingPodWithUnreadableRestartsDoesNotCount(t *testing.T) {
 // Two sources name the node at once (medik8s cordons the node of its NodeMaintenance): the
 // node records both maintenances, and is not tainted again while either lasts after its release.
 func TestOverlappingSourcesDoNotRetaint(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testConfig(t, func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true })
 	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
 	both := func(node string) []plan.Maintenance { return append(nm(node), cordon) }
 	node := func(opts ...tu.NodeOption) *corev1.Node {
@@ -1822,7 +1827,10 @@ func TestRecordsNamingKubernetesKeysAreIgnored(t *testing.T) {
 // maintenances or presence ends (the unread source's maintenances are missing); adoptions,
 // releases of warm nodes and timeouts go on.
 func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
-	cfg := testConfig(t, func(c *config.Config) { c.CancelAfter = config.NewDuration(0) })
+	cfg := testConfig(t, func(c *config.Config) {
+		c.CancelAfter = config.NewDuration(0)
+		c.Maintenance.Cordoned.Enabled = true
+	})
 	cordoned := []plan.Maintenance{{Source: plan.SourceCordoned, ID: plan.SourceCordoned, Object: plan.SourceCordoned}}
 	nodes := []*corev1.Node{
 		// Tainted for its NodeMaintenance, which the snapshot cannot show.
