@@ -57,6 +57,16 @@ func TestExitCodes(t *testing.T) {
 	assert.Equal(t, ExitConfig, ExitCode(err))
 	assert.Contains(t, err.Error(), `"xml"`)
 
+	for _, c := range []struct{ args, want string }{
+		{"--interval 5s", "--interval: only with --watch"},
+		{"-w --interval 100ms", "--interval: must be at least 1s (each refresh reads the whole pool), got 100ms"},
+		{"-w --interval 0s", "--interval: must be at least 1s"},
+	} {
+		_, _, err = execute(t, append([]string{"status", "--config", bad}, strings.Fields(c.args)...)...)
+		assert.Equal(t, ExitConfig, ExitCode(err), c.args)
+		assert.ErrorContains(t, err, c.want, c.args)
+	}
+
 	_, _, err = execute(t, "run", "--once", "--config", bad, "--log-format", "yaml", "--kubeconfig", filepath.Join(t.TempDir(), "none"))
 	assert.Equal(t, ExitConfig, ExitCode(err))
 	assert.Contains(t, err.Error(), "--log-format", "refused before the missing kubeconfig")
@@ -93,6 +103,8 @@ contexts: [{name: x, context: {cluster: c, user: u}}]
 		{[]string{"run", "--once", "--pushgateway", "not a url"}, `--pushgateway "not a url": not a URL`},
 		{[]string{"run", "--once", "--pushgateway", "ftp://gateway:9091"}, `--pushgateway "ftp://gateway:9091": must be an http or https URL`},
 		{[]string{"run", "--once", "--pushgateway", "http://"}, `--pushgateway "http://": has no host`},
+		{[]string{"run", "--once", "--pushgateway", ":9091"}, `--pushgateway ":9091": has no host`},
+		{[]string{"run", "--once", "--pushgateway", "http://:9091/"}, `--pushgateway "http://:9091/": has no host`},
 		{[]string{"cleanup", "--settle", "5s"}, "--settle: only with --uninstall"},
 		{[]string{"status", "--kubeconfig", missing}, "--kubeconfig: no such file: " + missing},
 		{[]string{"status", "--kubeconfig", empty}, "--kubeconfig " + empty + ": no cluster, user or context in it"},

@@ -136,7 +136,8 @@ func validatePushgateway(raw string) error {
 		return fmt.Errorf("--pushgateway %q: not a URL (%w)", raw, err)
 	case u.Scheme != "http" && u.Scheme != "https":
 		return fmt.Errorf("--pushgateway %q: must be an http or https URL", raw)
-	case u.Host == "":
+	case u.Hostname() == "":
+		// ":9091" has a port and no host: the push would go to the pod itself.
 		return fmt.Errorf("--pushgateway %q: has no host", raw)
 	}
 	return nil

@@ -51,8 +51,11 @@ block per interval when piped.`,
 			default:
 				return &ConfigError{fmt.Errorf("-o: %q is not table, json or yaml", so.output)}
 			}
-			if so.interval <= 0 {
-				return &ConfigError{fmt.Errorf("--interval: must be positive, got %s", so.interval)}
+			switch {
+			case cmd.Flags().Changed("interval") && !so.watch:
+				return &ConfigError{fmt.Errorf("--interval: only with --watch")}
+			case so.interval < minWatchInterval:
+				return &ConfigError{fmt.Errorf("--interval: must be at least %s (each refresh reads the whole pool), got %s", minWatchInterval, so.interval)}
 			}
 			e, _, err := o.newEngine(true)
 			if err != nil {
@@ -71,6 +74,10 @@ block per interval when piped.`,
 	f.DurationVar(&so.interval, "interval", 2*time.Second, "refresh interval with --watch")
 	return cmd
 }
+
+// minWatchInterval bounds how often --watch reads the pool: each refresh lists its nodes, the
+// maintenance objects, the DaemonSet and the warmer pods.
+const minWatchInterval = time.Second
 
 func statusOf(ctx context.Context, e *engine.Engine, all bool) (plan.Status, error) {
 	obs, err := e.Observe(ctx)
@@ -176,7 +183,7 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 	fmt.Fprintf(w, "%s  %s  %s\n", st.Time.UTC().Format(time.RFC3339), st.Instance, totalsLine(st.Totals))
 	if st.Uninstalling != "" {
 		fmt.Fprintf(w, "UNINSTALLING since %s: no node is tainted or adopted (the warmer DaemonSet carries %s)\n",
-			st.Uninstalling, state.Uninstalling)
+			oneLine(st.Uninstalling, 80), state.Uninstalling)
 	}
 	if st.WarmerMissing != "" {
 		fmt.Fprintf(w, "WARMER MISSING: DaemonSet %s not found: no node is tainted for maintenance until it exists\n", st.WarmerMissing)
@@ -210,8 +217,10 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		if n.BaselineKernel != "" && n.BaselineKernel != n.Kernel {
 			kernel = n.BaselineKernel + " -> " + n.Kernel
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, phase, age(st.Time, n.Since), orDash(kernel),
-			n.Warmer, orDash(n.Maintenance), orDash(oneLine(n.LastProblem, 80)))
+		// Every cell but the node's name and age holds text from annotations, labels or the
+		// node's status: one line each, so that the columns stay and no escape reaches a terminal.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, oneLine(phase, 80), age(st.Time, n.Since), orDash(oneLine(kernel, 80)),
+			oneLine(n.Warmer, 80), orDash(oneLine(n.Maintenance, 80)), orDash(oneLine(n.LastProblem, 80)))
 	}
 	return tw.Flush()
 }

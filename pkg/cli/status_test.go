@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -52,6 +53,25 @@ func TestRenderStatusTableMarksNodesOutsideThePool(t *testing.T) {
 	require.NoError(t, renderStatus(&buf, st, "table"))
 	assert.Regexp(t, `(?m)^in\s+tainted\s+1m0s`, buf.String())
 	assert.Regexp(t, `(?m)^out\s+tainted \(left pool\)\s+1m0s`, buf.String())
+}
+
+// Text from annotations, labels and the node's status is shown on one line, without control
+// characters: a release reason or kernel edited by hand keeps the table's rows and columns, and
+// no escape sequence reaches the terminal.
+func TestRenderStatusTableKeepsEditedTextOnOneLine(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	st := plan.Status{Time: now, Uninstalling: "now\x1b[2J", Totals: map[string]int{"released": 1}, Nodes: []plan.NodeStatus{
+		{Name: "a", Phase: "released", ReleaseReason: "warm\tby\nhand\x1b[2J", Since: now.Add(-time.Minute), Kernel: "6.8\t0",
+			BaselineKernel: "5.15\n0", Warmer: "Err\tImagePull", Maintenance: "uid\n1", InPool: true},
+	}}
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	out := buf.String()
+	assert.NotContains(t, out, "\x1b")
+	assert.NotContains(t, out, "\t")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	require.Len(t, lines, 4, "totals, uninstalling, header, one row:\n%s", out)
+	assert.Regexp(t, `^a\s+released \(warm by hand \[2J\)\s+1m0s\s+5\.15 0 -> 6\.8 0\s+Err ImagePull\s+uid 1\s+-$`, lines[3])
 }
 
 // A missing warmer DaemonSet is said above the table: nothing is tainted for maintenance meanwhile.
