@@ -1104,6 +1104,16 @@ func TestExamplesRenderAndValidate(t *testing.T) {
 			ds := warmer(t, r)
 			assert.Equal(t, ds.Name, cfg.Warmer.DaemonSetName)
 
+			// An example for a cluster where the medik8s operator serves NodeMaintenance objects
+			// (every one but the demo's stand-in and the chart's own ci files) tolerates the taint
+			// the operator puts on the node with its cordon; otherwise the warmer pod waits,
+			// Unschedulable, for the pipeline to delete the object.
+			nm := cfg.Maintenance.NodeMaintenance
+			if filepath.Dir(f) == examplesDir && filepath.Base(f) != "demo.yaml" && nm.Enabled && nm.Group == "nodemaintenance.medik8s.io" {
+				assert.Contains(t, ds.Spec.Template.Spec.Tolerations,
+					corev1.Toleration{Key: "medik8s.io/drain", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+			}
+
 			// The values file's own settings reach the config.
 			pool, _ := vals["pool"].(map[string]any)
 			sel, _ := pool["nodeSelector"].(map[string]any)
