@@ -731,6 +731,9 @@ func TestCronJob(t *testing.T) {
 	})
 
 	t.Run("pushgateway", func(t *testing.T) {
+		for _, u := range []string{"https://user:secret@pushgateway.example.com/prefix", "http://[fd00::1]:9091", "http://10.0.0.1:9091"} {
+			mustRender(t, minimal(t, "orchestrator: {cronJob: {pushgateway: '"+u+"'}}"))
+		}
 		r := mustRender(t, minimal(t, "orchestrator: {cronJob: {pushgateway: 'http://pushgateway.monitoring:9091'}}"))
 		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
 		assert.Equal(t, []string{"run", "--once", "--pushgateway=http://pushgateway.monitoring:9091", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
@@ -910,6 +913,9 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "zero replicas", extra: "orchestrator: {mode: deployment, deployment: {replicas: 0}}", want: []string{"/orchestrator/deployment/replicas"}},
 		{name: "bad resync", extra: "orchestrator: {mode: deployment, deployment: {resync: soon}}", want: []string{"/orchestrator/deployment/resync"}},
 		{name: "pushgateway not a URL", extra: "orchestrator: {cronJob: {pushgateway: pushgateway:9091}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
+		// The binary refuses a URL without a host name (every run would exit 2).
+		{name: "pushgateway without a host", extra: "orchestrator: {cronJob: {pushgateway: 'http://:9091'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
+		{name: "pushgateway with an empty host", extra: "orchestrator: {cronJob: {pushgateway: 'http:///metrics'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		{name: "status label key in pool", extra: "statusLabel: {key: pool}", want: []string{"statusLabel.key", "pool.nodeSelector"}},
 		{name: "status label key read by the nodeLabel source", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'os-upgrade/status=pending'}}", want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
 		{name: "status label key read by the nodeLabel source, negated", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'a=b, !os-upgrade/status'}}", want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},
