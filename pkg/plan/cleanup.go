@@ -51,7 +51,15 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 		if !p.Owns(n) {
 			// Only nodes of this installation's pool: another installation may have a pool of its
 			// own in the same cluster (with the same status label).
-			if state.PhaseOf(n) != "" && n.Annotations[state.Owner] != "" && p.InPool(n) {
+			phase := state.PhaseOf(n)
+			if phase == "" || !p.InPool(n) {
+				continue
+			}
+			if _, ok := ownerRecord(n); !ok {
+				// Nobody's (its owner annotation missing, empty or malformed): no installation
+				// releases it, not even an uninstall, so each sweep says so, as each cycle does.
+				out.Notes = append(out.Notes, p.notOurs(n, phase))
+			} else {
 				others = append(others, n)
 			}
 			continue

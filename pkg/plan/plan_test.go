@@ -1224,6 +1224,34 @@ func TestCleanupNamesOtherInstallationsNodes(t *testing.T) {
 	assert.Empty(t, p.Cleanup(snapshot(t0, nodes, nil), true).Notes)
 }
 
+// A node of the pool with a phase and no valid owner is nobody's: cleanup releases it neither by
+// hand nor at the uninstall (only its owner can say whose it is), and says so in both, as each
+// cycle does, so that an uninstall that leaves it tainted is not silent.
+func TestCleanupNamesNobodysNodes(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	missing := tu.Node("m", inPool(), managed(state.PhaseTainted, t0))
+	delete(missing.Annotations, state.Owner)
+	nodes := []*corev1.Node{
+		missing,
+		tu.Node("x", inPool(), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "not an owner")),
+		// Outside the pool: another installation's business.
+		tu.Node("y", tu.WithLabels("pool", "batch"), managed(state.PhaseWarming, t0), tu.WithAnnotations(state.Owner, "")),
+	}
+	for _, uninstall := range []bool{false, true} {
+		got := p.Cleanup(snapshot(t0, nodes, nil), uninstall)
+		assert.Empty(t, got.Actions)
+		require.Len(t, got.Notes, 2, "uninstall %v", uninstall)
+		for i, node := range []string{"m", "x"} {
+			assert.Equal(t, node, got.Notes[i].Node)
+			assert.True(t, got.Notes[i].Warning)
+			assert.Contains(t, got.Notes[i].Message, "so no installation manages the node or removes its taint")
+		}
+		assert.Contains(t, got.Notes[0].Message, "owner annotation image-prewarmer.io/owner is missing")
+		assert.Contains(t, got.Notes[1].Message, `malformed ("not an owner"`)
+	}
+}
+
 // The message of a cleanup release says what is happening: an uninstall (the chart's pre-delete
 // hook, `cleanup --uninstall`), or a release by hand while the installation stays, is marked as
 // being uninstalled, or is gone (no warmer DaemonSet: nothing taints the node again).
