@@ -1050,19 +1050,25 @@ func recordedTime(c *cycle, n *corev1.Node, key string) (time.Time, bool) {
 	return t, true
 }
 
+// timeProblem says what is wrong with a time annotation recordedTime refused: missing,
+// malformed, or in the future.
+func timeProblem(n *corev1.Node, key string) string {
+	v, ok := n.Annotations[key]
+	if !ok {
+		return "missing"
+	}
+	if _, parsed := state.Time(n, key); parsed {
+		return fmt.Sprintf("in the future (%s)", clip(v))
+	}
+	return fmt.Sprintf("malformed (%s)", quote(v))
+}
+
 // repairTime sets a managed node's missing, malformed or future time annotation (edited by
 // hand, or written by a clock far ahead) to now, with a Warning Event: without it the timeout
 // that counts from it (timeout, a field name) would fire late or never, and the node could stay
 // tainted for good. The timeout counts from now.
 func (p *Planner) repairTime(c *cycle, n *corev1.Node, key, timeout string) Action {
-	was := "missing"
-	if v, ok := n.Annotations[key]; ok {
-		was = fmt.Sprintf("malformed (%s)", quote(v))
-		if _, parsed := state.Time(n, key); parsed {
-			was = fmt.Sprintf("in the future (%s)", clip(v))
-		}
-	}
-	msg := fmt.Sprintf("%s was %s: set to now, so %s counts from now", key, was, timeout)
+	msg := fmt.Sprintf("%s was %s: set to now, so %s counts from now", key, timeProblem(n, key), timeout)
 	return Action{
 		Node: n.Name, Type: Record, Reason: "repaired", Message: msg,
 		Change: Change{Annotations: map[string]*string{key: ptr(c.now)}},

@@ -103,7 +103,11 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			if phase == state.PhaseWarming {
 				key = state.UpgradedAt
 			}
-			ns.Since, _ = state.Time(n, key)
+			var ok bool
+			if ns.Since, ok = recordedTime(c, n, key); !ok && ns.LastProblem == "" {
+				// The next cycle repairs it (PrewarmStateRepaired), and its timeout counts from then.
+				ns.LastProblem = fmt.Sprintf("%s is %s: the next cycle sets it to now", key, timeProblem(n, key))
+			}
 		case phase != "":
 			ns.Phase = "foreign"
 			if problem, ok := ownerRecord(n); !ok {

@@ -141,3 +141,33 @@ func TestStatusOfOddRecords(t *testing.T) {
 	s.DaemonSet.Annotations[state.Uninstalling] = "2026-11-27T12:00:00Z"
 	assert.Equal(t, "2026-11-27T12:00:00Z", p.Describe(s, false).Uninstalling)
 }
+
+// status shows a managed node's time in phase as the planner reads it: a time annotation that
+// is missing, malformed or in the future has no age, and its last problem says the next cycle
+// repairs it (an age clamped to 0 would hide that the timeout has not started).
+func TestStatusOfOddTimes(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	future := tu.Node("f", inPool(), managed(state.PhaseTainted, t0.Add(48*time.Hour)))
+	garbage := tu.Node("g", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
+	garbage.Annotations[state.UpgradedAt] = "yesterday"
+	missing := tu.Node("m", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	delete(missing.Annotations, state.TaintedAt)
+	fine := tu.Node("ok", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
+	st := p.Describe(snapshot(t0, []*corev1.Node{future, garbage, missing, fine}, nil), false)
+	require.Len(t, st.Nodes, 4)
+	byName := map[string]plan.NodeStatus{}
+	for _, n := range st.Nodes {
+		byName[n.Name] = n
+	}
+	for name, want := range map[string]string{
+		"f": state.TaintedAt + " is in the future (",
+		"g": state.UpgradedAt + ` is malformed ("yesterday"): the next cycle sets it to now`,
+		"m": state.TaintedAt + " is missing: the next cycle sets it to now",
+	} {
+		assert.True(t, byName[name].Since.IsZero(), name)
+		assert.Contains(t, byName[name].LastProblem, want, name)
+	}
+	assert.Equal(t, t0.Add(-time.Hour), byName["ok"].Since)
+	assert.Empty(t, byName["ok"].LastProblem)
+}
