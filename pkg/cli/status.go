@@ -71,7 +71,7 @@ block per interval when piped.`,
 	f.StringVarP(&so.output, "output", "o", "table", "output format: table, json or yaml")
 	f.BoolVar(&so.all, "all", false, "list every pool node, not only those with something to show")
 	f.BoolVarP(&so.watch, "watch", "w", false, "keep refreshing until interrupted")
-	f.DurationVar(&so.interval, "interval", 2*time.Second, "refresh interval with --watch")
+	f.DurationVar(&so.interval, "interval", 2*time.Second, "refresh interval with --watch (at least 1s)")
 	return cmd
 }
 

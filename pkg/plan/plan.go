@@ -568,10 +568,12 @@ func maintenanceIDs(ms []Maintenance) string {
 	return strings.Join(slices.Compact(ids), ",")
 }
 
-// recordMaintenanceEnded marks a released node whose presence-based maintenance is over, so the
-// next time it enters that set it is a new maintenance. Only for a source this configuration
-// reads: a cordon or label recorded by another installation whose pool overlaps this one may
-// well last.
+// recordMaintenanceEnded marks a released node whose presence-based maintenances are over, so
+// the next time it enters one of those sets it is a new maintenance. Only for sources this
+// configuration reads: a cordon or label recorded by another installation whose pool overlaps
+// this one may well last, so while the record names one, the maintenances this configuration
+// saw end are dropped from it instead, as recordPresenceLeft does, and the end is left for that
+// installation to mark.
 func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 	ids := recordedIDs(n)
 	if !slices.ContainsFunc(ids, p.presenceRead) {
@@ -580,11 +582,23 @@ func (p *Planner) recordMaintenanceEnded(c *cycle, n *corev1.Node) *Action {
 	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
 		return nil
 	}
-	return &Action{
+	var left []string
+	kept := slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
+		if p.presenceRead(id) {
+			left = append(left, id)
+			return true
+		}
+		return false
+	})
+	a := &Action{
 		Node: n.Name, Type: Record, Reason: "maintenance-ended",
-		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(slices.DeleteFunc(ids, func(id string) bool { return !p.presenceRead(id) }), ", ")),
+		Message: fmt.Sprintf("no longer in maintenance source %s", strings.Join(left, ", ")),
 		Change:  Change{Annotations: map[string]*string{state.MaintenanceEnded: ptr(c.now)}},
 	}
+	if slices.ContainsFunc(kept, isPresenceID) {
+		a.Change.Annotations = map[string]*string{state.MaintenanceID: ptr(strings.Join(kept, ","))}
+	}
+	return a
 }
 
 // recordPresenceLeft drops from the record of a released node the presence maintenances that

@@ -1689,6 +1689,16 @@ func TestPresenceLeftWhileAnotherLasts(t *testing.T) {
 	// not taken for over: its record stays.
 	cordonOnly := testConfig(t, func(c *config.Config) { c.Maintenance.Cordoned.Enabled = true })
 	assert.Empty(t, compute(t, cordonOnly, snapshot(t0, []*corev1.Node{released("cordoned,nodeLabel")}, in(cordon))).Actions)
+	// With none of its own sources naming the node any more, such a configuration drops what it
+	// saw end from the record and leaves the end to the installation that reads the rest: an end
+	// stamped now would make the cordon that lasts look new to that one.
+	labelOnly := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	dropped := action(t, compute(t, labelOnly, snapshot(t0, []*corev1.Node{released("cordoned,nodeLabel,uid-nm-a")}, nil)), "a")
+	assert.Equal(t, plan.Record, dropped.Type)
+	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr("cordoned,uid-nm-a")}, dropped.Change.Annotations)
+	assert.Empty(t, compute(t, labelOnly, snapshot(t0, []*corev1.Node{released("cordoned,uid-nm-a")}, nil)).Actions)
 
 	// While the NodeMaintenance source is unknown, a record of presence maintenances only is kept
 	// up to date: the unread source cannot bring them back.

@@ -105,8 +105,8 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			}
 			var ok bool
 			if ns.Since, ok = recordedTime(c, n, key); !ok && ns.LastProblem == "" {
-				// The next cycle repairs it (PrewarmStateRepaired), and its timeout counts from then.
-				ns.LastProblem = fmt.Sprintf("%s is %s: the next cycle sets it to now", key, timeProblem(n, key))
+				// A cycle repairs it (PrewarmStateRepaired), and its timeout counts from then.
+				ns.LastProblem = fmt.Sprintf("%s is %s: a cycle sets it to now (PrewarmStateRepaired)", key, timeProblem(n, key))
 			}
 		case phase != "":
 			ns.Phase = "foreign"

@@ -143,8 +143,8 @@ func TestStatusOfOddRecords(t *testing.T) {
 }
 
 // status shows a managed node's time in phase as the planner reads it: a time annotation that
-// is missing, malformed or in the future has no age, and its last problem says the next cycle
-// repairs it (an age clamped to 0 would hide that the timeout has not started).
+// is missing, malformed or in the future has no age, and its last problem says a cycle repairs
+// it (an age clamped to 0 would hide that the timeout has not started).
 func TestStatusOfOddTimes(t *testing.T) {
 	p, err := plan.New(testConfig(t))
 	require.NoError(t, err)
@@ -162,8 +162,8 @@ func TestStatusOfOddTimes(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"f": state.TaintedAt + " is in the future (",
-		"g": state.UpgradedAt + ` is malformed ("yesterday"): the next cycle sets it to now`,
-		"m": state.TaintedAt + " is missing: the next cycle sets it to now",
+		"g": state.UpgradedAt + ` is malformed ("yesterday"): a cycle sets it to now (PrewarmStateRepaired)`,
+		"m": state.TaintedAt + " is missing: a cycle sets it to now (PrewarmStateRepaired)",
 	} {
 		assert.True(t, byName[name].Since.IsZero(), name)
 		assert.Contains(t, byName[name].LastProblem, want, name)

@@ -105,7 +105,7 @@ scrape_configs:
 	}), "ImagePrewarmerReconcileFailing is pending after a failed run; alerts: %+v", prom.alerts(t))
 
 	// A completed run replaces the group: a family it does not push goes too.
-	pushSentinel(t, gateway, e.Config.Instance)
+	sentinelPushed := pushSentinel(t, gateway, e.Config.Instance)
 	e.Maintenance("a")
 	run(cluster.Kubeconfig, true)
 	e.waitPhase("a", state.PhaseTainted)
@@ -120,6 +120,7 @@ scrape_configs:
 	assert.False(t, ok, "the failed run's errors are gone: the group was replaced")
 	_, ok = sample(mf, sentinel, group)
 	assert.False(t, ok, "a family the completed run did not push is gone: the group was replaced")
+	requirePushedAfter(t, mf, group, sentinelPushed)
 	v, ok = sample(mf, "image_prewarmer_reconcile_duration_seconds", with(map[string]string{"mode": "once"}))
 	assert.True(t, ok && v == 1, "this run's one cycle: %v", v)
 	success, ok := sample(mf, "image_prewarmer_last_success_timestamp_seconds", group)
@@ -131,7 +132,7 @@ scrape_configs:
 	}), "ImagePrewarmerReconcileFailing resolves after a completed run; alerts: %+v", prom.alerts(t))
 
 	// A failed run after it keeps what the completed one knew, and any family it does not push.
-	pushSentinel(t, gateway, e.Config.Instance)
+	sentinelPushed = pushSentinel(t, gateway, e.Config.Instance)
 	run(unreachable, false)
 	mf = scrapeGateway(t, gateway)
 	v, ok = sample(mf, "image_prewarmer_nodes", with(map[string]string{"phase": "tainted"}))
@@ -142,6 +143,7 @@ scrape_configs:
 	assert.True(t, ok && errs >= 1, "this run's failure is pushed: %v", errs)
 	_, ok = sample(mf, sentinel, group)
 	assert.True(t, ok, "a family the failed run did not push stays: it added to the group")
+	requirePushedAfter(t, mf, group, sentinelPushed)
 	requirePushed(t, mf, group)
 }
 
@@ -149,14 +151,28 @@ scrape_configs:
 const sentinel = "image_prewarmer_test_sentinel"
 
 // pushSentinel adds the sentinel family to the group of instance (POST: the group's other
-// families stay), so that what a later push does to the families it does not push shows.
-func pushSentinel(t *testing.T, gateway, instance string) {
+// families stay), so that what a later push does to the families it does not push shows. It
+// returns the group's push time then.
+func pushSentinel(t *testing.T, gateway, instance string) float64 {
 	t.Helper()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: sentinel, Help: "Pushed by the test, never by the orchestrator."})
 	g.Set(1)
 	require.NoError(t, push.New(gateway, "image-prewarmer").Grouping("instance", instance).Collector(g).Add())
-	_, ok := sample(scrapeGateway(t, gateway), sentinel, map[string]string{"job": "image-prewarmer", "instance": instance})
+	group := map[string]string{"job": "image-prewarmer", "instance": instance}
+	mf := scrapeGateway(t, gateway)
+	_, ok := sample(mf, sentinel, group)
 	require.True(t, ok, "the sentinel is in the group")
+	pushed, ok := sample(mf, "push_time_seconds", group)
+	require.True(t, ok, "the sentinel's push time")
+	return pushed
+}
+
+// requirePushedAfter checks that the group was pushed again after the push at time since.
+func requirePushedAfter(t *testing.T, mf map[string]*dto.MetricFamily, group map[string]string, since float64) {
+	t.Helper()
+	pushed, ok := sample(mf, "push_time_seconds", group)
+	require.True(t, ok, "the group %v was pushed", group)
+	assert.Greater(t, pushed, since, "the run pushed after the sentinel")
 }
 
 // scrapeGateway reads the Pushgateway's /metrics: the pushed series with their grouping labels,
