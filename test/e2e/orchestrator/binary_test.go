@@ -146,7 +146,7 @@ func TestDryRun(t *testing.T) {
 	assert.Regexp(t, `(?m)^NODE\s+PHASE\s+IN PHASE\s+KERNEL\s+WARMER\s+MAINTENANCE\s+LAST PROBLEM$`, res.stdout)
 	assert.Regexp(t, `(?m)^`+e.NodeName("a")+`\s+tainted\s+\S+\s+\S+\s+none\s+nodeMaintenance`, res.stdout)
 	assert.NotContains(t, res.stdout, e.NodeName("b"), "only managed nodes (--all lists the pool)")
-	watched := runWatchBlocks(t, 2, "--config", writeConfig(t, e.configYAML()), "status", "--watch", "--interval", "300ms", "--kubeconfig", cluster.Kubeconfig)
+	watched := runWatchBlocks(t, 2, "--config", writeConfig(t, e.configYAML()), "status", "--watch", "--interval", "1s", "--kubeconfig", cluster.Kubeconfig)
 	for _, block := range watched {
 		assert.Regexp(t, `(?m)^`+e.NodeName("a")+`\s+tainted`, block)
 	}
