@@ -254,17 +254,25 @@ func After(nodes []*corev1.Node, written []Written) []*corev1.Node {
 
 // Cleanup releases every node this installation manages (reason cleanup), without uninstalling:
 // the orchestrator goes on and taints nodes again at their next maintenance.
-func (e *Engine) Cleanup(ctx context.Context) (Result, error) { return e.cleanup(ctx, false) }
+func (e *Engine) Cleanup(ctx context.Context) (Result, error) { return e.cleanup(ctx, false, nil) }
 
 // cleanup releases every node this installation manages; uninstall says whether the installation
 // is being uninstalled (Uninstall's sweeps), for the actions' messages.
-func (e *Engine) cleanup(ctx context.Context, uninstall bool) (Result, error) {
+func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Note]bool) (Result, error) {
 	obs, err := e.observe(ctx, true)
 	if err != nil {
 		return Result{}, err
 	}
 	replan := func(s plan.Snapshot) plan.Plan { return e.planner.Cleanup(s, uninstall) }
-	res, err := e.apply(ctx, obs, replan(obs.Snapshot), replan, nil, nil)
+	p := replan(obs.Snapshot)
+	if noted != nil {
+		// A sweep after the first says only what the earlier ones did not.
+		p.Notes = slices.DeleteFunc(p.Notes, func(n plan.Note) bool { return noted[n] })
+		for _, n := range p.Notes {
+			noted[n] = true
+		}
+	}
+	res, err := e.apply(ctx, obs, p, replan, nil, nil)
 	e.WaitEvents()
 	return res, err
 }
@@ -300,8 +308,9 @@ func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (res Resul
 func (e *Engine) sweep(ctx context.Context, settle time.Duration) (Result, error) {
 	marked := e.clock.Now()
 	total := Result{Applied: map[plan.ActionType]int{}}
+	noted := map[plan.Note]bool{}
 	for sweep := 1; ; sweep++ {
-		res, err := e.cleanup(ctx, true)
+		res, err := e.cleanup(ctx, true, noted)
 		total.Plan.Actions = append(total.Plan.Actions, res.Plan.Actions...)
 		total.Plan.Notes = append(total.Plan.Notes, res.Plan.Notes...)
 		total.Written = append(total.Written, res.Written...)

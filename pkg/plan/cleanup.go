@@ -57,7 +57,8 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 			}
 			if _, ok := ownerRecord(n); !ok {
 				// Nobody's (its owner annotation missing, empty or malformed): no installation
-				// releases it, not even an uninstall, so each sweep says so, as each cycle does.
+				// releases it, not even an uninstall, so a cleanup says so, as each cycle does (an
+				// uninstall once over its sweeps).
 				out.Notes = append(out.Notes, p.notOurs(n, phase))
 			} else {
 				others = append(others, n)

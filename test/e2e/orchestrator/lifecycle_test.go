@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path"
 	"regexp"
@@ -26,6 +27,7 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
@@ -1212,6 +1214,40 @@ func TestUninstallMarkStopsARunningCycle(t *testing.T) {
 	assert.Less(t, entered, n, "the entries stopped once the mark was read")
 	assert.Equal(t, entered, tainted(), "what the cycle reports is what the nodes show")
 	assert.Zero(t, e.cycle().Applied[plan.Enter], "while marked, no cycle enters a node")
+}
+
+// An uninstall releases the installation's nodes, and leaves a node with a phase and no owner
+// annotation (a hand edit) tainted: nobody's, which no installation may release. Its sweeps
+// say so once, in a WARN line naming the node, not once per sweep.
+func TestUninstallNamesNobodysNodeOnce(t *testing.T) {
+	e := newEnv(t)
+	e.Warmer()
+	for _, s := range []string{"mine", "nobody"} {
+		e.PoolNode(s)
+		e.Maintenance(s)
+	}
+	e.cycle()
+	e.requireTainted("mine")
+	e.requireTainted("nobody")
+	_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("nobody"), types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"`+state.Owner+`":null}}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
+
+	var logs testutil.LogBuffer
+	en := e.engine(func(o *engine.Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	res, err := en.Uninstall(e.Ctx, 3*time.Second) // a sweep every 2 s until 3 s after the mark
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Release])
+	e.RequireReleased("mine", state.ReasonCleanup)
+	e.requireTainted("nobody")
+	var warned []string
+	for _, l := range logs.Lines() {
+		if strings.Contains(l, "level=WARN") && strings.Contains(l, e.NodeName("nobody")) {
+			warned = append(warned, l)
+		}
+	}
+	require.Len(t, warned, 1, "one WARN line about the nobody's node over every sweep:\n%s", logs.String())
+	assert.Contains(t, warned[0], "no installation manages the node or removes its taint")
 }
 
 // osImageWhen is an upgrade.when rule that needs both a new kernel and the pipeline's image
