@@ -859,6 +859,21 @@ func TestNotes(t *testing.T) {
 
 	r = mustRender(t, minimal(t, "prewarm: {keepAfterRelease: true}"))
 	assert.Contains(t, r.Notes, "the whole pool pulls the images")
+
+	// The medik8s source without the operator's drain taint tolerated: the NOTES say so, and
+	// not once the warmer tolerates it (by key, or every taint).
+	const drain = "The medik8s operator taints a node medik8s.io/drain:NoSchedule"
+	assert.Contains(t, mustRender(t, minimal(t)).Notes, drain)
+	for _, tolerated := range []string{
+		"prewarm: {extraTolerations: [{key: medik8s.io/drain, operator: Exists, effect: NoSchedule}]}",
+		"prewarm: {extraTolerations: [{key: medik8s.io/drain, operator: Exists}]}",
+		"prewarm: {extraTolerations: [{operator: Exists}]}",
+		"maintenance: {nodeMaintenance: {enabled: false}, cordoned: {enabled: true}}",
+		"maintenance: {nodeMaintenance: {group: maintenance.example.com}}",
+	} {
+		assert.NotContains(t, mustRender(t, minimal(t, tolerated)).Notes, drain, tolerated)
+	}
+	assert.Contains(t, mustRender(t, minimal(t, "prewarm: {extraTolerations: [{key: medik8s.io/drain, operator: Exists, effect: NoExecute}]}")).Notes, drain)
 }
 
 func TestBadValuesAreRefused(t *testing.T) {
