@@ -657,12 +657,16 @@ func (c *Controller) reconcile(ctx context.Context) {
 	// nothing to do.
 	success := full && known && !c.ledger.backingOff(p.Actions)
 	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
+	var replan bool
 	if !c.engine.DryRun() {
 		// A dry run writes nothing, so nothing it plans is ever in flight.
-		todo.Actions, todo.EntriesOnReleases = c.ledger.claim(p.Actions, p.EntriesOnReleases, asOf)
+		todo.Actions, todo.EntriesOnReleases, replan = c.ledger.claim(p.Actions, p.EntriesOnReleases, asOf)
 	}
 	c.ledger.prune(asOf)
 	c.mu.Unlock()
+	if replan {
+		c.Trigger() // entries held back for an entry this snapshot did not show: the whole pool, again
+	}
 	for _, a := range todo.Actions {
 		c.log.Debug("planned", "node", a.Node, "action", a.Type, "reason", a.Reason)
 	}

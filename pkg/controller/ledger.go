@@ -31,6 +31,8 @@ type ledger struct {
 	now     func() time.Time
 	// entriesWaiting is set when entries were held back by tainting writes in flight.
 	entriesWaiting bool
+	// taintingReturned is writes at the return of the last entry or adoption.
+	taintingReturned uint64
 	// uncertain maps a node whose entry or adoption got no answer (engine.UnknownOutcomeError)
 	// to that write's guard: the API server may still apply it, so it counts as a tainting write
 	// in flight until a version of the node after the guard is seen (settle), a later write of
@@ -75,7 +77,11 @@ func (l *ledger) asOf() uint64 { return l.writes }
 // waits for each, the last ones as the engine leaves them to the next plan for a release that
 // fails: that write may fail, or has, and the entries would then exceed maxConcurrent. The
 // others go, so that a release that keeps failing holds back no entry with a slot of its own.
-func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]plan.Action, int) {
+// An entry or adoption that returned after asOf holds entries back too: the snapshot predates
+// it, so the plan's budget did not count its node, and it is no longer in flight to say so;
+// replan then reports that nothing in flight will ask for the whole pool again, and the caller
+// must.
+func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) (out []plan.Action, entriesOnReleases int, replan bool) {
 	now := l.now()
 	held := func(node string) bool {
 		_, busy := l.inflight[node]
@@ -87,13 +93,14 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 	// then counts each of them, and the guard keeps a write from landing twice. A plan that leaves
 	// one out did not count it, and waits like any other.
 	inflight, uncertain := l.inflightTainting(), l.uncertainNodes()
+	unseen := l.taintingReturned > asOf
 	retries := len(uncertain) > 0 && !slices.ContainsFunc(uncertain, func(n string) bool {
 		return !slices.ContainsFunc(actions, func(a plan.Action) bool {
 			return a.Node == n && (a.Type == plan.Enter || a.Type == plan.Adopt)
 		})
 	})
 	tainting := func(node string) bool {
-		return inflight || (len(uncertain) > 0 && !(retries && slices.Contains(uncertain, node)))
+		return inflight || unseen || (len(uncertain) > 0 && !(retries && slices.Contains(uncertain, node)))
 	}
 	heldReleases, entries := 0, 0
 	for _, a := range actions {
@@ -105,8 +112,7 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 		}
 	}
 	wait := min(heldReleases, onReleases)
-	var out []plan.Action
-	entry := 0
+	entry, heldUnseen := 0, false
 	for _, a := range actions {
 		if a.Type == plan.Enter {
 			entry++
@@ -116,15 +122,20 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) ([]pl
 		}
 		if a.Type == plan.Enter && (tainting(a.Node) || entry > entries-wait) {
 			l.entriesWaiting = true
+			heldUnseen = heldUnseen || unseen
 			continue
 		}
 		l.inflight[a.Node] = a.Type
 		out = append(out, a)
 	}
-	if tainting("") {
-		return out, 0
+	if heldUnseen && !l.inflightTainting() && len(uncertain) == 0 {
+		l.entriesWaiting = false
+		replan = true
 	}
-	return out, onReleases - wait
+	if tainting("") {
+		return out, 0, replan
+	}
+	return out, onReleases - wait, replan
 }
 
 // finish records that the node's write returned, with err. It reports whether the whole pool
@@ -139,6 +150,9 @@ func (l *ledger) finish(node string, err error) (replan bool, retryIn time.Durat
 	delete(l.inflight, node)
 	l.writes++
 	l.written[node] = l.writes
+	if typ == plan.Enter || typ == plan.Adopt {
+		l.taintingReturned = l.writes
+	}
 	var unanswered *engine.UnknownOutcomeError
 	switch {
 	case err == nil:

@@ -68,6 +68,48 @@ func TestLedgerEntriesWaitForTaintingWrites(t *testing.T) {
 	assert.False(t, finished(l, "x"), "nothing was waiting")
 }
 
+// An entry or adoption that returns between a snapshot and the claim of the plan computed from
+// it is in neither: the snapshot predates its node's new phase, so the plan's budget did not
+// count it, and it is no longer in flight. The plan's entries wait and the caller re-plans the
+// whole pool; its other actions go.
+func TestLedgerEntryReturnedAfterTheSnapshotHoldsEntries(t *testing.T) {
+	for _, typ := range []plan.ActionType{plan.Enter, plan.Adopt} {
+		t.Run(string(typ), func(t *testing.T) {
+			l := newLedger()
+			_, _, replan := l.claim([]plan.Action{act("b", typ)}, 0, l.asOf())
+			assert.False(t, replan)
+			asOf := l.asOf() // the next plan's snapshot: b's write still in flight
+			assert.False(t, finished(l, "b"), "nothing was waiting")
+			got, onReleases, replan := l.claim([]plan.Action{act("r", plan.Release), act("a", plan.Enter)}, 1, asOf)
+			assert.Equal(t, []string{"r"}, nodesOf(got), "the entry waits; the release goes")
+			assert.Zero(t, onReleases)
+			assert.True(t, replan, "nothing in flight will ask for the plan again")
+			assert.False(t, finished(l, "r"), "the re-plan was asked for once, by the claim")
+
+			got, _, replan = l.claim([]plan.Action{act("a", plan.Enter)}, 0, l.asOf())
+			assert.Equal(t, []string{"a"}, nodesOf(got), "a snapshot taken after b's write counts it")
+			assert.False(t, replan)
+		})
+	}
+	// A release that returned after the snapshot holds nothing back.
+	l := newLedger()
+	l.claim([]plan.Action{act("r", plan.Release)}, 0, l.asOf())
+	asOf := l.asOf()
+	finished(l, "r")
+	got, _, replan := l.claim([]plan.Action{act("a", plan.Enter)}, 0, asOf)
+	assert.Equal(t, []string{"a"}, nodesOf(got))
+	assert.False(t, replan)
+	// With a tainting write still in flight, its return re-plans: the claim does not.
+	l = newLedger()
+	l.claim([]plan.Action{act("b", plan.Enter), act("c", plan.Enter)}, 0, l.asOf())
+	asOf = l.asOf()
+	finished(l, "b")
+	got, _, replan = l.claim([]plan.Action{act("a", plan.Enter)}, 0, asOf)
+	assert.Empty(t, got)
+	assert.False(t, replan)
+	assert.True(t, finished(l, "c"))
+}
+
 // An entry or adoption that got no answer may still be applied by the API server: it holds
 // entries back like one in flight until its node is seen at a version after its guard, a later
 // write of the node succeeds, or unknownOutcomeHold has passed. An unanswered release does not.
@@ -315,13 +357,13 @@ func TestLedgerHeldReleaseHoldsBackItsEntriesOnly(t *testing.T) {
 	require.Len(t, claimed(l, []plan.Action{act("r1", plan.Release)}, 0, l.asOf()), 1)
 	l.finish("r1", errRefused)
 
-	got, onReleases := l.claim([]plan.Action{act("r1", plan.Release), act("r2", plan.Release),
+	got, onReleases, _ := l.claim([]plan.Action{act("r1", plan.Release), act("r2", plan.Release),
 		act("e1", plan.Enter), act("e2", plan.Enter), act("e3", plan.Enter)}, 2, l.asOf())
 	assert.Equal(t, []string{"r2", "e1", "e2"}, nodesOf(got), "e3 waits for r1's slot; e2 counts on r2's, e1 has its own")
 	assert.Equal(t, 1, onReleases, "e2 counts on r2's release")
 	assert.True(t, l.entriesWaiting)
 
-	got, onReleases = l.claim([]plan.Action{act("r3", plan.Release), act("e4", plan.Enter)}, 1, l.asOf())
+	got, onReleases, _ = l.claim([]plan.Action{act("r3", plan.Release), act("e4", plan.Enter)}, 1, l.asOf())
 	assert.Equal(t, []string{"r3"}, nodesOf(got), "entries e1 and e2 in flight hold back every entry")
 	assert.Zero(t, onReleases, "no entry handed out counts on r3")
 }
@@ -333,7 +375,7 @@ func finished(l *ledger, node string) bool {
 
 // claimed returns the actions l.claim hands out.
 func claimed(l *ledger, actions []plan.Action, onReleases int, asOf uint64) []plan.Action {
-	out, _ := l.claim(actions, onReleases, asOf)
+	out, _, _ := l.claim(actions, onReleases, asOf)
 	return out
 }
 
