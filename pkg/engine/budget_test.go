@@ -88,3 +88,49 @@ func TestFailedReleaseDefersEntryOnlyWhenBudgetNeedsIt(t *testing.T) {
 		})
 	}
 }
+
+// A release the planner counted on for an entry's slot that turns out to have nothing to write
+// (the node, re-read from the latest version the event-driven mode knows, is back in maintenance:
+// nothing left to cancel) keeps the slot: the entry is left to the next plan.
+func TestReleaseWithNothingToWriteDoesNotFreeBudget(t *testing.T) {
+	left := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test",
+			state.BaselineKernel, "5.15.0-1", state.BaselineBootID, "boot-1",
+			state.TaintedAt, state.FormatTime(t0.Add(-2*time.Hour)),
+			state.LeftMaintenanceAt, state.FormatTime(t0.Add(-time.Hour)))) // cancelAfter passed
+	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	client := withWarmer(left, candidate)
+	cfg := testConfig(t)
+	cfg.MaxConcurrent = intstr.FromInt32(1)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	obs, err := e.Observe(context.Background())
+	require.NoError(t, err)
+	p := e.Planner().Compute(obs.Snapshot)
+	require.Len(t, p.Actions, 2, "release of m (cancelled) and, on its slot, entry of n: %+v", p.Actions)
+	require.Equal(t, 1, p.EntriesOnReleases)
+
+	// Cordoned again, its left-maintenance record already cleared by another writer.
+	back := left.DeepCopy()
+	back.ResourceVersion = "2"
+	back.Spec.Unschedulable = true
+	delete(back.Annotations, state.LeftMaintenanceAt)
+	var deferred []string
+	res, err := e.ApplyNotify(context.Background(), obs, p, func(name string) *corev1.Node {
+		if name == "m" {
+			return back
+		}
+		return nil
+	}, func(a plan.Action, _ *Written, err error) {
+		if errors.Is(err, ErrDeferred) {
+			deferred = append(deferred, a.Node)
+		}
+	})
+	require.NoError(t, err)
+	assert.Zero(t, res.Applied[plan.Release], "nothing to release on the fresher node")
+	assert.Zero(t, res.Applied[plan.Enter], "m still counts: maxConcurrent is 1")
+	assert.Equal(t, []string{"n"}, deferred)
+	assert.Empty(t, patches(client))
+}

@@ -465,7 +465,7 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				if a.Type == plan.Release && (err != nil || (w != nil && !w.Unchanged && w.Action.Type != plan.Release)) {
+				if a.Type == plan.Release && !e.freed(a, w, err, latest) {
 					kept++
 				}
 				if err != nil {
@@ -502,6 +502,28 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	_ = launch(rest, nil)
 	wg.Wait()
 	return res, errors.Join(errs...)
+}
+
+// freed reports whether a release's outcome took its node out of maxConcurrent's count: the
+// release written, or nothing written because the node is gone or, as its latest known version
+// (or the re-read after a conflict) shows, no longer this installation's to count. A release
+// that failed, turned into another write, or found the node still managed (back in maintenance
+// before the write: nothing left to release) keeps its slot.
+func (e *Engine) freed(a plan.Action, w *Written, err error, latest func(string) *corev1.Node) bool {
+	switch {
+	case err != nil:
+		return false
+	case w == nil:
+		if latest != nil {
+			if n := latest(a.Node); n != nil {
+				return !e.planner.Owns(n)
+			}
+		}
+		return true
+	case w.Unchanged:
+		return !e.planner.Owns(w.Node)
+	}
+	return w.Action.Type == plan.Release
 }
 
 // ErrDeferred finishes an entry left to the next plan (see apply): the caller re-plans it later,
