@@ -153,6 +153,9 @@ type Controller struct {
 	// controller observed the generation in liveFor (see revisionsFor).
 	live    []*appsv1.ControllerRevision
 	liveFor generationOf
+	// liveFailed is when the last read of the revisions failed: the next waits retryAfterError,
+	// or every per-node plan of a burst would send one more.
+	liveFailed time.Time
 }
 
 // generationOf identifies one observed spec of one DaemonSet.
@@ -831,19 +834,26 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 // release it with the old images. So once per observed generation the revisions are read from
 // the API server, which serves them after that DaemonSet update, and merged with the cache (the
 // newer version of each wins) until the next generation. A read that fails leaves no revision:
-// no pod counts as warm in that plan, and the next plan reads again.
+// no pod counts as warm in that plan, and a plan at least retryAfterError later reads again.
 func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cached []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
 	if ds.Status.ObservedGeneration < ds.Generation {
 		return cached // no revision is current yet
 	}
 	key := generationOf{ds.UID, ds.Status.ObservedGeneration}
 	c.mu.Lock()
-	live, known := c.live, c.liveFor == key
+	live, known, failed := c.live, c.liveFor == key, c.liveFailed
 	c.mu.Unlock()
 	if !known {
+		if time.Since(failed) < retryAfterError {
+			return nil
+		}
 		list, err := c.client.AppsV1().ControllerRevisions(ds.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.DefaultDaemonSetUniqueLabelKey})
 		if err != nil {
-			c.log.Warn("reading the warmer's revisions failed; retrying at the next plan", "error", err)
+			c.log.Warn("reading the warmer's revisions failed; retrying in a second", "error", err)
+			c.mu.Lock()
+			c.liveFailed = time.Now()
+			c.mu.Unlock()
+			time.AfterFunc(retryAfterError, c.Trigger)
 			return nil
 		}
 		live = make([]*appsv1.ControllerRevision, 0, len(list.Items))

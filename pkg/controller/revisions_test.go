@@ -49,12 +49,18 @@ func TestRevisionsAreReadOncePerObservedGeneration(t *testing.T) {
 	assert.Equal(t, "", plan.CurrentRevision(next, c.revisionsFor(ctx, next, behind)))
 	assert.Equal(t, 1, lists)
 
-	// Observed: read again. A read that fails leaves no revision (no pod counts as warm).
+	// Observed: read again. A read that fails leaves no revision (no pod counts as warm), and
+	// the plans of the next second read nothing (a burst of per-node plans would each send one).
 	next.Status.ObservedGeneration = 3
 	fail = true
 	assert.Empty(t, c.revisionsFor(ctx, next, behind))
 	fail = false
-	require.NotEmpty(t, c.revisionsFor(ctx, next, behind), "retried at the next plan")
+	assert.Empty(t, c.revisionsFor(ctx, next, behind), "not retried within a second")
+	assert.Equal(t, 2, lists)
+	c.mu.Lock()
+	c.liveFailed = c.liveFailed.Add(-retryAfterError)
+	c.mu.Unlock()
+	require.NotEmpty(t, c.revisionsFor(ctx, next, behind), "retried a second later")
 	assert.Equal(t, 3, lists)
 
 	// A newer cached version of a revision (a rollback bumps an old revision's number) wins.
