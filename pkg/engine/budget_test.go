@@ -43,12 +43,18 @@ func failingRelease(t *testing.T, budget intstr.IntOrString) (*Engine, *fake.Cli
 		}
 		return false, nil, nil
 	})
+	return budgetEngine(t, client, budget), client
+}
+
+// budgetEngine is an engine of the test configuration with the given maxConcurrent.
+func budgetEngine(t *testing.T, client *fake.Clientset, budget intstr.IntOrString) *Engine {
+	t.Helper()
 	cfg := testConfig(t)
 	cfg.MaxConcurrent = budget
 	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
-	return e, client
+	return e
 }
 
 // The planner lets a release free a slot of maxConcurrent for an entry of the same plan: when the
@@ -101,11 +107,7 @@ func TestReleaseWithNothingToWriteDoesNotFreeBudget(t *testing.T) {
 			state.LeftMaintenanceAt, state.FormatTime(t0.Add(-time.Hour)))) // cancelAfter passed
 	candidate := tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
 	client := withWarmer(left, candidate)
-	cfg := testConfig(t)
-	cfg.MaxConcurrent = intstr.FromInt32(1)
-	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	e := budgetEngine(t, client, intstr.FromInt32(1))
 	obs, err := e.Observe(context.Background())
 	require.NoError(t, err)
 	p := e.Planner().Compute(obs.Snapshot)

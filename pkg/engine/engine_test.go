@@ -704,11 +704,7 @@ func TestReplanDoesNotTurnIntoAnEntry(t *testing.T) {
 		require.NoError(t, client.Tracker().Update(nodes, n, ""))
 		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("modified"))
 	})
-	cfg := testConfig(t)
-	cfg.MaxConcurrent = intstr.FromInt32(1)
-	e, err := New(Options{Config: cfg, Client: client, Clock: clocktesting.NewFakePassiveClock(t0),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	e := budgetEngine(t, client, intstr.FromInt32(1))
 	res, err := e.RunOnce(context.Background())
 	require.NoError(t, err)
 	// a's adoption takes the only slot, so b waits; a, re-read cordoned without the taint, would
