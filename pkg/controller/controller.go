@@ -75,6 +75,8 @@ const (
 	// within 5 minutes of that fix (short against maxWaitForUpgrade's hours), and until then it
 	// costs 12 requests (and error lines) an hour, not 3,600.
 	maxRetryAfterRefusal = 5 * time.Minute
+	// shutdownEventsWait bounds how long a leader that is shutting down waits for its Events.
+	shutdownEventsWait = 10 * time.Second
 )
 
 // Options configure a Controller.
@@ -517,7 +519,11 @@ func (c *Controller) Lead(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			c.wg.Wait()
-			c.engine.WaitEvents()
+			// Events are best-effort: a slow Events API must not hold the process past the
+			// Deployment's grace period (30 s), where it would be killed and exit non-zero.
+			if !c.engine.WaitEventsFor(shutdownEventsWait) {
+				c.log.Warn("shutting down with Events not yet written", "waited", shutdownEventsWait.String())
+			}
 			return nil
 		case <-ticker.C:
 			c.probeMaintenance(ctx)

@@ -885,6 +885,27 @@ func TestEventsNameTheirInstallation(t *testing.T) {
 	assert.Equal(t, cfg.Instance, ev.Annotations[state.Owner])
 }
 
+// WaitEventsFor waits for the Events in flight, but no longer than it is told to: a leader that
+// shuts down while the Events API hangs must still exit within its grace period.
+func TestWaitEventsForGivesUp(t *testing.T) {
+	client := fake.NewClientset()
+	unblock := make(chan struct{})
+	client.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+		<-unblock
+		return false, nil, nil
+	})
+	e := testEngine(t, client, false)
+	assert.True(t, e.WaitEventsFor(time.Millisecond), "nothing in flight")
+	e.emit(context.Background(), tu.Node("a"), plan.Action{Node: "a", Type: plan.Enter,
+		Events: []plan.Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmTainted", Message: "m"}}})
+	assert.False(t, e.WaitEventsFor(50*time.Millisecond), "the Event hangs: given up")
+	close(unblock)
+	assert.True(t, e.WaitEventsFor(10*time.Second), "written once the API answers")
+	events, err := client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, events.Items, 1)
+}
+
 // A JSON patch that no longer applies to the node (a failed test operation) is answered with the
 // API server's bare 422; a refusal of the patched node (validation, an admission policy or
 // webhook) is not re-planned. The real server's answers: TestWriteBetweenReadAndPatch and

@@ -37,6 +37,24 @@ func (e *Engine) emit(ctx context.Context, node *corev1.Node, a plan.Action) {
 // WaitEvents waits until the Events emitted so far are written (or failed).
 func (e *Engine) WaitEvents() { e.pendingEvents.Wait() }
 
+// WaitEventsFor is WaitEvents for at most d; it reports whether they were all written (or failed)
+// by then. Those still pending go on in the background.
+func (e *Engine) WaitEventsFor(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		e.pendingEvents.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 func (e *Engine) writeEvents(ctx context.Context, node *corev1.Node, a plan.Action) {
 	now := metav1.NewTime(e.clock.Now())
 	for _, ev := range a.Events {
