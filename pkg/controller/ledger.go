@@ -128,7 +128,7 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) (out 
 		l.inflight[a.Node] = a.Type
 		out = append(out, a)
 	}
-	if heldUnseen && !l.inflightTainting() && len(uncertain) == 0 {
+	if heldUnseen && !l.inflightTainting() {
 		l.entriesWaiting = false
 		replan = true
 	}

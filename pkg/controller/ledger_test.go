@@ -91,12 +91,23 @@ func TestLedgerEntryReturnedAfterTheSnapshotHoldsEntries(t *testing.T) {
 			assert.False(t, replan)
 		})
 	}
-	// A release that returned after the snapshot holds nothing back.
+	// With an unanswered entry's retry held back by it too, the claim re-plans all the same.
 	l := newLedger()
-	l.claim([]plan.Action{act("r", plan.Release)}, 0, l.asOf())
+	l.claim([]plan.Action{act("u", plan.Enter), act("b", plan.Adopt)}, 0, l.asOf())
+	_, _ = l.finish("u", &engine.UnknownOutcomeError{Before: "1", Err: errors.New("no answer")})
 	asOf := l.asOf()
+	finished(l, "b")
+	l.failing = map[string]streak{} // u's retry is due
+	got, _, replan := l.claim([]plan.Action{act("u", plan.Enter)}, 0, asOf)
+	assert.Empty(t, got)
+	assert.True(t, replan, "nothing else re-plans until u's guard settles or its hold ends")
+
+	// A release that returned after the snapshot holds nothing back.
+	l = newLedger()
+	l.claim([]plan.Action{act("r", plan.Release)}, 0, l.asOf())
+	asOf = l.asOf()
 	finished(l, "r")
-	got, _, replan := l.claim([]plan.Action{act("a", plan.Enter)}, 0, asOf)
+	got, _, replan = l.claim([]plan.Action{act("a", plan.Enter)}, 0, asOf)
 	assert.Equal(t, []string{"a"}, nodesOf(got))
 	assert.False(t, replan)
 	// With a tainting write still in flight, its return re-plans: the claim does not.

@@ -135,4 +135,17 @@ func TestReleaseWithNothingToWriteDoesNotFreeBudget(t *testing.T) {
 	assert.Zero(t, res.Applied[plan.Enter], "m still counts: maxConcurrent is 1")
 	assert.Equal(t, []string{"n"}, deferred)
 	assert.Empty(t, patches(client))
+
+	// Released meanwhile by someone else (an operator removed the taint and the records): the
+	// slot is free, and the entry goes.
+	gone := tu.Node("m", tu.WithLabels("pool", "notebooks"))
+	gone.ResourceVersion = "3"
+	res, err = e.ApplyNotify(context.Background(), obs, p, func(name string) *corev1.Node {
+		if name == "m" {
+			return gone
+		}
+		return nil
+	}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Enter], "m no longer counts")
 }

@@ -505,23 +505,29 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 }
 
 // freed reports whether a release's outcome took its node out of maxConcurrent's count: the
-// release written, or nothing written because the node is gone or, as its latest known version
-// (or the re-read after a conflict) shows, no longer this installation's to count. A release
-// that failed, turned into another write, or found the node still managed (back in maintenance
-// before the write: nothing left to release) keeps its slot.
+// release written, or nothing written and the node, as the latest version known shows (the
+// re-read after a conflict; in the event-driven mode, the caches and the writes since), gone or
+// no longer counted (not tainted or warming for this installation). A release that failed,
+// turned into another write, or found the node still counted (back in maintenance before the
+// write: nothing left to release) keeps its slot; so does one whose node was deleted while the
+// caches still hold it, until the next plan (its entry is left to it, a second later).
 func (e *Engine) freed(a plan.Action, w *Written, err error, latest func(string) *corev1.Node) bool {
+	counted := func(n *corev1.Node) bool {
+		phase := state.PhaseOf(n)
+		return e.planner.Owns(n) && (phase == state.PhaseTainted || phase == state.PhaseWarming)
+	}
 	switch {
 	case err != nil:
 		return false
 	case w == nil:
 		if latest != nil {
 			if n := latest(a.Node); n != nil {
-				return !e.planner.Owns(n)
+				return !counted(n)
 			}
 		}
 		return true
 	case w.Unchanged:
-		return !e.planner.Owns(w.Node)
+		return !counted(w.Node)
 	}
 	return w.Action.Type == plan.Release
 }

@@ -895,7 +895,7 @@ func TestWaitEventsForGivesUp(t *testing.T) {
 		return false, nil, nil
 	})
 	e := testEngine(t, client, false)
-	assert.True(t, e.WaitEventsFor(time.Millisecond), "nothing in flight")
+	assert.True(t, e.WaitEventsFor(time.Second), "nothing in flight")
 	e.emit(context.Background(), tu.Node("a"), plan.Action{Node: "a", Type: plan.Enter,
 		Events: []plan.Event{{Type: corev1.EventTypeNormal, Reason: "PrewarmTainted", Message: "m"}}})
 	assert.False(t, e.WaitEventsFor(50*time.Millisecond), "the Event hangs: given up")
