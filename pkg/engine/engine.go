@@ -512,22 +512,18 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 // write: nothing left to release) keeps its slot; so does one whose node was deleted while the
 // caches still hold it, until the next plan (its entry is left to it, a second later).
 func (e *Engine) freed(a plan.Action, w *Written, err error, latest func(string) *corev1.Node) bool {
-	counted := func(n *corev1.Node) bool {
-		phase := state.PhaseOf(n)
-		return e.planner.Owns(n) && (phase == state.PhaseTainted || phase == state.PhaseWarming)
-	}
 	switch {
 	case err != nil:
 		return false
 	case w == nil:
 		if latest != nil {
 			if n := latest(a.Node); n != nil {
-				return !counted(n)
+				return !e.planner.TakesASlot(n)
 			}
 		}
 		return true
 	case w.Unchanged:
-		return !counted(w.Node)
+		return !e.planner.TakesASlot(w.Node)
 	}
 	return w.Action.Type == plan.Release
 }

@@ -177,6 +177,13 @@ func (p *Planner) Owns(node *corev1.Node) bool {
 	return state.PhaseOf(node) != "" && node.Annotations[state.Owner] == p.cfg.Instance
 }
 
+// TakesASlot reports whether the node counts against maxConcurrent: this installation's, tainted
+// or warming.
+func (p *Planner) TakesASlot(node *corev1.Node) bool {
+	ph := state.PhaseOf(node)
+	return p.Owns(node) && (ph == state.PhaseTainted || ph == state.PhaseWarming)
+}
+
 // Compute returns the actions that move every node of the snapshot one step on.
 func (p *Planner) Compute(s Snapshot) Plan {
 	c := p.newCycle(s)
@@ -435,7 +442,7 @@ func (p *Planner) newCycle(s Snapshot) *cycle {
 		}
 		if p.Owns(n) {
 			c.managed++
-			if ph := state.PhaseOf(n); ph == state.PhaseTainted || ph == state.PhaseWarming {
+			if p.TakesASlot(n) {
 				c.active++
 			}
 		}
