@@ -234,6 +234,12 @@ func (p *Planner) Compute(s Snapshot) Plan {
 		if c.uninstalling || c.warmerMissing || s.MaintenanceUnknown != "" {
 			break
 		}
+		if n.DeletionTimestamp != nil {
+			// Going away (a finalizer holds it while the node is drained): a slot of
+			// maxConcurrent taken for it would hold back a node that comes back.
+			out.Notes = append(out.Notes, Note{Node: n.Name, Message: "not tainted: in maintenance, but the node is being deleted"})
+			continue
+		}
 		if !p.rule.Detectable(n) {
 			// Tainted, it would wait maxWaitForUpgrade (hours) for an upgrade the rule can never
 			// see, then open cold: left alone, it takes no slot of maxConcurrent.
@@ -509,7 +515,8 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 		return nil, false
 	}
 	if p.joinedTainted(n) {
-		if c.uninstalling {
+		if c.uninstalling || n.DeletionTimestamp != nil {
+			// A node being deleted is not adopted: nothing will use it.
 			return nil, false
 		}
 		a := p.adopt(c, n)
@@ -534,6 +541,9 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 	if !p.releasedFor(n, active) {
 		return nil, true
 	}
+	if a := p.recordPresenceUnder(n, active); a != nil {
+		return a, false
+	}
 	return p.recordPresenceLeft(c, n, active), false
 }
 
@@ -541,15 +551,66 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 // every one of them is among the identities recorded on the node (an object's UID; a presence
 // source's name, while the node never left that set). A maintenance that is not is a new one,
 // such as a second NodeMaintenance created while the one the node was released for remains.
+//
+// A cordon or label that comes while a NodeMaintenance the node was released for lasts is part
+// of that NodeMaintenance, as recordPresenceLeft has it for one that goes: medik8s cordons the
+// node of its NodeMaintenance again if someone uncordoned it (at the release, say), and the
+// node, warm already, would otherwise be tainted to wait for an upgrade that happened.
 func (p *Planner) releasedFor(n *corev1.Node, active []Maintenance) bool {
 	recorded := recordedIDs(n)
 	_, ended := n.Annotations[state.MaintenanceEnded]
+	under := underRecordedNodeMaintenance(recorded, active)
 	for _, m := range active {
-		if !slices.Contains(recorded, m.ID) || (m.Source != SourceNodeMaintenance && ended) {
+		switch {
+		case m.Source == SourceNodeMaintenance:
+			if !slices.Contains(recorded, m.ID) {
+				return false
+			}
+		case under:
+		case !slices.Contains(recorded, m.ID) || ended:
 			return false
 		}
 	}
 	return len(active) > 0
+}
+
+// underRecordedNodeMaintenance reports whether a NodeMaintenance recorded on the node is
+// among the active maintenances.
+func underRecordedNodeMaintenance(recorded []string, active []Maintenance) bool {
+	return slices.ContainsFunc(active, func(m Maintenance) bool {
+		return m.Source == SourceNodeMaintenance && slices.Contains(recorded, m.ID)
+	})
+}
+
+// recordPresenceUnder adds to the record of a released node the presence maintenances that
+// came while a NodeMaintenance it was released for lasts (see releasedFor), so that the node
+// still in one when the NodeMaintenance goes is not taken for a new maintenance and tainted
+// again (medik8s uncordons the node after its NodeMaintenance is gone, not before).
+func (p *Planner) recordPresenceUnder(n *corev1.Node, active []Maintenance) *Action {
+	recorded := recordedIDs(n)
+	if !underRecordedNodeMaintenance(recorded, active) {
+		return nil
+	}
+	var came []string
+	for _, m := range active {
+		if m.Source != SourceNodeMaintenance && !slices.Contains(recorded, m.ID) {
+			came = append(came, m.ID)
+		}
+	}
+	if len(came) == 0 {
+		return nil
+	}
+	ids := append(recorded, came...)
+	slices.Sort(ids)
+	a := &Action{
+		Node: n.Name, Type: Record, Reason: "maintenance-joined",
+		Message: fmt.Sprintf("in maintenance source %s under the NodeMaintenance it was released for", strings.Join(came, ", ")),
+		Change:  Change{Annotations: map[string]*string{state.MaintenanceID: ptr(strings.Join(slices.Compact(ids), ","))}},
+	}
+	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
+		a.Change.Annotations[state.MaintenanceEnded] = nil
+	}
+	return a
 }
 
 // recordedIDs are the maintenance identities recorded on the node (maintenance-id: one, or
@@ -1168,6 +1229,8 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	// snapshot: those recorded on the node are kept as recorded (one left out would be taken for
 	// a new maintenance once the source is read, and the node tainted again), and the presence
 	// sources' are recorded as they are now.
+	// A cordon or label recorded while a NodeMaintenance recorded too lasts is kept even if it
+	// is not there now: it is part of that NodeMaintenance (see releasedFor).
 	// A node outside the pool (a left-pool release) has no maintenances in the snapshot at all:
 	// the sources read pool nodes only. Its record is kept as it is: marked ended, a cordon or
 	// label still there would count as a new maintenance if the node came back to the pool in it
@@ -1178,6 +1241,14 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 		for _, id := range recordedIDs(n) {
 			if !isPresenceID(id) {
 				active = append(active, Maintenance{Source: SourceNodeMaintenance, ID: id})
+			}
+		}
+	}
+	if recorded := recordedIDs(n); underRecordedNodeMaintenance(recorded, active) {
+		active = slices.Clone(active)
+		for _, id := range recorded {
+			if p.presenceRead(id) {
+				active = append(active, Maintenance{Source: id, ID: id})
 			}
 		}
 	}
