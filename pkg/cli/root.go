@@ -69,6 +69,9 @@ type globalOptions struct {
 	verbosity  int
 	stdout     io.Writer
 	stderr     io.Writer
+	// withoutRule loads the configuration with config.LoadWithoutRule: for cleanup, which never
+	// evaluates the upgrade rule.
+	withoutRule bool
 }
 
 // Main runs the command tree with args and returns the process's exit code (ExitCode). A
@@ -227,11 +230,22 @@ func clientGoLevel(v int) slog.Level {
 	return slog.Level(1 - v)
 }
 
-// loadConfig reads and validates the configuration file. Without --config, a missing file at the
+// loadConfig reads and validates the configuration file (without the upgrade rule with
+// withoutRule, saying so on log when it leaves one out). Without --config, a missing file at the
 // default path (where the chart's pods mount it) most likely means a run outside the chart's pods:
 // the error then says to pass --config, and how to save the installation's file.
-func (o *globalOptions) loadConfig() (*config.Config, error) {
-	cfg, err := config.Load(o.configPath)
+func (o *globalOptions) loadConfig(log *slog.Logger) (*config.Config, error) {
+	var cfg *config.Config
+	var err error
+	if o.withoutRule {
+		var dropped error
+		cfg, dropped, err = config.LoadWithoutRule(o.configPath)
+		if dropped != nil {
+			log.Warn("configuration refused by run and status, used without its upgrade rule, which this command does not evaluate: "+dropped.Error(), "config", o.configPath)
+		}
+	} else {
+		cfg, err = config.Load(o.configPath)
+	}
 	if errors.Is(err, fs.ErrNotExist) && !o.configFlag.Changed {
 		err = fmt.Errorf("%w\nno --config given: %s is where the chart's pods mount the configuration; "+
 			"elsewhere, pass the installation's config.yaml with --config, saved from the chart's ConfigMap (before an uninstall, which deletes it): %s",
@@ -370,7 +384,7 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := o.loadConfig()
+	cfg, err := o.loadConfig(log)
 	if err != nil {
 		return nil, err
 	}

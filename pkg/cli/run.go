@@ -331,6 +331,8 @@ for the rest of its current maintenance and taints it again at its next one.`,
 			if cmd.Flags().Changed("settle") && !uninstall {
 				return &ConfigError{errors.New("--settle: only with --uninstall (cleanup alone releases the nodes once)")}
 			}
+			// Releasing needs no upgrade rule: one that broke must not keep nodes tainted.
+			o.withoutRule = true
 			e, log, err := o.newEngine(o.dryRun)
 			if err != nil {
 				return err

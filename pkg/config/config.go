@@ -243,42 +243,61 @@ func Default() *Config {
 
 // Load reads, decodes and validates the configuration file at path.
 func Load(path string) (*Config, error) {
+	cfg, _, err := load(path, false)
+	return cfg, err
+}
+
+// LoadWithoutRule is Load for a command that never evaluates the upgrade rule (cleanup): an
+// upgrade.when template that Load would refuse is left out of the configuration instead, and
+// returned as dropped. A rule that broke after nodes were tainted (a helm upgrade whose template
+// fails on the sample node) must not keep them tainted, nor block the uninstall whose hook
+// releases them.
+func LoadWithoutRule(path string) (cfg *Config, dropped, err error) {
+	return load(path, true)
+}
+
+func load(path string, withoutRule bool) (*Config, error, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return nil, nil, fmt.Errorf("reading config: %w", err)
 	}
-	cfg, err := Parse(data)
+	cfg, dropped, err := parse(data, withoutRule)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	return cfg, nil
+	return cfg, dropped, nil
 }
 
 // Parse decodes a configuration strictly over the defaults and validates it. An unknown or
 // duplicated field is an error that names it; so is a value of the wrong type, shown as written.
 func Parse(data []byte) (*Config, error) {
-	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, fmt.Errorf("empty configuration: apiVersion %s, kind %s and pool.nodeSelector are required", APIVersion, Kind)
-	}
-	if err := singleDocument(data); err != nil {
-		return nil, err
-	}
-	jsonData, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return nil, fmt.Errorf("parsing YAML: %w", err)
-	}
-	doc := newDocument(data, jsonData)
-	cfg, err := decode(jsonData, doc)
-	if err != nil && looksLikeChartValues(doc.tree) {
-		return nil, fmt.Errorf("%w\n%s", err, chartValuesHint)
-	}
+	cfg, _, err := parse(data, false)
 	return cfg, err
 }
 
-func decode(jsonData []byte, doc document) (*Config, error) {
+func parse(data []byte, withoutRule bool) (*Config, error, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil, fmt.Errorf("empty configuration: apiVersion %s, kind %s and pool.nodeSelector are required", APIVersion, Kind)
+	}
+	if err := singleDocument(data); err != nil {
+		return nil, nil, err
+	}
+	jsonData, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	doc := newDocument(data, jsonData)
+	cfg, dropped, err := decode(jsonData, doc, withoutRule)
+	if err != nil && looksLikeChartValues(doc.tree) {
+		return nil, nil, fmt.Errorf("%w\n%s", err, chartValuesHint)
+	}
+	return cfg, dropped, err
+}
+
+func decode(jsonData []byte, doc document, withoutRule bool) (*Config, error, error) {
 	// A null document is one left empty (a comment, ---): validate says what it lacks.
 	if _, ok := doc.tree.(map[string]any); !ok && doc.tree != nil {
-		return nil, fmt.Errorf("the configuration must be a map of fields (apiVersion: %s, kind: %s, pool: ...), not %s: %s",
+		return nil, nil, fmt.Errorf("the configuration must be a map of fields (apiVersion: %s, kind: %s, pool: ...), not %s: %s",
 			APIVersion, Kind, describeValue(doc.tree), written(doc.tree, doc.src))
 	}
 	typeErrs := typeErrors(doc.tree, doc.src, configType, nil)
@@ -287,23 +306,30 @@ func decode(jsonData []byte, doc document) (*Config, error) {
 	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, cfg, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
 		if len(typeErrs) > 0 {
-			return nil, listed(typeErrs)
+			return nil, nil, listed(typeErrs)
 		}
-		return nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
+		return nil, nil, fmt.Errorf("decoding: %w", cleanJSONError(err))
 	}
 	if len(strictErrs) > 0 {
 		msgs := make([]string, 0, len(strictErrs))
 		for _, e := range strictErrs {
 			msgs = append(msgs, e.Error())
 		}
-		return nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
+		return nil, nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
 	}
 	cfg.complete()
+	var dropped error
+	if withoutRule && strings.TrimSpace(cfg.Upgrade.When) != "" {
+		if _, err := upgrade.NewRule(cfg.Upgrade.KernelVersions, cfg.Upgrade.KernelVersionLabel, cfg.Upgrade.When); err != nil {
+			dropped = field.Invalid(field.NewPath("upgrade", "when"), cfg.Upgrade.When, err.Error())
+			cfg.Upgrade.When = ""
+		}
+	}
 	// Decoded, the document can hold only map values left empty, which the decoder reads as "".
 	if err := listed(append(typeErrs, cfg.validate()...)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return cfg, nil
+	return cfg, dropped, nil
 }
 
 // listed returns the field errors as one error: nil for none, the error itself for one, and for

@@ -383,6 +383,37 @@ func TestLoad(t *testing.T) {
 	assert.Contains(t, err.Error(), "missing.yaml")
 }
 
+// LoadWithoutRule, for cleanup, leaves out an upgrade.when that Load refuses and says why, but
+// refuses every other problem as Load does.
+func TestLoadWithoutRule(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, extra string) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(minimal+extra), 0o600))
+		return path
+	}
+	broken := write("broken.yaml", "upgrade:\n  when: '{{ eq .Labels.pool \"notebooks\" }}'\n")
+	_, err := config.Load(broken)
+	require.ErrorContains(t, err, "upgrade.when")
+
+	cfg, dropped, err := config.LoadWithoutRule(broken)
+	require.NoError(t, err)
+	assert.Empty(t, cfg.Upgrade.When, "left out")
+	require.Error(t, dropped)
+	assert.Contains(t, dropped.Error(), "upgrade.when")
+	assert.Contains(t, dropped.Error(), "sample node")
+	assert.Equal(t, map[string]string{"pool": "notebooks"}, cfg.Pool.NodeSelector, "the rest as written")
+
+	good := "{{ ne .Kernel .Baseline.Kernel }}"
+	cfg, dropped, err = config.LoadWithoutRule(write("good.yaml", "upgrade:\n  when: '"+good+"'\n"))
+	require.NoError(t, err)
+	assert.NoError(t, dropped)
+	assert.Equal(t, good, cfg.Upgrade.When, "a rule that works is kept")
+
+	_, _, err = config.LoadWithoutRule(write("both.yaml", "maxConcurrent: -1\nupgrade:\n  when: '{{ .Kernel }}'\n"))
+	require.ErrorContains(t, err, "maxConcurrent", "any other problem is refused")
+}
+
 // Parse never panics, whatever the file holds: bad input is an error.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
