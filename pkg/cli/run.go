@@ -67,7 +67,7 @@ Lease and exits 0. Its flags (--listen, --resync, --leader-elect*, --profiling) 
 				if err := refuseEventDrivenFlags(cmd); err != nil {
 					return err
 				}
-				if err := validatePushgateway(ro.pushgateway); err != nil {
+				if err := ValidatePushgateway(ro.pushgateway); err != nil {
 					return &ConfigError{err}
 				}
 				return runOnce(cmd.Context(), o, ro)
@@ -116,9 +116,9 @@ func refuseEventDrivenFlags(cmd *cobra.Command) error {
 		strings.Join(set, ", "), them)}
 }
 
-// validatePushgateway checks --pushgateway as the push will read it: empty (no push), or an
+// ValidatePushgateway checks a --pushgateway value as the push will read it: empty (no push), or an
 // http or https URL with a host; without a scheme, http is meant (host:9091).
-func validatePushgateway(raw string) error {
+func ValidatePushgateway(raw string) error {
 	if raw == "" {
 		return nil
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/cli"
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/test/chart/valuesdoc"
 )
@@ -142,6 +143,13 @@ func TestWarmerAffinity(t *testing.T) {
 			extra:   "upgrade: {kernelVersions: [6.8.0, 6.8.1], kernelVersionLabel: " + kernelLabel + ", when: '{{ and (has .Kernel .KernelVersions) (ne .BootID .Baseline.BootID) }}'}",
 			terms:   1,
 			matches: []string{"pool, warming", "pool, warming, old kernel"},
+		},
+		{
+			// A blank template is no template: the orchestrator uses the default rule.
+			name:    "target kernels and a blank template",
+			extra:   "upgrade: {kernelVersions: [6.8.0, 6.8.1], kernelVersionLabel: " + kernelLabel + ", when: ' '}",
+			terms:   2,
+			matches: []string{"pool, warming", "pool, warming, old kernel", "pool, upgrading, target kernel"},
 		},
 		{
 			name:    "keepAfterRelease",
@@ -734,6 +742,23 @@ func TestCronJob(t *testing.T) {
 		for _, u := range []string{"https://user:secret@pushgateway.example.com/prefix", "http://[fd00::1]:9091", "http://10.0.0.1:9091"} {
 			mustRender(t, minimal(t, "orchestrator: {cronJob: {pushgateway: '"+u+"'}}"))
 		}
+		// The chart refuses what the orchestrator would refuse at every run, and nothing else.
+		for _, u := range []string{
+			"http://pushgateway.monitoring:9091/%zz", "http://push%gw:9091", "http://pg:9091/a%2Fb", "http://pg/?q=%41#f%20",
+			"http://u%3A:p%40@pg:9091", "http://u%zz@pg:9091", "http://[1:]:9091", "http://[::1]:9091", "http://[fd00::1]/x",
+			"http://pg{x}:9091", "http://pg:9091/\x01", "http://pg:9091/\x7f", "http://pg|x:9091", "http://pg:9091/é",
+			"https://pg.example.com:443/base?x=1&y=2#frag", "http://pg:x", "http://pg:",
+		} {
+			_, err := render(t, map[string]any{
+				"pool": map[string]any{"nodeSelector": map[string]any{"pool": "notebooks"}}, "images": []any{"registry.example.com/a:1"},
+				"orchestrator": map[string]any{"cronJob": map[string]any{"pushgateway": u}},
+			})
+			if want := cli.ValidatePushgateway(u); want == nil {
+				assert.NoError(t, err, "%q: the orchestrator takes it", u)
+			} else {
+				assert.Error(t, err, "%q: the orchestrator refuses it (%v)", u, want)
+			}
+		}
 		r := mustRender(t, minimal(t, "orchestrator: {cronJob: {pushgateway: 'http://pushgateway.monitoring:9091'}}"))
 		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
 		assert.Equal(t, []string{"run", "--once", "--pushgateway=http://pushgateway.monitoring:9091", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
@@ -930,6 +955,9 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "pushgateway not a URL", extra: "orchestrator: {cronJob: {pushgateway: pushgateway:9091}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		// The binary refuses a URL without a host name (every run would exit 2).
 		{name: "pushgateway without a host", extra: "orchestrator: {cronJob: {pushgateway: 'http://:9091'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
+		{name: "pushgateway with a bad escape", extra: "orchestrator: {cronJob: {pushgateway: 'http://pushgateway:9091/%zz'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
+		{name: "pushgateway with a percent in its host", extra: "orchestrator: {cronJob: {pushgateway: 'http://push%gw:9091'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
+		{name: "pushgateway that is no IPv6 literal", extra: "orchestrator: {cronJob: {pushgateway: 'http://[1:]:9091'}}", want: []string{"unable to parse url", "[1:]"}},
 		{name: "pushgateway with an empty host", extra: "orchestrator: {cronJob: {pushgateway: 'http:///metrics'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		{name: "status label key in pool", extra: "statusLabel: {key: pool}", want: []string{"statusLabel.key", "pool.nodeSelector"}},
 		{name: "status label key read by the nodeLabel source", extra: "maintenance: {nodeLabel: {enabled: true, selector: 'os-upgrade/status=pending'}}", want: []string{"statusLabel.key", "maintenance.nodeLabel.selector"}},

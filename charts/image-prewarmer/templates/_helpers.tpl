@@ -206,13 +206,17 @@ The same duration as a number of milliseconds, printed as a float (convert the r
 Checks that combine several values (values.schema.json checks each value alone).
 */}}
 {{- define "image-prewarmer.validate" -}}
+{{- with .Values.orchestrator.cronJob.pushgateway }}
+{{- /* What the schema's pattern lets through and Go's URL parser refuses (an IPv6 literal that is not one) fails here, as the orchestrator would. */}}
+{{- $_ := urlParse . }}
+{{- end }}
 {{- if regexMatch "^node\\.(cloudprovider\\.)?kubernetes\\.io/" .Values.taint.key }}
 {{- fail (printf "taint.key %q: taints under node.kubernetes.io/ and node.cloudprovider.kubernetes.io/ are kept in step with the node's state by Kubernetes' node controllers, which would remove this one; use a key of your own such as example.com/os-upgrade" .Values.taint.key) }}
 {{- end }}
 {{- if regexMatch "^([^/]*\\.)?(kubernetes\\.io|k8s\\.io)/" .Values.statusLabel.key }}
 {{- fail (printf "statusLabel.key %q: label keys under kubernetes.io/ and k8s.io/ (and their subdomains) are Kubernetes' own; use a key of your own such as example.com/os-upgrade-status" .Values.statusLabel.key) }}
 {{- end }}
-{{- if eq (lower .Values.orchestrator.cronJob.timeZone) "local" }}
+{{- if eq (lower (.Values.orchestrator.cronJob.timeZone | default "")) "local" }}
 {{- fail (printf "orchestrator.cronJob.timeZone %q: the API server refuses the local zone; name a zone such as Europe/Paris, or leave it empty for kube-controller-manager's" .Values.orchestrator.cronJob.timeZone) }}
 {{- end }}
 {{- if and .Values.orchestrator.metrics.serviceMonitor.enabled (ne .Values.orchestrator.mode "deployment") }}
@@ -251,7 +255,7 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- if eq .Values.statusLabel.value .Values.statusLabel.warmingValue }}
 {{- fail (printf "statusLabel.warmingValue %q must differ from statusLabel.value" .Values.statusLabel.warmingValue) }}
 {{- end }}
-{{- if and .Values.maintenance.nodeLabel.enabled (not (trim .Values.maintenance.nodeLabel.selector)) }}
+{{- if and .Values.maintenance.nodeLabel.enabled (not (trim (.Values.maintenance.nodeLabel.selector | default ""))) }}
 {{- fail "maintenance.nodeLabel.selector is required when maintenance.nodeLabel.enabled is true" }}
 {{- end }}
 {{- if not (hasPrefix "@" .Values.schedule) }}
@@ -325,7 +329,7 @@ neither key: the chart cannot tell one written so from a quoted "true". --set ke
 {{- end }}
 {{- end }}
 {{- /* The schema checks label keys' syntax; a DNS prefix's length (at most 253) is beyond a regular expression. */}}
-{{- $labelKeys := list (list "taint.key" .Values.taint.key) (list "statusLabel.key" .Values.statusLabel.key) (list "upgrade.kernelVersionLabel" .Values.upgrade.kernelVersionLabel) }}
+{{- $labelKeys := list (list "taint.key" .Values.taint.key) (list "statusLabel.key" .Values.statusLabel.key) (list "upgrade.kernelVersionLabel" (.Values.upgrade.kernelVersionLabel | default "")) }}
 {{- range $key, $_ := .Values.pool.nodeSelector }}
 {{- $labelKeys = append $labelKeys (list "pool.nodeSelector" $key) }}
 {{- end }}
