@@ -8,12 +8,15 @@ package chart_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,6 +70,105 @@ func (r *liveRelease) currentWarmerReady(dsName, node string) (*corev1.Pod, bool
 		}
 	}
 	return nil, false
+}
+
+// holdPod keeps pod from being deleted, by anyone, until the returned function is called: a
+// ValidatingAdmissionPolicy refuses its deletion. The DaemonSet controller rolling the node then
+// cannot remove it. The returned function lifts the policy and deletes the pod.
+func (r *liveRelease) holdPod(pod *corev1.Pod) (release func()) {
+	r.t.Helper()
+	name := "e2e-hold-" + string(pod.UID)
+	admission := cluster.Client.AdmissionregistrationV1()
+	_, err := admission.ValidatingAdmissionPolicies().Create(r.ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Delete},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf(`oldObject.metadata.uid != %q`, pod.UID),
+				Message:    "held by the test",
+			}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(r.t, err)
+	r.t.Cleanup(func() {
+		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	_, err = admission.ValidatingAdmissionPolicyBindings().Create(r.ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(r.t, err)
+	r.t.Cleanup(func() {
+		_ = admission.ValidatingAdmissionPolicyBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	// The API server applies a policy once its informers have it: wait until a server-side dry
+	// run of the deletion is refused.
+	pods := cluster.Client.CoreV1().Pods(pod.Namespace)
+	dryRun := metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}
+	require.NoError(r.t, framework.Eventually(r.ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		err := pods.Delete(ctx, pod.Name, dryRun)
+		return err != nil && strings.Contains(err.Error(), "held by the test"), nil
+	}), "the policy holding pod %s in force", pod.Name)
+	return func() {
+		r.t.Helper()
+		require.NoError(r.t, admission.ValidatingAdmissionPolicyBindings().Delete(r.ctx, name, metav1.DeleteOptions{}))
+		require.NoError(r.t, framework.Eventually(r.ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+			err := pods.Delete(ctx, pod.Name, metav1.DeleteOptions{})
+			return err == nil || apierrors.IsNotFound(err), nil
+		}), "pod %s deleted once the policy is lifted", pod.Name)
+	}
+}
+
+// readyTimes records when each pod on a node turned Ready.
+type readyTimes struct {
+	mu    sync.Mutex
+	times map[string]time.Time
+}
+
+// since returns when the pod named name turned Ready (its PodReady condition's
+// lastTransitionTime, the first time it was seen True).
+func (rt *readyTimes) since(name string) (time.Time, bool) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	t, ok := rt.times[name]
+	return t, ok
+}
+
+// recordReady watches the pods on node, from now until the test ends, and records when each
+// turned Ready: a pod that is deleted soon after (a released node's warmer pod) is still known.
+func (r *liveRelease) recordReady(node string) *readyTimes {
+	r.t.Helper()
+	w, err := cluster.Client.CoreV1().Pods(r.ns).Watch(r.ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	require.NoError(r.t, err)
+	r.t.Cleanup(w.Stop)
+	rt := &readyTimes{times: map[string]time.Time{}}
+	go func() {
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type != corev1.PodReady || c.Status != corev1.ConditionTrue {
+					continue
+				}
+				rt.mu.Lock()
+				if _, seen := rt.times[p.Name]; !seen {
+					rt.times[p.Name] = c.LastTransitionTime.Time
+				}
+				rt.mu.Unlock()
+			}
+		}
+	}()
+	return rt
 }
 
 func taintKeysOf(n *corev1.Node) []string {
@@ -251,10 +353,13 @@ func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 }
 
 // images changed by helm upgrade while a node is warming (its warmer pod of the old image
-// list Ready or about to be). The DaemonSet rolls; the node must not be released on a pod of the
-// old list, and is released once the pod of the new list is Ready. The new image pulls slowly
-// (kwok stage: Ready 12 s after kwok sees the pod), so "the new pod is not Ready yet" is a window
-// the test can hold cycles in.
+// list Ready). The DaemonSet rolls; the node must not be released on a pod of the old list, and
+// is released once the pod of the new list is Ready. The window where the DaemonSet's current
+// revision is already the new one while the old list's pod is still live and Ready is held open
+// (holdPod: the DaemonSet controller cannot delete that pod, as OnDelete keeps it in orchestrator
+// TestOldRevisionDoesNotCount; a helm upgrade would put back an updateStrategy changed by hand)
+// for a few cycles. The new image then pulls slowly (kwok stage: Ready 12 s after kwok sees the
+// pod), and the cycles go on through the pull.
 func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 	const ns, rel, poolVal = "upgrade-images", "upg-i", "upgrade-images-pool"
 	const newImage = "registry.example.com/notebook/base:2026.12-slow-pull-12s"
@@ -270,64 +375,70 @@ func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 		oldPod = p
 		return ok, nil
 	}), "the warmer pod of the first image list is Ready")
+	ready := r.recordReady(warming)
+	release := r.holdPod(oldPod)
 
 	// helm upgrade with another image list.
 	vals["images"] = []any{newImage}
 	r.upgrade(vals)
-	upgraded := time.Now()
 	cfg2, path2 := r.config()
 	require.Equal(t, cfg.Warmer.DaemonSetName, cfg2.Warmer.DaemonSetName)
 
-	// Cycles while the new pod cannot be Ready yet (12 s pull from when kwok first sees it, at
-	// the earliest after the upgrade): no release, whatever the DaemonSet controller has done.
-	// The last cycle starts 6 s before the pull can end, more than a cycle takes on a loaded
-	// machine.
-	cycles, staleWindow := 0, 0
+	// The window: the DaemonSet's current revision is the new one, the old list's pod still live
+	// and Ready.
 	oldHash := oldPod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]
-	for time.Since(upgraded) < 6*time.Second {
-		// Was the window this case is about open just before the cycle: the DaemonSet's current
-		// revision already the new one while the old list's pod is still live and Ready?
-		if ds, rev := r.currentRevision(cfg2.Warmer.DaemonSetName); rev != "" && rev != oldHash {
-			for _, p := range r.warmerPods(ds, warming) {
-				if p.UID == oldPod.UID && state.PodReady(&p) {
-					staleWindow++
-				}
+	staleWindow := func() bool {
+		ds, rev := r.currentRevision(cfg2.Warmer.DaemonSetName)
+		if rev == "" || rev == oldHash {
+			return false
+		}
+		for _, p := range r.warmerPods(ds, warming) {
+			if p.UID == oldPod.UID && state.PodReady(&p) {
+				return true
 			}
 		}
+		return false
+	}
+	require.NoError(t, framework.Eventually(ctx, 30*time.Second, func(context.Context) (bool, error) {
+		return staleWindow(), nil
+	}), "the DaemonSet controller moves to the new revision, the old list's pod held")
+	// Cycles in the window (open before and after each): no release.
+	for cycle := 1; cycle <= 3; cycle++ {
 		out := r.cycle(path2, kc)
-		cycles++
 		n := r.node(warming)
 		require.Equal(t, state.PhaseWarming, state.PhaseOf(n),
-			"%.1fs after the images changed, the node must not be released on the old image list's pod %s (cycle %d): release-reason %q\n%s",
-			time.Since(upgraded).Seconds(), oldPod.Name, cycles, n.Annotations[state.ReleaseReason], out)
+			"the node must not be released on the old image list's pod %s (cycle %d): release-reason %q\n%s",
+			oldPod.Name, cycle, n.Annotations[state.ReleaseReason], out)
 		require.True(t, state.HasTaint(n, cfg2.Taint.Key, cfg2.Taint.Effect))
+		require.True(t, staleWindow(), "the window is still open after cycle %d", cycle)
 	}
-	t.Logf("%d cycles after the image change kept the node warming; %d of them started with the old list's pod still Ready under the new revision", cycles, staleWindow)
 
-	// The DaemonSet rolled: the node's live warmer pod is of the new revision and the new list.
+	// Let the DaemonSet controller roll the node: the old pod goes, a pod of the new revision and
+	// the new list comes.
+	release()
 	ds, rev := r.currentRevision(cfg2.Warmer.DaemonSetName)
 	require.NotEmpty(t, rev, "the DaemonSet controller observed the new spec")
-	pods := r.warmerPods(ds, warming)
-	require.NotEmpty(t, pods)
+	var pods []corev1.Pod
+	require.NoError(t, framework.Eventually(ctx, 30*time.Second, func(context.Context) (bool, error) {
+		pods = r.warmerPods(ds, warming)
+		for _, p := range pods {
+			if p.UID == oldPod.UID {
+				return false, nil
+			}
+		}
+		return len(pods) > 0, nil
+	}), "a pod of the new revision replaces the old list's pod")
+	newNames := map[string]bool{}
 	for _, p := range pods {
 		assert.Equal(t, rev, p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey], "pod %s is of the new revision", p.Name)
 		assert.Equal(t, newImage, p.Spec.Containers[0].Image)
-		assert.NotEqual(t, oldPod.UID, p.UID)
-	}
-
-	newNames := map[string]bool{}
-	for _, p := range pods {
 		newNames[p.Name] = true
 	}
 
-	// Released once the new pod is Ready, not before. (Once released, the node loses the status
+	// Released once the new pod is Ready, not before. Once released, the node loses the status
 	// label and the DaemonSet removes its pod: the pod that proved it warm is named by the
-	// PrewarmReleased Event.)
-	var newPod *corev1.Pod
+	// PrewarmReleased Event, and when it turned Ready is known from the watch (recordReady).
 	require.NoError(t, framework.Eventually(ctx, 45*time.Second, func(context.Context) (bool, error) {
-		if p, ready := r.currentWarmerReady(cfg2.Warmer.DaemonSetName, warming); ready {
-			newPod = p
-		}
 		r.cycle(path2, kc)
 		return state.PhaseOf(r.node(warming)) == "", nil
 	}), "the node is released once the new image list's pod is Ready")
@@ -342,21 +453,22 @@ func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 		}
 	}
 	assert.NotContains(t, releasedOn, oldPod.Name, "not released on the old image list's pod")
-	var named bool
+	var warmPod string
 	for name := range newNames {
-		named = named || strings.Contains(releasedOn, name)
-	}
-	assert.True(t, named, "released on a pod of the new image list %v: %q", newNames, releasedOn)
-	if newPod != nil {
-		assert.Equal(t, newImage, newPod.Spec.Containers[0].Image)
-		releasedAt, ok := state.Time(n, state.ReleasedAt)
-		require.True(t, ok)
-		for _, c := range newPod.Status.Conditions {
-			if c.Type == corev1.PodReady {
-				assert.False(t, releasedAt.Before(c.LastTransitionTime.Truncate(time.Second)), "released (%s) no earlier than the new pod was Ready (%s)", releasedAt, c.LastTransitionTime)
-			}
+		if strings.Contains(releasedOn, name) {
+			warmPod = name
 		}
 	}
+	require.NotEmpty(t, warmPod, "released on a pod of the new image list %v: %q", newNames, releasedOn)
+	releasedAt, ok := state.Time(n, state.ReleasedAt)
+	require.True(t, ok)
+	var readyAt time.Time
+	require.NoError(t, framework.Eventually(ctx, 5*time.Second, func(context.Context) (bool, error) {
+		readyAt, ok = ready.since(warmPod)
+		return ok, nil
+	}), "the pod %s that released the node was Ready", warmPod)
+	assert.False(t, releasedAt.Before(readyAt.Truncate(time.Second)), "released (%s) no earlier than the new pod was Ready (%s)", releasedAt, readyAt)
+	t.Logf("released at %s on pod %s, Ready at %s", releasedAt.Format(time.RFC3339), warmPod, readyAt.Format(time.RFC3339))
 
 	// A node upgraded after the image change is released on the new list as well.
 	r.reboot(tainted)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -292,6 +293,7 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 		}))
 	}
 
+	entered := map[string]map[string]string{}
 	for i := range n {
 		e.Maintenance(fmt.Sprintf("n%02d", i))
 		if i == n/2 {
@@ -306,6 +308,17 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 				return false, nil
 			}), "the leader taints the first nodes")
 			require.NoError(t, procs[leaderID].cmd.Process.Kill())
+			<-procs[leaderID].exited
+			// What the dead leader recorded when it entered each node (the standby cannot write
+			// before the Lease expires): tainted-at and the baseline stay as they are, or the
+			// node was entered again, Event or not (the leader's Event may have died with it).
+			for j := range n {
+				short := fmt.Sprintf("n%02d", j)
+				if node := e.Node(short); state.PhaseOf(node) != "" {
+					entered[short] = ourAnnotations(node)
+				}
+			}
+			require.NotEmpty(t, entered)
 		}
 	}
 	var next *process
@@ -325,6 +338,10 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 		assert.Equal(t, "upgrading", node.Labels[e.Config.StatusLabel.Key])
 		assert.Equal(t, e.Config.Instance, node.Annotations[state.Owner])
 		assert.LessOrEqual(t, len(e.Events(short, "PrewarmTainted")), 1, "no double write on %s", short)
+		if before, ok := entered[short]; ok {
+			assert.Equal(t, before, ourAnnotations(node), "%s, entered by the killed leader, is not entered again", short)
+			assert.NotEmpty(t, before[state.TaintedAt], short)
+		}
 	}
 
 	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
@@ -335,6 +352,17 @@ func TestBinaryLeaderKilledMidBurst(t *testing.T) {
 	}
 	require.NoError(t, next.err, "exit 0 on SIGTERM\n%s", next.log())
 	assert.Empty(t, e.leader(), "the Lease is released on SIGTERM")
+}
+
+// ourAnnotations returns the node's annotations under state.Prefix.
+func ourAnnotations(n *corev1.Node) map[string]string {
+	out := map[string]string{}
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, state.Prefix) {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // The chart's pre-delete hook (cleanup --uninstall) while the controller runs: the node it manages

@@ -165,18 +165,31 @@ func TestHold(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o755), info.Mode().Perm())
 
-	// Started with SIGINT ignored (the shell execs hold, keeping the pid): the Go runtime then
-	// installs no handler for it at start-up, and SIGINT shows as caught only once the process
-	// has asked for it (signal.Notify), which makes the handler's installation observable. With
-	// the default disposition the runtime catches SIGINT before main runs, and a SIGINT sent then
-	// kills the process. (An ignored SIGINT stays ignored unless the process asks for it: hold
-	// that did not would never be seen catching it, and the wait would fail.)
-	cmd := exec.Command("/bin/sh", "-c", `trap "" INT; exec "$0" hold`, dst)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	waitSignalCaught(t, cmd.Process.Pid, filepath.Base(dst), syscall.SIGINT)
-	require.NoError(t, cmd.Process.Signal(os.Interrupt))
-	require.NoError(t, cmd.Wait(), "hold exits 0 on SIGINT")
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"SIGINT", syscall.SIGINT}, {"SIGTERM", syscall.SIGTERM}} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Started with SIGINT ignored (the shell execs hold, keeping the pid): the Go runtime
+			// then installs no handler for it at start-up, and SIGINT shows as caught only once
+			// the process has asked for it (signal.Notify), which makes the handler's installation
+			// observable. With the default disposition the runtime catches SIGINT before main
+			// runs, and a SIGINT sent then kills the process. (An ignored SIGINT stays ignored
+			// unless the process asks for it: hold that did not would never be seen catching it,
+			// and the wait would fail.)
+			//
+			// SIGTERM, what the kubelet sends, cannot be observed so: the runtime installs its
+			// handler at start-up even where SIGTERM is ignored, and until signal.Notify asks for
+			// it that handler kills the process. main asks for both in one signal.NotifyContext
+			// call, SIGTERM first, so SIGINT caught means SIGTERM is asked for too.
+			cmd := exec.Command("/bin/sh", "-c", `trap "" INT; exec "$0" hold`, dst)
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			waitSignalCaught(t, cmd.Process.Pid, filepath.Base(dst), syscall.SIGINT)
+			require.NoError(t, cmd.Process.Signal(tc.sig))
+			require.NoError(t, cmd.Wait(), "hold exits 0 on %s", tc.name)
+		})
+	}
 }
 
 // waitSignalCaught waits until the process pid runs the executable named name and catches sig

@@ -8,10 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -29,37 +26,17 @@ func TestNodeListsWithoutWatchAreReadInPages(t *testing.T) {
 	e.Warmer()
 	names := e.poolInMaintenance("w%d", 2)
 
-	name := "e2e-no-watch-" + e.Name
-	_, err := e.client.CoreV1().ServiceAccounts(e.Name).Create(e.Ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "no-watch"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	rbac := e.client.RbacV1()
-	_, err = rbac.ClusterRoles().Create(e.Ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "patch"}},
-			{APIGroups: []string{framework.NodeMaintenanceGroup}, Resources: []string{framework.NodeMaintenanceResource}, Verbs: []string{"get", "list"}},
-			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "controllerrevisions"}, Verbs: []string{"get", "list"}},
-			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rbac.ClusterRoles().Delete(e.Ctx, name, metav1.DeleteOptions{}) })
-	_, err = rbac.ClusterRoleBindings().Create(e.Ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: e.Name, Name: "no-watch"}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rbac.ClusterRoleBindings().Delete(e.Ctx, name, metav1.DeleteOptions{}) })
-	expiry := int64(600)
-	tr, err := e.client.CoreV1().ServiceAccounts(e.Name).CreateToken(e.Ctx, "no-watch",
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	token := e.serviceAccountToken("no-watch", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "patch"}},
+		{APIGroups: []string{framework.NodeMaintenanceGroup}, Resources: []string{framework.NodeMaintenanceResource}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "controllerrevisions"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+	})
 
 	counter := &requestCounter{}
 	rc := protobufConfig(rest.AnonymousClientConfig(cluster.RESTConfig))
-	rc.BearerToken = tr.Status.Token
+	rc.BearerToken = token
 	rc.QPS, rc.Burst = 1000, 1000
 	rc.Wrap(counter.wrap)
 	client, err := kubernetes.NewForConfig(rc)

@@ -1,0 +1,102 @@
+package orchestrator_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
+)
+
+// serviceAccountToken creates the ServiceAccount sa in the test's namespace, bound to a
+// ClusterRole of rules, and returns a token of it. The API server's authorizer learns of the
+// binding a little later: callers retry their first request.
+func (e *env) serviceAccountToken(sa string, rules []rbacv1.PolicyRule) string {
+	e.T.Helper()
+	name := "e2e-" + sa + "-" + e.Name
+	_, err := e.client.CoreV1().ServiceAccounts(e.Name).Create(e.Ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+	require.NoError(e.T, err)
+	rbac := e.client.RbacV1()
+	_, err = rbac.ClusterRoles().Create(e.Ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}, metav1.CreateOptions{})
+	require.NoError(e.T, err)
+	e.T.Cleanup(func() { _ = rbac.ClusterRoles().Delete(e.Ctx, name, metav1.DeleteOptions{}) })
+	_, err = rbac.ClusterRoleBindings().Create(e.Ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: e.Name, Name: sa}},
+	}, metav1.CreateOptions{})
+	require.NoError(e.T, err)
+	e.T.Cleanup(func() { _ = rbac.ClusterRoleBindings().Delete(e.Ctx, name, metav1.DeleteOptions{}) })
+	expiry := int64(600)
+	tr, err := e.client.CoreV1().ServiceAccounts(e.Name).CreateToken(e.Ctx, sa,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	require.NoError(e.T, err)
+	return tr.Status.Token
+}
+
+// tokenKubeconfig writes the cluster's kubeconfig with its credentials replaced by token and
+// returns its path.
+func tokenKubeconfig(t *testing.T, token string) string {
+	t.Helper()
+	kc, err := clientcmd.LoadFromFile(cluster.Kubeconfig)
+	require.NoError(t, err)
+	for name := range kc.AuthInfos {
+		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, clientcmd.WriteToFile(*kc, path))
+	return path
+}
+
+// readOnlyRules are the chart's permissions (rbac.yaml) without patch on nodes: everything a cycle
+// reads, and Events.
+func readOnlyRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{framework.NodeMaintenanceGroup}, Resources: []string{framework.NodeMaintenanceResource}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+	}
+}
+
+// design.md: run --once exits non-zero when the cycle could not complete, RBAC denied included,
+// so that Job backoff and alerts see it. Credentials that may read everything but not patch
+// nodes: the cycle wants to enter a node in maintenance (a dry run under the same token plans
+// it), the patch is refused, the binary exits 1 naming the refusal, and the node is untouched.
+func TestRunOnceExitsNonZeroWhenRBACDeniesAWrite(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	e.Warmer()
+	e.Maintenance("a")
+	kubeconfig := tokenKubeconfig(t, e.serviceAccountToken("no-patch", readOnlyRules()))
+
+	// RBAC answers as soon as the binding is in the authorizer's cache: retry the dry run until
+	// it completes. It reads what the cycle reads and plans the entry.
+	var dry result
+	e.eventually("a dry run under the token", func() bool {
+		dry = e.runBinary(e.configYAML(), "run", "--once", "--dry-run", "--kubeconfig", kubeconfig)
+		return dry.code == 0
+	})
+	require.Regexp(t, e.NodeName("a")+`\s+enter\s+nodeMaintenance`, dry.stdout, "the cycle wants to enter the node")
+
+	res := e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
+	assert.Equal(t, 1, res.code, "exit code\n%s", res.stderr)
+	line := lastLine(res.stderr)
+	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: "), line)
+	assert.Contains(t, line, "forbidden")
+	assert.Contains(t, line, e.NodeName("a"))
+	assert.NotContains(t, res.stderr, "cycle complete")
+	e.RequireUntouched("a")
+	assert.Empty(t, e.Events("a", ""), "nothing was written, so no Event says it was")
+}
