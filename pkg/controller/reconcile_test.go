@@ -152,11 +152,17 @@ func TestFailedWriteIsNotRetriedInALoop(t *testing.T) {
 	})
 	c := testController(t, client, false)
 	stop := leading(t, c)
-	// Timed from the first attempt, however long the controller took to get to it.
-	first := patches.waitAttempts(t, 1)
-	time.Sleep(time.Until(first.Add(retryAfterError / 2)))
+	// Judged by the times the attempts were sent, not by a count at some instant, which a loaded
+	// machine could take late: a loop sends the second attempt at once.
+	patches.waitAttempts(t, 2)
 	stop()
-	assert.Equal(t, 1, countPatches(client), "one attempt, the next one after retryAfterError")
+	at := patches.times()
+	for i := 1; i < len(at); i++ {
+		if !assert.GreaterOrEqual(t, at[i].Sub(at[i-1]), retryAfterError,
+			"attempt %d came %s after the one before: one attempt, the next one after retryAfterError", i+1, at[i].Sub(at[i-1])) {
+			break
+		}
+	}
 }
 
 // A write that the API server keeps refusing (the probe's case: a node whose annotations are too
@@ -171,15 +177,18 @@ func TestFailedWriteBacksOff(t *testing.T) {
 	})
 	log := &tu.LogBuffer{}
 	c := newLoggingController(t, client, nil, nil, false, log)
-	// Attempts at 0 s, 1 s and 3 s; at a fixed second's retry there would be one at 2 s too.
-	// Timed from the second attempt, however late the load made it: until 1.5 s after it.
+	// Attempts at 0 s, 1 s and 3 s; at a fixed second's retry the third would come at 2 s.
+	// Judged by the gaps between the attempts' times, however late the load made each one.
 	stop := leading(t, c)
-	second := patches.waitAttempts(t, 2)
-	time.Sleep(time.Until(second.Add(retryAfterError + retryAfterError/2)))
+	patches.waitAttempts(t, 3)
 	stop()
 	at := patches.times()
-	assert.Equal(t, 2, countPatches(client), "attempts at 0 s and 1 s, the next one at 3 s")
-	assert.GreaterOrEqual(t, at[1].Sub(at[0]), retryAfterError, "the second attempt retryAfterError after the first")
+	for i := 1; i < len(at); i++ {
+		wait := retryAfterError << (i - 1) // 1 s, 2 s, 4 s, ...
+		if !assert.GreaterOrEqual(t, at[i].Sub(at[i-1]), wait, "attempt %d came %s after the one before, want at least %s", i+1, at[i].Sub(at[i-1]), wait) {
+			break
+		}
+	}
 	assert.Regexp(t, `(?s)msg="reconcile incomplete; retrying".*retryIn=1s.*msg="reconcile incomplete; retrying".*retryIn=2s`, log.String())
 }
 

@@ -34,12 +34,24 @@ func granted(ch <-chan error) bool {
 	}
 }
 
-func blocked(ch <-chan error) bool {
-	select {
-	case <-ch:
-		return false
-	case <-time.After(20 * time.Millisecond):
-		return true
+// assertBlocked asserts that the waiters whose results arrive on chs are still queued, the
+// queues holding urgent and normal waiters, at the clock's current time. It first hands out
+// under the limiter's lock what its timer would when it fires at this time, so that a wrong
+// grant the timer's goroutine has not got to yet is made, and seen, here: not waiting for a
+// grant for some milliseconds, which a slow goroutine would outlast.
+func assertBlocked(t *testing.T, l *Limiter, urgent, normal int, chs []<-chan error, msg string) {
+	t.Helper()
+	l.mu.Lock()
+	l.dispatchLocked()
+	l.mu.Unlock()
+	u, n := l.waiting()
+	assert.Equal(t, [2]int{urgent, normal}, [2]int{u, n}, "waiters queued (urgent, normal): %s", msg)
+	for i, ch := range chs {
+		select {
+		case err := <-ch:
+			assert.Fail(t, "a waiter was answered", "waiter %d: %v: %s", i, err, msg)
+		default:
+		}
 	}
 }
 
@@ -53,7 +65,7 @@ func TestBurstThenRate(t *testing.T) {
 	ch := start(l, context.Background())
 	waitQueued(t, l, 0, 1)
 	clk.Step(50 * time.Millisecond)
-	assert.True(t, blocked(ch), "half a token is not a token")
+	assertBlocked(t, l, 0, 1, []<-chan error{ch}, "half a token is not a token")
 	clk.Step(50 * time.Millisecond)
 	assert.True(t, granted(ch))
 	clk.Step(time.Hour)
@@ -64,7 +76,9 @@ func TestBurstThenRate(t *testing.T) {
 	for range 3 {
 		require.NoError(t, l.Wait(Urgent(context.Background())), "the reserve is there for urgent requests")
 	}
-	assert.True(t, blocked(start(l, Urgent(context.Background()))), "never beyond burst")
+	u := start(l, Urgent(context.Background()))
+	waitQueued(t, l, 1, 0)
+	assertBlocked(t, l, 1, 0, []<-chan error{u}, "never beyond burst")
 }
 
 func TestReserveServesUrgentBurst(t *testing.T) {
@@ -86,7 +100,7 @@ func TestReserveServesUrgentBurst(t *testing.T) {
 	// u is granted before the timer is armed for n, under the limiter's lock: stepping the clock
 	// earlier would leave that timer due after the step.
 	waitQueued(t, l, 0, 1)
-	assert.True(t, blocked(n))
+	assertBlocked(t, l, 0, 1, []<-chan error{n}, "n needs 3 tokens")
 	clk.Step(300 * time.Millisecond)
 	assert.True(t, granted(n))
 }
@@ -104,7 +118,7 @@ func TestUrgentBeforeWaitingNormal(t *testing.T) {
 	clk.Step(100 * time.Millisecond)
 	assert.True(t, granted(u), "the urgent request takes the next token")
 	waitQueued(t, l, 0, 2)
-	assert.True(t, blocked(n1) && blocked(n2))
+	assertBlocked(t, l, 0, 2, []<-chan error{n1, n2}, "the urgent request took the token")
 
 	clk.Step(100 * time.Millisecond)
 	waitQueued(t, l, 0, 1)
@@ -196,5 +210,5 @@ func TestTinyQPSDoesNotSpin(t *testing.T) {
 	l.mu.Unlock()
 	assert.Equal(t, clk.Now().Add(maxWait), due)
 	clk.Step(time.Minute)
-	assert.True(t, blocked(ch))
+	assertBlocked(t, l, 0, 1, []<-chan error{ch}, "the next token is eons away")
 }

@@ -115,17 +115,25 @@ func TestDetectable(t *testing.T) {
 	}
 }
 
+// Each malformed template is refused at start-up for its own reason, which the message names:
+// at parsing, or on the sample node.
 func TestTemplateRefused(t *testing.T) {
-	for name, when := range map[string]string{
-		"parse error":      `{{ .Kernel `,
-		"unknown function": `{{ frobnicate .Kernel }}`,
-		"not a boolean":    `{{ .Kernel }}`,
-		"unknown field":    `{{ .Nope }}`,
-		"endless output":   `{{ range 9223372036854775807 }}x{{ end }}`,
+	const parsing, onSample = "parsing template: ", "template fails on a sample node: "
+	for _, tc := range []struct {
+		name, when string
+		want       []string // parts of the error message, each required
+	}{
+		{"parse error", `{{ .Kernel `, []string{parsing, "unclosed action"}},
+		{"unknown function", `{{ frobnicate .Kernel }}`, []string{parsing, `function "frobnicate" not defined`}},
+		{"not a boolean", `{{ .Kernel }}`, []string{onSample, `template rendered "6.8.0-1", want "true" or "false"`}},
+		{"unknown field", `{{ .Nope }}`, []string{onSample, "can't evaluate field Nope"}},
+		{"endless output", `{{ range 9223372036854775807 }}x{{ end }}`, []string{onSample, "template renders more than 4096 bytes"}},
 	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := upgrade.NewRule(nil, "", when)
-			require.Error(t, err)
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := upgrade.NewRule(nil, "", tc.when)
+			for _, part := range tc.want {
+				require.ErrorContains(t, err, part)
+			}
 		})
 	}
 }
