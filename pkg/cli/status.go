@@ -41,7 +41,8 @@ func newStatusCommand(o *globalOptions) *cobra.Command {
 often no cycle has run since it entered maintenance, which in CronJob mode takes up to one schedule
 period; otherwise the maxConcurrent budget is full, the warmer DaemonSet is missing, the
 installation is being uninstalled, or the node reports neither a kernel nor a boot ID, so that its
-upgrade could not be detected), released, or managed by another installation (foreign), with
+upgrade could not be detected), deleting (being deleted, so neither adopted nor tainted),
+released, or managed by another installation (foreign), with
 totals. -o json or -o yaml for machines; --watch redraws in place on a terminal and prints one
 block per interval when piped.`,
 		Args: noArgs,

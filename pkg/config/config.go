@@ -318,15 +318,27 @@ func decode(jsonData []byte, doc document, withoutRule bool) (*Config, error, er
 		return nil, nil, fmt.Errorf("decoding: %s", strings.Join(msgs, "; "))
 	}
 	cfg.complete()
+	errs := cfg.validate()
 	var dropped error
-	if withoutRule && strings.TrimSpace(cfg.Upgrade.When) != "" {
-		if _, err := upgrade.NewRule(cfg.Upgrade.KernelVersions, cfg.Upgrade.KernelVersionLabel, cfg.Upgrade.When); err != nil {
-			dropped = field.Invalid(field.NewPath("upgrade", "when"), cfg.Upgrade.When, err.Error())
+	if withoutRule {
+		// The template is evaluated once, by validate: a rule near its time limit (or one reading
+		// now) could pass a second evaluation and fail the first, or the reverse.
+		when := field.NewPath("upgrade", "when").String()
+		var rule field.ErrorList
+		errs = slices.DeleteFunc(errs, func(e *field.Error) bool {
+			if e.Field == when {
+				rule = append(rule, e)
+				return true
+			}
+			return false
+		})
+		if len(rule) > 0 {
+			dropped = listed(rule)
 			cfg.Upgrade.When = ""
 		}
 	}
 	// Decoded, the document can hold only map values left empty, which the decoder reads as "".
-	if err := listed(append(typeErrs, cfg.validate()...)); err != nil {
+	if err := listed(append(typeErrs, errs...)); err != nil {
 		return nil, nil, err
 	}
 	return cfg, dropped, nil

@@ -552,10 +552,12 @@ func (p *Planner) planUnmanaged(c *cycle, n *corev1.Node) (*Action, bool) {
 // source's name, while the node never left that set). A maintenance that is not is a new one,
 // such as a second NodeMaintenance created while the one the node was released for remains.
 //
-// A cordon or label that comes while a NodeMaintenance the node was released for lasts is part
-// of that NodeMaintenance, as recordPresenceLeft has it for one that goes: medik8s cordons the
-// node of its NodeMaintenance again if someone uncordoned it (at the release, say), and the
-// node, warm already, would otherwise be tainted to wait for an upgrade that happened.
+// A cordon that comes while a NodeMaintenance the node was released for lasts is part of that
+// NodeMaintenance, as recordPresenceLeft has it for a cordon or label that goes: medik8s cordons
+// the node of its NodeMaintenance again if someone uncordoned it (at the release, say), and the
+// node, warm already, would otherwise be tainted to wait for an upgrade that happened. Not a
+// label: a pipeline labels a node for its next upgrade, which may come while the object of the
+// last one lingers.
 func (p *Planner) releasedFor(n *corev1.Node, active []Maintenance) bool {
 	recorded := recordedIDs(n)
 	_, ended := n.Annotations[state.MaintenanceEnded]
@@ -566,7 +568,7 @@ func (p *Planner) releasedFor(n *corev1.Node, active []Maintenance) bool {
 			if !slices.Contains(recorded, m.ID) {
 				return false
 			}
-		case under:
+		case m.Source == SourceCordoned && under:
 		case !slices.Contains(recorded, m.ID) || ended:
 			return false
 		}
@@ -582,32 +584,39 @@ func underRecordedNodeMaintenance(recorded []string, active []Maintenance) bool 
 	})
 }
 
-// recordPresenceUnder adds to the record of a released node the presence maintenances that
-// came while a NodeMaintenance it was released for lasts (see releasedFor), so that the node
-// still in one when the NodeMaintenance goes is not taken for a new maintenance and tainted
-// again (medik8s uncordons the node after its NodeMaintenance is gone, not before).
+// recordPresenceUnder records on a released node the cordon that came while a NodeMaintenance
+// it was released for lasts (see releasedFor), so that the node still cordoned when the
+// NodeMaintenance goes is not taken for a new maintenance and tainted again (medik8s uncordons
+// the node after its NodeMaintenance is gone, not before). A maintenance-ended-at mark (another
+// installation's, or from before a configuration change) is lifted with it: the cordon lasts.
 func (p *Planner) recordPresenceUnder(n *corev1.Node, active []Maintenance) *Action {
 	recorded := recordedIDs(n)
-	if !underRecordedNodeMaintenance(recorded, active) {
+	cordoned := slices.ContainsFunc(active, func(m Maintenance) bool { return m.Source == SourceCordoned })
+	if !cordoned || !underRecordedNodeMaintenance(recorded, active) {
 		return nil
 	}
-	var came []string
-	for _, m := range active {
-		if m.Source != SourceNodeMaintenance && !slices.Contains(recorded, m.ID) {
-			came = append(came, m.ID)
+	_, ended := n.Annotations[state.MaintenanceEnded]
+	if slices.Contains(recorded, SourceCordoned) && !ended {
+		return nil
+	}
+	ids := []string{SourceCordoned}
+	for _, id := range recorded {
+		// With the end marked, every recorded presence maintenance is over but this cordon (a
+		// label that lasts would have made the node's maintenance a new one).
+		if !ended || !isPresenceID(id) {
+			ids = append(ids, id)
 		}
 	}
-	if len(came) == 0 {
-		return nil
-	}
-	ids := append(recorded, came...)
 	slices.Sort(ids)
 	a := &Action{
 		Node: n.Name, Type: Record, Reason: "maintenance-joined",
-		Message: fmt.Sprintf("in maintenance source %s under the NodeMaintenance it was released for", strings.Join(came, ", ")),
-		Change:  Change{Annotations: map[string]*string{state.MaintenanceID: ptr(strings.Join(slices.Compact(ids), ","))}},
+		Message: "cordoned under the NodeMaintenance it was released for",
+		Change:  Change{Annotations: map[string]*string{}},
 	}
-	if _, ended := n.Annotations[state.MaintenanceEnded]; ended {
+	if v := strings.Join(slices.Compact(ids), ","); v != n.Annotations[state.MaintenanceID] {
+		a.Change.Annotations[state.MaintenanceID] = ptr(v)
+	}
+	if ended {
 		a.Change.Annotations[state.MaintenanceEnded] = nil
 	}
 	return a
@@ -1228,9 +1237,10 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	// While the NodeMaintenance source is unknown its maintenances are missing from the
 	// snapshot: those recorded on the node are kept as recorded (one left out would be taken for
 	// a new maintenance once the source is read, and the node tainted again), and the presence
-	// sources' are recorded as they are now.
-	// A cordon or label recorded while a NodeMaintenance recorded too lasts is kept even if it
-	// is not there now: it is part of that NodeMaintenance (see releasedFor).
+	// sources' are recorded as they are now, but for the next rule.
+	// A cordon or label recorded while a NodeMaintenance recorded too lasts (or may, while the
+	// source is unknown) is kept even if it is not there now: it is part of that NodeMaintenance
+	// (see recordPresenceLeft and releasedFor).
 	// A node outside the pool (a left-pool release) has no maintenances in the snapshot at all:
 	// the sources read pool nodes only. Its record is kept as it is: marked ended, a cordon or
 	// label still there would count as a new maintenance if the node came back to the pool in it

@@ -49,6 +49,20 @@ func TestPresenceUnderTheNodeMaintenanceReleasedFor(t *testing.T) {
 	assert.Equal(t, plan.Record, lifted.Type)
 	assert.Equal(t, map[string]*string{state.MaintenanceID: ptr("cordoned,uid-nm-a"), state.MaintenanceEnded: nil}, lifted.Change.Annotations)
 
+	// Recorded already, with an end marked (by an installation that reads the cordon and not the
+	// NodeMaintenance, or before a configuration change): the mark is lifted, the cordon lasts.
+	marked := action(t, plans(released("cordoned,uid-nm-a", state.MaintenanceEnded, state.FormatTime(t0.Add(-time.Hour))), append(nm("a"), cordon)...), "a")
+	assert.Equal(t, map[string]*string{state.MaintenanceEnded: nil}, marked.Change.Annotations)
+
+	// A label is not a cordon: a pipeline labels a node for its next upgrade, which may come
+	// while the last one's object lingers. It is a new maintenance.
+	withLabel := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
+	got := compute(t, withLabel, snapshot(t0, []*corev1.Node{released("uid-nm-a")}, map[string][]plan.Maintenance{"a": append(nm("a"), label)}))
+	assert.Equal(t, []want{{"a", plan.Enter, plan.SourceNodeMaintenance}}, summarize(got))
+
 	// Only under a NodeMaintenance the node was released for, and while it lasts.
 	other := []plan.Maintenance{{Source: plan.SourceNodeMaintenance, ID: "uid-nm-other", Object: "nm-other"}, cordon}
 	assert.Equal(t, []want{{"a", plan.Enter, plan.SourceNodeMaintenance}}, summarize(plans(released("uid-nm-a"), other...)),
@@ -92,6 +106,18 @@ func TestNodeBeingDeletedIsNotTaken(t *testing.T) {
 	assert.Equal(t, []want{{"b", plan.Enter, plan.SourceNodeMaintenance}}, summarize(got), "the slot goes to the node that stays")
 	assert.Contains(t, got.Notes, plan.Note{Node: "a", Message: "not tainted: in maintenance, but the node is being deleted"})
 
-	joined := deleting(tu.Node("a", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)))
+	joined := deleting(tu.Node("d", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule)))
 	assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{joined}, nil)).Actions, "not adopted")
+
+	// status says so, rather than "waiting" or "joining" for what will not happen.
+	p, err := plan.New(cfg)
+	require.NoError(t, err)
+	idle := deleting(tu.Node("c", inPool()))
+	st := p.Describe(snapshot(t0, []*corev1.Node{gone, next, joined, idle}, map[string][]plan.Maintenance{"a": nm("a"), "b": nm("b")}), true)
+	phases := map[string]string{}
+	for _, ns := range st.Nodes {
+		phases[ns.Name] = ns.Phase
+	}
+	assert.Equal(t, map[string]string{"a": "deleting", "b": "waiting", "c": "", "d": "deleting"}, phases)
+	assert.Equal(t, 2, st.Totals["deleting"])
 }

@@ -19,7 +19,8 @@ type NodeStatus struct {
 	// cycle), waiting (a pool node in maintenance, with no phase and not released for that
 	// maintenance: most often no cycle has run since it entered maintenance, up to one schedule
 	// period in CronJob mode; otherwise held back by the budget, a missing warmer DaemonSet, an
-	// uninstall, or an upgrade the rule could not detect: Rule.Detectable), foreign (managed by
+	// uninstall, or an upgrade the rule could not detect: Rule.Detectable), deleting (a pool node
+	// being deleted that would otherwise be joining or waiting: neither is taken), foreign (managed by
 	// another installation, or with an owner record that names none: LastProblem then says so),
 	// unknown (ours, with a phase annotation the planner does not know: LastProblem quotes it), or
 	// "" for an idle pool node.
@@ -114,6 +115,10 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 				// Nobody's: no installation releases it (the plan's WARN note says how to fix it).
 				ns.LastProblem = fmt.Sprintf("no installation manages this node or removes its taint: owner annotation %s (phase %s)", problem, quote(phase))
 			}
+		case ns.InPool && n.DeletionTimestamp != nil &&
+			(state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect) || (ns.Maintenance != "" && !p.releasedFor(n, s.Maintenance[n.Name]))):
+			// Neither adopted nor entered while it is being deleted (Compute leaves it alone).
+			ns.Phase = "deleting"
 		case ns.InPool && state.HasTaint(n, p.cfg.Taint.Key, p.cfg.Taint.Effect):
 			// Joined with the taint: the next cycle adopts it (a CronJob may be a schedule away).
 			ns.Phase = "joining"

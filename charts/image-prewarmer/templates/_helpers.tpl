@@ -376,8 +376,8 @@ which the orchestrator refuses where a duration must be positive. The schema che
 {{- fail (printf "prewarm.method: \"imageVolume\" needs Kubernetes 1.35 or later (image volumes); this cluster is %s. Use prewarm.method=hold" .Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- if trim (.Values.upgrade.when | default "") }}
-{{- /* upgrade.when is a Go template the orchestrator parses at start-up, and the pre-delete cleanup hook
-too: one that does not parse would stop both, and so helm uninstall. Parse it here with tpl, as a
+{{- /* upgrade.when is a Go template the orchestrator parses at start-up: one that does not parse
+would stop every cycle (the pre-delete cleanup hook runs without it). Parse it here with tpl, as a
 template of its own (a block: no else, break or outer variable of the wrapper reaches into it) in a
 branch never taken, so nothing of it runs. Helm's functions differ from the orchestrator's (sprig
 without env, expandenv and getHostByName): first, sha512sum (which a helm built with sprig older
