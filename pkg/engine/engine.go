@@ -205,7 +205,7 @@ func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 	observed := time.Now()
 	res, err := e.apply(ctx, obs, p, e.planner.Compute, nil, nil)
 	written := time.Now()
-	e.WaitEvents()
+	e.waitEvents(ctx)
 	res.Took = Timing{Observe: observed.Sub(start), Write: written.Sub(observed), Events: time.Since(written)}
 	if !e.dryRun {
 		e.metrics.SetNodes(e.Count(After(obs.Snapshot.Nodes, res.Written)))
@@ -273,7 +273,7 @@ func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Not
 		}
 	}
 	res, err := e.apply(ctx, obs, p, replan, nil, nil)
-	e.WaitEvents()
+	e.waitEvents(ctx)
 	return res, err
 }
 
@@ -424,7 +424,7 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		mu    sync.Mutex
 		errs  []error
 		wg    sync.WaitGroup
-		guard = uninstallGuard{e: e, start: e.clock.Now()}
+		guard = uninstallGuard{e: e, start: obs.WarmerReadAt}
 		// kept counts the releases that did not free their node's slot in the budget.
 		kept int
 	)
@@ -480,6 +480,9 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 			}()
 		}
 		return nil
+	}
+	if guard.start.IsZero() {
+		guard.start = e.clock.Now()
 	}
 	releases := 0
 	for releases < len(actions) && actions[releases].Type == plan.Release {
@@ -565,11 +568,14 @@ const uninstallCheckInterval = 2 * time.Second
 // (a mark once seen stays even then). The plan was computed from a snapshot without the mark,
 // but writing it can take long (hundreds of entries, more so when client.qps paces them): an
 // entry that landed after the hook's last sweep would leave a node tainted with no orchestrator
-// left to release it. A plan whose writes began less than uninstallCheckInterval ago trusts its
-// snapshot, so a short write phase costs no request; later ones share the engine's
+// left to release it. A plan whose DaemonSet was read less than uninstallCheckInterval ago (an
+// observation of thousands of nodes can take longer than that) trusts its snapshot, so a
+// short cycle costs no request; later writes share the engine's
 // uninstallMark. Used by apply's loop only.
 type uninstallGuard struct {
-	e     *Engine
+	e *Engine
+	// start is when the snapshot's DaemonSet was read: the mark it showed is that old, so the
+	// first re-read is due uninstallCheckInterval after it, however long the observation took.
 	start time.Time
 }
 
@@ -681,6 +687,8 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 				patched, err = landed, nil
 			} else if pt == types.MergePatchType {
 				err = &UnknownOutcomeError{Before: node.ResourceVersion, Err: err}
+			} else {
+				err = fmt.Errorf("%s: %w", noAnswer, err)
 			}
 		}
 		switch {
@@ -750,8 +758,11 @@ type UnknownOutcomeError struct {
 	Err    error
 }
 
-func (e *UnknownOutcomeError) Error() string { return e.Err.Error() }
+func (e *UnknownOutcomeError) Error() string { return noAnswer + ": " + e.Err.Error() }
 func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// noAnswer says what an error without a response means for a write: it may have been applied.
+const noAnswer = "no answer, so it may have been applied"
 
 // outcomeUnknown reports whether err leaves open whether the API server applied the request: no
 // response at all, or a timeout answer.
@@ -763,12 +774,18 @@ func outcomeUnknown(err error) bool {
 	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)
 }
 
+// landedReadTimeout bounds landed's re-read once the command's context has ended.
+const landedReadTimeout = 5 * time.Second
+
 // landed re-reads node after a write whose outcome is unknown and returns it if it carries the
 // action's change, written over the version the write was based on; nil otherwise, or when it
-// cannot be read.
+// cannot be read. Also once ctx has ended (SIGTERM while the write was in flight), within
+// landedReadTimeout: a write that landed then is still said, its Event written and counted.
 func (e *Engine) landed(ctx context.Context, node *corev1.Node, a plan.Action) *corev1.Node {
 	if ctx.Err() != nil {
-		return nil
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), landedReadTimeout)
+		defer cancel()
 	}
 	fresh, err := e.client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
 	if err != nil || !Newer(fresh, node) || !carries(fresh, a.Change) {

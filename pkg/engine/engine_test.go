@@ -519,6 +519,40 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 	assert.Equal(t, 2, countActions(client, "get", "daemonsets"), "observation, then one re-read: the second entry's check found the mark and the third needed none")
 }
 
+// An observation that took longer than uninstallCheckInterval (thousands of nodes, a slow API
+// server) has a DaemonSet that old: a mark set since is read before the first entry is written.
+func TestUninstallMarkAfterASlowObservation(t *testing.T) {
+	client := fake.NewClientset(
+		tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
+		tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	cfg := testConfig(t)
+	clk := clocktesting.NewFakePassiveClock(t0)
+	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Workers: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
+	require.NoError(t, client.Tracker().Add(ds))
+
+	reads := 0
+	client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		reads++
+		if reads == 1 {
+			// Read unmarked; the uninstall marks it while the node lists are still being read.
+			m := ds.DeepCopy()
+			m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+			require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
+			clk.SetTime(t0.Add(uninstallCheckInterval))
+			return true, ds.DeepCopy(), nil
+		}
+		return false, nil, nil
+	})
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Len(t, res.Plan.Actions, 2, "the snapshot had no mark: two entries planned")
+	assert.Zero(t, res.Applied[plan.Enter], "the mark was read before the first entry")
+	assert.Empty(t, patches(client))
+}
+
 // Plans written at the same time (the event-driven mode's many small ones) share one re-read of
 // the DaemonSet per uninstallCheckInterval, however many of them have been writing that long.
 // A re-read that fails (a 5xx, a timeout, throttling) keeps a mark already seen: entries resumed
@@ -775,6 +809,47 @@ func TestLostAnswerOfAPatchNotAppliedFailsTheWrite(t *testing.T) {
 	assert.Equal(t, 1, reads, "the node is re-read once to learn whether the patch was applied")
 }
 
+// A patch applied whose answer is lost because the command was stopped meanwhile (SIGTERM) is
+// still found by the re-read: the write is said done, not failed.
+func TestLostAnswerAfterTheStopIsReadBack(t *testing.T) {
+	n := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+	n.ResourceVersion = "1"
+	client := withWarmer(n)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	apply := k8stesting.ObjectReaction(client.Tracker())
+	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if _, _, err := apply(act); err != nil {
+			return true, nil, err
+		}
+		// The API server's version after the write (the fake tracker keeps none of its own).
+		cur, err := client.Tracker().Get(nodes, "", "a")
+		require.NoError(t, err)
+		written := cur.(*corev1.Node).DeepCopy()
+		written.ResourceVersion = "2"
+		require.NoError(t, client.Tracker().Update(nodes, written, ""))
+		stop()
+		return true, nil, context.Canceled
+	})
+	res, err := testEngine(t, client, false).RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Enter])
+	require.Len(t, res.Written, 1)
+	assert.Equal(t, state.PhaseTainted, state.PhaseOf(res.Written[0].Node))
+
+	// Not applied: the error says the write may have been, rather than only "context canceled".
+	client = withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	ctx, stop = context.WithCancel(context.Background())
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		stop()
+		return true, nil, context.Canceled
+	})
+	_, err = testEngine(t, client, false).RunOnce(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "patching node a (enter): no answer, so it may have been applied: context canceled")
+}
+
 func TestOutcomeUnknown(t *testing.T) {
 	gr := schema.GroupResource{Resource: "nodes"}
 	for err, unknown := range map[error]bool{
@@ -924,4 +999,43 @@ func TestNotApplicable(t *testing.T) {
 	} {
 		assert.Equal(t, want, notApplicable(err), "%v", err)
 	}
+}
+
+// A one-shot command stopped (SIGTERM, the Job's deadline) waits for its Events no longer than
+// stoppedEventsWait, then says they may be lost: what it must still do comes first. Until then
+// it waits for them.
+func TestStoppedCommandBoundsItsEventsWait(t *testing.T) {
+	defer func(d time.Duration) { stoppedEventsWait = d }(stoppedEventsWait)
+	stoppedEventsWait = 50 * time.Millisecond
+	var logs tu.LogBuffer
+	e, err := New(Options{Config: testConfig(t), Client: fake.NewClientset(), Clock: clocktesting.NewFakePassiveClock(t0),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	e.pendingEvents.Add(1) // an Event whose write never ends
+
+	waited := func(ctx context.Context) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			e.waitEvents(ctx)
+			close(done)
+		}()
+		return done
+	}
+	live := waited(context.Background())
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	select {
+	case <-waited(stopped):
+	case <-time.After(30 * time.Second):
+		t.Fatal("a stopped command waits for its Events without end")
+	}
+	assert.Contains(t, logs.String(), "stopping with Events not yet written: they may be lost")
+
+	select {
+	case <-live:
+		t.Fatal("a command still running returned before its Events were written")
+	case <-time.After(100 * time.Millisecond):
+	}
+	e.pendingEvents.Done()
+	<-live
 }

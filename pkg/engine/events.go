@@ -37,6 +37,33 @@ func (e *Engine) emit(ctx context.Context, node *corev1.Node, a plan.Action) {
 // WaitEvents waits until the Events emitted so far are written (or failed).
 func (e *Engine) WaitEvents() { e.pendingEvents.Wait() }
 
+// stoppedEventsWait bounds how long a one-shot command waits for its Events once its context has
+// ended (SIGTERM, a Job's deadline): within the pod's grace period (30 s by default), what the
+// command must still do comes first: an uninstall's mark removal, the exit message and code.
+var stoppedEventsWait = 10 * time.Second
+
+// waitEvents is WaitEvents until ctx ends, and for at most stoppedEventsWait after that; Events
+// still pending then are said lost.
+func (e *Engine) waitEvents(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		e.pendingEvents.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(stoppedEventsWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		e.log.Warn("stopping with Events not yet written: they may be lost", "waited", stoppedEventsWait.String())
+	}
+}
+
 // WaitEventsFor is WaitEvents for at most d; it reports whether they were all written (or failed)
 // by then. Those still pending go on in the background.
 func (e *Engine) WaitEventsFor(d time.Duration) bool {

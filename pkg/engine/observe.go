@@ -36,6 +36,9 @@ import (
 type Observation struct {
 	Snapshot plan.Snapshot
 	Warnings []sources.Warning
+	// WarmerReadAt is when the warmer DaemonSet was read (at the latest): an uninstall mark set
+	// after it is unknown to the snapshot, however long the rest of the observation took.
+	WarmerReadAt time.Time
 }
 
 // Observe takes one snapshot with a constant number of API calls: two node lists (pool, status
@@ -64,6 +67,7 @@ func (e *Engine) observe(ctx context.Context, everyNode bool) (Observation, erro
 		revisions []*appsv1.ControllerRevision
 		pods      []*corev1.Pod
 	)
+	started := e.clock.Now()
 	wg.Go(func() {
 		if everyNode {
 			nodes, errs[0] = e.readNodes(ctx, "")
@@ -88,7 +92,8 @@ func (e *Engine) observe(ctx context.Context, everyNode bool) (Observation, erro
 			Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(),
 			DaemonSet: ds, Revisions: revisions, Pods: pods,
 		},
-		Warnings: src.Warnings,
+		Warnings:     src.Warnings,
+		WarmerReadAt: started,
 	}, nil
 }
 
@@ -537,8 +542,9 @@ func (e *Engine) ObserveFrom(c Cached) (Observation, error) {
 	}
 	src := e.sources.CollectFrom(nodes, objects, served)
 	obs := Observation{
-		Snapshot: plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(), MaintenanceUnknown: c.MaintenanceUnknown},
-		Warnings: src.Warnings,
+		Snapshot:     plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(), MaintenanceUnknown: c.MaintenanceUnknown},
+		Warnings:     src.Warnings,
+		WarmerReadAt: e.clock.Now(),
 	}
 	ds := c.DaemonSet
 	if ds == nil {
