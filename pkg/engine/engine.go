@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -495,7 +496,7 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		// on a re-read) one of those is left to the next plan, so that maxConcurrent holds.
 		if err := launch(actions[:releases], rest); err != nil {
 			wg.Wait()
-			return res, errors.Join(errs...)
+			return res, joinWriteErrors(errs)
 		}
 		wg.Wait()
 		rest = e.deferEntries(ctx, rest, min(kept, p.EntriesOnReleases), done)
@@ -504,8 +505,35 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	}
 	_ = launch(rest, nil)
 	wg.Wait()
-	return res, errors.Join(errs...)
+	return res, joinWriteErrors(errs)
 }
+
+// maxListedErrors is how many failed writes a cycle's error lists; the log has every one.
+const maxListedErrors = 10
+
+// joinWriteErrors is errors.Join, but lists at most maxListedErrors of them and counts the
+// rest: a cycle whose every write fails (RBAC without patch on nodes, at 5,000 nodes) exits with
+// a message a person can read, not thousands of lines. errors.Is and errors.As see them all.
+func joinWriteErrors(errs []error) error {
+	if len(errs) <= maxListedErrors {
+		return errors.Join(errs...)
+	}
+	return writeErrors(errs)
+}
+
+type writeErrors []error
+
+func (e writeErrors) Error() string {
+	var b strings.Builder
+	for _, err := range e[:maxListedErrors] {
+		b.WriteString(err.Error())
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "and %d more (each is logged)", len(e)-maxListedErrors)
+	return b.String()
+}
+
+func (e writeErrors) Unwrap() []error { return e }
 
 // freed reports whether a release's outcome took its node out of maxConcurrent's count: the
 // release written, or nothing written and the node, as the latest version known shows (the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -1038,4 +1039,26 @@ func TestStoppedCommandBoundsItsEventsWait(t *testing.T) {
 	}
 	e.pendingEvents.Done()
 	<-live
+}
+
+// A cycle whose writes all fail says how many, listing a few: not thousands of lines.
+func TestManyFailedWritesAreCounted(t *testing.T) {
+	var nodes []runtime.Object
+	for i := range 25 {
+		nodes = append(nodes, tu.Node(fmt.Sprintf("n%02d", i), tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	}
+	client := withWarmer(nodes...)
+	gr := schema.GroupResource{Resource: "nodes"}
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(gr, act.(k8stesting.PatchAction).GetName(), errors.New("RBAC: patch not allowed"))
+	})
+	_, err := testEngine(t, client, false).RunOnce(context.Background())
+	require.Error(t, err)
+	lines := strings.Split(err.Error(), "\n")
+	assert.Len(t, lines, maxListedErrors+1)
+	assert.Equal(t, fmt.Sprintf("and %d more (each is logged)", 25-maxListedErrors), lines[len(lines)-1])
+	assert.True(t, apierrors.IsForbidden(err), "the causes stay reachable")
+	var all interface{ Unwrap() []error }
+	require.ErrorAs(t, err, &all)
+	assert.Len(t, all.Unwrap(), 25)
 }
