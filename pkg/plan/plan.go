@@ -814,11 +814,6 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	if !state.HasTaint(n, ours.Key, ours.Effect) {
 		return p.release(c, n, state.ReasonExternal, fmt.Sprintf("taint %s was removed by someone else; not re-tainting", ours.Key)), true
 	}
-	if !c.uninstalling {
-		if a, changed := p.replaceChanged(n, ours); changed {
-			return a, true
-		}
-	}
 	var a Action
 	var ok bool
 	if state.PhaseOf(n) == state.PhaseTainted {
@@ -826,7 +821,18 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	} else {
 		a, ok = p.planWarming(c, n)
 	}
-	if ok && (a.Type == Release || a.Change.Labels[p.cfg.StatusLabel.Key] != nil) {
+	if ok && a.Type == Release {
+		// Before a swap: a release removes the recorded taint and label itself, and a swap the
+		// API server keeps refusing (an admission policy on the new key) must not hold the node
+		// past its timeouts.
+		return a, true
+	}
+	if !c.uninstalling {
+		if a, changed := p.replaceChanged(n, ours); changed {
+			return a, true
+		}
+	}
+	if ok && a.Change.Labels[p.cfg.StatusLabel.Key] != nil {
 		return a, true // a release is never held back; the action sets the label anyway
 	}
 	if !c.uninstalling {

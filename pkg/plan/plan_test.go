@@ -657,12 +657,25 @@ func TestChangedTaint(t *testing.T) {
 	assert.Nil(t, a.Change.RemoveTaint)
 
 	// A node that also carries the configured taint (put there by someone else) keeps it: the
-	// replacement removes the recorded one only, before any release.
-	n = tu.Node("a", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), withRecordedTaint("prewarm", "true", corev1.TaintEffectNoSchedule),
+	// replacement removes the recorded one only.
+	n = tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), withRecordedTaint("prewarm", "true", corev1.TaintEffectNoSchedule),
 		tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))
-	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
-	require.Equal(t, plan.Record, a.Type, "replaced before the warm release")
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})), "a")
+	require.Equal(t, plan.Record, a.Type)
 	assert.Equal(t, "prewarm", a.Change.RemoveTaint.Key)
+	// So does its release, which a swap does not hold back (one the API server keeps refusing
+	// would hold the node past its timeouts).
+	n.Labels[labelKey] = "warming"
+	n.Annotations[state.Phase] = state.PhaseWarming
+	n.Annotations[state.UpgradedAt] = state.FormatTime(t0.Add(-time.Minute))
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
+	require.Equal(t, plan.Release, a.Type, "warm, with the taint not swapped yet")
+	assert.Equal(t, "prewarm", a.Change.RemoveTaint.Key)
+	timedOut := n.DeepCopy()
+	timedOut.Annotations[state.UpgradedAt] = state.FormatTime(t0.Add(-3 * time.Hour))
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{timedOut}, nil)), "a")
+	require.Equal(t, plan.Release, a.Type, "timed out, with the taint not swapped yet")
+	assert.Equal(t, state.ReasonTimeout, a.Reason)
 }
 
 // withRecordedStatusLabel moves a managed node's status label (with its value) to key and records
@@ -714,11 +727,10 @@ func TestChangedStatusLabel(t *testing.T) {
 			want:  plan.Record, reason: "status-label-changed",
 			labels: map[string]*string{labelKey: ptr("upgrading")},
 			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
-		{name: "warm already: replaced before the release", phase: state.PhaseWarming,
+		{name: "warm already: released at once, the label under the recorded key removed", phase: state.PhaseWarming,
 			pods: []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())},
-			want: plan.Record, reason: "status-label-changed",
-			labels: map[string]*string{oldKey: nil, labelKey: ptr("warming")},
-			ann:    map[string]*string{state.StatusLabel: ptr(labelKey)}},
+			want: plan.Release, reason: state.ReasonWarm,
+			labels: map[string]*string{oldKey: nil}},
 		{name: "no taint recorded: the swap records it", phase: state.PhaseTainted,
 			extra: []tu.NodeOption{func(n *corev1.Node) { delete(n.Annotations, state.Taint) }},
 			want:  plan.Record, reason: "status-label-changed",
