@@ -223,9 +223,15 @@ func (e *Engine) Count(nodes []*corev1.Node) metrics.NodeCounts {
 			c.Pool++
 		}
 		if e.planner.Owns(n) {
-			c.ByPhase[state.PhaseOf(n)]++
-			if r := plan.RecordedProblem(n); r != "" {
+			phase := state.PhaseOf(n)
+			c.ByPhase[phase]++
+			switch r := plan.RecordedProblem(n); {
+			case r != "":
 				c.ByProblem[r]++
+			case phase != state.PhaseTainted && phase != state.PhaseWarming:
+				// A phase set by hand that the planner does not know: nothing releases the node
+				// until someone fixes it, so it is a problem the alerts see.
+				c.ByProblem[plan.ProblemOther]++
 			}
 		}
 	}

@@ -933,10 +933,12 @@ func TestCountByPhaseProblemAndPool(t *testing.T) {
 		// Another installation's.
 		tu.Node("foreign", tu.WithLabels("pool", "notebooks"), tu.WithAnnotations(state.Phase, state.PhaseWarming,
 			state.Owner, "other/prewarm", state.LastError, "ImagePull: x")),
+		// A phase set by hand that the planner does not know: nothing releases it, a problem.
+		tu.Node("held", tu.WithLabels("pool", "notebooks"), owned("hold")),
 	})
-	assert.Equal(t, map[string]int{state.PhaseWarming: 2, state.PhaseTainted: 2}, got.ByPhase)
-	assert.Equal(t, map[string]int{"ImagePull": 1, plan.ProblemWarmTimeout: 1, plan.ProblemOther: 1}, got.ByProblem)
-	assert.Equal(t, 6, got.Pool)
+	assert.Equal(t, map[string]int{state.PhaseWarming: 2, state.PhaseTainted: 2, "hold": 1}, got.ByPhase)
+	assert.Equal(t, map[string]int{"ImagePull": 1, plan.ProblemWarmTimeout: 1, plan.ProblemOther: 2}, got.ByProblem)
+	assert.Equal(t, 7, got.Pool)
 }
 
 // Events about nodes go to default, the one namespace the API server accepts them in for a

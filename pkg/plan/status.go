@@ -92,6 +92,11 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			// status's own ("released") or a total's.
 			ns.Phase = "unknown"
 			ns.LastProblem = fmt.Sprintf("unknown phase %s: left alone, tainted, until the annotation is fixed (tainted or warming) or removed", quote(phase))
+			// Counted as node_problems counts it (Engine.Count): its own record, else other.
+			if st.Problems == nil {
+				st.Problems = map[string]int{}
+			}
+			st.Problems[cmp.Or(RecordedProblem(n), ProblemOther)]++
 		case phase != "" && p.Owns(n):
 			ns.Phase = phase
 			if r := RecordedProblem(n); r != "" {

@@ -133,6 +133,7 @@ func TestStatusOfOddRecords(t *testing.T) {
 	assert.Equal(t, "unknown", st.Nodes[0].Phase)
 	assert.Contains(t, st.Nodes[0].LastProblem, `unknown phase "released"`)
 	assert.Equal(t, map[string]int{"pool": 1, "unknown": 1}, st.Totals)
+	assert.Equal(t, map[string]int{plan.ProblemOther: 1}, st.Problems, "a problem, as node_problems counts it")
 	assert.Empty(t, st.Uninstalling)
 
 	s.DaemonSet = s.DaemonSet.DeepCopy()
