@@ -361,8 +361,11 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mustRender(t, minimal(t, tc.extra))
-			sa := find[*corev1.ServiceAccount](t, r, "")
+			sa := find[*corev1.ServiceAccount](t, r, "-image-prewarmer")
 			assert.Equal(t, releaseNS, sa.Namespace)
+			hook := find[*corev1.ServiceAccount](t, r, "-cleanup")
+			assert.Equal(t, releaseNS, hook.Namespace)
+			assert.Equal(t, "cleanup", hook.Labels["app.kubernetes.io/component"])
 
 			cr := find[*rbacv1.ClusterRole](t, r, "")
 			assert.Equal(t, tc.clusterRole, cr.Rules)
@@ -415,15 +418,17 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 			}, byNS["events"].Rules)
 
-			// Every binding grants its role to the orchestrator's ServiceAccount and nothing else.
-			subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: releaseNS}}
+			// Every binding grants its role to the orchestrator's ServiceAccount and the uninstall
+			// hook's, and nothing else; the uninstall mark's patch to the hook's alone, so that no
+			// orchestrator pod holds it, even when a failed uninstall leaves that Role behind.
+			subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: releaseNS},
+				{Kind: "ServiceAccount", Name: hook.Name, Namespace: releaseNS}}
 			crb := find[*rbacv1.ClusterRoleBinding](t, r, "")
 			assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}, crb.RoleRef)
-			assert.Equal(t, subject, crb.Subjects)
+			assert.Equal(t, subjects, crb.Subjects)
 			bindings := all[*rbacv1.RoleBinding](r)
 			require.Len(t, bindings, 3)
 			for _, rb := range bindings {
-				assert.Equal(t, subject, rb.Subjects)
 				role := byNS["release"]
 				switch {
 				case rb.Namespace == tc.eventsNS && strings.HasSuffix(rb.Name, "-events"):
@@ -432,12 +437,21 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 					role = byNS["uninstall"]
 					assert.Equal(t, "-5", rb.Annotations["helm.sh/hook-weight"])
 				}
+				if role == byNS["uninstall"] {
+					assert.Equal(t, subjects[1:], rb.Subjects, rb.Name)
+				} else {
+					assert.Equal(t, subjects, rb.Subjects, rb.Name)
+				}
 				assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}, rb.RoleRef)
 				assert.Equal(t, role.Namespace, rb.Namespace)
 			}
 
-			// Every orchestrator pod runs as that ServiceAccount.
+			// Every orchestrator pod runs as the orchestrator's ServiceAccount; the hook as its own.
 			for name, pod := range orchestratorPods(t, r) {
+				if name == "job/"+find[*batchv1.Job](t, r, "-cleanup").Name {
+					assert.Equal(t, hook.Name, pod.ServiceAccountName, name)
+					continue
+				}
 				assert.Equal(t, sa.Name, pod.ServiceAccountName, name)
 			}
 		})

@@ -22,10 +22,10 @@ func TestNoFlowSchemaByDefault(t *testing.T) {
 // CronJob's or the Deployment's, and the uninstall hook's (a ServiceAccount the chart does not
 // create included), at the configured priority level and precedence.
 func TestFlowSchemaMatchesTheOrchestratorsServiceAccount(t *testing.T) {
-	for _, tc := range []struct{ name, extra, sa string }{
-		{"cronjob", "", releaseName + "-image-prewarmer"},
-		{"deployment", "orchestrator: {mode: deployment}", releaseName + "-image-prewarmer"},
-		{"existing ServiceAccount", "serviceAccount: {create: false, name: platform-bot}", "platform-bot"},
+	for _, tc := range []struct{ name, extra, sa, hook string }{
+		{"cronjob", "", releaseName + "-image-prewarmer", releaseName + "-image-prewarmer-cleanup"},
+		{"deployment", "orchestrator: {mode: deployment}", releaseName + "-image-prewarmer", releaseName + "-image-prewarmer-cleanup"},
+		{"existing ServiceAccount", "serviceAccount: {create: false, name: platform-bot}", "platform-bot", "platform-bot"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mustRender(t, minimal(t, tc.extra,
@@ -35,10 +35,16 @@ func TestFlowSchemaMatchesTheOrchestratorsServiceAccount(t *testing.T) {
 			assert.Equal(t, int32(500), fs.Spec.MatchingPrecedence)
 			require.Len(t, fs.Spec.Rules, 1)
 			rule := fs.Spec.Rules[0]
-			require.Len(t, rule.Subjects, 1)
-			subject := rule.Subjects[0]
-			require.Equal(t, flowcontrolv1.SubjectKindServiceAccount, subject.Kind)
-			assert.Equal(t, flowcontrolv1.ServiceAccountSubject{Namespace: releaseNS, Name: tc.sa}, *subject.ServiceAccount)
+			var subjects []flowcontrolv1.ServiceAccountSubject
+			for _, subject := range rule.Subjects {
+				require.Equal(t, flowcontrolv1.SubjectKindServiceAccount, subject.Kind)
+				subjects = append(subjects, *subject.ServiceAccount)
+			}
+			want := []flowcontrolv1.ServiceAccountSubject{{Namespace: releaseNS, Name: tc.sa}}
+			if tc.hook != tc.sa {
+				want = append(want, flowcontrolv1.ServiceAccountSubject{Namespace: releaseNS, Name: tc.hook})
+			}
+			assert.Equal(t, want, subjects, "the orchestrator's ServiceAccount and the uninstall hook's")
 			require.Len(t, rule.ResourceRules, 1)
 			assert.Equal(t, flowcontrolv1.ResourcePolicyRule{
 				Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
@@ -52,11 +58,10 @@ func TestFlowSchemaMatchesTheOrchestratorsServiceAccount(t *testing.T) {
 			for _, c := range all[*batchv1.CronJob](r) {
 				accounts = append(accounts, c.Spec.JobTemplate.Spec.Template.Spec.ServiceAccountName)
 			}
-			accounts = append(accounts, find[*batchv1.Job](t, r, "-cleanup").Spec.Template.Spec.ServiceAccountName)
-			require.Len(t, accounts, 2, "the orchestrator and the uninstall hook")
-			for _, sa := range accounts {
-				assert.Equal(t, tc.sa, sa, "the FlowSchema names the ServiceAccount the orchestrator runs as")
-			}
+			require.Len(t, accounts, 1, "the orchestrator")
+			assert.Equal(t, tc.sa, accounts[0], "the FlowSchema names the ServiceAccount the orchestrator runs as")
+			assert.Equal(t, tc.hook, find[*batchv1.Job](t, r, "-cleanup").Spec.Template.Spec.ServiceAccountName,
+				"and the one the uninstall hook runs as")
 		})
 	}
 }

@@ -122,8 +122,8 @@ func TestNamespacesYAMLReadsAsScalars(t *testing.T) {
 				for _, o := range r.Objects {
 					for path, v := range fieldValues(t, o, "namespace") {
 						want := ns
-						if strings.HasSuffix(objName(o), "-events") && path != ".subjects[0].namespace" {
-							want = "default" // the Events' Role and RoleBinding; their subject is the ServiceAccount
+						if strings.HasSuffix(objName(o), "-events") && !strings.HasPrefix(path, ".subjects[") {
+							want = "default" // the Events' Role and RoleBinding; their subjects are the ServiceAccounts
 						}
 						assert.Equal(t, want, v, "%T %s: %s", o, objName(o), path)
 						namespaces++
@@ -157,11 +157,17 @@ func TestNameValuesYAMLReadsAsScalars(t *testing.T) {
 			assert.Equal(t, "123", find[*appsv1.Deployment](t, r, "").Name)
 			assert.Equal(t, "123", find[*corev1.ConfigMap](t, r, "").Name)
 			assert.Equal(t, "123-warmer", warmer(t, r).Name)
-			assert.Equal(t, "123", find[*corev1.ServiceAccount](t, r, "").Name)
+			assert.Len(t, all[*corev1.ServiceAccount](r), 2, "the orchestrator's and the uninstall hook's")
+			assert.Equal(t, "123", find[*corev1.ServiceAccount](t, r, "123").Name)
+			assert.Equal(t, "123-cleanup", find[*corev1.ServiceAccount](t, r, "-cleanup").Name)
 			assert.Equal(t, releaseNS+"-123", find[*rbacv1.ClusterRole](t, r, "").Name)
 			for name, pod := range orchestratorPods(t, r) {
 				assert.Equal(t, "123", pod.Volumes[0].ConfigMap.Name, name)
-				assert.Equal(t, "123", pod.ServiceAccountName, name)
+				if strings.HasSuffix(name, "-cleanup") {
+					assert.Equal(t, "123-cleanup", pod.ServiceAccountName, name)
+				} else {
+					assert.Equal(t, "123", pod.ServiceAccountName, name)
+				}
 			}
 		}},
 		{"nameOverride", releaseName, `nameOverride: "on"`, func(t *testing.T, r *rendered) {
@@ -180,12 +186,20 @@ func TestNameValuesYAMLReadsAsScalars(t *testing.T) {
 			assert.Equal(t, "1", find[*corev1.ConfigMap](t, r, "").Name)
 		}},
 		{"serviceAccount.name", releaseName, `serviceAccount: {name: "true"}`, func(t *testing.T, r *rendered) {
-			assert.Equal(t, "true", find[*corev1.ServiceAccount](t, r, "").Name)
+			assert.Equal(t, "true", find[*corev1.ServiceAccount](t, r, "true").Name)
 			for _, rb := range all[*rbacv1.RoleBinding](r) {
+				if strings.HasSuffix(rb.Name, "-uninstall") {
+					assert.Equal(t, "true-cleanup", rb.Subjects[0].Name, rb.Name)
+					continue
+				}
 				assert.Equal(t, "true", rb.Subjects[0].Name, rb.Name)
 			}
 			for name, pod := range orchestratorPods(t, r) {
-				assert.Equal(t, "true", pod.ServiceAccountName, name)
+				if strings.HasSuffix(name, "-cleanup") {
+					assert.Equal(t, "true-cleanup", pod.ServiceAccountName, name)
+				} else {
+					assert.Equal(t, "true", pod.ServiceAccountName, name)
+				}
 			}
 		}},
 		{"existing serviceAccount.name", releaseName, `serviceAccount: {create: false, name: "null"}`, func(t *testing.T, r *rendered) {

@@ -68,6 +68,35 @@ Name of the orchestrator's ServiceAccount.
 {{- end }}
 
 {{/*
+Name of the pre-delete cleanup hook's ServiceAccount: one of its own when the chart creates
+ServiceAccounts, so that the uninstall's patch on the warmer DaemonSet is never granted to the
+orchestrator's pods, even when a failed uninstall leaves its Role behind; the orchestrator's
+otherwise.
+*/}}
+{{- define "image-prewarmer.cleanupServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- printf "%s-cleanup" (include "image-prewarmer.serviceAccountName" . | trunc 55 | trimSuffix "-") }}
+{{- else }}
+{{- include "image-prewarmer.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The subjects of the release's RoleBindings and ClusterRoleBinding: the orchestrator's
+ServiceAccount and the cleanup hook's, which needs the same reads and node writes.
+*/}}
+{{- define "image-prewarmer.rbacSubjects" -}}
+- kind: ServiceAccount
+  name: {{ include "image-prewarmer.serviceAccountName" . | quote }}
+  namespace: {{ .Release.Namespace | quote }}
+{{- if ne (include "image-prewarmer.cleanupServiceAccountName" .) (include "image-prewarmer.serviceAccountName" .) }}
+- kind: ServiceAccount
+  name: {{ include "image-prewarmer.cleanupServiceAccountName" . | quote }}
+  namespace: {{ .Release.Namespace | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
 Name of the warmer DaemonSet (also written into the orchestrator's config).
 */}}
 {{- define "image-prewarmer.warmerName" -}}
@@ -410,14 +439,14 @@ podFailurePolicy:
 
 {{/*
 Pod spec of the orchestrator's pods (CronJob, Deployment, pre-delete cleanup hook, helm test).
-Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never"); "deployment" true adds
-the Deployment's parts: POD_NAME/POD_NAMESPACE, the HTTP port, probes and pod anti-affinity.
+Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never"); "serviceAccountName"
+replaces the orchestrator's ServiceAccount; "deployment" true adds the Deployment's parts: POD_NAME/POD_NAMESPACE, the HTTP port, probes and pod anti-affinity.
 */}}
 {{- define "image-prewarmer.orchestratorPodSpec" -}}
 {{- $root := .root }}
 {{- $v := $root.Values }}
 {{- $o := $v.orchestrator -}}
-serviceAccountName: {{ include "image-prewarmer.serviceAccountName" $root | quote }}
+serviceAccountName: {{ .serviceAccountName | default (include "image-prewarmer.serviceAccountName" $root) | quote }}
 automountServiceAccountToken: true
 restartPolicy: {{ .restartPolicy | default "Never" }}
 {{- with $o.priorityClassName }}

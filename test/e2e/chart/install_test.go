@@ -119,7 +119,12 @@ func TestChartLifecycleUnderItsRBAC(t *testing.T) {
 	r.poolNode(joined, framework.WithTaints(corev1.Taint{Key: cfg.Taint.Key, Value: cfg.Taint.Value, Effect: cfg.Taint.Effect}))
 	require.Empty(t, state.PhaseOf(r.node(joined)), "not adopted before the uninstall")
 	r.createUninstallHookRBAC()
-	r.run(cfgPath, kubeconfig, "cleanup", "--uninstall", "--settle", "1s")
+	_, hookKubeconfig := r.serviceAccount(r.serviceAccountOf("cleanup"))
+	r.run(cfgPath, hookKubeconfig, "cleanup", "--uninstall", "--settle", "1s")
+	// The patch is granted to the hook's own ServiceAccount (which just used it), never to the
+	// orchestrator's: a failed uninstall leaves that RBAC behind.
+	_, err = client.AppsV1().DaemonSets(r.ns).Patch(ctx, ds.Name, types.MergePatchType, []byte(`{"metadata":{"annotations":{"x":"y"}}}`), metav1.PatchOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "patching the warmer must stay forbidden to the orchestrator during an uninstall, got %v", err)
 	nj := r.node(joined)
 	assert.False(t, state.HasTaint(nj, cfg.Taint.Key, cfg.Taint.Effect), "a node that joined with the taint is released by the uninstall")
 	assert.Equal(t, state.ReasonCleanup, nj.Annotations[state.ReleaseReason])

@@ -156,14 +156,11 @@ func (r *liveRelease) config() (*config.Config, string) {
 }
 
 // serviceAccount returns a client that authenticates with a token of the ServiceAccount sa (the
-// release's one when sa is ""), and a kubeconfig holding that token.
+// release's orchestrator's when sa is ""), and a kubeconfig holding that token.
 func (r *liveRelease) serviceAccount(sa string) (kubernetes.Interface, string) {
 	r.t.Helper()
 	if sa == "" {
-		sas, err := cluster.Client.CoreV1().ServiceAccounts(r.ns).List(r.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + r.rel})
-		require.NoError(r.t, err)
-		require.Len(r.t, sas.Items, 1, "one ServiceAccount for the orchestrator")
-		sa = sas.Items[0].Name
+		sa = r.serviceAccountOf("orchestrator")
 	}
 	expiry := int64(3600)
 	tr, err := cluster.Client.CoreV1().ServiceAccounts(r.ns).CreateToken(r.ctx, sa,
@@ -185,6 +182,17 @@ func (r *liveRelease) serviceAccount(sa string) (kubernetes.Interface, string) {
 	path := filepath.Join(dir, "kubeconfig")
 	require.NoError(r.t, clientcmd.WriteToFile(*kc, path))
 	return client, path
+}
+
+// serviceAccountOf returns the name of the release's ServiceAccount of component (orchestrator;
+// cleanup, the uninstall hook's).
+func (r *liveRelease) serviceAccountOf(component string) string {
+	r.t.Helper()
+	sas, err := cluster.Client.CoreV1().ServiceAccounts(r.ns).List(r.ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/instance=" + r.rel + ",app.kubernetes.io/component=" + component})
+	require.NoError(r.t, err)
+	require.Len(r.t, sas.Items, 1, "one ServiceAccount for the %s", component)
+	return sas.Items[0].Name
 }
 
 // createUninstallHookRBAC creates the uninstall mark's Role and RoleBinding as `helm uninstall`
