@@ -480,10 +480,21 @@ func TestPodsMeetRestrictedPodSecurity(t *testing.T) {
 	require.NoError(t, err)
 	restricted := api.LevelVersion{Level: api.LevelRestricted, Version: api.LatestVersion()}
 
-	for _, tc := range []struct{ method, mode string }{{"hold", "cronjob"}, {"imageVolume", "cronjob"}, {"hold", "deployment"}} {
+	nonroot := ptrTo(int64(65532))
+	for _, tc := range []struct {
+		method, mode, extra string
+		user, group         *int64
+	}{
+		{method: "hold", mode: "cronjob", user: nonroot, group: nonroot},
+		{method: "imageVolume", mode: "cronjob", user: nonroot, group: nonroot},
+		{method: "hold", mode: "deployment", user: nonroot, group: nonroot},
+		// OpenShift's restricted-v2 assigns the user from the namespace's range.
+		{method: "hold", mode: "cronjob", extra: "securityContext: {runAsUser: null, runAsGroup: null}"},
+		{method: "hold", mode: "deployment", extra: "securityContext: {runAsUser: 1000650000, runAsGroup: 0}", user: ptrTo(int64(1000650000)), group: ptrTo(int64(0))},
+	} {
 		method := tc.method
-		t.Run(method+"/"+tc.mode, func(t *testing.T) {
-			r := mustRender(t, minimal(t, "prewarm: {method: "+method+"}", "orchestrator: {mode: "+tc.mode+"}"))
+		t.Run(method+"/"+tc.mode+"/"+tc.extra, func(t *testing.T) {
+			r := mustRender(t, minimal(t, "prewarm: {method: "+method+"}", "orchestrator: {mode: "+tc.mode+"}", tc.extra))
 			pods := orchestratorPods(t, r)
 			ds := warmer(t, r)
 			pods["daemonset/"+ds.Name] = ds.Spec.Template.Spec
@@ -498,7 +509,8 @@ func TestPodsMeetRestrictedPodSecurity(t *testing.T) {
 				// And the chart's own bar, beyond the standard.
 				require.NotNil(t, spec.SecurityContext, name)
 				assert.Equal(t, ptrTo(true), spec.SecurityContext.RunAsNonRoot, name)
-				assert.Equal(t, ptrTo(int64(65532)), spec.SecurityContext.RunAsUser, name)
+				assert.Equal(t, tc.user, spec.SecurityContext.RunAsUser, name)
+				assert.Equal(t, tc.group, spec.SecurityContext.RunAsGroup, name)
 				require.NotNil(t, spec.SecurityContext.SeccompProfile, name)
 				assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, spec.SecurityContext.SeccompProfile.Type, name)
 				containers := append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...)
@@ -507,7 +519,8 @@ func TestPodsMeetRestrictedPodSecurity(t *testing.T) {
 					sc := c.SecurityContext
 					require.NotNil(t, sc, "%s/%s", name, c.Name)
 					assert.Equal(t, ptrTo(true), sc.RunAsNonRoot, "%s/%s", name, c.Name)
-					assert.Equal(t, ptrTo(int64(65532)), sc.RunAsUser, "%s/%s", name, c.Name)
+					assert.Equal(t, tc.user, sc.RunAsUser, "%s/%s", name, c.Name)
+					assert.Equal(t, tc.group, sc.RunAsGroup, "%s/%s", name, c.Name)
 					assert.Equal(t, ptrTo(false), sc.AllowPrivilegeEscalation, "%s/%s", name, c.Name)
 					assert.Equal(t, ptrTo(true), sc.ReadOnlyRootFilesystem, "%s/%s", name, c.Name)
 					require.NotNil(t, sc.Capabilities, "%s/%s", name, c.Name)
@@ -971,6 +984,7 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "pushgateway not a URL", extra: "orchestrator: {cronJob: {pushgateway: pushgateway:9091}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		// The binary refuses a URL without a host name (every run would exit 2).
 		{name: "pushgateway without a host", extra: "orchestrator: {cronJob: {pushgateway: 'http://:9091'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
+		{name: "root user", extra: "securityContext: {runAsUser: 0}", want: []string{"/securityContext/runAsUser"}},
 		{name: "pushgateway with a bad escape", extra: "orchestrator: {cronJob: {pushgateway: 'http://pushgateway:9091/%zz'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		{name: "pushgateway with a percent in its host", extra: "orchestrator: {cronJob: {pushgateway: 'http://push%gw:9091'}}", want: []string{"/orchestrator/cronJob/pushgateway"}},
 		{name: "pushgateway that is no IPv6 literal", extra: "orchestrator: {cronJob: {pushgateway: 'http://[1:]:9091'}}", want: []string{"unable to parse url", "[1:]"}},

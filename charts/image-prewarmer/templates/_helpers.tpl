@@ -159,12 +159,24 @@ The orchestrator knows its taint by key and effect: a node that joins with `os-u
 {{- end }}
 
 {{/*
+runAsUser and runAsGroup from securityContext, each left out when null (the platform assigns it).
+*/}}
+{{- define "image-prewarmer.runAs" -}}
+{{- $sc := .Values.securityContext | default dict }}
+{{- if not (kindIs "invalid" $sc.runAsUser) }}
+runAsUser: {{ int64 $sc.runAsUser }}
+{{- end }}
+{{- if not (kindIs "invalid" $sc.runAsGroup) }}
+runAsGroup: {{ int64 $sc.runAsGroup }}
+{{- end }}
+{{- end }}
+
+{{/*
 Restricted Pod Security: pod-level securityContext.
 */}}
 {{- define "image-prewarmer.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
+{{- include "image-prewarmer.runAs" . }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
@@ -175,8 +187,7 @@ default user is root still run).
 */}}
 {{- define "image-prewarmer.containerSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
+{{- include "image-prewarmer.runAs" . }}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
