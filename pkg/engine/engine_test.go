@@ -485,30 +485,41 @@ func TestWrittenNodesAreTrimmed(t *testing.T) {
 	assert.NotEmpty(t, stored.Status.Images, "only the copy the engine keeps is trimmed")
 }
 
-// A plan still entering nodes when `cleanup --uninstall` marks the DaemonSet stops entering
-// them: the DaemonSet is re-read once the write phase has run for uninstallCheckInterval.
-func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
-	client := fake.NewClientset(
-		tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
-		tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
-		tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+// markable is an engine writing one node at a time on a fake clock, over pool nodes in
+// maintenance (cordoned) and the warmer DaemonSet, and mark, which sets the uninstall mark on
+// that DaemonSet and moves the clock by uninstallCheckInterval.
+func markable(t *testing.T, nodes ...string) (e *Engine, client *fake.Clientset, ds *appsv1.DaemonSet, mark func()) {
+	t.Helper()
+	client = fake.NewClientset()
+	for _, n := range nodes {
+		require.NoError(t, client.Tracker().Add(tu.Node(n, tu.WithLabels("pool", "notebooks"), tu.Cordoned())))
+	}
 	cfg := testConfig(t)
 	clk := clocktesting.NewFakePassiveClock(t0)
 	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Workers: 1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
-	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
+	ds = tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
 	require.NoError(t, client.Tracker().Add(ds))
+	mark = func() {
+		m := ds.DeepCopy()
+		m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+		require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
+		clk.SetTime(t0.Add(uninstallCheckInterval))
+	}
+	return e, client, ds, mark
+}
 
+// A plan still entering nodes when `cleanup --uninstall` marks the DaemonSet stops entering
+// them: the DaemonSet is re-read once the write phase has run for uninstallCheckInterval.
+func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
+	e, client, _, mark := markable(t, "a", "b", "c")
 	marked := false
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if !marked {
 			marked = true
 			// The uninstall begins while the first entry is written, and the writes go on.
-			m := ds.DeepCopy()
-			m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
-			require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
-			clk.SetTime(t0.Add(uninstallCheckInterval))
+			mark()
 		}
 		return false, nil, nil
 	})
@@ -523,26 +534,13 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 // An observation that took longer than uninstallCheckInterval (thousands of nodes, a slow API
 // server) has a DaemonSet that old: a mark set since is read before the first entry is written.
 func TestUninstallMarkAfterASlowObservation(t *testing.T) {
-	client := fake.NewClientset(
-		tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
-		tu.Node("b", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
-	cfg := testConfig(t)
-	clk := clocktesting.NewFakePassiveClock(t0)
-	e, err := New(Options{Config: cfg, Client: client, Clock: clk, Workers: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	ds := tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)
-	require.NoError(t, client.Tracker().Add(ds))
-
+	e, client, ds, mark := markable(t, "a", "b")
 	reads := 0
 	client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		reads++
 		if reads == 1 {
 			// Read unmarked; the uninstall marks it while the node lists are still being read.
-			m := ds.DeepCopy()
-			m.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
-			require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, m, m.Namespace))
-			clk.SetTime(t0.Add(uninstallCheckInterval))
+			mark()
 			return true, ds.DeepCopy(), nil
 		}
 		return false, nil, nil
