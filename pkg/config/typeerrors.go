@@ -362,7 +362,7 @@ func mapValue(n *yamlv3.Node, key string, depth int) *yamlv3.Node {
 
 // chartOnlyValues are the top-level keys of the chart's values (charts/image-prewarmer/values.yaml)
 // that the configuration does not have: a file with one of them is most likely the chart's values.
-var chartOnlyValues = []string{"fullnameOverride", "images", "nameOverride", "orchestrator", "prewarm", "schedule", "serviceAccount"}
+var chartOnlyValues = []string{"fullnameOverride", "images", "nameOverride", "orchestrator", "prewarm", "schedule", "securityContext", "serviceAccount"}
 
 // chartValuesHint is the hint line added to the errors about a file that looks like the chart's
 // values.

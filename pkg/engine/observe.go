@@ -36,8 +36,9 @@ import (
 type Observation struct {
 	Snapshot plan.Snapshot
 	Warnings []sources.Warning
-	// WarmerReadAt is when the warmer DaemonSet was read (at the latest): an uninstall mark set
-	// after it is unknown to the snapshot, however long the rest of the observation took.
+	// WarmerReadAt is when the observation began, at or before the warmer DaemonSet's read: an
+	// uninstall mark set after it may be unknown to the snapshot, however long the rest of the
+	// observation took.
 	WarmerReadAt time.Time
 }
 

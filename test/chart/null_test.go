@@ -62,3 +62,25 @@ func withPath(vals map[string]any, path []string, v any) map[string]any {
 	vals[path[0]] = withPath(child, path[1:], v)
 	return vals
 }
+
+// `helm upgrade --reuse-values` from a chart without securityContext renders with the values of
+// the old release, which lack the key: the pods still run as the image's nonroot user, not as
+// whatever user a warmer image defaults to (root would then be refused by runAsNonRoot).
+func TestReusedValuesWithoutSecurityContext(t *testing.T) {
+	old := loadChart(t)
+	delete(old.Values, "securityContext")
+	r, err := render(t, minimal(t), renderOpts{chart: old})
+	require.NoError(t, err)
+	ds := warmer(t, r)
+	pods := orchestratorPods(t, r)
+	pods["daemonset/"+ds.Name] = ds.Spec.Template.Spec
+	for name, spec := range pods {
+		require.NotNil(t, spec.SecurityContext, name)
+		assert.Equal(t, ptrTo(int64(65532)), spec.SecurityContext.RunAsUser, name)
+		assert.Equal(t, ptrTo(int64(65532)), spec.SecurityContext.RunAsGroup, name)
+		for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+			require.NotNil(t, c.SecurityContext, "%s/%s", name, c.Name)
+			assert.Equal(t, ptrTo(int64(65532)), c.SecurityContext.RunAsUser, "%s/%s", name, c.Name)
+		}
+	}
+}

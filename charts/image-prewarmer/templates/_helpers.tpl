@@ -159,10 +159,15 @@ The orchestrator knows its taint by key and effect: a node that joins with `os-u
 {{- end }}
 
 {{/*
-runAsUser and runAsGroup from securityContext, each left out when null (the platform assigns it).
+runAsUser and runAsGroup from securityContext, each left out when null (the platform assigns it:
+Helm deletes a key set to null). Without the securityContext key at all (values reused by `helm
+upgrade --reuse-values` from a chart without it), the image's user.
 */}}
 {{- define "image-prewarmer.runAs" -}}
-{{- $sc := .Values.securityContext | default dict }}
+{{- $sc := dict "runAsUser" 65532 "runAsGroup" 65532 }}
+{{- if hasKey .Values "securityContext" }}
+{{- $sc = .Values.securityContext | default dict }}
+{{- end }}
 {{- if not (kindIs "invalid" $sc.runAsUser) }}
 runAsUser: {{ int64 $sc.runAsUser }}
 {{- end }}
