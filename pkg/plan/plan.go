@@ -833,7 +833,7 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 		}
 	}
 	if ok && a.Change.Labels[p.cfg.StatusLabel.Key] != nil {
-		return a, true // a release is never held back; the action sets the label anyway
+		return a, true // the action sets the label anyway
 	}
 	if !c.uninstalling {
 		if r, restore := p.restoreStatusLabel(n); restore {
