@@ -77,38 +77,8 @@ func (r *liveRelease) currentWarmerReady(dsName, node string) (*corev1.Pod, bool
 // cannot remove it. The returned function lifts the policy and deletes the pod.
 func (r *liveRelease) holdPod(pod *corev1.Pod) (release func()) {
 	r.t.Helper()
-	name := "e2e-hold-" + string(pod.UID)
-	admission := cluster.Client.AdmissionregistrationV1()
-	_, err := admission.ValidatingAdmissionPolicies().Create(r.ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Delete},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: fmt.Sprintf(`oldObject.metadata.uid != %q`, pod.UID),
-				Message:    "held by the test",
-			}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(r.t, err)
-	r.t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	_, err = admission.ValidatingAdmissionPolicyBindings().Create(r.ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(r.t, err)
-	r.t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicyBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	lift := framework.DenyPolicy(r.ctx, r.t, cluster.Client, "e2e-hold-"+string(pod.UID), admissionregistrationv1.Delete, "pods",
+		fmt.Sprintf(`oldObject.metadata.uid != %q`, pod.UID), "held by the test")
 	// The API server applies a policy once its informers have it: wait until a server-side dry
 	// run of the deletion is refused.
 	pods := cluster.Client.CoreV1().Pods(pod.Namespace)
@@ -119,7 +89,7 @@ func (r *liveRelease) holdPod(pod *corev1.Pod) (release func()) {
 	}), "the policy holding pod %s in force", pod.Name)
 	return func() {
 		r.t.Helper()
-		require.NoError(r.t, admission.ValidatingAdmissionPolicyBindings().Delete(r.ctx, name, metav1.DeleteOptions{}))
+		lift()
 		require.NoError(r.t, framework.Eventually(r.ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
 			err := pods.Delete(ctx, pod.Name, metav1.DeleteOptions{})
 			return err == nil || apierrors.IsNotFound(err), nil

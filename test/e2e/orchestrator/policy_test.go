@@ -17,6 +17,7 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
 // A release the API server refuses for what it would write, here by a ValidatingAdmissionPolicy
@@ -33,37 +34,9 @@ func TestReleaseRefusedByAPolicy(t *testing.T) {
 	e.requirePhase(names[0], state.PhaseTainted, "upgrading")
 
 	policy := "e2e-keep-taint-" + e.Name
-	admission := e.client.AdmissionregistrationV1()
-	_, err := admission.ValidatingAdmissionPolicies().Create(e.Ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: policy},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: fmt.Sprintf(`object.metadata.name != %q || (has(object.spec.taints) && object.spec.taints.exists(t, t.key == %q))`, node, e.Config.Taint.Key),
-				Message:    "the node keeps its taint",
-			}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicies().Delete(e.Ctx, policy, metav1.DeleteOptions{})
-	})
-	_, err = admission.ValidatingAdmissionPolicyBindings().Create(e.Ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicyBindings().Delete(e.Ctx, policy, metav1.DeleteOptions{})
-	})
+	lift := framework.DenyPolicy(e.Ctx, t, e.client, policy, admissionregistrationv1.Update, "nodes",
+		fmt.Sprintf(`object.metadata.name != %q || (has(object.spec.taints) && object.spec.taints.exists(t, t.key == %q))`, node, e.Config.Taint.Key),
+		"the node keeps its taint")
 	// The API server applies a policy once its informers have it: wait until a server-side dry
 	// run of the taint's removal is refused.
 	untaint, err := json.Marshal(map[string]any{"spec": map[string]any{"taints": []corev1.Taint{}}})
@@ -87,7 +60,7 @@ func TestReleaseRefusedByAPolicy(t *testing.T) {
 	e.requireTainted(names[0])
 
 	// Without the policy the next cycle releases the node.
-	require.NoError(t, admission.ValidatingAdmissionPolicyBindings().Delete(e.Ctx, policy, metav1.DeleteOptions{}))
+	lift()
 	e.cycleUntilReleased(names, func() { _, _ = e.engine().RunOnce(e.Ctx) })
 	e.RequireReleased(names[0], state.ReasonWarm)
 }
