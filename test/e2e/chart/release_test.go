@@ -29,8 +29,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
@@ -171,17 +169,7 @@ func (r *liveRelease) serviceAccount(sa string) (kubernetes.Interface, string) {
 	client, err := kubernetes.NewForConfig(rc)
 	require.NoError(r.t, err)
 
-	// The cluster's kubeconfig with its credentials replaced by the token.
-	kc, err := clientcmd.LoadFromFile(cluster.Kubeconfig)
-	require.NoError(r.t, err)
-	for name := range kc.AuthInfos {
-		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	}
-	dir, err := os.MkdirTemp(r.dir, "kubeconfig-")
-	require.NoError(r.t, err)
-	path := filepath.Join(dir, "kubeconfig")
-	require.NoError(r.t, clientcmd.WriteToFile(*kc, path))
-	return client, path
+	return client, framework.TokenKubeconfig(r.t, cluster.Kubeconfig, r.dir, tr.Status.Token)
 }
 
 // serviceAccountOf returns the name of the release's ServiceAccount of component (orchestrator;

@@ -1,7 +1,6 @@
 package orchestrator_test
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
@@ -43,20 +40,6 @@ func (e *env) serviceAccountToken(sa string, rules []rbacv1.PolicyRule) string {
 	return tr.Status.Token
 }
 
-// tokenKubeconfig writes the cluster's kubeconfig with its credentials replaced by token and
-// returns its path.
-func tokenKubeconfig(t *testing.T, token string) string {
-	t.Helper()
-	kc, err := clientcmd.LoadFromFile(cluster.Kubeconfig)
-	require.NoError(t, err)
-	for name := range kc.AuthInfos {
-		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, clientcmd.WriteToFile(*kc, path))
-	return path
-}
-
 // readOnlyRules are the chart's permissions (rbac.yaml) without patch on nodes: everything a cycle
 // reads, and Events.
 func readOnlyRules() []rbacv1.PolicyRule {
@@ -79,7 +62,7 @@ func TestRunOnceExitsNonZeroWhenRBACDeniesAWrite(t *testing.T) {
 	e.PoolNode("a")
 	e.Warmer()
 	e.Maintenance("a")
-	kubeconfig := tokenKubeconfig(t, e.serviceAccountToken("no-patch", readOnlyRules()))
+	kubeconfig := framework.TokenKubeconfig(t, cluster.Kubeconfig, t.TempDir(), e.serviceAccountToken("no-patch", readOnlyRules()))
 
 	// RBAC answers as soon as the binding is in the authorizer's cache: retry the dry run until
 	// it completes. It reads what the cycle reads and plans the entry.
