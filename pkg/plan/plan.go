@@ -622,6 +622,54 @@ func (p *Planner) recordPresenceUnder(n *corev1.Node, active []Maintenance) *Act
 	return a
 }
 
+// upgradeToCome reports whether a maintenance that began after the node went warming still has
+// its upgrade to come, so that the node's release for being warm (or for its warm timeout) must
+// not record it as done (upgradedFor): the node has not rebooted since (a reboot may have been
+// that maintenance's upgrade), and the upgrade rule would wait for a new one (not so on a target
+// kernel of upgrade.kernelVersions, where the node counts as upgraded at once, so that being
+// tainted again would only hold it until a new warmer pod is Ready). A node that went warming
+// before its boot ID was recorded is released as before, recording every active maintenance.
+func (p *Planner) upgradeToCome(n *corev1.Node, reason string) bool {
+	if state.PhaseOf(n) != state.PhaseWarming || (reason != state.ReasonWarm && reason != state.ReasonTimeout) {
+		return false
+	}
+	if boot, ok := n.Annotations[state.UpgradedBootID]; !ok || boot != n.Status.NodeInfo.BootID {
+		return false
+	}
+	_, onTarget := p.rule.OnTarget(n)
+	return !onTarget
+}
+
+// upgradedFor splits the maintenances active on a warming node into those its upgrade was for
+// (recorded at its entry, at its adoption or when the upgrade was seen, and a cordon under a
+// recorded NodeMaintenance, which is part of it) and those that began later: a pipeline that
+// starts the node's next maintenance (a new NodeMaintenance, its label) while the node is still
+// warming. The node still has that one's upgrade to come, so its release must not record it as
+// done, or the node would not be tainted for it and would open cold after that upgrade.
+func (p *Planner) upgradedFor(n *corev1.Node, active []Maintenance) (upgraded, later []Maintenance) {
+	recorded := recordedIDs(n)
+	under := underRecordedNodeMaintenance(recorded, active)
+	for _, m := range active {
+		if slices.Contains(recorded, m.ID) || (m.Source == SourceCordoned && under) {
+			upgraded = append(upgraded, m)
+		} else {
+			later = append(later, m)
+		}
+	}
+	return upgraded, later
+}
+
+// withActive renders the recorded maintenance identities together with those of the active
+// maintenances, for maintenance-id.
+func withActive(recorded []string, active []Maintenance) string {
+	ids := slices.Clone(recorded)
+	for _, m := range active {
+		ids = append(ids, m.ID)
+	}
+	slices.Sort(ids)
+	return strings.Join(slices.Compact(ids), ",")
+}
+
 // recordedIDs are the maintenance identities recorded on the node (maintenance-id: one, or
 // several separated by commas when several sources named the node at once).
 func recordedIDs(n *corev1.Node) []string {
@@ -747,7 +795,7 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 	if src := p.rule.KernelSource(n); src != "" {
 		ann[state.BaselineKernelSource] = ptr(src)
 	}
-	for _, k := range append(slices.Clone(state.RecordAnnotations), state.BaselineKernelSource, state.UpgradedAt, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
+	for _, k := range append(slices.Clone(state.RecordAnnotations), state.BaselineKernelSource, state.UpgradedAt, state.UpgradedBootID, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
 		if _, set := ann[k]; set {
 			continue
 		}
@@ -789,6 +837,7 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 	msg := fmt.Sprintf("joined with taint %s: warming until warmer pod is Ready", p.cfg.Taint.Key)
 	ann := p.startAnnotations(c, n, state.PhaseWarming)
 	ann[state.UpgradedAt] = ptr(c.now)
+	ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
 	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
 		// It joined, but a maintenance names it: recorded as for an entry, so that its release
 		// while that maintenance lasts does not make it look new, and the node entered again.
@@ -1021,7 +1070,12 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			return a, true
 		}
 		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.KernelAgainst(n, baseline)), clip(baseline.Kernel))
-		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
+		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now), state.UpgradedBootID: ptr(n.Status.NodeInfo.BootID)}
+		// The maintenances that joined since the entry are recorded with it: they are the ones
+		// this upgrade is for. One that begins later is not (see upgradedFor).
+		if ids := withActive(recordedIDs(n), c.s.Maintenance[n.Name]); ids != n.Annotations[state.MaintenanceID] {
+			ann[state.MaintenanceID] = ptr(ids)
+		}
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil
 		}
@@ -1260,6 +1314,10 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 			}
 		}
 	}
+	var later []Maintenance
+	if p.upgradeToCome(n, reason) {
+		active, later = p.upgradedFor(n, active)
+	}
 	if recorded := recordedIDs(n); underRecordedNodeMaintenance(recorded, active) {
 		active = slices.Clone(active)
 		for _, id := range recorded {
@@ -1276,6 +1334,9 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 		}
 	case slices.ContainsFunc(recordedIDs(n), isPresenceID):
 		ch.Annotations[state.MaintenanceEnded] = ptr(c.now)
+	}
+	if len(later) > 0 {
+		msg += fmt.Sprintf("; %s began after the upgrade was seen: the node is tainted again for it", describeAll(later))
 	}
 	a := Action{Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch}
 	released := Event{Type: corev1.EventTypeNormal, Reason: "PrewarmReleased", Message: fmt.Sprintf("released (%s): %s", reason, msg)}
@@ -1466,6 +1527,15 @@ func primary(ms []Maintenance) Maintenance {
 		}
 	}
 	return best
+}
+
+// describeAll describes maintenances for a message: "NodeMaintenance nm-2, label".
+func describeAll(ms []Maintenance) string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = describe(m)
+	}
+	return strings.Join(out, ", ")
 }
 
 func describe(m Maintenance) string {

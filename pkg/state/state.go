@@ -26,14 +26,18 @@ const (
 	BaselineKernelSource = Prefix + "baseline-kernel-source"
 	TaintedAt            = Prefix + "tainted-at"
 	UpgradedAt           = Prefix + "upgraded-at"
-	LeftMaintenanceAt    = Prefix + "left-maintenance-at"
-	WarmerPodUID         = Prefix + "warmer-pod-uid"
-	WarmerPodRestarts    = Prefix + "warmer-pod-restarts"
-	LastError            = Prefix + "last-error"
-	MaintenanceID        = Prefix + "maintenance-id"
-	MaintenanceEnded     = Prefix + "maintenance-ended-at"
-	ReleasedAt           = Prefix + "released-at"
-	ReleaseReason        = Prefix + "release-reason"
+	// UpgradedBootID is the node's boot ID when it went warming (its upgrade seen, or adopted): a
+	// maintenance that begins after that, on a node that has not rebooted since, has its upgrade
+	// still to come.
+	UpgradedBootID    = Prefix + "upgraded-boot-id"
+	LeftMaintenanceAt = Prefix + "left-maintenance-at"
+	WarmerPodUID      = Prefix + "warmer-pod-uid"
+	WarmerPodRestarts = Prefix + "warmer-pod-restarts"
+	LastError         = Prefix + "last-error"
+	MaintenanceID     = Prefix + "maintenance-id"
+	MaintenanceEnded  = Prefix + "maintenance-ended-at"
+	ReleasedAt        = Prefix + "released-at"
+	ReleaseReason     = Prefix + "release-reason"
 	// Taint records the taint this installation put on (or adopted with) a managed node, as
 	// key=value:effect: the one its release removes, even after the configured taint changed.
 	Taint = Prefix + "taint"
@@ -71,7 +75,7 @@ const (
 // ReleaseReason, MaintenanceEnded and LastError stay for the record.
 var ManagedAnnotations = []string{
 	Phase, Owner, BaselineKernel, BaselineBootID, BaselineKernelSource, TaintedAt, UpgradedAt,
-	LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel, StatusValues,
+	UpgradedBootID, LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel, StatusValues,
 }
 
 // RecordAnnotations are what a released node keeps; a new maintenance clears them.

@@ -1,0 +1,106 @@
+package plan_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
+	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
+)
+
+// A maintenance that begins while a node is warming (the pipeline's next NodeMaintenance, or its
+// label) has its upgrade still to come: the release for being warm must not record it as done,
+// or the node would not be tainted for it and would open cold after that upgrade. The node is
+// released, and tainted again for it by the next plan.
+func TestMaintenanceBegunWhileWarming(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
+	next := plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: "uid-nm-next", Object: "nm-next"}
+	warm := tu.Pod(ds, "a", "new", tu.Ready())
+	warming := func(bootAtWarming string) *corev1.Node {
+		n := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)
+		n.Annotations[state.UpgradedBootID] = bootAtWarming
+		return n
+	}
+	plans := func(n *corev1.Node, ms ...plan.Maintenance) plan.Plan {
+		return compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": ms}, warm))
+	}
+
+	// The node's own NodeMaintenance lingers and the next one has begun: released, with only
+	// its own recorded (unchanged), and the message says why it comes back.
+	a := action(t, plans(warming("boot-2"), append(nm("a"), next)...), "a")
+	require.Equal(t, plan.Release, a.Type)
+	assert.Equal(t, state.ReasonWarm, a.Reason)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "uid-nm-a stays the record")
+	assert.Contains(t, a.Message, "nodeMaintenance nm-next began after the upgrade was seen")
+
+	released := tu.Node("a", inPool(), upgradedTo("6.8.0-1")[0], upgradedTo("6.8.0-1")[1],
+		tu.WithAnnotations(state.MaintenanceID, "uid-nm-a", state.ReleaseReason, state.ReasonWarm))
+	enter := action(t, plans(released, append(nm("a"), next)...), "a")
+	assert.Equal(t, plan.Enter, enter.Type, "tainted for the next maintenance")
+	assert.Equal(t, ptr("uid-nm-a,uid-nm-next"), enter.Change.Annotations[state.MaintenanceID])
+	assert.Empty(t, plans(released, nm("a")...).Actions, "its own maintenance, lingering, is done")
+
+	// A label that comes while the node is warming is its next maintenance too.
+	a = action(t, plans(warming("boot-2"), append(nm("a"), label)...), "a")
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+	// With none of its own left, only the later one: nothing recorded as done, nothing ended.
+	a = action(t, plans(warming("boot-2"), next), "a")
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceEnded)
+	// On a warm timeout as well.
+	cold := warming("boot-2")
+	cold.Annotations[state.UpgradedAt] = state.FormatTime(t0.Add(-3 * time.Hour))
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{cold}, map[string][]plan.Maintenance{"a": append(nm("a"), next)})), "a")
+	require.Equal(t, state.ReasonTimeout, a.Reason)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+
+	// Rebooted since it went warming (that may have been the later maintenance's upgrade), or
+	// warming since before the boot ID was recorded: every active maintenance is recorded, as a
+	// release while both last records them.
+	for _, n := range []*corev1.Node{warming("boot-1"), tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)} {
+		a = action(t, plans(n, append(nm("a"), next)...), "a")
+		assert.Equal(t, ptr("uid-nm-a,uid-nm-next"), a.Change.Annotations[state.MaintenanceID], "boot ID at warming %q", n.Annotations[state.UpgradedBootID])
+	}
+
+	// On a target kernel of upgrade.kernelVersions the node counts as upgraded at once: tainted
+	// again it would only wait for a new warmer pod, so the maintenance is recorded.
+	targets := testConfig(t, func(c *config.Config) { c.Upgrade.KernelVersions = []string{"6.8.0-1"} })
+	a = action(t, compute(t, targets, snapshot(t0, []*corev1.Node{warming("boot-2")}, map[string][]plan.Maintenance{"a": append(nm("a"), next)}, warm)), "a")
+	assert.Equal(t, ptr("uid-nm-a,uid-nm-next"), a.Change.Annotations[state.MaintenanceID])
+}
+
+// The maintenances that join a tainted node before its upgrade are the ones the upgrade is for:
+// seeing the upgrade records them, with the node's boot ID then.
+func TestUpgradeSeenRecordsItsMaintenances(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
+	n := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))...)
+
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": append(nm("a"), label)})), "a")
+	require.Equal(t, plan.Upgraded, a.Type)
+	assert.Equal(t, ptr("nodeLabel,uid-nm-a"), a.Change.Annotations[state.MaintenanceID])
+	assert.Equal(t, ptr("boot-2"), a.Change.Annotations[state.UpgradedBootID])
+
+	// Recorded at entry and gone since: kept, as the maintenance this upgrade is for.
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": {label}})), "a")
+	assert.Equal(t, ptr("nodeLabel,uid-nm-a"), a.Change.Annotations[state.MaintenanceID])
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})), "a")
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "nothing joined")
+
+	// An adopted node records its boot ID when it starts warming too.
+	joined := tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule), tu.WithBootID("boot-7"))
+	a = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{joined}, nil)), "j")
+	require.Equal(t, plan.Adopt, a.Type)
+	assert.Equal(t, ptr("boot-7"), a.Change.Annotations[state.UpgradedBootID])
+}
