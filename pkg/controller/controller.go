@@ -57,6 +57,12 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
 
+// notServedConfirm is how long a watched maintenance resource must keep being answered as not
+// served (404) before its source counts as empty: an API server that restarts can answer 404 for
+// a custom resource it serves until its own caches have synced, and an empty source would take
+// every node tainted for one of its objects out of maintenance. A variable for tests.
+var notServedConfirm = 10 * time.Second
+
 // Defaults.
 const (
 	DefaultResync = 30 * time.Second
@@ -128,6 +134,10 @@ type Controller struct {
 	// nmProbedAt is when the last probe returned; nmRetrying is set while a retry is scheduled.
 	nmProbedAt time.Time
 	nmRetrying bool
+	// nmGoneAt is when the watched resource was first answered as not served (zero when it is
+	// watched, or was not served from the start): until probes confirm it for notServedConfirm,
+	// the source is unknown rather than empty (maintenanceGone).
+	nmGoneAt time.Time
 
 	synced atomic.Bool
 	// dirty wakes the loop; what to re-plan is in pending and full (under mu).
@@ -345,7 +355,7 @@ func (c *Controller) Start(ctx context.Context) error {
 		f.Start(ctx.Done())
 	}
 	if c.cfg.Maintenance.NodeMaintenance.Enabled {
-		if err := c.startMaintenanceInformer(ctx); err != nil {
+		if _, err := c.startMaintenanceInformer(ctx); err != nil {
 			// Served or not is unknown: planning as if it were not would take every node tainted
 			// for a maintenance object out of maintenance.
 			return err
@@ -385,22 +395,23 @@ func (c *Controller) Synced() bool { return c.synced.Load() }
 
 // startMaintenanceInformer starts the nodeMaintenance informer when the resource is served;
 // when it is not (CRD not installed), the source is empty, a warning says so, and the next
-// resync probes again. It returns an error when the probe failed otherwise (whether the
-// resource is served is then unknown).
-func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
+// resync probes again. It returns whether the resource is served, and an error when the probe
+// failed otherwise (whether the resource is served is then unknown).
+func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool, err error) {
 	c.nmMu.Lock()
 	defer c.nmMu.Unlock()
 	if c.nmInformer != nil {
-		return nil
+		return true, nil
 	}
 	gvr := sources.GVR(c.cfg)
-	_, err := c.nm.Resource().List(ctx, metav1.ListOptions{Limit: 1})
+	_, err = c.nm.Resource().List(ctx, metav1.ListOptions{Limit: 1})
 	switch {
 	case notServed(err):
-		return nil // reported as a warning by every plan while not served
+		return false, nil // reported as a warning by every plan while not served
 	case err != nil:
-		return fmt.Errorf("probing %s: %w", sources.ResourceName(c.cfg), err)
+		return false, fmt.Errorf("probing %s: %w", sources.ResourceName(c.cfg), err)
 	}
+	c.nmGoneAt = time.Time{}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
 	inf := f.ForResource(gvr).Informer()
 	if err := inf.SetTransform(c.trimMaintenance); err != nil {
@@ -412,12 +423,13 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
 		DeleteFunc: func(any) { c.Trigger() },
 	}); err != nil {
 		c.log.Warn("adding the maintenance event handler failed", "error", err)
-		return nil
+		return true, nil
 	}
 	// The resource can go away while it is watched (its CRD deleted, its version no longer
 	// served): the informer would then re-list it forever, logging each failure, and plans
-	// would go on reading it as a served source with no objects. It is stopped instead: plans
-	// warn that the source is not served, and each resync probes for it again.
+	// would go on reading it as a served source with no objects. It is stopped instead, and once
+	// probes confirm it gone, plans warn that the source is not served and each resync probes
+	// for it again.
 	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		if notServed(err) {
 			c.maintenanceGone(inf, err)
@@ -448,11 +460,14 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) error {
 			}
 		}()
 	}
-	return nil
+	return true, nil
 }
 
-// maintenanceGone stops the nodeMaintenance informer inf, whose resource is no longer served
-// (err says how): plans then report the source as not served, and each resync probes again.
+// maintenanceGone stops the nodeMaintenance informer inf, whose resource the API server answered
+// as not served (err says how). The source is unknown until probes, one every retryAfterError,
+// confirm it for notServedConfirm (a restarting API server answers 404 for a while) or find it
+// served again (probeMaintenance); once confirmed, plans report it as not served, and each
+// resync probes again.
 func (c *Controller) maintenanceGone(inf cache.SharedIndexInformer, err error) {
 	c.nmMu.Lock()
 	if c.nmInformer != inf {
@@ -461,9 +476,10 @@ func (c *Controller) maintenanceGone(inf cache.SharedIndexInformer, err error) {
 	}
 	c.nmStop()
 	c.nmInformer, c.nmStop, c.nmStopped, c.nmSynced = nil, nil, nil, false
+	c.nmGoneAt, c.nmProbeFailed, c.nmProbedAt = time.Now(), true, time.Now()
 	c.nmMu.Unlock()
-	c.log.Warn("maintenance resource is no longer served; its source is empty until a resync finds it served again",
-		"resource", sources.ResourceName(c.cfg), "resync", c.resync.String(), "error", err)
+	c.log.Info("maintenance resource answered as not served; confirming before its source counts as empty",
+		"resource", sources.ResourceName(c.cfg), "within", notServedConfirm.String(), "error", err)
 	c.Trigger()
 }
 
@@ -548,12 +564,22 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
 		return
 	}
-	err := c.startMaintenanceInformer(ctx)
+	served, err := c.startMaintenanceInformer(ctx)
 	c.nmMu.Lock()
+	gone := !served && err == nil && !c.nmGoneAt.IsZero()
+	confirming := gone && time.Since(c.nmGoneAt) < notServedConfirm
+	if gone && !confirming {
+		c.nmGoneAt = time.Time{}
+	}
 	was := c.nmProbeFailed
-	c.nmProbeFailed, c.nmProbedAt = err != nil, time.Now()
+	c.nmProbeFailed, c.nmProbedAt = err != nil || confirming, time.Now()
 	c.nmMu.Unlock()
 	switch {
+	case confirming:
+		return
+	case gone:
+		c.log.Warn("maintenance resource is no longer served; its source is empty until a resync finds it served again",
+			"resource", sources.ResourceName(c.cfg), "resync", c.resync.String())
 	case err != nil && !was:
 		c.log.Warn("probing the maintenance resource failed; no node is entered or leaves maintenance until a probe succeeds", "error", err, "retryIn", retryAfterError.String())
 	case err != nil:

@@ -702,3 +702,65 @@ func TestEmptyPoolIsWarnedOncePerTransition(t *testing.T) {
 	assert.NotContains(t, log.String(), `node=`, "a note about the pool has no node attribute")
 	assert.Zero(t, countPatches(client))
 }
+
+// A watched maintenance resource answered as not served (404) is not an empty source until probes
+// confirm it for notServedConfirm: an API server that restarts answers 404 for a while for custom
+// resources it serves, and node a, tainted for NodeMaintenance nm, would be taken out of
+// maintenance and released cancelled (cancelAfter 0s) before its upgrade. Gone for good, the
+// source is empty once confirmed, and a is released.
+func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
+	defer func(d time.Duration) { notServedConfirm = d }(notServedConfirm)
+	notServedConfirm = 2 * time.Second
+	gvr := sources.GVR(config.Default())
+	for _, gone := range []bool{false, true} {
+		t.Run(map[bool]string{false: "passing 404", true: "gone"}[gone], func(t *testing.T) {
+			a, dyn := taintedForMaintenance()
+			client := withWarmer(a)
+			var notFound atomic.Bool
+			dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+				if notFound.Load() {
+					return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
+				}
+				return false, nil, nil
+			})
+			log := &tu.LogBuffer{}
+			c := newLoggingController(t, client, dyn, func(cfg *config.Config) {
+				cfg.Maintenance.NodeMaintenance.Enabled = true
+				cfg.CancelAfter = config.NewDuration(0)
+			}, false, log)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			require.NoError(t, c.Start(ctx))
+			var wg sync.WaitGroup
+			wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+			defer wg.Wait()
+			defer cancel()
+
+			// The informer's watch is answered 404 (its error handler calls maintenanceGone).
+			notFound.Store(true)
+			c.nmMu.Lock()
+			inf := c.nmInformer
+			c.nmMu.Unlock()
+			require.NotNil(t, inf)
+			goneAt := time.Now()
+			c.maintenanceGone(inf, apierrors.NewNotFound(gvr.GroupResource(), ""))
+			if !gone {
+				time.Sleep(notServedConfirm / 2)
+				notFound.Store(false)
+				require.Eventually(t, func() bool {
+					return strings.Contains(log.String(), "maintenance resource is now served; watching it")
+				}, 5*time.Second, 10*time.Millisecond, log.String())
+				time.Sleep(notServedConfirm)
+				assert.Zero(t, countPatches(client), "a is still in maintenance: nothing to write\n%s", log.String())
+				assert.NotContains(t, log.String(), "no longer served")
+				return
+			}
+			require.Eventually(t, func() bool {
+				n, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+				return err == nil && n.Annotations[state.ReleaseReason] == state.ReasonCancelled
+			}, 5*notServedConfirm, 20*time.Millisecond, log.String())
+			assert.GreaterOrEqual(t, time.Since(goneAt), notServedConfirm, "released only once confirmed")
+			assert.Equal(t, 1, strings.Count(log.String(), "maintenance resource is no longer served"), log.String())
+		})
+	}
+}
