@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -873,9 +874,15 @@ func TestJobsDoNotCountDrainsAsFailures(t *testing.T) {
 
 // Helm accepts release names of up to 53 characters; every object must still get a name the API
 // server accepts for its kind: at most 52 characters for a CronJob (its Jobs' names add 11), a
-// DNS-1035 label for a Service, a DNS-1123 label for a Job (its name is a pod label value).
+// DNS-1035 label for a Service, at most 63 characters for a Job (its name is a pod label value). A
+// name cut short must not end with a dot (release names may hold dots), nor must the Job name
+// the NOTES suggest.
 func TestLongReleaseNames(t *testing.T) {
-	for _, name := range []string{"notebooks-westeurope-production-prewarm", strings.Repeat("r", 53)} {
+	manualJob := regexp.MustCompile(`--from=cronjob/\S+ (\S+)-manual-\$\(date \+%s\)`)
+	for _, name := range []string{
+		"notebooks-westeurope-production-prewarm", strings.Repeat("r", 53),
+		strings.Repeat("r", 51) + ".a", strings.Repeat("r", 39) + "." + strings.Repeat("b", 13),
+	} {
 		for _, mode := range []string{"cronjob", "deployment"} {
 			t.Run(fmt.Sprintf("%d characters, %s", len(name), mode), func(t *testing.T) {
 				r := mustRender(t, minimal(t, "orchestrator: {mode: "+mode+"}"), renderOpts{releaseName: name})
@@ -886,11 +893,16 @@ func TestLongReleaseNames(t *testing.T) {
 						assert.LessOrEqual(t, len(n), 52, "CronJob %s", n)
 						assert.Empty(t, validation.IsDNS1123Subdomain(n), "CronJob %s", n)
 						assert.Contains(t, r.Notes, "cronjob/"+n+" ", "NOTES name the CronJob")
+						m := manualJob.FindStringSubmatch(r.Notes)
+						require.NotNil(t, m, "NOTES suggest a Job:\n%s", r.Notes)
+						assert.Empty(t, validation.IsDNS1123Label(m[1]+"-manual-1764300000"), "the NOTES' Job name %s", m[1])
 					case *corev1.Service:
 						assert.Empty(t, validation.IsDNS1035Label(n), "Service %s", n)
 						assert.Contains(t, r.Notes, "Service "+n+",", "NOTES name the metrics Service")
 					case *batchv1.Job, *appsv1.DaemonSet, *appsv1.Deployment:
-						assert.Empty(t, validation.IsDNS1123Label(n), "%T %s", o, n)
+						// Its name is a label value of its pods: at most 63 characters.
+						assert.LessOrEqual(t, len(n), 63, "%T %s", o, n)
+						assert.Empty(t, validation.IsDNS1123Subdomain(n), "%T %s", o, n)
 					default:
 						assert.Empty(t, validation.IsDNS1123Subdomain(n), "%T %s", o, n)
 					}

@@ -105,10 +105,10 @@ Name of the warmer DaemonSet (also written into the orchestrator's config).
 
 {{/*
 Name of the CronJob: at most 52 characters, since the API server refuses longer CronJob names (the
-names of its Jobs add 11).
+names of its Jobs add 11). A release name may hold dots: the cut must not end with one.
 */}}
 {{- define "image-prewarmer.cronJobName" -}}
-{{- include "image-prewarmer.fullname" . | trunc 52 | trimSuffix "-" }}
+{{- regexReplaceAll "[-.]+$" (include "image-prewarmer.fullname" . | trunc 52) "" }}
 {{- end }}
 
 {{/*
