@@ -85,8 +85,16 @@ func statusOf(ctx context.Context, e *engine.Engine, all bool) (plan.Status, err
 	if err != nil {
 		return plan.Status{}, err
 	}
-	return e.Planner().Describe(obs.Snapshot, all), nil
+	st := e.Planner().Describe(obs.Snapshot, all)
+	for _, w := range obs.Warnings {
+		st.SourceWarnings = append(st.SourceWarnings, plan.SourceWarning{Source: w.Source, Object: w.Object, Message: w.Message})
+	}
+	return st, nil
 }
+
+// maxSourceWarnings is how many maintenance source warnings the table shows: a source may skip
+// hundreds of objects for one cause (a wrong maintenance.nodeMaintenance.nodeNameField).
+const maxSourceWarnings = 5
 
 func printStatusOnce(ctx context.Context, w io.Writer, e *engine.Engine, so *statusOptions) error {
 	st, err := statusOf(ctx, e, so.all)
@@ -191,6 +199,17 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 	}
 	if st.EmptyPool != "" {
 		fmt.Fprintf(w, "EMPTY POOL: no node matches the pool selector %s: nothing to pre-warm until one does\n", st.EmptyPool)
+	}
+	for i, sw := range st.SourceWarnings {
+		if i == maxSourceWarnings {
+			fmt.Fprintf(w, "MAINTENANCE SOURCE: %d more warnings (-o json lists every one)\n", len(st.SourceWarnings)-i)
+			break
+		}
+		about := sw.Source
+		if sw.Object != "" {
+			about += " " + oneLine(sw.Object, 80)
+		}
+		fmt.Fprintf(w, "MAINTENANCE SOURCE %s: %s\n", about, oneLine(sw.Message, 400))
 	}
 	if len(st.Problems) > 0 {
 		reasons := slices.Sorted(maps.Keys(st.Problems))

@@ -55,6 +55,18 @@ type Status struct {
 	// Problems counts the managed nodes by the reason of the problem their last-error records
 	// (RecordedProblem), as the image_prewarmer_node_problems gauge does.
 	Problems map[string]int `json:"problems,omitempty"`
+	// SourceWarnings are what the maintenance sources could not read or skipped (a resource not
+	// served, an object without a node name), as `run` logs them: most often why no node is in
+	// maintenance. Describe leaves them to its caller, which reads the sources.
+	SourceWarnings []SourceWarning `json:"sourceWarnings,omitempty"`
+}
+
+// SourceWarning is one thing a maintenance source could not read or skipped.
+type SourceWarning struct {
+	Source string `json:"source"`
+	// Object names the maintenance object skipped; "" for a warning about the whole source.
+	Object  string `json:"object,omitempty"`
+	Message string `json:"message"`
 }
 
 // Describe summarises a snapshot for humans. With all, every pool node is listed; otherwise only
