@@ -51,7 +51,7 @@ var ErrLeadershipLost = errors.New("leader election lost")
 
 // Run is `prewarm-orchestrator run`: it serves the HTTP endpoints, starts the informers (every
 // replica, so a standby takes over from warm caches), and reconciles while it leads. It returns
-// nil when ctx ends (SIGTERM), after releasing the Lease and waiting for the patches in flight.
+// nil when ctx ends (SIGTERM), after waiting for the patches in flight, then releasing the Lease.
 func Run(ctx context.Context, o RunOptions) error {
 	c, err := New(o.Options)
 	if err != nil {
@@ -105,6 +105,23 @@ func Run(ctx context.Context, o RunOptions) error {
 		Client:     leClient.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
 	}}
+	// The elector runs until this process has stopped leading, not only until ctx ends: it
+	// releases the Lease (ReleaseOnCancel) as soon as its context ends, and a standby taking over
+	// then would plan while this leader still finishes its writes in flight and Events. Lead
+	// stops with ctx; the elector, once Lead has returned.
+	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElection()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-electCtx.Done():
+			return
+		}
+		if lock.acquired.Load() {
+			<-leadDone
+		}
+		stopElection()
+	}()
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   le.LeaseDuration,
@@ -117,7 +134,11 @@ func Run(ctx context.Context, o RunOptions) error {
 			OnStartedLeading: func(lctx context.Context) {
 				defer close(leadDone)
 				c.log.Info("leading: reconciling", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
-				leadErr = c.Lead(lctx)
+				// Until the Lease is lost, or ctx ends.
+				leadCtx, stop := context.WithCancel(lctx)
+				defer stop()
+				defer context.AfterFunc(ctx, stop)()
+				leadErr = c.Lead(leadCtx)
 			},
 			OnStoppedLeading: func() {
 				c.log.Info("not leading", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
@@ -133,7 +154,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		return fmt.Errorf("configuring leader election on lease %s/%s: %w", le.Namespace, le.Name, err)
 	}
 	health.SetLeaderElection(elector)
-	elector.Run(ctx)
+	elector.Run(electCtx)
 	if lock.acquired.Load() {
 		// Run starts OnStartedLeading in a goroutine and cancels its context on return.
 		<-leadDone
