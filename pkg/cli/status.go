@@ -229,6 +229,9 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		if phase == "" {
 			phase = "-"
 		}
+		if n.Owner != "" {
+			phase += " (" + n.Owner + ")" // whose: its LAST PROBLEM is that installation's
+		}
 		if !n.InPool && (n.Phase == state.PhaseTainted || n.Phase == state.PhaseWarming) {
 			// No longer matches the pool selector: the next cycle releases it (left-pool).
 			phase += " (left pool)"

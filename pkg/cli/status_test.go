@@ -55,6 +55,20 @@ func TestRenderStatusTableMarksNodesOutsideThePool(t *testing.T) {
 	assert.Regexp(t, `(?m)^out\s+tainted \(left pool\)\s+1m0s`, buf.String())
 }
 
+// A node another installation manages says whose it is: its LAST PROBLEM is that installation's.
+func TestRenderStatusTableNamesTheOwnerOfForeignNodes(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	st := plan.Status{Time: now, Totals: map[string]int{"foreign": 1}, Nodes: []plan.NodeStatus{
+		{Name: "theirs", Phase: "foreign", Owner: "gpu/prewarm", Warmer: "none", LastProblem: "ImagePull: x", InPool: true},
+	}}
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, st, "table"))
+	assert.Regexp(t, `(?m)^theirs\s+foreign \(gpu/prewarm\)\s+`, buf.String())
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, st, "json"))
+	assert.Contains(t, buf.String(), `"owner": "gpu/prewarm"`)
+}
+
 // Text from annotations, labels and the node's status is shown on one line, without control
 // characters: a release reason or kernel edited by hand keeps the table's rows and columns, and
 // no escape sequence reaches the terminal.

@@ -1536,10 +1536,12 @@ func TestDescribePhases(t *testing.T) {
 	orphan := tu.Node("orphan", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))
 	orphan.Annotations[state.Owner] = "someone"
 	st = p.Describe(snapshot(t0, []*corev1.Node{foreign, orphan}, nil), false)
-	problems := map[string]string{}
+	problems, owners := map[string]string{}, map[string]string{}
 	for _, n := range st.Nodes {
 		problems[n.Name+" "+n.Phase] = n.LastProblem
+		owners[n.Name] = n.Owner
 	}
+	assert.Equal(t, map[string]string{"foreign": "other/release", "orphan": ""}, owners, "the owner named when it names an installation")
 	assert.Equal(t, map[string]string{
 		"foreign foreign": "",
 		"orphan foreign": "no installation manages this node or removes its taint: " +

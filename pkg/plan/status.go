@@ -35,7 +35,10 @@ type NodeStatus struct {
 	Warmer        string `json:"warmer"`
 	LastProblem   string `json:"lastProblem,omitempty"`
 	ReleaseReason string `json:"releaseReason,omitempty"`
-	InPool        bool   `json:"inPool"`
+	// Owner is the installation (<namespace>/<release>) that manages a foreign node; "" when its
+	// owner record names none (LastProblem then says so), and for every other phase.
+	Owner  string `json:"owner,omitempty"`
+	InPool bool   `json:"inPool"`
 }
 
 // Status is the pool at a glance.
@@ -128,7 +131,9 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			}
 		case phase != "":
 			ns.Phase = "foreign"
-			if problem, ok := ownerRecord(n); !ok {
+			if problem, ok := ownerRecord(n); ok {
+				ns.Owner = n.Annotations[state.Owner]
+			} else {
 				// Nobody's: no installation releases it (the plan's WARN note says how to fix it).
 				ns.LastProblem = fmt.Sprintf("no installation manages this node or removes its taint: owner annotation %s (phase %s)", problem, quote(phase))
 			}
