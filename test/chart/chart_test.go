@@ -950,6 +950,12 @@ func TestBadValuesAreRefused(t *testing.T) {
 		want  []string // substrings of the error: the value's path and the reason
 	}{
 		{name: "empty schedule", extra: `schedule: ""`, want: []string{"/schedule"}},
+		{name: "warmer request above the default limit", extra: `prewarm: {resources: {requests: {cpu: 200m}}}`,
+			want: []string{"prewarm.resources.requests.cpu (200m) is above prewarm.resources.limits.cpu (100m)", "raise the limit too"}},
+		{name: "orchestrator request above its limit", extra: `orchestrator: {resources: {requests: {memory: 0.5Gi}, limits: {memory: 256Mi}}}`,
+			want: []string{"orchestrator.resources.requests.memory (0.5Gi) is above orchestrator.resources.limits.memory (256Mi)"}},
+		{name: "request in cores above a limit in millicores", extra: `prewarm: {resources: {requests: {cpu: 1}, limits: {cpu: 500m}}}`,
+			want: []string{"prewarm.resources.requests.cpu (1) is above prewarm.resources.limits.cpu (500m)"}},
 		{name: "schedule not a string", extra: `schedule: 5`, want: []string{"/schedule", "want string"}},
 		{name: "empty pool selector", set: func(v map[string]any) { v["pool"] = map[string]any{"nodeSelector": map[string]any{}} }, want: []string{"/pool/nodeSelector", "minProperties"}},
 		{name: "no pool", set: func(v map[string]any) { delete(v, "pool") }, want: []string{"/pool/nodeSelector", "minProperties"}},
@@ -1276,4 +1282,19 @@ func lineDiff(have, want string) string {
 		}
 	}
 	return b.String()
+}
+
+// Requests within their limits render, whatever the units: the check compares values, not text.
+func TestResourceRequestsWithinLimitsRender(t *testing.T) {
+	for _, extra := range []string{
+		`prewarm: {resources: {requests: {cpu: 100m}}}`, // equal to the default limit
+		`prewarm: {resources: {requests: {cpu: 0.1, memory: 16Mi}}}`,
+		`orchestrator: {resources: {requests: {memory: 256Mi}}}`,
+		`orchestrator: {resources: {requests: {cpu: "2", memory: 1Gi}, limits: {cpu: 2500m, memory: 1024Mi}}}`,
+		`orchestrator: {resources: {requests: {ephemeral-storage: 1Gi}}}`, // no limit to compare with
+		`prewarm: {resources: {requests: {cpu: 1}, limits: null}}`,
+	} {
+		_, err := render(t, minimal(t, extra))
+		assert.NoError(t, err, extra)
+	}
 }

@@ -291,6 +291,19 @@ Checks that combine several values (values.schema.json checks each value alone).
 {{- end }}
 {{- end }}
 {{- end }}
+{{- /* A request above its limit is refused by the API server: an override of a request alone keeps
+the default limit (Helm merges maps), and a refused cleanup Job would stop helm uninstall. */}}
+{{- range $path, $res := dict "orchestrator.resources" .Values.orchestrator.resources "prewarm.resources" .Values.prewarm.resources }}
+{{- $limits := ($res | default dict).limits | default dict }}
+{{- range $name, $req := ($res | default dict).requests | default dict }}
+{{- $lim := get $limits $name }}
+{{- $r := include "image-prewarmer.quantity" $req }}
+{{- $l := include "image-prewarmer.quantity" $lim }}
+{{- if and (not (kindIs "invalid" $lim)) $r $l (gt (float64 $r) (float64 $l)) }}
+{{- fail (printf "%s.requests.%s (%v) is above %s.limits.%s (%v), which the API server refuses: raise the limit too (an override of the request alone keeps the chart's default limit)" $path $name $req $path $name $lim) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
 {{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
 {{- end }}
@@ -606,4 +619,16 @@ podAntiAffinity:
           matchLabels:
             {{- include "image-prewarmer.selectorLabels" . | nindent 12 }}
             app.kubernetes.io/component: orchestrator
+{{- end }}
+
+{{/*
+The value of a resource quantity (100m, 64Mi, 1.5G, 2, 0.5) as a number, for comparisons; ""
+for what it cannot read (an exponent such as 1e3), which is then not compared.
+*/}}
+{{- define "image-prewarmer.quantity" -}}
+{{- $q := toString . }}
+{{- $num := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $q }}
+{{- $mult := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $suffix := trimPrefix $num $q }}
+{{- if and $num (hasKey $mult $suffix) }}{{ mulf (float64 $num) (get $mult $suffix) }}{{ end }}
 {{- end }}
