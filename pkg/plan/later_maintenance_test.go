@@ -104,3 +104,81 @@ func TestUpgradeSeenRecordsItsMaintenances(t *testing.T) {
 	require.Equal(t, plan.Adopt, a.Type)
 	assert.Equal(t, ptr("boot-7"), a.Change.Annotations[state.UpgradedBootID])
 }
+
+// A cordon or label of the node's maintenance that ended before its upgrade was seen is dropped
+// from the record then (unless a recorded NodeMaintenance lasts, under which it is part of that):
+// the same source naming the node while it warms is its next maintenance.
+func TestUpgradeSeenDropsEndedPresence(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	label := plan.Maintenance{Source: plan.SourceNodeLabel, ID: plan.SourceNodeLabel}
+	tainted := func(ids string) *corev1.Node {
+		n := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))...)
+		n.Annotations[state.MaintenanceID] = ids
+		return n
+	}
+	seen := func(n *corev1.Node, ms ...plan.Maintenance) plan.Action {
+		a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": ms})), "a")
+		require.Equal(t, plan.Upgraded, a.Type)
+		return a
+	}
+
+	// Labelled for its upgrade, the label removed at the reboot: nothing left to record.
+	a := seen(tainted("nodeLabel"))
+	assert.Contains(t, a.Change.Annotations, state.MaintenanceID)
+	assert.Nil(t, a.Change.Annotations[state.MaintenanceID], "the ended label is dropped")
+	// The pipeline labels it for its next upgrade while it warms: released, and that label is
+	// not found recorded; the next plan taints the node for it.
+	warming := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)
+	delete(warming.Annotations, state.MaintenanceID)
+	warming.Annotations[state.UpgradedBootID] = "boot-2"
+	rel := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{warming}, map[string][]plan.Maintenance{"a": {label}}, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
+	require.Equal(t, plan.Release, rel.Type)
+	assert.NotContains(t, rel.Change.Annotations, state.MaintenanceID)
+
+	// Under a NodeMaintenance that lasts, the label that came and went is part of it: kept.
+	a = seen(tainted("nodeLabel,uid-nm-a"), nm("a")...)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "unchanged")
+	// A NodeMaintenance deleted before the reboot was seen is still the one it was for.
+	a = seen(tainted("uid-nm-a"))
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "unchanged")
+	// A source this configuration does not read (another installation's) may well last: kept.
+	a = seen(tainted("cordoned"))
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "unchanged")
+}
+
+// While the NodeMaintenance source is unknown (the event-driven mode's informer syncing), a
+// NodeMaintenance that joined since the entry is missing from the snapshot: the upgrade seen then
+// records neither the maintenances nor the boot ID, so the release records every maintenance as
+// before rather than take that one for a later one and taint the node again.
+func TestUpgradeSeenWhileTheSourceIsUnknown(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))...)
+	s := snapshot(t0, []*corev1.Node{n}, nil)
+	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	a := action(t, compute(t, cfg, s), "a")
+	require.Equal(t, plan.Upgraded, a.Type)
+	assert.NotContains(t, a.Change.Annotations, state.UpgradedBootID)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+
+	joined := tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))
+	s = snapshot(t0, []*corev1.Node{joined}, nil)
+	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	a = action(t, compute(t, cfg, s), "j")
+	require.Equal(t, plan.Adopt, a.Type)
+	assert.NotContains(t, a.Change.Annotations, state.UpgradedBootID)
+}
+
+// An operator who removes the taint of a warming node opens it; a maintenance that began while it
+// warmed is not recorded as done by that release either.
+func TestExternalReleaseLeavesALaterMaintenance(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)
+	n.Spec.Taints = nil
+	n.Annotations[state.UpgradedBootID] = "boot-2"
+	next := plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: "uid-nm-next", Object: "nm-next"}
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": append(nm("a"), next)})), "a")
+	require.Equal(t, state.ReasonExternal, a.Reason)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+}

@@ -623,14 +623,14 @@ func (p *Planner) recordPresenceUnder(n *corev1.Node, active []Maintenance) *Act
 }
 
 // upgradeToCome reports whether a maintenance that began after the node went warming still has
-// its upgrade to come, so that the node's release for being warm (or for its warm timeout) must
-// not record it as done (upgradedFor): the node has not rebooted since (a reboot may have been
+// its upgrade to come, so that the node's release for being warm (or for its warm timeout, or by
+// an operator who removed the taint) must not record it as done (upgradedFor): the node has not rebooted since (a reboot may have been
 // that maintenance's upgrade), and the upgrade rule would wait for a new one (not so on a target
 // kernel of upgrade.kernelVersions, where the node counts as upgraded at once, so that being
 // tainted again would only hold it until a new warmer pod is Ready). A node that went warming
 // before its boot ID was recorded is released as before, recording every active maintenance.
 func (p *Planner) upgradeToCome(n *corev1.Node, reason string) bool {
-	if state.PhaseOf(n) != state.PhaseWarming || (reason != state.ReasonWarm && reason != state.ReasonTimeout) {
+	if state.PhaseOf(n) != state.PhaseWarming || (reason != state.ReasonWarm && reason != state.ReasonTimeout && reason != state.ReasonExternal) {
 		return false
 	}
 	if boot, ok := n.Annotations[state.UpgradedBootID]; !ok || boot != n.Status.NodeInfo.BootID {
@@ -659,10 +659,21 @@ func (p *Planner) upgradedFor(n *corev1.Node, active []Maintenance) (upgraded, l
 	return upgraded, later
 }
 
-// withActive renders the recorded maintenance identities together with those of the active
-// maintenances, for maintenance-id.
-func withActive(recorded []string, active []Maintenance) string {
-	ids := slices.Clone(recorded)
+// upgradeRecord renders maintenance-id when a node's upgrade is seen: the maintenances active
+// then and those recorded before (a NodeMaintenance deleted before the reboot was seen is still
+// the one the upgrade is for), but for a cordon or label of a source this configuration reads
+// that has ended meanwhile, unless a recorded NodeMaintenance lasts (a cordon or label that
+// comes and goes under it is part of it): a label or cordon that comes again while the node is
+// warming is the next maintenance, and must not be found recorded at the release.
+func (p *Planner) upgradeRecord(recorded []string, active []Maintenance) string {
+	under := underRecordedNodeMaintenance(recorded, active)
+	var ids []string
+	for _, id := range recorded {
+		ended := p.presenceRead(id) && !slices.ContainsFunc(active, func(m Maintenance) bool { return m.ID == id })
+		if !ended || under {
+			ids = append(ids, id)
+		}
+	}
 	for _, m := range active {
 		ids = append(ids, m.ID)
 	}
@@ -837,7 +848,9 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 	msg := fmt.Sprintf("joined with taint %s: warming until warmer pod is Ready", p.cfg.Taint.Key)
 	ann := p.startAnnotations(c, n, state.PhaseWarming)
 	ann[state.UpgradedAt] = ptr(c.now)
-	ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
+	if c.s.MaintenanceUnknown == "" {
+		ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID) // as when an upgrade is seen
+	}
 	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
 		// It joined, but a maintenance names it: recorded as for an entry, so that its release
 		// while that maintenance lasts does not make it look new, and the node entered again.
@@ -1070,11 +1083,22 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			return a, true
 		}
 		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.KernelAgainst(n, baseline)), clip(baseline.Kernel))
-		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now), state.UpgradedBootID: ptr(n.Status.NodeInfo.BootID)}
-		// The maintenances that joined since the entry are recorded with it: they are the ones
-		// this upgrade is for. One that begins later is not (see upgradedFor).
-		if ids := withActive(recordedIDs(n), c.s.Maintenance[n.Name]); ids != n.Annotations[state.MaintenanceID] {
-			ann[state.MaintenanceID] = ptr(ids)
+		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
+		// The maintenances of the node now are the ones this upgrade is for: recorded, so that
+		// one that begins later is told apart at the release (upgradeToCome). Not while the
+		// NodeMaintenance source is unknown: one that joined since the entry would be missing,
+		// and taken later for a new one; without the boot ID the release records every
+		// maintenance then, as before.
+		if c.s.MaintenanceUnknown == "" {
+			ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
+			switch ids := p.upgradeRecord(recordedIDs(n), c.s.Maintenance[n.Name]); {
+			case ids == "":
+				if _, ok := n.Annotations[state.MaintenanceID]; ok {
+					ann[state.MaintenanceID] = nil
+				}
+			case ids != n.Annotations[state.MaintenanceID]:
+				ann[state.MaintenanceID] = ptr(ids)
+			}
 		}
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil
@@ -1529,7 +1553,7 @@ func primary(ms []Maintenance) Maintenance {
 	return best
 }
 
-// describeAll describes maintenances for a message: "NodeMaintenance nm-2, label".
+// describeAll describes maintenances for a message: "nodeMaintenance nm-2, nodeLabel".
 func describeAll(ms []Maintenance) string {
 	out := make([]string, len(ms))
 	for i, m := range ms {
