@@ -528,7 +528,13 @@ func (c *Controller) Lead(ctx context.Context) error {
 	ticker := time.NewTicker(c.resync)
 	defer ticker.Stop()
 	// A standby that saw the maintenance resource go away probes for it as it takes over, rather
-	// than a resync later.
+	// than a resync later; a 404 it is still confirming is confirmed from now (it saw it while
+	// not probing, and takeovers come with API server restarts).
+	c.nmMu.Lock()
+	if !c.nmGoneAt.IsZero() {
+		c.nmGoneAt = time.Now()
+	}
+	c.nmMu.Unlock()
 	c.probeMaintenance(ctx)
 	c.Trigger()
 	for {
@@ -566,6 +572,10 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 	}
 	served, err := c.startMaintenanceInformer(ctx)
 	c.nmMu.Lock()
+	if err != nil && !c.nmGoneAt.IsZero() {
+		// Not an answer either way: the 404s must last notServedConfirm from the next one.
+		c.nmGoneAt = time.Now()
+	}
 	gone := !served && err == nil && !c.nmGoneAt.IsZero()
 	confirming := gone && time.Since(c.nmGoneAt) < notServedConfirm
 	if gone && !confirming {
@@ -844,11 +854,15 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 	}
 	if c.cfg.Maintenance.NodeMaintenance.Enabled {
 		c.nmMu.Lock()
-		inf, synced := c.nmInformer, c.nmSynced
+		inf, synced, confirming := c.nmInformer, c.nmSynced, !c.nmGoneAt.IsZero()
 		c.nmMu.Unlock()
-		if inf == nil || !synced {
+		switch {
+		case inf == nil && confirming:
+			// Answered 404 since maintenanceReady said it was known: not empty until confirmed.
+			out.MaintenanceUnknown = sources.ResourceName(c.cfg)
+		case inf == nil || !synced:
 			out.MaintenanceServed = inf != nil && synced
-		} else {
+		default:
 			for _, obj := range inf.GetStore().List() {
 				if u, ok := obj.(*unstructured.Unstructured); ok {
 					out.Maintenance = append(out.Maintenance, u)
