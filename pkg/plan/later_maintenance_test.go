@@ -124,18 +124,31 @@ func TestUpgradeSeenDropsEndedPresence(t *testing.T) {
 		return a
 	}
 
-	// Labelled for its upgrade, the label removed at the reboot: nothing left to record.
+	// Labelled for its upgrade, the label removed at the reboot: kept for the record, marked ended.
 	a := seen(tainted("nodeLabel"))
-	assert.Contains(t, a.Change.Annotations, state.MaintenanceID)
-	assert.Nil(t, a.Change.Annotations[state.MaintenanceID], "the ended label is dropped")
-	// The pipeline labels it for its next upgrade while it warms: released, and that label is
-	// not found recorded; the next plan taints the node for it.
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+	assert.Equal(t, ptr(state.FormatTime(t0)), a.Change.Annotations[state.MaintenanceEnded])
+	// The pipeline labels it for its next upgrade while it warms: released, the label is not
+	// taken for the one it was upgraded for, and the next plan taints the node for it.
 	warming := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)
-	delete(warming.Annotations, state.MaintenanceID)
+	warming.Annotations[state.MaintenanceID] = "nodeLabel"
+	warming.Annotations[state.MaintenanceEnded] = state.FormatTime(t0.Add(-time.Minute))
 	warming.Annotations[state.UpgradedBootID] = "boot-2"
 	rel := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{warming}, map[string][]plan.Maintenance{"a": {label}}, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
 	require.Equal(t, plan.Release, rel.Type)
-	assert.NotContains(t, rel.Change.Annotations, state.MaintenanceID)
+	assert.Contains(t, rel.Message, "nodeLabel began after the upgrade was seen")
+	released := tu.Node("a", inPool(), tu.WithAnnotations(state.MaintenanceID, "nodeLabel", state.ReleaseReason, state.ReasonWarm,
+		state.MaintenanceEnded, state.FormatTime(t0)))
+	enter := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"a": {label}})), "a")
+	assert.Equal(t, plan.Enter, enter.Type)
+	// Two labels' worth: one ended, one lasting; only the ended one is dropped.
+	withCordon := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+		c.Maintenance.Cordoned.Enabled = true
+	})
+	a = action(t, compute(t, withCordon, snapshot(t0, []*corev1.Node{tainted("cordoned,nodeLabel")}, map[string][]plan.Maintenance{"a": {label}})), "a")
+	assert.Equal(t, ptr("nodeLabel"), a.Change.Annotations[state.MaintenanceID])
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceEnded)
 
 	// Under a NodeMaintenance that lasts, the label that came and went is part of it: kept.
 	a = seen(tainted("nodeLabel,uid-nm-a"), nm("a")...)

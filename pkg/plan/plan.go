@@ -649,8 +649,9 @@ func (p *Planner) upgradeToCome(n *corev1.Node, reason string) bool {
 func (p *Planner) upgradedFor(n *corev1.Node, active []Maintenance) (upgraded, later []Maintenance) {
 	recorded := recordedIDs(n)
 	under := underRecordedNodeMaintenance(recorded, active)
+	_, ended := n.Annotations[state.MaintenanceEnded] // the recorded cordons and labels were over
 	for _, m := range active {
-		if slices.Contains(recorded, m.ID) || (m.Source == SourceCordoned && under) {
+		if (slices.Contains(recorded, m.ID) && !(ended && isPresenceID(m.ID))) || (m.Source == SourceCordoned && under) {
 			upgraded = append(upgraded, m)
 		} else {
 			later = append(later, m)
@@ -664,7 +665,9 @@ func (p *Planner) upgradedFor(n *corev1.Node, active []Maintenance) (upgraded, l
 // the one the upgrade is for), but for a cordon or label of a source this configuration reads
 // that has ended meanwhile, unless a recorded NodeMaintenance lasts (a cordon or label that
 // comes and goes under it is part of it): a label or cordon that comes again while the node is
-// warming is the next maintenance, and must not be found recorded at the release.
+// warming is the next maintenance, and must not be found recorded at the release. "" when
+// every recorded maintenance is such a cordon or label and none is active: the record is then
+// kept and marked ended (maintenance-ended-at), as a release marks it.
 func (p *Planner) upgradeRecord(recorded []string, active []Maintenance) string {
 	under := underRecordedNodeMaintenance(recorded, active)
 	var ids []string
@@ -1093,9 +1096,9 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 			ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
 			switch ids := p.upgradeRecord(recordedIDs(n), c.s.Maintenance[n.Name]); {
 			case ids == "":
-				if _, ok := n.Annotations[state.MaintenanceID]; ok {
-					ann[state.MaintenanceID] = nil
-				}
+				// Every maintenance recorded is a cordon or label that is over: kept for the
+				// record, and marked ended as a release would.
+				ann[state.MaintenanceEnded] = ptr(c.now)
 			case ids != n.Annotations[state.MaintenanceID]:
 				ann[state.MaintenanceID] = ptr(ids)
 			}
