@@ -141,6 +141,15 @@ func TestUpgradeSeenDropsEndedPresence(t *testing.T) {
 		state.MaintenanceEnded, state.FormatTime(t0)))
 	enter := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{released}, map[string][]plan.Maintenance{"a": {label}})), "a")
 	assert.Equal(t, plan.Enter, enter.Type)
+	// Rebooted since (that may have been the label's maintenance's upgrade): the label is recorded
+	// as done, and the end marked when the upgrade was seen is lifted, or the node would be
+	// tainted again for it.
+	rebooted := warming.DeepCopy()
+	rebooted.Annotations[state.UpgradedBootID] = "boot-1"
+	rel = action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{rebooted}, map[string][]plan.Maintenance{"a": {label}}, tu.Pod(ds, "a", "new", tu.Ready()))), "a")
+	require.Equal(t, plan.Release, rel.Type)
+	assert.Contains(t, rel.Change.Annotations, state.MaintenanceEnded)
+	assert.Nil(t, rel.Change.Annotations[state.MaintenanceEnded], "the end mark lifted")
 	// Two labels' worth: one ended, one lasting; only the ended one is dropped.
 	withCordon := testConfig(t, func(c *config.Config) {
 		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}

@@ -1359,6 +1359,10 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 		if ids := maintenanceIDs(active); ids != n.Annotations[state.MaintenanceID] {
 			ch.Annotations[state.MaintenanceID] = ptr(ids)
 		}
+		if _, ok := n.Annotations[state.MaintenanceEnded]; ok {
+			// Marked when the upgrade was seen (upgradeRecord): the record is now what lasts.
+			ch.Annotations[state.MaintenanceEnded] = nil
+		}
 	case slices.ContainsFunc(recordedIDs(n), isPresenceID):
 		ch.Annotations[state.MaintenanceEnded] = ptr(c.now)
 	}
