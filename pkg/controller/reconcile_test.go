@@ -707,17 +707,41 @@ func TestEmptyPoolIsWarnedOncePerTransition(t *testing.T) {
 // confirm it for notServedConfirm: an API server that restarts answers 404 for a while for custom
 // resources it serves, and node a, tainted for NodeMaintenance nm, would be taken out of
 // maintenance and released cancelled (cancelAfter 0s) before its upgrade. Gone for good, the
-// source is empty once confirmed, and a is released.
+// source is empty once confirmed, and a is released. A probe that fails meanwhile, and a takeover
+// by a replica that saw the 404 while standing by, start the window again.
 func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 	defer func(d time.Duration) { notServedConfirm = d }(notServedConfirm)
 	notServedConfirm = 2 * time.Second
 	gvr := sources.GVR(config.Default())
-	for _, gone := range []bool{false, true} {
-		t.Run(map[bool]string{false: "passing 404", true: "gone"}[gone], func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// served ends the 404s half-way through the window; failing answers the probes with
+		// an error (neither served nor not) for that long half-way through it, then 404 again.
+		served  bool
+		failing time.Duration
+		// standby is how long the replica stands by after the 404 before it leads: it must
+		// confirm the 404 from then on (it did not probe meanwhile).
+		standby time.Duration
+	}{
+		{name: "passing 404", served: true},
+		{name: "gone"},
+		// A probe error is no answer: the 404s must last the whole window after it.
+		{name: "gone, a probe failing meanwhile", failing: 3 * retryAfterError / 2},
+		{name: "gone while standing by", standby: 3 * notServedConfirm / 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			a, dyn := taintedForMaintenance()
 			client := withWarmer(a)
-			var notFound atomic.Bool
+			var notFound, failing atomic.Bool
+			var mu sync.Mutex
+			var lastFailed time.Time
 			dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+				if failing.Load() {
+					mu.Lock()
+					lastFailed = time.Now()
+					mu.Unlock()
+					return true, nil, apierrors.NewInternalError(errors.New("etcd is restarting"))
+				}
 				if notFound.Load() {
 					return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
 				}
@@ -732,9 +756,11 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 			defer cancel()
 			require.NoError(t, c.Start(ctx))
 			var wg sync.WaitGroup
-			wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
 			defer wg.Wait()
 			defer cancel()
+			if tc.standby == 0 {
+				wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+			}
 
 			// The informer's watch is answered 404 (its error handler calls maintenanceGone).
 			notFound.Store(true)
@@ -744,7 +770,16 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 			require.NotNil(t, inf)
 			goneAt := time.Now()
 			c.maintenanceGone(inf, apierrors.NewNotFound(gvr.GroupResource(), ""))
-			if !gone {
+			// A plan that read the caches now, after maintenanceReady said the source was
+			// known, plans without it rather than from an empty source.
+			cached, _ := c.cached(ctx, nil, true)
+			assert.Equal(t, sources.ResourceName(c.cfg), cached.MaintenanceUnknown)
+			if tc.standby > 0 {
+				time.Sleep(tc.standby)
+				goneAt = time.Now()
+				wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+			}
+			if tc.served {
 				time.Sleep(notServedConfirm / 2)
 				notFound.Store(false)
 				require.Eventually(t, func() bool {
@@ -755,11 +790,21 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 				assert.NotContains(t, log.String(), "no longer served")
 				return
 			}
+			if tc.failing > 0 {
+				time.Sleep(notServedConfirm / 2)
+				failing.Store(true)
+				time.Sleep(tc.failing)
+				failing.Store(false)
+				mu.Lock()
+				require.False(t, lastFailed.IsZero(), "no probe while failing")
+				goneAt = lastFailed
+				mu.Unlock()
+			}
 			require.Eventually(t, func() bool {
 				n, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
 				return err == nil && n.Annotations[state.ReleaseReason] == state.ReasonCancelled
 			}, 5*notServedConfirm, 20*time.Millisecond, log.String())
-			assert.GreaterOrEqual(t, time.Since(goneAt), notServedConfirm, "released only once confirmed")
+			assert.GreaterOrEqual(t, time.Since(goneAt), notServedConfirm, "released only once confirmed, after the last failed probe\n%s", log.String())
 			assert.Equal(t, 1, strings.Count(log.String(), "maintenance resource is no longer served"), log.String())
 		})
 	}
