@@ -201,13 +201,17 @@ func (r *Rule) OffTarget(node *corev1.Node, baseline Baseline) (string, bool) {
 func (r *Rule) Upgraded(node *corev1.Node, baseline Baseline) (bool, error) {
 	kernel := r.Kernel(node)
 	if r.when != nil {
+		// The template gets copies: sprig has functions that change their argument in place
+		// (sortAlpha, set, unset, merge), node may be an informer cache's, and the rule is
+		// evaluated from several goroutines at once.
+		n := node.DeepCopy()
 		return r.evaluate(TemplateData{
-			Node:           node,
-			Labels:         node.Labels,
+			Node:           n,
+			Labels:         n.Labels,
 			Kernel:         kernel,
-			BootID:         node.Status.NodeInfo.BootID,
+			BootID:         n.Status.NodeInfo.BootID,
 			Baseline:       baseline,
-			KernelVersions: r.kernelVersions,
+			KernelVersions: append([]string{}, r.kernelVersions...), // never nil, as on the sample
 		})
 	}
 	if len(r.kernelVersions) > 0 {

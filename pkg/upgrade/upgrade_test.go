@@ -1,6 +1,7 @@
 package upgrade_test
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -228,4 +229,28 @@ func TestEnvironmentAndNetworkFunctionsAreRefused(t *testing.T) {
 		_, err := upgrade.NewRule(nil, "", when)
 		require.ErrorContains(t, err, "not defined", when)
 	}
+}
+
+// A template may call a sprig function that sorts its argument in place (sortAlpha); the node it
+// is given (an informer cache's, in the event-driven mode) and the rule's target kernels stay as
+// they were, also when several evaluations run at once (go test -race).
+func TestTemplateChangesNothingOutside(t *testing.T) {
+	r, err := upgrade.NewRule([]string{"6.9", "6.8"}, "",
+		`{{ eq (first .KernelVersions) "6.9" }}{{ $_ := sortAlpha .KernelVersions }}{{ $_ := sortAlpha .Node.Spec.PodCIDRs }}`)
+	require.NoError(t, err)
+	n := node("6.8", "b2", nil)
+	n.Spec.PodCIDRs = []string{"10.2.0.0/24", "10.1.0.0/24"}
+	base := upgrade.Baseline{Kernel: "5.15", BootID: "b1"}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				got, err := r.Upgraded(n, base)
+				assert.NoError(t, err)
+				assert.True(t, got, "each evaluation sees the targets in their configured order")
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, []string{"10.2.0.0/24", "10.1.0.0/24"}, n.Spec.PodCIDRs)
 }
