@@ -178,7 +178,7 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	start := time.Now()
 	res, err := w.engine.RunOnce(ctx)
 	m.ObserveCycle("once", time.Since(start), err == nil, time.Now())
-	if o.dryRun && err == nil {
+	if o.dryRun && (err == nil || errors.Is(err, engine.ErrMaintenanceNotRead)) {
 		if perr := printPlan(o.stdout, res.Plan); perr != nil {
 			err = perr
 		}

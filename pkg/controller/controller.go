@@ -61,7 +61,7 @@ import (
 // served (404) before its source counts as empty: an API server that restarts can answer 404 for
 // a custom resource it serves until its own caches have synced, and an empty source would take
 // every node tainted for one of its objects out of maintenance. A variable for tests.
-var notServedConfirm = 10 * time.Second
+var notServedConfirm = sources.NotServedConfirm
 
 // Defaults.
 const (
@@ -136,8 +136,11 @@ type Controller struct {
 	nmRetrying bool
 	// nmGoneAt is when the watched resource was first answered as not served (zero when it is
 	// watched, or was not served from the start): until probes confirm it for notServedConfirm,
-	// the source is unknown rather than empty (maintenanceGone).
-	nmGoneAt time.Time
+	// the source is unknown rather than empty (maintenanceGone). A leader's probe that finds it
+	// not served while a node it manages records one of its objects starts the same confirmation
+	// (once a term: nmConfirmed says it was done, until the resource is watched again).
+	nmGoneAt    time.Time
+	nmConfirmed bool
 
 	synced atomic.Bool
 	// dirty wakes the loop; what to re-plan is in pending and full (under mu).
@@ -411,7 +414,7 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool,
 	case err != nil:
 		return false, fmt.Errorf("probing %s: %w", sources.ResourceName(c.cfg), err)
 	}
-	c.nmGoneAt = time.Time{}
+	c.nmGoneAt, c.nmConfirmed = time.Time{}, false
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
 	inf := f.ForResource(gvr).Informer()
 	if err := inf.SetTransform(c.trimMaintenance); err != nil {
@@ -534,6 +537,7 @@ func (c *Controller) Lead(ctx context.Context) error {
 	if !c.nmGoneAt.IsZero() {
 		c.nmGoneAt = time.Now()
 	}
+	c.nmConfirmed = false
 	c.nmMu.Unlock()
 	c.probeMaintenance(ctx)
 	c.Trigger()
@@ -571,20 +575,29 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 		return
 	}
 	served, err := c.startMaintenanceInformer(ctx)
+	records := !served && err == nil && c.recordsNodeMaintenance()
 	c.nmMu.Lock()
 	if err != nil && !c.nmGoneAt.IsZero() {
 		// Not an answer either way: the 404s must last notServedConfirm from the next one.
 		c.nmGoneAt = time.Now()
 	}
+	begins := records && c.nmGoneAt.IsZero() && !c.nmConfirmed
+	if begins {
+		c.nmGoneAt = time.Now()
+	}
 	gone := !served && err == nil && !c.nmGoneAt.IsZero()
 	confirming := gone && time.Since(c.nmGoneAt) < notServedConfirm
 	if gone && !confirming {
-		c.nmGoneAt = time.Time{}
+		c.nmGoneAt, c.nmConfirmed = time.Time{}, true
 	}
 	was := c.nmProbeFailed
 	c.nmProbeFailed, c.nmProbedAt = err != nil || confirming, time.Now()
 	c.nmMu.Unlock()
 	switch {
+	case begins:
+		c.log.Info("maintenance resource answered as not served while a node managed here records one of its objects; confirming before its source counts as empty",
+			"resource", sources.ResourceName(c.cfg), "within", notServedConfirm.String())
+		return
 	case confirming:
 		return
 	case gone:
@@ -597,6 +610,18 @@ func (c *Controller) probeMaintenance(ctx context.Context) {
 	case was:
 		c.log.Info("probing the maintenance resource succeeded; planning again", "resource", sources.ResourceName(c.cfg))
 	}
+}
+
+// recordsNodeMaintenance reports whether a node in the caches that this installation manages
+// records a nodeMaintenance object (plan.Planner.RecordsNodeMaintenance).
+func (c *Controller) recordsNodeMaintenance() bool {
+	for _, lister := range []corelisters.NodeLister{c.poolNodes, c.labelledNodes} {
+		nodes, _ := lister.List(labels.Everything())
+		if c.engine.Planner().RecordsNodeMaintenance(nodes) {
+			return true
+		}
+	}
+	return false
 }
 
 // maintenanceReady reports whether plans can read the nodeMaintenance source: off, not served,

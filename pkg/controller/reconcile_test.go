@@ -722,12 +722,16 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 		// standby is how long the replica stands by after the 404 before it leads: it must
 		// confirm the 404 from then on (it did not probe meanwhile).
 		standby time.Duration
+		// fromStart answers 404 from the start: the resource is never watched, and the
+		// leader's first probe confirms it, as a (tainted for nm) records one of its objects.
+		fromStart bool
 	}{
 		{name: "passing 404", served: true},
 		{name: "gone"},
 		// A probe error is no answer: the 404s must last the whole window after it.
 		{name: "gone, a probe failing meanwhile", failing: 3 * retryAfterError / 2},
 		{name: "gone while standing by", standby: 3 * notServedConfirm / 2},
+		{name: "not served from the start", fromStart: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, dyn := taintedForMaintenance()
@@ -754,10 +758,22 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 			}, false, log)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			notFound.Store(tc.fromStart)
 			require.NoError(t, c.Start(ctx))
 			var wg sync.WaitGroup
 			defer wg.Wait()
 			defer cancel()
+			if tc.fromStart {
+				goneAt := time.Now()
+				wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
+				require.Eventually(t, func() bool {
+					n, err := client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+					return err == nil && n.Annotations[state.ReleaseReason] == state.ReasonCancelled
+				}, 5*notServedConfirm, 20*time.Millisecond, log.String())
+				assert.GreaterOrEqual(t, time.Since(goneAt), notServedConfirm, "released only once confirmed\n%s", log.String())
+				assert.Contains(t, log.String(), "confirming before its source counts as empty")
+				return
+			}
 			if tc.standby == 0 {
 				wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
 			}

@@ -194,10 +194,12 @@ type Written struct {
 
 // RunOnce observes, plans and applies one cycle. It returns an error when the cycle could not
 // complete (API unreachable, RBAC denied, a patch that kept failing); nodes still waiting for
-// their upgrade or warmer pod are normal.
+// their upgrade or warmer pod are normal. A cycle whose maintenance objects could not be read is
+// planned without them (no entry, nobody leaves maintenance), applied, and then fails: warm nodes
+// do not wait for another API to recover.
 func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 	start := time.Now()
-	obs, err := e.Observe(ctx)
+	obs, err := e.observe(ctx, observeOptions{confirm: true})
 	if err != nil {
 		return Result{}, err
 	}
@@ -211,8 +213,15 @@ func (e *Engine) RunOnce(ctx context.Context) (Result, error) {
 	if !e.dryRun {
 		e.metrics.SetNodes(e.Count(After(obs.Snapshot.Nodes, res.Written)))
 	}
+	if obs.MaintenanceErr != nil {
+		err = errors.Join(err, fmt.Errorf("%w: %w", ErrMaintenanceNotRead, obs.MaintenanceErr))
+	}
 	return res, err
 }
+
+// ErrMaintenanceNotRead marks the error of a RunOnce cycle that was planned and applied without
+// the nodeMaintenance objects, which could not be read.
+var ErrMaintenanceNotRead = errors.New("the maintenance objects could not be read, so the cycle planned without them")
 
 // Count returns how many of nodes this installation manages, by phase and by recorded problem,
 // and how many are in the pool.
@@ -266,7 +275,7 @@ func (e *Engine) Cleanup(ctx context.Context) (Result, error) { return e.cleanup
 // cleanup releases every node this installation manages; uninstall says whether the installation
 // is being uninstalled (Uninstall's sweeps), for the actions' messages.
 func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Note]bool) (Result, error) {
-	obs, err := e.observe(ctx, true)
+	obs, err := e.observe(ctx, observeOptions{everyNode: true})
 	if err != nil {
 		return Result{}, err
 	}

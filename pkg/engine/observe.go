@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,24 +41,51 @@ type Observation struct {
 	// uninstall mark set after it may be unknown to the snapshot, however long the rest of the
 	// observation took.
 	WarmerReadAt time.Time
+	// MaintenanceErr is why the nodeMaintenance objects could not be read (nil when they were,
+	// or when the source is off). The snapshot then has that source unknown
+	// (plan.Snapshot.MaintenanceUnknown), and a warning says why: the cycle still releases warm
+	// nodes and applies the timeouts, and fails once it has.
+	MaintenanceErr error
 }
+
+// notServedConfirm is how long a nodeMaintenance resource must keep being answered as not served
+// (404) before a cycle takes its source for empty, when a node this installation manages records
+// one of its objects: an API server that restarts answers 404 for a while for custom resources
+// it serves, and with the source empty such a node would be taken out of maintenance (released
+// cancelled before its upgrade, with a short cancelAfter). The event-driven mode confirms as long.
+var notServedConfirm = sources.NotServedConfirm
+
+// notServedRetry is the pause between two reads that confirm a 404.
+var notServedRetry = time.Second
 
 // Observe takes one snapshot with a constant number of API calls: two node lists (pool, status
 // label; one request each when streamed, one per page otherwise), one list per object source,
 // one DaemonSet get and two namespaced lists (its revisions and pods). No per-node reads. The
 // nodes, the maintenance objects and the warmer are read concurrently: the snapshot is no more
 // atomic for being read in sequence, and at 5,000 nodes the node lists alone take a few hundred
-// milliseconds. When reads fail, the error reported is the first in that order (nodes,
-// maintenance, warmer), whichever failed first.
+// milliseconds. When reads fail, the error reported is the first in that order (nodes, warmer),
+// whichever failed first. A maintenance read that fails is no error here: it is in
+// MaintenanceErr, with the source unknown in the snapshot.
 func (e *Engine) Observe(ctx context.Context) (Observation, error) {
-	return e.observe(ctx, false)
+	return e.observe(ctx, observeOptions{})
 }
 
-// observe is Observe; with everyNode, the snapshot holds every node of the cluster, read in one
+type observeOptions struct {
+	// everyNode reads every node of the cluster in one list, and no maintenance object (cleanup).
+	everyNode bool
+	// confirm reads a nodeMaintenance resource answered as not served again, for up to
+	// notServedConfirm, while a node this installation manages records one of its objects
+	// (a cycle that writes; status only shows what it read).
+	confirm bool
+}
+
+// observe is Observe; with o.everyNode, the snapshot holds every node of the cluster, read in one
 // list, rather than the pool and the nodes carrying the status label: cleanup must also find a
 // managed node that has lost both its pool labels and its status label (edited away by hand),
-// which only its annotations still mark as this installation's.
-func (e *Engine) observe(ctx context.Context, everyNode bool) (Observation, error) {
+// which only its annotations still mark as this installation's. Cleanup releases regardless of
+// maintenance, so everyNode reads no maintenance object either: an uninstall does not depend on
+// the maintenance resource being readable.
+func (e *Engine) observe(ctx context.Context, o observeOptions) (Observation, error) {
 	var (
 		wg        sync.WaitGroup
 		errs      [3]error
@@ -70,7 +98,7 @@ func (e *Engine) observe(ctx context.Context, everyNode bool) (Observation, erro
 	)
 	started := e.clock.Now()
 	wg.Go(func() {
-		if everyNode {
+		if o.everyNode {
 			nodes, errs[0] = e.readNodes(ctx, "")
 			if errs[0] != nil {
 				errs[0] = fmt.Errorf("listing nodes: %w", errs[0])
@@ -79,23 +107,55 @@ func (e *Engine) observe(ctx context.Context, everyNode bool) (Observation, erro
 		}
 		nodes, errs[0] = e.listNodes(ctx)
 	})
-	wg.Go(func() { objects, served, errs[1] = e.sources.List(ctx) })
+	served = true
+	if !o.everyNode {
+		wg.Go(func() { objects, served, errs[1] = e.sources.List(ctx) })
+	}
 	wg.Go(func() { ds, revisions, pods, errs[2] = e.observeWarmer(ctx) })
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return Observation{}, err
-		}
+	if err := cmp.Or(errs[0], errs[2]); err != nil {
+		return Observation{}, err
+	}
+	if o.confirm && errs[1] == nil && !served && e.planner.RecordsNodeMaintenance(nodes) {
+		objects, served, errs[1] = e.confirmNotServed(ctx)
+	}
+	var unknown string
+	if errs[1] != nil {
+		unknown, objects, served = sources.ResourceName(e.cfg), nil, true
 	}
 	src := e.sources.CollectFrom(nodes, objects, served)
+	if errs[1] != nil {
+		src.Warnings = append(src.Warnings, sources.Warning{Source: plan.SourceNodeMaintenance, Message: fmt.Sprintf(
+			"%v; no node is entered, and no node tainted for maintenance leaves it, until the resource can be read", errs[1])})
+	}
 	return Observation{
 		Snapshot: plan.Snapshot{
 			Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(),
-			DaemonSet: ds, Revisions: revisions, Pods: pods,
+			DaemonSet: ds, Revisions: revisions, Pods: pods, MaintenanceUnknown: unknown,
 		},
-		Warnings:     src.Warnings,
-		WarmerReadAt: started,
+		Warnings:       src.Warnings,
+		WarmerReadAt:   started,
+		MaintenanceErr: errs[1],
 	}, nil
+}
+
+// confirmNotServed reads the nodeMaintenance objects again, every notServedRetry, until the
+// resource is served, a read fails, or it has been answered as not served for notServedConfirm.
+func (e *Engine) confirmNotServed(ctx context.Context) (objects []*unstructured.Unstructured, served bool, err error) {
+	e.log.Info("maintenance resource answered as not served while a node managed here records one of its objects; confirming before its source counts as empty",
+		"resource", sources.ResourceName(e.cfg), "within", notServedConfirm.String())
+	deadline := time.Now().Add(notServedConfirm)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("listing %s: %w", sources.ResourceName(e.cfg), ctx.Err())
+		case <-time.After(min(notServedRetry, time.Until(deadline))):
+		}
+		if objects, served, err = e.sources.List(ctx); served || err != nil {
+			return objects, served, err
+		}
+	}
+	return nil, false, nil
 }
 
 // nodePageSize is the default page size of paginated node lists (Options.NodePageSize): a

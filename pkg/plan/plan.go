@@ -177,6 +177,15 @@ func (p *Planner) Owns(node *corev1.Node) bool {
 	return state.PhaseOf(node) != "" && node.Annotations[state.Owner] == p.cfg.Instance
 }
 
+// RecordsNodeMaintenance reports whether a node this installation manages records a
+// nodeMaintenance object in maintenance-id: with that source read as empty, the node would be
+// taken out of maintenance.
+func (p *Planner) RecordsNodeMaintenance(nodes []*corev1.Node) bool {
+	return slices.ContainsFunc(nodes, func(n *corev1.Node) bool {
+		return p.Owns(n) && slices.ContainsFunc(recordedIDs(n), func(id string) bool { return !isPresenceID(id) })
+	})
+}
+
 // TakesASlot reports whether the node counts against maxConcurrent: this installation's, tainted
 // or warming.
 func (p *Planner) TakesASlot(node *corev1.Node) bool {

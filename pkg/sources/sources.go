@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -53,6 +54,11 @@ func GVR(cfg *config.Config) schema.GroupVersionResource {
 	nm := cfg.Maintenance.NodeMaintenance
 	return schema.GroupVersionResource{Group: nm.Group, Version: nm.Version, Resource: nm.Resource}
 }
+
+// NotServedConfirm is how long the nodeMaintenance resource must keep being answered as not served
+// (404) before its source counts as empty where that would take nodes out of maintenance: an API
+// server that restarts answers 404 for a while for custom resources it serves (kubernetes#115241).
+const NotServedConfirm = 10 * time.Second
 
 // ResourceName names the nodeMaintenance resource as kubectl does, fully qualified:
 // <resource>.<version>.<group>, e.g. nodemaintenances.v1beta1.nodemaintenance.medik8s.io.

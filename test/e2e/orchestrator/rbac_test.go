@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,6 +12,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
+	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
 
@@ -82,4 +85,57 @@ func TestRunOnceExitsNonZeroWhenRBACDeniesAWrite(t *testing.T) {
 	assert.NotContains(t, res.stderr, "cycle complete")
 	e.RequireUntouched("a")
 	assert.Empty(t, e.Events("a", ""), "nothing was written, so no Event says it was")
+}
+
+// A cycle that cannot read the maintenance objects (RBAC here; a CRD conversion webhook that is
+// down, or throttling, in the field) plans without them: the warm node a is released, the node b
+// whose maintenance began is not entered, and c, tainted for a NodeMaintenance, does not leave
+// maintenance (cancelAfter 0s would release it cancelled at once if the source counted as empty).
+// The binary then exits 1 naming the read. cleanup reads no maintenance object and succeeds.
+func TestRunOnceWithoutTheMaintenanceObjects(t *testing.T) {
+	e := newEnv(t, kernelTarget, func(c *config.Config) { c.CancelAfter = config.NewDuration(0) })
+	for _, n := range []string{"a", "b", "c"} {
+		e.PoolNode(n)
+	}
+	e.Warmer()
+	e.Maintenance("a")
+	e.Maintenance("c")
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	e.requirePhase("c", state.PhaseTainted, "upgrading")
+	e.Reboot("a", newKernel)
+	e.waitWarmerReady("a")
+	e.Maintenance("b")
+
+	var rules []rbacv1.PolicyRule
+	for _, r := range readOnlyRules() {
+		switch {
+		case slices.Contains(r.Resources, framework.NodeMaintenanceResource):
+			continue
+		case slices.Contains(r.Resources, "nodes"):
+			r.Verbs = append(r.Verbs, "patch")
+		}
+		rules = append(rules, r)
+	}
+	kubeconfig := framework.TokenKubeconfig(t, cluster.Kubeconfig, t.TempDir(), e.serviceAccountToken("no-maintenance", rules))
+
+	// Until the binding reaches the authorizer, the node lists are refused too (nothing written).
+	var res result
+	e.eventually("a cycle under the token", func() bool {
+		res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
+		return strings.Contains(res.stderr, "could not be read")
+	})
+	assert.Equal(t, 1, res.code, "exit code\n%s", res.stderr)
+	line := lastLine(res.stderr)
+	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: the maintenance objects could not be read"), line)
+	assert.Contains(t, line, "forbidden")
+	assert.Contains(t, line, framework.NodeMaintenanceResource)
+	e.RequireReleased("a", state.ReasonWarm)
+	e.RequireUntouched("b")
+	e.requirePhase("c", state.PhaseTainted, "upgrading")
+
+	res = e.runBinary(e.configYAML(), "cleanup", "--kubeconfig", kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	e.RequireReleased("c", state.ReasonCleanup)
+	e.RequireUntouched("b")
 }
