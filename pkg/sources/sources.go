@@ -165,11 +165,12 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 		}
 	}
 	// The node name field is copied as far as its path goes in the object: to the value, or to
-	// the first step that is not an object (a list, a string), which is kept so that reading the
-	// name from the trimmed object fails for the reason the whole one would, and the warning
-	// says which. Values are set without a deep copy: they are only read, and the original object
-	// is dropped. The path may run through what is already kept (metadata.name,
-	// metadata.labels.node).
+	// the first step that is not an object (a list, a string). What is not a node name is kept as
+	// an empty value of its type (placeholder), so that reading the name from the trimmed object
+	// fails for the reason the whole one would and the warning names the type, without keeping
+	// or printing a large value written by hand. Values are set without a deep copy: they are
+	// only read, and the original object is dropped. The path may run through what is already
+	// kept (metadata.name, metadata.labels.node).
 	path := strings.Split(c.cfg.Maintenance.NodeMaintenance.NodeNameField, ".")
 	src, dst := u.Object, out.Object
 	for i, k := range path {
@@ -178,8 +179,15 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 			break
 		}
 		next, isMap := v.(map[string]any)
-		if i == len(path)-1 || !isMap {
+		if i == len(path)-1 {
+			if _, isString := v.(string); !isString {
+				v = placeholder(v)
+			}
 			dst[k] = v
+			break
+		}
+		if !isMap {
+			dst[k] = placeholder(v)
 			break
 		}
 		child, ok := dst[k].(map[string]any)
@@ -190,6 +198,20 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 		src, dst = next, child
 	}
 	return out
+}
+
+// placeholder returns an empty value of v's type for the types that can be large (strings,
+// lists, objects), and v itself otherwise (numbers, booleans, null).
+func placeholder(v any) any {
+	switch v.(type) {
+	case string:
+		return ""
+	case []any:
+		return []any{}
+	case map[string]any:
+		return map[string]any{}
+	}
+	return v
 }
 
 func (c *Collector) addObjects(known map[string]bool, objects []*unstructured.Unstructured, res *Result) {

@@ -2,6 +2,8 @@ package sources_test
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -178,12 +180,13 @@ func TestTrimObject(t *testing.T) {
 	delete(full.Object, "spec")
 	assert.NotContains(t, c.TrimObject(full).Object, "spec", "no node name field: none made up")
 
-	// A step of the path that is not an object (a list of targets, a plain value) is kept, so
-	// that the name is refused for its type, as the whole object's would be.
+	// A step of the path that is not an object (a list of targets, a plain value) is kept as an
+	// empty value of its type, so that the name is refused for its type, as the whole object's
+	// would be.
 	full.Object["spec"] = map[string]any{"target": []any{map[string]any{"node": "a"}}, "reason": "kernel"}
-	assert.Equal(t, map[string]any{"target": []any{map[string]any{"node": "a"}}}, c.TrimObject(full).Object["spec"])
+	assert.Equal(t, map[string]any{"target": []any{}}, c.TrimObject(full).Object["spec"])
 	full.Object["spec"] = map[string]any{"target": "a"}
-	assert.Equal(t, map[string]any{"target": "a"}, c.TrimObject(full).Object["spec"])
+	assert.Equal(t, map[string]any{"target": ""}, c.TrimObject(full).Object["spec"])
 }
 
 // The warning for an object whose node name field runs through a list says so, from the cached
@@ -224,4 +227,34 @@ func TestTrimObjectNodeNameInMetadata(t *testing.T) {
 	}
 	c, _ := collector(t, nil)
 	assert.Equal(t, map[string]any{}, c.TrimObject(&unstructured.Unstructured{Object: map[string]any{"kind": "Drain"}}).Object["metadata"])
+}
+
+// A large value where the node name should be (a list or an object written by hand into a
+// resource without a schema) is neither kept in the trimmed object nor printed in the warning:
+// its type says enough.
+func TestLargeValueAtTheNodeNameIsNotKept(t *testing.T) {
+	big := make([]any, 10000)
+	for i := range big {
+		big[i] = strings.Repeat("x", 100)
+	}
+	node := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	for field, spec := range map[string]map[string]any{
+		"spec.nodeName":   {"nodeName": big},
+		"spec.node.name":  {"node": big},
+		"spec.nodes.name": {"nodes": map[string]any{"name": map[string]any{"list": big}}},
+	} {
+		c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = field })
+		obj := c.TrimObject(&unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "example.com/v1", "kind": "Upgrade",
+			"metadata": map[string]any{"name": "m", "uid": "uid-m"},
+			"spec":     spec,
+		}})
+		b, err := json.Marshal(obj.Object)
+		require.NoError(t, err)
+		assert.Less(t, len(b), 300, "%s: %s", field, b)
+		res := c.CollectFrom([]*corev1.Node{node}, []*unstructured.Unstructured{obj}, true)
+		require.Len(t, res.Warnings, 1, field)
+		assert.Contains(t, res.Warnings[0].Message, "skipped: field "+field+" is not a string", field)
+		assert.Less(t, len(res.Warnings[0].Message), 300, field)
+	}
 }
