@@ -63,6 +63,10 @@ import (
 // every node tainted for one of its objects out of maintenance. A variable for tests.
 var notServedConfirm = sources.NotServedConfirm
 
+// maintenanceSyncWait bounds how long Start waits for the nodeMaintenance cache to sync; the
+// other caches it waits for without a bound (their reads are the product's core).
+var maintenanceSyncWait = 10 * time.Second
+
 // Defaults.
 const (
 	DefaultResync = 30 * time.Second
@@ -375,17 +379,35 @@ func (c *Controller) Start(ctx context.Context) error {
 	inf, stopped := c.nmInformer, c.nmStopped
 	c.nmMu.Unlock()
 	if inf != nil {
-		// stopped closes when ctx ends, or when the informer is stopped (maintenanceGone).
-		if !cache.WaitForCacheSync(stopped, inf.HasSynced) {
-			if ctx.Err() != nil {
-				return fmt.Errorf("waiting for the %s cache to sync: %w", sources.ResourceName(c.cfg), context.Cause(ctx))
+		// stopped closes when ctx ends, or when the informer is stopped (maintenanceGone). A
+		// list that keeps failing (a conversion webhook down, throttling) does not hold the
+		// start-up past maintenanceSyncWait: the cache goes on syncing in the background, and
+		// plans meanwhile go without the source (releases of warm nodes and timeouts included)
+		// rather than no replica becoming ready, or leading.
+		waitCtx, endWait := context.WithTimeout(ctx, maintenanceSyncWait)
+		go func() {
+			select {
+			case <-stopped:
+				endWait()
+			case <-waitCtx.Done():
 			}
-			// Stopped before it synced: the resource went away meanwhile (maintenanceGone),
-			// and plans report it as not served.
-		} else {
+		}()
+		synced := cache.WaitForCacheSync(waitCtx.Done(), inf.HasSynced)
+		endWait()
+		switch {
+		case synced:
 			c.nmMu.Lock()
 			c.nmSynced = c.nmInformer == inf
 			c.nmMu.Unlock()
+		case ctx.Err() != nil:
+			return fmt.Errorf("waiting for the %s cache to sync: %w", sources.ResourceName(c.cfg), context.Cause(ctx))
+		case chanClosed(stopped):
+			// Stopped before it synced: the resource went away meanwhile (maintenanceGone),
+			// and plans report it as not served.
+		default:
+			c.log.Warn("the maintenance resource's cache has not synced; planning without it until it does: no node is entered, and no tainted node leaves maintenance",
+				"resource", sources.ResourceName(c.cfg), "waited", maintenanceSyncWait.String())
+			go c.syncMaintenance(inf, stopped, "maintenance resource's cache synced; planning with it")
 		}
 	}
 	c.synced.Store(true)
@@ -447,23 +469,28 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool,
 	f.Start(infCtx.Done())
 	if c.synced.Load() {
 		// Started after start-up (the CRD appeared): sync in the background, then re-plan.
-		go func() {
-			if !cache.WaitForCacheSync(infCtx.Done(), inf.HasSynced) {
-				return // ctx ended, or the resource went away again
-			}
-			c.nmMu.Lock()
-			current := c.nmInformer == inf
-			if current {
-				c.nmSynced = true
-			}
-			c.nmMu.Unlock()
-			if current {
-				c.log.Info("maintenance resource is now served; watching it", "resource", sources.ResourceName(c.cfg))
-				c.Trigger()
-			}
-		}()
+		go c.syncMaintenance(inf, infCtx.Done(), "maintenance resource is now served; watching it")
 	}
 	return true, nil
+}
+
+// syncMaintenance waits in the background for the nodeMaintenance informer inf to sync (until
+// stopped closes: ctx ended, or the resource went away again), then marks the source known,
+// logs msg and re-plans. Until then plans have the source unknown (maintenanceReady).
+func (c *Controller) syncMaintenance(inf cache.SharedIndexInformer, stopped <-chan struct{}, msg string) {
+	if !cache.WaitForCacheSync(stopped, inf.HasSynced) {
+		return
+	}
+	c.nmMu.Lock()
+	current := c.nmInformer == inf
+	if current {
+		c.nmSynced = true
+	}
+	c.nmMu.Unlock()
+	if current {
+		c.log.Info(msg, "resource", sources.ResourceName(c.cfg))
+		c.Trigger()
+	}
 }
 
 // maintenanceGone stops the nodeMaintenance informer inf, whose resource the API server answered
@@ -484,6 +511,16 @@ func (c *Controller) maintenanceGone(inf cache.SharedIndexInformer, err error) {
 	c.log.Info("maintenance resource answered as not served; confirming before its source counts as empty",
 		"resource", sources.ResourceName(c.cfg), "within", notServedConfirm.String(), "error", err)
 	c.Trigger()
+}
+
+// chanClosed reports whether ch is closed (it is never sent on).
+func chanClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // notServed reports whether err says the API server does not serve the resource asked for.

@@ -416,15 +416,21 @@ func TestLeadProbesTheMaintenanceResource(t *testing.T) {
 // maintenance, not cancelled (cancelAfter 0s) by a plan that read the source as empty; the
 // cordoned node c is entered only once the source is known. Node w, warm, is released meanwhile,
 // its record of maintenance nm kept. The source is unknown while the informer the takeover
-// started is syncing, and while a probe fails (retried every second).
+// started is syncing, and while a probe fails (retried every second). A replica whose informer's
+// list keeps failing from start-up (the resource served, a conversion webhook down) gets ready
+// and leads all the same after maintenanceSyncWait, with the source unknown until it syncs.
 func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
+	defer func(d time.Duration) { maintenanceSyncWait = d }(maintenanceSyncWait)
+	maintenanceSyncWait = 300 * time.Millisecond
 	for _, tc := range []struct {
-		name string
-		slow bool // the informer's list takes a while
-		fail bool // probes fail until the test lets them through
+		name    string
+		slow    bool // the informer's list takes a while
+		fail    bool // probes fail until the test lets them through
+		atStart bool // served from the start; the informer's list fails until let through
 	}{
 		{name: "informer syncing", slow: true},
 		{name: "probe failing", fail: true},
+		{name: "informer failing from start-up", atStart: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, dyn := taintedForMaintenance()
@@ -441,9 +447,11 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			client := withWarmer(a, w, tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
 				rev, tu.Pod(ds, "w", "h1", tu.Ready()))
 			gvr := sources.GVR(config.Default())
-			var served, failing atomic.Bool
+			var served, failing, listFailing atomic.Bool
 			var failedProbes, servedLists atomic.Int32
 			failing.Store(tc.fail)
+			served.Store(tc.atStart)
+			listFailing.Store(tc.atStart)
 			listed := make(chan struct{})
 			dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 				switch {
@@ -454,6 +462,8 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 					return true, nil, apierrors.NewInternalError(errors.New("etcd timeout"))
 				case tc.slow && servedLists.Add(1) > 1:
 					<-listed // the informer's list; the probe (the first) is answered
+				case listFailing.Load() && servedLists.Add(1) > 1:
+					return true, nil, apierrors.NewInternalError(errors.New("conversion webhook unreachable"))
 				}
 				return false, nil, nil
 			})
@@ -509,6 +519,7 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 				assert.LessOrEqual(t, probes, most, "a probe a second at most")
 			}
 			failing.Store(false)
+			listFailing.Store(false)
 			close(listed)
 			require.Eventually(t, func() bool {
 				n, err := client.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{})
