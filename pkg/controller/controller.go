@@ -138,6 +138,10 @@ type Controller struct {
 	// nmProbedAt is when the last probe returned; nmRetrying is set while a retry is scheduled.
 	nmProbedAt time.Time
 	nmRetrying bool
+	// nmProbing is set while a probe runs (one at a time, in the background: a probe that hangs
+	// must not hold the plans up); nmAwaited while plans must wait for its answer (the
+	// takeover's: the source is unknown until then).
+	nmProbing, nmAwaited bool
 	// nmGoneAt is when the watched resource was first answered as not served (zero when it is
 	// watched, or was not served from the start): until probes confirm it for notServedConfirm,
 	// the source is unknown rather than empty (maintenanceGone). A leader's probe that finds it
@@ -424,10 +428,12 @@ func (c *Controller) Synced() bool { return c.synced.Load() }
 // failed otherwise (whether the resource is served is then unknown).
 func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool, err error) {
 	c.nmMu.Lock()
-	defer c.nmMu.Unlock()
-	if c.nmInformer != nil {
+	watching := c.nmInformer != nil
+	c.nmMu.Unlock()
+	if watching {
 		return true, nil
 	}
+	// Not under nmMu: plans read the source's state meanwhile, however long the answer takes.
 	gvr := sources.GVR(c.cfg)
 	_, err = c.nm.Resource().List(ctx, metav1.ListOptions{Limit: 1})
 	switch {
@@ -435,6 +441,11 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool,
 		return false, nil // reported as a warning by every plan while not served
 	case err != nil:
 		return false, fmt.Errorf("probing %s: %w", sources.ResourceName(c.cfg), err)
+	}
+	c.nmMu.Lock()
+	defer c.nmMu.Unlock()
+	if c.nmInformer != nil {
+		return true, nil
 	}
 	c.nmGoneAt, c.nmConfirmed = time.Time{}, false
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
@@ -575,8 +586,9 @@ func (c *Controller) Lead(ctx context.Context) error {
 		c.nmGoneAt = time.Now()
 	}
 	c.nmConfirmed = false
+	c.nmAwaited = c.cfg.Maintenance.NodeMaintenance.Enabled
 	c.nmMu.Unlock()
-	c.probeMaintenance(ctx)
+	c.probeInBackground(ctx)
 	c.Trigger()
 	for {
 		select {
@@ -589,7 +601,7 @@ func (c *Controller) Lead(ctx context.Context) error {
 			}
 			return nil
 		case <-ticker.C:
-			c.probeMaintenance(ctx)
+			c.probeInBackground(ctx)
 			c.mu.Lock()
 			c.full = true
 			c.mu.Unlock()
@@ -602,6 +614,28 @@ func (c *Controller) Lead(ctx context.Context) error {
 		}
 		c.reconcile(ctx)
 	}
+}
+
+// probeInBackground runs probeMaintenance in the background, unless a probe is running already,
+// and re-plans the pool once it has answered.
+func (c *Controller) probeInBackground(ctx context.Context) {
+	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
+		return
+	}
+	c.nmMu.Lock()
+	running := c.nmProbing
+	c.nmProbing = true
+	c.nmMu.Unlock()
+	if running {
+		return
+	}
+	go func() {
+		c.probeMaintenance(ctx)
+		c.nmMu.Lock()
+		c.nmProbing, c.nmAwaited = false, false
+		c.nmMu.Unlock()
+		c.Trigger()
+	}()
 }
 
 // probeMaintenance starts the nodeMaintenance informer if the source is enabled, not watched,
@@ -668,7 +702,8 @@ func (c *Controller) recordsNodeMaintenance() bool {
 // its objects (by another replica, before the takeover) out of maintenance, released cancelled
 // with a short cancelAfter. Plans mark it unknown instead (plan.Snapshot.MaintenanceUnknown),
 // which decides nothing that rests on maintenance; the informer's sync re-plans, and a failed
-// probe is retried here after retryAfterError.
+// probe is retried (in the background) after retryAfterError. Nor is it until the takeover's
+// probe has answered.
 func (c *Controller) maintenanceReady(ctx context.Context) bool {
 	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
 		return true
@@ -677,11 +712,11 @@ func (c *Controller) maintenanceReady(ctx context.Context) bool {
 	failed, due := c.nmProbeFailed, time.Since(c.nmProbedAt) >= retryAfterError
 	c.nmMu.Unlock()
 	if failed && due {
-		c.probeMaintenance(ctx)
+		c.probeInBackground(ctx)
 	}
 	c.nmMu.Lock()
 	defer c.nmMu.Unlock()
-	failed, ready := c.nmProbeFailed, c.nmInformer == nil || c.nmSynced
+	failed, ready := c.nmProbeFailed || c.nmAwaited, c.nmInformer == nil || c.nmSynced
 	if failed && !c.nmRetrying && ctx.Err() == nil {
 		// One retry pending at a time, however many plans the events of the meantime ask for.
 		c.nmRetrying = true

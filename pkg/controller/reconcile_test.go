@@ -416,7 +416,8 @@ func TestLeadProbesTheMaintenanceResource(t *testing.T) {
 // maintenance, not cancelled (cancelAfter 0s) by a plan that read the source as empty; the
 // cordoned node c is entered only once the source is known. Node w, warm, is released meanwhile,
 // its record of maintenance nm kept. The source is unknown while the informer the takeover
-// started is syncing, and while a probe fails (retried every second). A replica whose informer's
+// started is syncing, while a probe fails (retried every second), and while the takeover's
+// probe goes unanswered (it runs in the background: w's release does not wait for it). A replica whose informer's
 // list keeps failing from start-up (the resource served, a conversion webhook down) gets ready
 // and leads all the same after maintenanceSyncWait, with the source unknown until it syncs.
 func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
@@ -427,10 +428,12 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 		slow    bool // the informer's list takes a while
 		fail    bool // probes fail until the test lets them through
 		atStart bool // served from the start; the informer's list fails until let through
+		hang    bool // the takeover's probe gets no answer until the test lets it through
 	}{
 		{name: "informer syncing", slow: true},
 		{name: "probe failing", fail: true},
 		{name: "informer failing from start-up", atStart: true},
+		{name: "probe unanswered", hang: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, dyn := taintedForMaintenance()
@@ -447,7 +450,9 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			client := withWarmer(a, w, tu.Node("c", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
 				rev, tu.Pod(ds, "w", "h1", tu.Ready()))
 			gvr := sources.GVR(config.Default())
-			var served, failing, listFailing atomic.Bool
+			var served, failing, listFailing, hanging atomic.Bool
+			hanging.Store(tc.hang)
+			unhang := make(chan struct{})
 			var failedProbes, servedLists atomic.Int32
 			failing.Store(tc.fail)
 			served.Store(tc.atStart)
@@ -457,6 +462,12 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 				switch {
 				case !served.Load():
 					return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "")
+				case hanging.Load():
+					select {
+					case <-unhang:
+					case <-time.After(20 * time.Second): // the test failed, without letting it through
+					}
+					return true, nil, apierrors.NewTimeoutError("the request timed out", 0)
 				case failing.Load():
 					failedProbes.Add(1)
 					return true, nil, apierrors.NewInternalError(errors.New("etcd timeout"))
@@ -520,6 +531,8 @@ func TestTakeoverWaitsForTheMaintenanceSource(t *testing.T) {
 			}
 			failing.Store(false)
 			listFailing.Store(false)
+			hanging.Store(false)
+			close(unhang)
 			close(listed)
 			require.Eventually(t, func() bool {
 				n, err := client.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{})
