@@ -368,8 +368,14 @@ func (c *Controller) Start(ctx context.Context) error {
 	if c.cfg.Maintenance.NodeMaintenance.Enabled {
 		if _, err := c.startMaintenanceInformer(ctx); err != nil {
 			// Served or not is unknown: planning as if it were not would take every node tainted
-			// for a maintenance object out of maintenance.
-			return err
+			// for a maintenance object out of maintenance. Plans go without the source
+			// (maintenanceReady), warm releases and timeouts included, and probes retry every
+			// retryAfterError, rather than the process exit and every replica crash-loop.
+			c.log.Warn("probing the maintenance resource failed; no node is entered or leaves maintenance until a probe succeeds",
+				"error", err, "retryIn", retryAfterError.String())
+			c.nmMu.Lock()
+			c.nmProbeFailed, c.nmProbedAt = true, time.Now()
+			c.nmMu.Unlock()
 		}
 	}
 	for _, f := range []informers.SharedInformerFactory{c.poolFactory, c.labelledFactory, c.dsFactory, c.warmerFactory} {
@@ -717,8 +723,9 @@ func (c *Controller) maintenanceReady(ctx context.Context) bool {
 	c.nmMu.Lock()
 	defer c.nmMu.Unlock()
 	failed, ready := c.nmProbeFailed || c.nmAwaited, c.nmInformer == nil || c.nmSynced
-	if failed && !c.nmRetrying && ctx.Err() == nil {
-		// One retry pending at a time, however many plans the events of the meantime ask for.
+	if failed && !c.nmRetrying && !c.nmProbing && ctx.Err() == nil {
+		// One retry pending at a time, however many plans the events of the meantime ask for;
+		// none while a probe runs (it re-plans once it has answered).
 		c.nmRetrying = true
 		time.AfterFunc(retryAfterError-time.Since(c.nmProbedAt), func() {
 			c.nmMu.Lock()
@@ -957,8 +964,11 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 		case inf == nil && confirming:
 			// Answered 404 since maintenanceReady said it was known: not empty until confirmed.
 			out.MaintenanceUnknown = sources.ResourceName(c.cfg)
-		case inf == nil || !synced:
-			out.MaintenanceServed = inf != nil && synced
+		case inf == nil:
+			out.MaintenanceServed = false
+		case !synced:
+			// Started (by a probe in the background) since maintenanceReady was asked.
+			out.MaintenanceUnknown = sources.ResourceName(c.cfg)
 		default:
 			for _, obj := range inf.GetStore().List() {
 				if u, ok := obj.(*unstructured.Unstructured); ok {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,9 +121,11 @@ func TestNotServedIsConfirmedWhileANodeRecordsTheResource(t *testing.T) {
 
 // Cleanup (and the uninstall hook) releases every managed node whatever the maintenance objects
 // say, and reads none: an uninstall does not depend on the maintenance resource being readable.
+// The release keeps the NodeMaintenance recorded on the node, cordoned by it meanwhile: with it
+// dropped, the next cycle would taint the node again for the same object.
 func TestCleanupReadsNoMaintenanceObject(t *testing.T) {
 	gvr := sources.GVR(config.Default())
-	a := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+	a := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"), tu.Cordoned(),
 		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
 		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test", state.MaintenanceID, "uid-nm"))
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
@@ -142,4 +145,8 @@ func TestCleanupReadsNoMaintenanceObject(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Applied[plan.Release])
 	assert.Empty(t, dyn.Actions(), "no read of the maintenance resource")
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, state.ReasonCleanup, n.Annotations[state.ReleaseReason])
+	assert.ElementsMatch(t, []string{plan.SourceCordoned, "uid-nm"}, strings.Split(n.Annotations[state.MaintenanceID], ","))
 }

@@ -84,7 +84,9 @@ type observeOptions struct {
 // managed node that has lost both its pool labels and its status label (edited away by hand),
 // which only its annotations still mark as this installation's. Cleanup releases regardless of
 // maintenance, so everyNode reads no maintenance object either: an uninstall does not depend on
-// the maintenance resource being readable.
+// the maintenance resource being readable. The source is then unknown to the snapshot, so that
+// a release keeps the objects recorded on the node (read as empty, they would be dropped from
+// maintenance-id, and the node tainted again for the same object).
 func (e *Engine) observe(ctx context.Context, o observeOptions) (Observation, error) {
 	var (
 		wg        sync.WaitGroup
@@ -120,7 +122,7 @@ func (e *Engine) observe(ctx context.Context, o observeOptions) (Observation, er
 		objects, served, errs[1] = e.confirmNotServed(ctx)
 	}
 	var unknown string
-	if errs[1] != nil {
+	if errs[1] != nil || (o.everyNode && e.cfg.Maintenance.NodeMaintenance.Enabled) {
 		unknown, objects, served = sources.ResourceName(e.cfg), nil, true
 	}
 	src := e.sources.CollectFrom(nodes, objects, served)
