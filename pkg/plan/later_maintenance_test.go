@@ -204,3 +204,27 @@ func TestExternalReleaseLeavesALaterMaintenance(t *testing.T) {
 	require.Equal(t, state.ReasonExternal, a.Reason)
 	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
 }
+
+// A cordon that came while the node was warming is part of the NodeMaintenance recorded on it
+// only if that object is read: while the source is unknown it may be gone, and the cordon the
+// next maintenance, with its upgrade still to come. A warm release then leaves the cordon out of
+// the record (and keeps the recorded object); read and lasting, the object takes the cordon in.
+func TestCordonUnderAnUnreadNodeMaintenanceIsNotRecordedAsDone(t *testing.T) {
+	cfg := testConfig(t)
+	warming := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), tu.Cordoned(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)
+	warming.Annotations[state.UpgradedBootID] = "boot-2"
+	cordon := plan.Maintenance{Source: plan.SourceCordoned, ID: plan.SourceCordoned}
+	warm := tu.Pod(ds, "a", "new", tu.Ready())
+
+	s := snapshot(t0, []*corev1.Node{warming}, map[string][]plan.Maintenance{"a": {cordon}}, warm)
+	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	a := action(t, compute(t, cfg, s), "a")
+	require.Equal(t, plan.Release, a.Type)
+	assert.Equal(t, state.ReasonWarm, a.Reason)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "uid-nm-a stays the record, the cordon left out")
+
+	s = snapshot(t0, []*corev1.Node{warming}, map[string][]plan.Maintenance{"a": append(nm("a"), cordon)}, warm)
+	a = action(t, compute(t, cfg, s), "a")
+	require.Equal(t, plan.Release, a.Type)
+	assert.Equal(t, ptr("cordoned,uid-nm-a"), a.Change.Annotations[state.MaintenanceID], "under its lasting NodeMaintenance")
+}

@@ -654,10 +654,14 @@ func (p *Planner) upgradeToCome(n *corev1.Node, reason string) bool {
 // recorded NodeMaintenance, which is part of it) and those that began later: a pipeline that
 // starts the node's next maintenance (a new NodeMaintenance, its label) while the node is still
 // warming. The node still has that one's upgrade to come, so its release must not record it as
-// done, or the node would not be tainted for it and would open cold after that upgrade.
-func (p *Planner) upgradedFor(n *corev1.Node, active []Maintenance) (upgraded, later []Maintenance) {
+// done, or the node would not be tainted for it and would open cold after that upgrade. known
+// are the maintenances the snapshot read: a cordon is under a recorded NodeMaintenance only if
+// that object was read, not merely kept in active while the source is unknown (it may be gone,
+// and the cordon then the next maintenance; left out of the record, a cordon that is under a
+// lasting NodeMaintenance after all is still taken for part of it once the source is read).
+func (p *Planner) upgradedFor(n *corev1.Node, active, known []Maintenance) (upgraded, later []Maintenance) {
 	recorded := recordedIDs(n)
-	under := underRecordedNodeMaintenance(recorded, active)
+	under := underRecordedNodeMaintenance(recorded, known)
 	_, ended := n.Annotations[state.MaintenanceEnded] // the recorded cordons and labels were over
 	for _, m := range active {
 		if (slices.Contains(recorded, m.ID) && !(ended && isPresenceID(m.ID))) || (m.Source == SourceCordoned && under) {
@@ -1352,7 +1356,7 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	}
 	var later []Maintenance
 	if p.upgradeToCome(n, reason) {
-		active, later = p.upgradedFor(n, active)
+		active, later = p.upgradedFor(n, active, c.s.Maintenance[n.Name])
 	}
 	if recorded := recordedIDs(n); underRecordedNodeMaintenance(recorded, active) {
 		active = slices.Clone(active)
