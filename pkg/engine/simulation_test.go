@@ -32,6 +32,7 @@ import (
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
@@ -40,8 +41,10 @@ import (
 // a pool: upgrade pipelines that announce maintenance through each source (NodeMaintenance
 // objects, a label, a cordon) and reboot nodes onto a new OS, the warmer DaemonSet's controller
 // and the kubelets pulling its images, operators who release nodes by hand, nodes that join,
-// leave the pool and go away, other writers racing the orchestrator's patches, and writes that
-// fail or lose their answer. The simulated world knows what the orchestrator can only infer (which
+// leave the pool and go away, other writers racing the orchestrator's patches, writes that fail
+// or lose their answer, and cycles that cannot read the NodeMaintenance objects (a few at a time:
+// a list that fails, an informer syncing; they must enter no node and cancel none still in
+// maintenance, and keep the objects recorded on a node they release). The simulated world knows what the orchestrator can only infer (which
 // disks hold the images, which maintenance still has its reboot to come); every patch is checked
 // against the design's invariants as it lands, and at the end of each history every node must
 // come out of maintenance once the pipelines have finished.
@@ -131,8 +134,10 @@ type nodeTruth struct {
 	// labelSeq, cordonSeq and warmingSeq order the label's and the cordon's arrival and the
 	// node's last move to warming.
 	labelSeq, cordonSeq, warmingSeq int
-	// warmingBoot is the node's boot ID when it last went warming.
-	warmingBoot string
+	// warmingBoot is the node's boot ID when it last went warming; warmingUnknown, whether the
+	// cycle that saw that upgrade could not read the NodeMaintenance objects.
+	warmingBoot    string
+	warmingUnknown bool
 	// atSnapshot are the identities of the maintenance signals on the node when the cycle being
 	// written read it.
 	atSnapshot map[string]bool
@@ -151,17 +156,20 @@ type sim struct {
 	now    time.Time
 	keep   bool // the DaemonSet keeps pods on released nodes (keepAfterRelease)
 
-	nodes     map[string]*corev1.Node
-	truth     map[string]*nodeTruth
-	nms       map[string]*nmObject
-	ds        *appsv1.DaemonSet
-	revs      []*appsv1.ControllerRevision
-	hash      string
-	pods      map[string]*corev1.Pod
-	rv        int
-	seq       int
-	drain     bool
-	inWrite   bool
+	nodes   map[string]*corev1.Node
+	truth   map[string]*nodeTruth
+	nms     map[string]*nmObject
+	ds      *appsv1.DaemonSet
+	revs    []*appsv1.ControllerRevision
+	hash    string
+	pods    map[string]*corev1.Pod
+	rv      int
+	seq     int
+	drain   bool
+	inWrite bool
+	// unknown: the NodeMaintenance source is unknown to the cycles (a list that fails, an
+	// informer syncing), for a few cycles at a time.
+	unknown   bool
 	lastNotes map[string][]string
 	// violation is the first invariant a patch broke.
 	violation string
@@ -705,6 +713,18 @@ func (s *sim) nodeNames() []string { return slices.Sorted(maps.Keys(s.nodes)) }
 func (s *sim) cycle(step int) {
 	s.clock.SetTime(s.now)
 	c := Cached{MaintenanceServed: true, DaemonSet: s.ds.DeepCopy()}
+	switch {
+	case s.drain || !s.cfg.Maintenance.NodeMaintenance.Enabled:
+		s.unknown = false
+	case s.unknown:
+		s.unknown = !s.chance(0.3)
+	default:
+		s.unknown = s.chance(0.03)
+	}
+	if s.unknown {
+		c.MaintenanceUnknown = sources.ResourceName(s.cfg)
+		s.stats["cycles with the NodeMaintenance source unknown"]++
+	}
 	for _, name := range s.nodeNames() {
 		n := s.nodes[name]
 		if n.Labels["pool"] == "notebooks" || n.Labels[s.cfg.StatusLabel.Key] != "" {
@@ -931,6 +951,9 @@ func (s *sim) check(before, after *corev1.Node) {
 
 	tr := s.truth[name]
 	entered := state.PhaseOf(before) == "" && state.PhaseOf(after) == state.PhaseTainted
+	if entered && s.unknown {
+		s.failf("node %s tainted while the NodeMaintenance source was unknown", name)
+	}
 	if entered {
 		// As the cycle read them: a NodeMaintenance deleted meanwhile does not change the node.
 		active := tr.atSnapshot
@@ -948,7 +971,7 @@ func (s *sim) check(before, after *corev1.Node) {
 		s.logf("%s: tainted (maintenance %v)", name, slices.Sorted(maps.Keys(active)))
 	}
 	if state.PhaseOf(after) == state.PhaseWarming && state.PhaseOf(before) != state.PhaseWarming {
-		tr.warmingSeq, tr.warmingBoot = s.seq, after.Status.NodeInfo.BootID
+		tr.warmingSeq, tr.warmingBoot, tr.warmingUnknown = s.seq, after.Status.NodeInfo.BootID, s.unknown
 	}
 	if !s.ourTaint(before) || s.ourTaint(after) {
 		if !entered && state.PhaseOf(before) != state.PhaseOf(after) {
@@ -963,6 +986,15 @@ func (s *sim) check(before, after *corev1.Node) {
 		// Back in the pool, a node released for leaving it may be tainted again: its maintenance
 		// may still have its upgrade to come.
 		tr.releasedWith = maps.Clone(tr.atSnapshot)
+		if s.unknown {
+			// Released without reading the NodeMaintenance objects: the release keeps those
+			// recorded on the node, and the node may be tainted again for another one.
+			for id := range tr.releasedWith {
+				if _, isNM := s.nms[id]; isNM && !recorded(before, id) {
+					delete(tr.releasedWith, id)
+				}
+			}
+		}
 	}
 	if s.upgradeToCome(before, reason) {
 		// A maintenance that began while the node was warming is not the one it was released
@@ -1055,11 +1087,14 @@ func recorded(n *corev1.Node, id string) bool {
 
 // upgradeToCome reports whether the world holds what the orchestrator needs to tell that a
 // maintenance that began while the node was warming has its upgrade to come: the node has not
-// rebooted since, and does not run a target kernel of upgrade.kernelVersions (which counts as
-// upgraded).
+// rebooted since, does not run a target kernel of upgrade.kernelVersions (which counts as
+// upgraded), and the cycle that saw its upgrade read the NodeMaintenance objects (otherwise it
+// recorded neither them nor the boot ID, and the release records every active maintenance, as
+// for a node warming since before that rule: docs/architecture.md).
 func (s *sim) upgradeToCome(before *corev1.Node, reason string) bool {
 	tr := s.truth[before.Name]
 	return state.PhaseOf(before) == state.PhaseWarming && (reason == state.ReasonWarm || reason == state.ReasonTimeout) &&
+		!tr.warmingUnknown &&
 		before.Status.NodeInfo.BootID == tr.warmingBoot &&
 		!slices.Contains(s.cfg.Upgrade.KernelVersions, before.Status.NodeInfo.KernelVersion)
 }
