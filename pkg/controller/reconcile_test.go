@@ -398,15 +398,9 @@ func TestUnreadableMaintenanceIsNotEmpty(t *testing.T) {
 	log := &tu.LogBuffer{}
 	c := newLoggingController(t, client, dyn, mutate, false, log)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	// Start gets ready (every replica crash-looping would release no warm node either), and
 	// plans go without the source until a probe reads it, rather than from an empty one.
-	require.NoError(t, c.Start(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { assert.NoError(t, c.Lead(ctx)) })
-	defer wg.Wait()
-	defer cancel()
+	leading(t, c)
 	require.Eventually(t, func() bool {
 		return strings.Contains(log.String(), "maintenance resource is now served; watching it")
 	}, 10*time.Second, 10*time.Millisecond, log.String())
