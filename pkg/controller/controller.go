@@ -804,7 +804,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 	// pool, with the maintenance source read, and every write it wanted went through: not while
 	// a node's failing write waits for its retry, which would otherwise pass for a plan with
 	// nothing to do.
-	success := full && known && !c.ledger.backingOff(p.Actions)
+	success := full && known && cached.MaintenanceUnknown == "" && !c.ledger.backingOff(p.Actions)
 	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
 	var replan bool
 	if !c.engine.DryRun() {

@@ -988,9 +988,14 @@ func (s *sim) check(before, after *corev1.Node) {
 		tr.releasedWith = maps.Clone(tr.atSnapshot)
 		if s.unknown {
 			// Released without reading the NodeMaintenance objects: the release keeps those
-			// recorded on the node, and the node may be tainted again for another one.
+			// recorded on the node, and the node may be tainted again for another one, or for a
+			// cordon it did not record (it cannot tell a cordon under a lingering object from
+			// the next maintenance's, and leaves it out: fail-closed).
 			for id := range tr.releasedWith {
 				if _, isNM := s.nms[id]; isNM && !recorded(before, id) {
+					delete(tr.releasedWith, id)
+				}
+				if id == tr.cordon && !recorded(after, plan.SourceCordoned) {
 					delete(tr.releasedWith, id)
 				}
 			}
