@@ -117,7 +117,8 @@ type pipelineOp struct {
 type nmObject struct {
 	uid, name, node string
 	op              *pipelineOp
-	seq             int // when it was created
+	seq             int       // when it was created, in the order of events
+	created         time.Time // its creationTimestamp
 }
 
 // nodeTruth is what the world knows about a node and the orchestrator has to infer.
@@ -134,10 +135,8 @@ type nodeTruth struct {
 	// labelSeq, cordonSeq and warmingSeq order the label's and the cordon's arrival and the
 	// node's last move to warming.
 	labelSeq, cordonSeq, warmingSeq int
-	// warmingBoot is the node's boot ID when it last went warming; warmingUnknown, whether the
-	// cycle that saw that upgrade could not read the NodeMaintenance objects.
-	warmingBoot    string
-	warmingUnknown bool
+	// warmingBoot is the node's boot ID when it last went warming.
+	warmingBoot string
 	// atSnapshot are the identities of the maintenance signals on the node when the cycle being
 	// written read it.
 	atSnapshot map[string]bool
@@ -475,7 +474,7 @@ func (s *sim) addSignal(name, src string) {
 	s.seq++
 	switch src {
 	case plan.SourceNodeMaintenance:
-		nm := &nmObject{uid: fmt.Sprintf("nm-uid-%d", s.seq), name: fmt.Sprintf("nm-%d", s.seq), node: name, op: tr.op, seq: s.seq}
+		nm := &nmObject{uid: fmt.Sprintf("nm-uid-%d", s.seq), name: fmt.Sprintf("nm-%d", s.seq), node: name, op: tr.op, seq: s.seq, created: s.now}
 		s.nms[nm.uid] = nm
 		s.logf("%s: NodeMaintenance %s created", name, nm.name)
 		return
@@ -737,7 +736,7 @@ func (s *sim) cycle(step int) {
 		nm := s.nms[uid]
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "nodemaintenance.medik8s.io/v1beta1", "kind": "NodeMaintenance",
-			"metadata": map[string]any{"name": nm.name, "uid": nm.uid},
+			"metadata": map[string]any{"name": nm.name, "uid": nm.uid, "creationTimestamp": state.FormatTime(nm.created)},
 			"spec":     map[string]any{"nodeName": nm.node},
 		}}
 		c.Maintenance = append(c.Maintenance, u)
@@ -971,7 +970,7 @@ func (s *sim) check(before, after *corev1.Node) {
 		s.logf("%s: tainted (maintenance %v)", name, slices.Sorted(maps.Keys(active)))
 	}
 	if state.PhaseOf(after) == state.PhaseWarming && state.PhaseOf(before) != state.PhaseWarming {
-		tr.warmingSeq, tr.warmingBoot, tr.warmingUnknown = s.seq, after.Status.NodeInfo.BootID, s.unknown
+		tr.warmingSeq, tr.warmingBoot = s.seq, after.Status.NodeInfo.BootID
 	}
 	if !s.ourTaint(before) || s.ourTaint(after) {
 		if !entered && state.PhaseOf(before) != state.PhaseOf(after) {
@@ -1005,12 +1004,12 @@ func (s *sim) check(before, after *corev1.Node) {
 		// A maintenance that began while the node was warming is not the one it was released
 		// for: the node is tainted again for it, even if its upgrade is done (the orchestrator
 		// cannot tell).
-		for id := range s.laterMaintenance(name, false) {
+		for id := range s.laterMaintenance(before, false) {
 			delete(tr.releasedWith, id)
 		}
 	}
 	if s.upgradeToCome(before, reason) {
-		for id, src := range s.laterMaintenance(name, true) {
+		for id, src := range s.laterMaintenance(before, true) {
 			if recorded(before, src) || !recorded(after, src) {
 				continue
 			}
@@ -1061,19 +1060,28 @@ func (s *sim) podString(name string) string {
 // laterMaintenance returns the signals of the node's maintenance that arrived after the node last
 // went warming (with pending, only if that maintenance still has its upgrade to come): identity ->
 // what maintenance-id records for it. A cordon under a NodeMaintenance the node records is part
-// of that one.
-func (s *sim) laterMaintenance(name string, pending bool) map[string]string {
-	tr, n := s.truth[name], s.nodes[name]
+// of that one. Without pending, a NodeMaintenance the node does not record that was created in
+// the second its upgrade was seen counts too: a cycle that could not read the objects then did
+// not record it, and the release cannot tell it from one created just after (the node waits
+// again).
+func (s *sim) laterMaintenance(before *corev1.Node, pending bool) map[string]string {
+	name := before.Name
+	tr := s.truth[name]
 	out := map[string]string{}
 	if pending && (tr.op == nil || tr.op.upgraded || tr.op.abandoned) {
 		return out
 	}
+	upgradedAt, _ := state.Time(before, state.UpgradedAt)
 	underRecorded := false
 	for _, nm := range s.nms {
-		if nm.node == name && recorded(n, nm.uid) {
+		if nm.node != name {
+			continue
+		}
+		if recorded(before, nm.uid) {
 			underRecorded = true
 		}
-		if nm.node == name && (nm.op == tr.op || !pending) && nm.seq > tr.warmingSeq {
+		sameSecond := !pending && !recorded(before, nm.uid) && nm.created.Unix() >= upgradedAt.Unix()
+		if (nm.op == tr.op || !pending) && (nm.seq > tr.warmingSeq || sameSecond) {
 			out[nm.uid] = nm.uid
 		}
 	}
@@ -1092,14 +1100,11 @@ func recorded(n *corev1.Node, id string) bool {
 
 // upgradeToCome reports whether the world holds what the orchestrator needs to tell that a
 // maintenance that began while the node was warming has its upgrade to come: the node has not
-// rebooted since, does not run a target kernel of upgrade.kernelVersions (which counts as
-// upgraded), and the cycle that saw its upgrade read the NodeMaintenance objects (otherwise it
-// recorded neither them nor the boot ID, and the release records every active maintenance, as
-// for a node warming since before that rule: docs/architecture.md).
+// rebooted since, and does not run a target kernel of upgrade.kernelVersions (which counts as
+// upgraded).
 func (s *sim) upgradeToCome(before *corev1.Node, reason string) bool {
 	tr := s.truth[before.Name]
 	return state.PhaseOf(before) == state.PhaseWarming && (reason == state.ReasonWarm || reason == state.ReasonTimeout) &&
-		!tr.warmingUnknown &&
 		before.Status.NodeInfo.BootID == tr.warmingBoot &&
 		!slices.Contains(s.cfg.Upgrade.KernelVersions, before.Status.NodeInfo.KernelVersion)
 }

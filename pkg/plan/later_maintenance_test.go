@@ -170,26 +170,65 @@ func TestUpgradeSeenDropsEndedPresence(t *testing.T) {
 	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "unchanged")
 }
 
-// While the NodeMaintenance source is unknown (the event-driven mode's informer syncing), a
-// NodeMaintenance that joined since the entry is missing from the snapshot: the upgrade seen then
-// records neither the maintenances nor the boot ID, so the release records every maintenance as
-// before rather than take that one for a later one and taint the node again.
+// While the NodeMaintenance source is unknown (a run --once cycle whose list fails, the
+// event-driven mode's informer syncing), a NodeMaintenance that joined since the entry is missing
+// from the snapshot. The upgrade seen then records the boot ID and keeps the objects recorded;
+// the warm release, reading the objects again, counts one created before upgraded-at as one the
+// upgrade was for, and one created since (in the same second too) as the next maintenance.
 func TestUpgradeSeenWhileTheSourceIsUnknown(t *testing.T) {
-	cfg := testConfig(t)
+	const unknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	cfg := testConfig(t, func(c *config.Config) {
+		c.Maintenance.NodeLabel = config.NodeLabelSource{Enabled: true, Selector: "upgrade.example.com/pending=true"}
+	})
+	// Entered for its NodeMaintenance and a label that has ended since.
 	n := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))...)
+	n.Annotations[state.MaintenanceID] = "nodeLabel,uid-nm-a"
 	s := snapshot(t0, []*corev1.Node{n}, nil)
-	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	s.MaintenanceUnknown = unknown
 	a := action(t, compute(t, cfg, s), "a")
 	require.Equal(t, plan.Upgraded, a.Type)
-	assert.NotContains(t, a.Change.Annotations, state.UpgradedBootID)
+	assert.Equal(t, ptr("boot-2"), a.Change.Annotations[state.UpgradedBootID])
+	assert.Equal(t, ptr("uid-nm-a"), a.Change.Annotations[state.MaintenanceID],
+		"the object kept, the label that ended dropped: no object is known to last")
+
+	warming := tu.Node("a", append(upgradedTo("6.8.0-1"), inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))...)
+	warming.Annotations[state.UpgradedBootID] = "boot-2"
+	upgradedAt, ok := state.Time(warming, state.UpgradedAt)
+	require.True(t, ok)
+	created := func(id string, at time.Time) plan.Maintenance {
+		return plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: id, Object: id, Created: at}
+	}
+	release := func(ms ...plan.Maintenance) plan.Action {
+		s := snapshot(upgradedAt.Add(10*time.Minute), []*corev1.Node{warming}, map[string][]plan.Maintenance{"a": ms},
+			tu.Pod(ds, "a", "new", tu.Ready()))
+		a := action(t, compute(t, cfg, s), "a")
+		require.Equal(t, plan.Release, a.Type)
+		require.Equal(t, state.ReasonWarm, a.Reason)
+		return a
+	}
+	before := created("uid-joined", upgradedAt.Add(-time.Second))
+	a = release(append(nm("a"), before)...)
+	assert.Equal(t, ptr("uid-joined,uid-nm-a"), a.Change.Annotations[state.MaintenanceID], "joined before the upgrade was seen: done")
+	assert.NotContains(t, a.Message, "began after")
+	for _, at := range []time.Time{upgradedAt, upgradedAt.Add(999 * time.Millisecond), upgradedAt.Add(time.Minute)} {
+		a = release(append(nm("a"), created("uid-next", at))...)
+		assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "created at %s: its upgrade is to come", at)
+		assert.Contains(t, a.Message, "nodeMaintenance uid-next began after the upgrade was seen")
+	}
+	// Without a creation time (an object read with none) it is the next maintenance.
+	a = release(append(nm("a"), created("uid-next", time.Time{}))...)
+	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
+	// Without upgraded-at (lost; the warm release comes first) nothing is known to be before it.
+	delete(warming.Annotations, state.UpgradedAt)
+	a = release(append(nm("a"), before)...)
 	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID)
 
-	joined := tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule))
+	joined := tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule), tu.WithBootID("boot-j"))
 	s = snapshot(t0, []*corev1.Node{joined}, nil)
-	s.MaintenanceUnknown = "nodemaintenances.v1beta1.nodemaintenance.medik8s.io"
+	s.MaintenanceUnknown = unknown
 	a = action(t, compute(t, cfg, s), "j")
 	require.Equal(t, plan.Adopt, a.Type)
-	assert.NotContains(t, a.Change.Annotations, state.UpgradedBootID)
+	assert.Equal(t, ptr("boot-j"), a.Change.Annotations[state.UpgradedBootID])
 }
 
 // An operator who removes the taint of a warming node opens it; a maintenance that began while it
@@ -222,6 +261,7 @@ func TestCordonUnderAnUnreadNodeMaintenanceIsNotRecordedAsDone(t *testing.T) {
 	require.Equal(t, plan.Release, a.Type)
 	assert.Equal(t, state.ReasonWarm, a.Reason)
 	assert.NotContains(t, a.Change.Annotations, state.MaintenanceID, "uid-nm-a stays the record, the cordon left out")
+	assert.Contains(t, a.Message, "cordoned began after the upgrade was seen: the node is tainted again for it, the cordon only if no NodeMaintenance it records lasts")
 
 	s = snapshot(t0, []*corev1.Node{warming}, map[string][]plan.Maintenance{"a": append(nm("a"), cordon)}, warm)
 	a = action(t, compute(t, cfg, s), "a")

@@ -43,6 +43,11 @@ type Maintenance struct {
 	ID string
 	// Object names the maintenance object, for messages ("" for presence sources).
 	Object string
+	// Created is when the maintenance object was created, by the API server's clock (zero for
+	// presence sources): a warm release counts a NodeMaintenance created before the node's
+	// upgrade was seen as one that upgrade was for, even if it was not recorded then (see
+	// upgradedFor).
+	Created time.Time
 }
 
 // Snapshot is everything one cycle knows.
@@ -650,27 +655,43 @@ func (p *Planner) upgradeToCome(n *corev1.Node, reason string) bool {
 }
 
 // upgradedFor splits the maintenances active on a warming node into those its upgrade was for
-// (recorded at its entry, at its adoption or when the upgrade was seen, and a cordon under a
-// recorded NodeMaintenance, which is part of it) and those that began later: a pipeline that
-// starts the node's next maintenance (a new NodeMaintenance, its label) while the node is still
-// warming. The node still has that one's upgrade to come, so its release must not record it as
-// done, or the node would not be tainted for it and would open cold after that upgrade. known
-// are the maintenances the snapshot read: a cordon is under a recorded NodeMaintenance only if
-// that object was read, not merely kept in active while the source is unknown (it may be gone,
-// and the cordon then the next maintenance; left out of the record, a cordon that is under a
-// lasting NodeMaintenance after all is still taken for part of it once the source is read).
+// (recorded at its entry, at its adoption or when the upgrade was seen; a NodeMaintenance created
+// before the upgrade was seen, which a cycle that could not read the objects then left out; and a
+// cordon under a recorded NodeMaintenance, which is part of it) and those that began later: a
+// pipeline that starts the node's next maintenance (a new NodeMaintenance, its label) while the
+// node is still warming. The node still has that one's upgrade to come, so its release must not
+// record it as done, or the node would not be tainted for it and would open cold after that
+// upgrade. known are the maintenances the snapshot read: a cordon is under a recorded
+// NodeMaintenance only if that object was read, not merely kept in active while the source is
+// unknown (it may be gone, and the cordon then the next maintenance; left out of the record, a
+// cordon that is under a lasting NodeMaintenance after all is still taken for part of it once the
+// source is read).
 func (p *Planner) upgradedFor(n *corev1.Node, active, known []Maintenance) (upgraded, later []Maintenance) {
 	recorded := recordedIDs(n)
 	under := underRecordedNodeMaintenance(recorded, known)
 	_, ended := n.Annotations[state.MaintenanceEnded] // the recorded cordons and labels were over
+	upgradedAt, _ := state.Time(n, state.UpgradedAt)
 	for _, m := range active {
-		if (slices.Contains(recorded, m.ID) && !(ended && isPresenceID(m.ID))) || (m.Source == SourceCordoned && under) {
+		switch {
+		case slices.Contains(recorded, m.ID) && !(ended && isPresenceID(m.ID)),
+			m.Source == SourceCordoned && under,
+			m.Source == SourceNodeMaintenance && createdBefore(m, upgradedAt):
 			upgraded = append(upgraded, m)
-		} else {
+		default:
 			later = append(later, m)
 		}
 	}
 	return upgraded, later
+}
+
+// createdBefore reports whether the maintenance object was created in a second before t's
+// (creation times have whole seconds, as upgraded-at has): one created in the same second as
+// the upgrade was seen may have come after it, and counts as later (the node waits again rather
+// than open cold). Another installation's clock, or the API server's, off by a few seconds moves
+// the line by as much: a maintenance that begins within seconds of the cycle that sees a node's
+// upgrade is as likely to be the one it was for.
+func createdBefore(m Maintenance, t time.Time) bool {
+	return !m.Created.IsZero() && !t.IsZero() && m.Created.Unix() < t.Unix()
 }
 
 // upgradeRecord renders maintenance-id when a node's upgrade is seen: the maintenances active
@@ -680,8 +701,12 @@ func (p *Planner) upgradedFor(n *corev1.Node, active, known []Maintenance) (upgr
 // comes and goes under it is part of it): a label or cordon that comes again while the node is
 // warming is the next maintenance, and must not be found recorded at the release. "" when
 // every recorded maintenance is such a cordon or label and none is active: the record is then
-// kept and marked ended (maintenance-ended-at), as a release marks it.
-func (p *Planner) upgradeRecord(recorded []string, active []Maintenance) string {
+// kept and marked ended (maintenance-ended-at), as a release marks it. While the NodeMaintenance
+// source is unknown no recorded object is known to last, so an ended cordon or label is dropped
+// (one that comes again under an object that lasts after all is taken for the next maintenance:
+// the node waits again, the fail-closed side).
+func (p *Planner) upgradeRecord(c *cycle, n *corev1.Node) string {
+	recorded, active := recordedIDs(n), c.s.Maintenance[n.Name]
 	under := underRecordedNodeMaintenance(recorded, active)
 	var ids []string
 	for _, id := range recorded {
@@ -864,9 +889,7 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 	msg := fmt.Sprintf("joined with taint %s: warming until warmer pod is Ready", p.cfg.Taint.Key)
 	ann := p.startAnnotations(c, n, state.PhaseWarming)
 	ann[state.UpgradedAt] = ptr(c.now)
-	if c.s.MaintenanceUnknown == "" {
-		ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID) // as when an upgrade is seen
-	}
+	ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID) // as when an upgrade is seen
 	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
 		// It joined, but a maintenance names it: recorded as for an entry, so that its release
 		// while that maintenance lasts does not make it look new, and the node entered again.
@@ -1101,20 +1124,18 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 		msg := fmt.Sprintf("upgrade seen (kernel %s, was %s): warming until warmer pod is Ready", clip(p.rule.KernelAgainst(n, baseline)), clip(baseline.Kernel))
 		ann := map[string]*string{state.Phase: ptr(state.PhaseWarming), state.UpgradedAt: ptr(c.now)}
 		// The maintenances of the node now are the ones this upgrade is for: recorded, so that
-		// one that begins later is told apart at the release (upgradeToCome). Not while the
-		// NodeMaintenance source is unknown: one that joined since the entry would be missing,
-		// and taken later for a new one; without the boot ID the release records every
-		// maintenance then, as before.
-		if c.s.MaintenanceUnknown == "" {
-			ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
-			switch ids := p.upgradeRecord(recordedIDs(n), c.s.Maintenance[n.Name]); {
-			case ids == "":
-				// Every maintenance recorded is a cordon or label that is over: kept for the
-				// record, and marked ended as a release would.
-				ann[state.MaintenanceEnded] = ptr(c.now)
-			case ids != n.Annotations[state.MaintenanceID]:
-				ann[state.MaintenanceID] = ptr(ids)
-			}
+		// one that begins later is told apart at the release (upgradeToCome). While the
+		// NodeMaintenance source is unknown, the objects recorded are kept as they are, and
+		// one that joined since the entry is missing: the release finds it by its creation
+		// time, before upgraded-at (upgradedFor).
+		ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
+		switch ids := p.upgradeRecord(c, n); {
+		case ids == "":
+			// Every maintenance recorded is a cordon or label that is over: kept for the
+			// record, and marked ended as a release would.
+			ann[state.MaintenanceEnded] = ptr(c.now)
+		case ids != n.Annotations[state.MaintenanceID]:
+			ann[state.MaintenanceID] = ptr(ids)
 		}
 		if _, ok := n.Annotations[state.LeftMaintenanceAt]; ok {
 			ann[state.LeftMaintenanceAt] = nil
@@ -1381,6 +1402,12 @@ func (p *Planner) release(c *cycle, n *corev1.Node, reason, msg string) Action {
 	}
 	if len(later) > 0 {
 		msg += fmt.Sprintf("; %s began after the upgrade was seen: the node is tainted again for it", describeAll(later))
+		cordoned := slices.ContainsFunc(later, func(m Maintenance) bool { return m.Source == SourceCordoned })
+		if cordoned && c.s.MaintenanceUnknown != "" && underRecordedNodeMaintenance(recordedIDs(n), active) {
+			// Left out because the NodeMaintenance objects could not be read: if one the node
+			// records lasts, the cordon is part of it (releasedFor), and the node stays open.
+			msg += ", the cordon only if no NodeMaintenance it records lasts"
+		}
 	}
 	a := Action{Node: n.Name, Type: Release, Reason: reason, Message: msg, Change: ch}
 	released := Event{Type: corev1.EventTypeNormal, Reason: "PrewarmReleased", Message: fmt.Sprintf("released (%s): %s", reason, msg)}

@@ -145,14 +145,14 @@ func (c *Collector) listObjects(ctx context.Context) (objects []*unstructured.Un
 }
 
 // TrimObject returns a copy of a nodeMaintenance object with only what CollectFrom reads: its
-// apiVersion, kind, name, namespace, UID, resourceVersion, deletionTimestamp and the node name
+// apiVersion, kind, name, namespace, UID, resourceVersion, creation and deletion timestamps and the node name
 // field (whatever its type, so that a wrong one is still reported). A few hundred bytes instead of
 // the whole object with its managed fields, status and annotations, for every object of a large
 // maintenance: the objects of a cycle, or of the event-driven mode's cache, stay in memory.
 func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstructured {
 	meta := map[string]any{}
 	if m, ok := u.Object["metadata"].(map[string]any); ok {
-		for _, k := range []string{"name", "namespace", "uid", "resourceVersion", "deletionTimestamp"} {
+		for _, k := range []string{"name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"} {
 			if v, ok := m[k]; ok {
 				meta[k] = v
 			}
@@ -240,7 +240,8 @@ func (c *Collector) addObjects(known map[string]bool, objects []*unstructured.Un
 			// A maintenance being deleted is over: the pipeline has finished with the node.
 			continue
 		}
-		res.add(nodeName, plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: string(obj.GetUID()), Object: name})
+		res.add(nodeName, plan.Maintenance{Source: plan.SourceNodeMaintenance, ID: string(obj.GetUID()), Object: name,
+			Created: obj.GetCreationTimestamp().UTC()})
 	}
 }
 

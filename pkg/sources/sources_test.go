@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -51,8 +53,10 @@ func collector(t *testing.T, mutate func(*config.Config), objs ...runtime.Object
 }
 
 func TestNodeMaintenanceObjects(t *testing.T) {
-	c, _ := collector(t, nil,
-		nodeMaintenance("ok", map[string]any{"nodeName": "a"}),
+	ok := nodeMaintenance("ok", map[string]any{"nodeName": "a"})
+	created := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	ok.SetCreationTimestamp(metav1.NewTime(created))
+	c, _ := collector(t, nil, ok,
 		nodeMaintenance("no-name", map[string]any{"reason": "x"}),
 		nodeMaintenance("not-a-string", map[string]any{"nodeName": int64(42)}),
 		nodeMaintenance("other-pool", map[string]any{"nodeName": "z"}),
@@ -61,7 +65,7 @@ func TestNodeMaintenanceObjects(t *testing.T) {
 	res, err := collect(c, nodes)
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]plan.Maintenance{
-		"a": {{Source: plan.SourceNodeMaintenance, ID: "uid-ok", Object: "ok"}},
+		"a": {{Source: plan.SourceNodeMaintenance, ID: "uid-ok", Object: "ok", Created: created}},
 	}, res.Maintenance)
 	require.Len(t, res.Warnings, 2)
 	byObject := map[string]string{}
@@ -156,7 +160,8 @@ func TestTrimObject(t *testing.T) {
 	full := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "example.com/v1", "kind": "Upgrade",
 		"metadata": map[string]any{
-			"name": "m", "namespace": "ops", "uid": "uid-m", "resourceVersion": "7",
+			"name": "m", "namespace": "ops", "uid": "uid-m", "resourceVersion": "7", "generation": int64(3),
+			"creationTimestamp": "2026-11-25T11:00:00Z",
 			"deletionTimestamp": "2026-11-25T12:00:00Z", "finalizers": []any{"example.com/drain"},
 			"annotations":   map[string]any{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
 			"managedFields": []any{map[string]any{"manager": "kubectl"}},
@@ -169,7 +174,7 @@ func TestTrimObject(t *testing.T) {
 		"apiVersion": "example.com/v1", "kind": "Upgrade",
 		"metadata": map[string]any{
 			"name": "m", "namespace": "ops", "uid": "uid-m", "resourceVersion": "7",
-			"deletionTimestamp": "2026-11-25T12:00:00Z",
+			"creationTimestamp": "2026-11-25T11:00:00Z", "deletionTimestamp": "2026-11-25T12:00:00Z",
 		},
 		"spec": map[string]any{"target": map[string]any{"node": "a"}},
 	}, got.Object)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,24 +108,8 @@ func TestRunOnceWithoutTheMaintenanceObjects(t *testing.T) {
 	e.waitWarmerReady("a")
 	e.Maintenance("b")
 
-	var rules []rbacv1.PolicyRule
-	for _, r := range readOnlyRules() {
-		switch {
-		case slices.Contains(r.Resources, framework.NodeMaintenanceResource):
-			continue
-		case slices.Contains(r.Resources, "nodes"):
-			r.Verbs = append(r.Verbs, "patch")
-		}
-		rules = append(rules, r)
-	}
-	kubeconfig := framework.TokenKubeconfig(t, cluster.Kubeconfig, t.TempDir(), e.serviceAccountToken("no-maintenance", rules))
-
-	// Until the binding reaches the authorizer, the node lists are refused too (nothing written).
-	var res result
-	e.eventually("a cycle under the token", func() bool {
-		res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
-		return strings.Contains(res.stderr, "could not be read")
-	})
+	kubeconfig := e.noMaintenanceKubeconfig()
+	res := e.runWithoutTheMaintenanceObjects(kubeconfig)
 	assert.Equal(t, 1, res.code, "exit code\n%s", res.stderr)
 	line := lastLine(res.stderr)
 	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: the maintenance objects could not be read"), line)
@@ -138,4 +123,76 @@ func TestRunOnceWithoutTheMaintenanceObjects(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	e.RequireReleased("c", state.ReasonCleanup)
 	e.RequireUntouched("b")
+}
+
+// noMaintenanceKubeconfig returns a kubeconfig whose credentials may do what a cycle does but
+// read the NodeMaintenance objects.
+func (e *env) noMaintenanceKubeconfig() string {
+	e.T.Helper()
+	var rules []rbacv1.PolicyRule
+	for _, r := range readOnlyRules() {
+		switch {
+		case slices.Contains(r.Resources, framework.NodeMaintenanceResource):
+			continue
+		case slices.Contains(r.Resources, "nodes"):
+			r.Verbs = append(r.Verbs, "patch")
+		}
+		rules = append(rules, r)
+	}
+	return framework.TokenKubeconfig(e.T, cluster.Kubeconfig, e.T.TempDir(), e.serviceAccountToken("no-maintenance", rules))
+}
+
+// runWithoutTheMaintenanceObjects runs a cycle under noMaintenanceKubeconfig's credentials.
+// Until the binding reaches the authorizer, the node lists are refused too (nothing written).
+func (e *env) runWithoutTheMaintenanceObjects(kubeconfig string) result {
+	e.T.Helper()
+	var res result
+	e.eventually("a cycle under the token", func() bool {
+		res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
+		return strings.Contains(res.stderr, "could not be read")
+	})
+	return res
+}
+
+// An upgrade seen by a cycle that cannot read the NodeMaintenance objects: a NodeMaintenance that
+// joined since the entry is missing from what that cycle records. The warm release, reading
+// them again, counts it as one the upgrade was for by its creation time, and takes one created
+// after the upgrade was seen for the next maintenance: the node is tainted again for it.
+func TestUpgradeSeenWithoutTheMaintenanceObjects(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	e.Warmer()
+	own, err := cluster.CreateNodeMaintenance(e.Ctx, e.NodeName("a"), e.NodeName("a"))
+	require.NoError(t, err)
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	joined, err := cluster.CreateNodeMaintenance(e.Ctx, e.NodeName("a")+"-joined", e.NodeName("a"))
+	require.NoError(t, err)
+	e.Reboot("a", "6.8.0-200")
+	// Creation times have whole seconds: the upgrade is seen in a later one.
+	time.Sleep(time.Until(joined.GetCreationTimestamp().Add(1100 * time.Millisecond)))
+
+	res := e.runWithoutTheMaintenanceObjects(e.noMaintenanceKubeconfig())
+	require.Equal(t, 1, res.code, res.stderr)
+	e.requirePhase("a", state.PhaseWarming, "warming")
+	n := e.Node("a")
+	assert.Equal(t, n.Status.NodeInfo.BootID, n.Annotations[state.UpgradedBootID])
+	assert.Equal(t, string(own.GetUID()), n.Annotations[state.MaintenanceID], "the joined one could not be read")
+
+	upgradedAt, ok := state.Time(n, state.UpgradedAt)
+	require.True(t, ok)
+	next, err := cluster.CreateNodeMaintenance(e.Ctx, e.NodeName("a")+"-next", e.NodeName("a"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, next.GetCreationTimestamp().Unix(), upgradedAt.Unix(), "created after the upgrade was seen")
+	e.waitWarmerReady("a")
+	e.cycle()
+	n = e.RequireReleased("a", state.ReasonWarm)
+	ids := []string{string(own.GetUID()), string(joined.GetUID())}
+	slices.Sort(ids)
+	assert.Equal(t, strings.Join(ids, ","), n.Annotations[state.MaintenanceID])
+
+	e.cycle()
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	n = e.Node("a")
+	assert.Contains(t, n.Annotations[state.MaintenanceID], string(next.GetUID()))
 }
