@@ -22,7 +22,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -43,7 +42,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
@@ -150,13 +148,8 @@ type Controller struct {
 	// (once a term: nmConfirmed says it was done, until the resource is watched again).
 	nmGoneAt    time.Time
 	nmConfirmed bool
-	// nmReadErr is the last error of the watched informer's list or watch (but a 404, handled
-	// by maintenanceGone, and a watch's routine end), nmReadErrAt when it came and nmReadErrRV
-	// the resource version the cache had then: until the cache moves past that version, or no
-	// error has come for maintenanceReadErrorHold, the cache may be stale (maintenanceStale).
-	nmReadErr   error
-	nmReadErrAt time.Time
-	nmReadErrRV string
+	// nmReads follows whether the watched informer's cache may be stale.
+	nmReads *maintenanceReads
 
 	synced atomic.Bool
 	// dirty wakes the loop; what to re-plan is in pending and full (under mu).
@@ -461,15 +454,18 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool,
 	if c.nmInformer != nil {
 		return true, nil
 	}
-	c.nmGoneAt, c.nmConfirmed, c.nmReadErr = time.Time{}, false, nil
-	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.nm.DynamicClient(), 0, c.cfg.Maintenance.NodeMaintenance.Namespace, nil)
-	inf := f.ForResource(gvr).Informer()
+	c.nmGoneAt, c.nmConfirmed = time.Time{}, false
+	reads := &maintenanceReads{log: c.log, resource: sources.ResourceName(c.cfg), changed: c.Trigger}
+	inf := cache.NewSharedIndexInformerWithOptions(
+		cache.ToListWatcherWithWatchListSemantics(reads.listWatch(c.nm.Resource()), c.nm.DynamicClient()),
+		&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ObjectDescription: gvr.String()})
+	reads.hasSynced = inf.HasSynced
 	if err := inf.SetTransform(c.trimMaintenance); err != nil {
 		c.log.Warn("setting the maintenance informer transform failed", "error", err)
 	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.Trigger() },
-		UpdateFunc: func(any, any) { c.Trigger() },
+		AddFunc:    func(obj any) { reads.seen(obj); c.Trigger() },
+		UpdateFunc: func(_, obj any) { reads.seen(obj); c.Trigger() },
 		DeleteFunc: func(any) { c.Trigger() },
 	}); err != nil {
 		c.log.Warn("adding the maintenance event handler failed", "error", err)
@@ -480,24 +476,18 @@ func (c *Controller) startMaintenanceInformer(ctx context.Context) (served bool,
 	// would go on reading it as a served source with no objects. It is stopped instead, and once
 	// probes confirm it gone, plans warn that the source is not served and each resync probes
 	// for it again.
-	// Any other error but a watch's routine end (an RBAC change, a conversion webhook that is
-	// down) leaves the cache as it was, while the informer lists again and again: plans do not
-	// take it for what the cluster holds until it has read again (maintenanceStale).
 	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		switch {
-		case notServed(err):
+		if notServed(err) {
 			c.maintenanceGone(inf, err)
 			return
-		case !routineWatchEnd(err):
-			c.maintenanceReadFailed(inf, err)
 		}
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	}); err != nil {
 		c.log.Warn("setting the maintenance watch error handler failed", "error", err)
 	}
 	infCtx, stop := context.WithCancel(ctx)
-	c.nmInformer, c.nmStop, c.nmStopped = inf, stop, infCtx.Done()
-	f.Start(infCtx.Done())
+	c.nmInformer, c.nmStop, c.nmStopped, c.nmReads = inf, stop, infCtx.Done(), reads
+	go inf.RunWithContext(infCtx)
 	if c.synced.Load() {
 		// Started after start-up (the CRD appeared): sync in the background, then re-plan.
 		go c.syncMaintenance(inf, infCtx.Done(), "maintenance resource is now served; watching it")
@@ -542,55 +532,6 @@ func (c *Controller) maintenanceGone(inf cache.SharedIndexInformer, err error) {
 	c.log.Info("maintenance resource answered as not served; confirming before its source counts as empty",
 		"resource", sources.ResourceName(c.cfg), "within", notServedConfirm.String(), "error", err)
 	c.Trigger()
-}
-
-// maintenanceReadErrorHold is how long after the last error of the nodeMaintenance informer's
-// list or watch its cache counts as stale, unless it moves past the version it had then (a list
-// that succeeds moves it): longer than the informer's longest wait between two attempts (up to
-// a minute while they keep failing), so a lasting failure holds the source unknown throughout.
-// A variable for tests.
-var maintenanceReadErrorHold = 90 * time.Second
-
-// maintenanceReadFailed records err, an error of the nodeMaintenance informer inf's list or
-// watch: plans have the source unknown until the cache reads again (maintenanceStale). The first
-// error of a failing stretch is logged at WARN (client-go logs each).
-func (c *Controller) maintenanceReadFailed(inf cache.SharedIndexInformer, err error) {
-	c.nmMu.Lock()
-	if c.nmInformer != inf {
-		c.nmMu.Unlock()
-		return // stopped since
-	}
-	first := c.nmReadErr == nil
-	c.nmReadErr, c.nmReadErrAt, c.nmReadErrRV = err, time.Now(), inf.LastSyncResourceVersion()
-	c.nmMu.Unlock()
-	if first {
-		c.log.Warn("reading the maintenance resource failed; no node is entered or leaves maintenance until it reads again",
-			"resource", sources.ResourceName(c.cfg), "error", err)
-	}
-	// A plan once the hold has passed, should the cache have nothing to deliver when it reads.
-	time.AfterFunc(maintenanceReadErrorHold, c.Trigger)
-	c.Trigger()
-}
-
-// maintenanceStale reports whether the nodeMaintenance cache may be stale: an error of its list
-// or watch came less than maintenanceReadErrorHold ago, and the cache has not moved since. It
-// logs the end of a failing stretch. Called under nmMu, for the informer being watched.
-func (c *Controller) maintenanceStale() bool {
-	if c.nmReadErr == nil {
-		return false
-	}
-	if time.Since(c.nmReadErrAt) < maintenanceReadErrorHold && c.nmInformer.LastSyncResourceVersion() == c.nmReadErrRV {
-		return true
-	}
-	c.log.Info("maintenance resource reads again", "resource", sources.ResourceName(c.cfg), "lastError", c.nmReadErr)
-	c.nmReadErr = nil
-	return false
-}
-
-// routineWatchEnd reports whether err is how a watch ends in the normal run of things: its
-// resource version expired, or the server closed it; the informer lists or watches again at once.
-func routineWatchEnd(err error) bool {
-	return apierrors.IsResourceExpired(err) || apierrors.IsGone(err) || errors.Is(err, io.EOF)
 }
 
 // chanClosed reports whether ch is closed (it is never sent on).
@@ -772,7 +713,7 @@ func (c *Controller) recordsNodeMaintenance() bool {
 // with a short cancelAfter. Plans mark it unknown instead (plan.Snapshot.MaintenanceUnknown),
 // which decides nothing that rests on maintenance; the informer's sync re-plans, and a failed
 // probe is retried (in the background) after retryAfterError. Nor is it until the takeover's
-// probe has answered, nor while the watched cache may be stale (maintenanceStale).
+// probe has answered, nor while the watched cache may be stale (maintenanceReads).
 func (c *Controller) maintenanceReady(ctx context.Context) bool {
 	if !c.cfg.Maintenance.NodeMaintenance.Enabled {
 		return true
@@ -785,7 +726,7 @@ func (c *Controller) maintenanceReady(ctx context.Context) bool {
 	}
 	c.nmMu.Lock()
 	defer c.nmMu.Unlock()
-	failed, ready := c.nmProbeFailed || c.nmAwaited, c.nmInformer == nil || (c.nmSynced && !c.maintenanceStale())
+	failed, ready := c.nmProbeFailed || c.nmAwaited, c.nmInformer == nil || (c.nmSynced && !c.nmReads.stale())
 	if failed && !c.nmRetrying && !c.nmProbing && ctx.Err() == nil {
 		// One retry pending at a time, however many plans the events of the meantime ask for;
 		// none while a probe runs (it re-plans once it has answered).
@@ -1034,7 +975,7 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 			out.MaintenanceUnknown = sources.ResourceName(c.cfg)
 		default:
 			for _, obj := range inf.GetStore().List() {
-				if u, ok := obj.(*unstructured.Unstructured); ok {
+				if u, ok := obj.(*unstructured.Unstructured); ok && !isReadMark(u) {
 					out.Maintenance = append(out.Maintenance, u)
 				}
 			}

@@ -2,7 +2,7 @@ package controller
 
 import (
 	"errors"
-	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
@@ -32,16 +33,11 @@ import (
 // Once the nodeMaintenance informer has synced, its list and watch can still start failing (RBAC
 // taken away, a conversion webhook that is down): the informer keeps serving what it last read,
 // and plans must not take that for the cluster. Node a is tainted for its NodeMaintenance, and
-// node b's waits for the budget (maxConcurrent 1). The watch ends and every list fails; b's
+// node b's waits for the budget (maxConcurrent 1). The watch ends and every read fails; b's
 // object is deleted meanwhile. An operator opens a: the budget is free, but the source is
 // unknown, so b is not entered for the object the cache still holds, and no plan counts as a
-// success. Once the lists succeed (the hold over: the fake does not move resource versions), b's
-// maintenance is seen to be over, and b is never tainted.
+// success. Once a list succeeds, b's maintenance is seen to be over, and b is never tainted.
 func TestStaleMaintenanceCacheIsUnknown(t *testing.T) {
-	hold := maintenanceReadErrorHold
-	maintenanceReadErrorHold = 3 * time.Second
-	t.Cleanup(func() { maintenanceReadErrorHold = hold })
-
 	a, _ := taintedForMaintenance()
 	b := tu.Node("b", tu.WithLabels("pool", "notebooks"))
 	client := withWarmer(a, b)
@@ -73,6 +69,9 @@ func TestStaleMaintenanceCacheIsUnknown(t *testing.T) {
 	var mu sync.Mutex
 	var watches []*watch.FakeWatcher
 	dyn.PrependWatchReactor(gvr.Resource, func(k8stesting.Action) (bool, watch.Interface, error) {
+		if failing.Load() {
+			return true, nil, apierrors.NewInternalError(errors.New("conversion webhook: connection refused"))
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		w := watch.NewFake()
@@ -124,11 +123,154 @@ func node(t *testing.T, client interface {
 	return obj.(*corev1.Node)
 }
 
-func TestRoutineWatchEnd(t *testing.T) {
-	gr := schema.GroupResource{Group: "nodemaintenance.medik8s.io", Resource: "nodemaintenances"}
-	assert.True(t, routineWatchEnd(apierrors.NewResourceExpired("too old resource version")))
-	assert.True(t, routineWatchEnd(apierrors.NewGone("gone")))
-	assert.True(t, routineWatchEnd(io.EOF))
-	assert.False(t, routineWatchEnd(apierrors.NewForbidden(gr, "", errors.New("RBAC"))))
-	assert.False(t, routineWatchEnd(apierrors.NewInternalError(errors.New("webhook"))))
+// What counts as a complete read, and what as a failure, on each path the informer reads by:
+// paged lists, watches that resume from the cache's version, watch lists (initial events ended
+// by a bookmark), and errors a watch delivers. A complete read ends a failure once its read mark
+// (the list's last item, or the event after it) reaches the informer's handlers.
+func TestMaintenanceReads(t *testing.T) {
+	gvr := sources.GVR(config.Default())
+	gr := gvr.GroupResource()
+	var changes atomic.Int32
+	newReads := func() *maintenanceReads {
+		changes.Store(0)
+		return &maintenanceReads{log: slog.New(slog.DiscardHandler), resource: "r", changed: func() { changes.Add(1) }, hasSynced: func() bool { return true }}
+	}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{gvr: "NodeMaintenanceList"})
+	var listErr, watchErr error
+	var cont string
+	dyn.PrependReactor("list", gvr.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		if listErr != nil {
+			return true, nil, listErr
+		}
+		l := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": gvr.GroupVersion().String(), "kind": "NodeMaintenanceList"}}
+		l.SetContinue(cont)
+		l.SetResourceVersion("7")
+		l.Items = []unstructured.Unstructured{{Object: map[string]any{"metadata": map[string]any{"name": "nm"}}}}
+		return true, l, nil
+	})
+	var fw *watch.FakeWatcher
+	dyn.PrependWatchReactor(gvr.Resource, func(k8stesting.Action) (bool, watch.Interface, error) {
+		if watchErr != nil {
+			return true, nil, watchErr
+		}
+		fw = watch.NewFakeWithChanSize(4, false)
+		return true, fw, nil
+	})
+	ctx := t.Context()
+	list := func(lw *cache.ListWatch) []unstructured.Unstructured {
+		l, err := lw.ListWithContextFunc(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil
+		}
+		return l.(*unstructured.UnstructuredList).Items
+	}
+	watchFrom := func(lw *cache.ListWatch, initial bool) watch.Interface {
+		w, _ := lw.WatchFuncWithContext(ctx, metav1.ListOptions{SendInitialEvents: &initial, ResourceVersion: "9"})
+		return w
+	}
+	next := func(w watch.Interface) watch.Event {
+		select {
+		case e := <-w.ResultChan():
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event")
+			return watch.Event{}
+		}
+	}
+	internal := apierrors.NewInternalError(errors.New("conversion webhook: connection refused"))
+
+	// A failed list holds until a list has read every page, and its read mark (its last item)
+	// has reached the handlers.
+	r := newReads()
+	lw := r.listWatch(dyn.Resource(gvr))
+	require.Len(t, list(lw), 1, "no mark while nothing failed")
+	listErr = internal
+	list(lw)
+	assert.True(t, r.stale())
+	assert.Equal(t, int32(1), changes.Load(), "a re-plan when it starts")
+	listErr, cont = nil, "page-2"
+	require.Len(t, list(lw), 1, "a first page is not the whole set")
+	w := watchFrom(lw, false)
+	assert.True(t, r.stale(), "a watch that resumes does not mend a failed list")
+	w.Stop()
+	cont = ""
+	items := list(lw)
+	require.Len(t, items, 2)
+	mark := &items[1]
+	assert.True(t, isReadMark(mark))
+	assert.Equal(t, "7", mark.GetResourceVersion())
+	assert.True(t, r.stale(), "not in the cache yet")
+	r.seen(&items[0])
+	assert.True(t, r.stale())
+	r.seen(mark)
+	assert.False(t, r.stale())
+	assert.Equal(t, int32(2), changes.Load(), "a re-plan when it ends")
+
+	// A mark made before a new failure ends nothing.
+	listErr = internal
+	list(lw)
+	listErr = nil
+	old := list(lw)[1]
+	listErr = internal
+	list(lw)
+	r.seen(&old)
+	assert.True(t, r.stale())
+	listErr = nil
+	r.seen(&list(lw)[1])
+	assert.False(t, r.stale())
+
+	// A watch that failed to resume is mended by one that resumes (every change since comes),
+	// once its first event, the mark, has reached the handlers.
+	r = newReads()
+	lw = r.listWatch(dyn.Resource(gvr))
+	watchErr = apierrors.NewForbidden(gr, "", errors.New("RBAC"))
+	watchFrom(lw, false)
+	assert.True(t, r.stale())
+	watchErr = nil
+	w = watchFrom(lw, false)
+	e := next(w)
+	require.Equal(t, watch.Added, e.Type)
+	require.True(t, isReadMark(e.Object))
+	assert.Equal(t, "9", e.Object.(*unstructured.Unstructured).GetResourceVersion())
+	r.seen(e.Object)
+	assert.False(t, r.stale())
+
+	// An error delivered by a watch holds until a complete read; a resume does not end it.
+	fw.Error(&internal.ErrStatus)
+	require.Equal(t, watch.Error, next(w).Type)
+	assert.True(t, r.stale())
+	w.Stop()
+	w = watchFrom(lw, false)
+	fw.Add(&unstructured.Unstructured{Object: map[string]any{"metadata": map[string]any{"name": "nm"}}})
+	assert.False(t, isReadMark(next(w).Object), "no mark first")
+	assert.True(t, r.stale())
+	w.Stop()
+	// A watch list completes the read with the bookmark that ends its initial events, followed
+	// by its mark.
+	w = watchFrom(lw, true)
+	bookmark := &unstructured.Unstructured{Object: map[string]any{"apiVersion": gvr.GroupVersion().String(), "kind": "NodeMaintenance"}}
+	bookmark.SetResourceVersion("11")
+	fw.Action(watch.Bookmark, bookmark.DeepCopy())
+	require.Equal(t, watch.Bookmark, next(w).Type)
+	bookmark.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
+	fw.Action(watch.Bookmark, bookmark)
+	require.Equal(t, watch.Bookmark, next(w).Type)
+	e = next(w)
+	require.True(t, isReadMark(e.Object), "the mark follows the end of the initial events")
+	assert.Equal(t, "11", e.Object.(*unstructured.Unstructured).GetResourceVersion())
+	assert.True(t, r.stale())
+	r.seen(e.Object)
+	assert.False(t, r.stale())
+	w.Stop()
+
+	// Neither an expired version (routine: the informer lists again) nor a 404 (maintenanceGone).
+	r = newReads()
+	lw = r.listWatch(dyn.Resource(gvr))
+	watchErr = apierrors.NewResourceExpired("too old resource version")
+	watchFrom(lw, false)
+	listErr = apierrors.NewNotFound(gr, "")
+	list(lw)
+	assert.False(t, r.stale())
+	assert.Zero(t, changes.Load())
 }
