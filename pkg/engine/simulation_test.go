@@ -1061,9 +1061,9 @@ func (s *sim) podString(name string) string {
 // went warming (with pending, only if that maintenance still has its upgrade to come): identity ->
 // what maintenance-id records for it. A cordon under a NodeMaintenance the node records is part
 // of that one. Without pending, a NodeMaintenance the node does not record that was created in
-// the second its upgrade was seen counts too: a cycle that could not read the objects then did
-// not record it, and the release cannot tell it from one created just after (the node waits
-// again).
+// the second its upgrade was seen counts too, when the cycle that saw it could not read the
+// objects (upgraded-unread): it did not record it, and the release cannot tell it from one
+// created just after (the node waits again).
 func (s *sim) laterMaintenance(before *corev1.Node, pending bool) map[string]string {
 	name := before.Name
 	tr := s.truth[name]
@@ -1080,7 +1080,8 @@ func (s *sim) laterMaintenance(before *corev1.Node, pending bool) map[string]str
 		if recorded(before, nm.uid) {
 			underRecorded = true
 		}
-		sameSecond := !pending && !recorded(before, nm.uid) && nm.created.Unix() >= upgradedAt.Unix()
+		_, unread := before.Annotations[state.UpgradedUnread]
+		sameSecond := !pending && unread && !recorded(before, nm.uid) && nm.created.Unix() >= upgradedAt.Unix()
 		if (nm.op == tr.op || !pending) && (nm.seq > tr.warmingSeq || sameSecond) {
 			out[nm.uid] = nm.uid
 		}

@@ -656,8 +656,8 @@ func (p *Planner) upgradeToCome(n *corev1.Node, reason string) bool {
 
 // upgradedFor splits the maintenances active on a warming node into those its upgrade was for
 // (recorded at its entry, at its adoption or when the upgrade was seen; a NodeMaintenance created
-// before the upgrade was seen, which a cycle that could not read the objects then left out; and a
-// cordon under a recorded NodeMaintenance, which is part of it) and those that began later: a
+// before the upgrade was seen by a cycle that could not read the objects, marked upgraded-unread,
+// which left it out; and a cordon under a recorded NodeMaintenance, which is part of it) and those that began later: a
 // pipeline that starts the node's next maintenance (a new NodeMaintenance, its label) while the
 // node is still warming. The node still has that one's upgrade to come, so its release must not
 // record it as done, or the node would not be tainted for it and would open cold after that
@@ -670,7 +670,11 @@ func (p *Planner) upgradedFor(n *corev1.Node, active, known []Maintenance) (upgr
 	recorded := recordedIDs(n)
 	under := underRecordedNodeMaintenance(recorded, known)
 	_, ended := n.Annotations[state.MaintenanceEnded] // the recorded cordons and labels were over
-	upgradedAt, _ := state.Time(n, state.UpgradedAt)
+	// Zero unless the objects could not be read when the upgrade was seen.
+	var upgradedAt time.Time
+	if _, unread := n.Annotations[state.UpgradedUnread]; unread {
+		upgradedAt, _ = state.Time(n, state.UpgradedAt)
+	}
 	for _, m := range active {
 		switch {
 		case slices.Contains(recorded, m.ID) && !(ended && isPresenceID(m.ID)),
@@ -847,7 +851,7 @@ func (p *Planner) startAnnotations(c *cycle, n *corev1.Node, phase string) map[s
 	if src := p.rule.KernelSource(n); src != "" {
 		ann[state.BaselineKernelSource] = ptr(src)
 	}
-	for _, k := range append(slices.Clone(state.RecordAnnotations), state.BaselineKernelSource, state.UpgradedAt, state.UpgradedBootID, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
+	for _, k := range append(slices.Clone(state.RecordAnnotations), state.BaselineKernelSource, state.UpgradedAt, state.UpgradedBootID, state.UpgradedUnread, state.LeftMaintenanceAt, state.WarmerPodUID, state.WarmerPodRestarts) {
 		if _, set := ann[k]; set {
 			continue
 		}
@@ -890,6 +894,9 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 	ann := p.startAnnotations(c, n, state.PhaseWarming)
 	ann[state.UpgradedAt] = ptr(c.now)
 	ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID) // as when an upgrade is seen
+	if c.s.MaintenanceUnknown != "" {
+		ann[state.UpgradedUnread] = ptr(c.s.MaintenanceUnknown)
+	}
 	if active := c.s.Maintenance[n.Name]; len(active) > 0 {
 		// It joined, but a maintenance names it: recorded as for an entry, so that its release
 		// while that maintenance lasts does not make it look new, and the node entered again.
@@ -1126,9 +1133,12 @@ func (p *Planner) planTainted(c *cycle, n *corev1.Node) (Action, bool) {
 		// The maintenances of the node now are the ones this upgrade is for: recorded, so that
 		// one that begins later is told apart at the release (upgradeToCome). While the
 		// NodeMaintenance source is unknown, the objects recorded are kept as they are, and
-		// one that joined since the entry is missing: the release finds it by its creation
-		// time, before upgraded-at (upgradedFor).
+		// one that joined since the entry is missing: marked so, the release finds it by its
+		// creation time, before upgraded-at (upgradedFor).
 		ann[state.UpgradedBootID] = ptr(n.Status.NodeInfo.BootID)
+		if c.s.MaintenanceUnknown != "" {
+			ann[state.UpgradedUnread] = ptr(c.s.MaintenanceUnknown)
+		}
 		switch ids := p.upgradeRecord(c, n); {
 		case ids == "":
 			// Every maintenance recorded is a cordon or label that is over: kept for the

@@ -29,7 +29,11 @@ const (
 	// UpgradedBootID is the node's boot ID when it went warming (its upgrade seen, or adopted): a
 	// maintenance that begins after that, on a node that has not rebooted since, has its upgrade
 	// still to come.
-	UpgradedBootID    = Prefix + "upgraded-boot-id"
+	UpgradedBootID = Prefix + "upgraded-boot-id"
+	// UpgradedUnread names the maintenance resource that could not be read when the node went
+	// warming: maintenance-id may then lack one of its objects that joined since the entry,
+	// which the release tells by its creation time.
+	UpgradedUnread    = Prefix + "upgraded-unread"
 	LeftMaintenanceAt = Prefix + "left-maintenance-at"
 	WarmerPodUID      = Prefix + "warmer-pod-uid"
 	WarmerPodRestarts = Prefix + "warmer-pod-restarts"
@@ -75,7 +79,7 @@ const (
 // ReleaseReason, MaintenanceEnded and LastError stay for the record.
 var ManagedAnnotations = []string{
 	Phase, Owner, BaselineKernel, BaselineBootID, BaselineKernelSource, TaintedAt, UpgradedAt,
-	UpgradedBootID, LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel, StatusValues,
+	UpgradedBootID, UpgradedUnread, LeftMaintenanceAt, WarmerPodUID, WarmerPodRestarts, Taint, StatusLabel, StatusValues,
 }
 
 // RecordAnnotations are what a released node keeps; a new maintenance clears them.

@@ -177,6 +177,7 @@ func TestUpgradeSeenWithoutTheMaintenanceObjects(t *testing.T) {
 	e.requirePhase("a", state.PhaseWarming, "warming")
 	n := e.Node("a")
 	assert.Equal(t, n.Status.NodeInfo.BootID, n.Annotations[state.UpgradedBootID])
+	assert.Equal(t, framework.NodeMaintenanceResource+"."+framework.NodeMaintenanceVersion+"."+framework.NodeMaintenanceGroup, n.Annotations[state.UpgradedUnread])
 	assert.Equal(t, string(own.GetUID()), n.Annotations[state.MaintenanceID], "the joined one could not be read")
 
 	upgradedAt, ok := state.Time(n, state.UpgradedAt)
