@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -22,18 +23,20 @@ import (
 // does. Once synced, an informer whose reads fail (RBAC taken away, a conversion webhook that is
 // down) keeps serving what it last read while it retries, and plans must not take that for the
 // cluster: from a failed list, a watch that fails to start, or an error a watch delivers, the
-// cache counts as stale until a read is complete again: a list whose last page arrived, a watch
-// list whose initial events have all arrived, or, after a watch that failed to resume from the
-// cache's version, a watch that resumes from it (the API server then sends every change since).
-// A 404 is maintenanceGone's, and an expired resource version is routine: the informer lists
-// again at once.
+// cache counts as stale until a read of the whole resource is complete again: a list whose last
+// page arrived, or a watch list whose initial events have all arrived. A watch that would resume
+// from the cache's version meanwhile is answered as expired instead, so that the informer reads
+// the whole resource (changes made while the reads failed would come after a resume's first
+// events, and the API server may answer an old version as expired only once the watch has
+// started). A 404 is maintenanceGone's, an expired resource version is routine (the informer
+// reads the whole resource again), and an error once the informer is stopped is none.
 //
 // A read is complete once the informer has applied it to its cache, not when the API server's
 // answer arrives: the informer applies it later, in its own goroutine. So each complete read that
 // ends a failure is followed by a read mark, an object the ListWatch adds after it (the last item
-// of the list, or an event after the watch list's initial events, or the first event of a watch
-// that resumes); the informer applies objects in order, and once its handlers see that mark, the
-// read is in the cache. The mark, whose name no object can have, is kept out of every plan.
+// of the list, or an event after the watch list's initial events); the informer applies objects
+// in order, and once its handlers see that mark, the read is in the cache. The mark, whose name
+// no object can have, is kept out of every plan.
 type maintenanceReads struct {
 	log      *slog.Logger
 	resource string
@@ -44,11 +47,10 @@ type maintenanceReads struct {
 	hasSynced func() bool
 
 	mu sync.Mutex
-	// err is the first failure since the last complete read; nil when there was none.
-	err error
-	// resumable: every failure since the last complete read was a watch that failed to resume,
-	// so one that resumes completes the read.
-	resumable bool
+	// err is the first failure since the last complete read; nil when there was none. warned
+	// says it was logged at WARN (so is its end, at INFO).
+	err    error
+	warned bool
 	// marks counts the read marks made; awaited is the one that ends the failure (0: none).
 	marks, awaited uint64
 }
@@ -76,9 +78,9 @@ func (r *maintenanceReads) listWatch(res dynamic.ResourceInterface) *cache.ListW
 			list, err := res.List(ctx, opts)
 			switch {
 			case err != nil:
-				r.failed(err, false)
+				r.failed(ctx, err)
 			case list.GetContinue() == "":
-				if mark := r.complete(false, list.GetResourceVersion()); mark != nil {
+				if mark := r.complete(list.GetResourceVersion()); mark != nil {
 					list.Items = append(list.Items, *mark)
 				}
 			}
@@ -86,39 +88,38 @@ func (r *maintenanceReads) listWatch(res dynamic.ResourceInterface) *cache.ListW
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			initial := opts.SendInitialEvents != nil && *opts.SendInitialEvents
+			if !initial && r.stale() {
+				return nil, apierrors.NewResourceExpired("the maintenance resource is read whole again after a failed read")
+			}
 			w, err := res.Watch(ctx, opts)
 			if err != nil {
-				r.failed(err, !initial)
+				r.failed(ctx, err)
 				return nil, err
 			}
-			var first *unstructured.Unstructured
-			if !initial {
-				first = r.complete(true, opts.ResourceVersion)
-			}
-			return r.follow(w, initial, first), nil
+			return r.follow(ctx, w, initial), nil
 		},
 	}
 }
 
-// follow returns a watch that passes w's events on, after first (when not nil), recording the
-// errors it delivers and, for a watch list (initial), completing the read with the bookmark that
-// ends the initial events, followed by its read mark.
-func (r *maintenanceReads) follow(w watch.Interface, initial bool, first *unstructured.Unstructured) watch.Interface {
+// follow returns a watch that passes w's events on, recording the errors it delivers and, for a
+// watch list (initial), completing the read with the bookmark that ends the initial events,
+// followed by its read mark. What comes once the watch is stopped (or ctx ended) is not recorded.
+func (r *maintenanceReads) follow(ctx context.Context, w watch.Interface, initial bool) watch.Interface {
 	f := &followedWatch{source: w, out: make(chan watch.Event), done: make(chan struct{})}
 	go func() {
 		defer close(f.out)
 		defer w.Stop()
-		if first != nil && !f.send(watch.Event{Type: watch.Added, Object: first}) {
-			return
-		}
 		for e := range w.ResultChan() {
+			if f.stopped() {
+				return
+			}
 			var mark *unstructured.Unstructured
 			switch {
 			case e.Type == watch.Error:
-				r.failed(apierrors.FromObject(e.Object), false)
+				r.failed(ctx, apierrors.FromObject(e.Object))
 			case e.Type == watch.Bookmark && initial:
 				if a, err := meta.Accessor(e.Object); err == nil && a.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-					mark = r.complete(false, a.GetResourceVersion())
+					mark = r.complete(a.GetResourceVersion())
 				}
 			}
 			if !f.send(e) || (mark != nil && !f.send(watch.Event{Type: watch.Added, Object: mark})) {
@@ -146,6 +147,16 @@ func (f *followedWatch) Stop() {
 
 func (f *followedWatch) ResultChan() <-chan watch.Event { return f.out }
 
+// stopped reports whether the watch was stopped.
+func (f *followedWatch) stopped() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // send passes e on, unless the watch is stopped first.
 func (f *followedWatch) send(e watch.Event) bool {
 	select {
@@ -156,40 +167,37 @@ func (f *followedWatch) send(e watch.Event) bool {
 	}
 }
 
-// failed records a read that failed; resume says it was a watch resuming from the cache's
-// version.
-func (r *maintenanceReads) failed(err error, resume bool) {
-	if notServed(err) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+// failed records a read that failed, made under ctx (the informer's).
+func (r *maintenanceReads) failed(ctx context.Context, err error) {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || notServed(err) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 		return
 	}
 	r.mu.Lock()
 	first := r.err == nil
 	if first {
-		r.err, r.resumable = err, resume
-	} else {
-		r.resumable = r.resumable && resume
+		r.err, r.warned = err, r.hasSynced()
 	}
 	r.awaited = 0 // a mark made before this failure ends nothing
+	warn := r.warned
 	r.mu.Unlock()
 	if !first {
 		return
 	}
 	level := slog.LevelDebug
-	if r.hasSynced() {
+	if warn {
 		level = slog.LevelWarn
 	}
-	r.log.Log(context.Background(), level, "reading the maintenance resource failed; no node is entered or leaves maintenance until it reads again",
+	r.log.Log(ctx, level, "reading the maintenance resource failed; no node is entered or leaves maintenance until it reads again",
 		"resource", r.resource, "error", err)
 	r.changed()
 }
 
-// complete records a complete read at resource version rv, and returns the read mark to follow
-// it when it ends a failure (nil otherwise); resumed says it was a watch that resumed from the
-// cache's version, which completes only a failure to resume.
-func (r *maintenanceReads) complete(resumed bool, rv string) *unstructured.Unstructured {
+// complete records a complete read of the whole resource at resource version rv, and returns the
+// read mark to follow it when it ends a failure (nil otherwise).
+func (r *maintenanceReads) complete(rv string) *unstructured.Unstructured {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.err == nil || (resumed && !r.resumable) {
+	if r.err == nil {
 		return nil
 	}
 	r.marks++
@@ -209,14 +217,19 @@ func (r *maintenanceReads) seen(obj any) {
 		return
 	}
 	r.mu.Lock()
-	lastErr := r.err
+	lastErr, warned := r.err, r.warned
 	ends := lastErr != nil && r.awaited != 0 && string(a.GetUID()) == fmt.Sprintf("read-%d", r.awaited)
 	if ends {
 		r.err, r.awaited = nil, 0
 	}
 	r.mu.Unlock()
-	if ends {
-		r.log.Info("maintenance resource reads again", "resource", r.resource, "lastError", strings.TrimSpace(lastErr.Error()))
-		r.changed()
+	if !ends {
+		return
 	}
+	level := slog.LevelDebug
+	if warned {
+		level = slog.LevelInfo
+	}
+	r.log.Log(context.Background(), level, "maintenance resource reads again", "resource", r.resource, "lastError", strings.TrimSpace(lastErr.Error()))
+	r.changed()
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -124,9 +125,10 @@ func node(t *testing.T, client interface {
 }
 
 // What counts as a complete read, and what as a failure, on each path the informer reads by:
-// paged lists, watches that resume from the cache's version, watch lists (initial events ended
-// by a bookmark), and errors a watch delivers. A complete read ends a failure once its read mark
-// (the list's last item, or the event after it) reaches the informer's handlers.
+// paged lists, watch lists (initial events ended by a bookmark), watches that would resume from
+// the cache's version (answered as expired while it is stale, so that the whole resource is read
+// again), and errors a watch delivers. A complete read ends a failure once its read mark (the
+// list's last item, or the event after the bookmark) reaches the informer's handlers.
 func TestMaintenanceReads(t *testing.T) {
 	gvr := sources.GVR(config.Default())
 	gr := gvr.GroupResource()
@@ -166,7 +168,10 @@ func TestMaintenanceReads(t *testing.T) {
 		return l.(*unstructured.UnstructuredList).Items
 	}
 	watchFrom := func(lw *cache.ListWatch, initial bool) watch.Interface {
-		w, _ := lw.WatchFuncWithContext(ctx, metav1.ListOptions{SendInitialEvents: &initial, ResourceVersion: "9"})
+		w, err := lw.WatchFuncWithContext(ctx, metav1.ListOptions{SendInitialEvents: &initial, ResourceVersion: "9"})
+		if err != nil {
+			return nil
+		}
 		return w
 	}
 	next := func(w watch.Interface) watch.Event {
@@ -191,9 +196,9 @@ func TestMaintenanceReads(t *testing.T) {
 	assert.Equal(t, int32(1), changes.Load(), "a re-plan when it starts")
 	listErr, cont = nil, "page-2"
 	require.Len(t, list(lw), 1, "a first page is not the whole set")
-	w := watchFrom(lw, false)
-	assert.True(t, r.stale(), "a watch that resumes does not mend a failed list")
-	w.Stop()
+	_, err := lw.WatchFuncWithContext(ctx, metav1.ListOptions{ResourceVersion: "9"})
+	assert.True(t, apierrors.IsResourceExpired(err), "no watch resumes while the cache is stale: %v", err)
+	assert.True(t, r.stale())
 	cont = ""
 	items := list(lw)
 	require.Len(t, items, 2)
@@ -220,32 +225,24 @@ func TestMaintenanceReads(t *testing.T) {
 	r.seen(&list(lw)[1])
 	assert.False(t, r.stale())
 
-	// A watch that failed to resume is mended by one that resumes (every change since comes),
-	// once its first event, the mark, has reached the handlers.
+	// A watch that failed to start, or an error a watch delivers, holds until the whole resource
+	// is read again: no watch resumes meanwhile.
 	r = newReads()
 	lw = r.listWatch(dyn.Resource(gvr))
-	watchErr = apierrors.NewForbidden(gr, "", errors.New("RBAC"))
+	watchErr = apierrors.NewTooManyRequests("slow down", 1)
 	watchFrom(lw, false)
 	assert.True(t, r.stale())
 	watchErr = nil
-	w = watchFrom(lw, false)
-	e := next(w)
-	require.Equal(t, watch.Added, e.Type)
-	require.True(t, isReadMark(e.Object))
-	assert.Equal(t, "9", e.Object.(*unstructured.Unstructured).GetResourceVersion())
-	r.seen(e.Object)
+	assert.Nil(t, watchFrom(lw, false))
+	r.seen(&list(lw)[1])
 	assert.False(t, r.stale())
-
-	// An error delivered by a watch holds until a complete read; a resume does not end it.
+	w := watchFrom(lw, false)
+	require.NotNil(t, w)
 	fw.Error(&internal.ErrStatus)
 	require.Equal(t, watch.Error, next(w).Type)
 	assert.True(t, r.stale())
 	w.Stop()
-	w = watchFrom(lw, false)
-	fw.Add(&unstructured.Unstructured{Object: map[string]any{"metadata": map[string]any{"name": "nm"}}})
-	assert.False(t, isReadMark(next(w).Object), "no mark first")
-	assert.True(t, r.stale())
-	w.Stop()
+	assert.Nil(t, watchFrom(lw, false))
 	// A watch list completes the read with the bookmark that ends its initial events, followed
 	// by its mark.
 	w = watchFrom(lw, true)
@@ -256,7 +253,7 @@ func TestMaintenanceReads(t *testing.T) {
 	bookmark.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
 	fw.Action(watch.Bookmark, bookmark)
 	require.Equal(t, watch.Bookmark, next(w).Type)
-	e = next(w)
+	e := next(w)
 	require.True(t, isReadMark(e.Object), "the mark follows the end of the initial events")
 	assert.Equal(t, "11", e.Object.(*unstructured.Unstructured).GetResourceVersion())
 	assert.True(t, r.stale())
@@ -264,13 +261,20 @@ func TestMaintenanceReads(t *testing.T) {
 	assert.False(t, r.stale())
 	w.Stop()
 
-	// Neither an expired version (routine: the informer lists again) nor a 404 (maintenanceGone).
+	// Neither an expired version (routine: the informer lists again), nor a 404
+	// (maintenanceGone), nor what fails once the informer is stopped.
 	r = newReads()
 	lw = r.listWatch(dyn.Resource(gvr))
 	watchErr = apierrors.NewResourceExpired("too old resource version")
 	watchFrom(lw, false)
 	listErr = apierrors.NewNotFound(gr, "")
 	list(lw)
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	listErr = internal
+	_, _ = lw.ListWithContextFunc(stopped, metav1.ListOptions{})
+	watchErr = internal
+	_, _ = lw.WatchFuncWithContext(stopped, metav1.ListOptions{})
 	assert.False(t, r.stale())
 	assert.Zero(t, changes.Load())
 }
