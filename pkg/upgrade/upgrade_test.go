@@ -1,9 +1,11 @@
 package upgrade_test
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -137,6 +139,16 @@ func TestTemplateRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A long output that is not a boolean is quoted cut short, at a character's start: the message
+// holds no broken character.
+func TestLongOutputIsCutAtACharacter(t *testing.T) {
+	_, err := upgrade.NewRule(nil, "", strings.Repeat("x", 63)+"é and more")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `template rendered "`+strings.Repeat("x", 63)+`...", want`)
+	assert.True(t, utf8.ValidString(err.Error()), err.Error())
+	assert.NotContains(t, err.Error(), `\x`)
 }
 
 // A template that loops on the sample node for longer than the start-up allows, writing
