@@ -112,7 +112,7 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) (out 
 		}
 	}
 	wait := min(heldReleases, onReleases)
-	entry, heldUnseen := 0, false
+	entry, handed, heldUnseen := 0, 0, false
 	for _, a := range actions {
 		if a.Type == plan.Enter {
 			entry++
@@ -125,6 +125,9 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) (out 
 			heldUnseen = heldUnseen || unseen
 			continue
 		}
+		if a.Type == plan.Enter {
+			handed++
+		}
 		l.inflight[a.Node] = a.Type
 		out = append(out, a)
 	}
@@ -132,10 +135,9 @@ func (l *ledger) claim(actions []plan.Action, onReleases int, asOf uint64) (out 
 		l.entriesWaiting = false
 		replan = true
 	}
-	if tainting("") {
-		return out, 0, replan
-	}
-	return out, onReleases - wait, replan
+	// At most every entry handed out counts on the releases: the retries of unanswered entries
+	// too, when they go together with releases.
+	return out, min(handed, onReleases-wait), replan
 }
 
 // finish records that the node's write returned, with err. It reports whether the whole pool

@@ -209,6 +209,31 @@ func TestLedgerEntriesWaitForTheReleasesTheyCountOn(t *testing.T) {
 	assert.Equal(t, []string{"n"}, nodesOf(claimed(l, []plan.Action{act("n", plan.Enter)}, 0, l.asOf())))
 }
 
+// The retries of unanswered entries that go with releases count on them like any other entry:
+// if a release fails, the engine leaves the last entries to the next plan, so that the retries
+// cannot take maxConcurrent one past.
+func TestLedgerRetriedEntriesCountOnReleases(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLedger()
+	l.now = func() time.Time { return now }
+	lost := &engine.UnknownOutcomeError{Before: "5", Err: errors.New("http2: client connection lost")}
+	require.Len(t, claimed(l, []plan.Action{act("h", plan.Enter), act("i", plan.Enter)}, 0, l.asOf()), 2)
+	l.finish("h", lost)
+	l.finish("i", lost)
+	now = now.Add(time.Minute)
+
+	got, onReleases, _ := l.claim([]plan.Action{act("r", plan.Release), act("h", plan.Enter), act("i", plan.Enter)}, 1, l.asOf())
+	assert.Equal(t, []string{"r", "h", "i"}, nodesOf(got))
+	assert.Equal(t, 1, onReleases, "i's retry counts on r's release")
+	finished(l, "r")
+	finished(l, "h")
+	finished(l, "i")
+
+	got, onReleases, _ = l.claim([]plan.Action{act("s", plan.Release), act("j", plan.Enter)}, 3, l.asOf())
+	assert.Equal(t, []string{"s", "j"}, nodesOf(got))
+	assert.Equal(t, 1, onReleases, "no more than the entries handed out")
+}
+
 func nodeAt(rv string) *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", ResourceVersion: rv}}
 }
