@@ -775,7 +775,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		c.noteMaintenanceWait(time.Now(), true)
 	}
 
-	cached, asOf := c.cached(ctx, names, full)
+	cached, asOf, revisionsRead := c.cached(ctx, names, full)
 	if !known {
 		cached.MaintenanceUnknown = sources.ResourceName(c.cfg)
 	}
@@ -805,10 +805,10 @@ func (c *Controller) reconcile(ctx context.Context) {
 
 	c.mu.Lock()
 	// A reconcile counts as a success (last_success_timestamp_seconds) when it planned the whole
-	// pool, with the maintenance source read, and every write it wanted went through: not while
-	// a node's failing write waits for its retry, which would otherwise pass for a plan with
-	// nothing to do.
-	success := full && known && cached.MaintenanceUnknown == "" && !c.ledger.backingOff(p.Actions)
+	// pool, with the maintenance source and the warmer's revisions read, and every write it
+	// wanted went through: not while a node's failing write waits for its retry, which would
+	// otherwise pass for a plan with nothing to do, nor while no pod can count as warm.
+	success := full && known && revisionsRead && cached.MaintenanceUnknown == "" && !c.ledger.backingOff(p.Actions)
 	todo := plan.Plan{Actions: p.Actions, EntriesOnReleases: p.EntriesOnReleases}
 	var replan bool
 	if !c.engine.DryRun() {
@@ -892,9 +892,11 @@ func (c *Controller) scheduleFollowUp() {
 
 // cached gathers the objects of one snapshot from the informer caches: the whole pool, or only
 // the named nodes and their pods. It also returns the node writes that had returned when it
-// was taken (see Controller.written).
-func (c *Controller) cached(ctx context.Context, names []string, full bool) (engine.Cached, uint64) {
-	out := engine.Cached{MaintenanceServed: true}
+// was taken (see Controller.written), and whether the warmer's revisions were read (see
+// revisionsFor).
+func (c *Controller) cached(ctx context.Context, names []string, full bool) (out engine.Cached, asOf uint64, revisionsRead bool) {
+	out = engine.Cached{MaintenanceServed: true}
+	revisionsRead = true
 	byName := map[string]*corev1.Node{}
 	keep := func(n *corev1.Node) {
 		if old, ok := byName[n.Name]; !ok || engine.Newer(n, old) {
@@ -916,7 +918,7 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 		}
 	}
 	c.mu.Lock()
-	asOf := c.ledger.asOf()
+	asOf = c.ledger.asOf()
 	for name, w := range c.overlay {
 		n, ok := byName[name]
 		switch {
@@ -946,7 +948,7 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 	if ds, err := c.daemonSets.DaemonSets(c.cfg.Warmer.Namespace).Get(c.cfg.Warmer.DaemonSetName); err == nil {
 		out.DaemonSet = ds
 		cachedRevs, _ := c.revisions.ControllerRevisions(c.cfg.Warmer.Namespace).List(labels.Everything())
-		out.Revisions = c.revisionsFor(ctx, ds, cachedRevs)
+		out.Revisions, revisionsRead = c.revisionsFor(ctx, ds, cachedRevs)
 		if full {
 			out.Pods, _ = c.pods.Pods(c.cfg.Warmer.Namespace).List(labels.Everything())
 		} else {
@@ -981,7 +983,7 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 			}
 		}
 	}
-	return out, asOf
+	return out, asOf, revisionsRead
 }
 
 // revisionsFor returns the warmer's ControllerRevisions to plan with against ds. The DaemonSet
@@ -991,10 +993,11 @@ func (c *Controller) cached(ctx context.Context, names []string, full bool) (eng
 // release it with the old images. So once per observed generation the revisions are read from
 // the API server, which serves them after that DaemonSet update, and merged with the cache (the
 // newer version of each wins) until the next generation. A read that fails leaves no revision:
-// no pod counts as warm in that plan, and a plan at least retryAfterError later reads again.
-func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cached []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+// no pod counts as warm in that plan, and a plan at least retryAfterError later reads again;
+// read is false until one succeeds.
+func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cached []*appsv1.ControllerRevision) (revs []*appsv1.ControllerRevision, read bool) {
 	if ds.Status.ObservedGeneration < ds.Generation {
-		return cached // no revision is current yet
+		return cached, true // no revision is current yet
 	}
 	key := generationOf{ds.UID, ds.Status.ObservedGeneration}
 	c.mu.Lock()
@@ -1002,7 +1005,7 @@ func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cac
 	c.mu.Unlock()
 	if !known {
 		if time.Since(failed) < retryAfterError {
-			return nil
+			return nil, false
 		}
 		list, err := c.client.AppsV1().ControllerRevisions(ds.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.DefaultDaemonSetUniqueLabelKey})
 		if err != nil {
@@ -1011,7 +1014,7 @@ func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cac
 			c.liveFailed = time.Now()
 			c.mu.Unlock()
 			time.AfterFunc(retryAfterError, c.Trigger)
-			return nil
+			return nil, false
 		}
 		live = make([]*appsv1.ControllerRevision, 0, len(list.Items))
 		for i := range list.Items {
@@ -1031,7 +1034,7 @@ func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cac
 	for _, r := range byName {
 		out = append(out, r)
 	}
-	return out
+	return out, true
 }
 
 // newerObject reports whether resourceVersion a is later than b (versions that cannot be

@@ -332,6 +332,31 @@ func TestRetryInFlightIsNoSuccess(t *testing.T) {
 	assert.Zero(t, gaugeValue(t, m, lastSuccess), "no success while a's retry is in flight")
 }
 
+// A plan of the whole pool made while the warmer's revisions cannot be read counts no pod as
+// warm, so it can release no node: it is no success, and the alert on stalled reconciles fires
+// if the reads keep failing.
+func TestUnreadRevisionsAreNoSuccess(t *testing.T) {
+	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks")))
+	var fail atomic.Bool
+	fail.Store(true)
+	var lists atomic.Int32
+	client.PrependReactor("list", "controllerrevisions", func(k8stesting.Action) (bool, runtime.Object, error) {
+		// The informer's list goes first (Start waits for it); the reads of revisionsFor fail.
+		if lists.Add(1) > 1 && fail.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
+		}
+		return false, nil, nil
+	})
+	c, m, _ := stillClockController(t, client)
+	leading(t, c)
+	require.Eventually(t, func() bool { return reconciles(t, m) > 0 }, 5*time.Second, 5*time.Millisecond)
+	assert.Zero(t, gaugeValue(t, m, lastSuccess), "no success while the revisions are not read")
+
+	fail.Store(false)
+	require.Eventually(t, func() bool { return gaugeValue(t, m, lastSuccess) > 0 }, 10*time.Second, 10*time.Millisecond,
+		"a success once a read goes through (retried after a second)")
+}
+
 // --dry-run writes nothing, so nothing it plans is ever in flight: an adoption it would write
 // must not hold back the entries of later plans, which it reports as a real run would write them.
 func TestDryRunKeepsPlanning(t *testing.T) {
@@ -848,7 +873,7 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 			c.maintenanceGone(inf, apierrors.NewNotFound(gvr.GroupResource(), ""))
 			// A plan that read the caches now, after maintenanceReady said the source was
 			// known, plans without it rather than from an empty source.
-			cached, _ := c.cached(ctx, nil, true)
+			cached, _, _ := c.cached(ctx, nil, true)
 			assert.Equal(t, sources.ResourceName(c.cfg), cached.MaintenanceUnknown)
 			if tc.standby > 0 {
 				time.Sleep(tc.standby)

@@ -20,6 +20,15 @@ import (
 // but the two arrive on separate watches: with the DaemonSet seen observed and the revision cache
 // behind, the old revision would be current, and an old pod Ready on a warming node would release
 // it. The revisions are read from the API server once per observed generation.
+// revs returns the revisions c.revisionsFor plans with, and fails t if it says they were not
+// read.
+func revs(t *testing.T, c *Controller, ds *appsv1.DaemonSet, cached []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+	t.Helper()
+	out, read := c.revisionsFor(context.Background(), ds, cached)
+	require.True(t, read)
+	return out
+}
+
 func TestRevisionsAreReadOncePerObservedGeneration(t *testing.T) {
 	ds := tu.DaemonSet("prewarm", "warmer")
 	ds.Generation, ds.Status.ObservedGeneration = 2, 2
@@ -39,32 +48,36 @@ func TestRevisionsAreReadOncePerObservedGeneration(t *testing.T) {
 	ctx := context.Background()
 	behind := []*appsv1.ControllerRevision{old} // the cache has not seen the new revision yet
 
-	assert.Equal(t, "new", plan.CurrentRevision(ds, c.revisionsFor(ctx, ds, behind)))
-	assert.Equal(t, "new", plan.CurrentRevision(ds, c.revisionsFor(ctx, ds, behind)), "still merged until the next generation")
+	assert.Equal(t, "new", plan.CurrentRevision(ds, revs(t, c, ds, behind)))
+	assert.Equal(t, "new", plan.CurrentRevision(ds, revs(t, c, ds, behind)), "still merged until the next generation")
 	assert.Equal(t, 1, lists, "one read per observed generation")
 
 	// Not observed yet: no revision is current, nothing is read.
 	next := ds.DeepCopy()
 	next.Generation = 3
-	assert.Equal(t, "", plan.CurrentRevision(next, c.revisionsFor(ctx, next, behind)))
+	assert.Equal(t, "", plan.CurrentRevision(next, revs(t, c, next, behind)))
 	assert.Equal(t, 1, lists)
 
 	// Observed: read again. A read that fails leaves no revision (no pod counts as warm), and
 	// the plans of the next second read nothing (a burst of per-node plans would each send one).
 	next.Status.ObservedGeneration = 3
 	fail = true
-	assert.Empty(t, c.revisionsFor(ctx, next, behind))
+	got, read := c.revisionsFor(ctx, next, behind)
+	assert.Empty(t, got)
+	assert.False(t, read)
 	fail = false
-	assert.Empty(t, c.revisionsFor(ctx, next, behind), "not retried within a second")
+	got, read = c.revisionsFor(ctx, next, behind)
+	assert.Empty(t, got, "not retried within a second")
+	assert.False(t, read)
 	assert.Equal(t, 2, lists)
 	c.mu.Lock()
 	c.liveFailed = c.liveFailed.Add(-retryAfterError)
 	c.mu.Unlock()
-	require.NotEmpty(t, c.revisionsFor(ctx, next, behind), "retried a second later")
+	require.NotEmpty(t, revs(t, c, next, behind), "retried a second later")
 	assert.Equal(t, 3, lists)
 
 	// A newer cached version of a revision (a rollback bumps an old revision's number) wins.
 	bumped := old.DeepCopy()
 	bumped.Revision, bumped.ResourceVersion = 3, "12"
-	assert.Equal(t, "old", plan.CurrentRevision(next, c.revisionsFor(ctx, next, []*appsv1.ControllerRevision{bumped, cur})))
+	assert.Equal(t, "old", plan.CurrentRevision(next, revs(t, c, next, []*appsv1.ControllerRevision{bumped, cur})))
 }
