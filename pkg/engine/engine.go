@@ -847,7 +847,10 @@ func (e *Engine) landed(ctx context.Context, node *corev1.Node, a plan.Action) *
 //
 // An action of another type (was) never becomes an entry: the snapshot misses the entries of
 // the same plan being written alongside (and, in the event-driven mode, may hold a few nodes
-// only), so maxConcurrent cannot be counted from it. The next plan enters the node.
+// only), so maxConcurrent cannot be counted from it. The next plan enters the node. Nor does
+// one that is neither an entry nor an adoption become an adoption, which counts against
+// maxConcurrent too: the event-driven mode holds entries back while one is in flight, and
+// knows the write only by the type it handed out. The next plan adopts the node.
 func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, was plan.ActionType, replan func(plan.Snapshot) plan.Plan) (plan.Action, bool) {
 	var ms []plan.Maintenance
 	for _, m := range snap.Maintenance[fresh.Name] {
@@ -860,6 +863,9 @@ func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, was plan.Act
 	alone.Nodes = []*corev1.Node{fresh}
 	alone.Maintenance = map[string][]plan.Maintenance{fresh.Name: ms}
 	a, ok := actionFor(replan(alone), fresh.Name)
+	if ok && a.Type == plan.Adopt && was != plan.Enter && was != plan.Adopt {
+		return plan.Action{}, false
+	}
 	if !ok || a.Type != plan.Enter {
 		return a, ok
 	}

@@ -745,6 +745,44 @@ func TestReplanDoesNotTurnIntoAnEntry(t *testing.T) {
 	assert.Equal(t, 0, res.Applied[plan.Enter], "maxConcurrent is 1 and a's adoption took it: no entry")
 }
 
+// Nor does a re-plan turn a write that taints no node into an adoption, which counts against
+// maxConcurrent: the event-driven mode knows a write in flight only by the type it handed out,
+// and would not hold entries back for it.
+func TestReplanDoesNotTurnIntoAnAdoption(t *testing.T) {
+	timedOut := tu.Node("m", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "warming"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseWarming, state.Owner, "prewarm/test",
+			state.TaintedAt, state.FormatTime(t0.Add(-4*time.Hour)),
+			state.UpgradedAt, state.FormatTime(t0.Add(-3*time.Hour)))) // maxWaitForWarm (2h) passed
+	client := withWarmer(timedOut, tu.Node("n", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+	e := budgetEngine(t, client, intstr.FromInt32(2))
+	nodes := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	conflicted := false
+	client.PrependReactor("patch", "nodes", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.PatchAction).GetName() != "m" || conflicted {
+			return false, nil, nil
+		}
+		conflicted = true
+		// Before m's release is written, someone strips its annotations and label, and leaves
+		// the taint: m looks like a node that joined with the taint.
+		n := tu.Node("m", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
+		n.ResourceVersion = "2"
+		require.NoError(t, client.Tracker().Update(nodes, n, ""))
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "m", errors.New("modified"))
+	})
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	assert.Zero(t, res.Applied[plan.Adopt], "m's release did not become an adoption")
+	assert.Equal(t, 1, res.Applied[plan.Enter], "n has a slot of its own")
+	m, err := client.CoreV1().Nodes().Get(context.Background(), "m", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, m.Annotations[state.Phase], "the next plan adopts m")
+
+	res, err = e.RunOnce(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Adopt], "the next plan adopts m")
+}
+
 // A conflict whose re-read shows nothing left to do (someone else made the change) writes
 // nothing more, and hands the caller the node as re-read, so that the event-driven mode plans
 // from it rather than write again from a cache that has not caught up.
