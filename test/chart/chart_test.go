@@ -460,7 +460,15 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 
 	t.Run("cluster-scoped names include the namespace", func(t *testing.T) {
 		r := mustRender(t, minimal(t))
-		assert.Equal(t, releaseNS+"-"+releaseName+"-image-prewarmer", find[*rbacv1.ClusterRole](t, r, "").Name)
+		assert.Equal(t, releaseNS+"."+releaseName+"-image-prewarmer", find[*rbacv1.ClusterRole](t, r, "").Name)
+	})
+
+	t.Run("cleanup ServiceAccount name cut at a dot", func(t *testing.T) {
+		name := strings.Repeat("a", 54) + ".b"
+		r := mustRender(t, minimal(t, "serviceAccount: {name: "+name+"}"))
+		hook := find[*corev1.ServiceAccount](t, r, "-cleanup")
+		assert.Equal(t, strings.Repeat("a", 54)+"-cleanup", hook.Name)
+		assert.Empty(t, validation.IsDNS1123Subdomain(hook.Name))
 	})
 
 	t.Run("existing ServiceAccount", func(t *testing.T) {
@@ -764,6 +772,12 @@ func TestCronJob(t *testing.T) {
 		assert.Contains(t, deployment.Notes, "kubectl get lease")
 		dry := mustRender(t, minimal(t, "orchestrator: {mode: deployment, dryRun: true}"))
 		assert.NotContains(t, dry.Notes, "kubectl get lease")
+		assert.NotContains(t, dry.Notes, "one replica leads")
+		assert.Contains(t, dry.Notes, "none takes the Lease")
+		assert.Contains(t, deployment.Notes, "one replica leads")
+		assert.Contains(t, deployment.Notes, "released\n  as soon as its warmer pod is Ready")
+		assert.Contains(t, mustRender(t, minimal(t)).Notes, "released\n  by the first scheduled run after its warmer pod is Ready",
+			"a CronJob releases a node at its next run")
 	})
 
 	t.Run("pushgateway", func(t *testing.T) {
@@ -1046,6 +1060,13 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{name: "maintenance API version in upper case", extra: "maintenance: {nodeMaintenance: {version: V1Beta1}}", want: []string{"/maintenance/nodeMaintenance/version"}},
 		{name: "quantity with a space", extra: "prewarm: {resources: {requests: {memory: 100 Mi}}}", want: []string{"/prewarm/resources/requests/memory"}},
 		{name: "quantity in words", extra: "orchestrator: {resources: {requests: {cpu: half}}}", want: []string{"/orchestrator/resources/requests/cpu"}},
+		{name: "negative quantity", extra: "prewarm: {resources: {requests: {memory: -64Mi}}}", want: []string{"/prewarm/resources/requests/memory"}},
+		{name: "negative number quantity", extra: "orchestrator: {resources: {limits: {cpu: -1}}}", want: []string{"/orchestrator/resources/limits/cpu"}},
+		{name: "flowSchema precedence of the exempt FlowSchema", extra: "orchestrator: {flowSchema: {enabled: true, matchingPrecedence: 1}}", want: []string{"/orchestrator/flowSchema/matchingPrecedence"}},
+		{name: "privileged metrics port", extra: "orchestrator: {mode: deployment, deployment: {port: 80}}", want: []string{"/orchestrator/deployment/port"}},
+		{name: "null CronJob deadline", extra: "orchestrator: {cronJob: {activeDeadlineSeconds: null}}", want: []string{"/orchestrator/cronJob", "missing property 'activeDeadlineSeconds'"}},
+		{name: "null cleanup hook deadline", extra: "orchestrator: {cleanupJob: {activeDeadlineSeconds: null}}", want: []string{"/orchestrator/cleanupJob", "missing property 'activeDeadlineSeconds'"}},
+		{name: "null priority level", extra: "orchestrator: {flowSchema: {enabled: true, priorityLevel: null}}", want: []string{"/orchestrator/flowSchema", "missing property 'priorityLevel'"}},
 		{name: "resources typo", extra: "orchestrator: {resources: {request: {cpu: 50m}}}", want: []string{"/orchestrator/resources", "request"}},
 		{name: "resource name typo", extra: "prewarm: {resources: {limits: {memroy: 64Mi}}}", want: []string{"/prewarm/resources/limits", "memroy"}},
 		{name: "resource name without a domain", extra: "orchestrator: {resources: {requests: {gpu: 1}}}", want: []string{"/orchestrator/resources/requests", "gpu"}},
@@ -1165,6 +1186,9 @@ func TestGoodValuesAreAccepted(t *testing.T) {
 		"maintenance: {nodeMaintenance: {version: v2alpha1}}",
 		"orchestrator: {mode: deployment, deployment: {podDisruptionBudget: {maxUnavailable: 1%}}}",
 		"orchestrator: {cronJob: {startingDeadlineSeconds: 10}}",
+		"prewarm: {resources: {requests: {cpu: '+100m', memory: 0}}}",
+		"orchestrator: {flowSchema: {enabled: true, matchingPrecedence: 2}}",
+		"orchestrator: {mode: deployment, deployment: {port: 1024}, metrics: {service: {port: 80}}}",
 		// The edges of what the orchestrator accepts.
 		"pool: {nodeSelector: {" + dnsSubdomain(253) + "/pool: notebooks}}",
 		"taint: {key: " + dnsSubdomain(253) + "/prewarm}",

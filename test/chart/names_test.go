@@ -81,6 +81,35 @@ func fieldValues(t *testing.T, o runtime.Object, key string) map[string]any {
 	return out
 }
 
+// Objects outside the release namespace (cluster-scoped ones, the Events' Role in
+// events.namespace) are named after the namespace and the release: two releases in different
+// namespaces never share one, however their names split on a dash.
+func TestNamesOutsideTheNamespaceDoNotCollide(t *testing.T) {
+	for _, mode := range []string{"cronjob", "deployment"} {
+		t.Run(mode, func(t *testing.T) {
+			outside := func(ns, release string) map[string]bool {
+				r, err := render(t, minimal(t, everyOptionalObject[mode]), renderOpts{namespace: ns, releaseName: release})
+				require.NoError(t, err)
+				out := map[string]bool{}
+				for _, o := range r.Objects {
+					m, err := meta.Accessor(o)
+					require.NoError(t, err)
+					if m.GetNamespace() != ns {
+						kind := o.GetObjectKind().GroupVersionKind().Kind
+						out[fmt.Sprintf("%s %s/%s", kind, m.GetNamespace(), m.GetName())] = true
+					}
+				}
+				return out
+			}
+			a, b := outside("team-a", "x"), outside("team", "a-x")
+			require.Greater(t, len(a), 5, "ClusterRoles and bindings, the FlowSchema, Roles elsewhere")
+			for name := range a {
+				assert.False(t, b[name], "%s in both releases", name)
+			}
+		})
+	}
+}
+
 // A release name YAML reads as a boolean, a number or null renders objects the API server accepts
 // (each manifest is decoded into its Kubernetes type, strictly, as the install does), and every
 // app.kubernetes.io/instance label and selector holds the name as a string.
@@ -160,7 +189,7 @@ func TestNameValuesYAMLReadsAsScalars(t *testing.T) {
 			assert.Len(t, all[*corev1.ServiceAccount](r), 2, "the orchestrator's and the uninstall hook's")
 			assert.Equal(t, "123", find[*corev1.ServiceAccount](t, r, "123").Name)
 			assert.Equal(t, "123-cleanup", find[*corev1.ServiceAccount](t, r, "-cleanup").Name)
-			assert.Equal(t, releaseNS+"-123", find[*rbacv1.ClusterRole](t, r, "").Name)
+			assert.Equal(t, releaseNS+".123", find[*rbacv1.ClusterRole](t, r, "").Name)
 			for name, pod := range orchestratorPods(t, r) {
 				assert.Equal(t, "123", pod.Volumes[0].ConfigMap.Name, name)
 				if strings.HasSuffix(name, "-cleanup") {

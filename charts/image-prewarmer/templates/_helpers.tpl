@@ -75,7 +75,7 @@ otherwise.
 */}}
 {{- define "image-prewarmer.cleanupServiceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
-{{- printf "%s-cleanup" (include "image-prewarmer.serviceAccountName" . | trunc 55 | trimSuffix "-") }}
+{{- printf "%s-cleanup" (regexReplaceAll "[-.]+$" (include "image-prewarmer.serviceAccountName" . | trunc 55) "") }}
 {{- else }}
 {{- include "image-prewarmer.serviceAccountName" . }}
 {{- end }}
@@ -125,12 +125,13 @@ that does not start with a letter gets an "m-" in front.
 {{- end }}
 
 {{/*
-Name of cluster-scoped objects (ClusterRole, ClusterRoleBinding) and of objects outside the release
-namespace (the events Role): includes the release namespace, so the same release name installed in two
-namespaces does not collide.
+Name of cluster-scoped objects (ClusterRole, ClusterRoleBinding, FlowSchema) and of objects outside the
+release namespace (the events Role): <namespace>.<fullname>, so that the same release name installed in
+two namespaces does not collide. A namespace holds no dot, so no two releases share one (with a dash,
+release x in namespace team-a and release a-x in namespace team would).
 */}}
 {{- define "image-prewarmer.clusterName" -}}
-{{- printf "%s-%s" .Release.Namespace (include "image-prewarmer.fullname" .) }}
+{{- printf "%s.%s" .Release.Namespace (include "image-prewarmer.fullname" .) }}
 {{- end }}
 
 {{/*

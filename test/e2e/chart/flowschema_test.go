@@ -29,7 +29,7 @@ func TestFlowSchemaClassifiesTheOrchestrator(t *testing.T) {
 		"orchestrator": map[string]any{"flowSchema": map[string]any{"enabled": true}},
 	})
 	r.poolNode(r.nodeName("apf-a")) // somewhere for the uninstall hook's Job to run
-	name := r.ns + "-" + r.fullname
+	name := r.ns + "." + r.fullname
 	flowSchemas := cluster.Client.FlowcontrolV1().FlowSchemas()
 	fs, err := flowSchemas.Get(ctx, name, metav1.GetOptions{})
 	require.NoError(t, err, "the chart's FlowSchema")
