@@ -152,7 +152,7 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 	pf.StringVar(&o.configPath, "config", config.DefaultPath, "path of the OrchestratorConfig file")
 	o.configFlag = pf.Lookup("config")
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path of a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
-	pf.BoolVar(&o.dryRun, "dry-run", false, "compute and print the plan, write nothing")
+	pf.BoolVar(&o.dryRun, "dry-run", false, "compute the plan and write nothing: run --once and cleanup print it, the event-driven run logs it")
 	pf.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	pf.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 debug, 2 or more adds client-go's debug logs (its -v N-1)")
 

@@ -142,7 +142,7 @@ func TestScheduleMatchesCronJobValidation(t *testing.T) {
 		{s: "@every 1ms"}, {s: "@every 1hm"}, {s: "@every 1h1h1h"}, {s: "@every 1.5.5h"}, {s: "@every"},
 		{s: "@every "}, {s: "@every\t1h"}, {s: "@Every 1h"}, {s: "@every --1h"}, {s: "@every 2562047h", strict: true},
 		{s: "@every 2562048h"}, {s: "@every 99999999999h"}, {s: "@every 9999999999999999999h"}, {s: "@every 1h9223372036854775807ns"},
-		{s: "@every 1h-1m"},
+		{s: "@every 1h-1m"}, {s: "@every 0.5s", strict: true}, {s: "@every 0h30m", strict: true}, {s: "@every 100000s", strict: true},
 		// TZ: Kubernetes refuses the prefixes, and any "TZ" at all.
 		{s: "TZ=UTC 0 * * * *"}, {s: "CRON_TZ=Europe/Paris 0 * * * *"}, {s: "TZ=UTC @daily"},
 		{s: "TZ=Bad/Zone 0 * * * *"}, {s: "CRON_TZ=UTC"}, {s: "tz=UTC 0 * * * *"},
