@@ -871,6 +871,8 @@ func TestMaintenanceNotServedIsConfirmed(t *testing.T) {
 			require.NotNil(t, inf)
 			goneAt := time.Now()
 			c.maintenanceGone(inf, apierrors.NewNotFound(gvr.GroupResource(), ""))
+			require.Eventually(t, inf.IsStopped, 5*time.Second, 5*time.Millisecond,
+				"the informer is stopped: client-go would re-list the resource forever")
 			// A plan that read the caches now, after maintenanceReady said the source was
 			// known, plans without it rather than from an empty source.
 			cached, _, _ := c.cached(ctx, nil, true)

@@ -190,11 +190,19 @@ func TestReserveNeverTakesTheWholeBurst(t *testing.T) {
 func TestHandedBackTokenNeverExceedsBurst(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
 	l := NewWithClock(10, 2, 0, clk)
-	l.mu.Lock()
-	l.cancelLocked(&waiter{ch: make(chan struct{}), granted: true}, normal)
-	tokens := l.tokens
-	l.mu.Unlock()
-	assert.Equal(t, 2.0, tokens, "full: the token handed back is not added beyond burst")
+	require.True(t, l.TryAccept())
+	require.True(t, l.TryAccept())
+	cancelGranted := func() float64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.cancelLocked(&waiter{ch: make(chan struct{}), granted: true}, normal)
+		return l.tokens
+	}
+	assert.Equal(t, 1.0, cancelGranted(), "empty (the clock stands still): the token is back")
+	assert.True(t, l.TryAccept(), "and the next request takes it")
+	require.Equal(t, 1.0, cancelGranted())
+	assert.Equal(t, 2.0, cancelGranted(), "full")
+	assert.Equal(t, 2.0, cancelGranted(), "full: the token handed back is not added beyond burst")
 }
 
 // At an absurdly small qps the wait for the next token would overflow a Duration and turn

@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -753,10 +754,11 @@ func TestCronJob(t *testing.T) {
 	t.Run("checksum/config follows the config", func(t *testing.T) {
 		sum := pod.Annotations["checksum/config"]
 		require.Len(t, sum, 64)
-		same := find[*batchv1.CronJob](t, mustRender(t, minimal(t, `{schedule: "*/7 * * * *", orchestrator: {cronJob: {suspend: true, timeZone: Etc/UTC}, podAnnotations: {team: platform}}}`)), "")
+		values := `{schedule: "*/7 * * * *", orchestrator: {cronJob: {suspend: true, timeZone: Etc/UTC}, podAnnotations: {team: platform}}}`
+		same := find[*batchv1.CronJob](t, mustRender(t, minimal(t, values)), "")
 		assert.Equal(t, sum, same.Spec.JobTemplate.Spec.Template.Annotations["checksum/config"])
-		changed := find[*batchv1.CronJob](t, mustRender(t, minimal(t, "maxWaitForWarm: 3h")), "")
-		assert.NotEqual(t, sum, changed.Spec.JobTemplate.Spec.Template.Annotations["checksum/config"])
+		changed := find[*batchv1.CronJob](t, mustRender(t, minimal(t, values, "maxWaitForWarm: 3h")), "")
+		assert.NotEqual(t, sum, changed.Spec.JobTemplate.Spec.Template.Annotations["checksum/config"], "the config alone changed")
 	})
 
 	t.Run("dryRun, log format, verbosity", func(t *testing.T) {
@@ -827,7 +829,7 @@ func TestCronJob(t *testing.T) {
 		custom := mustRender(t, minimal(t, "orchestrator: {affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: role, operator: In, values: [system]}]}]}}}}"))
 		cspec := find[*batchv1.CronJob](t, custom, "").Spec.JobTemplate.Spec.Template.Spec
 		assert.Nil(t, cspec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution)
-		assert.NotNil(t, cspec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution)
+		assertRequiresRoleSystem(t, cspec.Affinity.NodeAffinity)
 	})
 }
 
@@ -1279,9 +1281,33 @@ func TestReadmeValuesTableInSync(t *testing.T) {
 	}
 
 	// Every documented key appears in the table, and is a key the schema knows.
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.schema.json"))
+	require.NoError(t, err)
+	var schema map[string]any
+	require.NoError(t, json.Unmarshal(raw, &schema))
 	for _, v := range documented {
 		assert.Contains(t, string(readme), "| `"+v.Key+"` |")
+		assert.True(t, schemaHas(schema, strings.Split(v.Key, ".")), "%s: not a property of values.schema.json", v.Key)
 	}
+}
+
+// schemaHas reports whether path names a property in schema, following each property's $ref into
+// the schema's definitions.
+func schemaHas(schema map[string]any, path []string) bool {
+	node := schema
+	for _, key := range path {
+		if ref, ok := node["$ref"].(string); ok {
+			defs, _ := schema["definitions"].(map[string]any)
+			node, _ = defs[strings.TrimPrefix(ref, "#/definitions/")].(map[string]any)
+		}
+		props, _ := node["properties"].(map[string]any)
+		next, ok := props[key].(map[string]any)
+		if !ok {
+			return false
+		}
+		node = next
+	}
+	return true
 }
 
 // lineDiff lists the lines only in have (-) and only in want (+).

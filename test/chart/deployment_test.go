@@ -16,7 +16,8 @@ import (
 // orchestrator.mode: deployment renders a Deployment (event-driven `run`) instead of the CronJob,
 // with leader election, probes, a metrics Service and a PodDisruptionBudget.
 func TestDeployment(t *testing.T) {
-	r := mustRender(t, minimal(t, "orchestrator: {mode: deployment, podAnnotations: {team: platform}}"))
+	const deploymentValues = "orchestrator: {mode: deployment, podAnnotations: {team: platform}}"
+	r := mustRender(t, minimal(t, deploymentValues))
 	assert.Empty(t, all[*batchv1.CronJob](r), "no CronJob in deployment mode")
 	d := find[*appsv1.Deployment](t, r, "")
 	fullname := releaseName + "-image-prewarmer"
@@ -32,6 +33,9 @@ func TestDeployment(t *testing.T) {
 	assert.Equal(t, selector, pod.Labels, "pod labels are the stable selector labels only")
 	assert.Equal(t, "platform", pod.Annotations["team"])
 	assert.Len(t, pod.Annotations["checksum/config"], 64)
+	changed := find[*appsv1.Deployment](t, mustRender(t, minimal(t, deploymentValues, "maxWaitForWarm: 3h")), "").Spec.Template
+	assert.NotEqual(t, pod.Annotations["checksum/config"], changed.Annotations["checksum/config"],
+		"a change of the config alone rolls the orchestrator's pods")
 	spec := pod.Spec
 	assert.Equal(t, corev1.RestartPolicyAlways, spec.RestartPolicy)
 

@@ -168,7 +168,8 @@ func (e *env) warmerPods(short string) []corev1.Pod {
 	return pods.Items
 }
 
-// waitWarmerReady waits until a Ready warmer pod of the DaemonSet's current revision runs on the node.
+// waitWarmerReady waits until a Ready warmer pod runs on the node, of any revision: after a roll of
+// the DaemonSet, waitNewWarmerReady waits for one of the new revision.
 func (e *env) waitWarmerReady(short string) corev1.Pod {
 	e.T.Helper()
 	var ready corev1.Pod
