@@ -105,8 +105,11 @@ contexts: [{name: x, context: {cluster: c, user: u}}]
 		{[]string{"run", "--once", "--pushgateway", "http://"}, `--pushgateway "http://": has no host`},
 		{[]string{"run", "--once", "--pushgateway", ":9091"}, `--pushgateway ":9091": has no host`},
 		{[]string{"run", "--once", "--pushgateway", "http://:9091/"}, `--pushgateway "http://:9091/": has no host`},
+		{[]string{"run", "--once", "--pushgateway", "http://gw:9091/?x=1"}, `--pushgateway "http://gw:9091/?x=1": must not have a query or fragment`},
+		{[]string{"run", "--once", "--pushgateway", "http://gw:9091/#"}, `--pushgateway "http://gw:9091/#": must not have a query or fragment`},
 		{[]string{"cleanup", "--settle", "5s"}, "--settle: only with --uninstall"},
 		{[]string{"status", "--kubeconfig", missing}, "--kubeconfig: no such file: " + missing},
+		{[]string{"cleanup", "--kubeconfig", ""}, "--kubeconfig: needs a path, got an empty one"},
 		{[]string{"status", "--kubeconfig", empty}, "--kubeconfig " + empty + ": no cluster, user or context in it"},
 		{[]string{"status", "--kubeconfig", noContext}, "--kubeconfig " + noContext + ": no current-context, or its cluster has no server"},
 		{[]string{"status"}, "none found: not running in a cluster, and no --kubeconfig, $KUBECONFIG or ~/.kube/config"},
@@ -124,6 +127,24 @@ contexts: [{name: x, context: {cluster: c, user: u}}]
 		require.Error(t, err, tc.args)
 		assert.Equal(t, ExitConfig, ExitCode(err), tc.args)
 		assert.Contains(t, err.Error(), tc.want, tc.args)
+	}
+}
+
+// A flag that takes a path, given empty (a script's unset variable), is refused, naming the flag:
+// not read as absent, and not left to fail with a bare "open :".
+func TestEmptyPathsAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"status", "--config", ""}, "--config"},
+		{[]string{"cleanup", "--config="}, "--config"},
+		{[]string{"hold", "--copy-to", ""}, "--copy-to"},
+	} {
+		_, _, err := execute(t, tc.args...)
+		require.Error(t, err, tc.args)
+		assert.Equal(t, ExitConfig, ExitCode(err), tc.args)
+		assert.Contains(t, err.Error(), tc.flag+": needs a path, got an empty one", tc.args)
 	}
 }
 
@@ -298,6 +319,23 @@ func TestRunWatchUsageErrors(t *testing.T) {
 			assert.Equal(t, ExitConfig, ExitCode(err))
 			assert.Contains(t, err.Error(), tc.want)
 		})
+	}
+
+	// The default Lease name is the warmer's DaemonSet name and -orchestrator: from a name of
+	// more than 240 characters, one the API server would refuse.
+	long := filepath.Join(t.TempDir(), "config.yaml")
+	ds := strings.Repeat("w", 241)
+	require.NoError(t, os.WriteFile(long, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\nwarmer: {daemonSetName: "+ds+"}\n"), 0o600))
+	none := filepath.Join(t.TempDir(), "none")
+	_, _, err := execute(t, "run", "--config", long, "--kubeconfig", none)
+	require.Error(t, err)
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.Contains(t, err.Error(), `the default Lease name "`+ds+`-orchestrator"`)
+	assert.Contains(t, err.Error(), "set --leader-elect-name")
+	for _, args := range [][]string{{"--leader-elect-name", "prewarm"}, {"--leader-elect=false"}, {"--dry-run"}} {
+		_, _, err := execute(t, append([]string{"run", "--config", long, "--kubeconfig", none}, args...)...)
+		require.Error(t, err, args)
+		assert.Contains(t, err.Error(), none, "%v: no Lease of that name is used; the error is the missing kubeconfig", args)
 	}
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +23,10 @@ hold --copy-to PATH copies this binary to PATH (mode 0755) and exits: the warmer
 uses it to place the binary in a shared emptyDir, since the orchestrator image has no cp.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if copyTo != "" {
+			if cmd.Flags().Changed("copy-to") {
+				if copyTo == "" {
+					return &ConfigError{errors.New("--copy-to: needs a path, got an empty one")}
+				}
 				return copySelf(copyTo)
 			}
 			<-cmd.Context().Done()

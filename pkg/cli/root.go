@@ -64,14 +64,20 @@ type globalOptions struct {
 	// configFlag is the --config flag: whether it was given (Changed).
 	configFlag *pflag.Flag
 	kubeconfig string
-	dryRun     bool
-	logFormat  string
-	verbosity  int
-	stdout     io.Writer
-	stderr     io.Writer
+	// kubeconfigFlag is the --kubeconfig flag: given empty, it is refused rather than read as
+	// absent (a script's unset variable would act on whatever cluster the fallbacks find).
+	kubeconfigFlag *pflag.Flag
+	dryRun         bool
+	logFormat      string
+	verbosity      int
+	stdout         io.Writer
+	stderr         io.Writer
 	// withoutRule loads the configuration with config.LoadWithoutRule: for cleanup, which never
 	// evaluates the upgrade rule.
 	withoutRule bool
+	// checkConfig, when set, checks the loaded configuration against the command's flags, before
+	// anything connects; its error is a ConfigError.
+	checkConfig func(*config.Config) error
 }
 
 // Main runs the command tree with args and returns the process's exit code (ExitCode). A
@@ -152,6 +158,7 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 	pf.StringVar(&o.configPath, "config", config.DefaultPath, "path of the OrchestratorConfig file")
 	o.configFlag = pf.Lookup("config")
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path of a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
+	o.kubeconfigFlag = pf.Lookup("kubeconfig")
 	pf.BoolVar(&o.dryRun, "dry-run", false, "compute the plan and write nothing: run --once and cleanup print it, the event-driven run logs it")
 	pf.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	pf.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 debug, 2 or more adds client-go's debug logs (its -v N-1)")
@@ -235,6 +242,9 @@ func clientGoLevel(v int) slog.Level {
 // default path (where the chart's pods mount it) most likely means a run outside the chart's pods:
 // the error then says to pass --config, and how to save the installation's file.
 func (o *globalOptions) loadConfig(log *slog.Logger) (*config.Config, error) {
+	if o.configPath == "" {
+		return nil, &ConfigError{errors.New("--config: needs a path, got an empty one")}
+	}
 	var cfg *config.Config
 	var err error
 	if o.withoutRule {
@@ -263,6 +273,8 @@ func (o *globalOptions) restConfig(cfg *config.Config, eventDriven bool) (*rest.
 	var rc *rest.Config
 	var err error
 	switch {
+	case o.kubeconfig == "" && o.kubeconfigFlag.Changed:
+		return nil, &ConfigError{errors.New("--kubeconfig: needs a path, got an empty one (leave the flag out for $KUBECONFIG, in-cluster, then ~/.kube/config)")}
 	case o.kubeconfig != "":
 		if _, serr := os.Stat(o.kubeconfig); errors.Is(serr, fs.ErrNotExist) {
 			return nil, &ConfigError{fmt.Errorf("loading cluster credentials: --kubeconfig: no such file: %s", o.kubeconfig)}
@@ -387,6 +399,11 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	cfg, err := o.loadConfig(log)
 	if err != nil {
 		return nil, err
+	}
+	if o.checkConfig != nil {
+		if err := o.checkConfig(cfg); err != nil {
+			return nil, &ConfigError{err}
+		}
 	}
 	rc, err := o.restConfig(cfg, eventDriven)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/controller"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
@@ -117,7 +118,8 @@ func refuseEventDrivenFlags(cmd *cobra.Command) error {
 }
 
 // ValidatePushgateway checks a --pushgateway value as the push will read it: empty (no push), or an
-// http or https URL with a host; without a scheme, http is meant (host:9091).
+// http or https URL with a host and without query or fragment; without a scheme, http is meant
+// (host:9091).
 func ValidatePushgateway(raw string) error {
 	if raw == "" {
 		return nil
@@ -139,6 +141,10 @@ func ValidatePushgateway(raw string) error {
 	case u.Hostname() == "":
 		// ":9091" has a port and no host: the push would go to the pod itself.
 		return fmt.Errorf("--pushgateway %q: has no host", raw)
+	case strings.ContainsAny(raw, "?#"):
+		// The push appends /metrics/job/... to the URL as written: after a query or a fragment,
+		// that path would be part of them, and every push would go to the base path.
+		return fmt.Errorf("--pushgateway %q: must not have a query or fragment", raw)
 	}
 	return nil
 }
@@ -214,6 +220,16 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 			return &ConfigError{err}
 		}
 	}
+	if ro.leaderElect && !o.dryRun && ro.leaseName == "" {
+		o.checkConfig = func(cfg *config.Config) error {
+			name := defaultLeaseName(cfg)
+			if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+				return fmt.Errorf("the default Lease name %q (warmer.daemonSetName and -orchestrator) is not a valid Lease name: %s; set --leader-elect-name",
+					name, strings.Join(msgs, "; "))
+			}
+			return nil
+		}
+	}
 	m := metrics.New()
 	w, err := o.wire(o.dryRun, m, true)
 	if err != nil {
@@ -232,7 +248,7 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		le.Namespace = w.cfg.Warmer.Namespace
 	}
 	if le.Name == "" {
-		le.Name = w.cfg.Warmer.DaemonSetName + "-orchestrator"
+		le.Name = defaultLeaseName(w.cfg)
 	}
 	// The Lease gets a client (and rate limiter) of its own: renewals never wait behind node writes.
 	if le.Client, err = kubernetes.NewForConfig(ownConnection(w.rest)); err != nil {
@@ -256,6 +272,9 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	w.log.Info("stopped")
 	return nil
 }
+
+// defaultLeaseName is the Lease the event-driven mode campaigns for without --leader-elect-name.
+func defaultLeaseName(cfg *config.Config) string { return cfg.Warmer.DaemonSetName + "-orchestrator" }
 
 // validateLeaderElection checks the Lease flags before anything starts, naming the flag: the name
 // a DNS-1123 subdomain and the namespace a DNS-1123 label, as the API server requires (it would

@@ -793,7 +793,7 @@ func TestCronJob(t *testing.T) {
 			"http://pushgateway.monitoring:9091/%zz", "http://push%gw:9091", "http://pg:9091/a%2Fb", "http://pg/?q=%41#f%20",
 			"http://u%3A:p%40@pg:9091", "http://u%zz@pg:9091", "http://[1:]:9091", "http://[::1]:9091", "http://[fd00::1]/x",
 			"http://pg{x}:9091", "http://pg:9091/\x01", "http://pg:9091/\x7f", "http://pg|x:9091", "http://pg:9091/é",
-			"https://pg.example.com:443/base?x=1&y=2#frag", "http://pg:x", "http://pg:",
+			"https://pg.example.com:443/base?x=1&y=2#frag", "http://pg:x", "http://pg:", "http://pg:9091/?", "http://pg:9091/#",
 		} {
 			_, err := render(t, map[string]any{
 				"pool": map[string]any{"nodeSelector": map[string]any{"pool": "notebooks"}}, "images": []any{"registry.example.com/a:1"},
