@@ -97,8 +97,30 @@ func TestSimulatedHistories(t *testing.T) {
 		}
 		seeds = []uint64{seed}
 	}
+	total := map[string]int{}
 	for _, seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { newSim(t, seed).run() })
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			for k, v := range newSim(t, seed).run() {
+				total[k] += v
+			}
+		})
+	}
+	// The checks of each history hold as well for an orchestrator that does nothing: across
+	// histories, nodes must have been entered, seen upgraded and released warm.
+	if len(seeds) >= 10 && !t.Failed() {
+		byType := map[string]int{}
+		for k, v := range total {
+			byType[strings.Fields(k)[0]] += v
+		}
+		for _, what := range []string{"enter", "upgraded", "adopt"} {
+			if byType[what] == 0 {
+				t.Errorf("no %s action in %d histories: %v", what, len(seeds), total)
+			}
+		}
+		// About 57% are (the histories time out, cancel and release by hand often on purpose).
+		if warm := total["release "+state.ReasonWarm]; warm*3 < byType["release"] {
+			t.Errorf("%d of %d releases warm in %d histories: a third at least must be, %v", warm, byType["release"], len(seeds), total)
+		}
 	}
 }
 
@@ -261,7 +283,9 @@ func (s *sim) failf(format string, args ...any) {
 		fmt.Sprintf(format, args...), strings.Join(tail, "\n  "))
 }
 
-func (s *sim) run() {
+// run plays the history, checking it as it goes, and returns how many of each kind of write
+// (type and reason) and event it counted.
+func (s *sim) run() map[string]int {
 	for step := range simSteps {
 		s.advance()
 		s.world()
@@ -292,6 +316,7 @@ func (s *sim) run() {
 		}
 	}
 	s.t.Logf("seed %d: %v", s.seed, s.stats)
+	return s.stats
 }
 
 func (s *sim) advance() {
