@@ -140,6 +140,13 @@ func run(ctx context.Context) error {
 		}
 	}
 
+	if strings.TrimSpace(o.onceSizes) != "" {
+		// The run --once rows come last: a missing /usr/bin/time would fail them after the
+		// latency runs, and lose those too (the report is written at the end).
+		if err := checkTime(ctx); err != nil {
+			return err
+		}
+	}
 	bin, err := buildBinary(ctx)
 	if err != nil {
 		return err
@@ -855,6 +862,19 @@ func (b *bench) waitSettled(ctx context.Context, names []string) error {
 }
 
 // runOnce runs the built binary once with a Pushgateway stand-in to collect its request counts.
+// timeCommand runs the run --once cycles: GNU time, whose -f %M gives a child's peak RSS.
+var timeCommand = "/usr/bin/time"
+
+// checkTime checks that timeCommand is GNU time.
+func checkTime(ctx context.Context) error {
+	out, err := exec.CommandContext(ctx, timeCommand, "-f", rssMarker+"%M", "true").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), rssMarker) {
+		return fmt.Errorf("the run --once rows measure peak RSS with GNU time's -f %%M, which %s does not give (%v: %s); "+
+			"Debian: apt-get install -y time, or leave those rows out with -once \"\"", timeCommand, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	var (
 		mu     sync.Mutex
@@ -881,7 +901,7 @@ func (b *bench) runOnce(ctx context.Context, cfgPath string) (onceRow, error) {
 	if b.opts.debugDir != "" {
 		args = append(args, "-v", "1")
 	}
-	cmd := exec.CommandContext(ctx, "/usr/bin/time", args...)
+	cmd := exec.CommandContext(ctx, timeCommand, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	before := b.apiserverMetrics(ctx)

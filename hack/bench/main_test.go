@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -296,5 +297,32 @@ func TestLeaseRate(t *testing.T) {
 func TestTTLFor(t *testing.T) {
 	for nodes, want := range map[int]int{0: 0, 100: 0, 101: 15, 500: 15, 501: 30, 1000: 30, 1001: 60, 2000: 60, 2001: 300, 6000: 300} {
 		assert.Equal(t, want, ttlFor(nodes), "%d nodes", nodes)
+	}
+}
+
+// The run --once rows need GNU time: without it the benchmark stops before the latency runs,
+// whose results would otherwise be lost with the report written at the end.
+func TestCheckTime(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+		return p
+	}
+	defer func(old string) { timeCommand = old }(timeCommand)
+
+	// GNU time writes the format to stderr after the command's own output.
+	timeCommand = script("gnu", `shift; printf '%s' "$1" | sed 's/%M$/1024/' >&2`)
+	require.NoError(t, checkTime(context.Background()))
+
+	for name, p := range map[string]string{
+		"no such command":    filepath.Join(dir, "missing"),
+		"busybox time":       script("busybox", `echo "time: unrecognized option '-f'" >&2; exit 1`),
+		"ignores its format": script("posix", "exit 0"),
+	} {
+		timeCommand = p
+		err := checkTime(context.Background())
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "apt-get install -y time", name)
 	}
 }

@@ -28,6 +28,19 @@ require() {
   fi
 }
 
+# require_staging: the kube tools module pins Kubernetes' staging modules (k8s.io/api, client-go,
+# ...) with replace directives, which `go get k8s.io/kubernetes@VERSION` leaves as they are: each
+# must be at v0.MINOR.PATCH of KUBE_VERSION, or the control plane is built from mixed versions.
+require_staging() {
+  local want="v0.${KUBE_VERSION#v1.}" bad
+  bad=$(awk -v w="$want" '$2 == "=>" && $1 ~ /^k8s\.io\// && $4 != w { printf " %s@%s", $1, $4 }' "$here/kube/go.mod")
+  if [[ -n $bad ]]; then
+    echo "hack/tools/kube/go.mod replaces staging modules at other versions than $want (KUBE_VERSION $KUBE_VERSION):$bad;" \
+      "change them too (cd hack/tools/kube && sed -i -E 's/^(\tk8s\.io\/[^ ]+ => k8s\.io\/[^ ]+) v0\.[0-9.]+\$/\1 $want/' go.mod && go mod tidy)" >&2
+    exit 2
+  fi
+}
+
 # build NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]
 # Builds PACKAGE inside the tools module MODULE_DIR into $cache/versions/NAME-VERSION-KEY and
 # links $bin/NAME to it, KEY being a hash of what else makes the binary: the module's go.mod and
@@ -78,6 +91,7 @@ for t in "${tools[@]}"; do
       build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "-s -w" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
       require kube k8s.io/kubernetes "$KUBE_VERSION"
+      require_staging
       build "$t" "$KUBE_VERSION" kube "k8s.io/kubernetes/cmd/$t" "$kube_ldflags" ;;
     kwok|kwokctl)
       require kwok sigs.k8s.io/kwok "$KWOK_VERSION"
