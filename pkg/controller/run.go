@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -138,6 +139,7 @@ func Run(ctx context.Context, o RunOptions) error {
 				leadCtx, stop := context.WithCancel(lctx)
 				defer stop()
 				defer context.AfterFunc(ctx, stop)()
+				lock.stopLeading(stop, leadDone)
 				leadErr = c.Lead(leadCtx)
 			},
 			OnStoppedLeading: func() {
@@ -170,9 +172,27 @@ func Run(ctx context.Context, o RunOptions) error {
 
 // trackingLock records whether this candidate ever wrote the Lease as its holder: the elector
 // then has started (or is about to start) OnStartedLeading, which Run must wait for.
+//
+// It also holds back the elector's release of the Lease (ReleaseOnCancel) until this process has
+// stopped leading. The elector releases it as soon as renewing fails too (an API server that did
+// not answer for the renew deadline, then does), before it cancels the leading context: a
+// standby would take over within a retry period and plan while this leader's writes in flight
+// still land, and the two would count maxConcurrent each on its own. A release waits at most as
+// long as the elector gives it (the renew deadline); after that the Lease expires on its own.
 type trackingLock struct {
 	resourcelock.Interface
 	acquired atomic.Bool
+
+	mu   sync.Mutex
+	stop context.CancelFunc // stops leading
+	done <-chan struct{}    // closed once leading has stopped
+}
+
+// stopLeading records how to stop leading, and when that is done.
+func (l *trackingLock) stopLeading(stop context.CancelFunc, done <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stop, l.done = stop, done
 }
 
 func (l *trackingLock) Create(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
@@ -184,6 +204,19 @@ func (l *trackingLock) Create(ctx context.Context, r resourcelock.LeaderElection
 }
 
 func (l *trackingLock) Update(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
+	if r.HolderIdentity == "" { // a release
+		l.mu.Lock()
+		stop, done := l.stop, l.done
+		l.mu.Unlock()
+		if stop != nil {
+			stop()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return fmt.Errorf("not releasing the Lease while writes are in flight: %w", ctx.Err())
+			}
+		}
+	}
 	err := l.Interface.Update(ctx, r)
 	if err == nil && r.HolderIdentity == l.Identity() {
 		l.acquired.Store(true)
