@@ -497,9 +497,6 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 		}
 		return nil
 	}
-	if guard.start.IsZero() {
-		guard.start = e.clock.Now()
-	}
 	releases := 0
 	for releases < len(actions) && actions[releases].Type == plan.Release {
 		releases++
@@ -619,6 +616,7 @@ type uninstallGuard struct {
 	e *Engine
 	// start is when the snapshot's DaemonSet was read: the mark it showed is that old, so the
 	// first re-read is due uninstallCheckInterval after it, however long the observation took.
+	// Zero when unknown: the first re-read is due at once.
 	start time.Time
 }
 

@@ -531,6 +531,25 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 	assert.Equal(t, 2, countActions(client, "get", "daemonsets"), "observation, then one re-read: the second entry's check found the mark and the third needed none")
 }
 
+// A snapshot of cached objects (the event-driven mode) may hold a DaemonSet of any age: a watch
+// broken by an API server restart keeps the cache from before the uninstall's mark. The first
+// entry re-reads the mark.
+func TestUninstallMarkIsReadOverACachedSnapshot(t *testing.T) {
+	e, client, ds, mark := markable(t, "a")
+	a, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	mark() // the cache has not seen it
+	obs, err := e.ObserveFrom(Cached{Nodes: []*corev1.Node{a}, MaintenanceServed: true, DaemonSet: ds.DeepCopy()})
+	require.NoError(t, err)
+	p := e.Planner().Compute(obs.Snapshot)
+	require.Len(t, p.Actions, 1, "the cached DaemonSet has no mark: a is entered")
+	res, err := e.Apply(context.Background(), obs, p)
+	require.NoError(t, err)
+	assert.Zero(t, res.Applied[plan.Enter], "the mark was read before the entry")
+	assert.Empty(t, patches(client))
+	assert.Equal(t, 1, countActions(client, "get", "daemonsets"))
+}
+
 // An observation that took longer than uninstallCheckInterval (thousands of nodes, a slow API
 // server) has a DaemonSet that old: a mark set since is read before the first entry is written.
 func TestUninstallMarkAfterASlowObservation(t *testing.T) {

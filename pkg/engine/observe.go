@@ -39,7 +39,7 @@ type Observation struct {
 	Warnings []sources.Warning
 	// WarmerReadAt is when the observation began, at or before the warmer DaemonSet's read: an
 	// uninstall mark set after it may be unknown to the snapshot, however long the rest of the
-	// observation took.
+	// observation took. Zero when unknown (ObserveFrom).
 	WarmerReadAt time.Time
 	// MaintenanceErr is why the nodeMaintenance objects could not be read (nil when they were,
 	// or when the source is off). The snapshot then has that source unknown
@@ -604,10 +604,12 @@ func (e *Engine) ObserveFrom(c Cached) (Observation, error) {
 		objects, served = nil, true // no "not served" warning: whether it is, is what is unknown
 	}
 	src := e.sources.CollectFrom(nodes, objects, served)
+	// WarmerReadAt is left zero: a cache proves nothing about when its DaemonSet was read (a
+	// watch broken by an API server restart may hold it for minutes), so the first entry or
+	// adoption written re-reads the uninstall mark, once per uninstallCheckInterval across plans.
 	obs := Observation{
-		Snapshot:     plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(), MaintenanceUnknown: c.MaintenanceUnknown},
-		Warnings:     src.Warnings,
-		WarmerReadAt: e.clock.Now(),
+		Snapshot: plan.Snapshot{Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(), MaintenanceUnknown: c.MaintenanceUnknown},
+		Warnings: src.Warnings,
 	}
 	ds := c.DaemonSet
 	if ds == nil {
