@@ -81,10 +81,12 @@ func newTaints(current []corev1.Taint, ch plan.Change) ([]corev1.Taint, bool) {
 // of ours, or to the taints before ours, makes the API server refuse the patch (422 Unprocessable
 // Entity), and the engine re-reads and re-plans the node as on a conflict.
 //
-// ok is false when the change is not a release's (it adds a taint); the caller then uses
-// mergePatch.
+// ok is false when the change is not a release's (it adds a taint), or adds a key to a map the
+// node does not have (its labels or annotations): creating the map would replace one another
+// writer created since the read, and a JSON patch cannot test that it is still absent. The
+// caller then uses mergePatch, guarded by the resourceVersion.
 func releasePatch(node *corev1.Node, ch plan.Change) (patch []byte, ok bool, err error) {
-	if ch.AddTaint != nil {
+	if ch.AddTaint != nil || (node.Annotations == nil && adds(ch.Annotations)) || (node.Labels == nil && adds(ch.Labels)) {
 		return nil, false, nil
 	}
 	var tests, edits []patchOp
@@ -128,9 +130,19 @@ func releasePatch(node *corev1.Node, ch plan.Change) (patch []byte, ok bool, err
 
 func annotationPath(key string) string { return "/metadata/annotations/" + jsonPointerEscape(key) }
 
-// mapOps renders changes to one string map of the node (labels or annotations, at parent): a test
-// of every key it removes or overwrites, as read, then the edits; the map is created first when
-// the node has none and a key is added.
+// adds reports whether changes set a key.
+func adds(changes map[string]*string) bool {
+	for _, v := range changes {
+		if v != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// mapOps renders changes to one string map of the node (labels or annotations, at parent), which
+// exists when a key is added: a test of every key it removes or overwrites, as read, then the
+// edits.
 func mapOps(parent string, current map[string]string, changes map[string]*string) (tests, edits []patchOp) {
 	keys := make([]string, 0, len(changes))
 	for k := range changes {
@@ -147,9 +159,6 @@ func mapOps(parent string, current map[string]string, changes map[string]*string
 		case v == nil && has:
 			edits = append(edits, patchOp{Op: "remove", Path: path})
 		case v != nil:
-			if current == nil && len(edits) == 0 {
-				edits = append(edits, patchOp{Op: "add", Path: parent, Value: raw(map[string]string{})})
-			}
 			edits = append(edits, patchOp{Op: "add", Path: path, Value: raw(*v)})
 		}
 	}
