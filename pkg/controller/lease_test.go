@@ -23,10 +23,20 @@ import (
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
-// A leader stopped (SIGTERM) keeps its Lease until it has stopped leading: its writes in flight
-// have returned. Released as its context ends, the Lease would let a standby take over and plan
-// while the old leader's writes still land.
-func TestLeaseIsReleasedOnceLeadingHasStopped(t *testing.T) {
+// leaderWriting is the event-driven mode with leader election, as replica-1, on a pool whose node
+// a is in maintenance, while a's entry is being written (held until unblock is closed). The Lease
+// is in a clientset of its own (the fake clientset answers one request at a time); done receives
+// Run's error.
+type leaderWriting struct {
+	leases  *fake.Clientset
+	unblock chan struct{}
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// startLeaderWriting starts it, with leases for the Lease, and returns once a's entry is written.
+func startLeaderWriting(t *testing.T, renewDeadline time.Duration, leases *fake.Clientset) *leaderWriting {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Instance = "prewarm/test"
 	cfg.Pool.NodeSelector = map[string]string{"pool": "notebooks"}
@@ -35,13 +45,12 @@ func TestLeaseIsReleasedOnceLeadingHasStopped(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
 	tu.CopyingWatches(client)
-	patching, unblock := make(chan struct{}), make(chan struct{})
+	patching := make(chan struct{})
+	l := &leaderWriting{leases: leases, unblock: make(chan struct{}), done: make(chan error, 1)}
 	var once sync.Once
-	// (The fake clientset answers one request at a time: the Lease is in a clientset of its own.)
-	leases := fake.NewClientset()
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		once.Do(func() { close(patching) })
-		<-unblock // the entry of node a is in flight
+		<-l.unblock // the entry of node a is in flight
 		return false, nil, nil
 	})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -49,49 +58,69 @@ func TestLeaseIsReleasedOnceLeadingHasStopped(t *testing.T) {
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
+	l.cancel = cancel
+	t.Cleanup(cancel)
 	go func() {
-		done <- Run(ctx, RunOptions{
+		l.done <- Run(ctx, RunOptions{
 			Options: Options{Config: cfg, Client: client, Engine: e, Logger: log},
 			LeaderElection: LeaderElection{
 				Enabled: true, Namespace: "prewarm", Name: "orchestrator", Identity: "replica-1",
-				LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 100 * time.Millisecond,
+				LeaseDuration: renewDeadline + time.Second, RenewDeadline: renewDeadline, RetryPeriod: 100 * time.Millisecond,
 				Client: leases,
 			},
 		})
 	}()
-	holder := func() string {
-		l, err := leases.CoordinationV1().Leases("prewarm").Get(context.Background(), "orchestrator", metav1.GetOptions{})
-		if err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
 	select {
 	case <-patching:
 	case <-time.After(10 * time.Second):
 		t.Fatal("node a was not entered")
 	}
-	require.Equal(t, "replica-1", holder())
+	require.Equal(t, "replica-1", l.holder())
+	return l
+}
 
-	cancel() // SIGTERM while the patch is in flight
-	time.Sleep(time.Second)
-	assert.Equal(t, "replica-1", holder(), "the Lease is held while a write is in flight")
+func (l *leaderWriting) holder() string {
+	lease, err := l.leases.CoordinationV1().Leases("prewarm").Get(context.Background(), "orchestrator", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// running fails t if Run has returned.
+func (l *leaderWriting) running(t *testing.T) {
+	t.Helper()
 	select {
-	case err := <-done:
+	case err := <-l.done:
 		t.Fatalf("Run returned with a write in flight: %v", err)
 	default:
 	}
+}
 
-	close(unblock)
+// finish lets the write return and returns Run's error.
+func (l *leaderWriting) finish(t *testing.T) error {
+	t.Helper()
+	close(l.unblock)
 	select {
-	case err := <-done:
-		require.NoError(t, err)
+	case err := <-l.done:
+		return err
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return once the write did")
+		return nil
 	}
-	assert.Empty(t, holder(), "released once leading stopped")
+}
+
+// A leader stopped (SIGTERM) keeps its Lease until it has stopped leading: its writes in flight
+// have returned. Released as its context ends, the Lease would let a standby take over and plan
+// while the old leader's writes still land.
+func TestLeaseIsReleasedOnceLeadingHasStopped(t *testing.T) {
+	l := startLeaderWriting(t, 3*time.Second, fake.NewClientset())
+	l.cancel() // SIGTERM while the patch is in flight
+	time.Sleep(time.Second)
+	assert.Equal(t, "replica-1", l.holder(), "the Lease is held while a write is in flight")
+	l.running(t)
+	require.NoError(t, l.finish(t))
+	assert.Empty(t, l.holder(), "released once leading stopped")
 }
 
 // A leader whose renewals fail (an API server that does not answer for the renew deadline, then
@@ -99,77 +128,22 @@ func TestLeaseIsReleasedOnceLeadingHasStopped(t *testing.T) {
 // until leading has stopped: a standby taking the Lease at once would plan while this leader's
 // writes in flight still land.
 func TestLeaseIsNotReleasedOnALostRenewalWhileWritesAreInFlight(t *testing.T) {
-	cfg := config.Default()
-	cfg.Instance = "prewarm/test"
-	cfg.Pool.NodeSelector = map[string]string{"pool": "notebooks"}
-	cfg.Maintenance.NodeMaintenance.Enabled = false
-	cfg.Maintenance.Cordoned.Enabled = true
-	require.NoError(t, cfg.Validate())
-	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
-	tu.CopyingWatches(client)
-	patching, unblock := make(chan struct{}), make(chan struct{})
-	var once sync.Once
 	leases := fake.NewClientset()
-	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
-		once.Do(func() { close(patching) })
-		<-unblock // the entry of node a is in flight
-		return false, nil, nil
-	})
 	var failRenewals atomic.Bool
 	leases.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease)
-		if failRenewals.Load() && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
+		lease := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease)
+		if failRenewals.Load() && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
 			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
 		}
 		return false, nil, nil
 	})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(engine.Options{Config: cfg, Client: client, Logger: log})
-	require.NoError(t, err)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
 	const renewDeadline = 2 * time.Second
-	go func() {
-		done <- Run(ctx, RunOptions{
-			Options: Options{Config: cfg, Client: client, Engine: e, Logger: log},
-			LeaderElection: LeaderElection{
-				Enabled: true, Namespace: "prewarm", Name: "orchestrator", Identity: "replica-1",
-				LeaseDuration: 3 * time.Second, RenewDeadline: renewDeadline, RetryPeriod: 100 * time.Millisecond,
-				Client: leases,
-			},
-		})
-	}()
-	holder := func() string {
-		l, err := leases.CoordinationV1().Leases("prewarm").Get(context.Background(), "orchestrator", metav1.GetOptions{})
-		if err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
-	select {
-	case <-patching:
-	case <-time.After(10 * time.Second):
-		t.Fatal("node a was not entered")
-	}
-	require.Equal(t, "replica-1", holder())
+	l := startLeaderWriting(t, renewDeadline, leases)
 
 	failRenewals.Store(true) // renewals fail from now on; the release would go through
 	time.Sleep(renewDeadline + time.Second)
-	assert.Equal(t, "replica-1", holder(), "not released while a write is in flight")
-	select {
-	case err := <-done:
-		t.Fatalf("Run returned with a write in flight: %v", err)
-	default:
-	}
-
-	close(unblock)
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, ErrLeadershipLost)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return once the write did")
-	}
-	assert.Empty(t, holder(), "released once leading stopped, within the renew deadline")
+	assert.Equal(t, "replica-1", l.holder(), "not released while a write is in flight")
+	l.running(t)
+	require.ErrorIs(t, l.finish(t), ErrLeadershipLost)
+	assert.Empty(t, l.holder(), "released once leading stopped, within the renew deadline")
 }
