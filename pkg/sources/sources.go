@@ -170,7 +170,8 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 	// fails for the reason the whole one would and the warning names the type, without keeping
 	// or printing a large value written by hand. Values are set without a deep copy: they are
 	// only read, and the original object is dropped. The path may run through what is already
-	// kept (metadata.name, metadata.labels.node).
+	// kept (metadata.name, metadata.labels.node), which it never replaces: a path that goes on
+	// past a kept value (metadata.name.x) reads that value, as in the whole object.
 	path := strings.Split(c.cfg.Maintenance.NodeMaintenance.NodeNameField, ".")
 	src, dst := u.Object, out.Object
 	for i, k := range path {
@@ -179,6 +180,14 @@ func (c *Collector) TrimObject(u *unstructured.Unstructured) *unstructured.Unstr
 			break
 		}
 		next, isMap := v.(map[string]any)
+		if kept, ok := dst[k]; ok {
+			child, keptMap := kept.(map[string]any)
+			if i == len(path)-1 || !isMap || !keptMap {
+				break
+			}
+			src, dst = next, child
+			continue
+		}
 		if i == len(path)-1 {
 			if _, isString := v.(string); !isString {
 				v = placeholder(v)

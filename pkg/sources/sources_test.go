@@ -203,7 +203,7 @@ func TestNodeNameThroughAListIsReportedForItsType(t *testing.T) {
 		"metadata": map[string]any{"name": "m", "uid": "uid-m"},
 		"spec":     map[string]any{"nodes": []any{"a"}},
 	}}
-	node := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	node := tu.Node("a", tu.WithLabels("pool", "nb"))
 	for name, o := range map[string]*unstructured.Unstructured{"whole": obj, "trimmed": c.TrimObject(obj)} {
 		res := c.CollectFrom([]*corev1.Node{node}, []*unstructured.Unstructured{o}, true)
 		require.Len(t, res.Warnings, 1, name)
@@ -234,6 +234,26 @@ func TestTrimObjectNodeNameInMetadata(t *testing.T) {
 	assert.Equal(t, map[string]any{}, c.TrimObject(&unstructured.Unstructured{Object: map[string]any{"kind": "Drain"}}).Object["metadata"])
 }
 
+// A node name field whose path goes on past what metadata keeps (a name, a UID) or stops at
+// metadata itself is refused with the same warning, naming the object, from the trimmed object
+// as from the whole one: the trimming never replaces what it kept.
+func TestNodeNameThroughKeptMetadata(t *testing.T) {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Drain",
+		"metadata": map[string]any{"name": "m", "namespace": "ops", "uid": "uid-m"},
+	}}
+	node := tu.Node("a", tu.WithLabels("pool", "nb"))
+	for _, field := range []string{"metadata.name.x", "metadata.uid.x", "metadata"} {
+		c, _ := collector(t, func(cfg *config.Config) { cfg.Maintenance.NodeMaintenance.NodeNameField = field })
+		trimmed := c.TrimObject(obj)
+		assert.Equal(t, map[string]any{"name": "m", "namespace": "ops", "uid": "uid-m"}, trimmed.Object["metadata"], field)
+		whole := c.CollectFrom([]*corev1.Node{node}, []*unstructured.Unstructured{obj}, true)
+		require.Len(t, whole.Warnings, 1, field)
+		assert.Contains(t, whole.Warnings[0].Object, "m", field)
+		assert.Equal(t, whole.Warnings, c.CollectFrom([]*corev1.Node{node}, []*unstructured.Unstructured{trimmed}, true).Warnings, field)
+	}
+}
+
 // A large value where the node name should be (a list or an object written by hand into a
 // resource without a schema) is neither kept in the trimmed object nor printed in the warning:
 // its type says enough.
@@ -242,7 +262,7 @@ func TestLargeValueAtTheNodeNameIsNotKept(t *testing.T) {
 	for i := range big {
 		big[i] = strings.Repeat("x", 100)
 	}
-	node := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	node := tu.Node("a", tu.WithLabels("pool", "nb"))
 	for field, spec := range map[string]map[string]any{
 		"spec.nodeName":   {"nodeName": big},
 		"spec.node.name":  {"node": big},
