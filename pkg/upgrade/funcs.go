@@ -89,22 +89,30 @@ func funcMap() template.FuncMap {
 }
 
 // steps refuses the range untilStep builds from start towards stop by step when it has more than
-// maxBuilt elements, or when its loop (i += step while i < stop, or > stop going down) would
-// overflow past stop and wrap around: an endless loop. Exact in integers, whatever the arguments.
+// maxBuilt elements, or when its loop (i += step while i < stop, or > stop going down) would step
+// from its last element past the largest (smallest) int and wrap around: an endless loop. Exact
+// in integers, whatever the arguments.
 func steps(name string, start, stop, step int) error {
 	switch {
 	case step > 0 && stop > start:
-		if stop > math.MaxInt-step {
+		n := (uint64(stop)-uint64(start)-1)/uint64(step) + 1
+		if err := bound(name, float64(n)); err != nil {
+			return err
+		}
+		if last := int(uint64(start) + (n-1)*uint64(step)); last > math.MaxInt-step {
 			return fmt.Errorf("%s: a range up to %d by %d overflows", name, stop, step)
 		}
-		return bound(name, float64((uint64(stop)-uint64(start)-1)/uint64(step)+1))
 	case step < 0 && stop < start:
-		if stop < math.MinInt-step {
+		down := uint64(-(step + 1)) + 1 // -step, also for math.MinInt
+		n := (uint64(start)-uint64(stop)-1)/down + 1
+		if err := bound(name, float64(n)); err != nil {
+			return err
+		}
+		if last := int(uint64(start) - (n-1)*down); last < math.MinInt-step {
 			return fmt.Errorf("%s: a range down to %d by %d overflows", name, stop, step)
 		}
-		return bound(name, float64((uint64(start)-uint64(stop)-1)/(uint64(-(step+1))+1)+1))
 	}
-	return nil // empty
+	return nil // within the bound, or empty
 }
 
 // seqSteps returns the range sprig's seq hands to untilStep for params (the same arithmetic,

@@ -166,19 +166,22 @@ func TestEndlessTemplateRefused(t *testing.T) {
 
 // The sprig functions that build a list or a string of a size given by an argument are bounded:
 // refused at start-up when the sample node reaches the bound, a rule error on a node whose data
-// does, never an allocation that gets the process killed.
+// does, never an allocation of their own that gets the process killed. (The bound is per call:
+// functions that combine values, join or replace, are not bounded; docs/integrations.md says so.)
 func TestSizedFunctionsAreBounded(t *testing.T) {
 	for name, when := range map[string]string{
-		"until":           `{{ len (until 100000000) }}`,
-		"until, negative": `{{ len (until -100000000) }}`,
-		"untilStep":       `{{ len (untilStep 0 100000000 1) }}`,
-		"seq":             `{{ seq 100000000 }}`,
-		"seq with a step": `{{ seq 0 1 100000000 }}`,
-		"repeat":          `{{ $_ := repeat 300000000 "x" }}false`,
-		"indent":          `{{ $_ := indent 1000000000 "x" }}false`,
-		"nindent":         `{{ $_ := nindent 100000 "a\nb\nc" }}false`,
-		"randAlphaNum":    `{{ $_ := randAlphaNum 1000000000 }}false`,
-		"randBytes":       `{{ $_ := randBytes 1000000000 }}false`,
+		"until":                                 `{{ len (until 100000000) }}`,
+		"until, negative":                       `{{ len (until -100000000) }}`,
+		"untilStep":                             `{{ len (untilStep 0 100000000 1) }}`,
+		"seq":                                   `{{ seq 100000000 }}`,
+		"seq with a step":                       `{{ seq 0 1 100000000 }}`,
+		"repeat":                                `{{ $_ := repeat 300000000 "x" }}false`,
+		"indent":                                `{{ $_ := indent 1000000000 "x" }}false`,
+		"nindent":                               `{{ $_ := nindent 100000 "a\nb\nc" }}false`,
+		"randAlphaNum":                          `{{ $_ := randAlphaNum 1000000000 }}false`,
+		"randBytes":                             `{{ $_ := randBytes 1000000000 }}false`,
+		"untilStep, from the bottom to the top": `{{ len (untilStep -9223372036854775808 9223372036854775807 1) }}`,
+		"untilStep, down from the top":          `{{ len (untilStep 9223372036854775807 -9223372036854775808 -1) }}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := upgrade.NewRule(nil, "", when)
@@ -188,11 +191,10 @@ func TestSizedFunctionsAreBounded(t *testing.T) {
 	// Ranges whose loop would step past the largest (or smallest) int and wrap around: few
 	// elements by their ends, an endless loop in sprig.
 	for name, when := range map[string]string{
-		"untilStep, from the bottom to the top": `{{ len (untilStep -9223372036854775808 9223372036854775807 1) }}`,
-		"untilStep, a huge step":                `{{ len (untilStep 0 9223372036854775807 4611686018427387904) }}`,
-		"untilStep, near the top":               `{{ len (untilStep 9223372036854775800 9223372036854775807 5) }}`,
-		"untilStep, near the bottom":            `{{ len (untilStep -9223372036854775800 -9223372036854775808 -5) }}`,
-		"seq with a step, near the top":         `{{ seq 9223372036854775800 5 9223372036854775806 }}`,
+		"untilStep, a huge step":        `{{ len (untilStep 0 9223372036854775807 4611686018427387904) }}`,
+		"untilStep, near the top":       `{{ len (untilStep 9223372036854775800 9223372036854775807 5) }}`,
+		"untilStep, near the bottom":    `{{ len (untilStep -9223372036854775800 -9223372036854775808 -5) }}`,
+		"seq with a step, near the top": `{{ seq 9223372036854775800 5 9223372036854775806 }}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := upgrade.NewRule(nil, "", when)
@@ -206,12 +208,16 @@ func TestSizedFunctionsAreBounded(t *testing.T) {
 		"untilStep, exactly the bound": `{{ eq (len (untilStep 0 65536 1)) 65536 }}`,
 		"untilStep, down":              `{{ eq (len (untilStep 10 0 -3)) 4 }}`,
 		"untilStep, away from the end": `{{ eq (len (untilStep 0 -1000000000 1)) 0 }}`,
-		"seq":                          `{{ eq (seq 3) "1 2 3" }}`,
-		"seq, down":                    `{{ eq (seq 3 1) "3 2 1" }}`,
-		"seq, step":                    `{{ eq (seq 0 5 10) "0 5 10" }}`,
-		"repeat":                       `{{ eq (repeat 3 "ab") "ababab" }}`,
-		"nindent":                      `{{ eq (nindent 2 "a") "\n  a" }}`,
-		"rand":                         `{{ eq (len (randAlpha 8)) 8 }}`,
+		// One element: the step from it lands past stop without passing the largest int.
+		"untilStep, a huge step":             `{{ eq (len (untilStep 0 10 9223372036854775802)) 1 }}`,
+		"untilStep, down, a huge step":       `{{ eq (len (untilStep 0 -10 -9223372036854775803)) 1 }}`,
+		"untilStep, down, the smallest step": `{{ eq (len (untilStep 0 -10 -9223372036854775808)) 1 }}`,
+		"seq":                                `{{ eq (seq 3) "1 2 3" }}`,
+		"seq, down":                          `{{ eq (seq 3 1) "3 2 1" }}`,
+		"seq, step":                          `{{ eq (seq 0 5 10) "0 5 10" }}`,
+		"repeat":                             `{{ eq (repeat 3 "ab") "ababab" }}`,
+		"nindent":                            `{{ eq (nindent 2 "a") "\n  a" }}`,
+		"rand":                               `{{ eq (len (randAlpha 8)) 8 }}`,
 	} {
 		t.Run("within the bound: "+name, func(t *testing.T) {
 			r, err := upgrade.NewRule(nil, "", when)
