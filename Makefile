@@ -55,9 +55,15 @@ e2e: tools ## End-to-end tests against a local control plane (brought up and dow
 	go test -count=1 -timeout 30m ./test/e2e/...
 
 .PHONY: preflight
-preflight: ## Check the host commands `make test` needs beyond Go (before the long steps).
+preflight: ## Check the host commands `make test` needs (before the long steps).
 	@missing=(); for c in git gcc flock yamllint; do command -v $$c >/dev/null 2>&1 || missing+=($$c); done; \
 	if [[ $${#missing[@]} -gt 0 ]]; then echo "preflight: missing $${missing[*]} (Debian: apt-get install -y git gcc util-linux yamllint; bash .ci/run installs them)" >&2; exit 1; fi
+	@have=$$(go env GOVERSION); have=$${have#go}; \
+	if [[ $$(printf '%s\n' 1.26.7 "$$have" | sort -V | head -n1) != 1.26.7 ]]; then \
+	  if [[ $$(go env GOTOOLCHAIN) == local* ]]; then echo "preflight: Go $$have is older than the 1.26.7 the pinned tools need (GOTOOLCHAIN=local)" >&2; exit 1; fi; \
+	  echo "preflight: Go $$have is older than 1.26.7: the pinned tools' builds will fetch go1.26.7 through the module proxy" >&2; \
+	fi
+	@for c in qemu-aarch64 skopeo; do command -v $$c >/dev/null 2>&1 || echo "preflight: $$c is missing: the image test checks less without it (fails under CI=true; Debian: apt-get install -y qemu-user skopeo)" >&2; done
 
 .PHONY: test
 test: preflight lint unit e2e chart-lint chart-test ## Everything CI runs: lint, unit, e2e, chart lint and install.

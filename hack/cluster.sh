@@ -72,12 +72,14 @@ create() {
   : >"$createlog"
   local c args=()
   for c in "${configs[@]}"; do args+=(--config "$c"); done
+  # The binaries themselves, not the cache's links to them: another checkout pinned to other
+  # versions re-points the links, and a restart of a component would then run its binaries.
   if ! "$bin/kwokctl" --name "$name" "${args[@]}" create cluster \
-    --etcd-binary "$bin/etcd" \
-    --kube-apiserver-binary "$bin/kube-apiserver" \
-    --kube-controller-manager-binary "$bin/kube-controller-manager" \
-    --kube-scheduler-binary "$bin/kube-scheduler" \
-    --kwok-controller-binary "$bin/kwok" \
+    --etcd-binary "$(readlink -f "$bin/etcd")" \
+    --kube-apiserver-binary "$(readlink -f "$bin/kube-apiserver")" \
+    --kube-controller-manager-binary "$(readlink -f "$bin/kube-controller-manager")" \
+    --kube-scheduler-binary "$(readlink -f "$bin/kube-scheduler")" \
+    --kwok-controller-binary "$(readlink -f "$bin/kwok")" \
     --kubeconfig "" >>"$createlog" 2>&1 9>&-; then
     cat "$createlog" >&2
     delete || true
@@ -92,7 +94,8 @@ wait_ready() {
     "$bin/kubectl" --kubeconfig "$kubeconfig" --request-timeout=3s get namespace default >/dev/null 2>&1 &&
     "$bin/kubectl" --kubeconfig "$kubeconfig" --request-timeout=3s -n default get serviceaccount default >/dev/null 2>&1; do
     if ((SECONDS - start >= timeout)); then
-      die "cluster $name not ready after ${timeout}s (component logs: $clusterdir/logs)"
+      log "cluster $name not ready after ${timeout}s"
+      return 1
     fi
     sleep 0.5
   done
@@ -111,8 +114,21 @@ case $cmd in
         delete || exit 1
       fi
     fi
-    exists || create
-    wait_ready
+    created=0
+    exists || { create; created=1; }
+    if ! wait_ready; then
+      # A cluster this call created is not left running half-started (kwokctl starts its
+      # components detached: they outlive this script); an existing one is left as it was.
+      if ((created)); then
+        saved="$KWOK_WORKDIR/logs/$name-components"
+        rm -rf "$saved" && cp -r "$clusterdir/logs" "$saved" 2>/dev/null || true
+        log "deleting cluster $name (component logs kept in $saved)"
+        delete || true
+      else
+        log "component logs: $clusterdir/logs"
+      fi
+      exit 1
+    fi
     log "cluster $name is ready"
     echo "$kubeconfig"
     ;;
@@ -124,7 +140,7 @@ case $cmd in
       delete || exit 1
       rm -rf "$clusterdir"
     fi
-    rm -f "$createlog"
+    rm -rf "$createlog" "$KWOK_WORKDIR/logs/$name-components"
     ;;
   kubeconfig)
     exists || die "cluster $name does not exist (hack/cluster.sh up $name)"

@@ -24,17 +24,25 @@ bin=$("$root/hack/tools/install.sh" helm ct kubectl)
 export PATH="$bin:$PATH"
 command -v yamllint >/dev/null 2>&1 || { log "yamllint is not installed (ct needs it): apt-get install -y yamllint"; exit 1; }
 
+# One chart test per cluster name at a time: a second one would delete the first one's cluster
+# (below, and in its exit trap). Taken before the trap is set, so that a refused run deletes nothing;
+# the cluster's processes do not inherit it (8>&-), so a killed run's cluster does not hold it.
+cache=${IMAGE_PREWARMER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-prewarmer}
+mkdir -p "$cache"
+exec 8>"$cache/chart-test-$cluster.lock"
+flock -n 8 || { log "another chart test is using cluster $cluster (set CHART_TEST_CLUSTER to run one beside it)"; exit 1; }
+
 down() {
   local rc=$?
   log "deleting cluster $cluster"
-  "$root/hack/cluster.sh" down "$cluster" || true
+  "$root/hack/cluster.sh" down "$cluster" 8>&- || true
   exit "$rc"
 }
 trap down EXIT
 
 # A fresh cluster each run: one left by a run that was killed (no trap) still holds its releases.
-"$root/hack/cluster.sh" down "$cluster" >/dev/null 2>&1 || true
-KUBECONFIG=$("$root/hack/cluster.sh" up "$cluster")
+"$root/hack/cluster.sh" down "$cluster" >/dev/null 2>&1 8>&- || true
+KUBECONFIG=$("$root/hack/cluster.sh" up "$cluster" 8>&-)
 export KUBECONFIG
 log "cluster $cluster is up (KUBECONFIG=$KUBECONFIG)"
 

@@ -21,13 +21,28 @@ func BuildOrchestrator(dir string) (string, error) {
 }
 
 // orchestratorBuild memoises one build per test binary: every test of a package runs the same one.
-var orchestratorBuild = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "prewarm-e2e-bin-")
-	if err != nil {
-		return "", fmt.Errorf("creating a directory for the orchestrator binary: %w", err)
+// The directory it builds into is buildDir, which removeOrchestratorBuild deletes once the
+// package's tests are done.
+var (
+	buildDir          string
+	orchestratorBuild = sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "prewarm-e2e-bin-")
+		if err != nil {
+			return "", fmt.Errorf("creating a directory for the orchestrator binary: %w", err)
+		}
+		buildDir = dir
+		return BuildOrchestrator(dir)
+	})
+)
+
+// removeOrchestratorBuild deletes the binary orchestratorBuild built, if it built one.
+func removeOrchestratorBuild() {
+	if buildDir != "" {
+		if err := os.RemoveAll(buildDir); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: removing the orchestrator build: %v\n", err)
+		}
 	}
-	return BuildOrchestrator(dir)
-})
+}
 
 // OrchestratorBinary returns the path of cmd/prewarm-orchestrator, built once per test process.
 func OrchestratorBinary(t testing.TB) string {

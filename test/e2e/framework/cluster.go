@@ -141,6 +141,7 @@ func run(m *testing.M, prefix string, use func(*Cluster)) int {
 	defer c.Stop()
 	fmt.Fprintf(os.Stderr, "e2e: cluster %s up in %s (KUBECONFIG=%s)\n", c.Name, time.Since(start).Round(100*time.Millisecond), c.Kubeconfig)
 	use(c)
+	defer removeOrchestratorBuild()
 	return m.Run()
 }
 
