@@ -204,7 +204,8 @@ func (p *Planner) Compute(s Snapshot) Plan {
 	var out Plan
 	nodes := sortedByName(s.Nodes)
 
-	// Managed nodes first, so releases free budget for entries in the same cycle.
+	// Every node in name order; entry candidates wait until the loop is done, so that the
+	// releases of this cycle free budget for them.
 	var candidates []*corev1.Node
 	freed := 0
 	for _, n := range nodes {
@@ -936,8 +937,21 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 		return a, true
 	}
 	if !c.uninstalling {
-		if a, changed := p.replaceChanged(n, ours); changed {
-			return a, true
+		if swap, changed := p.replaceChanged(n, ours); changed {
+			if ok && a.Type == Record {
+				// One patch for both, as for a restored label below: the planned record (a
+				// timer's start or repair, a problem) is not put off by a swap that the API
+				// server may keep refusing, or cancelAfter and the timeouts would never start.
+				// Records write annotations only, and none of the swap's.
+				for k, v := range a.Change.Annotations {
+					if _, set := swap.Change.Annotations[k]; !set {
+						swap.Change.Annotations[k] = v
+					}
+				}
+				swap.Events = append(swap.Events, a.Events...)
+				swap.Message += "; " + a.Message
+			}
+			return swap, true
 		}
 	}
 	if ok && a.Change.Labels[p.cfg.StatusLabel.Key] != nil {
@@ -1587,18 +1601,22 @@ func podProblems(pods []*corev1.Pod) []podProblemOf {
 	return out
 }
 
-// livePod returns a pod of the node's that the kubelet runs: bound to the node, not terminating.
-// A pod the scheduler has not bound has pulled nothing there.
+// livePod returns a pod of the node's that the kubelet runs: bound to the node, not terminating,
+// not finished. A pod the scheduler has not bound has pulled nothing there, and one that failed
+// (evicted) or succeeded runs nothing: the DaemonSet controller may keep it beside the pod that
+// replaced it, which is the one to record.
 func livePod(pods []*corev1.Pod) *corev1.Pod {
 	for _, pod := range pods {
-		if pod.DeletionTimestamp == nil && pod.Spec.NodeName != "" {
+		if pod.DeletionTimestamp == nil && pod.Spec.NodeName != "" &&
+			pod.Status.Phase != corev1.PodFailed && pod.Status.Phase != corev1.PodSucceeded {
 			return pod
 		}
 	}
 	return nil
 }
 
-// primary picks the maintenance recorded on the node: objects first (by name), then labels, then cordons.
+// primary picks the maintenance an entry is said to be for, in its reason and message (the node
+// records every active one): objects first (by name), then labels, then cordons.
 func primary(ms []Maintenance) Maintenance {
 	order := map[string]int{SourceNodeMaintenance: 0, SourceNodeLabel: 1, SourceCordoned: 2}
 	best := ms[0]

@@ -507,6 +507,21 @@ func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
 	}, a.Change.Annotations)
 }
 
+// An evicted (Failed) warmer pod that the DaemonSet controller keeps beside its replacement is
+// not the pod recorded as already there: the running one is, so that it counts as warm only once
+// it restarts after the upgrade.
+func TestEnterRecordsTheRunningPodNotAFailedOne(t *testing.T) {
+	cfg := testConfig(t)
+	n := tu.Node("a", inPool())
+	failed := tu.Pod(ds, "a", "new", tu.WithUID("evicted"), func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed })
+	running := tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("pre"), tu.Restarts(1))
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}, failed, running)), "a")
+	require.Equal(t, plan.Enter, a.Type)
+	require.NotNil(t, a.Change.Annotations[state.WarmerPodUID])
+	assert.Equal(t, "pre", *a.Change.Annotations[state.WarmerPodUID])
+	assert.Equal(t, "1", *a.Change.Annotations[state.WarmerPodRestarts])
+}
+
 // TestTransitionEvents: routine transitions record a Normal Event only when events.transitions
 // asks for it; Warnings and the release of a node someone else opened are always recorded.
 func TestTransitionEvents(t *testing.T) {
