@@ -471,11 +471,28 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 			go func() {
 				defer wg.Done()
 				actx := ctx
-				if a.Type == plan.Release {
+				switch a.Type {
+				case plan.Release:
 					actx = ratelimit.Urgent(ctx)
+				case plan.Enter, plan.Adopt:
+					// Checked again right before each request is sent: it may wait for the
+					// client's rate limiter, or be sent again after a conflict, for longer than
+					// the uninstall's sweeps last.
+					actx = ratelimit.WithCheck(ctx, func() error {
+						if guard.holds(ctx, a.Type) {
+							return errHeld
+						}
+						return nil
+					})
 				}
 				w, err := e.applyNode(actx, obs.Snapshot, nodes[a.Node], a, replan, latest)
 				g.release()
+				if errors.Is(err, errHeld) {
+					if done != nil {
+						done(a, nil, nil)
+					}
+					return
+				}
 				if done != nil {
 					done(a, w, err)
 				}
@@ -620,6 +637,10 @@ type uninstallGuard struct {
 	start time.Time
 }
 
+// errHeld is the error of a request the uninstall guard stopped before it was sent: its entry or
+// adoption is dropped, as the guard's check at the write slot drops one.
+var errHeld = errors.New("dropped: the installation is being uninstalled, or its warmer DaemonSet is gone")
+
 // uninstallMark is the mark as last re-read while writing, shared by every apply of the engine:
 // the event-driven mode may have hundreds of small plans waiting on the client's rate limiter at
 // once, and each reading the DaemonSet for itself would cost one GET per plan (hundreds in a
@@ -662,7 +683,9 @@ func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 	m.read = e.clock.Now()
 	was, wasMissing := m.set, m.missing
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
-	ds, err := e.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	// Urgent: every write waiting on the mark (holding its token) waits for this read, which must
+	// not queue behind the writes still waiting for the client's rate limiter.
+	ds, err := e.client.AppsV1().DaemonSets(ns).Get(ratelimit.Urgent(ratelimit.WithCheck(ctx, nil)), name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		m.missing = true
@@ -707,6 +730,9 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			node, a = fresh, next
 		}
 	}
+	// The action's check (ratelimit.WithCheck) stops its writes only: the read that verifies a
+	// write whose answer was lost, and the re-read after a conflict, go out whatever it says.
+	reads := ratelimit.WithCheck(ctx, nil)
 	for attempt := 0; ; attempt++ {
 		if node == nil {
 			return nil, fmt.Errorf("node %s: not in the snapshot", a.Node)
@@ -718,12 +744,15 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		if patch == nil {
 			return nil, nil // the fresher node needs nothing this action would write
 		}
+		if err := ratelimit.Check(ctx); err != nil {
+			return nil, err // without a client-side limit, nothing else checks before the request
+		}
 		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, pt, patch, metav1.PatchOptions{FieldManager: fieldManager})
 		if err != nil && outcomeUnknown(err) {
 			// No answer (a connection lost, a timeout): the patch may have been applied all the
 			// same. Its values (timestamps included) tell: then it is done, and its Event and
 			// metric are not lost with the response.
-			if landed := e.landed(ctx, node, a); landed != nil {
+			if landed := e.landed(reads, node, a); landed != nil {
 				e.log.Debug("patch applied though its response was lost", "node", a.Node, "action", a.Type, "error", err)
 				patched, err = landed, nil
 			} else if pt == types.MergePatchType {
@@ -752,7 +781,7 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 			return nil, fmt.Errorf("patching node %s (%s): still conflicting after %d re-reads: %w", a.Node, a.Type, attempt, err)
 		}
 		// Conflict: someone else wrote the node. Re-read it and re-plan with the fresh object.
-		fresh, err := e.client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+		fresh, err := e.client.CoreV1().Nodes().Get(reads, node.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}

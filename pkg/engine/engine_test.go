@@ -539,6 +539,30 @@ func TestUninstallMarkStopsEntriesBeingWritten(t *testing.T) {
 	assert.Equal(t, 2, countActions(client, "get", "daemonsets"), "observation, then one re-read: the second entry's check found the mark and the third needed none")
 }
 
+// An entry sent again after a conflict is checked again: the uninstall marked the DaemonSet
+// while its first patch was refused, and the re-planned entry is dropped, not written after the
+// mark (however long its retries take, the uninstall's sweeps may be over by then).
+func TestUninstallMarkStopsAnEntryRetriedAfterAConflict(t *testing.T) {
+	e, client, _, mark := markable(t, "a")
+	conflicted := false
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicted {
+			return false, nil, nil
+		}
+		conflicted = true
+		mark()
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("the object has been modified"))
+	})
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err, "a dropped entry is no failure")
+	require.Len(t, res.Plan.Actions, 1)
+	assert.Zero(t, res.Applied[plan.Enter], "the retry found the mark")
+	assert.Len(t, patches(client), 1, "only the refused patch went out")
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, n.Spec.Taints)
+}
+
 // A snapshot of cached objects (the event-driven mode) may hold a DaemonSet of any age: a watch
 // broken by an API server restart keeps the cache from before the uninstall's mark. The first
 // entry re-reads the mark.

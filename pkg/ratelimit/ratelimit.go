@@ -27,6 +27,26 @@ func Urgent(ctx context.Context) context.Context { return context.WithValue(ctx,
 // IsUrgent reports whether ctx was marked by Urgent.
 func IsUrgent(ctx context.Context) bool { v, _ := ctx.Value(urgentKey{}).(bool); return v }
 
+type checkKey struct{}
+
+// WithCheck returns a context whose requests run check once the limiter grants them a token,
+// right before they are sent: a request that waited long for its token may no longer be wanted
+// (a node's entry after the installation's uninstall began). An error from check is what Wait
+// returns, and client-go fails the request with it unsent; the token goes back to the bucket. A
+// nil check removes the one ctx carries.
+func WithCheck(ctx context.Context, check func() error) context.Context {
+	return context.WithValue(ctx, checkKey{}, check)
+}
+
+// Check runs the check ctx carries (see WithCheck), if any: for a request that no limiter holds
+// back, or one sent again without waiting.
+func Check(ctx context.Context) error {
+	if check, _ := ctx.Value(checkKey{}).(func() error); check != nil {
+		return check()
+	}
+	return nil
+}
+
 const (
 	urgent = iota
 	normal
@@ -84,7 +104,7 @@ func NewWithClock(qps float32, burst, reserve int, c Clock) *Limiter {
 }
 
 // Wait blocks until the request may be sent, or ctx ends (then it returns ctx's error and takes
-// no token).
+// no token), then runs ctx's check (see WithCheck).
 func (l *Limiter) Wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -96,7 +116,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	l.mu.Lock()
 	if l.takeLocked(level) {
 		l.mu.Unlock()
-		return nil
+		return l.checked(ctx)
 	}
 	w := &waiter{ch: make(chan struct{})}
 	l.queues[level] = append(l.queues[level], w)
@@ -105,7 +125,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 
 	select {
 	case <-w.ch:
-		return nil
+		return l.checked(ctx)
 	case <-ctx.Done():
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -114,16 +134,34 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	}
 }
 
+// checked runs ctx's check for a request granted a token, and hands the token back when the
+// check fails: the request is not sent.
+func (l *Limiter) checked(ctx context.Context) error {
+	err := Check(ctx)
+	if err != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.giveBackLocked()
+	}
+	return err
+}
+
 // cancelLocked withdraws a waiter whose context ended: out of its queue, or, granted as the
-// context ended, its token back to the bucket (never beyond burst) for the next waiter.
+// context ended, its token back to the bucket for the next waiter.
 func (l *Limiter) cancelLocked(w *waiter, level int) {
 	if w.granted {
-		l.refillLocked()
-		l.tokens = min(l.burst, l.tokens+1)
-		l.dispatchLocked()
+		l.giveBackLocked()
 	} else if i := slices.Index(l.queues[level], w); i >= 0 {
 		l.queues[level] = slices.Delete(l.queues[level], i, i+1)
 	}
+}
+
+// giveBackLocked returns a granted token that was not used to the bucket (never beyond burst),
+// for the next waiter.
+func (l *Limiter) giveBackLocked() {
+	l.refillLocked()
+	l.tokens = min(l.burst, l.tokens+1)
+	l.dispatchLocked()
 }
 
 // Accept blocks until a token is available.

@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,4 +221,37 @@ func TestTinyQPSDoesNotSpin(t *testing.T) {
 	assert.Equal(t, clk.Now().Add(maxWait), due)
 	clk.Step(time.Minute)
 	assertBlocked(t, l, 0, 1, []<-chan error{ch}, "the next token is eons away")
+}
+
+// A request's check runs once its token is granted, not while it waits; a check that fails is
+// the request's error, and its token goes to the next waiter at once.
+func TestCheckRunsOnceGranted(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(1, 1, 0, clk) // a token a second
+	require.NoError(t, l.Wait(context.Background()))
+
+	errHeld := errors.New("no longer wanted")
+	var checks atomic.Int32
+	held := start(l, WithCheck(context.Background(), func() error { checks.Add(1); return errHeld }))
+	waitQueued(t, l, 0, 1)
+	next := start(l, context.Background())
+	waitQueued(t, l, 0, 2)
+	assertBlocked(t, l, 0, 2, []<-chan error{held, next}, "no token yet")
+	assert.Zero(t, checks.Load(), "no check while waiting")
+
+	clk.Step(time.Second)
+	select {
+	case err := <-held:
+		assert.ErrorIs(t, err, errHeld)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the checked request was not answered")
+	}
+	assert.Equal(t, int32(1), checks.Load())
+	assert.True(t, granted(next), "the token the check gave back goes to the next waiter, not a second later")
+
+	passed := WithCheck(context.Background(), func() error { return nil })
+	clk.Step(time.Second)
+	assert.NoError(t, l.Wait(passed), "a check that passes lets the request go")
+	assert.NoError(t, Check(WithCheck(passed, nil)), "a nil check removes it")
+	assert.ErrorIs(t, Check(WithCheck(context.Background(), func() error { return errHeld })), errHeld)
 }
