@@ -301,18 +301,18 @@ func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Not
 // fails (or ctx ends), the mark is removed again: a release that Helm keeps after a failed
 // uninstall works as before, rather than tainting nothing until someone notices.
 func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (res Result, err error) {
-	set, err := e.markUninstalling(ctx)
+	mark, set, err := e.markUninstalling(ctx)
 	if err != nil {
 		if outcomeUnknown(err) {
 			// No answer (SIGTERM, the hook's deadline, a timeout): the mark may have landed.
-			e.unmarkUninstalling(ctx, err)
+			e.unmarkUninstalling(ctx, mark, err)
 		}
 		return Result{}, err
 	}
 	if set {
 		defer func() {
 			if err != nil {
-				e.unmarkUninstalling(ctx, err)
+				e.unmarkUninstalling(ctx, mark, err)
 			}
 		}()
 	}
@@ -351,46 +351,60 @@ func (e *Engine) sweep(ctx context.Context, settle time.Duration) (Result, error
 	}
 }
 
-// markUninstalling sets state.Uninstalling on the warmer DaemonSet and reports whether it did. A
-// missing DaemonSet is logged: nothing can taint a node then, and the sweeps still release them.
-func (e *Engine) markUninstalling(ctx context.Context) (bool, error) {
+// markUninstalling sets state.Uninstalling on the warmer DaemonSet and reports whether it did,
+// with the mark's value: the time, to the nanosecond, which tells this run's mark from another's.
+// A missing DaemonSet is logged: nothing can taint a node then, and the sweeps still release them.
+func (e *Engine) markUninstalling(ctx context.Context) (mark string, set bool, err error) {
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
 	if e.dryRun {
 		e.log.Info("dry run: would mark the warmer DaemonSet as uninstalling", "daemonSet", ns+"/"+name)
-		return false, nil
+		return "", false, nil
 	}
-	at := state.FormatTime(e.clock.Now())
-	err := e.annotateWarmer(ctx, &at)
+	mark = e.clock.Now().UTC().Format(time.RFC3339Nano)
+	err = e.annotateWarmer(ctx, mark)
 	switch {
 	case apierrors.IsNotFound(err):
 		e.log.Warn("warmer DaemonSet not found; releasing the nodes without marking it", "daemonSet", ns+"/"+name)
-		return false, nil
+		return mark, false, nil
 	case err != nil:
-		return false, fmt.Errorf("marking the warmer DaemonSet %s/%s as uninstalling: %w", ns, name, err)
+		return mark, false, fmt.Errorf("marking the warmer DaemonSet %s/%s as uninstalling: %w", ns, name, err)
 	}
 	e.log.Info("marked the warmer DaemonSet: no node is tainted or adopted from now on", "daemonSet", ns+"/"+name)
-	return true, nil
+	return mark, true, nil
 }
 
-// unmarkUninstalling removes the mark after an uninstall failed (cause), so that a release Helm
-// keeps goes on working as before instead of staying idle; a retried hook marks it again. It runs
-// even when ctx has ended (the hook's deadline, SIGTERM), with a short timeout of its own.
-func (e *Engine) unmarkUninstalling(ctx context.Context, cause error) {
+// unmarkUninstalling removes this run's mark after an uninstall failed (cause), so that a release
+// Helm keeps goes on working as before instead of staying idle; a retried hook marks it again. It
+// runs even when ctx has ended (the hook's deadline, SIGTERM), with a short timeout of its own.
+// Only a mark with this run's value is removed (a JSON patch that tests it): a hook pod stopped
+// while a retried uninstall's hook already runs (Helm replaces the Job) must not lift that
+// one's mark.
+func (e *Engine) unmarkUninstalling(ctx context.Context, mark string, cause error) {
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := e.annotateWarmer(ctx, nil); err != nil && !apierrors.IsNotFound(err) {
+	path := annotationPath(state.Uninstalling)
+	patch, err := json.Marshal([]map[string]any{{"op": "test", "path": path, "value": mark}, {"op": "remove", "path": path}})
+	if err == nil {
+		_, err = e.client.AppsV1().DaemonSets(ns).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{})
+	}
+	switch {
+	case err == nil:
+		e.log.Warn("the uninstall failed: removed its mark, the orchestrator works as before", "daemonSet", ns+"/"+name, "cause", cause)
+	case apierrors.IsNotFound(err):
+	case notApplicable(err):
+		e.log.Warn("the uninstall failed; its mark is not on the warmer DaemonSet (it never landed, or another uninstall's replaced it): left as it is",
+			"daemonSet", ns+"/"+name, "cause", cause)
+	default:
 		e.log.Error("the uninstall failed and its mark could not be removed: the orchestrator taints and adopts no node until it is",
 			"daemonSet", ns+"/"+name, "cause", cause, "error", err,
 			"fix", fmt.Sprintf("kubectl -n %s annotate daemonset %s %s-", ns, name, state.Uninstalling))
-		return
 	}
-	e.log.Warn("the uninstall failed: removed its mark, the orchestrator works as before", "daemonSet", ns+"/"+name, "cause", cause)
 }
 
-// annotateWarmer sets the uninstall mark on the warmer DaemonSet to value, or removes it (nil).
-func (e *Engine) annotateWarmer(ctx context.Context, value *string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]*string{
+// annotateWarmer sets the uninstall mark on the warmer DaemonSet to value.
+func (e *Engine) annotateWarmer(ctx context.Context, value string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		state.Uninstalling: value,
 	}}})
 	if err != nil {

@@ -401,8 +401,12 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 					// The API server applies the patch; the connection drops before the answer.
 					obj, err := client.Tracker().Get(a.GetResource(), a.GetNamespace(), a.(k8stesting.PatchAction).GetName())
 					require.NoError(t, err)
+					var sent struct {
+						Metadata struct{ Annotations map[string]string }
+					}
+					require.NoError(t, json.Unmarshal(a.(k8stesting.PatchAction).GetPatch(), &sent))
 					ds := obj.(*appsv1.DaemonSet).DeepCopy()
-					ds.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+					ds.Annotations = sent.Metadata.Annotations
 					require.NoError(t, client.Tracker().Update(a.GetResource(), ds, a.GetNamespace()))
 					return true, nil, errors.New("connection reset by peer")
 				})
@@ -429,6 +433,35 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 			assert.Equal(t, 2, countActions(client, "patch", "daemonsets"), "marked, then unmarked")
 		})
 	}
+}
+
+// A failed uninstall removes its own mark only: a retried uninstall's hook (Helm replaces the
+// Job, and the old pod is stopped while the new one sweeps) may have marked the DaemonSet since,
+// and lifting that mark would let the orchestrator taint nodes during that uninstall.
+func TestFailedUninstallLeavesAnotherUninstallsMark(t *testing.T) {
+	managed := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	client := fake.NewClientset(managed)
+	e := testEngine(t, client, false)
+	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
+	require.NoError(t, client.Tracker().Add(tu.DaemonSet(ns, name)))
+	const theirs = "2026-11-25T12:00:07.123456789Z"
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		// The retried hook marks the DaemonSet while this one's release is refused.
+		gvr := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
+		obj, err := client.Tracker().Get(gvr, ns, name) // the tracker: the fake client is locked here
+		require.NoError(t, err)
+		ds := obj.(*appsv1.DaemonSet).DeepCopy()
+		ds.Annotations[state.Uninstalling] = theirs
+		require.NoError(t, client.Tracker().Update(gvr, ds, ns))
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("denied"))
+	})
+	_, err := e.Uninstall(context.Background(), time.Minute)
+	require.Error(t, err)
+	ds, err := client.AppsV1().DaemonSets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, theirs, ds.Annotations[state.Uninstalling], "the other uninstall's mark stays")
 }
 
 // Without its DaemonSet (already gone, or never installed) Uninstall still releases the nodes.
