@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -437,6 +438,7 @@ func (e *Engine) ApplyNotify(ctx context.Context, obs Observation, p plan.Plan, 
 func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan, latest func(string) *corev1.Node, done func(plan.Action, *Written, error)) (Result, error) {
 	res := Result{Plan: p, Applied: map[plan.ActionType]int{}, Warnings: obs.Warnings}
 	LogNotes(ctx, e.log, p.Notes)
+	e.uninstall.seen(obs.Snapshot.DaemonSet)
 	if e.dryRun {
 		for _, a := range p.Actions {
 			e.logAction(ctx, "dry run: would ", a)
@@ -665,6 +667,21 @@ type uninstallMark struct {
 	set  bool
 	// missing: the last read found no DaemonSet.
 	missing bool
+}
+
+// seen records a mark on a DaemonSet a plan was made from (the event-driven mode's cache shows
+// it before any re-read would): once Helm deletes the marked DaemonSet after the uninstall's hook,
+// plans made without it would adopt nodes again, and a re-read finds nothing to say otherwise.
+// Only a re-read clears it, when the mark was removed (a failed uninstall).
+func (m *uninstallMark) seen(ds *appsv1.DaemonSet) {
+	if ds == nil {
+		return
+	}
+	if _, marked := ds.Annotations[state.Uninstalling]; marked {
+		m.mu.Lock()
+		m.set = true
+		m.mu.Unlock()
+	}
 }
 
 // holds reports whether an entry or adoption still being written must be dropped, as the

@@ -596,6 +596,32 @@ func TestUninstallMarkStopsAnEntryRetriedAfterAConflict(t *testing.T) {
 	assert.Empty(t, n.Spec.Taints)
 }
 
+// A mark the event-driven mode's cache showed holds adoptions back once Helm deletes the marked
+// DaemonSet after the uninstall's hook: the plans made without it adopt a node that joined
+// tainted, and the re-read that checks them finds no DaemonSet, not the mark.
+func TestUninstallMarkOutlivesItsDaemonSet(t *testing.T) {
+	e, client, ds, _ := markable(t)
+	marked := ds.DeepCopy()
+	marked.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+	obs, err := e.ObserveFrom(Cached{MaintenanceServed: true, DaemonSet: marked})
+	require.NoError(t, err)
+	_, err = e.Apply(context.Background(), obs, e.Planner().Compute(obs.Snapshot))
+	require.NoError(t, err)
+
+	require.NoError(t, client.Tracker().Delete(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, ds.Namespace, ds.Name))
+	joined := tu.Node("j", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
+	require.NoError(t, client.Tracker().Add(joined))
+	obs, err = e.ObserveFrom(Cached{Nodes: []*corev1.Node{joined}, MaintenanceServed: true})
+	require.NoError(t, err)
+	p := e.Planner().Compute(obs.Snapshot)
+	require.Len(t, p.Actions, 1)
+	require.Equal(t, plan.Adopt, p.Actions[0].Type, "without its DaemonSet the planner adopts")
+	res, err := e.Apply(context.Background(), obs, p)
+	require.NoError(t, err)
+	assert.Zero(t, res.Applied[plan.Adopt], "the mark once seen holds the adoption")
+	assert.Empty(t, patches(client))
+}
+
 // A snapshot of cached objects (the event-driven mode) may hold a DaemonSet of any age: a watch
 // broken by an API server restart keeps the cache from before the uninstall's mark. The first
 // entry re-reads the mark.
