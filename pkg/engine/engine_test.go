@@ -325,18 +325,13 @@ func TestReleasePatch(t *testing.T) {
 // after the first sweep read the pool (a cycle that read it before the mark) is released too.
 func TestUninstallSweepsUntilNothingIsLeft(t *testing.T) {
 	nodesGVR := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
-	managed := func(name string) *corev1.Node {
-		return tu.Node(name, tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
-			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-			tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
-	}
-	client := fake.NewClientset(managed("a"), tu.Node("b", tu.WithLabels("pool", "notebooks")))
+	client := fake.NewClientset(taintedNode("a"), tu.Node("b", tu.WithLabels("pool", "notebooks")))
 	late := false
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if !late {
 			late = true
 			// A write of a cycle that read the pool before the mark lands now.
-			require.NoError(t, client.Tracker().Update(nodesGVR, managed("b"), ""))
+			require.NoError(t, client.Tracker().Update(nodesGVR, taintedNode("b"), ""))
 		}
 		return false, nil, nil
 	})
@@ -358,12 +353,17 @@ func TestUninstallSweepsUntilNothingIsLeft(t *testing.T) {
 	assert.Equal(t, state.FormatTime(t0), ds.Annotations[state.Uninstalling])
 }
 
+// taintedNode is a pool node this installation (testConfig's) has tainted.
+func taintedNode(name string) *corev1.Node {
+	return tu.Node(name, tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
+		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+}
+
 // An uninstall that fails after marking the DaemonSet removes the mark again, whether a release
 // failed or the hook was stopped (its deadline, SIGTERM): the release Helm keeps works as before.
 func TestFailedUninstallRemovesItsMark(t *testing.T) {
-	managed := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
-		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	managed := taintedNode("a")
 	cases := []struct {
 		name string
 		// fail makes the uninstall fail: it gets the client and a cancel for Uninstall's context.
@@ -439,9 +439,7 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 // Job, and the old pod is stopped while the new one sweeps) may have marked the DaemonSet since,
 // and lifting that mark would let the orchestrator taint nodes during that uninstall.
 func TestFailedUninstallLeavesAnotherUninstallsMark(t *testing.T) {
-	managed := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
-		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	managed := taintedNode("a")
 	client := fake.NewClientset(managed)
 	e := testEngine(t, client, false)
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
@@ -466,9 +464,7 @@ func TestFailedUninstallLeavesAnotherUninstallsMark(t *testing.T) {
 
 // Without its DaemonSet (already gone, or never installed) Uninstall still releases the nodes.
 func TestUninstallWithoutDaemonSet(t *testing.T) {
-	n := tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
-		tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-		tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
+	n := taintedNode("a")
 	client := fake.NewClientset(n)
 	e := testEngine(t, client, false)
 	res, err := e.Uninstall(context.Background(), 0)

@@ -160,11 +160,7 @@ func withoutTime(lines []string) []string {
 // the installation taints the node again (not once its DaemonSet is gone); `cleanup --uninstall`
 // says the installation is being uninstalled.
 func TestCleanupMessages(t *testing.T) {
-	managed := func() runtime.Object {
-		return tu.Node("a", tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
-			tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
-			tu.WithAnnotations(state.Phase, state.PhaseTainted, state.Owner, "prewarm/test"))
-	}
+	managed := func() runtime.Object { return taintedNode("a") }
 	e, log := loggingEngine(t, withWarmer(managed()), false)
 	res, err := e.Cleanup(context.Background())
 	require.NoError(t, err)
