@@ -917,7 +917,14 @@ func (p *Planner) adopt(c *cycle, n *corev1.Node) Action {
 
 func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	if !p.InPool(n) {
-		return p.release(c, n, state.ReasonLeftPool, "no longer matches the pool selector"), true
+		a := p.release(c, n, state.ReasonLeftPool, "no longer matches the pool selector")
+		if state.PhaseOf(n) == state.PhaseWarming && p.warmPod(c, n) == nil {
+			// Upgraded and not warm: it opens without its images, which a Warning says, as for
+			// a timeout (a pool selector changed by mistake does this to every warming node).
+			a.Message += "; it was warming and its warmer pod is not Ready: it opens without its images"
+			a.Events = []Event{{Type: corev1.EventTypeWarning, Reason: "PrewarmLeftPoolCold", Message: "released (left-pool): " + a.Message}}
+		}
+		return a, true
 	}
 	ours := p.ourTaint(n)
 	if !state.HasTaint(n, ours.Key, ours.Effect) {

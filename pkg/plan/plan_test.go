@@ -507,6 +507,42 @@ func TestEnterRecordsBaselineAndPreexistingPod(t *testing.T) {
 	}, a.Change.Annotations)
 }
 
+// A warming node that leaves the pool before its warmer pod is Ready opens without its images: a
+// Warning Event says so, as for a timeout. Warm, or not upgraded yet, it is a routine release.
+func TestLeftPoolWhileWarmingIsAWarning(t *testing.T) {
+	cfg := testConfig(t)
+	for _, tc := range []struct {
+		name    string
+		phase   string
+		pods    []*corev1.Pod
+		warning bool
+	}{
+		{"warming, no warmer pod", state.PhaseWarming, nil, true},
+		{"warming, its pod pulling", state.PhaseWarming, []*corev1.Pod{tu.Pod(ds, "a", "new")}, true},
+		{"warming, its pod Ready", state.PhaseWarming, []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready())}, false},
+		{"tainted, not upgraded yet", state.PhaseTainted, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := tu.Node("a", managed(tc.phase, t0.Add(-time.Hour)), tu.WithLabels(poolKey, "other"))
+			a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil, tc.pods...)), "a")
+			require.Equal(t, plan.Release, a.Type)
+			assert.Equal(t, state.ReasonLeftPool, a.Reason)
+			var warnings []string
+			for _, ev := range a.Events {
+				if ev.Type == corev1.EventTypeWarning {
+					warnings = append(warnings, ev.Reason)
+				}
+			}
+			if tc.warning {
+				assert.Equal(t, []string{"PrewarmLeftPoolCold"}, warnings)
+				assert.Contains(t, a.Message, "opens without its images")
+			} else {
+				assert.Empty(t, warnings)
+			}
+		})
+	}
+}
+
 // An evicted (Failed) warmer pod that the DaemonSet controller keeps beside its replacement is
 // not the pod recorded as already there: the running one is, so that it counts as warm only once
 // it restarts after the upgrade.
