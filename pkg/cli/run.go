@@ -335,10 +335,12 @@ releases, once, the pool nodes that joined with the taint and were not adopted y
 
 With --uninstall, as the chart's pre-delete hook runs it, it first marks the warmer DaemonSet
 (annotation image-prewarmer.io/uninstalling), after which no orchestrator of the installation
-taints or adopts another node, then releases the nodes and sweeps again until none has been
-tainted for --settle after the mark: an uninstall never leaves a tainted node of the
-installation behind, even while the orchestrator is still running (a node with a phase and no
-valid owner annotation is nobody's: a WARN note names it, and it keeps its taint). If it fails
+taints or adopts another node, then releases the nodes and sweeps again until a sweep at least
+--settle after the mark finds none of the installation's (nodes that keep joining with the
+taint are released as they come, but do not keep it sweeping): an uninstall never leaves a
+tainted node of the installation behind, even while the orchestrator is still running (a node
+with a phase and no valid owner annotation is nobody's: a WARN note names it, and it keeps its
+taint). If it fails
 after the mark (or is stopped), it removes the mark again, so an installation that stays keeps
 working. Without --uninstall the orchestrator keeps working: it leaves each released node alone
 for the rest of its current maintenance and taints it again at its next one.`,
@@ -375,7 +377,7 @@ for the rest of its current maintenance and taints it again at its next one.`,
 		},
 	}
 	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "mark the installation as being uninstalled first, so nothing is tainted again (the chart's pre-delete hook)")
-	cmd.Flags().DurationVar(&settle, "settle", 10*time.Second, "with --uninstall: keep sweeping until nothing was found this long after the mark")
+	cmd.Flags().DurationVar(&settle, "settle", 10*time.Second, "with --uninstall: keep sweeping until a sweep this long after the mark finds no node of the installation's")
 	return cmd
 }
 

@@ -271,17 +271,29 @@ func After(nodes []*corev1.Node, written []Written) []*corev1.Node {
 
 // Cleanup releases every node this installation manages (reason cleanup), without uninstalling:
 // the orchestrator goes on and taints nodes again at their next maintenance.
-func (e *Engine) Cleanup(ctx context.Context) (Result, error) { return e.cleanup(ctx, false, nil) }
+func (e *Engine) Cleanup(ctx context.Context) (Result, error) {
+	res, _, err := e.cleanup(ctx, false, nil)
+	return res, err
+}
 
 // cleanup releases every node this installation manages; uninstall says whether the installation
 // is being uninstalled (Uninstall's sweeps), for the actions' messages.
-func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Note]bool) (Result, error) {
+func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Note]bool) (res Result, managed int, err error) {
 	obs, err := e.observe(ctx, observeOptions{everyNode: true})
 	if err != nil {
-		return Result{}, err
+		return Result{}, 0, err
 	}
 	replan := func(s plan.Snapshot) plan.Plan { return e.planner.Cleanup(s, uninstall) }
 	p := replan(obs.Snapshot)
+	phased := map[string]bool{}
+	for _, n := range obs.Snapshot.Nodes {
+		phased[n.Name] = state.PhaseOf(n) != ""
+	}
+	for _, a := range p.Actions {
+		if phased[a.Node] {
+			managed++
+		}
+	}
 	if noted != nil {
 		// A sweep after the first says only what the earlier ones did not.
 		p.Notes = slices.DeleteFunc(p.Notes, func(n plan.Note) bool { return noted[n] })
@@ -289,9 +301,9 @@ func (e *Engine) cleanup(ctx context.Context, uninstall bool, noted map[plan.Not
 			noted[n] = true
 		}
 	}
-	res, err := e.apply(ctx, obs, p, replan, nil, nil)
+	res, err = e.apply(ctx, obs, p, replan, nil, nil)
 	e.waitEvents(ctx)
-	return res, err
+	return res, managed, err
 }
 
 // Uninstall is Cleanup for an uninstall (the chart's pre-delete hook). It first marks the warmer
@@ -320,14 +332,14 @@ func (e *Engine) Uninstall(ctx context.Context, settle time.Duration) (res Resul
 	return e.sweep(ctx, settle)
 }
 
-// sweep releases every managed node, again and again until nothing is left and settle has passed
+// sweep releases every managed node, again and again until none is left and settle has passed
 // since the mark.
 func (e *Engine) sweep(ctx context.Context, settle time.Duration) (Result, error) {
 	marked := e.clock.Now()
 	total := Result{Applied: map[plan.ActionType]int{}}
 	noted := map[plan.Note]bool{}
 	for sweep := 1; ; sweep++ {
-		res, err := e.cleanup(ctx, true, noted)
+		res, managed, err := e.cleanup(ctx, true, noted)
 		total.Plan.Actions = append(total.Plan.Actions, res.Plan.Actions...)
 		total.Plan.Notes = append(total.Plan.Notes, res.Plan.Notes...)
 		total.Written = append(total.Written, res.Written...)
@@ -340,8 +352,11 @@ func (e *Engine) sweep(ctx context.Context, settle time.Duration) (Result, error
 		if sweep > 1 && len(res.Plan.Actions) > 0 {
 			e.log.Warn("released nodes tainted after the uninstall began", "nodes", len(res.Plan.Actions), "sweep", sweep)
 		}
+		// Done once a sweep after the settle released no node of ours: the releases of nodes that
+		// joined with the taint (never adopted) do not count, or a pool adding such nodes every
+		// few seconds would keep the sweeps going until the hook's deadline.
 		wait := settle - e.clock.Since(marked)
-		if e.dryRun || (len(res.Plan.Actions) == 0 && wait <= 0) {
+		if e.dryRun || (managed == 0 && wait <= 0) {
 			return total, nil
 		}
 		select {

@@ -353,6 +353,37 @@ func TestUninstallSweepsUntilNothingIsLeft(t *testing.T) {
 	assert.Equal(t, state.FormatTime(t0), ds.Annotations[state.Uninstalling])
 }
 
+// Nodes that keep joining the pool with the taint while the uninstall sweeps are released as
+// they come, but do not keep it sweeping: it ends at the first sweep after the settle that
+// released no node of the installation's.
+func TestUninstallSweepsEndWhileNodesKeepJoiningTainted(t *testing.T) {
+	client := fake.NewClientset(taintedNode("a"))
+	lists := 0
+	client.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		lists++
+		if lists > 10 {
+			return false, nil, nil // the pool stops growing (sweeping until it does is the failure)
+		}
+		joined := tu.Node(fmt.Sprintf("joined-%d", lists), tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule),
+			tu.WithAnnotations("node.alpha.kubernetes.io/ttl", "0"))
+		require.NoError(t, client.Tracker().Add(joined)) // one more before each list
+		return false, nil, nil
+	})
+	e := testEngine(t, client, false)
+	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
+	require.NoError(t, client.Tracker().Add(tu.DaemonSet(ns, name)))
+
+	res, err := e.Uninstall(context.Background(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, 2, lists, "the first sweep released a; the second only a joined node")
+	assert.Equal(t, 3, res.Applied[plan.Release], "a and both joined nodes")
+	for _, n := range []string{"a", "joined-1", "joined-2"} {
+		node, err := client.CoreV1().Nodes().Get(context.Background(), n, metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Empty(t, node.Spec.Taints, n)
+	}
+}
+
 // taintedNode is a pool node this installation (testConfig's) has tainted.
 func taintedNode(name string) *corev1.Node {
 	return tu.Node(name, tu.WithLabels("pool", "notebooks", "os-upgrade/status", "upgrading"),
