@@ -945,7 +945,8 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 	}
 	if !c.uninstalling {
 		if swap, changed := p.replaceChanged(n, ours); changed {
-			if ok && a.Type == Record {
+			switch {
+			case ok && a.Type == Record:
 				// One patch for both, as for a restored label below: the planned record (a
 				// timer's start or repair, a problem) is not put off by a swap that the API
 				// server may keep refusing, or cancelAfter and the timeouts would never start.
@@ -957,6 +958,30 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 				}
 				swap.Events = append(swap.Events, a.Events...)
 				swap.Message += "; " + a.Message
+			case ok && a.Type == Upgraded:
+				// The upgrade seen and the swap in one patch: the node goes warming under the
+				// configured key and taint at once, so that the new warmer starts now, not a
+				// cycle later. The transition's label value (warming) wins over the swap's.
+				a.Change.AddTaint, a.Change.RemoveTaint = swap.Change.AddTaint, swap.Change.RemoveTaint
+				if a.Change.Annotations == nil {
+					a.Change.Annotations = map[string]*string{}
+				}
+				if a.Change.Labels == nil {
+					a.Change.Labels = map[string]*string{}
+				}
+				for k, v := range swap.Change.Annotations {
+					if _, set := a.Change.Annotations[k]; !set {
+						a.Change.Annotations[k] = v
+					}
+				}
+				for k, v := range swap.Change.Labels {
+					if _, set := a.Change.Labels[k]; !set {
+						a.Change.Labels[k] = v
+					}
+				}
+				a.Events = append(a.Events, swap.Events...)
+				a.Message += "; " + swap.Message
+				return a, true
 			}
 			return swap, true
 		}

@@ -78,3 +78,36 @@ func TestSwapCarriesThePlannedRecord(t *testing.T) {
 	assert.Equal(t, plan.Release, a.Type)
 	assert.Equal(t, state.ReasonCancelled, a.Reason)
 }
+
+// An upgrade seen while a swap is due goes in the swap's patch: the node goes warming under the
+// configured taint and status label at once, so that the new warmer, which tolerates only the new
+// taint and follows only the new key, starts now rather than a cycle later.
+func TestUpgradeSeenWithASwap(t *testing.T) {
+	const newLabel = "example.com/prewarm-status"
+	cfg := testConfig(t, func(c *config.Config) {
+		c.Taint.Key = "example.com/new-upgrade"
+		c.StatusLabel.Key = newLabel
+	})
+	old := corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}
+	n := tu.Node("a", append([]tu.NodeOption{inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour))}, upgradedTo("5.15.0-2")...)...)
+	n.Annotations[state.Taint] = state.FormatTaint(old)
+	n.Annotations[state.StatusLabel] = labelKey
+
+	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})), "a")
+	require.Equal(t, plan.Upgraded, a.Type, a.Message)
+	require.NotNil(t, a.Change.RemoveTaint)
+	assert.Equal(t, old, *a.Change.RemoveTaint)
+	require.NotNil(t, a.Change.AddTaint)
+	assert.Equal(t, "example.com/new-upgrade", a.Change.AddTaint.Key)
+	require.Contains(t, a.Change.Labels, labelKey)
+	assert.Nil(t, a.Change.Labels[labelKey], "the old key goes")
+	require.NotNil(t, a.Change.Labels[newLabel])
+	assert.Equal(t, "warming", *a.Change.Labels[newLabel])
+	assert.Equal(t, state.PhaseWarming, *a.Change.Annotations[state.Phase])
+	assert.Equal(t, state.FormatTaint(*a.Change.AddTaint), *a.Change.Annotations[state.Taint])
+	assert.Equal(t, newLabel, *a.Change.Annotations[state.StatusLabel])
+
+	// Applied, the node is warming under the new keys and needs nothing more.
+	apply(n, a.Change)
+	assert.Empty(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")})).Actions)
+}
