@@ -357,7 +357,7 @@ func TestUninstallSweepsUntilNothingIsLeft(t *testing.T) {
 // they come, but do not keep it sweeping: it ends at the first sweep after the settle that
 // released no node of the installation's.
 func TestUninstallSweepsEndWhileNodesKeepJoiningTainted(t *testing.T) {
-	client := fake.NewClientset(taintedNode("a"))
+	client := withWarmer(taintedNode("a"))
 	lists := 0
 	client.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		lists++
@@ -369,11 +369,7 @@ func TestUninstallSweepsEndWhileNodesKeepJoiningTainted(t *testing.T) {
 		require.NoError(t, client.Tracker().Add(joined)) // one more before each list
 		return false, nil, nil
 	})
-	e := testEngine(t, client, false)
-	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
-	require.NoError(t, client.Tracker().Add(tu.DaemonSet(ns, name)))
-
-	res, err := e.Uninstall(context.Background(), 0)
+	res, err := testEngine(t, client, false).Uninstall(context.Background(), 0)
 	require.NoError(t, err)
 	assert.Equal(t, 2, lists, "the first sweep released a; the second only a joined node")
 	assert.Equal(t, 3, res.Applied[plan.Release], "a and both joined nodes")
@@ -471,10 +467,9 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 // and lifting that mark would let the orchestrator taint nodes during that uninstall.
 func TestFailedUninstallLeavesAnotherUninstallsMark(t *testing.T) {
 	managed := taintedNode("a")
-	client := fake.NewClientset(managed)
+	client := withWarmer(managed)
 	e := testEngine(t, client, false)
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
-	require.NoError(t, client.Tracker().Add(tu.DaemonSet(ns, name)))
 	const theirs = "2026-11-25T12:00:07.123456789Z"
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		// The retried hook marks the DaemonSet while this one's release is refused.
