@@ -404,18 +404,29 @@ func (e *Engine) unmarkUninstalling(ctx context.Context, mark string, cause erro
 	if err == nil {
 		_, err = e.client.AppsV1().DaemonSets(ns).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{})
 	}
-	switch {
-	case err == nil:
+	if err == nil {
 		e.log.Warn("the uninstall failed: removed its mark, the orchestrator works as before", "daemonSet", ns+"/"+name, "cause", cause)
-	case apierrors.IsNotFound(err):
-	case notApplicable(err):
-		e.log.Warn("the uninstall failed; its mark is not on the warmer DaemonSet (it never landed, or another uninstall's replaced it): left as it is",
-			"daemonSet", ns+"/"+name, "cause", cause)
-	default:
-		e.log.Error("the uninstall failed and its mark could not be removed: the orchestrator taints and adopts no node until it is",
-			"daemonSet", ns+"/"+name, "cause", cause, "error", err,
-			"fix", fmt.Sprintf("kubectl -n %s annotate daemonset %s %s-", ns, name, state.Uninstalling))
+		return
 	}
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	// Refused: the test failed (the mark is another's, or never landed), or the patch did. The
+	// DaemonSet tells which, whatever the error looks like.
+	ds, gerr := e.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(gerr) {
+		return
+	}
+	if gerr == nil {
+		if cur, marked := ds.Annotations[state.Uninstalling]; !marked || cur != mark {
+			e.log.Warn("the uninstall failed; its mark is not on the warmer DaemonSet (it never landed, or another uninstall's replaced it): left as it is",
+				"daemonSet", ns+"/"+name, "cause", cause)
+			return
+		}
+	}
+	e.log.Error("the uninstall failed and its mark could not be removed: the orchestrator taints and adopts no node until it is",
+		"daemonSet", ns+"/"+name, "cause", cause, "error", err,
+		"fix", fmt.Sprintf("kubectl -n %s annotate daemonset %s %s-", ns, name, state.Uninstalling))
 }
 
 // annotateWarmer sets the uninstall mark on the warmer DaemonSet to value.
@@ -453,7 +464,6 @@ func (e *Engine) ApplyNotify(ctx context.Context, obs Observation, p plan.Plan, 
 func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan func(plan.Snapshot) plan.Plan, latest func(string) *corev1.Node, done func(plan.Action, *Written, error)) (Result, error) {
 	res := Result{Plan: p, Applied: map[plan.ActionType]int{}, Warnings: obs.Warnings}
 	LogNotes(ctx, e.log, p.Notes)
-	e.uninstall.seen(obs.Snapshot.DaemonSet)
 	if e.dryRun {
 		for _, a := range p.Actions {
 			e.logAction(ctx, "dry run: would ", a)
@@ -682,20 +692,22 @@ type uninstallMark struct {
 	set  bool
 	// missing: the last read found no DaemonSet.
 	missing bool
+	// inSnapshot: an observation's DaemonSet carried the mark since the last read that found the
+	// DaemonSet without it (see seen). Atomic: observations do not wait for a read in flight.
+	inSnapshot atomic.Bool
 }
 
-// seen records a mark on a DaemonSet a plan was made from (the event-driven mode's cache shows
-// it before any re-read would): once Helm deletes the marked DaemonSet after the uninstall's hook,
-// plans made without it would adopt nodes again, and a re-read finds nothing to say otherwise.
-// Only a re-read clears it, when the mark was removed (a failed uninstall).
+// seen records a mark on the DaemonSet of an observation (the event-driven mode's cache shows it
+// before any re-read would, and plans nothing while it does): once Helm deletes the marked
+// DaemonSet after the uninstall's hook, the plans made without it would adopt nodes that joined
+// tainted, and a re-read would find no DaemonSet, not the mark. Only a re-read that finds the
+// DaemonSet unmarked clears it (a failed uninstall removed the mark).
 func (m *uninstallMark) seen(ds *appsv1.DaemonSet) {
 	if ds == nil {
 		return
 	}
 	if _, marked := ds.Annotations[state.Uninstalling]; marked {
-		m.mu.Lock()
-		m.set = true
-		m.mu.Unlock()
+		m.inSnapshot.Store(true)
 	}
 }
 
@@ -724,7 +736,7 @@ func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.read.IsZero() && e.clock.Since(m.read) < uninstallCheckInterval {
-		return m.set, m.missing
+		return m.set || m.inSnapshot.Load(), m.missing
 	}
 	m.read = e.clock.Now()
 	was, wasMissing := m.set, m.missing
@@ -742,6 +754,12 @@ func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 	default:
 		_, m.set = ds.Annotations[state.Uninstalling]
 		m.missing = false
+		if !m.set {
+			m.inSnapshot.Store(false)
+		}
+	}
+	if m.inSnapshot.Load() {
+		m.set = true // seen in an observation, and not contradicted by this read
 	}
 	if m.set && !was {
 		e.log.Info("the installation is being uninstalled: entries and adoptions still being written are dropped", "daemonSet", ns+"/"+name)
@@ -790,10 +808,17 @@ func (e *Engine) applyNode(ctx context.Context, snap plan.Snapshot, node *corev1
 		if patch == nil {
 			return nil, nil // the fresher node needs nothing this action would write
 		}
-		if err := ratelimit.Check(ctx); err != nil {
+		wctx := ctx
+		if a.Type != plan.Enter && a.Type != plan.Adopt {
+			wctx = ratelimit.WithCheck(ctx, nil) // re-planned into another write: the check is an entry's
+		}
+		if err := ratelimit.Check(wctx); err != nil {
 			return nil, err // without a client-side limit, nothing else checks before the request
 		}
-		patched, err := e.client.CoreV1().Nodes().Patch(ctx, node.Name, pt, patch, metav1.PatchOptions{FieldManager: fieldManager})
+		patched, err := e.client.CoreV1().Nodes().Patch(wctx, node.Name, pt, patch, metav1.PatchOptions{FieldManager: fieldManager})
+		if errors.Is(err, errHeld) {
+			return nil, err // stopped by the check once the rate limiter gave it a token: not sent
+		}
 		if err != nil && outcomeUnknown(err) {
 			// No answer (a connection lost, a timeout): the patch may have been applied all the
 			// same. Its values (timestamps included) tell: then it is done, and its Event and

@@ -468,7 +468,7 @@ func TestFailedUninstallRemovesItsMark(t *testing.T) {
 func TestFailedUninstallLeavesAnotherUninstallsMark(t *testing.T) {
 	managed := taintedNode("a")
 	client := withWarmer(managed)
-	e := testEngine(t, client, false)
+	e, log := loggingEngine(t, client, false)
 	ns, name := e.cfg.Warmer.Namespace, e.cfg.Warmer.DaemonSetName
 	const theirs = "2026-11-25T12:00:07.123456789Z"
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -486,6 +486,8 @@ func TestFailedUninstallLeavesAnotherUninstallsMark(t *testing.T) {
 	ds, err := client.AppsV1().DaemonSets(ns).Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, theirs, ds.Annotations[state.Uninstalling], "the other uninstall's mark stays")
+	assert.Contains(t, log.String(), "its mark is not on the warmer DaemonSet")
+	assert.NotContains(t, log.String(), "could not be removed", "no fix that would lift the other's mark")
 }
 
 // Without its DaemonSet (already gone, or never installed) Uninstall still releases the nodes.
@@ -620,15 +622,15 @@ func TestUninstallMarkStopsAnEntryRetriedAfterAConflict(t *testing.T) {
 
 // A mark the event-driven mode's cache showed holds adoptions back once Helm deletes the marked
 // DaemonSet after the uninstall's hook: the plans made without it adopt a node that joined
-// tainted, and the re-read that checks them finds no DaemonSet, not the mark.
+// tainted, and the re-read that checks them finds no DaemonSet, not the mark. An observation
+// showing the mark is enough (the controller applies no empty plan).
 func TestUninstallMarkOutlivesItsDaemonSet(t *testing.T) {
 	e, client, ds, _ := markable(t)
 	marked := ds.DeepCopy()
 	marked.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
 	obs, err := e.ObserveFrom(Cached{MaintenanceServed: true, DaemonSet: marked})
 	require.NoError(t, err)
-	_, err = e.Apply(context.Background(), obs, e.Planner().Compute(obs.Snapshot))
-	require.NoError(t, err)
+	require.Empty(t, e.Planner().Compute(obs.Snapshot).Actions)
 
 	require.NoError(t, client.Tracker().Delete(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}, ds.Namespace, ds.Name))
 	joined := tu.Node("j", tu.WithLabels("pool", "notebooks"), tu.WithTaint("os-upgrade", "true", corev1.TaintEffectNoSchedule))
@@ -642,6 +644,25 @@ func TestUninstallMarkOutlivesItsDaemonSet(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, res.Applied[plan.Adopt], "the mark once seen holds the adoption")
 	assert.Empty(t, patches(client))
+}
+
+// A mark seen in an observation goes once a re-read finds the DaemonSet without it (a failed
+// uninstall removed its mark): the entries go on.
+func TestSeenMarkGoesWithAnUnmarkedRead(t *testing.T) {
+	e, client, ds, _ := markable(t, "a")
+	marked := ds.DeepCopy()
+	marked.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+	_, err := e.ObserveFrom(Cached{MaintenanceServed: true, DaemonSet: marked})
+	require.NoError(t, err)
+
+	a, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	obs, err := e.ObserveFrom(Cached{Nodes: []*corev1.Node{a}, MaintenanceServed: true, DaemonSet: ds.DeepCopy()})
+	require.NoError(t, err)
+	res, err := e.Apply(context.Background(), obs, e.Planner().Compute(obs.Snapshot))
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Enter], "the re-read found no mark")
+	assert.Equal(t, 1, countActions(client, "get", "daemonsets"))
 }
 
 // A snapshot of cached objects (the event-driven mode) may hold a DaemonSet of any age: a watch

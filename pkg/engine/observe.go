@@ -130,6 +130,7 @@ func (e *Engine) observe(ctx context.Context, o observeOptions) (Observation, er
 		src.Warnings = append(src.Warnings, sources.Warning{Source: plan.SourceNodeMaintenance, Message: fmt.Sprintf(
 			"%v; no node is entered, and no node tainted for maintenance leaves it, until the resource can be read", errs[1])})
 	}
+	e.uninstall.seen(ds)
 	return Observation{
 		Snapshot: plan.Snapshot{
 			Nodes: nodes, Maintenance: src.Maintenance, Now: e.clock.Now(),
@@ -620,6 +621,7 @@ func (e *Engine) ObserveFrom(c Cached) (Observation, error) {
 		return Observation{}, fmt.Errorf("warmer DaemonSet %s/%s selector: %w", ds.Namespace, ds.Name, err)
 	}
 	obs.Snapshot.DaemonSet = ds
+	e.uninstall.seen(ds)
 	for _, r := range c.Revisions {
 		if r.Namespace == ds.Namespace && sel.Matches(labels.Set(r.Labels)) {
 			obs.Snapshot.Revisions = append(obs.Snapshot.Revisions, r)
