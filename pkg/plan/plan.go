@@ -947,17 +947,11 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 		if swap, changed := p.replaceChanged(n, ours); changed {
 			switch {
 			case ok && a.Type == Record:
-				// One patch for both, as for a restored label below: the planned record (a
-				// timer's start or repair, a problem) is not put off by a swap that the API
-				// server may keep refusing, or cancelAfter and the timeouts would never start.
-				// Records write annotations only, and none of the swap's.
-				for k, v := range a.Change.Annotations {
-					if _, set := swap.Change.Annotations[k]; !set {
-						swap.Change.Annotations[k] = v
-					}
-				}
-				swap.Events = append(swap.Events, a.Events...)
-				swap.Message += "; " + a.Message
+				// The planned record (a timer's start or repair, a problem) first, the swap at the
+				// next plan: a swap the API server keeps refusing (an admission policy on the new
+				// key) must not keep cancelAfter and the timeouts from starting, and a patch that
+				// carried both would be refused whole. A record is written once.
+				return a, true
 			case ok && a.Type == Upgraded:
 				// The upgrade seen and the swap in one patch: the node goes warming under the
 				// configured key and taint at once, so that the new warmer starts now, not a

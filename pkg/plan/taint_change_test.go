@@ -52,10 +52,11 @@ func TestTaintKeyChangeFromAutoscalerPrefix(t *testing.T) {
 	}
 }
 
-// A swap for a changed configuration carries the record the node's phase plans in the same
-// patch: a tainted node that left its maintenance starts its cancelAfter timer even while the
-// API server refuses the swap, and is cancelled on time.
-func TestSwapCarriesThePlannedRecord(t *testing.T) {
+// A record the node's phase plans goes before a swap for a changed configuration, which follows
+// at the next plan: a tainted node that left its maintenance starts its cancelAfter timer even if
+// the API server keeps refusing the swap (a patch carrying both would be refused whole), and is
+// cancelled on time.
+func TestRecordGoesBeforeASwap(t *testing.T) {
 	cfg := testConfig(t, func(c *config.Config) { c.Taint.Key = "example.com/new-upgrade" })
 	old := corev1.Taint{Key: taintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}
 	n := tu.Node("a", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)))
@@ -64,16 +65,19 @@ func TestSwapCarriesThePlannedRecord(t *testing.T) {
 
 	a := action(t, compute(t, cfg, snapshot(t0, []*corev1.Node{n}, nil)), "a")
 	require.Equal(t, plan.Record, a.Type)
-	assert.Equal(t, "taint-changed", a.Reason)
-	require.NotNil(t, a.Change.RemoveTaint, "the swap")
-	assert.Equal(t, taintKey, a.Change.RemoveTaint.Key)
-	require.NotNil(t, a.Change.Annotations[state.LeftMaintenanceAt], "the timer starts in the same patch: %s", a.Message)
-	assert.Equal(t, state.FormatTime(t0), *a.Change.Annotations[state.LeftMaintenanceAt])
-	assert.Contains(t, a.Message, "left maintenance")
+	assert.Equal(t, "left-maintenance", a.Reason)
+	assert.Nil(t, a.Change.RemoveTaint, "the swap waits")
+	require.NotNil(t, a.Change.Annotations[state.LeftMaintenanceAt])
+	apply(n, a.Change)
 
-	// The swap was refused; the timer it carried was not: cancelAfter later, the node is
-	// cancelled, swap or not.
-	n.Annotations[state.LeftMaintenanceAt] = state.FormatTime(t0)
+	a = action(t, compute(t, cfg, snapshot(t0.Add(time.Minute), []*corev1.Node{n}, nil)), "a")
+	require.Equal(t, plan.Record, a.Type)
+	assert.Equal(t, "taint-changed", a.Reason, "then the swap")
+	require.NotNil(t, a.Change.RemoveTaint)
+	assert.Equal(t, taintKey, a.Change.RemoveTaint.Key)
+
+	// The swap is refused, again and again; the timer it waited for runs: cancelAfter after the
+	// node left its maintenance, it is cancelled.
 	a = action(t, compute(t, cfg, snapshot(t0.Add(cfg.CancelAfter.Duration), []*corev1.Node{n}, nil)), "a")
 	assert.Equal(t, plan.Release, a.Type)
 	assert.Equal(t, state.ReasonCancelled, a.Reason)
