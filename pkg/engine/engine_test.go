@@ -620,6 +620,33 @@ func TestUninstallMarkStopsAnEntryRetriedAfterAConflict(t *testing.T) {
 	assert.Empty(t, n.Spec.Taints)
 }
 
+// An entry re-planned after a conflict into another write (here a release: another writer had
+// entered the node, which then left the pool) is not checked as an entry: under the uninstall
+// mark it goes out, as releases do.
+func TestEntryReplannedIntoAReleaseIsNotHeld(t *testing.T) {
+	e, client, _, mark := markable(t, "a")
+	nodesGVR := schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	conflicted := false
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicted {
+			return false, nil, nil
+		}
+		conflicted = true
+		entered := taintedNode("a")
+		entered.Labels["pool"] = "elsewhere"
+		require.NoError(t, client.Tracker().Update(nodesGVR, entered, ""))
+		mark()
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "a", errors.New("the object has been modified"))
+	})
+	res, err := e.RunOnce(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Applied[plan.Release], "the re-planned release went out under the mark")
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, n.Spec.Taints)
+	assert.Equal(t, state.ReasonLeftPool, n.Annotations[state.ReleaseReason])
+}
+
 // A mark the event-driven mode's cache showed holds adoptions back once Helm deletes the marked
 // DaemonSet after the uninstall's hook: the plans made without it adopt a node that joined
 // tainted, and the re-read that checks them finds no DaemonSet, not the mark. An observation
