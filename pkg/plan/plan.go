@@ -957,22 +957,8 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 				// configured key and taint at once, so that the new warmer starts now, not a
 				// cycle later. The transition's label value (warming) wins over the swap's.
 				a.Change.AddTaint, a.Change.RemoveTaint = swap.Change.AddTaint, swap.Change.RemoveTaint
-				if a.Change.Annotations == nil {
-					a.Change.Annotations = map[string]*string{}
-				}
-				if a.Change.Labels == nil {
-					a.Change.Labels = map[string]*string{}
-				}
-				for k, v := range swap.Change.Annotations {
-					if _, set := a.Change.Annotations[k]; !set {
-						a.Change.Annotations[k] = v
-					}
-				}
-				for k, v := range swap.Change.Labels {
-					if _, set := a.Change.Labels[k]; !set {
-						a.Change.Labels[k] = v
-					}
-				}
+				a.Change.Annotations = withMissing(a.Change.Annotations, swap.Change.Annotations)
+				a.Change.Labels = withMissing(a.Change.Labels, swap.Change.Labels)
 				a.Events = append(a.Events, swap.Events...)
 				a.Message += "; " + swap.Message
 				return a, true
@@ -1001,6 +987,19 @@ func (p *Planner) planManaged(c *cycle, n *corev1.Node) (Action, bool) {
 		}
 	}
 	return a, ok
+}
+
+// withMissing returns dst with the keys of src it lacks added (a nil dst is made).
+func withMissing(dst, src map[string]*string) map[string]*string {
+	if dst == nil && len(src) > 0 {
+		dst = make(map[string]*string, len(src))
+	}
+	for k, v := range src {
+		if _, set := dst[k]; !set {
+			dst[k] = v
+		}
+	}
+	return dst
 }
 
 // ourTaint is the taint this installation put on a managed node: the one recorded on it, else
