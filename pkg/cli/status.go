@@ -194,7 +194,10 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		fmt.Fprintf(w, "UNINSTALLING since %s: no node is tainted or adopted (the warmer DaemonSet carries %s)\n",
 			oneLine(st.Uninstalling, 80), state.Uninstalling)
 	}
-	if st.WarmerMissing != "" {
+	switch {
+	case st.WarmerDeleting:
+		fmt.Fprintf(w, "WARMER MISSING: DaemonSet %s is being deleted: no node is tainted for maintenance until it exists again\n", st.WarmerMissing)
+	case st.WarmerMissing != "":
 		fmt.Fprintf(w, "WARMER MISSING: DaemonSet %s not found: no node is tainted for maintenance until it exists\n", st.WarmerMissing)
 	}
 	if st.EmptyPool != "" {
@@ -235,6 +238,10 @@ func renderStatus(w io.Writer, st plan.Status, output string) error {
 		if !n.InPool && (n.Phase == state.PhaseTainted || n.Phase == state.PhaseWarming) {
 			// No longer matches the pool selector: the next cycle releases it (left-pool).
 			phase += " (left pool)"
+		}
+		if n.TaintRemoved {
+			// Open already: the next cycle releases it (external).
+			phase += " (taint removed)"
 		}
 		kernel := n.Kernel
 		if n.BaselineKernel != "" && n.BaselineKernel != n.Kernel {

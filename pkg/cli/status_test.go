@@ -41,18 +41,21 @@ func TestRenderStatusMachineShapeIsStable(t *testing.T) {
 	}
 }
 
-// A managed node that left the pool is about to be released (left-pool): the table says so
-// instead of showing it as one more node waiting for its upgrade.
+// A managed node that left the pool is about to be released (left-pool), and one whose taint was
+// removed by hand is open already (released external at the next cycle): the table says so
+// instead of showing either as one more node waiting for its upgrade.
 func TestRenderStatusTableMarksNodesOutsideThePool(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	st := plan.Status{Time: now, Totals: map[string]int{"tainted": 2}, Nodes: []plan.NodeStatus{
+	st := plan.Status{Time: now, Totals: map[string]int{"tainted": 2, "warming": 1}, Nodes: []plan.NodeStatus{
 		{Name: "in", Phase: "tainted", Since: now.Add(-time.Minute), Warmer: "none", InPool: true},
 		{Name: "out", Phase: "tainted", Since: now.Add(-time.Minute), Warmer: "none"},
+		{Name: "open", Phase: "warming", Since: now.Add(-time.Minute), Warmer: "none", InPool: true, TaintRemoved: true},
 	}}
 	var buf bytes.Buffer
 	require.NoError(t, renderStatus(&buf, st, "table"))
 	assert.Regexp(t, `(?m)^in\s+tainted\s+1m0s`, buf.String())
 	assert.Regexp(t, `(?m)^out\s+tainted \(left pool\)\s+1m0s`, buf.String())
+	assert.Regexp(t, `(?m)^open\s+warming \(taint removed\)\s+1m0s`, buf.String())
 }
 
 // A node another installation manages says whose it is: its LAST PROBLEM is that installation's.
@@ -97,6 +100,10 @@ func TestRenderStatusTableSaysTheWarmerIsMissing(t *testing.T) {
 	buf.Reset()
 	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{}, WarmerMissing: "prewarm/nb-warmer"}, "table"))
 	assert.Contains(t, buf.String(), "WARMER MISSING: DaemonSet prewarm/nb-warmer not found: no node is tainted for maintenance")
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, plan.Status{Time: now, Totals: map[string]int{}, WarmerMissing: "prewarm/nb-warmer", WarmerDeleting: true}, "table"))
+	assert.Contains(t, buf.String(), "WARMER MISSING: DaemonSet prewarm/nb-warmer is being deleted: no node is tainted for maintenance")
+	assert.NotContains(t, buf.String(), "not found")
 }
 
 // A pool selector that matches no node (a typo in the label) is said above the table, naming the

@@ -690,7 +690,7 @@ type uninstallMark struct {
 	mu   sync.Mutex
 	read time.Time // zero: never read
 	set  bool
-	// missing: the last read found no DaemonSet.
+	// missing: the last read found no DaemonSet, or one being deleted.
 	missing bool
 	// inSnapshot: an observation's DaemonSet carried the mark since the last read that found the
 	// DaemonSet without it (see seen). Atomic: observations do not wait for a read in flight.
@@ -753,7 +753,8 @@ func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 		e.log.Warn("re-reading the warmer DaemonSet for an uninstall mark failed; going on with the last answer", "daemonSet", ns+"/"+name, "marked", was, "error", err)
 	default:
 		_, m.set = ds.Annotations[state.Uninstalling]
-		m.missing = false
+		// Being deleted counts as gone: it creates no more warmer pods (plan.Compute agrees).
+		m.missing = ds.DeletionTimestamp != nil
 		if !m.set {
 			m.inSnapshot.Store(false)
 		}
@@ -765,7 +766,7 @@ func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 		e.log.Info("the installation is being uninstalled: entries and adoptions still being written are dropped", "daemonSet", ns+"/"+name)
 	}
 	if m.missing && !wasMissing && !m.set {
-		e.log.Warn("the warmer DaemonSet is gone: entries still being written are dropped", "daemonSet", ns+"/"+name)
+		e.log.Warn("the warmer DaemonSet is gone or being deleted: entries still being written are dropped", "daemonSet", ns+"/"+name)
 	}
 	return m.set, m.missing
 }

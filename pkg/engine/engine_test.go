@@ -780,8 +780,14 @@ func TestUninstallMarkIsReadOncePerInterval(t *testing.T) {
 // go on too.
 func TestMissingWarmerStopsEntriesBeingWritten(t *testing.T) {
 	gvr := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
-	for _, markedFirst := range []bool{false, true} {
-		t.Run(fmt.Sprintf("marked first=%v", markedFirst), func(t *testing.T) {
+	for _, tc := range []struct {
+		markedFirst bool
+		// deleting: the DaemonSet stays, being deleted (foreground deletion, a finalizer), which
+		// creates no more pods: it counts as missing.
+		deleting bool
+	}{{false, false}, {true, false}, {false, true}, {true, true}} {
+		markedFirst := tc.markedFirst
+		t.Run(fmt.Sprintf("marked first=%v, being deleted=%v", markedFirst, tc.deleting), func(t *testing.T) {
 			e, client, clk, ds := guardedEngine(t)
 			cfg := e.cfg
 			g := &uninstallGuard{e: e, start: t0}
@@ -798,12 +804,22 @@ func TestMissingWarmerStopsEntriesBeingWritten(t *testing.T) {
 			assert.Equal(t, markedFirst, g.holds(ctx, plan.Enter))
 			assert.False(t, g.holds(ctx, plan.Release), "releases always go")
 
-			require.NoError(t, client.Tracker().Delete(gvr, ds.Namespace, ds.Name))
+			if tc.deleting {
+				d, err := client.Tracker().Get(gvr, ds.Namespace, ds.Name)
+				require.NoError(t, err)
+				d.(*appsv1.DaemonSet).DeletionTimestamp = &metav1.Time{Time: t0}
+				require.NoError(t, client.Tracker().Update(gvr, d, ds.Namespace))
+			} else {
+				require.NoError(t, client.Tracker().Delete(gvr, ds.Namespace, ds.Name))
+			}
 			next()
 			assert.True(t, g.holds(ctx, plan.Enter), "no entry without a warmer")
 			assert.Equal(t, markedFirst, g.holds(ctx, plan.Adopt), "adoptions stop only for the uninstall")
 			assert.False(t, g.holds(ctx, plan.Release))
 
+			if tc.deleting {
+				require.NoError(t, client.Tracker().Delete(gvr, ds.Namespace, ds.Name))
+			}
 			require.NoError(t, client.Tracker().Add(tu.DaemonSet(cfg.Warmer.Namespace, cfg.Warmer.DaemonSetName)))
 			next()
 			assert.False(t, g.holds(ctx, plan.Enter), "the warmer is back, unmarked")

@@ -63,9 +63,15 @@ func TestUndetectableUpgradeIsNotEntered(t *testing.T) {
 			cfg := testConfig(t, mutate...)
 			n := tu.Node("a", append([]tu.NodeOption{inPool()}, tc.node...)...)
 			got := compute(t, cfg, snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}))
+			p, err := plan.New(cfg)
+			require.NoError(t, err)
+			st := p.Describe(snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}), false)
+			require.Len(t, st.Nodes, 1)
 			if tc.enter {
 				assert.Equal(t, []want{{"a", plan.Enter, plan.SourceNodeMaintenance}}, summarize(got))
 				assert.Empty(t, got.Notes)
+				assert.Equal(t, "waiting", st.Nodes[0].Phase, "until the next cycle")
+				assert.Empty(t, st.Nodes[0].LastProblem)
 				return
 			}
 			assert.Empty(t, got.Actions, "not tainted")
@@ -79,12 +85,10 @@ func TestUndetectableUpgradeIsNotEntered(t *testing.T) {
 				assert.Contains(t, notes[0].Message, "label kernel-version")
 			}
 
-			// status shows it waiting, as a node in maintenance that is not tainted.
-			p, err := plan.New(cfg)
-			require.NoError(t, err)
-			st := p.Describe(snapshot(t0, []*corev1.Node{n}, map[string][]plan.Maintenance{"a": nm("a")}), false)
-			require.Len(t, st.Nodes, 1)
+			// status shows it waiting, as a node in maintenance that is not tainted, and why it
+			// is not a wait for the next cycle: the plan's note.
 			assert.Equal(t, "waiting", st.Nodes[0].Phase)
+			assert.Equal(t, notes[0].Message, st.Nodes[0].LastProblem)
 		})
 	}
 }

@@ -409,8 +409,13 @@ func nameList(nodes []*corev1.Node) string {
 // product. Nodes that joined with the taint are still adopted (their timeout releases them).
 func (p *Planner) warmerMissing(c *cycle, skipped []*corev1.Node) Note {
 	var b strings.Builder
-	fmt.Fprintf(&b, "warmer DaemonSet %s/%s not found: no node is tainted for maintenance until it exists",
-		p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)
+	if c.warmerDeleting {
+		fmt.Fprintf(&b, "warmer DaemonSet %s/%s is being deleted: no node is tainted for maintenance until it exists again",
+			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)
+	} else {
+		fmt.Fprintf(&b, "warmer DaemonSet %s/%s not found: no node is tainted for maintenance until it exists",
+			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName)
+	}
 	if len(skipped) > 0 {
 		fmt.Fprintf(&b, " (%d node(s) in maintenance are upgraded without pre-warming: %s)", len(skipped), nameList(skipped))
 	}
@@ -441,15 +446,46 @@ type cycle struct {
 	poolSize int
 	// uninstalling: the DaemonSet carries state.Uninstalling; nothing is tainted or adopted.
 	uninstalling bool
-	// warmerMissing: the snapshot has no warmer DaemonSet (it does not exist); nothing is
-	// tainted for maintenance, nodes that joined with the taint are still adopted.
-	warmerMissing bool
+	// warmerMissing: the snapshot has no warmer DaemonSet (it does not exist), or one being
+	// deleted (warmerDeleting); nothing is tainted for maintenance, nodes that joined with the
+	// taint are still adopted.
+	warmerMissing, warmerDeleting bool
+}
+
+// ofThisNode leaves out of a node's warmer pods those created before the node object: pods of
+// an earlier node of the same name (deleted and registered again, as a reimage or a replacement
+// with the same hostname does) that pod garbage collection has not removed yet. Their Ready
+// status is the old node's, not this one's disk. Both times are the API server's; a pod
+// created in the node's second counts (the DaemonSet controller creates pods for existing
+// nodes only).
+func ofThisNode(pods []*corev1.Pod, n *corev1.Node) []*corev1.Pod {
+	earlier := func(pod *corev1.Pod) bool { return pod.CreationTimestamp.Before(&n.CreationTimestamp) }
+	stale := 0
+	for _, pod := range pods {
+		if earlier(pod) {
+			stale++
+		}
+	}
+	if stale == 0 {
+		return pods
+	}
+	keep := make([]*corev1.Pod, 0, len(pods)-stale)
+	for _, pod := range pods {
+		if !earlier(pod) {
+			keep = append(keep, pod)
+		}
+	}
+	return keep
 }
 
 func (p *Planner) newCycle(s Snapshot) *cycle {
 	c := &cycle{s: s, now: state.FormatTime(s.Now), pods: map[string][]*corev1.Pod{}, warmerMissing: s.DaemonSet == nil}
 	if ds := s.DaemonSet; ds != nil {
 		_, c.uninstalling = ds.Annotations[state.Uninstalling]
+		// A DaemonSet being deleted (foreground deletion, a finalizer) creates no more pods:
+		// as for one that does not exist, no node is tainted for it.
+		c.warmerDeleting = ds.DeletionTimestamp != nil
+		c.warmerMissing = c.warmerDeleting
 		for _, pod := range s.Pods {
 			if node := PodNode(pod); owned(pod, ds) && node != "" {
 				c.pods[node] = append(c.pods[node], pod)
@@ -458,6 +494,9 @@ func (p *Planner) newCycle(s Snapshot) *cycle {
 		c.revision = CurrentRevision(ds, s.Revisions)
 	}
 	for _, n := range s.Nodes {
+		if pods := c.pods[n.Name]; len(pods) > 0 {
+			c.pods[n.Name] = ofThisNode(pods, n)
+		}
 		if p.InPool(n) {
 			c.poolSize++
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
@@ -1135,7 +1136,7 @@ func TestMissingWarmerEntersNothing(t *testing.T) {
 		{
 			name:   "managed nodes: the note says none can become warm",
 			nodes:  []*corev1.Node{tu.Node("w", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)))},
-			note:   []string{"no node is tainted for maintenance until it exists, and none of the 1 managed node(s) can become warm"},
+			note:   []string{"no node is tainted for maintenance until it exists", ", and none of the 1 managed node(s) can become warm"},
 			noNote: []string{"without pre-warming"},
 		},
 		{
@@ -1163,52 +1164,61 @@ func TestMissingWarmerEntersNothing(t *testing.T) {
 			enters: []string{"a"},
 		},
 	}
+	// A DaemonSet being deleted (foreground deletion, a finalizer holding it) creates no more
+	// pods: it counts as missing.
+	deleting := ds.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{Time: t0.Add(-time.Minute)}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var mut []func(*config.Config)
-			if tc.cfg != nil {
-				mut = append(mut, tc.cfg)
-			}
-			cfg := testConfig(t, mut...)
-			s := snapshot(t0, tc.nodes, tc.maint)
-			s.DaemonSet, s.Revisions = nil, nil
-			got := compute(t, cfg, s)
-			assert.Equal(t, tc.want, summarize(got))
-			var warnings []plan.Note
-			for _, n := range got.Notes {
-				if n.Warning {
-					warnings = append(warnings, n)
+		for _, gone := range []string{"not found", "is being deleted"} {
+			t.Run(tc.name+"/"+gone, func(t *testing.T) {
+				var mut []func(*config.Config)
+				if tc.cfg != nil {
+					mut = append(mut, tc.cfg)
 				}
-				assert.NotContains(t, n.Message, "maxConcurrent", "no node waits for the budget: none is entered")
-			}
-			if tc.note == nil {
-				assert.Empty(t, warnings)
-				return
-			}
-			require.Len(t, warnings, 1, "one note for the pool: %+v", got.Notes)
-			assert.Empty(t, warnings[0].Node, "about the pool, not a node")
-			for _, sub := range tc.note {
-				assert.Contains(t, warnings[0].Message, sub)
-			}
-			for _, sub := range tc.noNote {
-				assert.NotContains(t, warnings[0].Message, sub)
-			}
+				cfg := testConfig(t, mut...)
+				s := snapshot(t0, tc.nodes, tc.maint)
+				s.DaemonSet, s.Revisions = nil, nil
+				if gone == "is being deleted" {
+					s.DaemonSet, s.Revisions = deleting, []*appsv1.ControllerRevision{revOld, revNew}
+				}
+				got := compute(t, cfg, s)
+				assert.Equal(t, tc.want, summarize(got))
+				var warnings []plan.Note
+				for _, n := range got.Notes {
+					if n.Warning {
+						warnings = append(warnings, n)
+					}
+					assert.NotContains(t, n.Message, "maxConcurrent", "no node waits for the budget: none is entered")
+				}
+				if tc.note == nil {
+					assert.Empty(t, warnings)
+					return
+				}
+				require.Len(t, warnings, 1, "one note for the pool: %+v", got.Notes)
+				assert.Empty(t, warnings[0].Node, "about the pool, not a node")
+				for _, sub := range tc.note {
+					assert.Contains(t, warnings[0].Message, strings.Replace(sub, "not found", gone, 1))
+				}
+				for _, sub := range tc.noNote {
+					assert.NotContains(t, warnings[0].Message, sub)
+				}
 
-			// With the DaemonSet there, the same nodes in maintenance are entered and no
-			// warning is noted.
-			s.DaemonSet, s.Revisions = ds, []*appsv1.ControllerRevision{revOld, revNew}
-			with := compute(t, cfg, s)
-			for _, n := range with.Notes {
-				assert.False(t, n.Warning, n.Message)
-			}
-			var entered []string
-			for _, a := range with.Actions {
-				if a.Type == plan.Enter {
-					entered = append(entered, a.Node)
+				// With the DaemonSet there, the same nodes in maintenance are entered and no
+				// warning is noted.
+				s.DaemonSet, s.Revisions = ds, []*appsv1.ControllerRevision{revOld, revNew}
+				with := compute(t, cfg, s)
+				for _, n := range with.Notes {
+					assert.False(t, n.Warning, n.Message)
 				}
-			}
-			assert.Equal(t, tc.enters, entered, "entered with the DaemonSet there")
-		})
+				var entered []string
+				for _, a := range with.Actions {
+					if a.Type == plan.Enter {
+						entered = append(entered, a.Node)
+					}
+				}
+				assert.Equal(t, tc.enters, entered, "entered with the DaemonSet there")
+			})
+		}
 	}
 }
 
@@ -1219,7 +1229,15 @@ func TestStatusNamesAMissingWarmer(t *testing.T) {
 	s := snapshot(t0, []*corev1.Node{tu.Node("a", inPool())}, nil)
 	assert.Empty(t, p.Describe(s, false).WarmerMissing)
 	s.DaemonSet, s.Revisions = nil, nil
-	assert.Equal(t, "prewarm/warmer", p.Describe(s, false).WarmerMissing)
+	st := p.Describe(s, false)
+	assert.Equal(t, "prewarm/warmer", st.WarmerMissing)
+	assert.False(t, st.WarmerDeleting)
+
+	s.DaemonSet = ds.DeepCopy()
+	s.DaemonSet.DeletionTimestamp = &metav1.Time{Time: t0}
+	st = p.Describe(s, false)
+	assert.Equal(t, "prewarm/warmer", st.WarmerMissing)
+	assert.True(t, st.WarmerDeleting)
 }
 
 // Only the actions that report a problem (a Warning Event) are warnings, whatever
@@ -2018,4 +2036,70 @@ func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
 	assert.Empty(t, compute(t, cfg, unknown).Actions)
 	require.Len(t, got.Notes, 1)
 	assert.Contains(t, got.Notes[0].Message, "maintenance source nodemaintenances.v1beta1.nodemaintenance.medik8s.io not read yet")
+}
+
+// A warmer pod created before the node object is the pod of an earlier node of the same name
+// (deleted and registered again, as a reimage or a replacement with the same hostname does)
+// that pod garbage collection has not removed yet: its Ready status says nothing of this node's
+// disk. It neither releases the node nor shows in status; a pod created in the node's second does.
+func TestWarmerPodOfAnEarlierNodeDoesNotCount(t *testing.T) {
+	created := func(at time.Time) func(*corev1.Node) {
+		return func(n *corev1.Node) { n.CreationTimestamp = metav1.Time{Time: at} }
+	}
+	podCreated := func(at time.Time) tu.PodOption {
+		return func(p *corev1.Pod) { p.CreationTimestamp = metav1.Time{Time: at} }
+	}
+	born := t0.Add(-20 * time.Second)
+	joined := tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule), created(born))
+	warming := tu.Node("w", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), created(born))
+	cases := []struct {
+		name  string
+		podAt time.Time
+		want  []want
+		state string
+	}{
+		{name: "created before the node", podAt: born.Add(-time.Second),
+			want: []want{{"j", plan.Adopt, "joined-tainted"}}, state: "none"},
+		{name: "created in the node's second", podAt: born,
+			want: []want{{"j", plan.Release, state.ReasonWarm}, {"w", plan.Release, state.ReasonWarm}}, state: "ready"},
+		{name: "created after the node", podAt: born.Add(time.Second),
+			want: []want{{"j", plan.Release, state.ReasonWarm}, {"w", plan.Release, state.ReasonWarm}}, state: "ready"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snapshot(t0, []*corev1.Node{joined, warming}, nil,
+				tu.Pod(ds, "j", "new", tu.Ready(), podCreated(tc.podAt)),
+				tu.Pod(ds, "w", "new", tu.Ready(), podCreated(tc.podAt)))
+			assert.Equal(t, tc.want, summarize(compute(t, testConfig(t), s)))
+			p, err := plan.New(testConfig(t))
+			require.NoError(t, err)
+			for _, ns := range p.Describe(s, true).Nodes {
+				assert.Equal(t, tc.state, ns.Warmer, ns.Name)
+			}
+		})
+	}
+}
+
+// status says when a node of this installation no longer carries its taint (opened by hand, the
+// documented lever): it is open already, though its phase stays until the next cycle releases it
+// (external). A node with the taint, or one that left the pool (released left-pool), is not.
+func TestStatusSaysTheTaintWasRemoved(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	untainted := func(n *corev1.Node) { n.Spec.Taints = nil }
+	nodes := []*corev1.Node{
+		tu.Node("t", inPool(), managed(state.PhaseTainted, t0.Add(-time.Hour)), untainted),
+		tu.Node("w", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), untainted),
+		tu.Node("k", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour))),
+		tu.Node("l", managed(state.PhaseTainted, t0.Add(-time.Hour)), untainted),
+	}
+	s := snapshot(t0, nodes, nil)
+	got := map[string]bool{}
+	for _, ns := range p.Describe(s, false).Nodes {
+		got[ns.Name] = ns.TaintRemoved
+	}
+	assert.Equal(t, map[string]bool{"t": true, "w": true, "k": false, "l": false}, got)
+	// The plan agrees: the nodes said to be open are released external.
+	assert.Equal(t, []want{{"l", plan.Release, state.ReasonLeftPool}, {"t", plan.Release, state.ReasonExternal}, {"w", plan.Release, state.ReasonExternal}},
+		summarize(compute(t, testConfig(t), s)))
 }

@@ -39,6 +39,10 @@ type NodeStatus struct {
 	// owner record names none (LastProblem then says so), and for every other phase.
 	Owner  string `json:"owner,omitempty"`
 	InPool bool   `json:"inPool"`
+	// TaintRemoved: a tainted or warming node of this installation, in the pool, no longer
+	// carries its taint (removed by hand): it is open already, and the next cycle releases it
+	// (external).
+	TaintRemoved bool `json:"taintRemoved,omitempty"`
 }
 
 // Status is the pool at a glance.
@@ -51,6 +55,9 @@ type Status struct {
 	// WarmerMissing names the warmer DaemonSet (namespace/name) when it does not exist: no node
 	// is tainted for maintenance then, and none can become warm.
 	WarmerMissing string `json:"warmerMissing,omitempty"`
+	// WarmerDeleting: the warmer DaemonSet named by WarmerMissing exists but is being deleted
+	// (it creates no more pods), which counts as missing.
+	WarmerDeleting bool `json:"warmerDeleting,omitempty"`
 	// EmptyPool is the pool selector when no node matches it: there is nothing to pre-warm.
 	EmptyPool string         `json:"emptyPool,omitempty"`
 	Nodes     []NodeStatus   `json:"nodes"`
@@ -82,8 +89,10 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			// The mark stops the installation whatever its value (the planner reads the key).
 			st.Uninstalling = cmp.Or(at, "(no time recorded)")
 		}
-	} else {
+	}
+	if c.warmerMissing {
 		st.WarmerMissing = p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
+		st.WarmerDeleting = c.warmerDeleting
 	}
 	if c.poolSize == 0 {
 		st.EmptyPool = p.pool.String()
@@ -114,6 +123,10 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			st.Problems[cmp.Or(RecordedProblem(n), ProblemOther)]++
 		case phase != "" && p.Owns(n):
 			ns.Phase = phase
+			if ours := p.ourTaint(n); ns.InPool && !state.HasTaint(n, ours.Key, ours.Effect) {
+				// Opened by hand (the documented lever): the next cycle releases it (external).
+				ns.TaintRemoved = true
+			}
 			if r := RecordedProblem(n); r != "" {
 				if st.Problems == nil {
 					st.Problems = map[string]int{}
@@ -146,6 +159,10 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			ns.Phase = "joining"
 		case ns.Maintenance != "" && ns.InPool && !p.releasedFor(n, s.Maintenance[n.Name]):
 			ns.Phase = "waiting"
+			if !p.rule.Detectable(n) && ns.LastProblem == "" {
+				// Not a wait for the next cycle: it is never tainted (the plan's WARN note).
+				ns.LastProblem = p.undetectable(n).Message
+			}
 		case n.Annotations[state.ReleaseReason] != "":
 			ns.Phase = "released"
 			ns.ReleaseReason = n.Annotations[state.ReleaseReason]

@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -381,6 +383,54 @@ func TestMissingWarmerEntersNoNode(t *testing.T) {
 		assert.False(t, n.Warning, n.Message)
 	}
 	e.RequireUntouched("b")
+}
+
+// A warmer DaemonSet being deleted but held by a finalizer (a GitOps controller's, or a
+// foreground deletion waiting for a pod on an unreachable node) creates no more pods: it counts
+// as missing, and no node is tainted for it. Once it is gone and back, nodes are tainted again.
+func TestWarmerBeingDeletedEntersNoNode(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	ds := e.Warmer()
+	dss := e.client.AppsV1().DaemonSets(ds.Namespace)
+	const finalizer = "example.com/hold"
+	unhold := func() {
+		_, err := dss.Patch(context.Background(), ds.Name, types.JSONPatchType,
+			[]byte(`[{"op":"test","path":"/metadata/finalizers/0","value":"`+finalizer+`"},{"op":"remove","path":"/metadata/finalizers/0"}]`), metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsInvalid(err) {
+			t.Errorf("removing the finalizer: %v", err)
+		}
+	}
+	_, err := dss.Patch(e.Ctx, ds.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":["`+finalizer+`"]}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
+	t.Cleanup(unhold)
+	require.NoError(t, dss.Delete(e.Ctx, ds.Name, metav1.DeleteOptions{}))
+	held, err := dss.Get(e.Ctx, ds.Name, metav1.GetOptions{})
+	require.NoError(t, err, "held by its finalizer")
+	require.NotNil(t, held.DeletionTimestamp)
+
+	e.Maintenance("a")
+	out := e.cycle()
+	assert.Empty(t, out.Applied)
+	e.RequireUntouched("a")
+	var warnings []string
+	for _, n := range out.Plan.Notes {
+		if n.Warning {
+			warnings = append(warnings, n.Message)
+		}
+	}
+	assert.Contains(t, warnings, fmt.Sprintf("warmer DaemonSet %s/%s is being deleted: no node is tainted for maintenance until it exists again (1 node(s) in maintenance are upgraded without pre-warming: %s)",
+		ds.Namespace, ds.Name, e.NodeName("a")))
+
+	unhold()
+	e.eventually("the DaemonSet gone", func() bool {
+		_, err := dss.Get(e.Ctx, ds.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	e.Warmer()
+	out = e.cycle()
+	assert.Equal(t, map[plan.ActionType]int{plan.Enter: 1}, out.Applied)
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
 }
 
 // A helm upgrade that changes the taint while a node is tainted: the next cycle swaps the taint
