@@ -557,6 +557,21 @@ func TestDryRunFailedCyclePrintsNoPlan(t *testing.T) {
 	}
 }
 
+// status that cannot read the pool fails (exit 1) and prints nothing on stdout, in every format:
+// an empty table or an empty JSON list would read as "nothing to show".
+func TestStatusFailedReadPrintsNothing(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := unreachableKubeconfig(t, dir)
+	cfg := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("apiVersion: image-prewarmer.io/v1alpha1\nkind: OrchestratorConfig\npool: {nodeSelector: {a: b}}\n"), 0o600))
+	for _, format := range []string{"table", "json", "yaml"} {
+		out, _, err := execute(t, "status", "-o", format, "--config", cfg, "--kubeconfig", kubeconfig)
+		require.Error(t, err, format)
+		assert.Equal(t, ExitFailure, ExitCode(err), format)
+		assert.Empty(t, out, format)
+	}
+}
+
 // unreachableKubeconfig writes a kubeconfig in dir for a server nothing listens on.
 func unreachableKubeconfig(t *testing.T, dir string) string {
 	return kubeconfigFor(t, dir, "https://127.0.0.1:1")

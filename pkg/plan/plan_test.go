@@ -2103,3 +2103,49 @@ func TestStatusSaysTheTaintWasRemoved(t *testing.T) {
 	assert.Equal(t, []want{{"l", plan.Release, state.ReasonLeftPool}, {"t", plan.Release, state.ReasonExternal}, {"w", plan.Release, state.ReasonExternal}},
 		summarize(compute(t, testConfig(t), s)))
 }
+
+// status's WARMER, KERNEL and IN PHASE columns, read from a real Describe: the warmer column
+// tells a pod that proves the node warm from one that does not (pending, the pod already there
+// at the taint, an old revision, a pull problem); the kernel is the node's, next to its
+// baseline; time in phase counts from the phase's own timestamp.
+func TestStatusColumns(t *testing.T) {
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	taintedAt := t0.Add(-3 * time.Hour)
+	warming := func(name string) *corev1.Node {
+		return tu.Node(name, append([]tu.NodeOption{inPool(), managed(state.PhaseWarming, taintedAt)}, upgradedTo("6.8.0-1")...)...)
+	}
+	pre := warming("pre")
+	pre.Annotations[state.WarmerPodUID] = "uid-pre"
+	pre.Annotations[state.WarmerPodRestarts] = "0"
+	released := tu.Node("rel", inPool(), tu.WithKernel("6.8.0-1"), tu.WithAnnotations(
+		state.ReleaseReason, state.ReasonWarm, state.ReleasedAt, state.FormatTime(t0.Add(-5*time.Minute)), state.MaintenanceID, "uid-nm-rel"))
+	nodes := []*corev1.Node{
+		warming("none"), warming("ready"), warming("pending"), pre, warming("old"), warming("pull"),
+		tu.Node("tainted", inPool(), managed(state.PhaseTainted, taintedAt)), released,
+	}
+	s := snapshot(t0, nodes, map[string][]plan.Maintenance{"rel": nm("rel"), "tainted": nm("tainted")},
+		tu.Pod(ds, "ready", "new", tu.Ready()),
+		tu.Pod(ds, "pending", "new"),
+		tu.Pod(ds, "pre", "new", tu.Ready(), tu.WithUID("uid-pre")),
+		tu.Pod(ds, "old", "old", tu.Ready()),
+		tu.Pod(ds, "pull", "new", tu.Waiting("warm-0", "example.com/big:1", "ImagePullBackOff", "Back-off pulling image")),
+	)
+	type row struct{ phase, warmer, kernel, baseline string }
+	got, since := map[string]row{}, map[string]time.Duration{}
+	for _, ns := range p.Describe(s, false).Nodes {
+		got[ns.Name] = row{ns.Phase, ns.Warmer, ns.Kernel, ns.BaselineKernel}
+		since[ns.Name] = t0.Sub(ns.Since)
+	}
+	up := func(warmer string) row { return row{state.PhaseWarming, warmer, "6.8.0-1", "5.15.0-1"} }
+	assert.Equal(t, map[string]row{
+		"none": up("none"), "ready": up("ready"), "pending": up("pending"), "pre": up("ready (pre-existing)"),
+		"old": up("ready (old revision)"), "pull": up("ImagePull"),
+		"tainted": {state.PhaseTainted, "none", "5.15.0-1", "5.15.0-1"},
+		"rel":     {"released", "none", "6.8.0-1", ""},
+	}, got)
+	// managed() records the upgrade 30 minutes after the taint.
+	assert.Equal(t, 150*time.Minute, since["ready"], "warming: since upgraded-at")
+	assert.Equal(t, 3*time.Hour, since["tainted"], "tainted: since tainted-at")
+	assert.Equal(t, 5*time.Minute, since["rel"], "released: since released-at")
+}
