@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"reflect"
 	"strconv"
 	"strings"
@@ -142,12 +143,42 @@ func wrongType(p *field.Path, doc any, src *yamlv3.Node, t reflect.Type) field.E
 	case isString && t.Kind() == reflect.Bool && (s == "true" || s == "false"),
 		isString && isNumber(json.Number(s), t.Kind()):
 		detail = "must be " + want + ", written without quotes (" + s + ")"
-	case isNum && isNumber(json.Number("0"), t.Kind()):
-		detail = "must be " + want // a number out of range, or a fraction where an integer is expected
+	case isNum && (t == intOrStringType || isNumber(json.Number("0"), t.Kind())):
+		// A number out of range, or a fraction where an integer is expected.
+		kind := t.Kind()
+		if t == intOrStringType {
+			kind = reflect.Int32
+		}
+		detail = "must be " + want + ", " + numberProblem(doc.(json.Number), kind)
 	}
 	// The value goes in the detail: field.Error would print a string quoted, and the point may be
 	// that the file does not quote it.
 	return field.ErrorList{field.Invalid(p, field.OmitValueType{}, w+": "+detail)}
+}
+
+// numberProblem says why n, a number, does not fit an integer or float of kind k: a fraction
+// where a whole number is wanted, or a number outside the kind's range (named).
+func numberProblem(n json.Number, k reflect.Kind) string {
+	f, _, err := big.ParseFloat(string(n), 10, 256, big.ToNearestEven)
+	if err != nil {
+		return "not " + string(n)
+	}
+	if k == reflect.Float32 || k == reflect.Float64 {
+		return "out of range"
+	}
+	if !f.IsInt() {
+		return "not a fraction"
+	}
+	bits := map[reflect.Kind]int{reflect.Int8: 8, reflect.Int16: 16, reflect.Int32: 32, reflect.Uint8: 8, reflect.Uint16: 16, reflect.Uint32: 32}[k]
+	if bits == 0 {
+		bits = 64
+	}
+	switch k {
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return fmt.Sprintf("from 0 to %s", new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(bits)), big.NewInt(1)))
+	}
+	limit := new(big.Int).Lsh(big.NewInt(1), uint(bits-1))
+	return fmt.Sprintf("from %s to %s", new(big.Int).Neg(limit), limit.Sub(limit, big.NewInt(1)))
 }
 
 func isScalar(doc any) bool {

@@ -145,6 +145,11 @@ func TestPrometheusRule(t *testing.T) {
 			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, nodeProblemFor: ''}}}", "nodeProblemFor"},
 			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: ', job=\"x\"'}}}", "selector"},
 			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: \"job=\\\"x\\\"\\n\"}}}", "selector"},
+			// What YAML also reads as line breaks inside the rules' block scalars.
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: \"job=\\\"x\\\"\\r, a=\\\"b\\\"\"}}}", "selector"},
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: \"job=\\\"x\\\"\\N\"}}}", "selector"},
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: \"job=\\\"x\\\",\\L a=\\\"b\\\"\"}}}", "selector"},
+			{"orchestrator: {mode: deployment, metrics: {prometheusRule: {enabled: true, selector: \"job=\\\"x\\\"\\P\"}}}", "selector"},
 			{"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true, alertLabels: {reason: x}}}}",
 				`alertLabels: "reason" is a label the alerts set themselves`},
 			{"orchestrator: {mode: deployment, metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true, alertLabels: {alertname: x}}}}",

@@ -304,6 +304,32 @@ the default limit (Helm merges maps), and a refused cleanup Job would stop helm 
 {{- fail (printf "%s.requests.%s (%v) is above %s.limits.%s (%v), which the API server refuses: raise the limit too (an override of the request alone keeps the chart's default limit)" $path $name $req $path $name $lim) }}
 {{- end }}
 {{- end }}
+{{- /* Hugepages and extended resources (a name with a domain, such as example.com/gpu) cannot be
+overcommitted: the API server wants a limit equal to any request, and whole numbers of an extended
+resource. */}}
+{{- $requests := ($res | default dict).requests | default dict }}
+{{- range $name, $_ := merge (dict) $requests $limits }}
+{{- if not (has $name (list "cpu" "memory" "ephemeral-storage")) }}
+{{- $req := get $requests $name }}
+{{- $lim := get $limits $name }}
+{{- if and (hasKey $requests $name) (not (hasKey $limits $name)) }}
+{{- fail (printf "%s.requests.%s needs %s.limits.%s, equal to it: the API server does not let hugepages or extended resources be overcommitted" $path $name $path $name) }}
+{{- end }}
+{{- $r := include "image-prewarmer.quantity" $req }}
+{{- $l := include "image-prewarmer.quantity" $lim }}
+{{- if and (hasKey $requests $name) $r $l (ne (float64 $r) (float64 $l)) }}
+{{- fail (printf "%s.requests.%s (%v) must equal %s.limits.%s (%v): the API server does not let hugepages or extended resources be overcommitted" $path $name $req $path $name $lim) }}
+{{- end }}
+{{- if contains "/" $name }}
+{{- range $kind, $v := dict "requests" $req "limits" $lim }}
+{{- $n := include "image-prewarmer.quantity" $v }}
+{{- if and $n (ne (float64 $n) (floor (float64 $n))) }}
+{{- fail (printf "%s.%s.%s (%v) must be a whole number: the API server refuses a fraction of an extended resource" $path $kind $name $v) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
 {{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
