@@ -627,10 +627,14 @@ func (c *Config) validateMaintenance() field.ErrorList {
 	}
 	if nm := m.NodeMaintenance; nm.Enabled {
 		p := mp.Child("nodeMaintenance")
-		if nm.Group != "" {
-			for _, msg := range validation.IsDNS1123Subdomain(nm.Group) {
-				errs = append(errs, field.Invalid(p.Child("group"), nm.Group, msg))
-			}
+		for _, msg := range validation.IsDNS1123Subdomain(nm.Group) {
+			errs = append(errs, field.Invalid(p.Child("group"), nm.Group, msg))
+		}
+		if !strings.Contains(nm.Group, ".") {
+			// The core group, or another of Kubernetes' own: the chart grants list and watch on
+			// the resource named here, which could then be secrets.
+			errs = append(errs, field.Invalid(p.Child("group"), nm.Group,
+				"must be a custom resource's API group, which has at least one dot (such as nodemaintenance.medik8s.io)"))
 		}
 		if nm.Version == "" {
 			errs = append(errs, field.Required(p.Child("version"), "the API version the CRD serves, such as v1beta1"))

@@ -942,6 +942,12 @@ func TestNotes(t *testing.T) {
 	r = mustRender(t, minimal(t, "prewarm: {keepAfterRelease: true}"))
 	assert.Contains(t, r.Notes, "the whole pool pulls the images")
 
+	// Images whose tag moves: the NOTES name them, and not the pinned ones (a port is no tag).
+	notes := mustRender(t, minimal(t, "images: [registry.example.com:5000/base, example.com/a:latest, example.com/b:1.2, "+
+		"example.com/c@sha256:"+strings.Repeat("0", 64)+", example.com/d:latest@sha256:"+strings.Repeat("1", 64)+", e]")).Notes
+	assert.Contains(t, notes, "WARNING: registry.example.com:5000/base, example.com/a:latest, e: no tag other than latest, nor digest")
+	assert.NotContains(t, mustRender(t, minimal(t, "images: [example.com/b:1.2, registry.example.com:5000/x/y:2]")).Notes, "nor digest")
+
 	// The medik8s source without the operator's drain taint tolerated: the NOTES say so, and
 	// not once the warmer tolerates it (by key, or every taint).
 	const drain = "The medik8s operator taints a node medik8s.io/drain:NoSchedule"
@@ -991,6 +997,13 @@ func TestBadValuesAreRefused(t *testing.T) {
 			want: []string{"/orchestrator/deployment/replicas", "maximum"}},
 		{name: "toleration seconds out of range", extra: `prewarm: {extraTolerations: [{key: a, operator: Exists, effect: NoExecute, tolerationSeconds: 1e19}]}`,
 			want: []string{"/prewarm/extraTolerations/0/tolerationSeconds", "maximum"}},
+		// The chart grants list and watch on the maintenance resource: never on secrets.
+		{name: "maintenance resource in the core group", extra: `maintenance: {nodeMaintenance: {group: "", resource: secrets}}`,
+			want: []string{"/maintenance/nodeMaintenance/group"}},
+		{name: "maintenance resource in a group without a dot", extra: `maintenance: {nodeMaintenance: {group: apps, resource: daemonsets}}`,
+			want: []string{"/maintenance/nodeMaintenance/group"}},
+		{name: "exempt priority level", extra: `orchestrator: {flowSchema: {enabled: true, priorityLevel: exempt}}`,
+			want: []string{"orchestrator.flowSchema.priorityLevel: exempt would take the orchestrator's requests out of API Priority and Fairness"}},
 		{name: "pull secret with a misspelt key", extra: `prewarm: {imagePullSecrets: [{name: a, nmae: b}]}`,
 			want: []string{"/prewarm/imagePullSecrets/0", "nmae"}},
 		{name: "schedule not a string", extra: `schedule: 5`, want: []string{"/schedule", "want string"}},

@@ -331,6 +331,9 @@ resource. */}}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and .Values.orchestrator.flowSchema.enabled (eq .Values.orchestrator.flowSchema.priorityLevel "exempt") }}
+{{- fail "orchestrator.flowSchema.priorityLevel: exempt would take the orchestrator's requests out of API Priority and Fairness altogether (neither queued nor limited): name a priority level such as workload-high" }}
+{{- end }}
 {{- if and .Values.upgrade.kernelVersionLabel (eq .Values.statusLabel.key .Values.upgrade.kernelVersionLabel) }}
 {{- fail (printf "statusLabel.key %q must differ from upgrade.kernelVersionLabel" .Values.statusLabel.key) }}
 {{- end }}
