@@ -176,7 +176,7 @@ func (r *liveRelease) midRollout(prefix string) (warming, tainted string, cfg *c
 // one on both (without releasing them), the new warmer must run there, and both must be released
 // warm; no node may keep the old taint or label.
 func keyChangeMidRollout(t *testing.T, ns, rel, poolVal, prefix string, change func(vals map[string]any)) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	vals := upgradeValues()
 	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
@@ -274,7 +274,7 @@ func TestHelmUpgradeTaintAndStatusLabelKeyChangeMidRollout(t *testing.T) {
 // Lease under the upgraded RBAC and releases both.
 func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 	const ns, rel, poolVal = "upgrade-mode", "upg-m", "upgrade-mode-pool"
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	vals := upgradeValues()
 	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)
@@ -333,7 +333,7 @@ func TestHelmUpgradeCronJobToDeploymentMidRollout(t *testing.T) {
 func TestHelmUpgradeImagesChangeMidRollout(t *testing.T) {
 	const ns, rel, poolVal = "upgrade-images", "upg-i", "upgrade-images-pool"
 	const newImage = "registry.example.com/notebook/base:2026.12-slow-pull-12s"
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	vals := upgradeValues()
 	r := newLiveRelease(t, ctx, ns, rel, poolVal, vals)

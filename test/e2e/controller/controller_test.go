@@ -129,6 +129,8 @@ func TestMaintenanceWhileRunning(t *testing.T) {
 	// After the write: its batch, a's re-plan, and the whole pool's a second later (the only kind
 	// of re-plan that enters a node) have run, and then the replica went quiet (with no resync
 	// due, nothing else re-plans); none of them wrote again.
+	// The three first (a follow-up late on a loaded machine would otherwise end the quiet early).
+	e.waitReconciles(r, before, 3, "the write's batch, a's re-plan, the follow-up")
 	after := e.waitQuiet(r)
 	require.GreaterOrEqual(t, after, before+3, "reconciles after the maintenance: the write's batch, a's re-plan, the follow-up")
 	enters, ok := sample(r.scrape(t), "image_prewarmer_transitions_total", map[string]string{"type": "enter", "reason": "nodeMaintenance"})

@@ -52,12 +52,14 @@ const (
 	leaseName = "orchestrator"
 )
 
-// Short leader-election timings keep takeovers within seconds (a graceful stop releases the Lease
-// at once; a killed leader's expires). The renew deadline still rides out an API server that
-// stalls for a few seconds on a loaded machine, which must not cost the leader its Lease.
+// Leader-election timings for the in-process replicas: a graceful stop releases the Lease at
+// once and a standby retrying every half second takes it over within a second, so the Lease's
+// duration only has to ride out an API server or etcd that stalls for seconds on a loaded
+// machine, which must not cost the leader its Lease (Run would end with an error). The tests of
+// a killed leader, whose Lease must expire, run the binary with timings of their own.
 var fastElection = controller.LeaderElection{
 	Enabled: true, Name: leaseName,
-	LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 500 * time.Millisecond,
+	LeaseDuration: 20 * time.Second, RenewDeadline: 15 * time.Second, RetryPeriod: 500 * time.Millisecond,
 }
 
 // env is one test's slice of the shared cluster (framework.Pool).

@@ -112,8 +112,9 @@ func TestUpgradeWhenTemplateInEventMode(t *testing.T) {
 		// (which also leaves missingkey=error out of it: a missing label reads as "").
 		cfg.Upgrade.When = `{{ and (ne .Kernel .Baseline.Kernel) (eq (index .Labels "` + osImageLabel + `") "v2") }}`
 	})
-	// The warmer pods take 5s to become Ready, so `warming` lasts long enough to be observed.
-	e.Images = []string{"registry.example.com/notebook/base:slow-pull-5s"}
+	// The warmer pods take 20s to become Ready, so `warming` lasts long enough to be observed:
+	// reboot-first's pull starts before label-first is rebooted and seen warming.
+	e.Images = []string{"registry.example.com/notebook/base:slow-pull-20s"}
 	e.PoolNode("reboot-first")
 	e.PoolNode("label-first")
 	e.Warmer()
@@ -166,6 +167,12 @@ func (e *env) waitLeaderReady(p *process) {
 	require.NoError(e.T, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		return e.leader() == p.name, nil
 	}), "%s leads", p.name)
+	e.waitReady(p)
+}
+
+// waitReady waits until the process answers /readyz (its caches synced).
+func (e *env) waitReady(p *process) {
+	e.T.Helper()
 	require.NoError(e.T, framework.Eventually(e.Ctx, 30*time.Second, func(context.Context) (bool, error) {
 		code, _ := p.get(e.T, "/readyz")
 		return code == http.StatusOK, nil

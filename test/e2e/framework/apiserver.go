@@ -26,6 +26,14 @@ import (
 // appending to logs/kube-apiserver.log, and its pid written back. Linux only.
 func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) error {
 	dir := filepath.Dir(c.Kubeconfig)
+	// While it is down its port looks free: a cluster another test package creates meanwhile
+	// (kwokctl picks free ports) could take it. hack/cluster.sh creates clusters under this lock
+	// (<KWOK_WORKDIR>/cluster-create.lock; the cluster is <KWOK_WORKDIR>/clusters/<name>).
+	unlock, err := lockFile(ctx, filepath.Join(filepath.Dir(filepath.Dir(dir)), "cluster-create.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	pidFile := filepath.Join(dir, "pids", "kube-apiserver.pid")
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -90,6 +98,32 @@ func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) erro
 		return fmt.Errorf("waiting for the restarted kube-apiserver: %w", err)
 	}
 	return nil
+}
+
+// lockFile takes an exclusive flock on path (created if missing), as hack/cluster.sh's flock(1)
+// does, waiting for it until ctx ends. The file is opened close-on-exec, so that the processes
+// started while it is held do not hold the lock too.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // gone reports whether the process no longer runs: absent, or a zombie (it is not our child, and

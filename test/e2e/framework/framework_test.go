@@ -277,7 +277,9 @@ func TestNodeEvents(t *testing.T) {
 func TestEventuallyReportsTimeoutAndLastError(t *testing.T) {
 	t.Parallel()
 	calls := 0
-	err := framework.Eventually(t.Context(), 500*time.Millisecond, func(context.Context) (bool, error) {
+	// Long enough for a second call on a loaded machine: the error of the first is still the
+	// one reported.
+	err := framework.Eventually(t.Context(), 2*time.Second, func(context.Context) (bool, error) {
 		calls++
 		if calls == 1 {
 			return false, apierrors.NewNotFound(corev1.Resource("nodes"), "x")
