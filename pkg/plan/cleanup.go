@@ -28,11 +28,11 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	switch {
 	case uninstall:
 		msg = fmt.Sprintf("installation %s is being uninstalled", p.cfg.Instance)
-	case c.warmerMissing:
-		msg = fmt.Sprintf("released by cleanup; installation %s has no DaemonSet %s (uninstalled, or deleted) and taints no node until it exists again", p.cfg.Instance, ds)
 	case c.uninstalling:
 		msg = fmt.Sprintf("released by cleanup; installation %s is marked as being uninstalled (DaemonSet %s has %s) and taints no node until the mark is removed",
 			p.cfg.Instance, ds, state.Uninstalling)
+	case c.warmerMissing:
+		msg = fmt.Sprintf("released by cleanup; installation %s has no DaemonSet %s (uninstalled, or deleted) and taints no node until it exists again", p.cfg.Instance, ds)
 	default:
 		msg = fmt.Sprintf("released by cleanup; installation %s stays installed and taints the node again at its next maintenance", p.cfg.Instance)
 	}

@@ -290,7 +290,8 @@ func (p *Planner) Compute(s Snapshot) Plan {
 			"the installation is being uninstalled (DaemonSet %s/%s has %s): no node is tainted or adopted; if it is not, remove the annotation",
 			p.cfg.Warmer.Namespace, p.cfg.Warmer.DaemonSetName, state.Uninstalling)})
 	}
-	if c.warmerMissing && (len(candidates) > 0 || c.managed > 0) {
+	if c.warmerMissing && !c.uninstalling && (len(candidates) > 0 || c.managed > 0) {
+		// (Being deleted after the uninstall's mark: the uninstall says why nothing is tainted.)
 		out.Notes = append(out.Notes, p.warmerMissing(c, candidates))
 	}
 	if s.MaintenanceUnknown != "" {
@@ -419,7 +420,11 @@ func (p *Planner) warmerMissing(c *cycle, skipped []*corev1.Node) Note {
 	if len(skipped) > 0 {
 		fmt.Fprintf(&b, " (%d node(s) in maintenance are upgraded without pre-warming: %s)", len(skipped), nameList(skipped))
 	}
-	if c.managed > 0 {
+	switch {
+	case c.managed > 0 && c.warmerDeleting:
+		// Its Ready pods still prove their nodes warm; it only creates no new ones.
+		fmt.Fprintf(&b, ", and it creates no new warmer pod for the %d managed node(s)", c.managed)
+	case c.managed > 0:
 		fmt.Fprintf(&b, ", and none of the %d managed node(s) can become warm", c.managed)
 	}
 	return Note{Message: b.String(), Warning: true}
@@ -452,30 +457,24 @@ type cycle struct {
 	warmerMissing, warmerDeleting bool
 }
 
-// ofThisNode leaves out of a node's warmer pods those created before the node object: pods of
-// an earlier node of the same name (deleted and registered again, as a reimage or a replacement
-// with the same hostname does) that pod garbage collection has not removed yet. Their Ready
-// status is the old node's, not this one's disk. Both times are the API server's; a pod
-// created in the node's second counts (the DaemonSet controller creates pods for existing
-// nodes only).
-func ofThisNode(pods []*corev1.Pod, n *corev1.Node) []*corev1.Pod {
-	earlier := func(pod *corev1.Pod) bool { return pod.CreationTimestamp.Before(&n.CreationTimestamp) }
-	stale := 0
-	for _, pod := range pods {
-		if earlier(pod) {
-			stale++
+// readyOnThisNode reports whether pod's Ready status is this node's: always for a pod created
+// with or after the node object; for an older one (a pod of an earlier node of the same name,
+// deleted and registered again, as a reimage or a replacement with the same hostname does, that
+// pod garbage collection left since the name came back), only once it turned Ready after the
+// node was created, as the new node's kubelet runs it (until then its Ready status is the old
+// node's, not this disk's). Creation times are the API server's, a Ready transition the
+// kubelet's: a kubelet clock behind the API server's keeps such a pod from counting (its node
+// then opens at its timeout, with a Warning).
+func readyOnThisNode(pod *corev1.Pod, n *corev1.Node) bool {
+	if !pod.CreationTimestamp.Before(&n.CreationTimestamp) {
+		return true
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && !c.LastTransitionTime.Before(&n.CreationTimestamp)
 		}
 	}
-	if stale == 0 {
-		return pods
-	}
-	keep := make([]*corev1.Pod, 0, len(pods)-stale)
-	for _, pod := range pods {
-		if !earlier(pod) {
-			keep = append(keep, pod)
-		}
-	}
-	return keep
+	return false
 }
 
 func (p *Planner) newCycle(s Snapshot) *cycle {
@@ -494,9 +493,6 @@ func (p *Planner) newCycle(s Snapshot) *cycle {
 		c.revision = CurrentRevision(ds, s.Revisions)
 	}
 	for _, n := range s.Nodes {
-		if pods := c.pods[n.Name]; len(pods) > 0 {
-			c.pods[n.Name] = ofThisNode(pods, n)
-		}
 		if p.InPool(n) {
 			c.poolSize++
 		}
@@ -1527,7 +1523,7 @@ func (p *Planner) warmPod(c *cycle, n *corev1.Node) *corev1.Pod {
 	preUID := n.Annotations[state.WarmerPodUID]
 	preRestarts, known := state.Int(n, state.WarmerPodRestarts)
 	for _, pod := range c.pods[n.Name] {
-		if pod.DeletionTimestamp != nil || pod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] != c.revision || !state.PodReady(pod) {
+		if pod.DeletionTimestamp != nil || pod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] != c.revision || !state.PodReady(pod) || !readyOnThisNode(pod, n) {
 			continue
 		}
 		// The pod that was already here counts only once its containers restarted (the reboot);

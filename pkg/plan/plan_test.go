@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -1197,7 +1198,13 @@ func TestMissingWarmerEntersNothing(t *testing.T) {
 				require.Len(t, warnings, 1, "one note for the pool: %+v", got.Notes)
 				assert.Empty(t, warnings[0].Node, "about the pool, not a node")
 				for _, sub := range tc.note {
-					assert.Contains(t, warnings[0].Message, strings.Replace(sub, "not found", gone, 1))
+					if gone == "is being deleted" {
+						// Its Ready pods still prove their nodes warm: it only creates no new ones.
+						sub = strings.Replace(sub, "not found", gone, 1)
+						sub = regexp.MustCompile(`none of the (\d+) managed node\(s\) can become warm`).
+							ReplaceAllString(sub, "it creates no new warmer pod for the $1 managed node(s)")
+					}
+					assert.Contains(t, warnings[0].Message, sub)
 				}
 				for _, sub := range tc.noNote {
 					assert.NotContains(t, warnings[0].Message, sub)
@@ -1238,6 +1245,18 @@ func TestStatusNamesAMissingWarmer(t *testing.T) {
 	st = p.Describe(s, false)
 	assert.Equal(t, "prewarm/warmer", st.WarmerMissing)
 	assert.True(t, st.WarmerDeleting)
+
+	// Deleted by the uninstall after its mark (a foreground deletion): the mark says it all.
+	s.DaemonSet.Annotations = map[string]string{state.Uninstalling: state.FormatTime(t0)}
+	st = p.Describe(s, false)
+	assert.NotEmpty(t, st.Uninstalling)
+	assert.Empty(t, st.WarmerMissing)
+	s.Maintenance = map[string][]plan.Maintenance{"a": nm("a")} // a node the note would name
+	out := p.Compute(s)
+	assert.Empty(t, out.Actions)
+	for _, n := range out.Notes {
+		assert.NotContains(t, n.Message, "warmer DaemonSet prewarm/warmer is being deleted")
+	}
 }
 
 // Only the actions that report a problem (a Warning Event) are warnings, whatever
@@ -2039,37 +2058,46 @@ func TestMaintenanceUnknownDecidesNothingOnMaintenance(t *testing.T) {
 }
 
 // A warmer pod created before the node object is the pod of an earlier node of the same name
-// (deleted and registered again, as a reimage or a replacement with the same hostname does)
-// that pod garbage collection has not removed yet: its Ready status says nothing of this node's
-// disk. It neither releases the node nor shows in status; a pod created in the node's second does.
-func TestWarmerPodOfAnEarlierNodeDoesNotCount(t *testing.T) {
+// (deleted and registered again, as a reimage or a replacement with the same hostname does) that
+// pod garbage collection left once the name came back: its Ready status is the old node's until
+// the new node's kubelet runs it and it turns Ready again. Until then it neither releases the node
+// nor shows as ready in status; a pod created in the node's second, or later, counts as usual.
+func TestWarmerPodOfAnEarlierNode(t *testing.T) {
 	created := func(at time.Time) func(*corev1.Node) {
 		return func(n *corev1.Node) { n.CreationTimestamp = metav1.Time{Time: at} }
 	}
-	podCreated := func(at time.Time) tu.PodOption {
-		return func(p *corev1.Pod) { p.CreationTimestamp = metav1.Time{Time: at} }
+	pod := func(at, readyAt time.Time) tu.PodOption {
+		return func(p *corev1.Pod) {
+			p.CreationTimestamp = metav1.Time{Time: at}
+			for i := range p.Status.Conditions {
+				p.Status.Conditions[i].LastTransitionTime = metav1.Time{Time: readyAt}
+			}
+		}
 	}
 	born := t0.Add(-20 * time.Second)
 	joined := tu.Node("j", inPool(), tu.WithTaint(taintKey, "true", corev1.TaintEffectNoSchedule), created(born))
 	warming := tu.Node("w", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)), created(born))
+	warm := []want{{"j", plan.Release, state.ReasonWarm}, {"w", plan.Release, state.ReasonWarm}}
 	cases := []struct {
-		name  string
-		podAt time.Time
-		want  []want
-		state string
+		name         string
+		podAt, ready time.Time
+		want         []want
+		state        string
 	}{
-		{name: "created before the node", podAt: born.Add(-time.Second),
-			want: []want{{"j", plan.Adopt, "joined-tainted"}}, state: "none"},
-		{name: "created in the node's second", podAt: born,
-			want: []want{{"j", plan.Release, state.ReasonWarm}, {"w", plan.Release, state.ReasonWarm}}, state: "ready"},
-		{name: "created after the node", podAt: born.Add(time.Second),
-			want: []want{{"j", plan.Release, state.ReasonWarm}, {"w", plan.Release, state.ReasonWarm}}, state: "ready"},
+		{name: "created before the node, Ready since before it", podAt: born.Add(-time.Hour), ready: born.Add(-time.Second),
+			want: []want{{"j", plan.Adopt, "joined-tainted"}}, state: "ready (earlier node)"},
+		{name: "created before the node, Ready again on it", podAt: born.Add(-time.Hour), ready: born.Add(5 * time.Second),
+			want: warm, state: "ready"},
+		{name: "created before the node, Ready again in its second", podAt: born.Add(-time.Hour), ready: born,
+			want: warm, state: "ready"},
+		{name: "created in the node's second", podAt: born, ready: born, want: warm, state: "ready"},
+		{name: "created after the node", podAt: born.Add(time.Second), ready: born.Add(2 * time.Second), want: warm, state: "ready"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := snapshot(t0, []*corev1.Node{joined, warming}, nil,
-				tu.Pod(ds, "j", "new", tu.Ready(), podCreated(tc.podAt)),
-				tu.Pod(ds, "w", "new", tu.Ready(), podCreated(tc.podAt)))
+				tu.Pod(ds, "j", "new", tu.Ready(), pod(tc.podAt, tc.ready)),
+				tu.Pod(ds, "w", "new", tu.Ready(), pod(tc.podAt, tc.ready)))
 			assert.Equal(t, tc.want, summarize(compute(t, testConfig(t), s)))
 			p, err := plan.New(testConfig(t))
 			require.NoError(t, err)

@@ -31,7 +31,8 @@ type NodeStatus struct {
 	BaselineKernel string    `json:"baselineKernel,omitempty"`
 	Maintenance    string    `json:"maintenance,omitempty"`
 	// Warmer is the state of the warmer pod on the node: none, pending, ready, ready (old
-	// revision), ready (pre-existing), or a problem category such as ImagePull.
+	// revision), ready (pre-existing), ready (earlier node: a pod of an earlier node of the same
+	// name, Ready since before this one was created), or a problem category such as ImagePull.
 	Warmer        string `json:"warmer"`
 	LastProblem   string `json:"lastProblem,omitempty"`
 	ReleaseReason string `json:"releaseReason,omitempty"`
@@ -90,7 +91,7 @@ func (p *Planner) Describe(s Snapshot, all bool) Status {
 			st.Uninstalling = cmp.Or(at, "(no time recorded)")
 		}
 	}
-	if c.warmerMissing {
+	if c.warmerMissing && !c.uninstalling { // the uninstall mark says it all
 		st.WarmerMissing = p.cfg.Warmer.Namespace + "/" + p.cfg.Warmer.DaemonSetName
 		st.WarmerDeleting = c.warmerDeleting
 	}
@@ -202,6 +203,9 @@ func (p *Planner) warmerState(c *cycle, n *corev1.Node) string {
 		}
 		if pod.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] != c.revision {
 			return "ready (old revision)"
+		}
+		if !readyOnThisNode(pod, n) {
+			return "ready (earlier node)"
 		}
 		if string(pod.UID) == n.Annotations[state.WarmerPodUID] {
 			return "ready (pre-existing)"

@@ -317,7 +317,11 @@ resource. */}}
 {{- end }}
 {{- $r := include "image-prewarmer.quantity" $req }}
 {{- $l := include "image-prewarmer.quantity" $lim }}
-{{- if and (hasKey $requests $name) $r $l (ne (float64 $r) (float64 $l)) }}
+{{- /* Equal within float rounding: 4.1G and 4100M are the same quantity. */}}
+{{- $d := 0.0 }}
+{{- if and $r $l }}{{ $d = subf (float64 $r) (float64 $l) }}{{ end }}
+{{- $tol := mulf (maxf (float64 ($r | default "0")) (float64 ($l | default "0"))) 1e-9 }}
+{{- if and (hasKey $requests $name) $r $l (or (gt $d $tol) (lt $d (mulf $tol -1.0))) }}
 {{- fail (printf "%s.requests.%s (%v) must equal %s.limits.%s (%v): the API server does not let hugepages or extended resources be overcommitted" $path $name $req $path $name $lim) }}
 {{- end }}
 {{- if contains "/" $name }}
