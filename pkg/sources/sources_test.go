@@ -37,7 +37,7 @@ func nodeMaintenance(name string, spec map[string]any) *unstructured.Unstructure
 	return u
 }
 
-func collector(t *testing.T, mutate func(*config.Config), objs ...runtime.Object) (*sources.Collector, *dynamicfake.FakeDynamicClient) {
+func collector(t testing.TB, mutate func(*config.Config), objs ...runtime.Object) (*sources.Collector, *dynamicfake.FakeDynamicClient) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Instance = "prewarm/test"
