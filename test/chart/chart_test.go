@@ -1216,6 +1216,8 @@ func TestGoodValuesAreAccepted(t *testing.T) {
 		"prewarm: {resources: {requests: {cpu: 0.5, memory: 1e6}, limits: {cpu: '1', memory: 32Mi, ephemeral-storage: 1Gi}}}",
 		"prewarm: {resources: {requests: {hugepages-2Mi: 4Mi, example.com/fpga: 1}, limits: {hugepages-2Mi: 4Mi, example.com/fpga: 1}}}",
 		"prewarm: {resources: {limits: {example.com/fpga: 2, hugepages-1Gi: 1Gi}}}",
+		// The group is read only with the source enabled.
+		"maintenance: {nodeMaintenance: {enabled: false, group: ''}, cordoned: {enabled: true}}",
 		// Equal quantities whose float products differ in the last bit.
 		"prewarm: {resources: {requests: {hugepages-2Mi: 4.1G}, limits: {hugepages-2Mi: 4100M}}}",
 		"orchestrator: {client: {burst: 2147483647}, cleanupJob: {backoffLimit: 2147483647, activeDeadlineSeconds: 2147483647}}",
