@@ -28,6 +28,9 @@ func (p *Planner) Cleanup(s Snapshot, uninstall bool) Plan {
 	switch {
 	case uninstall:
 		msg = fmt.Sprintf("installation %s is being uninstalled", p.cfg.Instance)
+	case c.uninstalling && c.warmerDeleting:
+		msg = fmt.Sprintf("released by cleanup; installation %s is being uninstalled (DaemonSet %s has %s and is being deleted) and taints no node again",
+			p.cfg.Instance, ds, state.Uninstalling)
 	case c.uninstalling:
 		msg = fmt.Sprintf("released by cleanup; installation %s is marked as being uninstalled (DaemonSet %s has %s) and taints no node until the mark is removed",
 			p.cfg.Instance, ds, state.Uninstalling)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
@@ -57,14 +58,29 @@ func FuzzPlanOddRecords(f *testing.F) {
 				n.Spec.Taints = append(n.Spec.Taints, taint)
 			}
 		}
-		pods := []*corev1.Pod{tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID(fields[0]))}
-		for _, maint := range []map[string][]plan.Maintenance{nil, {"a": nm("a")}} {
-			s := snapshot(t0, []*corev1.Node{n, tu.Node("b", inPool())}, maint, pods...)
-			out := p.Compute(s)
-			assertInvariants(t, cfg, p, s, out)
-			_ = p.Describe(s, true)
-			for _, uninstall := range []bool{false, true} {
-				assertInvariants(t, cfg, p, s, p.Cleanup(s, uninstall))
+		// The node registered a minute ago; its pods: one of its own, and one of an earlier node
+		// of the same name, Ready since before.
+		n.CreationTimestamp = metav1.Time{Time: t0.Add(-time.Minute)}
+		pods := []*corev1.Pod{
+			tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID(fields[0])),
+			tu.Pod(ds, "a", "new", tu.Ready(), tu.WithUID("earlier"), func(p *corev1.Pod) {
+				p.CreationTimestamp = metav1.Time{Time: t0.Add(-2 * time.Hour)}
+				p.Status.Conditions[0].LastTransitionTime = metav1.Time{Time: t0.Add(-time.Hour)}
+			}),
+		}
+		left := n.DeepCopy() // the same records on a node that left the pool
+		delete(left.Labels, poolKey)
+		for _, node := range []*corev1.Node{n, left} {
+			for _, maint := range []map[string][]plan.Maintenance{nil, {"a": nm("a")}} {
+				for _, pods := range [][]*corev1.Pod{pods, pods[1:]} {
+					s := snapshot(t0, []*corev1.Node{node, tu.Node("b", inPool())}, maint, pods...)
+					out := p.Compute(s)
+					assertInvariants(t, cfg, p, s, out)
+					_ = p.Describe(s, true)
+					for _, uninstall := range []bool{false, true} {
+						assertInvariants(t, cfg, p, s, p.Cleanup(s, uninstall))
+					}
+				}
 			}
 		}
 	})

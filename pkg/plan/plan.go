@@ -457,14 +457,40 @@ type cycle struct {
 	warmerMissing, warmerDeleting bool
 }
 
+// statusOfThisNode reports whether pod's status may be this node's kubelet's: a pod created with
+// or after the node object, or an older one with a condition that changed since the node was
+// created. Until then an older pod's status (a pull failing, say) is the old node's, and is not
+// reported as this one's problem.
+func statusOfThisNode(pod *corev1.Pod, n *corev1.Node) bool {
+	if !pod.CreationTimestamp.Before(&n.CreationTimestamp) {
+		return true
+	}
+	for _, c := range pod.Status.Conditions {
+		if !c.LastTransitionTime.Before(&n.CreationTimestamp) {
+			return true
+		}
+	}
+	return false
+}
+
+// problemPods returns the node's warmer pods whose problems are the node's (statusOfThisNode).
+func (c *cycle) problemPods(n *corev1.Node) []*corev1.Pod {
+	pods := c.pods[n.Name]
+	if !slices.ContainsFunc(pods, func(pod *corev1.Pod) bool { return !statusOfThisNode(pod, n) }) {
+		return pods
+	}
+	return slices.DeleteFunc(slices.Clone(pods), func(pod *corev1.Pod) bool { return !statusOfThisNode(pod, n) })
+}
+
 // readyOnThisNode reports whether pod's Ready status is this node's: always for a pod created
 // with or after the node object; for an older one (a pod of an earlier node of the same name,
 // deleted and registered again, as a reimage or a replacement with the same hostname does, that
 // pod garbage collection left since the name came back), only once it turned Ready after the
-// node was created, as the new node's kubelet runs it (until then its Ready status is the old
-// node's, not this disk's). Creation times are the API server's, a Ready transition the
-// kubelet's: a kubelet clock behind the API server's keeps such a pod from counting (its node
-// then opens at its timeout, with a Warning).
+// node was created, as a kubelet starting on a new disk makes it (until then its Ready status is
+// the old node's, not this disk's). Fail-closed where it cannot tell: a machine registered again
+// without a reboot keeps the pod's containers running and its Ready transition old, and a kubelet
+// clock behind the API server's (creation times are the server's, a Ready transition the
+// kubelet's) dates the transition early; the node then opens at its timeout, with a Warning.
 func readyOnThisNode(pod *corev1.Pod, n *corev1.Node) bool {
 	if !pod.CreationTimestamp.Before(&n.CreationTimestamp) {
 		return true
@@ -1373,7 +1399,7 @@ func (p *Planner) repairTime(c *cycle, n *corev1.Node, key, timeout string) Acti
 }
 
 func (p *Planner) lastProblemSuffix(c *cycle, n *corev1.Node) string {
-	if reason, msg := PodProblem(c.pods[n.Name]); reason != "" {
+	if reason, msg := PodProblem(c.problemPods(n)); reason != "" {
 		return "; last problem: " + reason + ": " + msg
 	}
 	return ""
@@ -1384,7 +1410,7 @@ func (p *Planner) lastProblemSuffix(c *cycle, n *corev1.Node) string {
 // failing containers, one of them crash-looping (and so only now and then waiting), would
 // otherwise switch between the two at every restart, each time with a new Warning Event.
 func (p *Planner) podProblem(c *cycle, n *corev1.Node) (Action, bool) {
-	problems := podProblems(c.pods[n.Name])
+	problems := podProblems(c.problemPods(n))
 	if len(problems) == 0 {
 		return Action{}, false
 	}

@@ -2177,3 +2177,39 @@ func TestStatusColumns(t *testing.T) {
 	assert.Equal(t, 3*time.Hour, since["tainted"], "tainted: since tainted-at")
 	assert.Equal(t, 5*time.Minute, since["rel"], "released: since released-at")
 }
+
+// A failing pull on a warmer pod of an earlier node of the same name is the old node's: it is
+// neither recorded on this node nor shown as its problem, until a condition of the pod changes
+// after the node was created (this node's kubelet runs the pod and reports its own).
+func TestProblemOfAnEarlierNodesPod(t *testing.T) {
+	born := t0.Add(-time.Minute)
+	n := tu.Node("w", inPool(), managed(state.PhaseWarming, t0.Add(-time.Hour)),
+		func(n *corev1.Node) { n.CreationTimestamp = metav1.Time{Time: born} })
+	pod := func(changed time.Time) *corev1.Pod {
+		return tu.Pod(ds, "w", "new", tu.Waiting("warm-0", "example.com/big:1", "ImagePullBackOff", "Back-off pulling image"),
+			func(p *corev1.Pod) {
+				p.CreationTimestamp = metav1.Time{Time: born.Add(-time.Hour)}
+				p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
+					Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: metav1.Time{Time: changed}})
+			})
+	}
+	p, err := plan.New(testConfig(t))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name    string
+		changed time.Time
+		want    []want
+		warmer  string
+	}{
+		{"the old node's status", born.Add(-time.Second), nil, "pending"},
+		{"this node's kubelet's", born.Add(time.Second), []want{{"w", plan.Record, "ImagePull"}}, "ImagePull"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snapshot(t0, []*corev1.Node{n}, nil, pod(tc.changed))
+			assert.Equal(t, tc.want, summarize(compute(t, testConfig(t), s)))
+			st := p.Describe(s, false)
+			require.Len(t, st.Nodes, 1)
+			assert.Equal(t, tc.warmer, st.Nodes[0].Warmer)
+		})
+	}
+}

@@ -53,8 +53,10 @@ type Status struct {
 	// Uninstalling is the value of the uninstall mark on the warmer DaemonSet (when it was set):
 	// while it is there nothing is tainted or adopted.
 	Uninstalling string `json:"uninstalling,omitempty"`
-	// WarmerMissing names the warmer DaemonSet (namespace/name) when it does not exist: no node
-	// is tainted for maintenance then, and none can become warm.
+	// WarmerMissing names the warmer DaemonSet (namespace/name) when it does not exist, or is
+	// being deleted, and the installation is not being uninstalled (Uninstalling says that): no
+	// node is tainted for maintenance then, and none can become warm but on the Ready pods a
+	// DaemonSet being deleted still has.
 	WarmerMissing string `json:"warmerMissing,omitempty"`
 	// WarmerDeleting: the warmer DaemonSet named by WarmerMissing exists but is being deleted
 	// (it creates no more pods), which counts as missing.
@@ -194,7 +196,7 @@ func (p *Planner) warmerState(c *cycle, n *corev1.Node) string {
 	if p.warmPod(c, n) != nil {
 		return "ready"
 	}
-	if reason, _ := PodProblem(pods); reason != "" {
+	if reason, _ := PodProblem(c.problemPods(n)); reason != "" {
 		return reason
 	}
 	for _, pod := range pods {

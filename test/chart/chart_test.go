@@ -985,6 +985,12 @@ func TestBadValuesAreRefused(t *testing.T) {
 			want: []string{"orchestrator.resources.requests.hugepages-2Mi (2Mi) must equal orchestrator.resources.limits.hugepages-2Mi (4Mi)"}},
 		{name: "fraction of an extended resource", extra: `prewarm: {resources: {limits: {example.com/fpga: 500m}}}`,
 			want: []string{"prewarm.resources.limits.example.com/fpga (500m) must be a whole number"}},
+		{name: "fraction of an extended resource in micro-units", extra: `prewarm: {resources: {limits: {example.com/fpga: 1500u}}}`,
+			want: []string{"prewarm.resources.limits.example.com/fpga (1500u) must be a whole number"}},
+		{name: "hugepages one byte apart", extra: `prewarm: {resources: {requests: {hugepages-1Gi: 4Gi}, limits: {hugepages-1Gi: 4294967297}}}`,
+			want: []string{"prewarm.resources.requests.hugepages-1Gi (4Gi) must equal"}},
+		{name: "hugepages in exponent form", extra: `prewarm: {resources: {requests: {hugepages-2Mi: 2e6}, limits: {hugepages-2Mi: 4e6}}}`,
+			want: []string{"prewarm.resources.requests.hugepages-2Mi", "must equal"}},
 		// Integers the API server keeps in int32 or int64 fields: an overflow would be refused at
 		// install, or, for the cleanup Job (a hook), only at helm uninstall.
 		{name: "cleanup Job backoff limit above int32", extra: `orchestrator: {cleanupJob: {backoffLimit: 2147483648}}`,
@@ -1220,6 +1226,7 @@ func TestGoodValuesAreAccepted(t *testing.T) {
 		"maintenance: {nodeMaintenance: {enabled: false, group: ''}, cordoned: {enabled: true}}",
 		// Equal quantities whose float products differ in the last bit.
 		"prewarm: {resources: {requests: {hugepages-2Mi: 4.1G}, limits: {hugepages-2Mi: 4100M}}}",
+		"prewarm: {resources: {requests: {hugepages-2Mi: '+4Mi'}, limits: {hugepages-2Mi: 4194304}}}",
 		"orchestrator: {client: {burst: 2147483647}, cleanupJob: {backoffLimit: 2147483647, activeDeadlineSeconds: 2147483647}}",
 		"orchestrator: {tolerations: [{operator: Exists}, {key: a, operator: Equal, value: b, effect: NoExecute, tolerationSeconds: 30}]}",
 		"prewarm: {priorityClassName: system-node-critical}", "serviceAccount: {name: prewarm.orchestrator}",

@@ -320,7 +320,7 @@ resource. */}}
 {{- /* Equal within float rounding: 4.1G and 4100M are the same quantity. */}}
 {{- $d := 0.0 }}
 {{- if and $r $l }}{{ $d = subf (float64 $r) (float64 $l) }}{{ end }}
-{{- $tol := mulf (maxf (float64 ($r | default "0")) (float64 ($l | default "0"))) 1e-9 }}
+{{- $tol := mulf (maxf (float64 ($r | default "0")) (float64 ($l | default "0"))) 1e-12 }}
 {{- if and (hasKey $requests $name) $r $l (or (gt $d $tol) (lt $d (mulf $tol -1.0))) }}
 {{- fail (printf "%s.requests.%s (%v) must equal %s.limits.%s (%v): the API server does not let hugepages or extended resources be overcommitted" $path $name $req $path $name $lim) }}
 {{- end }}
@@ -656,13 +656,16 @@ podAntiAffinity:
 {{- end }}
 
 {{/*
-The value of a resource quantity (100m, 64Mi, 1.5G, 2, 0.5) as a number, for comparisons; ""
-for what it cannot read (an exponent such as 1e3), which is then not compared.
+The value of a resource quantity (100m, 64Mi, 1.5G, +2, 0.5, 1e3, a number from YAML) as a
+number, for comparisons; "" for what it cannot read, which is then not compared.
 */}}
 {{- define "image-prewarmer.quantity" -}}
 {{- $q := toString . }}
-{{- $num := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $q }}
-{{- $mult := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $num := regexFind "^[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $q }}
+{{- $mult := dict "" 1.0 "n" 1e-9 "u" 1e-6 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
 {{- $suffix := trimPrefix $num $q }}
-{{- if and $num (hasKey $mult $suffix) }}{{ mulf (float64 $num) (get $mult $suffix) }}{{ end }}
+{{- $n := trimPrefix "+" $num }}
+{{- if and $num (hasKey $mult $suffix) }}{{ mulf (float64 $n) (get $mult $suffix) }}
+{{- else if and $num (regexMatch "^[eE][+-]?[0-9]+$" $suffix) }}{{ mulf (float64 $n) (float64 (printf "1%s" $suffix)) }}
+{{- end }}
 {{- end }}
