@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/big"
 	"reflect"
 	"strconv"
@@ -156,29 +157,21 @@ func wrongType(p *field.Path, doc any, src *yamlv3.Node, t reflect.Type) field.E
 	return field.ErrorList{field.Invalid(p, field.OmitValueType{}, w+": "+detail)}
 }
 
-// numberProblem says why n, a number, does not fit an integer or float of kind k: a fraction
-// where a whole number is wanted, or a number outside the kind's range (named).
+// numberProblem says why n, a number, does not fit a field of kind k: a fraction where a whole
+// number is wanted, or a number outside the kind's range (named). The configuration's integers
+// are int (int64 here) and int32 (an IntOrString's number).
 func numberProblem(n json.Number, k reflect.Kind) string {
-	f, _, err := big.ParseFloat(string(n), 10, 256, big.ToNearestEven)
-	if err != nil {
-		return "not " + string(n)
-	}
-	if k == reflect.Float32 || k == reflect.Float64 {
+	f, ok := new(big.Float).SetString(string(n))
+	switch {
+	case !ok || k == reflect.Float32 || k == reflect.Float64:
 		return "out of range"
-	}
-	if !f.IsInt() {
+	case !f.IsInt():
 		return "not a fraction"
+	case k == reflect.Int32:
+		return fmt.Sprintf("from %d to %d", math.MinInt32, math.MaxInt32)
+	default:
+		return fmt.Sprintf("from %d to %d", math.MinInt64, math.MaxInt64)
 	}
-	bits := map[reflect.Kind]int{reflect.Int8: 8, reflect.Int16: 16, reflect.Int32: 32, reflect.Uint8: 8, reflect.Uint16: 16, reflect.Uint32: 32}[k]
-	if bits == 0 {
-		bits = 64
-	}
-	switch k {
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return fmt.Sprintf("from 0 to %s", new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(bits)), big.NewInt(1)))
-	}
-	limit := new(big.Int).Lsh(big.NewInt(1), uint(bits-1))
-	return fmt.Sprintf("from %s to %s", new(big.Int).Neg(limit), limit.Sub(limit, big.NewInt(1)))
 }
 
 func isScalar(doc any) bool {

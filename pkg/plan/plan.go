@@ -462,15 +462,15 @@ type cycle struct {
 // created. Until then an older pod's status (a pull failing, say) is the old node's, and is not
 // reported as this one's problem.
 func statusOfThisNode(pod *corev1.Pod, n *corev1.Node) bool {
-	if !pod.CreationTimestamp.Before(&n.CreationTimestamp) {
-		return true
-	}
-	for _, c := range pod.Status.Conditions {
-		if !c.LastTransitionTime.Before(&n.CreationTimestamp) {
-			return true
-		}
-	}
-	return false
+	return !olderThan(pod, n) || slices.ContainsFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool {
+		return !c.LastTransitionTime.Before(&n.CreationTimestamp)
+	})
+}
+
+// olderThan reports whether pod was created before the node object n (both the API server's
+// times, to the second).
+func olderThan(pod *corev1.Pod, n *corev1.Node) bool {
+	return pod.CreationTimestamp.Before(&n.CreationTimestamp)
 }
 
 // problemPods returns the node's warmer pods whose problems are the node's (statusOfThisNode).
@@ -492,7 +492,7 @@ func (c *cycle) problemPods(n *corev1.Node) []*corev1.Pod {
 // clock behind the API server's (creation times are the server's, a Ready transition the
 // kubelet's) dates the transition early; the node then opens at its timeout, with a Warning.
 func readyOnThisNode(pod *corev1.Pod, n *corev1.Node) bool {
-	if !pod.CreationTimestamp.Before(&n.CreationTimestamp) {
+	if !olderThan(pod, n) {
 		return true
 	}
 	for _, c := range pod.Status.Conditions {
