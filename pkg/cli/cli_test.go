@@ -538,9 +538,37 @@ func TestUnknownCommandIsUsageError(t *testing.T) {
 	_, _, err := execute(t, "rn")
 	assert.Contains(t, err.Error(), "Did you mean this?\n\trun")
 
+	_, _, err = execute(t, "run", "once")
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.ErrorContains(t, err, `unknown command "once" for "prewarm-orchestrator run" (did you mean --once?)`)
+	_, _, err = execute(t, "status", "extra")
+	assert.NotContains(t, err.Error(), "did you mean", "no flag of that name")
+
 	out, _, err := execute(t)
 	require.NoError(t, err, "no command prints the help")
 	assert.Contains(t, out, "Available Commands:")
+
+	// Flags without a command: a container whose arguments lost "run" fails rather than
+	// printing the help and exiting 0 at every run.
+	out, _, err = execute(t, "--config", "/etc/image-prewarmer/config.yaml")
+	assert.Equal(t, ExitConfig, ExitCode(err))
+	assert.ErrorContains(t, err, "no command given")
+	assert.Empty(t, out)
+}
+
+// --log-format and -v are checked by every command, also those that log nothing of their own.
+func TestLogFlagsCheckedByEveryCommand(t *testing.T) {
+	for _, cmd := range []string{"hold", "version"} {
+		_, _, err := execute(t, cmd, "--log-format", "xml")
+		assert.Equal(t, ExitConfig, ExitCode(err), cmd)
+		assert.ErrorContains(t, err, `--log-format: "xml" is not text or json`, cmd)
+		_, _, err = execute(t, cmd, "-v", "-1")
+		assert.Equal(t, ExitConfig, ExitCode(err), cmd)
+		assert.ErrorContains(t, err, "-v: must be 0 or more, got -1", cmd)
+	}
+	out, _, err := execute(t, "version", "--log-format", "json", "-v", "2")
+	require.NoError(t, err)
+	assert.NotEmpty(t, out)
 }
 
 // A dry run whose cycle failed prints no plan: "0 action(s)" would read as "nothing to do".

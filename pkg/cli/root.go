@@ -149,7 +149,17 @@ the taint. State lives on the nodes as annotations under image-prewarmer.io/.`,
 			}
 			return &ConfigError{errors.New(msg)}
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		// Flags without a command are a usage error, not the help and exit 0: a container whose
+		// arguments lost their command would otherwise "succeed" at every run.
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().NFlag() > 0 {
+				return &ConfigError{errors.New("no command given: flags need one of run, status, cleanup, hold or version (see --help)")}
+			}
+			return cmd.Help()
+		},
+		// Checked for every command, including those that log nothing of their own (hold,
+		// version): a bad value is refused wherever it is given.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return o.checkLogFlags() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ConfigError{err} })
 	root.SetOut(stdout)
@@ -187,10 +197,26 @@ func withoutGlobalFlagsInHelp(cmd *cobra.Command, names ...string) *cobra.Comman
 	return cmd
 }
 
-// noArgs is cobra.NoArgs as a usage error (exit 2).
+// noArgs is cobra.NoArgs as a usage error (exit 2). A word that is the name of one of the
+// command's flags (run once) is most likely that flag without its dashes: the error says so.
 func noArgs(cmd *cobra.Command, args []string) error {
-	if err := cobra.NoArgs(cmd, args); err != nil {
-		return &ConfigError{err}
+	err := cobra.NoArgs(cmd, args)
+	if err == nil {
+		return nil
+	}
+	if f := cmd.Flags().Lookup(args[0]); f != nil {
+		err = fmt.Errorf("%w (did you mean --%s?)", err, f.Name)
+	}
+	return &ConfigError{err}
+}
+
+// checkLogFlags refuses a --log-format or -v the logger cannot take.
+func (o *globalOptions) checkLogFlags() error {
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return &ConfigError{fmt.Errorf("--log-format: %q is not text or json", o.logFormat)}
+	}
+	if o.verbosity < 0 {
+		return &ConfigError{fmt.Errorf("-v: must be 0 or more, got %d", o.verbosity)}
 	}
 	return nil
 }
@@ -212,7 +238,7 @@ func (o *globalOptions) logger() (*slog.Logger, error) {
 			return slog.NewJSONHandler(o.stderr, &slog.HandlerOptions{Level: l})
 		}
 	default:
-		return nil, &ConfigError{fmt.Errorf("--log-format: %q is not text or json", o.logFormat)}
+		return nil, o.checkLogFlags()
 	}
 	// client-go (leader election, informers) logs through klog: same format, same stream. -v 1
 	// is this program's debug log only, and each level above adds one of client-go's (-v 2: its
