@@ -988,17 +988,31 @@ func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, was plan.Act
 	return actionFor(replan(snap), fresh.Name)
 }
 
-// patchFor renders the action's change: a release as a JSON patch guarded by test operations on
-// our own keys (releasePatch), anything else as a merge patch guarded by the resourceVersion.
-// A nil patch means there is nothing to write.
+// patchFor renders the action's change: a release decided on our own keys alone as a JSON patch
+// guarded by test operations on them (releasePatch), anything else as a merge patch guarded by
+// the resourceVersion. A nil patch means there is nothing to write.
 func patchFor(node *corev1.Node, a plan.Action) (types.PatchType, []byte, error) {
-	if a.Type == plan.Release {
+	if a.Type == plan.Release && restsOnOurKeys(a.Reason) {
 		if patch, ok, err := releasePatch(node, a.Change); ok {
 			return types.JSONPatchType, patch, err
 		}
 	}
 	patch, err := mergePatch(node, a.Change)
 	return types.MergePatchType, patch, err
+}
+
+// restsOnOurKeys reports whether a release of the reason is decided on what releasePatch tests
+// (our annotations, the status label and our taint) and on objects other than the node (the
+// warmer pod, the clock). A left-pool release rests on the pool labels too, and a cancelled one
+// on the node's status (it was not rebooted onto the target): a change to those between the
+// read and the write must send it back for a re-read, which only the resourceVersion guards.
+// Neither is frequent, and neither is what a user waits for.
+func restsOnOurKeys(reason string) bool {
+	switch reason {
+	case state.ReasonLeftPool, state.ReasonCancelled:
+		return false
+	}
+	return true
 }
 
 // Newer reports whether a is a later version of a node than b; versions that cannot be compared

@@ -811,6 +811,72 @@ func TestWriteBetweenReadAndPatch(t *testing.T) {
 	}
 }
 
+// 8d. A release that rests on more than the keys a JSON patch can test: left-pool on the pool
+// label, cancelled on the node's status (not rebooted onto the target kernel). A change to
+// either between the read and the patch sends the release back for a re-read: p, back in the
+// pool, stays tainted for its maintenance (released, the maintenance would count as done and its
+// upgrade open the node cold); c, rebooted onto the new kernel as its release was on its way, is
+// seen upgraded and opens warm, not cancelled.
+func TestReleaseRestingOnTheNodeIsGuarded(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.Warmer()
+	for _, s := range []string{"p", "c"} {
+		e.PoolNode(s)
+		e.Maintenance(s)
+	}
+	e.cycle()
+	e.requirePhase("p", state.PhaseTainted, "upgrading")
+	e.requirePhase("c", state.PhaseTainted, "upgrading")
+
+	// c leaves its maintenance and waits out cancelAfter; p leaves the pool.
+	e.EndMaintenance("c")
+	e.cycle() // records when c left its maintenance
+	e.clock.Advance(e.Config.CancelAfter.Duration + time.Minute)
+	poolLabel := func(value string) []byte {
+		return []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, framework.PoolLabel, value))
+	}
+	_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("p"), types.MergePatchType, poolLabel("elsewhere"), metav1.PatchOptions{})
+	require.NoError(t, err)
+
+	// Before each node's first patch of the next cycle, its release: p is put back in the pool,
+	// c rebooted onto the new kernel.
+	var mu sync.Mutex
+	done := map[string]bool{}
+	counter := &requestCounter{beforePatch: func(req *http.Request) {
+		node := path.Base(req.URL.Path)
+		mu.Lock()
+		first := !done[node]
+		done[node] = true
+		mu.Unlock()
+		if !first {
+			return
+		}
+		switch node {
+		case e.NodeName("p"):
+			_, err := cluster.Client.CoreV1().Nodes().Patch(e.Ctx, node, types.MergePatchType, poolLabel(e.Name), metav1.PatchOptions{})
+			assert.NoError(t, err)
+		case e.NodeName("c"):
+			_, err := cluster.Reboot(e.Ctx, node, newKernel, map[string]string{"kernel-version": newKernel})
+			assert.NoError(t, err)
+		}
+	}}
+	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
+	require.NoError(t, err)
+	for _, s := range []string{"p", "c"} {
+		assert.Positive(t, counter.answered(http.MethodPatch, "/nodes/"+e.NodeName(s), http.StatusConflict), "the release of %s refused", s)
+	}
+	assert.Zero(t, res.Applied[plan.Release], "nothing released: %v", res.Plan.Actions)
+	e.requirePhase("p", state.PhaseTainted, "upgrading")
+	e.requirePhase("c", state.PhaseWarming, "warming")
+
+	e.Reboot("p", newKernel)
+	e.cycleUntilReleased([]string{"p", "c"}, func() { e.cycle() })
+	e.RequireReleased("p", state.ReasonWarm)
+	e.RequireReleased("c", state.ReasonWarm)
+}
+
 // 8c. The API server applies a patch but its answer is lost (the connection breaks on the way
 // back): the engine re-reads the node, finds its change there, and counts the write as done:
 // the cycle succeeds and the transition's Event is recorded, once. Without the re-read the
