@@ -254,12 +254,20 @@ func New(o Options) (*Controller, error) {
 			if ok1 && ok2 && !nodeChanged(o, n) {
 				return
 			}
+			if ok1 && ok2 && o.UID != n.UID {
+				// Deleted and created again while the watch was down: the relist's update.
+				c.forgetFailures(n.Name)
+			}
 			c.triggerNode(objectName(newObj))
 		},
 		// A node leaving one informer's selection (the status label informer, on release) may
 		// still be in the other, at an older version: the overlay stays until cached() sees the
 		// node gone from both or caught up.
-		DeleteFunc: func(obj any) { c.triggerNode(objectName(obj)) },
+		DeleteFunc: func(obj any) {
+			name := objectName(obj)
+			c.forgetFailures(name)
+			c.triggerNode(name)
+		},
 	}
 	podHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.triggerNode(podNode(obj)) },
@@ -339,6 +347,18 @@ func (c *Controller) noteMaintenanceWait(now time.Time, known bool) (waited time
 
 // fullFollowUp is how soon after per-node work the whole pool is re-planned.
 const fullFollowUp = time.Second
+
+// forgetFailures ends the streak of failed writes of a node that was deleted or left one of
+// the informers' selections: a node created again under the same name (a cloud provider's
+// upgrade may recreate the machine) is written at once, not after the retry time its
+// predecessor's failures earned (up to 5 minutes). A whole-pool plan would forget the streak
+// too, but only one that runs while the name is gone. A node that merely left a selection
+// loses at most the wait before one retry.
+func (c *Controller) forgetFailures(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ledger.forget(func(node string) bool { return node != name })
+}
 
 func objectName(obj any) string {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -1104,12 +1124,12 @@ func (c *Controller) logNotes(ctx context.Context, notes []plan.Note) {
 }
 
 // nodeChanged reports whether an update touches anything the planner reads; node status
-// heartbeats do not. All of status.nodeInfo counts, since an upgrade.when template may read any
+// heartbeats do not. A new UID is another node of the same name (its creation time differs). All of status.nodeInfo counts, since an upgrade.when template may read any
 // of it (a template reading other status fields is evaluated again at the next resync). Without
 // a template the cached nodes are trimmed (Engine.TrimNode) to what the planner reads, so other
 // owners' annotations and nodeInfo fields never differ.
 func nodeChanged(o, n *corev1.Node) bool {
-	return !equalMaps(o.Labels, n.Labels) || !equalMaps(o.Annotations, n.Annotations) ||
+	return o.UID != n.UID || !equalMaps(o.Labels, n.Labels) || !equalMaps(o.Annotations, n.Annotations) ||
 		!slices.EqualFunc(o.Spec.Taints, n.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) ||
 		o.Spec.Unschedulable != n.Spec.Unschedulable ||
 		!equality.Semantic.DeepEqual(o.Status.NodeInfo, n.Status.NodeInfo) ||

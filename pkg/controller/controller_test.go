@@ -30,6 +30,8 @@ func TestNodeChanged(t *testing.T) {
 				n.Status.Conditions[i].LastHeartbeatTime = metav1.Now()
 			}
 		}, false},
+		// Deleted and created again while the watch was down: another node, created later.
+		{"new UID", func(n *corev1.Node) { n.UID = "second-machine" }, true},
 		{"label", func(n *corev1.Node) { n.Labels["os-upgrade/status"] = "upgrading" }, true},
 		{"annotation", func(n *corev1.Node) { n.Annotations = map[string]string{"image-prewarmer.io/phase": "tainted"} }, true},
 		{"taint", func(n *corev1.Node) {

@@ -192,6 +192,48 @@ func TestFailedWriteBacksOff(t *testing.T) {
 	assert.Regexp(t, `(?s)msg="reconcile incomplete; retrying".*retryIn=1s.*msg="reconcile incomplete; retrying".*retryIn=2s`, log.String())
 }
 
+// A node deleted and created again under the same name (a cloud provider's upgrade may recreate
+// the machine) is written at once, not after the retry time its predecessor's failed writes
+// earned; also when the informers see the two as one update (a relist after a broken watch).
+func TestRecreatedNodeDoesNotInheritTheBackoff(t *testing.T) {
+	for _, relist := range []bool{false, true} {
+		t.Run(map[bool]string{false: "delete and add", true: "update with a new UID"}[relist], func(t *testing.T) {
+			client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
+			var patches attempts
+			client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+				patches.add()
+				if len(patches.times()) <= 3 {
+					return true, nil, errRefused
+				}
+				return false, nil, nil
+			})
+			c := testController(t, client, false)
+			ctx := startLeading(t, c)
+			// Refused at 0 s, 1 s and 3 s: the next attempt is due at 7 s.
+			patches.waitAttempts(t, 3)
+			nodes := client.CoreV1().Nodes()
+			again := tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned())
+			again.UID = "second-machine"
+			if relist {
+				// The tracker takes the new object as an update; the informer sees a new UID.
+				_, err := nodes.Update(ctx, again, metav1.UpdateOptions{})
+				require.NoError(t, err)
+			} else {
+				require.NoError(t, nodes.Delete(ctx, "a", metav1.DeleteOptions{}))
+				_, err := nodes.Create(ctx, again, metav1.CreateOptions{})
+				require.NoError(t, err)
+			}
+			recreated := time.Now()
+			fourth := patches.waitAttempts(t, 4)
+			assert.Less(t, fourth.Sub(recreated), 2*time.Second, "the new node's entry waited for the old one's retry")
+			require.Eventually(t, func() bool {
+				n, err := nodes.Get(ctx, "a", metav1.GetOptions{})
+				return err == nil && state.PhaseOf(n) == state.PhaseTainted
+			}, 10*time.Second, 10*time.Millisecond, "the new node entered")
+		})
+	}
+}
+
 // gaugeValue returns the value of the metric family name (one series) in m, 0 when absent.
 func gaugeValue(t *testing.T, m *metrics.Metrics, name string) float64 {
 	t.Helper()
