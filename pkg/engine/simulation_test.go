@@ -297,6 +297,14 @@ func (s *sim) run() map[string]int {
 		s.world()
 		s.cycle(-1)
 	}
+	// A node whose upgrade was first seen late in the drain, with a warmer pod that restarted
+	// before its entry (which does not count; no reboot comes), waits out maxWaitForWarm: drain
+	// on until that timeout has released it (with onWarmTimeout: keep it stays, as checked below).
+	for end := s.now.Add(s.cfg.MaxWaitForWarm.Duration); s.now.Before(end) && s.cfg.OnWarmTimeout != config.OnWarmTimeoutKeep && s.anyWarming(); {
+		s.now = s.now.Add(time.Minute)
+		s.world()
+		s.cycle(-1)
+	}
 	for _, name := range s.nodeNames() {
 		n := s.nodes[name]
 		if name == otherNode || (state.PhaseOf(n) == "" && n.Labels["pool"] != "notebooks") {
@@ -317,6 +325,16 @@ func (s *sim) run() map[string]int {
 	}
 	s.t.Logf("seed %d: %v", s.seed, s.stats)
 	return s.stats
+}
+
+// anyWarming reports whether a node is in the warming phase.
+func (s *sim) anyWarming() bool {
+	for _, n := range s.nodes {
+		if state.PhaseOf(n) == state.PhaseWarming {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *sim) advance() {
