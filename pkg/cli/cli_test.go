@@ -382,12 +382,6 @@ func TestRunOnceRefusesEventDrivenFlags(t *testing.T) {
 		{"--resync", "0s"},
 		{"--resync", "1m"},
 		{"--profiling"},
-		{"--leader-elect=false"},
-		{"--leader-elect-namespace", "ops"},
-		{"--leader-elect-name", "x"},
-		{"--leader-elect-lease-duration", "1s"},
-		{"--leader-elect-renew-deadline", "20s"},
-		{"--leader-elect-retry-period", "0s"},
 	}
 	for _, flag := range cases {
 		t.Run(strings.Join(flag, " "), func(t *testing.T) {
@@ -409,12 +403,25 @@ func TestRunOnceRefusesEventDrivenFlags(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "event-driven")
 	assert.Contains(t, err.Error(), none)
+
+	// The Lease flags serve both modes (run --once holds the Lease for its cycle), and are
+	// checked in both.
+	for _, c := range []struct{ args, want string }{
+		{"--leader-elect=false", none},
+		{"--leader-elect-namespace ops --leader-elect-name x", none},
+		{"--leader-elect-name Bad_Name", `--leader-elect-name "Bad_Name": not a valid Lease name`},
+		{"--leader-elect-lease-duration 1s", "--leader-elect-lease-duration (1s) must be longer than --leader-elect-renew-deadline (10s)"},
+	} {
+		_, _, err = execute(t, append(append([]string{"run", "--once"}, strings.Fields(c.args)...), "--config", good, "--kubeconfig", none)...)
+		assert.ErrorContains(t, err, c.want, c.args)
+	}
 }
 
 // Every flag of run is either known to be of the event-driven mode only, or used by run --once:
 // a new flag cannot be silently ignored by one of the modes.
 func TestRunFlagsAreSortedByMode(t *testing.T) {
-	oneShot := map[string]bool{"once": true, "pushgateway": true}
+	oneShot := map[string]bool{"once": true, "pushgateway": true, "leader-elect": true, "leader-elect-namespace": true,
+		"leader-elect-name": true, "leader-elect-lease-duration": true, "leader-elect-renew-deadline": true, "leader-elect-retry-period": true}
 	eventDriven := map[string]bool{}
 	for _, name := range eventDrivenFlags {
 		eventDriven[name] = true

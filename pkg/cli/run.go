@@ -54,16 +54,26 @@ func newRunCommand(o *globalOptions) *cobra.Command {
 		Long: `run --once runs one reconcile cycle and exits (CronJob mode): exit 0 when the cycle completed
 (nodes still waiting is normal), 1 when it could not (API unreachable, RBAC denied), 2 on invalid
 config, flags or cluster credentials. With --pushgateway, the cycle's metrics are pushed there
-afterwards.
+afterwards. It holds the installation's Lease for its cycle, as the event-driven mode's leader
+does: it never writes next to that leader or another cycle (a Job created by hand, a run from a
+workstation), which would count maxConcurrent each on its own. It waits for the Lease up to twice
+--leader-elect-lease-duration, then exits 1 naming the holder; --leader-elect=false runs without it.
 
 run without --once is the event-driven mode (Deployment): informers on the pool's nodes, the
 maintenance source and the warmer DaemonSet's revisions and pods; a reconcile on every relevant
 change and every --resync (for the timers); leader election on a Lease so that one of several
 replicas writes; /healthz, /readyz (caches synced) and /metrics on --listen. SIGTERM releases the
-Lease and exits 0. Its flags (--listen, --resync, --leader-elect*, --profiling) are refused with
---once.`,
+Lease and exits 0. Its flags (--listen, --resync, --profiling) are refused with --once.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ro.leaderElect {
+				if err := ro.validateLeaderElection(); err != nil {
+					return &ConfigError{err}
+				}
+				if !o.dryRun && ro.leaseName == "" {
+					o.checkConfig = checkDefaultLeaseName
+				}
+			}
 			if ro.once {
 				if err := refuseEventDrivenFlags(cmd); err != nil {
 					return err
@@ -81,10 +91,10 @@ Lease and exits 0. Its flags (--listen, --resync, --leader-elect*, --profiling) 
 	f.StringVar(&ro.pushgateway, "pushgateway", "", "with --once: push the cycle's metrics to this Prometheus Pushgateway URL")
 	f.DurationVar(&ro.resync, "resync", controller.DefaultResync, "event-driven mode: re-plan this often without a change (timers: cancelAfter, timeouts)")
 	f.StringVar(&ro.listen, "listen", ":8080", "event-driven mode: address of /healthz, /readyz and /metrics (empty: none)")
-	f.BoolVar(&ro.leaderElect, "leader-elect", true, "event-driven mode: reconcile only while holding the Lease (run several replicas)")
+	f.BoolVar(&ro.leaderElect, "leader-elect", true, "write only while holding the Lease: the event-driven mode's replicas take turns, run --once waits for it")
 	f.StringVar(&ro.leaseNS, "leader-elect-namespace", "", "namespace of the Lease (default: $POD_NAMESPACE, else the warmer's namespace)")
 	f.StringVar(&ro.leaseName, "leader-elect-name", "", "name of the Lease (default: <warmer DaemonSet name>-orchestrator)")
-	f.DurationVar(&ro.leaseDur, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over a Lease that is not renewed")
+	f.DurationVar(&ro.leaseDur, "leader-elect-lease-duration", 15*time.Second, "how long a candidate waits before taking over a Lease that is not renewed")
 	f.DurationVar(&ro.renew, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leading")
 	f.BoolVar(&ro.profiling, "profiling", false, "event-driven mode: also serve Go runtime profiles under /debug/pprof/ on --listen")
 	f.DurationVar(&ro.retry, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the Lease")
@@ -92,10 +102,7 @@ Lease and exits 0. Its flags (--listen, --resync, --leader-elect*, --profiling) 
 }
 
 // eventDrivenFlags are the flags of run without --once only.
-var eventDrivenFlags = []string{
-	"resync", "listen", "profiling", "leader-elect", "leader-elect-namespace", "leader-elect-name",
-	"leader-elect-lease-duration", "leader-elect-renew-deadline", "leader-elect-retry-period",
-}
+var eventDrivenFlags = []string{"resync", "listen", "profiling"}
 
 // refuseEventDrivenFlags refuses, with --once, the flags of the event-driven mode given on the
 // command line: a one-shot cycle would ignore them.
@@ -181,9 +188,29 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	if err != nil {
 		return err
 	}
+	le, err := ro.leaderElection(o, w)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
-	res, err := w.engine.RunOnce(ctx)
-	m.ObserveCycle("once", time.Since(start), err == nil, time.Now())
+	var res engine.Result
+	ran := !le.Enabled
+	if le.Enabled {
+		w.log.Debug("taking the Lease for the cycle", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
+		err = controller.WithLease(ctx, le, 2*le.LeaseDuration, func(ctx context.Context) error {
+			start, ran = time.Now(), true // the cycle's duration, without the wait for the Lease
+			var cerr error
+			res, cerr = w.engine.RunOnce(ctx)
+			return cerr
+		})
+	} else {
+		res, err = w.engine.RunOnce(ctx)
+	}
+	if ran {
+		// A run that never got the Lease ran no cycle: no duration (its push still says it
+		// failed: no new success time).
+		m.ObserveCycle("once", time.Since(start), err == nil, time.Now())
+	}
 	if o.dryRun && (err == nil || errors.Is(err, engine.ErrMaintenanceNotRead)) {
 		if perr := printPlan(o.stdout, res.Plan); perr != nil {
 			err = perr
@@ -194,6 +221,9 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		if perr := m.Push(ctx, ro.pushgateway, w.cfg.Instance); perr != nil {
 			w.log.Warn("pushing metrics failed", "pushgateway", ro.pushgateway, "error", perr)
 		}
+	}
+	if err != nil && !ran {
+		return fmt.Errorf("cycle not run: %w", err)
 	}
 	if err != nil {
 		return fmt.Errorf("cycle failed: %w", err)
@@ -215,44 +245,14 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	if ro.resync <= 0 {
 		return &ConfigError{fmt.Errorf("--resync: must be positive, got %s", ro.resync)}
 	}
-	if ro.leaderElect {
-		if err := ro.validateLeaderElection(); err != nil {
-			return &ConfigError{err}
-		}
-	}
-	if ro.leaderElect && !o.dryRun && ro.leaseName == "" {
-		o.checkConfig = func(cfg *config.Config) error {
-			name := defaultLeaseName(cfg)
-			if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
-				return fmt.Errorf("the default Lease name %q (warmer.daemonSetName and -orchestrator) is not a valid Lease name: %s; set --leader-elect-name",
-					name, strings.Join(msgs, "; "))
-			}
-			return nil
-		}
-	}
 	m := metrics.New()
 	w, err := o.wire(o.dryRun, m, true)
 	if err != nil {
 		return err
 	}
-	le := controller.LeaderElection{
-		// A dry run writes nothing, the Lease included: one run from a laptop against a live
-		// installation's Lease would take it, and the installation's replicas would stand by.
-		Enabled: ro.leaderElect && !o.dryRun, Namespace: ro.leaseNS, Name: ro.leaseName, Identity: identity(),
-		LeaseDuration: ro.leaseDur, RenewDeadline: ro.renew, RetryPeriod: ro.retry,
-	}
-	if le.Namespace == "" {
-		le.Namespace = strings.TrimSpace(os.Getenv("POD_NAMESPACE"))
-	}
-	if le.Namespace == "" {
-		le.Namespace = w.cfg.Warmer.Namespace
-	}
-	if le.Name == "" {
-		le.Name = defaultLeaseName(w.cfg)
-	}
-	// The Lease gets a client (and rate limiter) of its own: renewals never wait behind node writes.
-	if le.Client, err = kubernetes.NewForConfig(ownConnection(w.rest)); err != nil {
-		return fmt.Errorf("creating leader-election client: %w", err)
+	le, err := ro.leaderElection(o, w)
+	if err != nil {
+		return err
 	}
 	w.log.Info("starting event-driven mode", "version", version.String(), "instance", w.cfg.Instance,
 		"leaderElect", le.Enabled, "lease", le.Namespace+"/"+le.Name, "identity", le.Identity,
@@ -273,8 +273,44 @@ func runWatch(ctx context.Context, o *globalOptions, ro *runOptions) error {
 	return nil
 }
 
-// defaultLeaseName is the Lease the event-driven mode campaigns for without --leader-elect-name.
+// leaderElection is the Lease the flags and the configuration name, with a client of its own.
+func (ro *runOptions) leaderElection(o *globalOptions, w *wiring) (controller.LeaderElection, error) {
+	le := controller.LeaderElection{
+		// A dry run writes nothing, the Lease included: one run from a laptop against a live
+		// installation's Lease would take it, and the installation's replicas would stand by.
+		Enabled: ro.leaderElect && !o.dryRun, Namespace: ro.leaseNS, Name: ro.leaseName, Identity: identity(),
+		LeaseDuration: ro.leaseDur, RenewDeadline: ro.renew, RetryPeriod: ro.retry,
+	}
+	if le.Namespace == "" {
+		le.Namespace = strings.TrimSpace(os.Getenv("POD_NAMESPACE"))
+	}
+	if le.Namespace == "" {
+		le.Namespace = w.cfg.Warmer.Namespace
+	}
+	if le.Name == "" {
+		le.Name = defaultLeaseName(w.cfg)
+	}
+	// The Lease gets a client (and rate limiter) of its own: renewals never wait behind node writes.
+	var err error
+	if le.Client, err = kubernetes.NewForConfig(ownConnection(w.rest)); err != nil {
+		return le, fmt.Errorf("creating leader-election client: %w", err)
+	}
+	return le, nil
+}
+
+// defaultLeaseName is the Lease both modes take without --leader-elect-name.
 func defaultLeaseName(cfg *config.Config) string { return cfg.Warmer.DaemonSetName + "-orchestrator" }
+
+// checkDefaultLeaseName refuses a configuration whose default Lease name the API server would not
+// take (it would refuse to create the Lease, and the process would retry without leading).
+func checkDefaultLeaseName(cfg *config.Config) error {
+	name := defaultLeaseName(cfg)
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return fmt.Errorf("the default Lease name %q (warmer.daemonSetName and -orchestrator) is not a valid Lease name: %s; set --leader-elect-name",
+			name, strings.Join(msgs, "; "))
+	}
+	return nil
+}
 
 // validateLeaderElection checks the Lease flags before anything starts, naming the flag: the name
 // a DNS-1123 subdomain and the namespace a DNS-1123 label, as the API server requires (it would

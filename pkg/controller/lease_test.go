@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/config"
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
@@ -146,4 +147,72 @@ func TestLeaseIsNotReleasedOnALostRenewalWhileWritesAreInFlight(t *testing.T) {
 	l.running(t)
 	require.ErrorIs(t, l.finish(t), ErrLeadershipLost)
 	assert.Empty(t, l.holder(), "released once leading stopped, within the renew deadline")
+}
+
+// withLeaseTimings are short leader-election timings for the WithLease tests.
+func withLeaseTimings(client *fake.Clientset) LeaderElection {
+	return LeaderElection{Namespace: "prewarm", Name: "lease", Identity: "once-1", Client: client,
+		LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
+}
+
+// A Lease whose holder keeps renewing it is never taken: the cycle does not run, and the error
+// names the holder.
+func TestWithLeaseHeldRunsNothing(t *testing.T) {
+	now := metav1.NowMicro()
+	client := fake.NewClientset(&coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "prewarm", Name: "lease"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("replica-0"), LeaseDurationSeconds: ptr.To(int32(60)),
+			AcquireTime: &now, RenewTime: &now},
+	})
+	ran := false
+	err := WithLease(context.Background(), withLeaseTimings(client), 300*time.Millisecond, func(context.Context) error {
+		ran = true
+		return nil
+	})
+	require.ErrorIs(t, err, ErrLeaseHeld)
+	assert.Contains(t, err.Error(), `lease prewarm/lease: held by another orchestrator ("replica-0") for 300ms`)
+	assert.False(t, ran)
+}
+
+// The Lease lost mid-cycle (its renewals fail for the renew deadline) ends the cycle's context,
+// and WithLease says so; it returns only once the cycle has.
+func TestWithLeaseLostMidCycle(t *testing.T) {
+	client := fake.NewClientset()
+	var failing atomic.Bool
+	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failing.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("etcd leader changed")
+		}
+		return false, nil, nil
+	})
+	returned := false
+	err := WithLease(context.Background(), withLeaseTimings(client), time.Minute, func(ctx context.Context) error {
+		failing.Store(true)
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // writes in flight finishing
+		returned = true
+		return ctx.Err()
+	})
+	require.ErrorIs(t, err, ErrLeadershipLost)
+	assert.ErrorIs(t, err, context.Canceled, "the cycle's own error is kept")
+	assert.Contains(t, err.Error(), "lease prewarm/lease: leader election lost mid-cycle (renewals failed for 500ms)")
+	assert.True(t, returned, "WithLease waited for the cycle")
+}
+
+// A cycle that ends normally releases the Lease: the next run (or the other mode's leader) takes
+// it at once rather than after the lease duration.
+func TestWithLeaseReleasesTheLease(t *testing.T) {
+	client := fake.NewClientset()
+	le := withLeaseTimings(client)
+	var holder string
+	require.NoError(t, WithLease(context.Background(), le, time.Minute, func(ctx context.Context) error {
+		lease, err := client.CoordinationV1().Leases("prewarm").Get(ctx, "lease", metav1.GetOptions{})
+		require.NoError(t, err)
+		holder = *lease.Spec.HolderIdentity
+		return nil
+	}))
+	assert.Equal(t, "once-1", holder, "held during the cycle")
+	lease, err := client.CoordinationV1().Leases("prewarm").Get(context.Background(), "lease", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, *lease.Spec.HolderIdentity, "released after it")
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
@@ -58,20 +59,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	le := o.LeaderElection
-	if le.LeaseDuration <= 0 {
-		le.LeaseDuration = 15 * time.Second
-	}
-	if le.RenewDeadline <= 0 {
-		le.RenewDeadline = 10 * time.Second
-	}
-	if le.RetryPeriod <= 0 {
-		le.RetryPeriod = 2 * time.Second
-	}
+	le := o.LeaderElection.withDefaults()
 	var health *leaderelection.HealthzAdaptor
 	if le.Enabled {
-		if le.Namespace == "" || le.Name == "" || le.Identity == "" {
-			return errors.New("leader election: lease namespace, name and identity are required")
+		if err := le.check(); err != nil {
+			return err
 		}
 		health = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
 	}
@@ -97,15 +89,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		leadErr  error
 		leadDone = make(chan struct{})
 	)
-	leClient := le.Client
-	if leClient == nil {
-		leClient = o.Client
+	if le.Client == nil {
+		le.Client = o.Client
 	}
-	lock := &trackingLock{Interface: &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
-		Client:     leClient.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
-	}}
+	lock := le.lock()
 	// The elector runs until this process has stopped leading, not only until ctx ends: it
 	// releases the Lease (ReleaseOnCancel) as soon as its context ends, and a standby taking over
 	// then would plan while this leader still finishes its writes in flight and Events. Lead
@@ -170,6 +157,145 @@ func Run(ctx context.Context, o RunOptions) error {
 	return fmt.Errorf("lease %s/%s: %w", le.Namespace, le.Name, ErrLeadershipLost)
 }
 
+// withDefaults returns le with client-go's usual timings where unset.
+func (le LeaderElection) withDefaults() LeaderElection {
+	if le.LeaseDuration <= 0 {
+		le.LeaseDuration = 15 * time.Second
+	}
+	if le.RenewDeadline <= 0 {
+		le.RenewDeadline = 10 * time.Second
+	}
+	if le.RetryPeriod <= 0 {
+		le.RetryPeriod = 2 * time.Second
+	}
+	return le
+}
+
+func (le LeaderElection) check() error {
+	if le.Namespace == "" || le.Name == "" || le.Identity == "" {
+		return errors.New("leader election: lease namespace, name and identity are required")
+	}
+	return nil
+}
+
+// lock is the Lease as a resource lock for le.Client.
+func (le LeaderElection) lock() *trackingLock {
+	return &trackingLock{Interface: &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
+		Client:     le.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
+	}}
+}
+
+// ErrLeaseHeld is returned by WithLease when another holder kept the Lease for the whole wait.
+var ErrLeaseHeld = errors.New("held by another orchestrator")
+
+// WithLease runs fn while this process holds the Lease: the one cycle of `run --once`, which must
+// not write next to the event-driven mode's leader or another cycle (a Job created by hand, a run
+// from a workstation, the other mode during a switch), since each would count maxConcurrent from
+// its own snapshot. It waits up to wait for the Lease: a holder that stopped without releasing it
+// loses it once it has gone unrenewed for its lease duration. It releases the Lease once fn has
+// returned; if the Lease is lost meanwhile (renewals failing for the renew deadline), fn's context
+// ends and WithLease says so. le.Client must be set.
+func WithLease(ctx context.Context, le LeaderElection, wait time.Duration, fn func(context.Context) error) error {
+	le = le.withDefaults()
+	if err := le.check(); err != nil {
+		return err
+	}
+	lock := le.lock()
+	name := le.Namespace + "/" + le.Name
+	// The elector logs a failed read and tries again: an API server that cannot be reached, or
+	// credentials without the right to read the Lease, would only show as a wait. One read first.
+	if _, err := le.Client.CoordinationV1().Leases(le.Namespace).Get(ctx, le.Name, metav1.GetOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("lease %s: %w", name, err)
+	}
+	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElection()
+	var (
+		fnErr error
+		lost  bool
+		done  = make(chan struct{})
+		// started (fn runs) and gaveUp (the wait ended, or ctx, first) are decided once, under
+		// mu: a Lease acquired just as the wait ends runs no cycle on a cancelled context.
+		mu              sync.Mutex
+		started, gaveUp bool
+	)
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   le.LeaseDuration,
+		RenewDeadline:   le.RenewDeadline,
+		RetryPeriod:     le.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            name,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				defer close(done)
+				mu.Lock()
+				started = !gaveUp
+				mu.Unlock()
+				if !started {
+					return // the elector releases the Lease: its context is cancelled
+				}
+				runCtx, stop := context.WithCancel(lctx)
+				defer stop()
+				defer context.AfterFunc(ctx, stop)()
+				lock.stopLeading(stop, done)
+				fnErr = fn(runCtx)
+				// Ended by neither ctx nor this function: the elector stopped leading (its
+				// renewals failed; it cancels lctx, or stops fn first through the lock's release).
+				lost = runCtx.Err() != nil && ctx.Err() == nil && electCtx.Err() == nil
+				stopElection() // releases the Lease
+			},
+			OnStoppedLeading: func() {},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("configuring leader election on lease %s: %w", name, err)
+	}
+	// Not leading by the end of the wait, or before ctx ends: stop campaigning.
+	giveUp := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !started {
+			gaveUp = true
+			stopElection()
+		}
+	}
+	timer := time.AfterFunc(wait, giveUp)
+	defer timer.Stop()
+	defer context.AfterFunc(ctx, giveUp)()
+	elector.Run(electCtx)
+	if lock.acquired.Load() {
+		<-done // OnStartedLeading runs once the Lease is acquired, whether or not fn does
+	}
+	mu.Lock()
+	ran := started
+	mu.Unlock()
+	switch {
+	case !ran && ctx.Err() != nil:
+		return ctx.Err()
+	case !ran && elector.GetLeader() != "" && elector.GetLeader() != le.Identity:
+		err := fmt.Errorf("lease %s: %w (%q) for %s: the event-driven mode's leader or another run --once of this installation is writing",
+			name, ErrLeaseHeld, elector.GetLeader(), wait)
+		if last := lock.lastError(); last != nil {
+			// Its holder may have stopped: then taking it over failed.
+			err = fmt.Errorf("%w (the last attempt to take it: %v)", err, last)
+		}
+		return err
+	case !ran:
+		msg := fmt.Sprintf("lease %s: not acquired within %s", name, wait)
+		if err := lock.lastError(); err != nil {
+			msg += ": " + err.Error()
+		}
+		return errors.New(msg)
+	case lost && fnErr != nil:
+		return fmt.Errorf("lease %s: %w mid-cycle (renewals failed for %s): %w", name, ErrLeadershipLost, le.RenewDeadline, fnErr)
+	case lost:
+		return fmt.Errorf("lease %s: %w mid-cycle (renewals failed for %s)", name, ErrLeadershipLost, le.RenewDeadline)
+	}
+	return fnErr
+}
+
 // trackingLock records whether this candidate ever wrote the Lease as its holder: the elector
 // then has started (or is about to start) OnStartedLeading, which Run must wait for.
 //
@@ -183,9 +309,23 @@ type trackingLock struct {
 	resourcelock.Interface
 	acquired atomic.Bool
 
-	mu   sync.Mutex
-	stop context.CancelFunc // stops leading
-	done <-chan struct{}    // closed once leading has stopped
+	mu      sync.Mutex
+	stop    context.CancelFunc // stops leading
+	done    <-chan struct{}    // closed once leading has stopped
+	lastErr error              // of the last Create or Update, nil if it succeeded
+}
+
+// lastError returns the error of the last write of the Lease, nil if it succeeded or none was made.
+func (l *trackingLock) lastError() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastErr
+}
+
+func (l *trackingLock) wrote(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lastErr = err
 }
 
 // stopLeading records how to stop leading, and when that is done.
@@ -197,6 +337,7 @@ func (l *trackingLock) stopLeading(stop context.CancelFunc, done <-chan struct{}
 
 func (l *trackingLock) Create(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
 	err := l.Interface.Create(ctx, r)
+	l.wrote(err)
 	if err == nil && r.HolderIdentity == l.Identity() {
 		l.acquired.Store(true)
 	}
@@ -218,6 +359,7 @@ func (l *trackingLock) Update(ctx context.Context, r resourcelock.LeaderElection
 		}
 	}
 	err := l.Interface.Update(ctx, r)
+	l.wrote(err)
 	if err == nil && r.HolderIdentity == l.Identity() {
 		l.acquired.Store(true)
 	}

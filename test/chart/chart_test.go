@@ -321,8 +321,6 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		extra       string
 		clusterRole []rbacv1.PolicyRule
 		eventsNS    string
-		// lease: deployment mode, whose leader election needs the Lease in the release namespace.
-		lease bool
 	}{
 		{
 			name: "defaults",
@@ -349,7 +347,6 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				{APIGroups: []string{"nodemaintenance.medik8s.io"}, Resources: []string{"nodemaintenances"}, Verbs: watchOnly},
 			},
 			eventsNS: "default",
-			lease:    true,
 		},
 		{
 			name:  "no nodeMaintenance source",
@@ -397,14 +394,13 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: watchOnly},
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: watchOnly},
 			}
-			if tc.lease {
-				// client-go's LeaseLock: get and update the Lease --leader-elect-name names, and
-				// create it (a verb that cannot be limited to a name); no list, watch or delete.
-				releaseRules = append(releaseRules,
-					rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
-						ResourceNames: []string{releaseName + "-image-prewarmer"}, Verbs: []string{"get", "update"}},
-					rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}})
-			}
+			// Both modes hold the Lease while they write. client-go's LeaseLock: get and update
+			// the Lease --leader-elect-name names, and create it (a verb that cannot be limited
+			// to a name); no list, watch or delete.
+			releaseRules = append(releaseRules,
+				rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
+					ResourceNames: []string{releaseName + "-image-prewarmer"}, Verbs: []string{"get", "update"}},
+				rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}})
 			assert.Equal(t, releaseRules, byNS["release"].Rules)
 			// The uninstall mark's patch: a pre-delete hook of its own, created before the
 			// cleanup Job (weight 0) and deleted with it.
@@ -744,7 +740,10 @@ func TestCronJob(t *testing.T) {
 	require.Len(t, pod.Spec.Containers, 1)
 	c := pod.Spec.Containers[0]
 	assert.Equal(t, []string{"/usr/local/bin/prewarm-orchestrator"}, c.Command)
-	assert.Equal(t, []string{"run", "--once", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
+	// The Deployment mode's Lease: a cycle never writes next to its leader or another cycle.
+	assert.Equal(t, []string{"run", "--once", "--leader-elect-name=prewarm-image-prewarmer", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
+	deployment := find[*appsv1.Deployment](t, mustRender(t, minimal(t, "orchestrator: {mode: deployment}")), "").Spec.Template.Spec.Containers[0]
+	assert.Contains(t, deployment.Args, "--leader-elect-name=prewarm-image-prewarmer", "the same Lease in both modes")
 	assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "config", MountPath: "/etc/image-prewarmer", ReadOnly: true})
 	assert.Contains(t, c.Args, "--config="+config.DefaultPath, "the binary's default path: a pod run without --config reads the same file")
 	cm := find[*corev1.ConfigMap](t, r, "")
@@ -764,9 +763,12 @@ func TestCronJob(t *testing.T) {
 	t.Run("dryRun, log format, verbosity", func(t *testing.T) {
 		r := mustRender(t, minimal(t, "orchestrator: {dryRun: true, logFormat: text, verbosity: 3}"))
 		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
-		assert.Equal(t, []string{"run", "--once", "--dry-run", "--config=/etc/image-prewarmer/config.yaml", "--log-format=text", "-v=3"}, c.Args)
-		assert.Equal(t, []corev1.EnvVar{{Name: "PREWARM_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}}},
-			c.Env, "the Go runtime knows the container's memory limit")
+		assert.Equal(t, []string{"run", "--once", "--leader-elect-name=prewarm-image-prewarmer", "--dry-run", "--config=/etc/image-prewarmer/config.yaml", "--log-format=text", "-v=3"}, c.Args)
+		assert.Equal(t, []corev1.EnvVar{
+			{Name: "PREWARM_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}},
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		}, c.Env, "the Go runtime knows the container's memory limit; the Lease its holder and namespace")
 		assert.Contains(t, r.Notes, "WARNING: orchestrator.dryRun is true")
 
 		// A dry run takes no Lease: the NOTES do not point at one.
@@ -807,7 +809,7 @@ func TestCronJob(t *testing.T) {
 		}
 		r := mustRender(t, minimal(t, "orchestrator: {cronJob: {pushgateway: 'http://pushgateway.monitoring:9091'}}"))
 		c := find[*batchv1.CronJob](t, r, "").Spec.JobTemplate.Spec.Template.Spec.Containers[0]
-		assert.Equal(t, []string{"run", "--once", "--pushgateway=http://pushgateway.monitoring:9091", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
+		assert.Equal(t, []string{"run", "--once", "--leader-elect-name=prewarm-image-prewarmer", "--pushgateway=http://pushgateway.monitoring:9091", "--config=/etc/image-prewarmer/config.yaml", "--log-format=json", "-v=0"}, c.Args)
 	})
 
 	t.Run("no Deployment, Service or PDB in cronjob mode", func(t *testing.T) {

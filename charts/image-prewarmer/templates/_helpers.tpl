@@ -503,7 +503,7 @@ podFailurePolicy:
 {{/*
 Pod spec of the orchestrator's pods (CronJob, Deployment, pre-delete cleanup hook, helm test).
 Call with (dict "root" $ "args" (list "run" "--once") "restartPolicy" "Never"); "serviceAccountName"
-replaces the orchestrator's ServiceAccount; "deployment" true adds the Deployment's parts: POD_NAME/POD_NAMESPACE, the HTTP port, probes and pod anti-affinity.
+replaces the orchestrator's ServiceAccount; "deployment" true adds the Deployment's parts: the HTTP port, probes and pod anti-affinity.
 */}}
 {{- define "image-prewarmer.orchestratorPodSpec" -}}
 {{- $root := .root }}
@@ -573,7 +573,7 @@ containers:
         valueFrom:
           resourceFieldRef:
             resource: limits.memory
-    {{- if .deployment }}
+      # The Lease's holder identity and namespace.
       - name: POD_NAME
         valueFrom:
           fieldRef:
@@ -582,6 +582,7 @@ containers:
         valueFrom:
           fieldRef:
             fieldPath: metadata.namespace
+    {{- if .deployment }}
     ports:
       - name: http-metrics
         containerPort: {{ $o.deployment.port }}

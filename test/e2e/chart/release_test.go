@@ -227,10 +227,11 @@ func (r *liveRelease) run(cfgPath, kubeconfig string, args ...string) string {
 	return string(out)
 }
 
-// cycle runs `prewarm-orchestrator run --once` as the CronJob does, with cfgPath and kubeconfig.
+// cycle runs `prewarm-orchestrator run --once` as the CronJob does, with cfgPath and kubeconfig:
+// holding the release's Lease (the warmer's namespace is the release's, as POD_NAMESPACE is).
 func (r *liveRelease) cycle(cfgPath, kubeconfig string) string {
 	r.t.Helper()
-	return r.run(cfgPath, kubeconfig, "run", "--once")
+	return r.run(cfgPath, kubeconfig, "run", "--once", "--leader-elect-name="+r.fullname)
 }
 
 // poolNode creates a node of the release's pool on the old kernel (also in the kernel-version

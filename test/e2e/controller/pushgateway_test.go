@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,12 +63,14 @@ scrape_configs:
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
 	prom := startPrometheus(t, prometheus, dir)
 
-	// A kubeconfig whose API server refuses connections: the cycle fails at its first list.
+	// A kubeconfig whose API server refuses connections: the cycle fails at its first list
+	// (without the Lease, which it would fail to read first, and then run no cycle).
 	unreachable := framework.UnreachableKubeconfig(t)
 	config := e.configFile()
 	run := func(kubeconfig string, wantOK bool) {
 		t.Helper()
-		out, err := execBinary(t, "run", "--once", "--config", config, "--kubeconfig", kubeconfig, "--pushgateway", gateway)
+		out, err := execBinary(t, "run", "--once", "--config", config, "--kubeconfig", kubeconfig, "--pushgateway", gateway,
+			"--leader-elect="+strconv.FormatBool(wantOK))
 		if wantOK {
 			require.NoError(t, err, out)
 		} else {

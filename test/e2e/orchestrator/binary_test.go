@@ -18,8 +18,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/image-prewarmer/image-prewarmer/pkg/controller"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 	"github.com/image-prewarmer/image-prewarmer/test/e2e/framework"
 )
@@ -87,8 +90,76 @@ func TestUnreachableAPIServer(t *testing.T) {
 	res := e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
 	assert.Equal(t, 1, res.code, res.stderr)
 	line := lastLine(res.stderr)
-	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: listing pool nodes"), line)
+	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle not run: lease "), "the Lease is read first: %s", line)
 	assert.Contains(t, line, "127.0.0.1:1")
+
+	res = e.runBinary(e.configYAML(), "run", "--once", "--leader-elect=false", "--kubeconfig", kubeconfig)
+	assert.Equal(t, 1, res.code, res.stderr)
+	line = lastLine(res.stderr)
+	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle failed: listing pool nodes"), "without the Lease: %s", line)
+	assert.Contains(t, line, "127.0.0.1:1")
+}
+
+// 11b. run --once holds the installation's Lease for its cycle, as the event-driven mode's leader
+// does: next to a live holder (that leader, during a mode switch; another cycle, such as a Job
+// created by hand) it writes nothing and exits 1 naming the holder, after waiting twice the lease
+// duration; a Lease whose holder stopped renewing it (a Job killed mid-cycle) it takes over once
+// the lease duration has passed, runs its cycle, and releases the Lease.
+func TestRunOnceHoldsTheLease(t *testing.T) {
+	e := newEnv(t)
+	e.Warmer()
+	e.PoolNode("a")
+	e.Maintenance("a")
+	const name = "once-lease"
+	le := controller.LeaderElection{
+		Namespace: e.Config.Warmer.Namespace, Name: name, Identity: "the-leader", Client: cluster.Client,
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond,
+	}
+	args := []string{"run", "--once", "--kubeconfig", cluster.Kubeconfig, "--leader-elect-name", name,
+		"--leader-elect-lease-duration", "3s", "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms"}
+
+	holding, stop := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- controller.WithLease(e.Ctx, le, time.Minute, func(ctx context.Context) error {
+			close(holding)
+			select {
+			case <-stop:
+			case <-ctx.Done():
+				return errors.New("the Lease was lost")
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-holding:
+	case err := <-held:
+		require.NoError(t, err)
+		t.Fatal("the holder returned before holding the Lease")
+	}
+	res := e.runBinary(e.configYAML(), args...)
+	assert.Equal(t, 1, res.code, res.stderr)
+	assert.Contains(t, lastLine(res.stderr), `prewarm-orchestrator: cycle not run: lease `+le.Namespace+"/"+name+`: held by another orchestrator ("the-leader") for 6s`)
+	e.RequireUntouched("a")
+	close(stop)
+	require.NoError(t, <-held, "the holder kept the Lease throughout")
+	lease, err := cluster.Client.CoordinationV1().Leases(le.Namespace).Get(e.Ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, ptr.Deref(lease.Spec.HolderIdentity, ""), "released by its holder")
+
+	// A holder killed mid-cycle: its Lease stays, unrenewed.
+	now := metav1.NowMicro()
+	lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = ptr.To("killed-job"), ptr.To(int32(3))
+	lease.Spec.AcquireTime, lease.Spec.RenewTime = &now, &now
+	_, err = cluster.Client.CoordinationV1().Leases(le.Namespace).Update(e.Ctx, lease, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	res = e.runBinary(e.configYAML(), args...)
+	require.Equal(t, 0, res.code, res.stderr)
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
+	lease, err = cluster.Client.CoordinationV1().Leases(le.Namespace).Get(e.Ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, ptr.Deref(lease.Spec.HolderIdentity, ""), "released after the cycle")
+	assert.Positive(t, ptr.Deref(lease.Spec.LeaseTransitions, 0), "taken over from the killed holder")
 }
 
 // 12. Invalid config: non-zero exit naming the field; nothing written.

@@ -45,7 +45,7 @@ func (e *env) serviceAccountToken(sa string, rules []rbacv1.PolicyRule) string {
 }
 
 // readOnlyRules are the chart's permissions (rbac.yaml) without patch on nodes: everything a cycle
-// reads, and Events.
+// reads, Events, and the Lease a cycle holds.
 func readOnlyRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
@@ -54,6 +54,7 @@ func readOnlyRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update", "create"}},
 	}
 }
 
@@ -86,6 +87,42 @@ func TestRunOnceExitsNonZeroWhenRBACDeniesAWrite(t *testing.T) {
 	assert.NotContains(t, res.stderr, "cycle complete")
 	e.RequireUntouched("a")
 	assert.Empty(t, e.Events("a", ""), "nothing was written, so no Event says it was")
+}
+
+// Credentials that may do everything a cycle does but read the Lease (a user's own, for a run
+// from a workstation): run --once fails at once naming the Lease and the refusal, with nothing
+// written, rather than waiting for a Lease it cannot read; --leader-elect=false runs the cycle.
+func TestRunOnceWithoutTheLease(t *testing.T) {
+	e := newEnv(t)
+	e.PoolNode("a")
+	e.Warmer()
+	e.Maintenance("a")
+	var rules []rbacv1.PolicyRule
+	for _, r := range readOnlyRules() {
+		switch {
+		case slices.Contains(r.Resources, "leases"):
+			continue
+		case slices.Contains(r.Resources, "nodes"):
+			r.Verbs = append(r.Verbs, "patch")
+		}
+		rules = append(rules, r)
+	}
+	kubeconfig := framework.TokenKubeconfig(t, cluster.Kubeconfig, t.TempDir(), e.serviceAccountToken("no-lease", rules))
+
+	var res result
+	e.eventually("a run refused the Lease under the token", func() bool {
+		res = e.runBinary(e.configYAML(), "run", "--once", "--kubeconfig", kubeconfig)
+		return strings.Contains(res.stderr, "leases")
+	})
+	assert.Equal(t, 1, res.code, res.stderr)
+	line := lastLine(res.stderr)
+	assert.True(t, strings.HasPrefix(line, "prewarm-orchestrator: cycle not run: lease "+e.Config.Warmer.Namespace+"/"), line)
+	assert.Contains(t, line, "forbidden")
+	e.RequireUntouched("a")
+
+	res = e.runBinary(e.configYAML(), "run", "--once", "--leader-elect=false", "--kubeconfig", kubeconfig)
+	require.Equal(t, 0, res.code, res.stderr)
+	e.requirePhase("a", state.PhaseTainted, "upgrading")
 }
 
 // A cycle that cannot read the maintenance objects (RBAC here; a CRD conversion webhook that is
