@@ -189,17 +189,42 @@ func (e *env) foreign(short string) foreignState {
 			f.Taints = append(f.Taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
 		}
 	}
-	for k, v := range n.Labels {
+	for k, v := range withoutControlPlaneKeys(n.Labels) {
 		if k != e.Config.StatusLabel.Key && k != "kernel-version" {
 			f.Labels[k] = v
 		}
 	}
-	for k, v := range n.Annotations {
+	for k, v := range withoutControlPlaneKeys(n.Annotations) {
 		if !strings.HasPrefix(k, state.Prefix) {
 			f.Annotations[k] = v
 		}
 	}
 	return f
+}
+
+// withoutLifecycleTaints returns taints without the node lifecycle's own (node.kubernetes.io/...,
+// such as not-ready, which kube-controller-manager removes from a new node at its own pace).
+func withoutLifecycleTaints(taints []corev1.Taint) []corev1.Taint {
+	var out []corev1.Taint
+	for _, t := range taints {
+		if !strings.HasPrefix(t.Key, "node.kubernetes.io/") {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// withoutControlPlaneKeys returns m without the keys kube-controller-manager writes to every new
+// node at its own pace (the beta os/arch labels, the TTL annotation): a node read before and after
+// those writes differs by them, whoever else wrote it.
+func withoutControlPlaneKeys(m map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		if !strings.HasPrefix(k, "beta.kubernetes.io/") && k != "node.alpha.kubernetes.io/ttl" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // writtenByUs reports whether the orchestrator's field manager ever wrote the node.
@@ -254,8 +279,8 @@ func TestForeignStateKeptAndLeftPool(t *testing.T) {
 			assert.Equal(t, before[s], e.foreign(s), "%s: foreign state of %s", stage, s)
 		}
 		assert.False(t, e.writtenByUs("outside"), "%s: a node outside the pool with no phase of ours is never written", stage)
-		assert.Equal(t, outside.Labels, e.Node("outside").Labels)
-		assert.Equal(t, outside.Spec.Taints, e.Node("outside").Spec.Taints)
+		assert.Equal(t, withoutControlPlaneKeys(outside.Labels), withoutControlPlaneKeys(e.Node("outside").Labels))
+		assert.Equal(t, withoutLifecycleTaints(outside.Spec.Taints), withoutLifecycleTaints(e.Node("outside").Spec.Taints))
 	}
 
 	res := e.cycle()
