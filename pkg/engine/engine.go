@@ -1002,14 +1002,15 @@ func patchFor(node *corev1.Node, a plan.Action) (types.PatchType, []byte, error)
 }
 
 // restsOnOurKeys reports whether a release of the reason is decided on what releasePatch tests
-// (our annotations, the status label and our taint) and on objects other than the node (the
-// warmer pod, the clock). A left-pool release rests on the pool labels too, and a cancelled one
-// on the node's status (it was not rebooted onto the target): a change to those between the
-// read and the write must send it back for a re-read, which only the resourceVersion guards.
-// Neither is frequent, and neither is what a user waits for.
+// (our annotations, the status label and our taint where it is) and on objects other than the
+// node (the warmer pod, the clock). A left-pool release rests on the pool labels too, a
+// cancelled one on the node's status (it was not rebooted onto the target), an external one on
+// our taint's absence (which a JSON patch cannot test): a change to those between the read and
+// the write must send it back for a re-read, which only the resourceVersion guards. None is
+// frequent, and none is what a user waits for.
 func restsOnOurKeys(reason string) bool {
 	switch reason {
-	case state.ReasonLeftPool, state.ReasonCancelled:
+	case state.ReasonLeftPool, state.ReasonCancelled, state.ReasonExternal:
 		return false
 	}
 	return true

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -812,21 +813,23 @@ func TestWriteBetweenReadAndPatch(t *testing.T) {
 }
 
 // 8d. A release that rests on more than the keys a JSON patch can test: left-pool on the pool
-// label, cancelled on the node's status (not rebooted onto the target kernel). A change to
-// either between the read and the patch sends the release back for a re-read: p, back in the
-// pool, stays tainted for its maintenance (released, the maintenance would count as done and its
-// upgrade open the node cold); c, rebooted onto the new kernel as its release was on its way, is
-// seen upgraded and opens warm, not cancelled.
+// label, cancelled on the node's status (not rebooted onto the target kernel), external on our
+// taint's absence. A change to any between the read and the patch sends the release back for a
+// re-read: p, back in the pool, stays tainted for its maintenance (released, the maintenance
+// would count as done and its upgrade open the node cold); c, rebooted onto the new kernel as its
+// release was on its way, is seen upgraded and opens warm, not cancelled; x, whose taint an
+// operator removed and put back, stays managed (released, it would keep the taint untracked).
 func TestReleaseRestingOnTheNodeIsGuarded(t *testing.T) {
 	e := newEnv(t, kernelTarget)
 	e.Warmer()
-	for _, s := range []string{"p", "c"} {
+	for _, s := range []string{"p", "c", "x"} {
 		e.PoolNode(s)
 		e.Maintenance(s)
 	}
 	e.cycle()
-	e.requirePhase("p", state.PhaseTainted, "upgrading")
-	e.requirePhase("c", state.PhaseTainted, "upgrading")
+	for _, s := range []string{"p", "c", "x"} {
+		e.requirePhase(s, state.PhaseTainted, "upgrading")
+	}
 
 	// c leaves its maintenance and waits out cancelAfter; p leaves the pool.
 	e.EndMaintenance("c")
@@ -837,6 +840,22 @@ func TestReleaseRestingOnTheNodeIsGuarded(t *testing.T) {
 	}
 	_, err := e.client.CoreV1().Nodes().Patch(e.Ctx, e.NodeName("p"), types.MergePatchType, poolLabel("elsewhere"), metav1.PatchOptions{})
 	require.NoError(t, err)
+	ours := corev1.Taint{Key: e.Config.Taint.Key, Value: e.Config.Taint.Value, Effect: e.Config.Taint.Effect}
+	setOurTaint := func(node string, present bool) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			n, err := cluster.Client.CoreV1().Nodes().Get(e.Ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.MatchTaint(&ours) })
+			if present {
+				n.Spec.Taints = append(n.Spec.Taints, ours)
+			}
+			_, err = cluster.Client.CoreV1().Nodes().Update(e.Ctx, n, metav1.UpdateOptions{})
+			return err
+		})
+	}
+	require.NoError(t, setOurTaint(e.NodeName("x"), false))
 
 	// Before each node's first patch of the next cycle, its release: p is put back in the pool,
 	// c rebooted onto the new kernel.
@@ -858,23 +877,29 @@ func TestReleaseRestingOnTheNodeIsGuarded(t *testing.T) {
 		case e.NodeName("c"):
 			_, err := cluster.Reboot(e.Ctx, node, newKernel, map[string]string{"kernel-version": newKernel})
 			assert.NoError(t, err)
+		case e.NodeName("x"):
+			assert.NoError(t, setOurTaint(node, true))
 		}
 	}}
 	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
 	require.NoError(t, err)
 	res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
 	require.NoError(t, err)
-	for _, s := range []string{"p", "c"} {
+	for _, s := range []string{"p", "c", "x"} {
 		assert.Positive(t, counter.answered(http.MethodPatch, "/nodes/"+e.NodeName(s), http.StatusConflict), "the release of %s refused", s)
 	}
 	assert.Zero(t, res.Applied[plan.Release], "nothing released: %v", res.Plan.Actions)
 	e.requirePhase("p", state.PhaseTainted, "upgrading")
 	e.requirePhase("c", state.PhaseWarming, "warming")
+	e.requirePhase("x", state.PhaseTainted, "upgrading")
+	e.requireTainted("x")
 
 	e.Reboot("p", newKernel)
-	e.cycleUntilReleased([]string{"p", "c"}, func() { e.cycle() })
-	e.RequireReleased("p", state.ReasonWarm)
-	e.RequireReleased("c", state.ReasonWarm)
+	e.Reboot("x", newKernel)
+	e.cycleUntilReleased([]string{"p", "c", "x"}, func() { e.cycle() })
+	for _, s := range []string{"p", "c", "x"} {
+		e.RequireReleased(s, state.ReasonWarm)
+	}
 }
 
 // 8c. The API server applies a patch but its answer is lost (the connection breaks on the way
