@@ -53,6 +53,7 @@ type Metrics struct {
 	apiRequests      *prometheus.CounterVec
 	leader           prometheus.Gauge
 	lastSuccess      prometheus.Gauge
+	lastSucceeded    prometheus.Gauge
 
 	// nodesSet and succeeded say whether the node gauges and lastSuccess hold values of this
 	// process (a push must not report 0 for what a failed or dry-run cycle never counted).
@@ -120,6 +121,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "last_success_timestamp_seconds",
 			Help: "Unix time of the last reconcile that completed without error (event-driven mode: of the whole pool, with the maintenance source read and no node's write failing).",
 		}),
+		lastSucceeded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "last_reconcile_succeeded",
+			Help: "1 if this process's last reconcile completed without error, else 0 (also before its first, and for a run --once that did not get the Lease and ran none). A CronJob run pushes it: whether the last run completed, with no clock to compare.",
+		}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
@@ -128,7 +133,7 @@ func New() *Metrics {
 	buildInfo.WithLabelValues(version.Version, version.Commit, runtime.Version()).Set(1)
 
 	m.Registry.MustRegister(m.nodes, m.nodeProblems, m.poolNodes, m.transitions, m.upgradeToRelease, m.readyToRelease,
-		m.cycleDuration, m.apiErrors, m.apiRequests, m.leader, m.lastSuccess, buildInfo,
+		m.cycleDuration, m.apiErrors, m.apiRequests, m.leader, m.lastSuccess, m.lastSucceeded, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range Phases {
 		m.nodes.WithLabelValues(p).Set(0)
@@ -194,8 +199,8 @@ func (m *Metrics) SetNodes(c NodeCounts) {
 	m.nodesSet.Store(true)
 }
 
-// ObserveCycle records the duration of one reconcile in mode ("once" or "watch"), and its
-// completion time when it succeeded.
+// ObserveCycle records the duration of one reconcile in mode ("once" or "watch"), whether it
+// succeeded, and its completion time when it did.
 func (m *Metrics) ObserveCycle(mode string, took time.Duration, ok bool, now time.Time) {
 	if m == nil {
 		return
@@ -203,7 +208,10 @@ func (m *Metrics) ObserveCycle(mode string, took time.Duration, ok bool, now tim
 	m.cycleDuration.WithLabelValues(mode).Observe(took.Seconds())
 	if ok {
 		m.lastSuccess.Set(float64(now.Unix()))
+		m.lastSucceeded.Set(1)
 		m.succeeded.Store(true)
+	} else {
+		m.lastSucceeded.Set(0)
 	}
 }
 
