@@ -56,8 +56,9 @@ func newRunCommand(o *globalOptions) *cobra.Command {
 config, flags or cluster credentials. With --pushgateway, the cycle's metrics are pushed there
 afterwards. It holds the installation's Lease for its cycle, as the event-driven mode's leader
 does: it never writes next to that leader or another cycle (a Job created by hand, a run from a
-workstation), which would count maxConcurrent each on its own. It waits for the Lease up to twice
---leader-elect-lease-duration, then exits 1 naming the holder; --leader-elect=false runs without it.
+workstation given the same --leader-elect-name), which would count maxConcurrent each on its
+own. It waits for the Lease up to twice --leader-elect-lease-duration, then exits 1 naming the
+holder; --leader-elect=false runs without it.
 
 run without --once is the event-driven mode (Deployment): informers on the pool's nodes, the
 maintenance source and the warmer DaemonSet's revisions and pods; a reconcile on every relevant

@@ -300,7 +300,14 @@ func (s *sim) run() map[string]int {
 	// A node whose upgrade was first seen late in the drain, with a warmer pod that restarted
 	// before its entry (which does not count; no reboot comes), waits out maxWaitForWarm: drain
 	// on until that timeout has released it (with onWarmTimeout: keep it stays, as checked below).
-	for end := s.now.Add(s.cfg.MaxWaitForWarm.Duration); s.now.Before(end) && s.cfg.OnWarmTimeout != config.OnWarmTimeoutKeep && s.anyWarming(); {
+	// Only for that case: any other node still warming now is stuck (the timeout would hide it).
+	for _, name := range s.nodeNames() {
+		if n := s.nodes[name]; name != otherNode && state.PhaseOf(n) == state.PhaseWarming && !s.onItsEntryPod(name) {
+			s.failf("node %s still warming after the drain: annotations %v; warmer pod %s; plan notes %v",
+				name, n.Annotations, s.podString(name), s.lastNotes[name])
+		}
+	}
+	for end := s.now.Add(s.cfg.MaxWaitForWarm.Duration); s.now.Before(end) && s.cfg.OnWarmTimeout != config.OnWarmTimeoutKeep && s.warmingOnItsEntryPod(); {
 		s.now = s.now.Add(time.Minute)
 		s.world()
 		s.cycle(-1)
@@ -327,14 +334,22 @@ func (s *sim) run() map[string]int {
 	return s.stats
 }
 
-// anyWarming reports whether a node is in the warming phase.
-func (s *sim) anyWarming() bool {
-	for _, n := range s.nodes {
-		if state.PhaseOf(n) == state.PhaseWarming {
+// warmingOnItsEntryPod reports whether a node is warming with the warmer pod recorded at its
+// entry as its current one: the case only maxWaitForWarm releases (see run). Any other node still
+// warming at the end of the drain fails the check after it.
+func (s *sim) warmingOnItsEntryPod() bool {
+	for name, n := range s.nodes {
+		if state.PhaseOf(n) == state.PhaseWarming && s.onItsEntryPod(name) {
 			return true
 		}
 	}
 	return false
+}
+
+// onItsEntryPod reports whether the node's warmer pod is the one recorded at its entry.
+func (s *sim) onItsEntryPod(name string) bool {
+	pod := s.pods[name]
+	return pod != nil && string(pod.UID) == s.nodes[name].Annotations[state.WarmerPodUID]
 }
 
 func (s *sim) advance() {
