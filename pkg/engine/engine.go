@@ -992,7 +992,7 @@ func (e *Engine) replanNode(snap plan.Snapshot, fresh *corev1.Node, was plan.Act
 // guarded by test operations on them (releasePatch), anything else as a merge patch guarded by
 // the resourceVersion. A nil patch means there is nothing to write.
 func patchFor(node *corev1.Node, a plan.Action) (types.PatchType, []byte, error) {
-	if a.Type == plan.Release && restsOnOurKeys(a.Reason) {
+	if a.Type == plan.Release && restsOnOurKeys(node, a.Reason) {
 		if patch, ok, err := releasePatch(node, a.Change); ok {
 			return types.JSONPatchType, patch, err
 		}
@@ -1001,17 +1001,21 @@ func patchFor(node *corev1.Node, a plan.Action) (types.PatchType, []byte, error)
 	return types.MergePatchType, patch, err
 }
 
-// restsOnOurKeys reports whether a release of the reason is decided on what releasePatch tests
-// (our annotations, the status label and our taint where it is) and on objects other than the
-// node (the warmer pod, the clock). A left-pool release rests on the pool labels too, a
-// cancelled one on the node's status (it was not rebooted onto the target), an external one on
+// restsOnOurKeys reports whether a release of node for the reason is decided on what
+// releasePatch tests (our annotations, the status label and our taint where it is) and on
+// objects other than the node (the warmer pod, the clock). A left-pool release rests on the pool
+// labels too; a cancelled one, and the timeout of a node still waiting for its upgrade
+// (maxWaitForUpgrade), on the node's status (not rebooted onto the target); an external one on
 // our taint's absence (which a JSON patch cannot test): a change to those between the read and
 // the write must send it back for a re-read, which only the resourceVersion guards. None is
-// frequent, and none is what a user waits for.
-func restsOnOurKeys(reason string) bool {
+// frequent, and none is what a user waits for: warm releases, and the warm timeout, keep the
+// JSON patch.
+func restsOnOurKeys(node *corev1.Node, reason string) bool {
 	switch reason {
 	case state.ReasonLeftPool, state.ReasonCancelled, state.ReasonExternal:
 		return false
+	case state.ReasonTimeout:
+		return state.PhaseOf(node) != state.PhaseTainted
 	}
 	return true
 }

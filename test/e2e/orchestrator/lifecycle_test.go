@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -900,6 +901,36 @@ func TestReleaseRestingOnTheNodeIsGuarded(t *testing.T) {
 	for _, s := range []string{"p", "c", "x"} {
 		e.RequireReleased(s, state.ReasonWarm)
 	}
+}
+
+// 8e. The timeout of a node still waiting for its upgrade (maxWaitForUpgrade) rests on the
+// node's status too: one rebooted onto the new kernel as that release was on its way is seen
+// upgraded and opens warm, not cold with a timeout Warning.
+func TestUpgradeTimeoutRacingTheUpgradeIsGuarded(t *testing.T) {
+	e := newEnv(t, kernelTarget)
+	e.Warmer()
+	e.PoolNode("t")
+	e.Maintenance("t")
+	e.cycle()
+	e.requirePhase("t", state.PhaseTainted, "upgrading")
+	e.clock.Advance(e.Config.MaxWaitForUpgrade.Duration + time.Minute)
+
+	var rebooted atomic.Bool
+	counter := &requestCounter{beforePatch: func(req *http.Request) {
+		if path.Base(req.URL.Path) == e.NodeName("t") && rebooted.CompareAndSwap(false, true) {
+			_, err := cluster.Reboot(e.Ctx, e.NodeName("t"), newKernel, map[string]string{"kernel-version": newKernel})
+			assert.NoError(t, err)
+		}
+	}}
+	counted, err := kubernetes.NewForConfig(restConfigWithCounter(counter))
+	require.NoError(t, err)
+	res, err := e.engine(func(o *engine.Options) { o.Client = counted }).RunOnce(e.Ctx)
+	require.NoError(t, err)
+	require.True(t, rebooted.Load(), "the timeout was planned: %v", res.Plan.Actions)
+	assert.Positive(t, counter.answered(http.MethodPatch, "/nodes/"+e.NodeName("t"), http.StatusConflict), "the timeout release refused")
+	e.requirePhase("t", state.PhaseWarming, "warming")
+	e.cycleUntilReleased([]string{"t"}, func() { e.cycle() })
+	e.RequireReleased("t", state.ReasonWarm)
 }
 
 // 8c. The API server applies a patch but its answer is lost (the connection breaks on the way
