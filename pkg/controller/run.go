@@ -110,35 +110,28 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		stopElection()
 	}()
-	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   le.LeaseDuration,
-		RenewDeadline:   le.RenewDeadline,
-		RetryPeriod:     le.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            le.Namespace + "/" + le.Name,
-		WatchDog:        health,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(lctx context.Context) {
-				defer close(leadDone)
-				c.log.Info("leading: reconciling", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
-				// Until the Lease is lost, or ctx ends.
-				leadCtx, stop := context.WithCancel(lctx)
-				defer stop()
-				defer context.AfterFunc(ctx, stop)()
-				lock.stopLeading(stop, leadDone)
-				leadErr = c.Lead(leadCtx)
-			},
-			OnStoppedLeading: func() {
-				c.log.Info("not leading", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
-			},
-			OnNewLeader: func(id string) {
-				if id != le.Identity {
-					c.log.Info("standing by", "leader", id, "lease", le.Namespace+"/"+le.Name)
-				}
-			},
+	config := le.electorConfig(lock, leaderelection.LeaderCallbacks{
+		OnStartedLeading: func(lctx context.Context) {
+			defer close(leadDone)
+			c.log.Info("leading: reconciling", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
+			// Until the Lease is lost, or ctx ends.
+			leadCtx, stop := context.WithCancel(lctx)
+			defer stop()
+			defer context.AfterFunc(ctx, stop)()
+			lock.stopLeading(stop, leadDone)
+			leadErr = c.Lead(leadCtx)
+		},
+		OnStoppedLeading: func() {
+			c.log.Info("not leading", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
+		},
+		OnNewLeader: func(id string) {
+			if id != le.Identity {
+				c.log.Info("standing by", "leader", id, "lease", le.Namespace+"/"+le.Name)
+			}
 		},
 	})
+	config.WatchDog = health
+	elector, err := leaderelection.NewLeaderElector(config)
 	if err != nil {
 		return fmt.Errorf("configuring leader election on lease %s/%s: %w", le.Namespace, le.Name, err)
 	}
@@ -176,6 +169,20 @@ func (le LeaderElection) check() error {
 		return errors.New("leader election: lease namespace, name and identity are required")
 	}
 	return nil
+}
+
+// electorConfig is client-go's configuration of an elector for le on lock with callbacks, which
+// releases the Lease when its context ends (ReleaseOnCancel).
+func (le LeaderElection) electorConfig(lock resourcelock.Interface, callbacks leaderelection.LeaderCallbacks) leaderelection.LeaderElectionConfig {
+	return leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   le.LeaseDuration,
+		RenewDeadline:   le.RenewDeadline,
+		RetryPeriod:     le.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            le.Namespace + "/" + le.Name,
+		Callbacks:       callbacks,
+	}
 }
 
 // lock is the Lease as a resource lock for le.Client.
@@ -220,35 +227,27 @@ func WithLease(ctx context.Context, le LeaderElection, wait time.Duration, fn fu
 		mu              sync.Mutex
 		started, gaveUp bool
 	)
-	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   le.LeaseDuration,
-		RenewDeadline:   le.RenewDeadline,
-		RetryPeriod:     le.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            name,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(lctx context.Context) {
-				defer close(done)
-				mu.Lock()
-				started = !gaveUp
-				mu.Unlock()
-				if !started {
-					return // the elector releases the Lease: its context is cancelled
-				}
-				runCtx, stop := context.WithCancel(lctx)
-				defer stop()
-				defer context.AfterFunc(ctx, stop)()
-				lock.stopLeading(stop, done)
-				fnErr = fn(runCtx)
-				// Ended by neither ctx nor this function: the elector stopped leading (its
-				// renewals failed; it cancels lctx, or stops fn first through the lock's release).
-				lost = runCtx.Err() != nil && ctx.Err() == nil && electCtx.Err() == nil
-				stopElection() // releases the Lease
-			},
-			OnStoppedLeading: func() {},
+	elector, err := leaderelection.NewLeaderElector(le.electorConfig(lock, leaderelection.LeaderCallbacks{
+		OnStartedLeading: func(lctx context.Context) {
+			defer close(done)
+			mu.Lock()
+			started = !gaveUp
+			mu.Unlock()
+			if !started {
+				return // the elector releases the Lease: its context is cancelled
+			}
+			runCtx, stop := context.WithCancel(lctx)
+			defer stop()
+			defer context.AfterFunc(ctx, stop)()
+			lock.stopLeading(stop, done)
+			fnErr = fn(runCtx)
+			// Ended by neither ctx nor this function: the elector stopped leading (its
+			// renewals failed; it cancels lctx, or stops fn first through the lock's release).
+			lost = runCtx.Err() != nil && ctx.Err() == nil && electCtx.Err() == nil
+			stopElection() // releases the Lease
 		},
-	})
+		OnStoppedLeading: func() {},
+	}))
 	if err != nil {
 		return fmt.Errorf("configuring leader election on lease %s: %w", name, err)
 	}
