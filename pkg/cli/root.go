@@ -438,6 +438,7 @@ func (o *globalOptions) wire(dryRun bool, m *metrics.Metrics, eventDriven bool) 
 	if m != nil {
 		rc.Wrap(m.WrapTransport)
 	}
+	rc.Wrap((&clockSkew{log: log, now: time.Now}).wrap)
 	var dyn, watchDyn dynamic.Interface
 	if cfg.Maintenance.NodeMaintenance.Enabled {
 		// Custom resources are JSON only.
