@@ -892,7 +892,7 @@ func notApplicable(err error) bool {
 const patchNotApplicable = "the server rejected our request due to an error in our request"
 
 // UnknownOutcomeError is a node patch guarded by the node's resourceVersion (every write but a
-// release) that got no answer (a lost connection, a timeout) and that a re-read did not show
+// warm release or a warm timeout, which are JSON patches) that got no answer (a lost connection, a timeout) and that a re-read did not show
 // applied, or could not make: the API server may still apply it, but only over version Before. The
 // node's state is known again once a version after Before is seen.
 type UnknownOutcomeError struct {
