@@ -194,18 +194,21 @@ func runOnce(ctx context.Context, o *globalOptions, ro *runOptions) error {
 		return err
 	}
 	start := time.Now()
-	var res engine.Result
-	ran := !le.Enabled
+	var (
+		res engine.Result
+		ran bool
+	)
+	cycle := func(ctx context.Context) error {
+		start, ran = time.Now(), true // the cycle's duration, without the wait for the Lease
+		var cerr error
+		res, cerr = w.engine.RunOnce(ctx)
+		return cerr
+	}
 	if le.Enabled {
 		w.log.Debug("taking the Lease for the cycle", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
-		err = controller.WithLease(ctx, le, 2*le.LeaseDuration, func(ctx context.Context) error {
-			start, ran = time.Now(), true // the cycle's duration, without the wait for the Lease
-			var cerr error
-			res, cerr = w.engine.RunOnce(ctx)
-			return cerr
-		})
+		err = controller.WithLease(ctx, le, 2*le.LeaseDuration, cycle)
 	} else {
-		res, err = w.engine.RunOnce(ctx)
+		err = cycle(ctx)
 	}
 	if ran {
 		// A run that never got the Lease ran no cycle: no duration (its push still says it
@@ -290,6 +293,9 @@ func (ro *runOptions) leaderElection(o *globalOptions, w *wiring) (controller.Le
 	}
 	if le.Name == "" {
 		le.Name = defaultLeaseName(w.cfg)
+	}
+	if !le.Enabled {
+		return le, nil
 	}
 	// The Lease gets a client (and rate limiter) of its own: renewals never wait behind node writes.
 	var err error
