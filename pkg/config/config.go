@@ -182,8 +182,8 @@ type Events struct {
 type Client struct {
 	// QPS and Burst are the client-side rate limit of node writes and lists; QPS -1 turns it off
 	// (client-go's convention), leaving API Priority and Fairness and the write slots (16
-	// releases and 16 other writes at once, 8 and 8 in the event-driven mode) to bound the load. Unset, QPS depends on the mode:
-	// see QPSFor.
+	// entries or adoptions, 16 other transitions and 16 releases at once, 8 of each in the
+	// event-driven mode) to bound the load. Unset, QPS depends on the mode: see QPSFor.
 	QPS     *float32 `json:"qps,omitempty"`
 	Burst   int      `json:"burst"`
 	Timeout Duration `json:"timeout"`

@@ -36,14 +36,14 @@ import (
 // maxConflictRetries bounds re-read/re-plan/retry rounds for one node within one cycle.
 const maxConflictRetries = 5
 
-// DefaultWorkers is how many nodes are patched at once by default, for releases and for other
-// writes each (Options.Workers). Writing 16 instead of 8 at once took about a quarter off the
+// DefaultWorkers is how many nodes are patched at once by default, at each write priority
+// (Options.Workers). Writing 16 instead of 8 at once took about a quarter off the
 // writes of a 5,000-node pool's first cycle on the benchmark machine (docs/benchmarks.md); 32
 // and 64 were no faster.
 const DefaultWorkers = 16
 
-// EventDrivenWorkers is Options.Workers in the event-driven mode. Its writes other than releases
-// come in bursts when many nodes join at once, while the control plane is busiest with the new
+// EventDrivenWorkers is Options.Workers in the event-driven mode. Its entries and adoptions come
+// in bursts when many nodes join at once, while the control plane is busiest with the new
 // nodes; without a client-side rate limit, 16 of them in flight rather than 8 delayed the
 // releases written alongside (the benchmark's join of 1,000 nodes: the releases of warmer pods
 // Ready in its first 5 s took a median of 460-510 ms in two of three runs with 16, 100-180 ms in
@@ -64,9 +64,10 @@ type Options struct {
 	// Reporter names this process in Events (e.g. the pod name).
 	Reporter string
 	// Workers bounds how many nodes are patched at once, across concurrent Apply calls
-	// (default DefaultWorkers), for releases and for other transitions each: a release never
-	// waits for a slot held by another kind of write. A client-side rate limit, if configured,
-	// applies on top.
+	// (default DefaultWorkers), at each write priority: releases, the other writes of nodes on
+	// their way to a release, entries and adoptions (see priority). A write never waits for a
+	// slot held by a write of another priority. A client-side rate limit, if configured,
+	// applies on top, and serves the priorities in the same order.
 	Workers int
 	// NodePageSize is how many nodes each request of a paginated node list returns (default 250).
 	NodePageSize int64
@@ -98,8 +99,8 @@ type Engine struct {
 	pagedNodeLists atomic.Bool
 	// readLabels are the node label keys the configuration reads (TrimNode keeps only these).
 	readLabels map[string]bool
-	// gates bound the nodes written at once: releases and other transitions have their own.
-	gates  [2]gate
+	// gates bound the nodes written at once: each priority has its own (see priority).
+	gates  [priorities]gate
 	events kubernetes.Interface
 	// pendingEvents tracks Events being written in the background; RunOnce and Cleanup wait for them.
 	pendingEvents sync.WaitGroup
@@ -134,7 +135,9 @@ func New(o Options) (*Engine, error) {
 		e.nodePageSize = nodePageSize
 	}
 	e.pagedNodeLists.Store(o.PagedNodeLists)
-	e.gates = [2]gate{newGate(o.Workers), newGate(o.Workers)}
+	for i := range e.gates {
+		e.gates[i] = newGate(o.Workers)
+	}
 	e.events = o.EventClient
 	if e.events == nil {
 		e.events = o.Client
@@ -474,7 +477,7 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 	for _, n := range obs.Snapshot.Nodes {
 		nodes[n.Name] = n
 	}
-	// Releases first: a user is waiting for those nodes.
+	// Releases first (a user is waiting for those nodes), entries and adoptions last.
 	actions := slices.Clone(p.Actions)
 	slices.SortStableFunc(actions, func(a, b plan.Action) int { return priority(b) - priority(a) })
 	var (
@@ -515,6 +518,8 @@ func (e *Engine) apply(ctx context.Context, obs Observation, p plan.Plan, replan
 				switch a.Type {
 				case plan.Release:
 					actx = ratelimit.Urgent(ctx)
+				case plan.Upgraded, plan.Record:
+					actx = ratelimit.Expedited(ctx)
 				case plan.Enter, plan.Adopt:
 					// Checked again right before each request is sent: it may wait for the
 					// client's rate limiter, or be sent again after a conflict, for longer than
@@ -771,12 +776,31 @@ func (g *uninstallGuard) marked(ctx context.Context) (set, missing bool) {
 	return m.set, m.missing
 }
 
-// priority orders actions: releases (a user waits for the node) before everything else.
+// Write priorities, in apply's order (highest first) and write slots (one gate each), and as
+// the client's rate limiter serves them (ratelimit.Urgent, ratelimit.Expedited).
+const (
+	// priorityBulk: entries and adoptions, which come by the hundred when a maintenance wave
+	// begins or nodes join at once.
+	priorityBulk = iota
+	// priorityOnTheWay: the other writes of a node on its way to its release (the upgrade seen,
+	// bookkeeping such as a warmer pod's problem). The controller plans nothing else for a node
+	// while one of its writes is in flight, so such a write waiting behind a burst of adoptions
+	// from other plans would hold the node's release back for as long.
+	priorityOnTheWay
+	// priorityRelease: a user waits for the node.
+	priorityRelease
+	priorities
+)
+
+// priority returns the action's write priority.
 func priority(a plan.Action) int {
-	if a.Type == plan.Release {
-		return 1
+	switch a.Type {
+	case plan.Release:
+		return priorityRelease
+	case plan.Upgraded, plan.Record:
+		return priorityOnTheWay
 	}
-	return 0
+	return priorityBulk
 }
 
 // applyNode patches one node, re-planning it on conflict (and first, when latest knows a newer

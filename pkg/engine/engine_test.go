@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,8 +22,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -1295,4 +1299,102 @@ func TestManyFailedWritesAreCounted(t *testing.T) {
 	var all interface{ Unwrap() []error }
 	require.ErrorAs(t, err, &all)
 	assert.Len(t, all.Unwrap(), 25)
+}
+
+// Each write priority has slots of its own: while a burst of entries or adoptions holds every
+// slot of theirs (one here, its write hanging), a release and the writes of nodes on their way
+// to a release (the upgrade seen, a warmer pod's problem recorded) from other plans still go
+// out. The event-driven mode plans nothing else for a node while one of its writes is in
+// flight: a record waiting behind a thousand adoptions would hold the node's release back as
+// long.
+func TestWritePrioritiesHaveSlotsOfTheirOwn(t *testing.T) {
+	taint := &corev1.Taint{Key: "os-upgrade", Value: "true", Effect: corev1.TaintEffectNoSchedule}
+	client := withWarmer(
+		tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()),
+		tu.Node("r", tu.WithLabels("pool", "notebooks")),
+		tu.Node("u", tu.WithLabels("pool", "notebooks")),
+		tu.Node("x", tu.WithLabels("pool", "notebooks"), tu.WithTaint(taint.Key, taint.Value, taint.Effect)))
+	e, err := New(Options{Config: testConfig(t), Client: client, Clock: clocktesting.NewFakePassiveClock(t0), Workers: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	obs, err := e.Observe(context.Background())
+	require.NoError(t, err)
+	i := slices.IndexFunc(e.Planner().Compute(obs.Snapshot).Actions, func(a plan.Action) bool { return a.Node == "a" })
+	require.GreaterOrEqual(t, i, 0)
+	entry := e.Planner().Compute(obs.Snapshot).Actions[i]
+	require.Equal(t, plan.Enter, entry.Type)
+
+	// The fake clientset runs its reactors under one lock: the entry hangs before it.
+	sent := make(chan string, 8)
+	hold := make(chan struct{})
+	e.client = hangingPatches{Clientset: client, patch: func(name string) {
+		sent <- name
+		if name == "a" {
+			<-hold // the entry hangs, holding the only slot of its priority
+		}
+	}}
+	var wg sync.WaitGroup
+	apply := func(actions ...plan.Action) {
+		wg.Go(func() {
+			_, err := e.Apply(context.Background(), obs, plan.Plan{Actions: actions})
+			assert.NoError(t, err)
+		})
+	}
+	apply(entry)
+	require.Equal(t, "a", <-sent)
+
+	lastError := "ImagePull: pod warmer-r: ErrImagePull"
+	apply(plan.Action{Node: "r", Type: plan.Record, Reason: "ImagePull",
+		Change: plan.Change{Annotations: map[string]*string{state.LastError: &lastError}}})
+	upgradedAt := state.FormatTime(t0)
+	apply(plan.Action{Node: "u", Type: plan.Upgraded, Reason: "upgraded",
+		Change: plan.Change{Annotations: map[string]*string{state.UpgradedAt: &upgradedAt}}})
+	apply(plan.Action{Node: "x", Type: plan.Release, Reason: state.ReasonLeftPool, Change: plan.Change{RemoveTaint: taint}})
+	var others []string
+	deadline := time.After(10 * time.Second)
+	for len(others) < 3 {
+		select {
+		case name := <-sent:
+			others = append(others, name)
+			continue
+		case <-deadline:
+			assert.Fail(t, "a write waits for the entry's slot", "sent: %v", others)
+		}
+		break
+	}
+	assert.ElementsMatch(t, []string{"r", "u", "x"}, others)
+	close(hold)
+	wg.Wait()
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.True(t, state.HasTaint(n, taint.Key, taint.Effect), "the entry went through once let go")
+}
+
+// hangingPatches is a clientset whose node patches call patch with the node's name first.
+type hangingPatches struct {
+	*fake.Clientset
+	patch func(name string)
+}
+
+func (c hangingPatches) CoreV1() typedcorev1.CoreV1Interface {
+	return hangingCoreV1{CoreV1Interface: c.Clientset.CoreV1(), patch: c.patch}
+}
+
+type hangingCoreV1 struct {
+	typedcorev1.CoreV1Interface
+	patch func(name string)
+}
+
+func (c hangingCoreV1) Nodes() typedcorev1.NodeInterface {
+	return hangingNodes{NodeInterface: c.CoreV1Interface.Nodes(), patch: c.patch}
+}
+
+type hangingNodes struct {
+	typedcorev1.NodeInterface
+	patch func(name string)
+}
+
+func (n hangingNodes) Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, sub ...string) (*corev1.Node, error) {
+	n.patch(name)
+	return n.NodeInterface.Patch(ctx, name, pt, data, opts, sub...)
 }

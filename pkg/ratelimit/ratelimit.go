@@ -1,12 +1,15 @@
 // Package ratelimit is the client-side rate limiter of the orchestrator's Kubernetes client: a
 // token bucket, as client-go's default (qps tokens a second, at most burst), that puts requests
-// whose context is marked Urgent (writing a node release: a user waits for that node) first.
+// whose context is marked Urgent (writing a node release: a user waits for that node) first, and
+// those marked Expedited (the other writes of a node on its way to its release) next.
 //
-// Urgent requests are served before any waiting normal request, and a share of the burst can be
-// reserved for them: a normal request then takes a token only while more than the reserve are
-// left. Under a long run of normal writes (a thousand nodes joining at once) the bucket stays at
-// the reserve, and a burst of releases that size goes out at once instead of queueing at qps.
-// Over time the rate never exceeds qps, nor a burst the configured burst.
+// Urgent requests are served before any waiting request of the other levels, expedited ones
+// before any waiting normal request, and a share of the burst can be reserved for urgent ones:
+// an expedited or normal request then takes a token only while more than the reserve are left.
+// Under a long run of normal writes (a thousand nodes joining at once) the bucket stays at the
+// reserve, a burst of releases that size goes out at once instead of queueing at qps, and an
+// expedited request waits for the next token, not behind the run. Over time the rate never
+// exceeds qps, nor a burst the configured burst.
 package ratelimit
 
 import (
@@ -26,6 +29,17 @@ func Urgent(ctx context.Context) context.Context { return context.WithValue(ctx,
 
 // IsUrgent reports whether ctx was marked by Urgent.
 func IsUrgent(ctx context.Context) bool { v, _ := ctx.Value(urgentKey{}).(bool); return v }
+
+type expeditedKey struct{}
+
+// Expedited marks the requests made with the returned context as expedited: served after urgent
+// ones, before normal ones. A context marked by Urgent too is urgent.
+func Expedited(ctx context.Context) context.Context {
+	return context.WithValue(ctx, expeditedKey{}, true)
+}
+
+// IsExpedited reports whether ctx was marked by Expedited.
+func IsExpedited(ctx context.Context) bool { v, _ := ctx.Value(expeditedKey{}).(bool); return v }
 
 type checkKey struct{}
 
@@ -47,8 +61,10 @@ func Check(ctx context.Context) error {
 	return nil
 }
 
+// The levels of requests, served in this order.
 const (
 	urgent = iota
+	expedited
 	normal
 	levels
 )
@@ -59,13 +75,13 @@ type Clock interface {
 	AfterFunc(d time.Duration, f func()) clock.Timer
 }
 
-// Limiter is a token bucket of qps tokens a second holding at most burst, with two queues of
-// waiters. It implements client-go's flowcontrol.RateLimiter.
+// Limiter is a token bucket of qps tokens a second holding at most burst, with a queue of
+// waiters per level. It implements client-go's flowcontrol.RateLimiter.
 type Limiter struct {
 	clock Clock
 	qps   float64
 	burst float64
-	// reserve is how many tokens normal requests leave for urgent ones.
+	// reserve is how many tokens expedited and normal requests leave for urgent ones.
 	reserve float64
 
 	mu     sync.Mutex
@@ -109,10 +125,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	level := normal
-	if IsUrgent(ctx) {
-		level = urgent
-	}
+	level := levelOf(ctx)
 	l.mu.Lock()
 	if l.takeLocked(level) {
 		l.mu.Unlock()
@@ -132,6 +145,17 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		l.cancelLocked(w, level)
 		return ctx.Err()
 	}
+}
+
+// levelOf returns the level of the requests made with ctx.
+func levelOf(ctx context.Context) int {
+	switch {
+	case IsUrgent(ctx):
+		return urgent
+	case IsExpedited(ctx):
+		return expedited
+	}
+	return normal
 }
 
 // checked runs ctx's check for a request granted a token, and hands the token back when the
@@ -223,7 +247,7 @@ func (l *Limiter) refillLocked() {
 	l.last = now
 }
 
-// dispatchLocked grants the available tokens to the waiters, urgent ones first, and arms the
+// dispatchLocked grants the available tokens to the waiters, level by level, and arms the
 // timer for the next token while any are left waiting.
 func (l *Limiter) dispatchLocked() {
 	l.refillLocked()
@@ -244,12 +268,9 @@ func (l *Limiter) scheduleLocked() {
 	if l.stopped {
 		return
 	}
-	level := urgent
-	if len(l.queues[urgent]) == 0 {
-		if len(l.queues[normal]) == 0 {
-			return
-		}
-		level = normal
+	level := slices.IndexFunc(l.queues[:], func(q []*waiter) bool { return len(q) > 0 })
+	if level < 0 {
+		return
 	}
 	l.refillLocked()
 	// Capped: at an absurdly small qps the product would overflow a Duration (and turn negative).
@@ -262,7 +283,7 @@ func (l *Limiter) scheduleLocked() {
 		if !l.due.After(due) {
 			return // armed early enough
 		}
-		l.timer.Stop() // an urgent request arrived: serve it sooner
+		l.timer.Stop() // a request of a higher level arrived: serve it sooner
 	}
 	l.gen++
 	gen := l.gen
@@ -280,9 +301,13 @@ func (l *Limiter) fire(gen uint64) {
 	l.dispatchLocked()
 }
 
-// waiting returns how many requests wait, urgent and normal.
-func (l *Limiter) waiting() (int, int) {
+// waiting returns how many requests wait at each level: urgent, expedited, normal.
+func (l *Limiter) waiting() [levels]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.queues[urgent]), len(l.queues[normal])
+	var n [levels]int
+	for level, q := range l.queues {
+		n[level] = len(q)
+	}
+	return n
 }

@@ -19,11 +19,11 @@ func start(l *Limiter, ctx context.Context) <-chan error {
 	return ch
 }
 
-func waitQueued(t *testing.T, l *Limiter, urgent, normal int) {
+// waitQueued waits until the limiter's queues hold urgent, expedited and normal waiters.
+func waitQueued(t *testing.T, l *Limiter, urgent, expedited, normal int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		u, n := l.waiting()
-		return u == urgent && n == normal
+		return l.waiting() == [levels]int{urgent, expedited, normal}
 	}, 5*time.Second, time.Millisecond, "waiters queued")
 }
 
@@ -37,17 +37,16 @@ func granted(ch <-chan error) bool {
 }
 
 // assertBlocked asserts that the waiters whose results arrive on chs are still queued, the
-// queues holding urgent and normal waiters, at the clock's current time. It first hands out
+// queues holding urgent, expedited and normal waiters, at the clock's current time. It first hands out
 // under the limiter's lock what its timer would when it fires at this time, so that a wrong
 // grant the timer's goroutine has not got to yet is made, and seen, here: not waiting for a
 // grant for some milliseconds, which a slow goroutine would outlast.
-func assertBlocked(t *testing.T, l *Limiter, urgent, normal int, chs []<-chan error, msg string) {
+func assertBlocked(t *testing.T, l *Limiter, urgent, expedited, normal int, chs []<-chan error, msg string) {
 	t.Helper()
 	l.mu.Lock()
 	l.dispatchLocked()
 	l.mu.Unlock()
-	u, n := l.waiting()
-	assert.Equal(t, [2]int{urgent, normal}, [2]int{u, n}, "waiters queued (urgent, normal): %s", msg)
+	assert.Equal(t, [levels]int{urgent, expedited, normal}, l.waiting(), "waiters queued (urgent, expedited, normal): %s", msg)
 	for i, ch := range chs {
 		select {
 		case err := <-ch:
@@ -65,9 +64,9 @@ func TestBurstThenRate(t *testing.T) {
 	}
 	assert.False(t, l.TryAccept(), "normal requests leave the reserve")
 	ch := start(l, context.Background())
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	clk.Step(50 * time.Millisecond)
-	assertBlocked(t, l, 0, 1, []<-chan error{ch}, "half a token is not a token")
+	assertBlocked(t, l, 0, 0, 1, []<-chan error{ch}, "half a token is not a token")
 	clk.Step(50 * time.Millisecond)
 	assert.True(t, granted(ch))
 	clk.Step(time.Hour)
@@ -79,8 +78,8 @@ func TestBurstThenRate(t *testing.T) {
 		require.NoError(t, l.Wait(Urgent(context.Background())), "the reserve is there for urgent requests")
 	}
 	u := start(l, Urgent(context.Background()))
-	waitQueued(t, l, 1, 0)
-	assertBlocked(t, l, 1, 0, []<-chan error{u}, "never beyond burst")
+	waitQueued(t, l, 1, 0, 0)
+	assertBlocked(t, l, 1, 0, 0, []<-chan error{u}, "never beyond burst")
 }
 
 func TestReserveServesUrgentBurst(t *testing.T) {
@@ -92,17 +91,17 @@ func TestReserveServesUrgentBurst(t *testing.T) {
 	require.NoError(t, l.Wait(Urgent(context.Background())), "the reserve is the urgent requests'")
 	// One token left; the normal waiter needs 3: its timer is due in 200 ms.
 	n := start(l, context.Background())
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	require.NoError(t, l.Wait(Urgent(context.Background())), "urgent requests pass a waiting normal one")
 	// The bucket is empty: an urgent request needs 1 token (100 ms), before n's timer.
 	u := start(l, Urgent(context.Background()))
-	waitQueued(t, l, 1, 1)
+	waitQueued(t, l, 1, 0, 1)
 	clk.Step(100 * time.Millisecond)
 	assert.True(t, granted(u), "the timer is re-armed for the earlier urgent request")
 	// u is granted before the timer is armed for n, under the limiter's lock: stepping the clock
 	// earlier would leave that timer due after the step.
-	waitQueued(t, l, 0, 1)
-	assertBlocked(t, l, 0, 1, []<-chan error{n}, "n needs 3 tokens")
+	waitQueued(t, l, 0, 0, 1)
+	assertBlocked(t, l, 0, 0, 1, []<-chan error{n}, "n needs 3 tokens")
 	clk.Step(300 * time.Millisecond)
 	assert.True(t, granted(n))
 }
@@ -113,20 +112,57 @@ func TestUrgentBeforeWaitingNormal(t *testing.T) {
 	require.NoError(t, l.Wait(context.Background()))
 	n1 := start(l, context.Background())
 	n2 := start(l, context.Background())
-	waitQueued(t, l, 0, 2)
+	waitQueued(t, l, 0, 0, 2)
 	u := start(l, Urgent(context.Background()))
-	waitQueued(t, l, 1, 2)
+	waitQueued(t, l, 1, 0, 2)
 
 	clk.Step(100 * time.Millisecond)
 	assert.True(t, granted(u), "the urgent request takes the next token")
-	waitQueued(t, l, 0, 2)
-	assertBlocked(t, l, 0, 2, []<-chan error{n1, n2}, "the urgent request took the token")
+	waitQueued(t, l, 0, 0, 2)
+	assertBlocked(t, l, 0, 0, 2, []<-chan error{n1, n2}, "the urgent request took the token")
 
 	clk.Step(100 * time.Millisecond)
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	clk.Step(100 * time.Millisecond)
-	waitQueued(t, l, 0, 0)
+	waitQueued(t, l, 0, 0, 0)
 	assert.True(t, granted(n1) && granted(n2), "normal requests follow, in order")
+}
+
+// Expedited requests pass waiting normal ones and follow waiting urgent ones, and leave the
+// reserve to urgent ones as normal requests do.
+func TestExpeditedBetweenUrgentAndNormal(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	l := NewWithClock(10, 3, 1, clk) // a token every 100 ms; 1 reserved for urgent requests
+	for range 2 {
+		require.NoError(t, l.Wait(context.Background()))
+	}
+	// One token left, the reserve.
+	e0 := start(l, Expedited(context.Background()))
+	waitQueued(t, l, 0, 1, 0)
+	assertBlocked(t, l, 0, 1, 0, []<-chan error{e0}, "expedited requests leave the reserve")
+	require.NoError(t, l.Wait(Urgent(context.Background())), "the reserve is the urgent requests'")
+
+	n := start(l, context.Background())
+	waitQueued(t, l, 0, 1, 1)
+	e1 := start(l, Expedited(context.Background()))
+	waitQueued(t, l, 0, 2, 1)
+	u := start(l, Urgent(context.Background()))
+	waitQueued(t, l, 1, 2, 1)
+
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(u), "the urgent request takes the first token")
+	waitQueued(t, l, 0, 2, 1)
+	clk.Step(100 * time.Millisecond)
+	assertBlocked(t, l, 0, 2, 1, []<-chan error{e0, e1, n}, "one token is the reserve")
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(e0), "expedited requests next, in order")
+	waitQueued(t, l, 0, 1, 1)
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(e1))
+	waitQueued(t, l, 0, 0, 1)
+	assertBlocked(t, l, 0, 0, 1, []<-chan error{n}, "the normal request came first, and is served last")
+	clk.Step(100 * time.Millisecond)
+	assert.True(t, granted(n))
 }
 
 func TestNoBypassOfWaiters(t *testing.T) {
@@ -134,7 +170,7 @@ func TestNoBypassOfWaiters(t *testing.T) {
 	l := NewWithClock(10, 1, 0, clk)
 	require.NoError(t, l.Wait(context.Background()))
 	n := start(l, context.Background())
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	assert.False(t, l.TryAccept(), "TryAccept does not jump the queue")
 	clk.Step(100 * time.Millisecond)
 	assert.True(t, granted(n))
@@ -147,10 +183,10 @@ func TestCancelledWaiterTakesNoToken(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := start(l, ctx)
 	n := start(l, context.Background())
-	waitQueued(t, l, 0, 2)
+	waitQueued(t, l, 0, 0, 2)
 	cancel()
 	assert.ErrorIs(t, <-c, context.Canceled)
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	clk.Step(100 * time.Millisecond)
 	assert.True(t, granted(n), "the token the cancelled request would have had goes to the next")
 
@@ -165,6 +201,11 @@ func TestUrgentContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(Urgent(context.Background()), time.Minute)
 	defer cancel()
 	assert.True(t, IsUrgent(ctx), "derived contexts stay urgent")
+
+	assert.Equal(t, normal, levelOf(context.Background()))
+	assert.Equal(t, expedited, levelOf(Expedited(context.Background())))
+	assert.Equal(t, urgent, levelOf(Urgent(Expedited(context.Background()))), "urgent wins")
+	assert.Equal(t, urgent, levelOf(Expedited(Urgent(context.Background()))))
 }
 
 func TestRealClockRate(t *testing.T) {
@@ -214,13 +255,13 @@ func TestTinyQPSDoesNotSpin(t *testing.T) {
 	l := NewWithClock(1e-12, 1, 0, clk)
 	require.NoError(t, l.Wait(context.Background()))
 	ch := start(l, context.Background())
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	l.mu.Lock()
 	due := l.due
 	l.mu.Unlock()
 	assert.Equal(t, clk.Now().Add(maxWait), due)
 	clk.Step(time.Minute)
-	assertBlocked(t, l, 0, 1, []<-chan error{ch}, "the next token is eons away")
+	assertBlocked(t, l, 0, 0, 1, []<-chan error{ch}, "the next token is eons away")
 }
 
 // A request's check runs once its token is granted, not while it waits; a check that fails is
@@ -233,10 +274,10 @@ func TestCheckRunsOnceGranted(t *testing.T) {
 	errHeld := errors.New("no longer wanted")
 	var checks atomic.Int32
 	held := start(l, WithCheck(context.Background(), func() error { checks.Add(1); return errHeld }))
-	waitQueued(t, l, 0, 1)
+	waitQueued(t, l, 0, 0, 1)
 	next := start(l, context.Background())
-	waitQueued(t, l, 0, 2)
-	assertBlocked(t, l, 0, 2, []<-chan error{held, next}, "no token yet")
+	waitQueued(t, l, 0, 0, 2)
+	assertBlocked(t, l, 0, 0, 2, []<-chan error{held, next}, "no token yet")
 	assert.Zero(t, checks.Load(), "no check while waiting")
 
 	clk.Step(time.Second)
