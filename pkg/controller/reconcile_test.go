@@ -344,14 +344,14 @@ func TestFailingWriteIsNoSuccess(t *testing.T) {
 	assert.Positive(t, gaugeValue(t, m, lastSuccess))
 }
 
-// The retry of a failing write may take long (a webhook that times out, an API server that does
-// not answer): a plan of the whole pool meanwhile skips the node, which is in flight, and has
-// nothing to hand out, but is no success either.
-func TestRetryInFlightIsNoSuccess(t *testing.T) {
+// retryHanging returns a leading controller over cordoned pool node a, whose entry failed and
+// whose retry is in flight now, hanging until the test ends (a webhook that times out, an API
+// server that does not answer); and the metrics and the patch attempts.
+func retryHanging(t *testing.T) (*fake.Clientset, *Controller, *metrics.Metrics, *attempts) {
+	t.Helper()
 	client := withWarmer(tu.Node("a", tu.WithLabels("pool", "notebooks"), tu.Cordoned()))
-	var patches attempts
+	patches := new(attempts)
 	hold := make(chan struct{})
-	defer close(hold)
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		patches.add()
 		if len(patches.times()) > 1 {
@@ -361,6 +361,8 @@ func TestRetryInFlightIsNoSuccess(t *testing.T) {
 	})
 	c, m, clock := stillClockController(t, client)
 	leading(t, c)
+	// Cleanups run last added first: the retry returns before leading's stop waits for it.
+	t.Cleanup(func() { close(hold) })
 	patches.waitAttempts(t, 1)
 	var retryAt time.Time
 	require.Eventually(t, func() bool {
@@ -374,11 +376,35 @@ func TestRetryInFlightIsNoSuccess(t *testing.T) {
 	clock.Store(retryAt.Add(time.Millisecond).UnixNano()) // its retry time has come
 	c.Trigger()
 	patches.waitAttempts(t, 2) // the retry, hanging
+	return client, c, m, patches
+}
 
+// The retry of a failing write may take long: a plan of the whole pool meanwhile skips the node,
+// which is in flight, and has nothing to hand out, but is no success either.
+func TestRetryInFlightIsNoSuccess(t *testing.T) {
+	_, c, m, _ := retryHanging(t)
 	before := reconciles(t, m)
 	c.Trigger()
 	require.Eventually(t, func() bool { return reconciles(t, m) > before }, 5*time.Second, 5*time.Millisecond)
 	assert.Zero(t, gaugeValue(t, m, lastSucceeded), "no success while a's retry is in flight")
+}
+
+// The plan of the whole pool no longer wants the write whose retry is in flight (the node was
+// uncordoned meanwhile): the retry may still land, and until it returns the plan is no success.
+func TestRetryInFlightOfAWriteNoLongerPlannedIsNoSuccess(t *testing.T) {
+	client, c, m, patches := retryHanging(t)
+	// Through the tracker: the fake clientset's requests wait for the hanging patch's reactor.
+	uncordoned := tu.Node("a", tu.WithLabels("pool", "notebooks"))
+	require.NoError(t, client.Tracker().Update(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, uncordoned, ""))
+	require.Eventually(t, func() bool {
+		n, err := c.poolNodes.Get("a")
+		return err == nil && !n.Spec.Unschedulable
+	}, 5*time.Second, 5*time.Millisecond)
+	before := reconciles(t, m)
+	c.Trigger()
+	require.Eventually(t, func() bool { return reconciles(t, m) > before }, 5*time.Second, 5*time.Millisecond)
+	assert.Zero(t, gaugeValue(t, m, lastSucceeded), "no success while a's retry is in flight")
+	assert.Len(t, patches.times(), 2, "nothing more for a")
 }
 
 // A plan of the whole pool made while the warmer's revisions cannot be read counts no pod as
