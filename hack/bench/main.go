@@ -132,13 +132,22 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.debugDir, "debug-dir", "", "write orchestrator debug logs, CPU profiles (the orchestrator's in the joins, the API server's in the run --once cycles) and per-node timelines here")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	b := &bench{log: log, started: time.Now(), opts: o}
+	b := &bench{log: log, started: time.Now(), opts: o, logDir: o.debugDir}
 	if o.debugDir != "" {
 		// Its files are written at the end of each scenario: a missing directory would lose them.
 		if err := os.MkdirAll(o.debugDir, 0o755); err != nil {
 			return fmt.Errorf("-debug-dir: %w", err)
 		}
+	} else {
+		// The orchestrator's debug logs of the latency runs are kept in any case: a run far off
+		// the others (a stall seen once) can only be looked into afterwards.
+		dir, err := os.MkdirTemp("", "image-prewarmer-bench-logs-")
+		if err != nil {
+			return err
+		}
+		b.logDir = dir
 	}
+	defer func() { log.Info("orchestrator logs of the latency runs kept", "dir", b.logDir) }()
 
 	if strings.TrimSpace(o.onceSizes) != "" {
 		// The run --once rows come last: a missing /usr/bin/time would fail them after the
@@ -190,6 +199,9 @@ type bench struct {
 	bin     string
 	opts    options
 	started time.Time
+	// logDir keeps the orchestrator's debug log of each latency run: -debug-dir, or a temporary
+	// directory left in place.
+	logDir string
 
 	latency []latencyRow
 	once    []onceRow
@@ -1510,7 +1522,7 @@ func (w *watcher) close() { w.cancel() }
 // The event-driven orchestrator as a process of the built binary.
 
 type controllerProc struct {
-	// dir holds the process's configuration (and its log, without -debug-dir); removed by stop.
+	// dir holds the process's configuration; removed by stop. Its log is in bench.logDir.
 	dir     string
 	cmd     *exec.Cmd
 	addr    string
@@ -1534,12 +1546,10 @@ func (b *bench) startController(ctx context.Context, cfg *config.Config) (*contr
 	// its phases.
 	args := []string{"run", "--config", path, "--kubeconfig", b.c.Kubeconfig, "--listen", "127.0.0.1:0",
 		"--leader-elect-namespace", cfg.Warmer.Namespace, "-v", "1"}
-	logDir := dir
 	if b.opts.debugDir != "" {
 		args = append(args, "--profiling")
-		logDir = b.opts.debugDir
 	}
-	logPath := filepath.Join(logDir, strings.ReplaceAll(cfg.Instance, "/", "_")+".log")
+	logPath := filepath.Join(b.logDir, strings.ReplaceAll(cfg.Instance, "/", "_")+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
