@@ -52,6 +52,7 @@ import (
 	"github.com/image-prewarmer/image-prewarmer/pkg/engine"
 	"github.com/image-prewarmer/image-prewarmer/pkg/metrics"
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
 	"github.com/image-prewarmer/image-prewarmer/pkg/sources"
 	"github.com/image-prewarmer/image-prewarmer/pkg/state"
 )
@@ -1027,7 +1028,10 @@ func (c *Controller) revisionsFor(ctx context.Context, ds *appsv1.DaemonSet, cac
 		if time.Since(failed) < retryAfterError {
 			return nil, false
 		}
-		list, err := c.client.AppsV1().ControllerRevisions(ds.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.DefaultDaemonSetUniqueLabelKey})
+		// Urgent for the client's rate limiter: every plan, releases included, waits for this
+		// read, which must not queue behind a burst of entries or adoptions.
+		list, err := c.client.AppsV1().ControllerRevisions(ds.Namespace).List(ratelimit.Urgent(ctx),
+			metav1.ListOptions{LabelSelector: appsv1.DefaultDaemonSetUniqueLabelKey})
 		if err != nil {
 			c.log.Warn("reading the warmer's revisions failed; retrying in a second", "error", err)
 			c.mu.Lock()

@@ -8,11 +8,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	typedappsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/image-prewarmer/image-prewarmer/pkg/plan"
+	"github.com/image-prewarmer/image-prewarmer/pkg/ratelimit"
 	tu "github.com/image-prewarmer/image-prewarmer/pkg/testutil"
 )
 
@@ -80,4 +83,49 @@ func TestRevisionsAreReadOncePerObservedGeneration(t *testing.T) {
 	bumped := old.DeepCopy()
 	bumped.Revision, bumped.ResourceVersion = 3, "12"
 	assert.Equal(t, "old", plan.CurrentRevision(next, revs(t, c, next, []*appsv1.ControllerRevision{bumped, cur})))
+}
+
+// Every plan waits for the read of the revisions, releases included: it goes first through the
+// client's rate limiter, not behind a burst of entries or adoptions.
+func TestRevisionsReadIsUrgent(t *testing.T) {
+	ds := tu.DaemonSet("prewarm", "warmer")
+	ds.Generation, ds.Status.ObservedGeneration = 2, 2
+	client := fake.NewClientset(tu.Revision(ds, 2, "new"))
+	c := testController(t, client, false)
+	lists := &urgentLists{}
+	c.client = revisionListsOf{Clientset: client, lists: lists}
+	assert.Equal(t, "new", plan.CurrentRevision(ds, revs(t, c, ds, nil)))
+	assert.Equal(t, []bool{true}, lists.urgent)
+}
+
+// revisionListsOf is a clientset that records in lists whether each list of ControllerRevisions
+// was marked urgent (ratelimit.Urgent).
+type revisionListsOf struct {
+	*fake.Clientset
+	lists *urgentLists
+}
+
+type urgentLists struct{ urgent []bool }
+
+func (c revisionListsOf) AppsV1() typedappsv1.AppsV1Interface {
+	return revisionListsApps{AppsV1Interface: c.Clientset.AppsV1(), lists: c.lists}
+}
+
+type revisionListsApps struct {
+	typedappsv1.AppsV1Interface
+	lists *urgentLists
+}
+
+func (a revisionListsApps) ControllerRevisions(ns string) typedappsv1.ControllerRevisionInterface {
+	return revisionLists{ControllerRevisionInterface: a.AppsV1Interface.ControllerRevisions(ns), lists: a.lists}
+}
+
+type revisionLists struct {
+	typedappsv1.ControllerRevisionInterface
+	lists *urgentLists
+}
+
+func (r revisionLists) List(ctx context.Context, opts metav1.ListOptions) (*appsv1.ControllerRevisionList, error) {
+	r.lists.urgent = append(r.lists.urgent, ratelimit.IsUrgent(ctx))
+	return r.ControllerRevisionInterface.List(ctx, opts)
 }
