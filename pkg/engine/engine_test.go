@@ -1319,9 +1319,10 @@ func TestWritePrioritiesHaveSlotsOfTheirOwn(t *testing.T) {
 	require.NoError(t, err)
 	obs, err := e.Observe(context.Background())
 	require.NoError(t, err)
-	i := slices.IndexFunc(e.Planner().Compute(obs.Snapshot).Actions, func(a plan.Action) bool { return a.Node == "a" })
+	planned := e.Planner().Compute(obs.Snapshot).Actions
+	i := slices.IndexFunc(planned, func(a plan.Action) bool { return a.Node == "a" })
 	require.GreaterOrEqual(t, i, 0)
-	entry := e.Planner().Compute(obs.Snapshot).Actions[i]
+	entry := planned[i]
 	require.Equal(t, plan.Enter, entry.Type)
 
 	// The fake clientset runs its reactors under one lock: the entry hangs before it.
